@@ -1,0 +1,249 @@
+#include "server/app/config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/core/build_info.h"
+
+namespace transferd::app {
+namespace {
+
+// auto | cpu | cuda | cuda:N
+const CLI::Validator kDeviceSpec(
+    [](std::string& value) -> std::string {
+      if (value == "auto" || value == "cpu" || value == "cuda") return {};
+      absl::string_view rest = value;
+      int index = -1;
+      if (absl::ConsumePrefix(&rest, "cuda:") && absl::SimpleAtoi(rest, &index) &&
+          index >= 0) {
+        return {};
+      }
+      return "expected auto, cpu, cuda or cuda:N";
+    },
+    "DEVICE");
+
+// host:port with a port in [0, 65535]; [v6]:port allowed.
+const CLI::Validator kListenAddress(
+    [](std::string& value) -> std::string {
+      const auto colon = value.rfind(':');
+      if (colon == std::string::npos || colon == 0) {
+        return "expected HOST:PORT, e.g. 127.0.0.1:50051 or 0.0.0.0:50051";
+      }
+      int port = -1;
+      if (!absl::SimpleAtoi(absl::string_view(value).substr(colon + 1), &port) ||
+          port < 0 || port > 65535) {
+        return "port must be a number in 0..65535";
+      }
+      return {};
+    },
+    "HOST:PORT");
+
+struct Binding {
+  CLI::App app{"transferd: gRPC training and inference server", "transferd"};
+  ServerConfig config;
+  int grace_seconds = 25;
+};
+
+void Bind(Binding& b) {
+  CLI::App& app = b.app;
+  ServerConfig& c = b.config;
+  // Settings come from three places that are merged into one argument list
+  // (see ParseServerConfig); the last occurrence of a setting wins.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.set_version_flag("--version", core::GetBuildInfo().version);
+  app.add_option("--config", c.config_file,
+                 "Config file: TOML-style `key = value` lines, keys are the "
+                 "long flag names without dashes (e.g. log-level = \"debug\")")
+      ->envname("TRANSFERD_CONFIG");
+
+  app.add_option("--listen", c.rpc.listen_address,
+                 "Address to serve gRPC on; other interfaces than loopback "
+                 "must be named explicitly (port 0 = any free port)")
+      ->envname("TRANSFERD_LISTEN")
+      ->check(kListenAddress)
+      ->capture_default_str();
+  app.add_option("--data-dir", c.engine.data_dir.root,
+                 "Data directory: SQLite store, datasets, models, weights")
+      ->envname("TRANSFERD_DATA_DIR")
+      ->capture_default_str();
+  app.add_option("--device", c.engine.device.device,
+                 "Compute device: auto, cpu, cuda or cuda:N")
+      ->envname("TRANSFERD_DEVICE")
+      ->check(kDeviceSpec)
+      ->capture_default_str();
+  app.add_option("--threads", c.engine.device.threads,
+                 "Intra-op CPU threads (0 = one per available CPU)")
+      ->envname("TRANSFERD_THREADS")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--log-format", c.log.format, "Log format: text or json")
+      ->envname("TRANSFERD_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--log-level", c.log.level,
+                 "Log level: trace, debug, info, warn, error")
+      ->envname("TRANSFERD_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", b.grace_seconds,
+                 "Seconds in-flight calls get to finish after SIGTERM/SIGINT")
+      ->envname("TRANSFERD_SHUTDOWN_GRACE")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
+  app.add_flag("--reflection", c.rpc.reflection,
+               "Serve gRPC server reflection (for grpcurl and friends)")
+      ->envname("TRANSFERD_REFLECTION");
+  app.add_option("--max-receive-message-bytes",
+                 c.rpc.max_receive_message_bytes,
+                 "Largest gRPC message accepted, bytes")
+      ->envname("TRANSFERD_MAX_RECEIVE_MESSAGE_BYTES")
+      ->check(CLI::Range(64 * 1024, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--max-send-message-bytes", c.rpc.max_send_message_bytes,
+                 "Largest gRPC message sent, bytes")
+      ->envname("TRANSFERD_MAX_SEND_MESSAGE_BYTES")
+      ->check(CLI::Range(64 * 1024, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--upload-chunk-bytes", c.rpc.upload_chunk_bytes,
+                 "Data bytes per upload chunk that clients are told to send")
+      ->envname("TRANSFERD_UPLOAD_CHUNK_BYTES")
+      ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
+}
+
+ParseOutcome UsageError(std::string message) {
+  ParseOutcome outcome;
+  outcome.exit_code = 2;
+  outcome.output = std::move(message) + "\n";
+  return outcome;
+}
+
+// The config file named by --config (last one wins) or TRANSFERD_CONFIG.
+std::string FindConfigFile(const std::vector<std::string>& args) {
+  std::string path;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      path = args[i + 1];
+    } else if (absl::StartsWith(args[i], "--config=")) {
+      path = args[i].substr(9);
+    }
+  }
+  if (path.empty()) {
+    if (const char* env = std::getenv("TRANSFERD_CONFIG")) path = env;
+  }
+  return path;
+}
+
+// Config file entries as "--key=value" arguments.
+absl::StatusOr<std::vector<std::string>> ConfigFileArgs(const CLI::App& app,
+                                                        const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": cannot be read"));
+  }
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_config(in);
+  } catch (const CLI::Error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": ", e.what()));
+  }
+  std::vector<std::string> args;
+  for (const CLI::ConfigItem& item : items) {
+    if (!item.parents.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", path, ": sections are not supported ([",
+          item.parents.front(), "])"));
+    }
+    const CLI::Option* opt = app.get_option_no_throw("--" + item.name);
+    if (opt == nullptr || item.name == "config") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", path, ": unknown setting \"", item.name,
+          "\" (settings are the long flag names, see --help)"));
+    }
+    if (item.inputs.size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", path, ": setting \"", item.name,
+          "\" needs exactly one value"));
+    }
+    args.push_back(absl::StrCat("--", item.name, "=", item.inputs.front()));
+  }
+  return args;
+}
+
+}  // namespace
+
+ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
+  Binding b;
+  Bind(b);
+
+  // Precedence flag > environment > config file > default, by building one
+  // argument list in increasing precedence: file, environment, command line.
+  const std::vector<std::string> cli_args(argv + std::min(argc, 1), argv + argc);
+  std::vector<std::string> args;
+  const std::string config_file = FindConfigFile(cli_args);
+  if (!config_file.empty()) {
+    auto file_args = ConfigFileArgs(b.app, config_file);
+    if (!file_args.ok()) return UsageError(std::string(file_args.status().message()));
+    args = std::move(*file_args);
+  }
+  for (const CLI::Option* opt : b.app.get_options()) {
+    const std::string& env = opt->get_envname();
+    if (env.empty() || opt->get_lnames().empty()) continue;
+    const char* value = std::getenv(env.c_str());
+    if (value != nullptr && *value != '\0') {
+      args.push_back(absl::StrCat("--", opt->get_lnames().front(), "=", value));
+    }
+  }
+  args.insert(args.end(), cli_args.begin(), cli_args.end());
+  std::reverse(args.begin(), args.end());  // CLI11 consumes from the back
+
+  ParseOutcome outcome;
+  std::ostringstream out;
+  std::ostringstream err;
+  try {
+    b.app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    outcome.exit_code = b.app.exit(e, out, err);
+    if (outcome.exit_code != 0) outcome.exit_code = 2;
+    outcome.output = out.str() + err.str();
+    return outcome;
+  }
+  ServerConfig config = std::move(b.config);
+  config.config_file = config_file;
+  config.rpc.shutdown_grace = std::chrono::seconds(b.grace_seconds);
+  if (config.rpc.upload_chunk_bytes > config.rpc.max_receive_message_bytes - 4096) {
+    return UsageError(absl::StrCat(
+        "--upload-chunk-bytes (", config.rpc.upload_chunk_bytes,
+        ") must leave 4096 bytes of framing under --max-receive-message-bytes (",
+        config.rpc.max_receive_message_bytes, ")"));
+  }
+  outcome.config = std::move(config);
+  return outcome;
+}
+
+std::vector<SettingDoc> DescribeSettings() {
+  Binding b;
+  Bind(b);
+  std::vector<SettingDoc> docs;
+  for (const CLI::Option* opt : b.app.get_options()) {
+    if (opt->get_lnames().empty()) continue;
+    const std::string name = opt->get_lnames().front();
+    if (name == "help" || name == "version") continue;
+    docs.push_back(SettingDoc{"--" + name, opt->get_envname(),
+                              opt->get_default_str(), opt->get_description()});
+  }
+  return docs;
+}
+
+}  // namespace transferd::app

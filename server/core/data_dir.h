@@ -1,0 +1,56 @@
+// The server's data directory: the embedded default store. Layout:
+//
+//   <root>/transferd.db   SQLite database (WAL mode; -wal and -shm beside it)
+//   <root>/LOCK           flock()ed by the one server that owns the directory
+//   <root>/weights/       backbone weight files (the "imagenet" cache)
+//   <root>/datasets/      stored dataset files, content-addressed
+//   <root>/models/        model weights and checkpoints
+//   <root>/cache/         derived data (feature caches); safe to delete
+//   <root>/tmp/           in-progress uploads and writes; emptied at start
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "absl/status/statusor.h"
+
+namespace transferd::core {
+
+class DataDir {
+ public:
+  struct Options {
+    std::filesystem::path root = "transferd-data";
+  };
+
+  // Creates the layout if missing, takes the directory lock (FAILED_
+  // PRECONDITION naming the holder when another server has it) and empties
+  // tmp/ (what a crash left behind).
+  static absl::StatusOr<std::unique_ptr<DataDir>> Open(const Options& options);
+
+  ~DataDir();
+  DataDir(const DataDir&) = delete;
+  DataDir& operator=(const DataDir&) = delete;
+
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path database_path() const { return root_ / "transferd.db"; }
+  std::filesystem::path weights_dir() const { return root_ / "weights"; }
+  std::filesystem::path datasets_dir() const { return root_ / "datasets"; }
+  std::filesystem::path models_dir() const { return root_ / "models"; }
+  std::filesystem::path cache_dir() const { return root_ / "cache"; }
+  std::filesystem::path tmp_dir() const { return root_ / "tmp"; }
+
+  // Entries removed from tmp/ when the directory was opened.
+  int stale_tmp_entries_removed() const { return stale_tmp_removed_; }
+
+ private:
+  DataDir(std::filesystem::path root, int lock_fd, int stale_tmp_removed)
+      : root_(std::move(root)),
+        lock_fd_(lock_fd),
+        stale_tmp_removed_(stale_tmp_removed) {}
+
+  std::filesystem::path root_;
+  int lock_fd_;
+  int stale_tmp_removed_;
+};
+
+}  // namespace transferd::core

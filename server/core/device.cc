@@ -1,0 +1,91 @@
+#include "server/core/device.h"
+
+#include <unistd.h>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "server/core/cpu_features.h"
+
+namespace transferd::core {
+namespace {
+
+int64_t HostMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES);
+  long page_size = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page_size <= 0) return 0;
+  return static_cast<int64_t>(pages) * page_size;
+}
+
+absl::StatusOr<ComputeDevice> CudaDevice(int index) {
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if (count == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device cuda:", index,
+        " requested but LibTorch sees no CUDA device (this LibTorch is ",
+        torch::cuda::is_available() ? "CUDA-enabled" : "a CPU-only build",
+        "); use --device cpu or build against a CUDA LibTorch"));
+  }
+  if (index >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device cuda:", index, " requested but only ", count,
+                     " CUDA device(s) are visible"));
+  }
+  ComputeDevice d;
+  d.kind = ComputeDevice::Kind::kCuda;
+  d.index = index;
+  d.name = absl::StrCat("cuda:", index);
+  d.description = absl::StrCat("CUDA device ", index);
+  return d;
+}
+
+}  // namespace
+
+absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
+  if (options.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be >= 0 (0 = all CPUs), got ",
+                     options.threads));
+  }
+  absl::StatusOr<ComputeDevice> device;
+  absl::string_view spec = options.device;
+  if (spec == "auto") {
+    if (torch::cuda::is_available()) {
+      device = CudaDevice(0);
+    } else {
+      device = ComputeDevice{};
+    }
+  } else if (spec == "cpu") {
+    device = ComputeDevice{};
+  } else if (spec == "cuda") {
+    device = CudaDevice(0);
+  } else if (absl::ConsumePrefix(&spec, "cuda:")) {
+    int index = -1;
+    if (!absl::SimpleAtoi(spec, &index) || index < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device \"", options.device, "\": expected cuda:N with N >= 0"));
+    }
+    device = CudaDevice(index);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", options.device,
+                     "\": expected one of auto, cpu, cuda, cuda:N"));
+  }
+  if (!device.ok()) return device.status();
+
+  const CpuFeatures& cpu = GetCpuFeatures();
+  const int threads = options.threads > 0 ? options.threads : cpu.logical_cpus;
+  at::set_num_threads(threads > 0 ? threads : 1);
+  device->threads = at::get_num_threads();
+  if (device->kind == ComputeDevice::Kind::kCpu) {
+    device->name = "cpu";
+    device->description = cpu.model_name.empty() ? "CPU" : cpu.model_name;
+    device->memory_bytes = HostMemoryBytes();
+  }
+  return device;
+}
+
+}  // namespace transferd::core

@@ -1,0 +1,83 @@
+// The engine: everything transferd does, independent of how it is reached.
+// It owns the data directory, the metadata store and the compute device, and
+// (as the product grows) the dataset catalog, job queue and device worker,
+// model registry and predictor. server/rpc adapts it to gRPC; nothing here
+// includes gRPC headers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/core/cpu_features.h"
+#include "server/core/data_dir.h"
+#include "server/core/device.h"
+#include "server/core/store.h"
+
+namespace transferd::core {
+
+// A conv base the engine can build models on (filled by the Models layer).
+struct BackboneDescription {
+  std::string name;
+  std::string keras_name;
+  std::vector<double> alphas;
+  int default_input_size = 0;
+  int min_input_size = 0;
+  int64_t parameters = 0;
+  std::vector<std::string> weights_available;
+};
+
+struct EngineInfo {
+  ComputeDevice device;
+  CpuFeatures cpu;
+  std::vector<BackboneDescription> backbones;
+  std::chrono::system_clock::time_point start_time;
+  int store_schema_version = 0;
+  std::string instance_id;  // random id created with the data directory
+};
+
+class Engine {
+ public:
+  struct Options {
+    DataDir::Options data_dir;
+    DeviceOptions device;
+    int store_busy_timeout_ms = 5000;
+  };
+
+  // Opens the data directory and store (running migrations), selects the
+  // device. Any failure leaves nothing running.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const Options& options);
+
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  EngineInfo Info() const;
+  const ComputeDevice& device() const { return device_; }
+  const DataDir& data_dir() const { return *data_dir_; }
+  Store& store() { return *store_; }
+
+  // First step of shutdown: stop accepting new work; long-running work and
+  // streams observe shutting_down() and finish. Idempotent.
+  void BeginShutdown();
+  bool shutting_down() const { return shutting_down_.load(); }
+
+  // Last step: closes the store (checkpointing its WAL) and releases the
+  // data directory lock.
+  absl::Status Shutdown();
+
+ private:
+  Engine() = default;
+
+  std::unique_ptr<DataDir> data_dir_;
+  std::unique_ptr<Store> store_;
+  ComputeDevice device_;
+  std::string instance_id_;
+  std::chrono::system_clock::time_point start_time_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace transferd::core

@@ -1,0 +1,17 @@
+// A server interceptor that gives every call a request id and writes one
+// access-log line per finished call (method, request id, peer, status,
+// milliseconds). The id is the client's x-request-id metadata when valid
+// (1-128 chars of [A-Za-z0-9._-]), else a fresh random one; it is echoed in
+// the response's initial metadata and readable by services via RequestId().
+#pragma once
+
+#include <memory>
+
+#include <grpcpp/support/server_interceptor.h>
+
+namespace transferd::rpc {
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+MakeRequestLogInterceptorFactory();
+
+}  // namespace transferd::rpc
