@@ -1,0 +1,325 @@
+// The real transferd binary on loopback: readiness, GetServerInfo through the
+// client library, the not-yet-implemented services, reflection, logging, and
+// a clean SIGTERM shutdown that leaves an intact SQLite store.
+#include <signal.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <future>
+#include <sstream>
+
+#include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "client/client.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "server/core/build_info.h"
+#include "server/core/store.h"
+#include "tests/support/transferd_server.h"
+#include "transferd/v1/datasets.grpc.pb.h"
+#include "transferd/v1/inference.grpc.pb.h"
+#include "transferd/v1/jobs.grpc.pb.h"
+#include "transferd/v1/models.grpc.pb.h"
+
+namespace transferd {
+namespace {
+
+namespace v1 = transferd::v1;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using testing::TransferdServer;
+
+std::unique_ptr<client::Client> ClientFor(const TransferdServer& server) {
+  client::ClientOptions options;
+  options.address = server.address();
+  options.timeout = std::chrono::seconds(20);
+  return client::Client::Create(options);
+}
+
+std::shared_ptr<grpc::Channel> ChannelFor(const TransferdServer& server) {
+  return grpc::CreateChannel(server.address(),
+                             grpc::InsecureChannelCredentials());
+}
+
+void Deadline(grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+}
+
+// Reads PRAGMA values through a raw read-only connection.
+std::string Pragma(const std::string& db_path, const std::string& pragma) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+      SQLITE_OK) {
+    sqlite3_close(db);
+    return "<cannot open>";
+  }
+  sqlite3_stmt* stmt = nullptr;
+  std::string value = "<no row>";
+  if (sqlite3_prepare_v2(db, ("PRAGMA " + pragma).c_str(), -1, &stmt,
+                         nullptr) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
+TEST(ServerLifecycleTest, ServesHealthAndServerInfo) {
+  TransferdServer server(TransferdServer::WithArgs({"--device", "cpu", "--threads", "1"}));
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto client = ClientFor(server);
+
+  auto health = client->CheckHealth("");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, client::HealthStatus::kServing);
+
+  auto info = client->GetServerInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->version(), core::GetBuildInfo().version);
+  EXPECT_FALSE(info->build().torch_version().empty());
+  EXPECT_FALSE(info->build().grpc_version().empty());
+  EXPECT_EQ(info->device().name(), "cpu");
+  EXPECT_EQ(info->device().threads(), 1);
+  EXPECT_GT(info->device().memory_bytes(), 0);
+  EXPECT_GE(info->cpu().logical_cpus(), 1);
+  EXPECT_EQ(info->limits().max_receive_message_bytes(), 8 * 1024 * 1024);
+  EXPECT_EQ(info->limits().upload_chunk_bytes(), 1024 * 1024);
+  EXPECT_EQ(info->limits().shutdown_grace_seconds(), 25);
+  EXPECT_EQ(info->store_schema_version(), core::Store::LatestSchemaVersion());
+  EXPECT_GT(info->start_time().seconds(), 0);
+  EXPECT_THAT(info->implemented_services(), Contains("transferd.v1.Server"));
+  EXPECT_THAT(info->implemented_services(), Contains("grpc.health.v1.Health"));
+  EXPECT_THAT(info->implemented_services(),
+              ::testing::Not(Contains(HasSubstr("reflection"))));
+}
+
+TEST(ServerLifecycleTest, ContractServicesNotYetBuiltAnswerUnimplemented) {
+  TransferdServer server;
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto channel = ChannelFor(server);
+
+  {  // unary
+    auto stub = v1::Jobs::NewStub(channel);
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::Job job;
+    grpc::Status s = stub->GetJob(&ctx, v1::GetJobRequest(), &job);
+    EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("transferd.v1.Jobs.GetJob"));
+  }
+  {  // client stream
+    auto stub = v1::Datasets::NewStub(channel);
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::UploadDatasetResponse response;
+    auto writer = stub->UploadDataset(&ctx, &response);
+    v1::UploadDatasetRequest header;
+    header.mutable_header()->set_dataset_id("cats");
+    writer->Write(header);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("Datasets.UploadDataset"));
+  }
+  {  // server stream
+    auto stub = v1::Models::NewStub(channel);
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ExportModelRequest request;
+    request.set_name("models/x");
+    auto reader = stub->ExportModel(&ctx, request);
+    v1::ExportModelChunk chunk;
+    EXPECT_FALSE(reader->Read(&chunk));
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("Models.ExportModel"));
+  }
+  {  // bidirectional stream
+    auto stub = v1::Inference::NewStub(channel);
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    auto stream = stub->PredictStream(&ctx);
+    stream->WritesDone();
+    v1::PredictStreamResponse response;
+    EXPECT_FALSE(stream->Read(&response));
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("Inference.PredictStream"));
+  }
+  // ...and the server is still fine.
+  auto health = ClientFor(server)->CheckHealth("");
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, client::HealthStatus::kServing);
+}
+
+// Calls ServerReflectionInfo with one list_services request (field 7, empty
+// string) through the generic stub; returns the status and raw response.
+std::pair<grpc::Status, std::string> ListServicesByReflection(
+    const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  const char request_bytes[] = {0x3a, 0x00};
+  grpc::Slice slice(request_bytes, sizeof(request_bytes));
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx,
+                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                 grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  grpc::Status status = done.get_future().get();
+  std::string bytes;
+  std::vector<grpc::Slice> slices;
+  if (status.ok() && response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  return {status, bytes};
+}
+
+TEST(ServerLifecycleTest, ReflectionIsOffByDefaultAndOnByFlag) {
+  {
+    TransferdServer server;
+    ASSERT_TRUE(server.ok()) << server.Log();
+    auto [status, bytes] = ListServicesByReflection(ChannelFor(server));
+    EXPECT_EQ(status.error_code(), grpc::UNIMPLEMENTED);
+  }
+  {
+    TransferdServer server(TransferdServer::WithArgs({"--reflection"}));
+    ASSERT_TRUE(server.ok()) << server.Log();
+    auto [status, bytes] = ListServicesByReflection(ChannelFor(server));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_THAT(bytes, HasSubstr("transferd.v1.Server"));
+    EXPECT_THAT(bytes, HasSubstr("transferd.v1.Jobs"));
+  }
+}
+
+TEST(ServerLifecycleTest, SigtermTurnsHealthNotServingAndExitsCleanly) {
+  TransferdServer server(TransferdServer::WithArgs({"--shutdown-grace", "5"}));
+  ASSERT_TRUE(server.ok()) << server.Log();
+
+  // A health watcher sees SERVING, then NOT_SERVING as shutdown begins.
+  auto health = grpc::health::v1::Health::NewStub(ChannelFor(server));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  grpc::health::v1::HealthCheckRequest request;
+  auto watch = health->Watch(&ctx, request);
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  server.process().Signal(SIGTERM);
+  ASSERT_TRUE(watch->Read(&response));
+  EXPECT_EQ(response.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
+  auto exit = server.process().Wait(std::chrono::seconds(20));
+  ASSERT_TRUE(exit.has_value()) << "no exit within 20 s\n" << server.Log();
+  EXPECT_TRUE(exit->exited);
+  EXPECT_EQ(exit->code, 0) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("stopped cleanly"));
+
+  const std::string db = server.data_dir() + "/transferd.db";
+  EXPECT_EQ(Pragma(db, "integrity_check"), "ok");
+  EXPECT_EQ(Pragma(db, "journal_mode"), "wal");
+  EXPECT_EQ(Pragma(db, "user_version"),
+            std::to_string(core::Store::LatestSchemaVersion()));
+  // The WAL was checkpointed into the main file at close.
+  const auto wal = std::filesystem::path(db + "-wal");
+  EXPECT_TRUE(!std::filesystem::exists(wal) ||
+              std::filesystem::file_size(wal) == 0);
+}
+
+TEST(ServerLifecycleTest, SecondServerOnTheSameDataDirIsRefused) {
+  TransferdServer first;
+  ASSERT_TRUE(first.ok()) << first.Log();
+  auto result = testing::Run(
+      {testing::TransferdBinary(), "--listen",
+       "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort()),
+       "--data-dir", first.data_dir()});
+  EXPECT_TRUE(result.status.exited);
+  EXPECT_EQ(result.status.code, 1);
+  EXPECT_THAT(result.err, HasSubstr("in use by another transferd"));
+  // The first server is untouched.
+  auto health = ClientFor(first)->CheckHealth("");
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, client::HealthStatus::kServing);
+}
+
+TEST(ServerLifecycleTest, RestartKeepsTheStore) {
+  testing::TempDir dir;
+  const std::string data = dir.path() + "/data";
+  {
+    TransferdServer server(TransferdServer::WithDataDir(data));
+    ASSERT_TRUE(server.ok()) << server.Log();
+    auto exit = server.Stop(SIGINT, std::chrono::seconds(20));
+    ASSERT_TRUE(exit.has_value());
+    EXPECT_EQ(exit->code, 0);
+  }
+  TransferdServer server(TransferdServer::WithDataDir(data));
+  ASSERT_TRUE(server.ok()) << server.Log();
+  EXPECT_THAT(server.Log(), HasSubstr("schema v1"));
+}
+
+TEST(ServerLifecycleTest, UnusableAddressFailsAtStartWithAReason) {
+  TransferdServer holder;
+  ASSERT_TRUE(holder.ok()) << holder.Log();
+  testing::TempDir dir;
+  auto result = testing::Run({testing::TransferdBinary(), "--listen",
+                              holder.address(), "--data-dir", dir.path()});
+  EXPECT_EQ(result.status.code, 1);
+  EXPECT_THAT(result.err, HasSubstr("cannot listen on " + holder.address()));
+}
+
+TEST(ServerLifecycleTest, JsonLogsAreOneObjectPerLine) {
+  TransferdServer server(TransferdServer::WithArgs({"--log-format", "json"}));
+  ASSERT_TRUE(server.ok()) << server.Log();
+  ASSERT_TRUE(ClientFor(server)->GetServerInfo().ok());
+  auto exit = server.Stop(SIGTERM, std::chrono::seconds(20));
+  ASSERT_TRUE(exit.has_value());
+  std::istringstream lines(server.Log());
+  std::string line;
+  int parsed = 0;
+  bool saw_rpc_with_request_id = false;
+  while (std::getline(lines, line)) {
+    auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(json.is_discarded()) << line;
+    ASSERT_TRUE(json.contains("ts") && json.contains("level") &&
+                json.contains("msg"))
+        << line;
+    const std::string msg = json["msg"];
+    if (msg.find("GetServerInfo") != std::string::npos &&
+        msg.find("request_id=") != std::string::npos) {
+      saw_rpc_with_request_id = true;
+    }
+    ++parsed;
+  }
+  EXPECT_GE(parsed, 4);
+  EXPECT_TRUE(saw_rpc_with_request_id) << server.Log();
+}
+
+TEST(ServerLifecycleTest, ClientRequestIdIsEchoedAndLogged) {
+  TransferdServer server;
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto stub = v1::Jobs::NewStub(ChannelFor(server));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  ctx.AddMetadata("x-request-id", "req-42.a_b");
+  v1::ListJobsResponse response;
+  (void)stub->ListJobs(&ctx, v1::ListJobsRequest(), &response);
+  auto md = ctx.GetServerInitialMetadata();
+  auto it = md.find("x-request-id");
+  ASSERT_NE(it, md.end());
+  EXPECT_EQ(std::string(it->second.data(), it->second.size()), "req-42.a_b");
+  ASSERT_TRUE(server.Stop(SIGTERM, std::chrono::seconds(20)).has_value());
+  EXPECT_THAT(server.Log(), HasSubstr("request_id=req-42.a_b"));
+}
+
+}  // namespace
+}  // namespace transferd

@@ -1,0 +1,220 @@
+#include "server/app/config.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/support/subprocess.h"
+
+namespace transferd::app {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name :
+         {"TRANSFERD_CONFIG", "TRANSFERD_LISTEN", "TRANSFERD_DATA_DIR",
+          "TRANSFERD_DEVICE", "TRANSFERD_THREADS", "TRANSFERD_LOG_FORMAT",
+          "TRANSFERD_LOG_LEVEL", "TRANSFERD_SHUTDOWN_GRACE",
+          "TRANSFERD_REFLECTION", "TRANSFERD_MAX_RECEIVE_MESSAGE_BYTES",
+          "TRANSFERD_MAX_SEND_MESSAGE_BYTES", "TRANSFERD_UPLOAD_CHUNK_BYTES"}) {
+      unsetenv(name);
+      set_.push_back(name);
+    }
+  }
+  void TearDown() override {
+    for (const std::string& name : set_) unsetenv(name.c_str());
+  }
+
+  void SetEnv(const std::string& name, const std::string& value) {
+    setenv(name.c_str(), value.c_str(), 1);
+    set_.push_back(name);
+  }
+
+  ParseOutcome Parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "transferd");
+    std::vector<const char*> argv;
+    for (const std::string& a : args) argv.push_back(a.c_str());
+    return ParseServerConfig(static_cast<int>(argv.size()), argv.data());
+  }
+
+  std::string WriteFile(const std::string& content) {
+    std::string path = dir_.path() + "/transferd.toml";
+    std::ofstream(path) << content;
+    return path;
+  }
+
+  testing::TempDir dir_;
+  std::vector<std::string> set_;
+};
+
+TEST_F(ConfigTest, DefaultsAreLoopbackAndLocalDataDir) {
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  const ServerConfig& c = *out.config;
+  EXPECT_EQ(c.rpc.listen_address, "127.0.0.1:50051");
+  EXPECT_EQ(c.engine.data_dir.root, "transferd-data");
+  EXPECT_EQ(c.engine.device.device, "auto");
+  EXPECT_EQ(c.engine.device.threads, 0);
+  EXPECT_EQ(c.log.format, "text");
+  EXPECT_EQ(c.log.level, "info");
+  EXPECT_EQ(c.rpc.shutdown_grace, std::chrono::seconds(25));
+  EXPECT_FALSE(c.rpc.reflection);
+  EXPECT_EQ(c.rpc.max_receive_message_bytes, 8 * 1024 * 1024);
+  EXPECT_EQ(c.rpc.upload_chunk_bytes, 1024 * 1024);
+  EXPECT_TRUE(c.config_file.empty());
+}
+
+TEST_F(ConfigTest, FlagsSetEveryField) {
+  ParseOutcome out = Parse({"--listen", "0.0.0.0:6000", "--data-dir", "/srv/td",
+                            "--device", "cuda:1", "--threads", "3",
+                            "--log-format", "json", "--log-level", "debug",
+                            "--shutdown-grace", "7", "--reflection",
+                            "--max-receive-message-bytes", "1048576",
+                            "--max-send-message-bytes", "2097152",
+                            "--upload-chunk-bytes", "65536"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  const ServerConfig& c = *out.config;
+  EXPECT_EQ(c.rpc.listen_address, "0.0.0.0:6000");
+  EXPECT_EQ(c.engine.data_dir.root, "/srv/td");
+  EXPECT_EQ(c.engine.device.device, "cuda:1");
+  EXPECT_EQ(c.engine.device.threads, 3);
+  EXPECT_EQ(c.log.format, "json");
+  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.rpc.shutdown_grace, std::chrono::seconds(7));
+  EXPECT_TRUE(c.rpc.reflection);
+  EXPECT_EQ(c.rpc.max_receive_message_bytes, 1048576);
+  EXPECT_EQ(c.rpc.max_send_message_bytes, 2097152);
+  EXPECT_EQ(c.rpc.upload_chunk_bytes, 65536);
+}
+
+TEST_F(ConfigTest, EnvironmentSetsEverySetting) {
+  // Every documented setting has an environment variable (Kubernetes passes
+  // configuration that way).
+  for (const SettingDoc& doc : DescribeSettings()) {
+    EXPECT_THAT(doc.env, ::testing::StartsWith("TRANSFERD_")) << doc.flag;
+  }
+  SetEnv("TRANSFERD_LISTEN", "127.0.0.1:7000");
+  SetEnv("TRANSFERD_THREADS", "2");
+  SetEnv("TRANSFERD_REFLECTION", "true");
+  SetEnv("TRANSFERD_SHUTDOWN_GRACE", "3");
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->rpc.listen_address, "127.0.0.1:7000");
+  EXPECT_EQ(out.config->engine.device.threads, 2);
+  EXPECT_TRUE(out.config->rpc.reflection);
+  EXPECT_EQ(out.config->rpc.shutdown_grace, std::chrono::seconds(3));
+}
+
+TEST_F(ConfigTest, PrecedenceIsFlagThenEnvThenFileThenDefault) {
+  const std::string file = WriteFile(
+      "listen = \"127.0.0.1:1111\"\n"
+      "threads = 1\n"
+      "log-level = \"warn\"\n"
+      "data-dir = \"/from/file\"\n");
+  SetEnv("TRANSFERD_THREADS", "2");
+  SetEnv("TRANSFERD_LISTEN", "127.0.0.1:2222");
+  ParseOutcome out = Parse({"--config", file, "--listen", "127.0.0.1:3333"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  const ServerConfig& c = *out.config;
+  EXPECT_EQ(c.rpc.listen_address, "127.0.0.1:3333");  // flag
+  EXPECT_EQ(c.engine.device.threads, 2);              // env over file
+  EXPECT_EQ(c.log.level, "warn");                     // file over default
+  EXPECT_EQ(c.engine.data_dir.root, "/from/file");    // file
+  EXPECT_EQ(c.log.format, "text");                    // default
+  EXPECT_EQ(c.config_file, file);
+}
+
+TEST_F(ConfigTest, ConfigFileFromEnvironment) {
+  SetEnv("TRANSFERD_CONFIG", WriteFile("device = \"cpu\"\n"));
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->engine.device.device, "cpu");
+}
+
+TEST_F(ConfigTest, UnknownConfigFileKeyIsAnError) {
+  ParseOutcome out = Parse({"--config", WriteFile("treads = 4\n")});
+  EXPECT_FALSE(out.config.has_value());
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("unknown setting \"treads\""));
+}
+
+TEST_F(ConfigTest, InvalidEnvironmentValueIsAUsageError) {
+  SetEnv("TRANSFERD_LOG_FORMAT", "yaml");
+  ParseOutcome out = Parse({});
+  EXPECT_FALSE(out.config.has_value());
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("--log-format"));
+}
+
+TEST_F(ConfigTest, MissingConfigFileIsAnError) {
+  ParseOutcome out = Parse({"--config", dir_.path() + "/absent.toml"});
+  EXPECT_FALSE(out.config.has_value());
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("absent.toml"));
+}
+
+struct BadValue {
+  std::string name;
+  std::vector<std::string> args;
+  std::string mentions;
+};
+
+class ConfigRejectsTest : public ConfigTest,
+                          public ::testing::WithParamInterface<BadValue> {};
+
+TEST_P(ConfigRejectsTest, WithUsageErrorNamingTheProblem) {
+  ParseOutcome out = Parse(GetParam().args);
+  EXPECT_FALSE(out.config.has_value());
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr(GetParam().mentions));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BadValues, ConfigRejectsTest,
+    ::testing::Values(
+        BadValue{"NegativeThreads", {"--threads", "-1"}, "--threads"},
+        BadValue{"WordThreads", {"--threads", "many"}, "--threads"},
+        BadValue{"UnknownDevice", {"--device", "tpu"},
+                 "expected auto, cpu, cuda or cuda:N"},
+        BadValue{"BadCudaIndex", {"--device", "cuda:x"},
+                 "expected auto, cpu, cuda or cuda:N"},
+        BadValue{"LogFormat", {"--log-format", "xml"}, "--log-format"},
+        BadValue{"LogLevel", {"--log-level", "loud"}, "--log-level"},
+        BadValue{"ListenWithoutHost", {"--listen", "50051"}, "HOST:PORT"},
+        BadValue{"ListenPortRange", {"--listen", "127.0.0.1:99999"}, "port"},
+        BadValue{"NegativeGrace", {"--shutdown-grace", "-5"},
+                 "--shutdown-grace"},
+        BadValue{"TinyMessages", {"--max-receive-message-bytes", "100"},
+                 "--max-receive-message-bytes"},
+        BadValue{"ChunkAboveMessage",
+                 {"--max-receive-message-bytes", "131072",
+                  "--upload-chunk-bytes", "131072"},
+                 "--upload-chunk-bytes"},
+        BadValue{"UnknownFlag", {"--no-such-flag"}, "--no-such-flag"},
+        BadValue{"BadEnvValueIsNamed", {"--threads=x"}, "--threads"}),
+    [](const ::testing::TestParamInfo<BadValue>& info) {
+      return info.param.name;
+    });
+
+TEST_F(ConfigTest, HelpAndVersionExitZero) {
+  ParseOutcome help = Parse({"--help"});
+  EXPECT_FALSE(help.config.has_value());
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.output, HasSubstr("--data-dir"));
+  EXPECT_THAT(help.output, HasSubstr("TRANSFERD_DATA_DIR"));
+
+  ParseOutcome version = Parse({"--version"});
+  EXPECT_FALSE(version.config.has_value());
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_THAT(version.output, HasSubstr("0."));
+}
+
+}  // namespace
+}  // namespace transferd::app

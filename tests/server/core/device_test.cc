@@ -1,0 +1,70 @@
+#include "server/core/device.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "server/core/cpu_features.h"
+
+namespace transferd::core {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(DeviceTest, CpuWithExplicitThreads) {
+  auto device = SelectDevice({"cpu", 1});
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ(device->kind, ComputeDevice::Kind::kCpu);
+  EXPECT_EQ(device->name, "cpu");
+  EXPECT_EQ(device->threads, 1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_GT(device->memory_bytes, 0);
+}
+
+TEST(DeviceTest, ZeroThreadsMeansEveryAvailableCpu) {
+  auto device = SelectDevice({"cpu", 0});
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ(device->threads, GetCpuFeatures().logical_cpus);
+}
+
+TEST(DeviceTest, AutoPicksCudaOnlyWhenLibTorchSeesIt) {
+  auto device = SelectDevice({"auto", 1});
+  ASSERT_TRUE(device.ok()) << device.status();
+  if (torch::cuda::is_available()) {
+    EXPECT_EQ(device->name, "cuda:0");
+  } else {
+    EXPECT_EQ(device->name, "cpu");
+  }
+}
+
+TEST(DeviceTest, CudaWithoutCudaIsFailedPrecondition) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present";
+  auto device = SelectDevice({"cuda:0", 1});
+  ASSERT_FALSE(device.ok());
+  EXPECT_EQ(device.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(device.status().message(), HasSubstr("--device cpu"));
+}
+
+TEST(DeviceTest, MalformedSpecsAreInvalidArgument) {
+  for (const char* spec : {"gpu", "cuda:", "cuda:-1", "cuda:one", ""}) {
+    auto device = SelectDevice({spec, 1});
+    ASSERT_FALSE(device.ok()) << spec;
+    EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument)
+        << spec;
+  }
+  EXPECT_EQ(SelectDevice({"cpu", -2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CpuFeaturesTest, DescribesWhatItDetected) {
+  const CpuFeatures& f = GetCpuFeatures();
+  EXPECT_GE(f.logical_cpus, 1);
+  const std::string text = DescribeCpuFeatures(f);
+  EXPECT_EQ(text.find("amx_bf16") != std::string::npos, f.amx_bf16);
+  EXPECT_EQ(text.find("avx512f") != std::string::npos, f.avx512f);
+}
+
+}  // namespace
+}  // namespace transferd::core
