@@ -4,6 +4,8 @@
 
 #include <ATen/Context.h>
 
+#include "build_info_values.h"
+
 namespace transferd::core {
 namespace {
 
