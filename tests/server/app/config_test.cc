@@ -218,3 +218,30 @@ TEST_F(ConfigTest, HelpAndVersionExitZero) {
 
 }  // namespace
 }  // namespace transferd::app
+
+namespace transferd::app {
+namespace {
+
+// README.md's configuration table must list every setting with its
+// environment variable and default, so the documentation cannot drift.
+TEST(ConfigDocsTest, ReadmeTableListsEverySetting) {
+  std::ifstream in(std::string(TRANSFERD_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  for (const SettingDoc& doc : DescribeSettings()) {
+    const std::string flag = "| `" + doc.flag + "` |";
+    const std::string* row = nullptr;
+    for (const std::string& line : lines) {
+      if (line.rfind(flag, 0) == 0) row = &line;
+    }
+    ASSERT_NE(row, nullptr) << "README.md has no row for " << doc.flag;
+    EXPECT_THAT(*row, HasSubstr("`" + doc.env + "`")) << doc.flag;
+    if (!doc.default_value.empty()) {
+      EXPECT_THAT(*row, HasSubstr("`" + doc.default_value + "`")) << doc.flag;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace transferd::app
