@@ -51,6 +51,7 @@ struct Binding {
   CLI::App app{"transferd: gRPC training and inference server", "transferd"};
   ServerConfig config;
   int grace_seconds = 25;
+  int startup_timeout_seconds = 60;
 };
 
 void Bind(Binding& b) {
@@ -84,6 +85,12 @@ void Bind(Binding& b) {
                  "Intra-op CPU threads (0 = one per available CPU)")
       ->envname("TRANSFERD_THREADS")
       ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--startup-timeout", b.startup_timeout_seconds,
+                 "Seconds start-up waits for the store when another process "
+                 "holds its lock (health is NOT_SERVING meanwhile)")
+      ->envname("TRANSFERD_STARTUP_TIMEOUT")
+      ->check(CLI::Range(1, 86400))
       ->capture_default_str();
   app.add_option("--log-format", c.log.format, "Log format: text or json")
       ->envname("TRANSFERD_LOG_FORMAT")
@@ -222,6 +229,7 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   ServerConfig config = std::move(b.config);
   config.config_file = config_file;
   config.rpc.shutdown_grace = std::chrono::seconds(b.grace_seconds);
+  config.engine.startup_timeout = std::chrono::seconds(b.startup_timeout_seconds);
   if (config.rpc.upload_chunk_bytes > config.rpc.max_receive_message_bytes - 4096) {
     return UsageError(absl::StrCat(
         "--upload-chunk-bytes (", config.rpc.upload_chunk_bytes,

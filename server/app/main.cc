@@ -1,14 +1,24 @@
 // transferd: the gRPC training and inference server.
 //
-// Start-up: parse configuration, set up logging, block SIGINT/SIGTERM in
-// every thread, create the engine (data dir, store, device), start gRPC.
-// Shutdown on the first SIGINT/SIGTERM: health NOT_SERVING at once, the
-// engine stops taking work and tells streams to finish, in-flight calls get
-// the grace period, the store is checkpointed and closed, exit 0.
+// Start-up: parse configuration, set up logging, route SIGINT/SIGTERM to a
+// self-pipe read by one thread (whichever thread the kernel interrupts; some
+// library threads exist before main), take the device and the data
+// directory, start gRPC with health NOT_SERVING, do the slow part of start-up
+// (store, migrations, recovery), then report SERVING.
+// Shutdown on the first SIGINT/SIGTERM, also during start-up: health
+// NOT_SERVING at once, the engine stops taking work and tells streams to
+// finish, in-flight calls get the grace period, the store is checkpointed and
+// closed, exit 0.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -21,10 +31,65 @@
 
 namespace {
 
-int Run(const transferd::app::ServerConfig& config, const sigset_t& signals) {
-  using transferd::core::Engine;
-  using transferd::rpc::RpcServer;
+using transferd::core::Engine;
 
+int g_signal_pipe[2] = {-1, -1};
+
+// Async-signal-safe: only write(2).
+void OnShutdownSignal(int signo) {
+  const unsigned char byte = static_cast<unsigned char>(signo);
+  const int saved = errno;
+  (void)!write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+bool InstallSignalHandlers() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return false;
+  struct sigaction action {};
+  action.sa_handler = OnShutdownSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGINT, &action, nullptr) == 0 &&
+         sigaction(SIGTERM, &action, nullptr) == 0;
+}
+
+// Blocks until a shutdown signal (or a byte written by this process).
+int WaitForShutdownSignal() {
+  unsigned char byte = 0;
+  while (true) {
+    ssize_t n = read(g_signal_pipe[0], &byte, 1);
+    if (n == 1) return byte;
+    if (n < 0 && errno == EINTR) continue;
+    return SIGTERM;
+  }
+}
+using transferd::rpc::RpcServer;
+
+// Serialises "become SERVING" against "begin shutdown", so a signal that
+// arrives while start-up finishes can never leave health SERVING.
+class Lifecycle {
+ public:
+  Lifecycle(Engine& engine, RpcServer& server) : engine_(engine), server_(server) {}
+
+  void BeginShutdown() {
+    std::lock_guard<std::mutex> lock(mu_);
+    engine_.BeginShutdown();
+    server_.SetServing(false);
+  }
+  bool BecomeServing() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (engine_.shutting_down()) return false;
+    server_.SetServing(true);
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  Engine& engine_;
+  RpcServer& server_;
+};
+
+int Run(const transferd::app::ServerConfig& config) {
   const auto& build = transferd::core::GetBuildInfo();
   spdlog::info("transferd {} ({}, {}, torch {}) starting", build.version,
                build.revision, build.build_type, build.torch_version);
@@ -37,41 +102,63 @@ int Run(const transferd::app::ServerConfig& config, const sigset_t& signals) {
     spdlog::critical("cannot start: {}", engine.status().ToString());
     return 1;
   }
-  const auto info = (*engine)->Info();
-  spdlog::info("data dir {} (schema v{}, instance {}), {} stale tmp entries removed",
-               (*engine)->data_dir().root().string(), info.store_schema_version,
-               info.instance_id, (*engine)->data_dir().stale_tmp_entries_removed());
-  spdlog::info("device {} ({}), {} threads, cpu: {}", info.device.name,
-               info.device.description, info.device.threads,
-               transferd::core::DescribeCpuFeatures(info.cpu));
+  const auto& device = (*engine)->device();
+  spdlog::info("device {} ({}), {} threads, cpu: {}", device.name,
+               device.description, device.threads,
+               transferd::core::DescribeCpuFeatures(
+                   transferd::core::GetCpuFeatures()));
 
   auto server = RpcServer::Start(config.rpc, **engine);
   if (!server.ok()) {
     spdlog::critical("cannot start: {}", server.status().ToString());
     return 1;
   }
-  spdlog::info("serving transferd.v1 on {} (port {}){}",
+  spdlog::info("listening on {} (port {}), NOT_SERVING until ready{}",
                config.rpc.listen_address, (*server)->port(),
                config.rpc.reflection ? ", reflection on" : "");
 
-  int signo = 0;
-  if (sigwait(&signals, &signo) != 0) {
-    spdlog::critical("sigwait failed");
-    return 1;
+  Lifecycle lifecycle(**engine, **server);
+  std::promise<int> stop_signal;
+  std::thread signal_thread([&] {
+    const int signo = WaitForShutdownSignal();
+    if (signo != 0) {
+      spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signo),
+                   config.rpc.shutdown_grace.count());
+    }
+    lifecycle.BeginShutdown();
+    stop_signal.set_value(signo);
+  });
+
+  int exit_code = 0;
+  absl::Status started = (*engine)->Start();
+  if (started.ok()) {
+    const auto info = (*engine)->Info();
+    spdlog::info("data dir {} (schema v{}, instance {}), {} stale tmp entries removed",
+                 (*engine)->data_dir().root().string(),
+                 info.store_schema_version, info.instance_id,
+                 (*engine)->data_dir().stale_tmp_entries_removed());
+    if (lifecycle.BecomeServing()) {
+      spdlog::info("serving transferd.v1 on {} (port {})",
+                   config.rpc.listen_address, (*server)->port());
+    }
+  } else if (!(*engine)->shutting_down()) {
+    spdlog::critical("cannot start: {}", started.ToString());
+    exit_code = 1;
+    // Wake the signal thread (byte 0: no signal) so that it can be joined.
+    const unsigned char wake = 0;
+    (void)!write(g_signal_pipe[1], &wake, 1);
   }
-  const auto grace_ms = config.rpc.shutdown_grace.count();
-  spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signo),
-               grace_ms);
-  (*server)->SetServing(false);
-  (*engine)->BeginShutdown();
+
+  stop_signal.get_future().wait();
+  signal_thread.join();
   (*server)->Shutdown();
   server->reset();
   if (absl::Status status = (*engine)->Shutdown(); !status.ok()) {
     spdlog::error("store close: {}", status.ToString());
     return 1;
   }
-  spdlog::info("stopped cleanly");
-  return 0;
+  if (exit_code == 0) spdlog::info("stopped cleanly");
+  return exit_code;
 }
 
 }  // namespace
@@ -85,13 +172,9 @@ int main(int argc, char** argv) {
   }
   transferd::app::SetUpLogging(parsed.config->log);
 
-  // Block the shutdown signals before any thread starts so that every thread
-  // inherits the mask and only sigwait() in main sees them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
-  return Run(*parsed.config, signals);
+  if (!InstallSignalHandlers()) {
+    spdlog::critical("cannot install signal handlers: {}", std::strerror(errno));
+    return 1;
+  }
+  return Run(*parsed.config);
 }

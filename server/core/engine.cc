@@ -23,26 +23,41 @@ std::string RandomHex(int bytes) {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options) {
   std::unique_ptr<Engine> engine(new Engine);
+  engine->options_ = options;
   TRANSFERD_ASSIGN_OR_RETURN(engine->device_, SelectDevice(options.device));
   TRANSFERD_ASSIGN_OR_RETURN(engine->data_dir_,
                              DataDir::Open(options.data_dir));
+  engine->start_time_ = std::chrono::system_clock::now();
+  return engine;
+}
+
+absl::Status Engine::Start() {
+  if (ready()) return absl::OkStatus();
   Store::Options store_options;
-  store_options.path = engine->data_dir_->database_path();
-  store_options.busy_timeout_ms = options.store_busy_timeout_ms;
-  TRANSFERD_ASSIGN_OR_RETURN(engine->store_, Store::Open(store_options));
+  store_options.path = data_dir_->database_path();
+  store_options.busy_timeout_ms = options_.store_busy_timeout_ms;
+  store_options.open_timeout_ms =
+      static_cast<int>(options_.startup_timeout.count());
+  store_options.cancelled = [this] { return shutting_down(); };
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
+  if (shutting_down()) {
+    return absl::CancelledError("start-up abandoned: shutting down");
+  }
+  if (!store.ok()) return store.status();
 
   TRANSFERD_ASSIGN_OR_RETURN(std::optional<std::string> id,
-                             engine->store_->GetMeta("instance_id"));
+                             (*store)->GetMeta("instance_id"));
   if (!id.has_value()) {
     id = RandomHex(8);
-    TRANSFERD_RETURN_IF_ERROR(engine->store_->SetMeta("instance_id", *id));
-    TRANSFERD_RETURN_IF_ERROR(engine->store_->SetMeta(
+    TRANSFERD_RETURN_IF_ERROR((*store)->SetMeta("instance_id", *id));
+    TRANSFERD_RETURN_IF_ERROR((*store)->SetMeta(
         "created_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
                                        absl::UTCTimeZone())));
   }
-  engine->instance_id_ = *id;
-  engine->start_time_ = std::chrono::system_clock::now();
-  return engine;
+  instance_id_ = *id;
+  store_ = std::move(*store);
+  ready_.store(true);
+  return absl::OkStatus();
 }
 
 Engine::~Engine() { (void)Shutdown(); }
@@ -52,8 +67,10 @@ EngineInfo Engine::Info() const {
   info.device = device_;
   info.cpu = GetCpuFeatures();
   info.start_time = start_time_;
-  info.store_schema_version = store_ ? store_->schema_version() : 0;
-  info.instance_id = instance_id_;
+  if (ready()) {  // store_ and instance_id_ are written before ready_
+    info.store_schema_version = store_->schema_version();
+    info.instance_id = instance_id_;
+  }
   return info;
 }
 
@@ -61,6 +78,7 @@ void Engine::BeginShutdown() { shutting_down_.store(true); }
 
 absl::Status Engine::Shutdown() {
   BeginShutdown();
+  ready_.store(false);
   absl::Status status;
   if (store_) {
     status = store_->Close();

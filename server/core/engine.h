@@ -45,11 +45,21 @@ class Engine {
     DataDir::Options data_dir;
     DeviceOptions device;
     int store_busy_timeout_ms = 5000;
+    // How long Start() waits for the store when another process holds it.
+    std::chrono::milliseconds startup_timeout{60000};
   };
 
-  // Opens the data directory and store (running migrations), selects the
-  // device. Any failure leaves nothing running.
+  // Fast and fail-fast: selects the device and takes the data directory.
+  // Any failure leaves nothing behind.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const Options& options);
+
+  // The slow part of start-up, run while the server already answers health
+  // checks with NOT_SERVING: opens and migrates the store (waiting up to
+  // startup_timeout for a lock another process holds); as the product grows,
+  // recovers interrupted jobs. Gives up with CANCELLED once BeginShutdown()
+  // is called. ready() is true after it succeeds.
+  absl::Status Start();
+  bool ready() const { return ready_.load(); }
 
   ~Engine();
   Engine(const Engine&) = delete;
@@ -58,6 +68,7 @@ class Engine {
   EngineInfo Info() const;
   const ComputeDevice& device() const { return device_; }
   const DataDir& data_dir() const { return *data_dir_; }
+  // Valid once ready().
   Store& store() { return *store_; }
 
   // First step of shutdown: stop accepting new work; long-running work and
@@ -72,11 +83,13 @@ class Engine {
  private:
   Engine() = default;
 
+  Options options_;
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<Store> store_;
   ComputeDevice device_;
   std::string instance_id_;
   std::chrono::system_clock::time_point start_time_;
+  std::atomic<bool> ready_{false};
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -173,8 +173,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
     return status;
   }
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, options.busy_timeout_ms);
   std::unique_ptr<Store> store(new Store(options.path, db));
+  store->cancelled_ = options.cancelled;
+  store->wait_ms_ = options.open_timeout_ms;
+  sqlite3_busy_handler(db, &Store::BusyHandler, store.get());
 
   StoreTxn conn(db);
   // journal_mode=WAL answers with a row; run it through Step.
@@ -202,7 +204,22 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
     }
   }
   TRANSFERD_RETURN_IF_ERROR(store->Migrate());
+  store->wait_ms_ = options.busy_timeout_ms;
   return store;
+}
+
+int Store::BusyHandler(void* self, int attempt) {
+  auto* store = static_cast<Store*>(self);
+  const auto now = std::chrono::steady_clock::now();
+  if (attempt == 0) store->busy_since_ = now;
+  if (store->cancelled_ && store->cancelled_()) return 0;
+  if (now - store->busy_since_ >= std::chrono::milliseconds(store->wait_ms_.load())) {
+    return 0;
+  }
+  // Another connection holds the lock: back off briefly and retry, as
+  // sqlite3_busy_timeout() does, but stay cancellable.
+  sqlite3_sleep(attempt < 10 ? 2 : 20);
+  return 1;
 }
 
 Store::~Store() {

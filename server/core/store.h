@@ -8,6 +8,8 @@
 // inside the process.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -80,6 +82,10 @@ class Store {
     std::filesystem::path path;
     // How long a statement waits on a lock held by another connection.
     int busy_timeout_ms = 5000;
+    // How long Open waits for such a lock (another process, a backup).
+    int open_timeout_ms = 5000;
+    // Polled while waiting on a lock; returning true gives up at once.
+    std::function<bool()> cancelled;
   };
 
   // Opens (creating if missing) and migrates the database. FAILED_PRECONDITION
@@ -112,8 +118,12 @@ class Store {
   Store(std::filesystem::path path, sqlite3* db)
       : path_(std::move(path)), db_(db) {}
   absl::Status Migrate();
+  static int BusyHandler(void* self, int attempt);
 
   std::filesystem::path path_;
+  std::atomic<int> wait_ms_{0};
+  std::function<bool()> cancelled_;
+  std::chrono::steady_clock::time_point busy_since_;
   std::mutex mu_;
   sqlite3* db_;
   int schema_version_ = 0;

@@ -107,7 +107,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
         absl::StrCat("cannot listen on ", options.listen_address,
                      " (address in use, or not a local address?)"));
   }
-  server->SetServing(true);
+  // NOT_SERVING until the caller says the engine is ready.
+  server->SetServing(false);
   return server;
 }
 

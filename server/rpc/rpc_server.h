@@ -41,7 +41,7 @@ class RpcServer {
   };
 
   // Builds and starts the server; UNAVAILABLE when the address cannot be
-  // bound. Health reports SERVING once this returns.
+  // bound. Health reports NOT_SERVING until SetServing(true).
   static absl::StatusOr<std::unique_ptr<RpcServer>> Start(const Options& options,
                                                           core::Engine& engine);
   ~RpcServer();

@@ -215,9 +215,12 @@ TEST(ServerLifecycleTest, SigtermTurnsHealthNotServingAndExitsCleanly) {
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 
   server.process().Signal(SIGTERM);
-  ASSERT_TRUE(watch->Read(&response));
-  EXPECT_EQ(response.status(),
-            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // Health turns NOT_SERVING before the listener closes; the update may race
+  // with the end of the stream, but SERVING is never reported again.
+  while (watch->Read(&response)) {
+    EXPECT_EQ(response.status(),
+              grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
 
   auto exit = server.process().Wait(std::chrono::seconds(20));
   ASSERT_TRUE(exit.has_value()) << "no exit within 20 s\n" << server.Log();
@@ -234,6 +237,81 @@ TEST(ServerLifecycleTest, SigtermTurnsHealthNotServingAndExitsCleanly) {
   const auto wal = std::filesystem::path(db + "-wal");
   EXPECT_TRUE(!std::filesystem::exists(wal) ||
               std::filesystem::file_size(wal) == 0);
+}
+
+TEST(ServerLifecycleTest, NotServingDuringStartUpUntilTheStoreIsReady) {
+  // Another process (here: this test) holds the store's lock, as a backup
+  // tool might: the server listens and answers health with NOT_SERVING, and
+  // turns SERVING once it can open the store.
+  testing::TempDir dir;
+  const std::string data = dir.path() + "/data";
+  {
+    TransferdServer first(TransferdServer::WithDataDir(data));
+    ASSERT_TRUE(first.ok()) << first.Log();
+  }
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open((data + "/transferd.db").c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder,
+                         "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
+                         "SELECT count(*) FROM meta;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+
+  TransferdServer::Options options = TransferdServer::WithDataDir(data);
+  options.wait_ready = false;
+  TransferdServer server(options);
+  auto health = grpc::health::v1::Health::NewStub(ChannelFor(server));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  ctx.set_wait_for_ready(true);
+  auto watch = health->Watch(&ctx, grpc::health::v1::HealthCheckRequest());
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(watch->Read(&response)) << server.Log();
+  EXPECT_EQ(response.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+
+  ASSERT_EQ(sqlite3_exec(holder, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(holder);
+  ASSERT_TRUE(watch->Read(&response)) << server.Log();
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING)
+      << server.Log();
+  ctx.TryCancel();
+  auto exit = server.Stop(SIGTERM, std::chrono::seconds(20));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->code, 0) << server.Log();
+}
+
+TEST(ServerLifecycleTest, SigtermDuringStartUpExitsCleanly) {
+  testing::TempDir dir;
+  const std::string data = dir.path() + "/data";
+  {
+    TransferdServer first(TransferdServer::WithDataDir(data));
+    ASSERT_TRUE(first.ok()) << first.Log();
+  }
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open((data + "/transferd.db").c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder,
+                         "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
+                         "SELECT count(*) FROM meta;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  TransferdServer::Options options = TransferdServer::WithDataDir(data);
+  options.wait_ready = false;
+  TransferdServer server(options);
+  // Wait until it answers (NOT_SERVING: stuck on the lock), then stop it.
+  auto health = grpc::health::v1::Health::NewStub(ChannelFor(server));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  ctx.set_wait_for_ready(true);
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response)
+                  .ok());
+  EXPECT_EQ(response.status(),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  auto exit = server.Stop(SIGTERM, std::chrono::seconds(20));
+  ASSERT_TRUE(exit.has_value()) << server.Log();
+  EXPECT_EQ(exit->code, 0) << server.Log();
+  sqlite3_close(holder);
 }
 
 TEST(ServerLifecycleTest, SecondServerOnTheSameDataDirIsRefused) {

@@ -28,6 +28,7 @@ TransferdServer::TransferdServer(Options options)
   env.insert(env.end(), options.env.begin(), options.env.end());
   process_ = std::make_unique<Subprocess>(Subprocess::Spawn(argv, env, log_path_));
 
+  if (!options.wait_ready) return;
   client::ClientOptions client_options;
   client_options.address = address_;
   auto client = client::Client::Create(client_options);

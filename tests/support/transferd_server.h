@@ -18,6 +18,8 @@ class TransferdServer {
     std::vector<std::string> env;   // extra "K=V" environment entries
     std::string data_dir;           // empty: a fresh temporary directory
     std::chrono::seconds ready_timeout{60};
+    // Wait for SERVING in the constructor (else only start the process).
+    bool wait_ready = true;
   };
   static Options WithArgs(std::vector<std::string> args) {
     Options o;
