@@ -166,6 +166,8 @@ struct BadValue {
   std::string mentions;
 };
 
+void PrintTo(const BadValue& v, std::ostream* os) { *os << v.name; }
+
 class ConfigRejectsTest : public ConfigTest,
                           public ::testing::WithParamInterface<BadValue> {};
 

@@ -62,7 +62,7 @@ TEST(DataDirTest, UncreatablePathIsAClearError) {
   auto dir = DataDir::Open({tmp.path() + "/file/sub"});
   ASSERT_FALSE(dir.ok());
   EXPECT_EQ(dir.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(dir.status().message(), HasSubstr("cannot create data dir"));
+  EXPECT_THAT(std::string(dir.status().message()), HasSubstr("cannot create data dir"));
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ TEST(DeviceTest, CudaWithoutCudaIsFailedPrecondition) {
   auto device = SelectDevice({"cuda:0", 1});
   ASSERT_FALSE(device.ok());
   EXPECT_EQ(device.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(device.status().message(), HasSubstr("--device cpu"));
+  EXPECT_THAT(std::string(device.status().message()), HasSubstr("--device cpu"));
 }
 
 TEST(DeviceTest, MalformedSpecsAreInvalidArgument) {

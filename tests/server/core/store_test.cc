@@ -32,11 +32,17 @@ std::string Pragma(const std::string& path, const std::string& pragma) {
   return value;
 }
 
+Store::Options At(const std::string& path) {
+  Store::Options options;
+  options.path = path;
+  return options;
+}
+
 class StoreTest : public ::testing::Test {
  protected:
   std::string path() const { return dir_.path() + "/transferd.db"; }
   std::unique_ptr<Store> Open() {
-    auto store = Store::Open({path()});
+    auto store = Store::Open(At(path()));
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? std::move(*store) : nullptr;
   }
@@ -93,7 +99,7 @@ TEST_F(StoreTest, SqlErrorsBecomeStatusesNotCrashes) {
     return s.Run();
   });
   EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
-  EXPECT_THAT(status.message(), HasSubstr("SELEKT"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("SELEKT"));
 }
 
 TEST_F(StoreTest, NewerSchemaIsRefused) {
@@ -106,15 +112,15 @@ TEST_F(StoreTest, NewerSchemaIsRefused) {
                     })
                     .ok());
   }
-  auto store = Store::Open({path()});
+  auto store = Store::Open(At(path()));
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(store.status().message(), HasSubstr("schema version 999"));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("schema version 999"));
 }
 
 TEST_F(StoreTest, NotADatabaseIsDataLoss) {
   std::ofstream(path()) << std::string(4096, 'x');
-  auto store = Store::Open({path()});
+  auto store = Store::Open(At(path()));
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss)
       << store.status();

@@ -1,0 +1,51 @@
+// Building blocks shared by the backbones.
+#pragma once
+
+#include <torch/nn/functional/padding.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+
+namespace transferd::core::models {
+
+// Keras' BatchNormalization defaults: momentum 0.99 (torch momentum 0.01).
+inline torch::nn::BatchNorm2d MakeBatchNorm(int64_t channels, double eps) {
+  return torch::nn::BatchNorm2d(
+      torch::nn::BatchNorm2dOptions(channels).eps(eps).momentum(0.01));
+}
+
+inline torch::nn::Conv2d MakeConv(int64_t in, int64_t out, int64_t kernel,
+                                  int64_t stride, int64_t padding, bool bias,
+                                  int64_t groups = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel)
+                               .stride(stride)
+                               .padding(padding)
+                               .bias(bias)
+                               .groups(groups));
+}
+
+// TensorFlow's padding='same' for a square kernel and stride: total padding
+// max(k - s, 0) when the size divides by s, else max(k - size % s, 0); the
+// extra pixel goes to the bottom/right.
+inline torch::Tensor TfSamePad(const torch::Tensor& x, int64_t kernel,
+                               int64_t stride) {
+  auto pads = [&](int64_t size) {
+    const int64_t rem = size % stride;
+    const int64_t total =
+        std::max<int64_t>(kernel - (rem == 0 ? stride : rem), 0);
+    return std::pair<int64_t, int64_t>(total / 2, total - total / 2);
+  };
+  const auto [top, bottom] = pads(x.size(2));
+  const auto [left, right] = pads(x.size(3));
+  if (top == 0 && bottom == 0 && left == 0 && right == 0) return x;
+  return torch::nn::functional::pad(
+      x, torch::nn::functional::PadFuncOptions({left, right, top, bottom}));
+}
+
+// Keras ZeroPadding2D(((top, bottom), (left, right))).
+inline torch::Tensor ZeroPad(const torch::Tensor& x, int64_t top,
+                             int64_t bottom, int64_t left, int64_t right) {
+  return torch::nn::functional::pad(
+      x, torch::nn::functional::PadFuncOptions({left, right, top, bottom}));
+}
+
+}  // namespace transferd::core::models

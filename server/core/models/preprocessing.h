@@ -1,0 +1,26 @@
+// How raw RGB pixels in [0, 255] become a backbone's input, fixed by the
+// weights: Keras 'caffe' (VGG/ResNet50 Keras files), Keras 'tf'
+// (MobileNet/MobileNetV2 Keras files), torchvision 'torch'. Recorded with every
+// model so that training and serving can never disagree.
+#pragma once
+
+#include <array>
+#include <string>
+
+namespace transferd::core::models {
+
+struct Preprocessing {
+  enum class Mode { kCaffe, kTf, kTorch };
+  Mode mode = Mode::kTf;
+  bool bgr = false;                  // feed channels in BGR order
+  float scale = 1.0f;                // multiply raw [0,255] values first
+  std::array<float, 3> mean{0, 0, 0};  // subtracted after scaling, in fed order
+  std::array<float, 3> std{1, 1, 1};   // divided after subtraction
+
+  static Preprocessing Caffe();
+  static Preprocessing Tf();
+  static Preprocessing Torch();
+  static const char* ModeName(Mode mode);
+};
+
+}  // namespace transferd::core::models

@@ -1,0 +1,108 @@
+// ResNet50 (keras.applications.resnet50, include_top=False).
+//
+// Keras flavour (ResNet v1): conv1_pad + 7x7/2 conv with bias, BatchNorm
+// epsilon 1.001e-5, pool1_pad + 3x3/2 max-pool; bottleneck blocks whose stride
+// sits on the first 1x1 conv; every conv has a bias.
+// Torchvision flavour (v1.5): no conv biases, epsilon 1e-5, the stride on the
+// 3x3 conv, symmetric padding.
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/models/architectures.h"
+#include "server/core/models/layers.h"
+
+namespace transferd::core::models {
+namespace {
+
+class ResNet50Impl final : public BackboneImpl {
+ public:
+  explicit ResNet50Impl(const BackboneSpec& spec) : BackboneImpl(spec) {
+    keras_ = spec.flavor == Flavor::kKeras;
+    const double eps = keras_ ? 1.001e-5 : 1e-5;
+    const bool bias = keras_;
+    using Kind = KerasLayer::Kind;
+
+    AddLayer("input_1", Kind::kInput);
+    AddLayer("conv1_pad");
+    conv1_ = register_module("conv1_conv", MakeConv(3, 64, 7, 2, keras_ ? 0 : 3, bias));
+    AddLayer("conv1_conv", Kind::kConv, conv1_.get(), bias);
+    bn1_ = register_module("conv1_bn", MakeBatchNorm(64, eps));
+    AddLayer("conv1_bn", Kind::kBatchNorm, bn1_.get());
+    AddLayer("conv1_relu");
+    AddLayer("pool1_pad");
+    AddLayer("pool1_pool");
+
+    const int blocks[] = {3, 4, 6, 3};
+    const int filters[] = {64, 128, 256, 512};
+    int64_t in = 64;
+    for (int s = 0; s < 4; ++s) {
+      for (int b = 0; b < blocks[s]; ++b) {
+        const std::string p = absl::StrCat("conv", s + 2, "_block", b + 1, "_");
+        const int64_t stride = (b == 0 && s > 0) ? 2 : 1;
+        const int64_t f = filters[s];
+        Block blk;
+        blk.stride = stride;
+        // Keras puts the stride on the 1x1 conv, torchvision on the 3x3.
+        blk.c1 = register_module(p + "1_conv", MakeConv(in, f, 1, keras_ ? stride : 1, 0, bias));
+        blk.b1 = register_module(p + "1_bn", MakeBatchNorm(f, eps));
+        blk.c2 = register_module(p + "2_conv", MakeConv(f, f, 3, keras_ ? 1 : stride, 1, bias));
+        blk.b2 = register_module(p + "2_bn", MakeBatchNorm(f, eps));
+        blk.c3 = register_module(p + "3_conv", MakeConv(f, 4 * f, 1, 1, 0, bias));
+        blk.b3 = register_module(p + "3_bn", MakeBatchNorm(4 * f, eps));
+        if (b == 0) {
+          blk.c0 = register_module(p + "0_conv", MakeConv(in, 4 * f, 1, stride, 0, bias));
+          blk.b0 = register_module(p + "0_bn", MakeBatchNorm(4 * f, eps));
+        }
+        // Keras' model.layers order (a topological order of the graph).
+        AddLayer(p + "1_conv", Kind::kConv, blk.c1.get(), bias);
+        AddLayer(p + "1_bn", Kind::kBatchNorm, blk.b1.get());
+        AddLayer(p + "1_relu");
+        AddLayer(p + "2_conv", Kind::kConv, blk.c2.get(), bias);
+        AddLayer(p + "2_bn", Kind::kBatchNorm, blk.b2.get());
+        AddLayer(p + "2_relu");
+        if (b == 0) AddLayer(p + "0_conv", Kind::kConv, blk.c0.get(), bias);
+        AddLayer(p + "3_conv", Kind::kConv, blk.c3.get(), bias);
+        if (b == 0) AddLayer(p + "0_bn", Kind::kBatchNorm, blk.b0.get());
+        AddLayer(p + "3_bn", Kind::kBatchNorm, blk.b3.get());
+        AddLayer(p + "add");
+        AddLayer(p + "out");
+        blocks_.push_back(std::move(blk));
+        in = 4 * f;
+      }
+    }
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    if (keras_) x = ZeroPad(x, 3, 3, 3, 3);
+    x = torch::relu(bn1_->forward(conv1_->forward(x)));
+    // After the ReLU, zero padding and -inf padding give the same max.
+    x = torch::max_pool2d(x, 3, 2, /*padding=*/1);
+    for (Block& b : blocks_) {
+      torch::Tensor shortcut = b.c0 ? b.b0->forward(b.c0->forward(x)) : x;
+      torch::Tensor y = torch::relu(b.b1->forward(b.c1->forward(x)));
+      y = torch::relu(b.b2->forward(b.c2->forward(y)));
+      y = b.b3->forward(b.c3->forward(y));
+      x = torch::relu(y + shortcut);
+    }
+    return x;
+  }
+
+ private:
+  struct Block {
+    int64_t stride = 1;
+    torch::nn::Conv2d c1{nullptr}, c2{nullptr}, c3{nullptr}, c0{nullptr};
+    torch::nn::BatchNorm2d b1{nullptr}, b2{nullptr}, b3{nullptr}, b0{nullptr};
+  };
+  bool keras_ = true;
+  torch::nn::Conv2d conv1_{nullptr};
+  torch::nn::BatchNorm2d bn1_{nullptr};
+  std::vector<Block> blocks_;
+};
+
+}  // namespace
+
+Backbone MakeResNet50(const BackboneSpec& spec) {
+  return std::make_shared<ResNet50Impl>(spec);
+}
+
+}  // namespace transferd::core::models

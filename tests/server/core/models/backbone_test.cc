@@ -1,0 +1,153 @@
+// Backbone structure: Keras layer names and order, parameter counts, output
+// shapes, layer resolution. No weight files needed.
+#include "server/core/models/backbone.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace transferd::core::models {
+namespace {
+
+using ::testing::HasSubstr;
+
+Backbone Make(const std::string& name, double alpha = 1.0,
+              Flavor flavor = Flavor::kKeras) {
+  BackboneSpec spec;
+  spec.name = name;
+  spec.alpha = alpha;
+  spec.flavor = flavor;
+  auto backbone = CreateBackbone(spec);
+  EXPECT_TRUE(backbone.ok()) << backbone.status();
+  return backbone.ok() ? *backbone : nullptr;
+}
+
+struct Expected {
+  std::string name;
+  double alpha;
+  int64_t parameters;  // Keras count_params(), include_top=False
+  size_t layers;       // len(model.layers)
+  int input;
+  std::vector<int64_t> shape;  // (C, h, w)
+};
+
+void PrintTo(const Expected& e, std::ostream* os) {
+  *os << e.name << " alpha " << e.alpha;
+}
+
+class BackboneShapeTest : public ::testing::TestWithParam<Expected> {};
+
+TEST_P(BackboneShapeTest, MatchesKeras) {
+  const Expected& e = GetParam();
+  Backbone b = Make(e.name, e.alpha);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->KerasParameterCount(), e.parameters);
+  EXPECT_EQ(b->layers().size(), e.layers);
+  EXPECT_EQ(b->layers().front().name, "input_1");
+  auto shape = b->OutputShape(e.input);
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_EQ(*shape, e.shape);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keras, BackboneShapeTest,
+    ::testing::Values(
+        // The seed notebook: VGG16 at 150 px gives (4, 4, 512).
+        Expected{"vgg16", 1.0, 14714688, 19, 150, {512, 4, 4}},
+        Expected{"vgg19", 1.0, 20024384, 22, 224, {512, 7, 7}},
+        Expected{"resnet50", 1.0, 23587712, 175, 224, {2048, 7, 7}},
+        Expected{"mobilenet", 0.25, 218544, 86, 224, {256, 7, 7}},
+        Expected{"mobilenet", 1.0, 3228864, 86, 224, {1024, 7, 7}},
+        // The TF tutorial: MobileNetV2 at 160 px gives (5, 5, 1280).
+        Expected{"mobilenet_v2", 1.0, 2257984, 154, 160, {1280, 5, 5}},
+        Expected{"mobilenet_v2", 0.35, 410208, 154, 224, {1280, 7, 7}},
+        Expected{"mobilenet_v2", 1.4, 4363712, 154, 224, {1792, 7, 7}}),
+    [](const ::testing::TestParamInfo<Expected>& info) {
+      std::string alpha = std::to_string(static_cast<int>(info.param.alpha * 100));
+      return info.param.name + "_" + alpha;
+    });
+
+TEST(BackboneTest, KerasLayerNamesAreModuleNames) {
+  Backbone b = Make("vgg16");
+  ASSERT_NE(b, nullptr);
+  auto index = b->ResolveLayer("block5_conv1");
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(*index, 15);
+  EXPECT_EQ(b->layers()[*index].name, "block5_conv1");
+  bool found = false;
+  for (const auto& p : b->named_parameters()) {
+    found |= p.key() == "block5_conv1.weight";
+  }
+  EXPECT_TRUE(found);
+  // By index, as in the TF tutorial ("fine-tune from layer 100").
+  Backbone v2 = Make("mobilenet_v2");
+  ASSERT_NE(v2, nullptr);
+  auto hundred = v2->ResolveLayer("100");
+  ASSERT_TRUE(hundred.ok());
+  EXPECT_EQ(*hundred, 100);
+}
+
+TEST(BackboneTest, UnknownLayerSuggestsNeighbours) {
+  Backbone b = Make("vgg16");
+  ASSERT_NE(b, nullptr);
+  auto bad = b->ResolveLayer("block5_conv9");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("block5_conv1"));
+  auto out_of_range = b->ResolveLayer("19");
+  EXPECT_EQ(out_of_range.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BackboneTest, BadSpecsAreInvalidArgument) {
+  BackboneSpec spec;
+  spec.name = "vgg17";
+  EXPECT_EQ(CreateBackbone(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.name = "mobilenet";
+  spec.alpha = 0.3;
+  auto bad_alpha = CreateBackbone(spec);
+  EXPECT_EQ(bad_alpha.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_alpha.status().message()), HasSubstr("0.25"));
+  spec.alpha = 1.0;
+  spec.flavor = Flavor::kTorchvision;
+  EXPECT_EQ(CreateBackbone(spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BackboneTest, SmallInputsWorkDownToTheMinimum) {
+  Backbone b = Make("mobilenet", 0.25);
+  ASSERT_NE(b, nullptr);
+  auto shape = b->OutputShape(32);
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_EQ(*shape, (std::vector<int64_t>{256, 1, 1}));
+  EXPECT_EQ(b->OutputShape(31).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(BackboneTest, PreprocessingFollowsTheWeights) {
+  EXPECT_EQ(Make("vgg16")->DefaultPreprocessing().mode, Preprocessing::Mode::kCaffe);
+  EXPECT_EQ(Make("resnet50")->DefaultPreprocessing().mode, Preprocessing::Mode::kCaffe);
+  EXPECT_EQ(Make("mobilenet", 0.25)->DefaultPreprocessing().mode,
+            Preprocessing::Mode::kTf);
+  EXPECT_EQ(Make("mobilenet_v2")->DefaultPreprocessing().mode,
+            Preprocessing::Mode::kTf);
+  EXPECT_EQ(Make("vgg16", 1.0, Flavor::kTorchvision)->DefaultPreprocessing().mode,
+            Preprocessing::Mode::kTorch);
+}
+
+TEST(BackboneTest, KerasInitIsGlorotUniform) {
+  torch::manual_seed(0);
+  Backbone b = Make("vgg16");
+  ASSERT_NE(b, nullptr);
+  torch::Tensor w;
+  torch::Tensor bias;
+  for (const auto& p : b->named_parameters()) {
+    if (p.key() == "block1_conv1.weight") w = p.value();
+    if (p.key() == "block1_conv1.bias") bias = p.value();
+  }
+  // fan_in = 3*3*3, fan_out = 3*3*64: limit = sqrt(6 / (27 + 576)).
+  const double limit = std::sqrt(6.0 / (27 + 576));
+  EXPECT_LE(w.abs().max().item<double>(), limit);
+  EXPECT_GT(w.abs().max().item<double>(), 0.9 * limit);
+  EXPECT_EQ(bias.abs().max().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace transferd::core::models
