@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/core/models/backbone.h"
 #include "server/core/status_macros.h"
 
 namespace transferd::core {
@@ -15,6 +16,29 @@ std::string RandomHex(int bytes) {
   std::string out;
   for (int i = 0; i < bytes; ++i) {
     absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
+  }
+  return out;
+}
+
+// The catalog with each base's Keras parameter count at its default width
+// (built once: a second or two of start-up, while health is NOT_SERVING).
+std::vector<BackboneDescription> DescribeBackbones() {
+  std::vector<BackboneDescription> out;
+  for (const models::BackboneCatalogEntry& entry : models::BackboneCatalog()) {
+    BackboneDescription d;
+    d.name = entry.name;
+    d.keras_name = entry.keras_name;
+    d.alphas = entry.alphas;
+    d.default_input_size = entry.default_input_size;
+    models::BackboneSpec spec;
+    spec.name = entry.name;
+    spec.alpha = entry.default_alpha;
+    auto backbone = models::CreateBackbone(spec);
+    if (backbone.ok()) {
+      d.min_input_size = (*backbone)->min_input_size();
+      d.parameters = (*backbone)->KerasParameterCount();
+    }
+    out.push_back(std::move(d));
   }
   return out;
 }
@@ -55,6 +79,7 @@ absl::Status Engine::Start() {
                                        absl::UTCTimeZone())));
   }
   instance_id_ = *id;
+  backbones_ = DescribeBackbones();
   store_ = std::move(*store);
   ready_.store(true);
   return absl::OkStatus();
@@ -67,9 +92,10 @@ EngineInfo Engine::Info() const {
   info.device = device_;
   info.cpu = GetCpuFeatures();
   info.start_time = start_time_;
-  if (ready()) {  // store_ and instance_id_ are written before ready_
+  if (ready()) {  // written before ready_
     info.store_schema_version = store_->schema_version();
     info.instance_id = instance_id_;
+    info.backbones = backbones_;
   }
   return info;
 }

@@ -88,6 +88,7 @@ class Engine {
   std::unique_ptr<Store> store_;
   ComputeDevice device_;
   std::string instance_id_;
+  std::vector<BackboneDescription> backbones_;
   std::chrono::system_clock::time_point start_time_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> shutting_down_{false};

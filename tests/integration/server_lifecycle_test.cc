@@ -95,6 +95,11 @@ TEST(ServerLifecycleTest, ServesHealthAndServerInfo) {
   EXPECT_THAT(info->implemented_services(), Contains("grpc.health.v1.Health"));
   EXPECT_THAT(info->implemented_services(),
               ::testing::Not(Contains(HasSubstr("reflection"))));
+  std::map<std::string, int64_t> backbones;
+  for (const auto& b : info->backbones()) backbones[b.name()] = b.parameters();
+  EXPECT_EQ(backbones["vgg16"], 14714688);
+  EXPECT_EQ(backbones["mobilenet"], 3228864);  // default alpha 1.0
+  EXPECT_EQ(backbones.size(), 5u);
 }
 
 TEST(ServerLifecycleTest, ContractServicesNotYetBuiltAnswerUnimplemented) {

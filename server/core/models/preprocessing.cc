@@ -1,5 +1,7 @@
 #include "server/core/models/preprocessing.h"
 
+#include <torch/torch.h>
+
 namespace transferd::core::models {
 
 Preprocessing Preprocessing::Caffe() {
@@ -30,6 +32,18 @@ Preprocessing Preprocessing::Torch() {
   p.mean = {0.485f, 0.456f, 0.406f};
   p.std = {0.229f, 0.224f, 0.225f};
   return p;
+}
+
+torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rgb) {
+  torch::Tensor x = rgb.permute({0, 3, 1, 2}).to(torch::kFloat32);
+  if (p.bgr) x = x.flip(1);
+  const auto opts = x.options();
+  const torch::Tensor mean =
+      torch::tensor({p.mean[0], p.mean[1], p.mean[2]}, opts).view({1, 3, 1, 1});
+  const torch::Tensor inv_std =
+      torch::tensor({1.0f / p.std[0], 1.0f / p.std[1], 1.0f / p.std[2]}, opts)
+          .view({1, 3, 1, 1});
+  return ((x * p.scale - mean) * inv_std).contiguous();
 }
 
 const char* Preprocessing::ModeName(Mode mode) {

@@ -4,6 +4,8 @@
 // model so that training and serving can never disagree.
 #pragma once
 
+#include <torch/types.h>
+
 #include <array>
 #include <string>
 
@@ -22,5 +24,9 @@ struct Preprocessing {
   static Preprocessing Torch();
   static const char* ModeName(Mode mode);
 };
+
+// Raw RGB images, N x H x W x 3 uint8 (as decoded), to the float N x 3 x H x W
+// tensor the backbone expects, on the images' device.
+torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rgb);
 
 }  // namespace transferd::core::models
