@@ -81,6 +81,16 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_DEVICE")
       ->check(kDeviceSpec)
       ->capture_default_str();
+  app.add_option("--precision", c.engine.device.precision,
+                 "Default compute precision: auto (bf16 where the device has "
+                 "native bf16, else fp32), fp32 or bf16")
+      ->envname("TRANSFERD_PRECISION")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
+  app.add_flag("--allow-weight-downloads", c.engine.allow_weight_downloads,
+               "Fetch missing \"imagenet\" weights from the official Keras URLs "
+               "into <data-dir>/weights/ (checked against known digests)")
+      ->envname("TRANSFERD_ALLOW_WEIGHT_DOWNLOADS");
   app.add_option("--threads", c.engine.device.threads,
                  "Intra-op CPU threads (0 = one per available CPU)")
       ->envname("TRANSFERD_THREADS")

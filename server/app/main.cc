@@ -103,8 +103,8 @@ int Run(const transferd::app::ServerConfig& config) {
     return 1;
   }
   const auto& device = (*engine)->device();
-  spdlog::info("device {} ({}), {} threads, cpu: {}", device.name,
-               device.description, device.threads,
+  spdlog::info("device {} ({}), {} threads, {} by default, cpu: {}",
+               device.name, device.description, device.threads, device.precision,
                transferd::core::DescribeCpuFeatures(
                    transferd::core::GetCpuFeatures()));
 

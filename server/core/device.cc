@@ -80,6 +80,16 @@ absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
   const int threads = options.threads > 0 ? options.threads : cpu.logical_cpus;
   at::set_num_threads(threads > 0 ? threads : 1);
   device->threads = at::get_num_threads();
+  if (options.precision == "auto") {
+    const bool native_bf16 = device->kind == ComputeDevice::Kind::kCuda ||
+                             cpu.avx512_bf16 || cpu.amx_bf16;
+    device->precision = native_bf16 ? "bf16" : "fp32";
+  } else if (options.precision == "fp32" || options.precision == "bf16") {
+    device->precision = options.precision;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "precision \"", options.precision, "\": expected auto, fp32 or bf16"));
+  }
   if (device->kind == ComputeDevice::Kind::kCpu) {
     device->name = "cpu";
     device->description = cpu.model_name.empty() ? "CPU" : cpu.model_name;

@@ -96,8 +96,27 @@ EngineInfo Engine::Info() const {
     info.store_schema_version = store_->schema_version();
     info.instance_id = instance_id_;
     info.backbones = backbones_;
+    // Files in the weights folder, by the backbone their name starts with.
+    for (const std::string& file : models::CachedWeightFiles(data_dir_->weights_dir())) {
+      BackboneDescription* owner = nullptr;
+      size_t longest = 0;
+      for (BackboneDescription& b : info.backbones) {
+        if (file.rfind(b.name, 0) == 0 && b.name.size() > longest) {
+          owner = &b;
+          longest = b.name.size();
+        }
+      }
+      if (owner != nullptr) owner->weights_available.push_back(file);
+    }
   }
   return info;
+}
+
+models::WeightsCacheOptions Engine::weights_cache() const {
+  models::WeightsCacheOptions cache;
+  cache.dir = data_dir_->weights_dir();
+  cache.allow_download = options_.allow_weight_downloads;
+  return cache;
 }
 
 void Engine::BeginShutdown() { shutting_down_.store(true); }

@@ -15,6 +15,7 @@
 #include "server/core/cpu_features.h"
 #include "server/core/data_dir.h"
 #include "server/core/device.h"
+#include "server/core/models/weights_cache.h"
 #include "server/core/store.h"
 
 namespace transferd::core {
@@ -45,6 +46,9 @@ class Engine {
     DataDir::Options data_dir;
     DeviceOptions device;
     int store_busy_timeout_ms = 5000;
+    // Whether "imagenet" weights missing from <data-dir>/weights/ may be
+    // fetched from the official Keras URLs.
+    bool allow_weight_downloads = false;
     // How long Start() waits for the store when another process holds it.
     std::chrono::milliseconds startup_timeout{60000};
   };
@@ -68,6 +72,8 @@ class Engine {
   EngineInfo Info() const;
   const ComputeDevice& device() const { return device_; }
   const DataDir& data_dir() const { return *data_dir_; }
+  // Where backbones find their weight files (and may download them).
+  models::WeightsCacheOptions weights_cache() const;
   // Valid once ready().
   Store& store() { return *store_; }
 

@@ -41,7 +41,8 @@ grpc::ServerUnaryReactor* ServerService::GetServerInfo(
   d->set_description(info.device.description);
   d->set_threads(info.device.threads);
   d->set_memory_bytes(info.device.memory_bytes);
-  d->set_default_precision(v1::PRECISION_FP32);
+  d->set_default_precision(info.device.precision == "bf16" ? v1::PRECISION_BF16
+                                                          : v1::PRECISION_FP32);
 
   v1::CpuFeatures* c = response->mutable_cpu();
   c->set_avx2(info.cpu.avx2);

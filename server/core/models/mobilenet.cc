@@ -21,7 +21,8 @@ namespace {
 
 using Kind = KerasLayer::Kind;
 
-torch::Tensor Relu6(const torch::Tensor& x) { return torch::clamp(x, 0, 6); }
+// In place: the argument is always a fresh conv/BatchNorm output.
+torch::Tensor Relu6(torch::Tensor x) { return torch::hardtanh_(x, 0, 6); }
 
 // ---- MobileNet v1 -------------------------------------------------------------
 

@@ -74,15 +74,15 @@ class ResNet50Impl final : public BackboneImpl {
 
   torch::Tensor forward(torch::Tensor x) override {
     if (keras_) x = ZeroPad(x, 3, 3, 3, 3);
-    x = torch::relu(bn1_->forward(conv1_->forward(x)));
+    x = bn1_->forward(conv1_->forward(x)).relu_();
     // After the ReLU, zero padding and -inf padding give the same max.
     x = torch::max_pool2d(x, 3, 2, /*padding=*/1);
     for (Block& b : blocks_) {
       torch::Tensor shortcut = b.c0 ? b.b0->forward(b.c0->forward(x)) : x;
-      torch::Tensor y = torch::relu(b.b1->forward(b.c1->forward(x)));
-      y = torch::relu(b.b2->forward(b.c2->forward(y)));
+      torch::Tensor y = b.b1->forward(b.c1->forward(x)).relu_();
+      y = b.b2->forward(b.c2->forward(y)).relu_();
       y = b.b3->forward(b.c3->forward(y));
-      x = torch::relu(y + shortcut);
+      x = y.add_(shortcut).relu_();
     }
     return x;
   }

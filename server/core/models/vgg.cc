@@ -35,7 +35,7 @@ class VggImpl final : public BackboneImpl {
 
   torch::Tensor forward(torch::Tensor x) override {
     for (auto& block : blocks_) {
-      for (auto& conv : block) x = torch::relu(conv->forward(x));
+      for (auto& conv : block) x = conv->forward(x).relu_();
       x = torch::max_pool2d(x, 2, 2);
     }
     return x;

@@ -140,6 +140,56 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
   return Commit(backbone, staged, file->path());
 }
 
+absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
+                                       const std::string& weights, int input_size,
+                                       const WeightsCacheOptions& cache) {
+  BackboneSpec spec;
+  spec.name = name;
+  spec.alpha = alpha;
+  if (weights == "none" || weights == "imagenet") {
+    spec.flavor = Flavor::kKeras;
+  } else {
+    if (weights.empty() || weights.find('/') != std::string::npos ||
+        weights.find('\\') != std::string::npos || weights == "." ||
+        weights == ".." || weights.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights \"", weights, "\": expected imagenet, none, or the name of "
+          "a file in the server's weights folder"));
+    }
+    if (absl::EndsWith(weights, ".safetensors")) {
+      spec.flavor = Flavor::kTorchvision;
+    } else if (absl::EndsWith(weights, ".h5")) {
+      spec.flavor = Flavor::kKeras;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights \"", weights, "\": unknown format; expected a Keras .h5 or a "
+          "torchvision .safetensors file"));
+    }
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(Backbone backbone, CreateBackbone(spec));
+  TRANSFERD_RETURN_IF_ERROR(backbone->OutputShape(input_size).status());
+  if (weights == "none") return backbone;
+  if (weights == "imagenet") {
+    TRANSFERD_ASSIGN_OR_RETURN(std::filesystem::path file,
+                               ResolveImagenetWeights(spec, input_size, cache));
+    TRANSFERD_RETURN_IF_ERROR(LoadKerasH5(*backbone, file));
+    return backbone;
+  }
+  const std::filesystem::path file = cache.dir / weights;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    return absl::NotFoundError(absl::StrCat(
+        "weights file ", weights, " is not in the weights folder ",
+        cache.dir.string()));
+  }
+  if (spec.flavor == Flavor::kTorchvision) {
+    TRANSFERD_RETURN_IF_ERROR(LoadTorchvisionSafetensors(*backbone, file));
+  } else {
+    TRANSFERD_RETURN_IF_ERROR(LoadKerasH5(*backbone, file));
+  }
+  return backbone;
+}
+
 std::string TorchvisionName(const BackboneSpec& spec, const std::string& param) {
   const std::vector<std::string> parts = absl::StrSplit(param, '.');
   if (parts.size() != 2) return {};

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "server/core/models/backbone.h"
+#include "server/core/models/weights_cache.h"
 
 namespace transferd::core::models {
 
@@ -24,6 +25,18 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
 // flavour.
 absl::Status LoadTorchvisionSafetensors(BackboneImpl& backbone,
                                         const std::filesystem::path& path);
+
+// Builds a backbone and loads the weights a job or model names:
+//   "imagenet"  the official Keras file (ResolveImagenetWeights: the cache in
+//               <data-dir>/weights/, downloaded only when allowed);
+//   "none"      Keras' random initialisation;
+//   FILE        a file in the weights folder: *.h5 (Keras layout, Keras
+//               flavour) or *.safetensors (torchvision names, torchvision
+//               flavour). Plain names only: no '/', no "..".
+// The flavour, and so the preprocessing, follows from the weights.
+absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
+                                       const std::string& weights, int input_size,
+                                       const WeightsCacheOptions& cache);
 
 // torchvision's name for one of the backbone's tensors ("block1_conv1.weight"
 // -> "features.0.weight"); empty when there is none.

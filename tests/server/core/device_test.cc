@@ -13,8 +13,17 @@ namespace {
 
 using ::testing::HasSubstr;
 
+DeviceOptions Opts(const std::string& device, int threads,
+                   const std::string& precision = "auto") {
+  DeviceOptions o;
+  o.device = device;
+  o.threads = threads;
+  o.precision = precision;
+  return o;
+}
+
 TEST(DeviceTest, CpuWithExplicitThreads) {
-  auto device = SelectDevice({"cpu", 1});
+  auto device = SelectDevice(Opts("cpu", 1));
   ASSERT_TRUE(device.ok()) << device.status();
   EXPECT_EQ(device->kind, ComputeDevice::Kind::kCpu);
   EXPECT_EQ(device->name, "cpu");
@@ -24,13 +33,13 @@ TEST(DeviceTest, CpuWithExplicitThreads) {
 }
 
 TEST(DeviceTest, ZeroThreadsMeansEveryAvailableCpu) {
-  auto device = SelectDevice({"cpu", 0});
+  auto device = SelectDevice(Opts("cpu", 0));
   ASSERT_TRUE(device.ok()) << device.status();
   EXPECT_EQ(device->threads, GetCpuFeatures().logical_cpus);
 }
 
 TEST(DeviceTest, AutoPicksCudaOnlyWhenLibTorchSeesIt) {
-  auto device = SelectDevice({"auto", 1});
+  auto device = SelectDevice(Opts("auto", 1));
   ASSERT_TRUE(device.ok()) << device.status();
   if (torch::cuda::is_available()) {
     EXPECT_EQ(device->name, "cuda:0");
@@ -41,7 +50,7 @@ TEST(DeviceTest, AutoPicksCudaOnlyWhenLibTorchSeesIt) {
 
 TEST(DeviceTest, CudaWithoutCudaIsFailedPrecondition) {
   if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present";
-  auto device = SelectDevice({"cuda:0", 1});
+  auto device = SelectDevice(Opts("cuda:0", 1));
   ASSERT_FALSE(device.ok());
   EXPECT_EQ(device.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(device.status().message()), HasSubstr("--device cpu"));
@@ -49,12 +58,22 @@ TEST(DeviceTest, CudaWithoutCudaIsFailedPrecondition) {
 
 TEST(DeviceTest, MalformedSpecsAreInvalidArgument) {
   for (const char* spec : {"gpu", "cuda:", "cuda:-1", "cuda:one", ""}) {
-    auto device = SelectDevice({spec, 1});
+    auto device = SelectDevice(Opts(spec, 1));
     ASSERT_FALSE(device.ok()) << spec;
     EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument)
         << spec;
   }
-  EXPECT_EQ(SelectDevice({"cpu", -2}).status().code(),
+  EXPECT_EQ(SelectDevice(Opts("cpu", -2)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DeviceTest, PrecisionAutoFollowsNativeBf16) {
+  auto device = SelectDevice(Opts("cpu", 1, "auto"));
+  ASSERT_TRUE(device.ok());
+  const CpuFeatures& f = GetCpuFeatures();
+  EXPECT_EQ(device->precision, f.avx512_bf16 || f.amx_bf16 ? "bf16" : "fp32");
+  EXPECT_EQ(SelectDevice(Opts("cpu", 1, "fp32"))->precision, "fp32");
+  EXPECT_EQ(SelectDevice(Opts("cpu", 1, "fp16")).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -211,3 +211,44 @@ TEST(SafetensorsTest, RoundTripKeepsNamesDtypesAndValues) {
 
 }  // namespace
 }  // namespace transferd::core::models
+
+namespace transferd::core::models {
+namespace {
+
+TEST(BuildBackboneTest, WeightsNameTheFlavourAndTheFile) {
+  const fs::path refs = ReferenceDir();
+  testing::TempDir tmp;
+  WeightsCacheOptions cache;
+  cache.dir = tmp.path();
+  fs::copy_file(refs / "mobilenet.keras.h5", cache.dir / "mine.h5");
+  fs::copy_file(refs / "vgg16.torchvision.safetensors", cache.dir / "tv.safetensors");
+
+  auto keras = BuildBackbone("mobilenet", 0.25, "mine.h5", 224, cache);
+  ASSERT_TRUE(keras.ok()) << keras.status();
+  EXPECT_EQ((*keras)->spec().flavor, Flavor::kKeras);
+  EXPECT_EQ((*keras)->DefaultPreprocessing().mode, Preprocessing::Mode::kTf);
+
+  auto tv = BuildBackbone("vgg16", 1.0, "tv.safetensors", 150, cache);
+  ASSERT_TRUE(tv.ok()) << tv.status();
+  EXPECT_EQ((*tv)->spec().flavor, Flavor::kTorchvision);
+  EXPECT_EQ((*tv)->DefaultPreprocessing().mode, Preprocessing::Mode::kTorch);
+
+  EXPECT_TRUE(BuildBackbone("vgg16", 1.0, "none", 150, cache).ok());
+  for (const char* bad : {"../mine.h5", "/etc/passwd", "mine.bin", "", ".."}) {
+    EXPECT_EQ(BuildBackbone("vgg16", 1.0, bad, 150, cache).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_EQ(BuildBackbone("vgg16", 1.0, "absent.h5", 150, cache).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(BuildBackbone("vgg16", 1.0, "none", 16, cache).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // imagenet without the file and without downloads: a precise refusal.
+  auto imagenet = BuildBackbone("vgg16", 1.0, "imagenet", 150, cache);
+  EXPECT_EQ(imagenet.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(imagenet.status().message()),
+              HasSubstr("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"));
+}
+
+}  // namespace
+}  // namespace transferd::core::models

@@ -1,0 +1,139 @@
+// Conv-base forward throughput (images/s, batch 32) of the C++ backbones in
+// each precision and memory format, and the feature difference of bf16 against
+// fp32. bench/run_backbone_bench.sh runs it next to the same forward in Python
+// torch and prints one table.
+//
+//   backbone_bench [--seconds S] [--threads N] [--json]
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "server/core/models/backbone.h"
+
+namespace {
+
+using transferd::core::models::Backbone;
+using transferd::core::models::BackboneSpec;
+using transferd::core::models::CreateBackbone;
+
+struct Variant {
+  const char* name;
+  bool channels_last;
+  bool bf16;          // autocast to bfloat16
+  bool bf16_weights;  // weights and activations stored in bfloat16
+};
+
+constexpr Variant kVariants[] = {
+    {"fp32 NCHW", false, false, false},
+    {"fp32 channels-last", true, false, false},
+    {"bf16 autocast NCHW", false, true, false},
+    {"bf16 autocast channels-last", true, true, false},
+    {"bf16 weights channels-last", true, false, true},
+};
+
+void ToChannelsLast(Backbone& b) {
+  c10::InferenceMode inference;
+  for (auto& p : b->parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
+torch::Tensor Forward(Backbone& b, const torch::Tensor& x, const Variant& v) {
+  c10::InferenceMode inference;
+  if (v.bf16_weights) return b->forward(x).to(torch::kFloat32);
+  if (!v.bf16) return b->forward(x);
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  torch::Tensor y = b->forward(x).to(torch::kFloat32);
+  at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(false);
+  return y;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 8;
+  int threads = 0;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--json")) json = true;
+  }
+  if (threads > 0) torch::set_num_threads(threads);
+  const int batch = 32;
+  struct Model { const char* name; double alpha; int size; };
+  std::vector<Model> models = {{"vgg16", 1.0, 150}, {"mobilenet", 0.25, 224}};
+  if (const char* only = std::getenv("BENCH_MODEL")) {
+    models.erase(std::remove_if(models.begin(), models.end(),
+                                [&](const Model& m) { return m.name != std::string(only); }),
+                 models.end());
+  }
+  if (!json) {
+    std::printf("%-14s %-30s %10s %14s\n", "model", "variant", "img/s",
+                "max|bf16-fp32|");
+  }
+  for (const Model& m : models) {
+    torch::manual_seed(0);
+    BackboneSpec spec;
+    spec.name = m.name;
+    spec.alpha = m.alpha;
+    auto created = CreateBackbone(spec);
+    if (!created.ok()) {
+      std::fprintf(stderr, "%s\n", created.status().ToString().c_str());
+      return 1;
+    }
+    Backbone base = *created;
+    base->eval();
+    // Inputs in the range the 'caffe'/'tf' preprocessing produces.
+    torch::Tensor x = torch::randn({batch, 3, m.size, m.size});
+    torch::Tensor reference = Forward(base, x, kVariants[0]);
+    bool channels_last = false;
+    for (const Variant& v : kVariants) {
+      if (v.channels_last && !channels_last) {
+        ToChannelsLast(base);
+        channels_last = true;
+      }
+      if (v.bf16_weights) {
+        c10::InferenceMode inference;
+        base->to(torch::kBFloat16);
+        ToChannelsLast(base);
+      }
+      torch::Tensor input =
+          v.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+      if (v.bf16_weights) input = input.to(torch::kBFloat16);
+      torch::Tensor out = Forward(base, input, v);  // warm-up (oneDNN primitives)
+      Forward(base, input, v);
+      int iterations = 0;
+      const auto start = std::chrono::steady_clock::now();
+      double elapsed = 0;
+      while (elapsed < seconds || iterations < 2) {
+        Forward(base, input, v);
+        ++iterations;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                      .count();
+      }
+      const double ips = iterations * batch / elapsed;
+      const double diff = (out.contiguous() - reference).abs().max().item<double>();
+      const double scale = reference.abs().max().item<double>();
+      if (json) {
+        std::printf("{\"impl\":\"c++\",\"model\":\"%s\",\"variant\":\"%s\","
+                    "\"images_per_second\":%.2f,\"max_abs_diff\":%.6g,"
+                    "\"max_abs_output\":%.6g}\n",
+                    m.name, v.name, ips, diff, scale);
+      } else {
+        std::printf("%-14s %-30s %10.2f %14.4g\n", m.name, v.name, ips, diff);
+      }
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
