@@ -244,23 +244,30 @@ TEST(ServerLifecycleTest, SigtermTurnsHealthNotServingAndExitsCleanly) {
               std::filesystem::file_size(wal) == 0);
 }
 
+// Creates a data directory with a store (one clean server run), then holds
+// the store's lock exclusively through a separate connection, as a backup
+// tool might.
+void HoldStoreLock(const std::string& data, sqlite3** holder) {
+  {
+    TransferdServer first(TransferdServer::WithDataDir(data));
+    ASSERT_TRUE(first.ok()) << first.Log();
+  }
+  ASSERT_EQ(sqlite3_open((data + "/transferd.db").c_str(), holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(*holder,
+                         "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
+                         "SELECT count(*) FROM meta;",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+}
+
 TEST(ServerLifecycleTest, NotServingDuringStartUpUntilTheStoreIsReady) {
   // Another process (here: this test) holds the store's lock, as a backup
   // tool might: the server listens and answers health with NOT_SERVING, and
   // turns SERVING once it can open the store.
   testing::TempDir dir;
   const std::string data = dir.path() + "/data";
-  {
-    TransferdServer first(TransferdServer::WithDataDir(data));
-    ASSERT_TRUE(first.ok()) << first.Log();
-  }
   sqlite3* holder = nullptr;
-  ASSERT_EQ(sqlite3_open((data + "/transferd.db").c_str(), &holder), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(holder,
-                         "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
-                         "SELECT count(*) FROM meta;",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  ASSERT_NO_FATAL_FAILURE(HoldStoreLock(data, &holder));
 
   TransferdServer::Options options = TransferdServer::WithDataDir(data);
   options.wait_ready = false;
@@ -289,17 +296,8 @@ TEST(ServerLifecycleTest, NotServingDuringStartUpUntilTheStoreIsReady) {
 TEST(ServerLifecycleTest, SigtermDuringStartUpExitsCleanly) {
   testing::TempDir dir;
   const std::string data = dir.path() + "/data";
-  {
-    TransferdServer first(TransferdServer::WithDataDir(data));
-    ASSERT_TRUE(first.ok()) << first.Log();
-  }
   sqlite3* holder = nullptr;
-  ASSERT_EQ(sqlite3_open((data + "/transferd.db").c_str(), &holder), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(holder,
-                         "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; "
-                         "SELECT count(*) FROM meta;",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
+  ASSERT_NO_FATAL_FAILURE(HoldStoreLock(data, &holder));
   TransferdServer::Options options = TransferdServer::WithDataDir(data);
   options.wait_ready = false;
   TransferdServer server(options);
