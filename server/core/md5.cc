@@ -41,7 +41,7 @@ constexpr uint32_t RotateLeft(uint32_t x, int n) {
 
 }  // namespace
 
-Md5::Md5() : state_(kInitialState), buffer_{} {}
+Md5::Md5() : state_(kInitialState) {}
 
 void Md5::ProcessBlock(const uint8_t* block) {
   // Section 3.4: sixteen little-endian words, four rounds of sixteen steps.
@@ -87,39 +87,10 @@ void Md5::ProcessBlock(const uint8_t* block) {
   state_[3] += d;
 }
 
-void Md5::Update(const void* data, size_t size) {
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  total_bytes_ += size;
-  if (buffered_ > 0) {
-    const size_t take = std::min(size, buffer_.size() - buffered_);
-    std::memcpy(buffer_.data() + buffered_, bytes, take);
-    buffered_ += take;
-    bytes += take;
-    size -= take;
-    if (buffered_ < buffer_.size()) return;
-    ProcessBlock(buffer_.data());
-    buffered_ = 0;
-  }
-  for (; size >= buffer_.size(); bytes += 64, size -= 64) ProcessBlock(bytes);
-  if (size > 0) {
-    std::memcpy(buffer_.data(), bytes, size);
-    buffered_ = size;
-  }
-}
-
 std::string Md5::HexDigest() const {
   // Sections 3.1-3.2: 0x80, zeros up to 56 mod 64, then the length in bits
   // as a little-endian 64-bit number.
-  Md5 copy = *this;
-  const uint64_t bit_length = total_bytes_ * 8;
-  static constexpr uint8_t kPad[64] = {0x80};
-  const size_t pad = buffered_ < 56 ? 56 - buffered_ : 120 - buffered_;
-  copy.Update(kPad, pad);
-  uint8_t length[8];
-  for (int i = 0; i < 8; ++i) {
-    length[i] = static_cast<uint8_t>(bit_length >> (8 * i));
-  }
-  copy.Update(length, sizeof(length));
+  const Md5 copy = Padded(/*big_endian_length=*/false);
 
   // Section 3.5: the output is the state's bytes, low-order byte first.
   static constexpr char kHex[] = "0123456789abcdef";
@@ -136,30 +107,11 @@ std::string Md5::HexDigest() const {
 }
 
 absl::StatusOr<std::string> Md5File(const std::filesystem::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string message =
-        absl::StrCat("cannot open ", path.string(), ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(message)
-                         : absl::InternalError(message);
-  }
-  Md5 md5;
-  std::vector<char> buffer(1 << 20);
-  while (true) {
-    const ssize_t n = read(fd, buffer.data(), buffer.size());
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      close(fd);
-      return absl::InternalError(absl::StrCat("cannot read ", path.string(),
-                                              ": ", std::strerror(err)));
-    }
-    md5.Update(buffer.data(), static_cast<size_t>(n));
-  }
-  close(fd);
-  return md5.HexDigest();
+  Md5 hash;
+  absl::Status read = ReadFileChunks(
+      path, [&hash](const char* data, size_t size) { hash.Update(data, size); });
+  if (!read.ok()) return read;
+  return hash.HexDigest();
 }
 
 }  // namespace transferd::core

@@ -41,7 +41,7 @@ constexpr uint32_t RotateRight(uint32_t x, int n) {
 
 }  // namespace
 
-Sha256::Sha256() : state_(kInitialState), buffer_{} {}
+Sha256::Sha256() : state_(kInitialState) {}
 
 void Sha256::ProcessBlock(const uint8_t* block) {
   // Section 6.2.2: the message schedule, then 64 rounds.
@@ -87,39 +87,10 @@ void Sha256::ProcessBlock(const uint8_t* block) {
   state_[7] += h;
 }
 
-void Sha256::Update(const void* data, size_t size) {
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  total_bytes_ += size;
-  if (buffered_ > 0) {
-    const size_t take = std::min(size, buffer_.size() - buffered_);
-    std::memcpy(buffer_.data() + buffered_, bytes, take);
-    buffered_ += take;
-    bytes += take;
-    size -= take;
-    if (buffered_ < buffer_.size()) return;
-    ProcessBlock(buffer_.data());
-    buffered_ = 0;
-  }
-  for (; size >= buffer_.size(); bytes += 64, size -= 64) ProcessBlock(bytes);
-  if (size > 0) {
-    std::memcpy(buffer_.data(), bytes, size);
-    buffered_ = size;
-  }
-}
-
 std::string Sha256::HexDigest() const {
   // Section 5.1.1 padding: 0x80, zeros up to 56 mod 64, then the message
   // length in bits as a big-endian 64-bit number.
-  Sha256 copy = *this;
-  const uint64_t bit_length = total_bytes_ * 8;
-  static constexpr uint8_t kPad[64] = {0x80};
-  const size_t pad = buffered_ < 56 ? 56 - buffered_ : 120 - buffered_;
-  copy.Update(kPad, pad);
-  uint8_t length[8];
-  for (int i = 0; i < 8; ++i) {
-    length[i] = static_cast<uint8_t>(bit_length >> (56 - 8 * i));
-  }
-  copy.Update(length, sizeof(length));
+  const Sha256 copy = Padded(/*big_endian_length=*/true);
 
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
@@ -133,30 +104,11 @@ std::string Sha256::HexDigest() const {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::filesystem::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    const std::string message =
-        absl::StrCat("cannot open ", path.string(), ": ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(message)
-                         : absl::InternalError(message);
-  }
-  Sha256 sha;
-  std::vector<char> buffer(1 << 20);
-  while (true) {
-    const ssize_t n = read(fd, buffer.data(), buffer.size());
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      close(fd);
-      return absl::InternalError(absl::StrCat("cannot read ", path.string(),
-                                              ": ", std::strerror(err)));
-    }
-    sha.Update(buffer.data(), static_cast<size_t>(n));
-  }
-  close(fd);
-  return sha.HexDigest();
+  Sha256 hash;
+  absl::Status read = ReadFileChunks(
+      path, [&hash](const char* data, size_t size) { hash.Update(data, size); });
+  if (!read.ok()) return read;
+  return hash.HexDigest();
 }
 
 }  // namespace transferd::core

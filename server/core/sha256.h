@@ -10,29 +10,26 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "server/core/block_hash.h"
 
 namespace transferd::core {
 
 // Incremental SHA-256: Update() with the message in pieces of any size, then
 // HexDigest(). HexDigest() does not disturb the state, so more Update() calls
 // may follow (the digest then covers everything fed so far).
-class Sha256 {
+class Sha256 : public BlockHash<Sha256> {
  public:
   Sha256();
 
-  void Update(const void* data, size_t size);
-  void Update(std::string_view data) { Update(data.data(), data.size()); }
 
   // The 64 lowercase hex digits of the digest of everything fed so far.
   std::string HexDigest() const;
 
  private:
+  friend class BlockHash<Sha256>;
   void ProcessBlock(const uint8_t* block);
 
   std::array<uint32_t, 8> state_;
-  std::array<uint8_t, 64> buffer_;
-  size_t buffered_ = 0;
-  uint64_t total_bytes_ = 0;
 };
 
 // SHA-256 of a file's contents, as lowercase hex; NOT_FOUND or INTERNAL

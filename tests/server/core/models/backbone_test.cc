@@ -151,3 +151,36 @@ TEST(BackboneTest, KerasInitIsGlorotUniform) {
 
 }  // namespace
 }  // namespace transferd::core::models
+
+namespace transferd::core::models {
+namespace {
+
+// One pixel (R, G, B) = (0, 128, 255) through each convention.
+torch::Tensor Pixel() {
+  return torch::tensor({0, 128, 255}, torch::kUInt8).view({1, 1, 1, 3});
+}
+
+TEST(PreprocessingTest, TfScalesToMinusOneOne) {
+  torch::Tensor x = ApplyPreprocessing(Preprocessing::Tf(), Pixel());
+  ASSERT_EQ(x.sizes(), (std::vector<int64_t>{1, 3, 1, 1}));
+  EXPECT_NEAR(x[0][0].item<float>(), -1.0f, 1e-6);
+  EXPECT_NEAR(x[0][1].item<float>(), 128 / 127.5f - 1, 1e-6);
+  EXPECT_NEAR(x[0][2].item<float>(), 1.0f, 1e-6);
+}
+
+TEST(PreprocessingTest, CaffeIsBgrMinusImagenetMeans) {
+  torch::Tensor x = ApplyPreprocessing(Preprocessing::Caffe(), Pixel());
+  EXPECT_NEAR(x[0][0].item<float>(), 255 - 103.939f, 1e-4);  // B
+  EXPECT_NEAR(x[0][1].item<float>(), 128 - 116.779f, 1e-4);  // G
+  EXPECT_NEAR(x[0][2].item<float>(), 0 - 123.68f, 1e-4);     // R
+}
+
+TEST(PreprocessingTest, TorchIsRgbStandardised) {
+  torch::Tensor x = ApplyPreprocessing(Preprocessing::Torch(), Pixel());
+  EXPECT_NEAR(x[0][0].item<float>(), (0 - 0.485f) / 0.229f, 1e-5);
+  EXPECT_NEAR(x[0][1].item<float>(), (128 / 255.0f - 0.456f) / 0.224f, 1e-5);
+  EXPECT_NEAR(x[0][2].item<float>(), (1 - 0.406f) / 0.225f, 1e-5);
+}
+
+}  // namespace
+}  // namespace transferd::core::models
