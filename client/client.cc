@@ -72,6 +72,20 @@ bool Connected(const std::shared_ptr<grpc::Channel>& channel) {
   return channel->GetState(false) == GRPC_CHANNEL_READY;
 }
 
+// One unary call with the client's deadline; `call(ctx, response)` invokes
+// the stub method.
+template <class Response, class Call>
+absl::StatusOr<Response> Unary(const ClientOptions& options,
+                               const std::shared_ptr<grpc::Channel>& channel,
+                               Call&& call) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, options.timeout);
+  Response response;
+  grpc::Status status = call(&ctx, &response);
+  if (!status.ok()) return FromGrpc(status, options.address, Connected(channel));
+  return response;
+}
+
 HealthStatus FromProto(HealthCheckResponse::ServingStatus s) {
   switch (s) {
     case HealthCheckResponse::SERVING: return HealthStatus::kServing;
@@ -117,15 +131,10 @@ Client::Client(ClientOptions options, std::unique_ptr<Stubs> stubs)
 Client::~Client() = default;
 
 absl::StatusOr<v1::ServerInfo> Client::GetServerInfo() {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, options_.timeout);
-  v1::ServerInfo info;
-  grpc::Status status =
-      stubs_->server->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
-  if (!status.ok()) {
-    return FromGrpc(status, options_.address, Connected(stubs_->channel));
-  }
-  return info;
+  return Unary<v1::ServerInfo>(
+      options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::ServerInfo* out) {
+        return stubs_->server->GetServerInfo(ctx, v1::GetServerInfoRequest(), out);
+      });
 }
 
 absl::StatusOr<HealthStatus> Client::CheckHealth(const std::string& service,
@@ -167,38 +176,29 @@ absl::StatusOr<HealthStatus> Client::CheckHealth(const std::string& service,
 
 absl::StatusOr<v1::ListDatasetsResponse> Client::ListDatasets(
     const v1::ListDatasetsRequest& request) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, options_.timeout);
-  v1::ListDatasetsResponse response;
-  grpc::Status status = stubs_->datasets->ListDatasets(&ctx, request, &response);
-  if (!status.ok()) {
-    return FromGrpc(status, options_.address, Connected(stubs_->channel));
-  }
-  return response;
+  return Unary<v1::ListDatasetsResponse>(
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ListDatasetsResponse* out) {
+        return stubs_->datasets->ListDatasets(ctx, request, out);
+      });
 }
 
 absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(
     const v1::ListJobsRequest& request) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, options_.timeout);
-  v1::ListJobsResponse response;
-  grpc::Status status = stubs_->jobs->ListJobs(&ctx, request, &response);
-  if (!status.ok()) {
-    return FromGrpc(status, options_.address, Connected(stubs_->channel));
-  }
-  return response;
+  return Unary<v1::ListJobsResponse>(
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ListJobsResponse* out) {
+        return stubs_->jobs->ListJobs(ctx, request, out);
+      });
 }
 
 absl::StatusOr<v1::ListModelsResponse> Client::ListModels(
     const v1::ListModelsRequest& request) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, options_.timeout);
-  v1::ListModelsResponse response;
-  grpc::Status status = stubs_->models->ListModels(&ctx, request, &response);
-  if (!status.ok()) {
-    return FromGrpc(status, options_.address, Connected(stubs_->channel));
-  }
-  return response;
+  return Unary<v1::ListModelsResponse>(
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ListModelsResponse* out) {
+        return stubs_->models->ListModels(ctx, request, out);
+      });
 }
 
 }  // namespace transferd::client
