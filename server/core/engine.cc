@@ -79,6 +79,8 @@ absl::Status Engine::Start() {
                                        absl::UTCTimeZone())));
   }
   instance_id_ = *id;
+  TRANSFERD_ASSIGN_OR_RETURN(
+      datasets_, DatasetCatalog::Open(**store, *data_dir_, options_.datasets));
   backbones_ = DescribeBackbones();
   store_ = std::move(*store);
   ready_.store(true);
@@ -125,6 +127,7 @@ absl::Status Engine::Shutdown() {
   BeginShutdown();
   ready_.store(false);
   absl::Status status;
+  datasets_.reset();
   if (store_) {
     status = store_->Close();
     store_.reset();

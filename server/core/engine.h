@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "server/core/cpu_features.h"
 #include "server/core/data_dir.h"
+#include "server/core/datasets.h"
 #include "server/core/device.h"
 #include "server/core/models/weights_cache.h"
 #include "server/core/store.h"
@@ -51,6 +52,8 @@ class Engine {
     bool allow_weight_downloads = false;
     // How long Start() waits for the store when another process holds it.
     std::chrono::milliseconds startup_timeout{60000};
+    // Upload quotas, the free-disk floor and the image caps.
+    DatasetLimits datasets;
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -59,8 +62,9 @@ class Engine {
 
   // The slow part of start-up, run while the server already answers health
   // checks with NOT_SERVING: opens and migrates the store (waiting up to
-  // startup_timeout for a lock another process holds); as the product grows,
-  // recovers interrupted jobs. Gives up with CANCELLED once BeginShutdown()
+  // startup_timeout for a lock another process holds) and opens the dataset
+  // catalog (removing what an interrupted upload or delete left); as the
+  // product grows, recovers interrupted jobs. Gives up with CANCELLED once BeginShutdown()
   // is called. ready() is true after it succeeds.
   absl::Status Start();
   bool ready() const { return ready_.load(); }
@@ -76,6 +80,7 @@ class Engine {
   models::WeightsCacheOptions weights_cache() const;
   // Valid once ready().
   Store& store() { return *store_; }
+  DatasetCatalog& datasets() { return *datasets_; }
 
   // First step of shutdown: stop accepting new work; long-running work and
   // streams observe shutting_down() and finish. Idempotent.
@@ -92,6 +97,7 @@ class Engine {
   Options options_;
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<DatasetCatalog> datasets_;
   ComputeDevice device_;
   std::string instance_id_;
   std::vector<BackboneDescription> backbones_;

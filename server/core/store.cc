@@ -25,6 +25,41 @@ constexpr Migration kMigrations[] = {
         value TEXT NOT NULL
       ) STRICT;
     )sql"},
+    // The dataset catalog (server/core/datasets.cc). Files are stored under
+    // datasets/<id>/<sha256>.<ext>; `classes` and `rejects` are JSON arrays.
+    {2, R"sql(
+      CREATE TABLE datasets (
+        id              TEXT PRIMARY KEY,
+        display_name    TEXT NOT NULL,
+        create_time_ms  INTEGER NOT NULL,
+        label_source    INTEGER NOT NULL,
+        classes         TEXT NOT NULL,
+        files           INTEGER NOT NULL,
+        bytes           INTEGER NOT NULL,
+        min_width       INTEGER NOT NULL,
+        max_width       INTEGER NOT NULL,
+        mean_width      REAL NOT NULL,
+        min_height      INTEGER NOT NULL,
+        max_height      INTEGER NOT NULL,
+        mean_height     REAL NOT NULL,
+        rejected_files  INTEGER NOT NULL,
+        duplicate_files INTEGER NOT NULL,
+        rejects         TEXT NOT NULL
+      ) STRICT;
+      CREATE INDEX datasets_by_time ON datasets (create_time_ms DESC, id);
+      CREATE TABLE dataset_files (
+        dataset_id  TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        client_path TEXT NOT NULL,
+        label       INTEGER NOT NULL,
+        split       INTEGER NOT NULL,
+        file        TEXT NOT NULL,
+        bytes       INTEGER NOT NULL,
+        width       INTEGER NOT NULL,
+        height      INTEGER NOT NULL,
+        PRIMARY KEY (dataset_id, idx)
+      ) STRICT, WITHOUT ROWID;
+    )sql"},
 };
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
@@ -107,6 +142,12 @@ absl::Status Statement::Run() {
   TRANSFERD_ASSIGN_OR_RETURN(bool row, Step());
   (void)row;
   return absl::OkStatus();
+}
+
+Statement& Statement::Reset() {
+  sqlite3_reset(stmt_);
+  bind_error_ = 0;
+  return *this;
 }
 
 int64_t Statement::ColumnInt(int column) const {

@@ -45,6 +45,8 @@ class Statement {
   absl::StatusOr<bool> Step();
   // Runs a statement that returns no rows.
   absl::Status Run();
+  // Makes the statement runnable again (bindings are kept until rebound).
+  Statement& Reset();
 
   int64_t ColumnInt(int column) const;
   double ColumnDouble(int column) const;

@@ -88,7 +88,10 @@ std::optional<Split> SplitFromFolder(std::string_view path) {
 
 LabelSource DetectLabelSource(const std::vector<std::string>& paths) {
   for (const std::string& p : paths) {
-    if (p.find('/') == std::string::npos) return LabelSource::kFilename;
+    // "train/cat.1.jpg": the split folder is not a class folder.
+    std::string_view rest = p;
+    if (SplitFromFolder(p).has_value()) rest.remove_prefix(p.find('/') + 1);
+    if (rest.find('/') == std::string_view::npos) return LabelSource::kFilename;
   }
   return paths.empty() ? LabelSource::kFilename : LabelSource::kFolder;
 }

@@ -31,7 +31,8 @@ absl::StatusOr<std::string> LabelFromFolder(std::string_view path);
 // The split a top-level folder names ("train", "validation" or "val",
 // "test"); nullopt for any other path.
 std::optional<Split> SplitFromFolder(std::string_view path);
-// kFolder when every path has a directory part, else kFilename.
+// kFolder when every path has a directory part below its split folder (if
+// any: "train/cats/x.jpg" but not "train/cat.1.jpg"), else kFilename.
 LabelSource DetectLabelSource(const std::vector<std::string>& paths);
 
 struct SplitPolicy {

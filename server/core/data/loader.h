@@ -22,15 +22,11 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/data/augment.h"
+#include "server/core/data/example.h"
 #include "server/core/images.h"
 #include "server/core/models/preprocessing.h"
 
 namespace transferd::core::data {
-
-struct Example {
-  std::string path;  // image file on the server
-  int64_t label = 0;
-};
 
 struct LoaderOptions {
   int image_size = 150;

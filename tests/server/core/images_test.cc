@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "tests/support/shared_data.h"
+#include "tests/support/test_images.h"
 
 namespace transferd::core {
 namespace {
@@ -36,29 +37,8 @@ void ExpectRefused(const absl::Status& status, ImageError error,
   EXPECT_THAT(std::string(status.message()), HasSubstr(mentions));
 }
 
-std::string Be32(uint32_t v) {
-  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
-          static_cast<char>(v >> 8), static_cast<char>(v)};
-}
-
-// A PNG signature and IHDR declaring width x height, and nothing else.
-std::string PngHeader(uint32_t width, uint32_t height) {
-  std::string s("\x89PNG\r\n\x1a\n", 8);
-  s += Be32(13) + "IHDR" + Be32(width) + Be32(height);
-  s += std::string("\x08\x02\x00\x00\x00", 5) + Be32(0);  // depth, colour, CRC
-  return s;
-}
-
-// SOI and a baseline frame header declaring width x height.
-std::string JpegHeader(uint16_t width, uint16_t height) {
-  std::string s("\xFF\xD8\xFF\xC0\x00\x11\x08", 7);
-  s += static_cast<char>(height >> 8);
-  s += static_cast<char>(height & 0xff);
-  s += static_cast<char>(width >> 8);
-  s += static_cast<char>(width & 0xff);
-  s += std::string("\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01", 10);
-  return s;
-}
+using testing::JpegHeader;
+using testing::PngHeader;
 
 TEST(ImagesTest, DecodesJpegAndPngToRgb) {
   for (const char* ext : {".jpg", ".png"}) {

@@ -44,6 +44,11 @@ TEST(DatasetLayoutTest, LabelsFromKaggleNamesAndClassFolders) {
   EXPECT_EQ(SplitFromFolder("cats/x.jpg"), std::nullopt);
   EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dogs/b.jpg"}), LabelSource::kFolder);
   EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dog.1.jpg"}), LabelSource::kFilename);
+  // The shared data's layout: split folders holding Kaggle names.
+  EXPECT_EQ(DetectLabelSource({"train/cat.1.jpg", "validation/dog.2.jpg"}),
+            LabelSource::kFilename);
+  EXPECT_EQ(DetectLabelSource({"train/cats/a.jpg", "val/dogs/b.jpg"}),
+            LabelSource::kFolder);
 }
 
 // 2000 cats and 2000 dogs named as in Kaggle.

@@ -1,0 +1,817 @@
+#include "server/core/datasets.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "server/core/data_dir.h"
+#include "server/core/sha256.h"
+#include "server/core/status_macros.h"
+#include "server/core/store.h"
+
+namespace transferd::core {
+namespace fs = std::filesystem;
+using data::LabelSource;
+using data::Split;
+
+namespace {
+
+std::string RandomHex(int bytes) {
+  std::random_device rd;
+  std::string out;
+  for (int i = 0; i < bytes; ++i) absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
+  return out;
+}
+
+// Client paths are shown back to people: keep them printable and bounded.
+std::string DisplayPath(std::string_view path) {
+  std::string out;
+  for (char c : path.substr(0, 300)) {
+    if (c == '\0') {
+      out += "\\0";
+    } else {
+      out += c;
+    }
+  }
+  if (path.size() > 300) out += "...";
+  return out;
+}
+
+RejectReason ReasonFor(ImageError error) {
+  switch (error) {
+    case ImageError::kEmpty: return RejectReason::kEmpty;
+    case ImageError::kUnsupportedFormat: return RejectReason::kUnsupportedFormat;
+    case ImageError::kTooLarge: return RejectReason::kTooLarge;
+    case ImageError::kTooManyPixels: return RejectReason::kTooManyPixels;
+    case ImageError::kCorrupt: return RejectReason::kCorrupt;
+  }
+  return RejectReason::kCorrupt;
+}
+
+std::string Mb(int64_t bytes) {
+  return absl::StrFormat("%.1f MB", static_cast<double>(bytes) / 1e6);
+}
+
+absl::Status ErrnoError(const std::string& what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+// Writes `bytes` to a new file (no fsync: Commit flushes the whole folder).
+absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(absl::StrCat("create ", path.string()));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status status = ErrnoError(absl::StrCat("write ", path.string()));
+      ::close(fd);
+      return status;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) return ErrnoError(absl::StrCat("close ", path.string()));
+  return absl::OkStatus();
+}
+
+absl::Status SyncPath(const fs::path& path, bool whole_filesystem) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(absl::StrCat("open ", path.string()));
+  // syncfs flushes every file written into the upload folder in one call,
+  // instead of one fsync per file.
+  const int rc = whole_filesystem ? ::syncfs(fd) : ::fsync(fd);
+  absl::Status status = rc == 0 ? absl::OkStatus()
+                                : ErrnoError(absl::StrCat("sync ", path.string()));
+  ::close(fd);
+  return status;
+}
+
+int64_t FreeDiskBytes(const fs::path& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+nlohmann::json RejectsToJson(const std::vector<RejectedFile>& rejects) {
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < rejects.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
+    out.push_back({{"path", rejects[i].path},
+                   {"reason", static_cast<int>(rejects[i].reason)},
+                   {"message", rejects[i].message}});
+  }
+  return out;
+}
+
+constexpr const char* kDatasetColumns =
+    "id, display_name, create_time_ms, label_source, classes, files, bytes, "
+    "min_width, max_width, mean_width, min_height, max_height, mean_height, "
+    "rejected_files, duplicate_files, rejects";
+
+// A row of `datasets` (selected with kDatasetColumns), without split counts.
+DatasetInfo ReadDatasetRow(const Statement& row) {
+  DatasetInfo d;
+  d.id = row.ColumnText(0);
+  d.display_name = row.ColumnText(1);
+  d.create_time = std::chrono::system_clock::time_point(
+      std::chrono::milliseconds(row.ColumnInt(2)));
+  d.label_source = static_cast<LabelSource>(row.ColumnInt(3));
+  for (const auto& c : nlohmann::json::parse(row.ColumnText(4))) {
+    d.classes.push_back(c.get<std::string>());
+  }
+  d.files = row.ColumnInt(5);
+  d.bytes = row.ColumnInt(6);
+  d.image_size.min_width = static_cast<int>(row.ColumnInt(7));
+  d.image_size.max_width = static_cast<int>(row.ColumnInt(8));
+  d.image_size.mean_width = row.ColumnDouble(9);
+  d.image_size.min_height = static_cast<int>(row.ColumnInt(10));
+  d.image_size.max_height = static_cast<int>(row.ColumnInt(11));
+  d.image_size.mean_height = row.ColumnDouble(12);
+  d.rejected_files = row.ColumnInt(13);
+  d.duplicate_files = row.ColumnInt(14);
+  for (const auto& r : nlohmann::json::parse(row.ColumnText(15))) {
+    d.rejects.push_back({r.at("path").get<std::string>(),
+                         static_cast<RejectReason>(r.at("reason").get<int>()),
+                         r.at("message").get<std::string>()});
+  }
+  return d;
+}
+
+// Fills d.splits from dataset_files.
+absl::Status ReadSplitCounts(StoreTxn& txn, DatasetInfo& d) {
+  TRANSFERD_ASSIGN_OR_RETURN(
+      Statement q, txn.Prepare("SELECT split, label, COUNT(*) FROM dataset_files "
+                               "WHERE dataset_id = ? GROUP BY split, label "
+                               "ORDER BY split, label"));
+  q.Bind(1, d.id);
+  std::map<int, SplitCounts> splits;
+  while (true) {
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    const int split = static_cast<int>(q.ColumnInt(0));
+    const int64_t label = q.ColumnInt(1);
+    SplitCounts& s = splits[split];
+    s.split = static_cast<Split>(split);
+    s.per_class.resize(d.classes.size(), 0);
+    if (label >= 0 && label < static_cast<int64_t>(s.per_class.size())) {
+      s.per_class[label] = q.ColumnInt(2);
+    }
+    s.files += q.ColumnInt(2);
+  }
+  for (auto& [_, s] : splits) d.splits.push_back(std::move(s));
+  return absl::OkStatus();
+}
+
+std::string ExtensionFor(ImageFormat format) {
+  return format == ImageFormat::kPng ? ".png" : ".jpg";
+}
+
+}  // namespace
+
+const char* RejectReasonName(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kBadPath: return "bad_path";
+    case RejectReason::kUnsupportedFormat: return "unsupported_format";
+    case RejectReason::kTooManyPixels: return "too_many_pixels";
+    case RejectReason::kCorrupt: return "corrupt";
+    case RejectReason::kEmpty: return "empty";
+    case RejectReason::kTooLarge: return "too_large";
+    case RejectReason::kNoLabel: return "no_label";
+    case RejectReason::kNoSplit: return "no_split";
+    case RejectReason::kSizeMismatch: return "size_mismatch";
+  }
+  return "unknown";
+}
+
+// ---- DatasetUpload ----------------------------------------------------------
+
+DatasetUpload::DatasetUpload(DatasetCatalog& catalog, UploadSpec spec, fs::path dir)
+    : catalog_(catalog), spec_(std::move(spec)), dir_(std::move(dir)) {}
+
+DatasetUpload::~DatasetUpload() { Abort(); }
+
+void DatasetUpload::Abort() {
+  if (dir_.empty()) return;
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+  dir_.clear();
+  catalog_.EndUpload(spec_.id, stored_bytes_);
+}
+
+void DatasetUpload::Reject(RejectReason reason, std::string message) {
+  rejected_.push_back({DisplayPath(file_path_), reason, std::move(message)});
+}
+
+absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
+  if (dir_.empty()) {
+    return absl::FailedPreconditionError("the upload has already ended");
+  }
+  if (!in_file_) {
+    TRANSFERD_RETURN_IF_ERROR(BeginFile(chunk));
+  } else if (!chunk.path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk for \"", DisplayPath(chunk.path), "\" arrived while \"",
+        DisplayPath(file_path_), "\" was still open (its last chunk must set last)"));
+  }
+  if (!skip_file_) {
+    if (static_cast<int64_t>(file_data_.size() + chunk.data.size()) >
+        catalog_.limits_.max_file_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "file \"", DisplayPath(file_path_), "\" exceeds the per-file limit of ",
+          catalog_.limits_.max_file_bytes, " bytes (--max-file-bytes)"));
+    }
+    file_data_.append(chunk.data);
+  }
+  if (chunk.last) return EndFile();
+  return absl::OkStatus();
+}
+
+absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
+  if (chunk.path.empty()) {
+    return absl::InvalidArgumentError(
+        "a file's first chunk must carry its path (chunk without a path and no "
+        "file open)");
+  }
+  if (++files_seen_ > catalog_.limits_.max_files) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("upload exceeds the limit of ", catalog_.limits_.max_files,
+                     " files per dataset (--max-dataset-files)"));
+  }
+  in_file_ = true;
+  skip_file_ = false;
+  file_path_ = std::string(chunk.path);
+  file_label_ = std::string(chunk.label);
+  file_declared_ = chunk.size;
+  file_data_.clear();
+  if (chunk.size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "file \"", DisplayPath(file_path_), "\" declares a negative size"));
+  }
+  if (chunk.size > catalog_.limits_.max_file_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "file \"", DisplayPath(file_path_), "\" declares ", chunk.size,
+        " bytes, over the per-file limit of ", catalog_.limits_.max_file_bytes,
+        " bytes (--max-file-bytes)"));
+  }
+  if (absl::Status path = data::ValidateClientPath(chunk.path); !path.ok()) {
+    Reject(RejectReason::kBadPath, std::string(path.message()));
+    skip_file_ = true;
+  } else if (spec_.label_source == LabelSource::kExplicit && chunk.label.empty()) {
+    Reject(RejectReason::kNoLabel,
+           "explicit labels were requested but this file has none");
+    skip_file_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DatasetUpload::CheckSpace(int64_t more) const {
+  const DatasetLimits& limits = catalog_.limits_;
+  if (stored_bytes_ + more > limits.max_dataset_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "dataset quota: storing ", Mb(stored_bytes_ + more),
+        " would exceed the per-dataset limit of ", limits.max_dataset_bytes,
+        " bytes (--max-dataset-bytes)"));
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(const int64_t committed, catalog_.TotalBytes());
+  int64_t reserved;
+  {
+    std::lock_guard<std::mutex> lock(catalog_.mu_);
+    reserved = catalog_.reserved_bytes_;
+  }
+  if (committed + reserved + more > limits.max_total_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "total dataset quota: ", Mb(committed), " stored and ", Mb(reserved + more),
+        " being uploaded would exceed the limit of ", limits.max_total_bytes,
+        " bytes for all datasets (--max-total-dataset-bytes)"));
+  }
+  const int64_t free_bytes = FreeDiskBytes(dir_);
+  if (free_bytes - more < limits.min_free_disk_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "free-disk floor: the data directory has ", Mb(free_bytes),
+        " free and must keep ", limits.min_free_disk_bytes,
+        " bytes free (--min-free-disk-bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DatasetUpload::EndFile() {
+  in_file_ = false;
+  std::string bytes = std::move(file_data_);
+  file_data_ = std::string();
+  if (skip_file_) return absl::OkStatus();
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  if (file_declared_ != 0 && file_declared_ != size) {
+    Reject(RejectReason::kSizeMismatch,
+           absl::StrCat("declared ", file_declared_, " bytes, received ", size));
+    return absl::OkStatus();
+  }
+  ImageLimits limits = catalog_.limits_.image;
+  limits.max_bytes = catalog_.limits_.max_file_bytes;
+  // A reduced-resolution decode still reads every entropy-coded byte, so it
+  // proves the file whole at a fraction of the cost.
+  absl::StatusOr<DecodedImage> image = DecodeImage(bytes, limits, /*min_side=*/32);
+  if (!image.ok()) {
+    const std::optional<ImageError> error = ImageErrorOf(image.status());
+    Reject(error ? ReasonFor(*error) : RejectReason::kCorrupt,
+           std::string(image.status().message()));
+    return absl::OkStatus();
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(const ImageHeader header, ProbeImage(bytes, limits));
+  Sha256 hash;
+  hash.Update(bytes.data(), bytes.size());
+  Entry entry;
+  entry.path = file_path_;
+  entry.explicit_label = file_label_;
+  entry.sha256 = hash.HexDigest() + ExtensionFor(header.format);
+  entry.bytes = size;
+  entry.width = image->original_width;
+  entry.height = image->original_height;
+  if (stored_.count(entry.sha256) > 0) {
+    ++duplicates_;
+  } else {
+    TRANSFERD_RETURN_IF_ERROR(CheckSpace(size));
+    TRANSFERD_RETURN_IF_ERROR(WriteNewFile(dir_ / entry.sha256, bytes));
+    stored_.insert(entry.sha256);
+    stored_bytes_ += size;
+    std::lock_guard<std::mutex> lock(catalog_.mu_);
+    catalog_.reserved_bytes_ += size;
+  }
+  entries_.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UploadResult> DatasetUpload::Commit() {
+  if (dir_.empty()) return absl::FailedPreconditionError("the upload has already ended");
+  if (in_file_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the stream ended inside \"", DisplayPath(file_path_),
+        "\" (its last chunk must set last)"));
+  }
+
+  // Labels.
+  std::vector<std::string> paths;
+  for (const Entry& e : entries_) paths.push_back(e.path);
+  LabelSource source = spec_.label_source;
+  if (source == LabelSource::kAuto) source = data::DetectLabelSource(paths);
+  std::vector<Entry> labelled;
+  std::vector<std::string> labels;
+  for (Entry& e : entries_) {
+    absl::StatusOr<std::string> label =
+        source == LabelSource::kExplicit ? absl::StatusOr<std::string>(e.explicit_label)
+        : source == LabelSource::kFolder ? data::LabelFromFolder(e.path)
+                                         : data::LabelFromFilename(e.path);
+    if (!label.ok()) {
+      rejected_.push_back({DisplayPath(e.path), RejectReason::kNoLabel,
+                           std::string(label.status().message())});
+      continue;
+    }
+    labels.push_back(*std::move(label));
+    labelled.push_back(std::move(e));
+  }
+  entries_.clear();
+
+  // Splits.
+  paths.clear();
+  for (const Entry& e : labelled) paths.push_back(e.path);
+  data::SplitPolicy policy;
+  if (spec_.split.has_value()) {
+    policy = *spec_.split;
+  } else {
+    policy.kind = data::SplitPolicy::Kind::kAllTrain;
+    for (const std::string& p : paths) {
+      if (data::SplitFromFolder(p).has_value()) {
+        policy.kind = data::SplitPolicy::Kind::kFolders;
+        break;
+      }
+    }
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(std::vector<Split> splits,
+                             data::AssignSplits(paths, labels, policy));
+
+  struct Kept {
+    Entry entry;
+    std::string label;
+    Split split;
+  };
+  std::vector<Kept> kept;
+  for (size_t i = 0; i < labelled.size(); ++i) {
+    if (splits[i] == Split::kNone) {
+      if (policy.kind == data::SplitPolicy::Kind::kFolders) {
+        rejected_.push_back({DisplayPath(labelled[i].path), RejectReason::kNoSplit,
+                             "not under a train/, validation/ (val/) or test/ folder"});
+      }
+      continue;  // per-class counts: beyond the requested sum, not stored
+    }
+    kept.push_back({std::move(labelled[i]), std::move(labels[i]), splits[i]});
+  }
+  if (kept.empty()) {
+    std::string first;
+    for (size_t i = 0; i < rejected_.size() && i < 3; ++i) {
+      absl::StrAppend(&first, i ? "; " : "", rejected_[i].path, ": ",
+                      rejected_[i].message);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no file was accepted (", files_seen_, " sent, ", rejected_.size(),
+        " rejected", first.empty() ? "" : ": ", first, ")"));
+  }
+  // Stable order: by split, then client path.
+  std::stable_sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) {
+    if (a.split != b.split) return a.split < b.split;
+    return a.entry.path < b.entry.path;
+  });
+
+  std::vector<std::string> classes;
+  for (const Kept& k : kept) classes.push_back(k.label);
+  std::sort(classes.begin(), classes.end());
+  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+
+  // Files only the dropped entries used are not kept.
+  std::set<std::string> used;
+  for (const Kept& k : kept) used.insert(k.entry.sha256);
+  int64_t bytes = 0;
+  for (const std::string& file : stored_) {
+    if (used.count(file) == 0) {
+      std::error_code ec;
+      fs::remove(dir_ / file, ec);
+    }
+  }
+  std::map<std::string, int64_t> size_of;
+  for (const Kept& k : kept) size_of[k.entry.sha256] = k.entry.bytes;
+  for (const auto& [_, size] : size_of) bytes += size;
+
+  // Kept entries whose bytes an earlier kept entry already had.
+  int64_t duplicates = static_cast<int64_t>(kept.size() - size_of.size());
+
+  DatasetInfo info;
+  info.id = spec_.id;
+  info.display_name = spec_.display_name.empty() ? spec_.id : spec_.display_name;
+  info.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(NowMs()));
+  info.label_source = source;
+  info.classes = classes;
+  info.files = static_cast<int64_t>(kept.size());
+  info.bytes = bytes;
+  info.rejected_files = static_cast<int64_t>(rejected_.size());
+  info.duplicate_files = duplicates;
+  info.image_size.min_width = info.image_size.min_height = std::numeric_limits<int>::max();
+  double sum_w = 0, sum_h = 0;
+  for (const Kept& k : kept) {
+    ImageSizeStats& s = info.image_size;
+    s.min_width = std::min(s.min_width, k.entry.width);
+    s.max_width = std::max(s.max_width, k.entry.width);
+    s.min_height = std::min(s.min_height, k.entry.height);
+    s.max_height = std::max(s.max_height, k.entry.height);
+    sum_w += k.entry.width;
+    sum_h += k.entry.height;
+  }
+  info.image_size.mean_width = sum_w / static_cast<double>(kept.size());
+  info.image_size.mean_height = sum_h / static_cast<double>(kept.size());
+  for (size_t i = 0; i < rejected_.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
+    info.rejects.push_back(rejected_[i]);
+  }
+
+  // Make the files durable, then move the folder into place, then record it.
+  const fs::path final_dir = catalog_.data_dir_.datasets_dir() / spec_.id;
+  TRANSFERD_RETURN_IF_ERROR(SyncPath(dir_, /*whole_filesystem=*/true));
+  {
+    std::error_code ec;
+    fs::remove_all(final_dir, ec);  // an orphan, never a catalogued dataset
+    fs::rename(dir_, final_dir, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot move the upload into ",
+                                              final_dir.string(), ": ", ec.message()));
+    }
+  }
+  dir_ = final_dir;  // an abort from here on removes the final folder
+  TRANSFERD_RETURN_IF_ERROR(SyncPath(catalog_.data_dir_.datasets_dir(), false));
+
+  std::map<std::string, int64_t> class_index;
+  for (size_t i = 0; i < classes.size(); ++i) class_index[classes[i]] = static_cast<int64_t>(i);
+  const std::string classes_json = nlohmann::json(classes).dump();
+  const std::string rejects_json = RejectsToJson(rejected_).dump();
+  TRANSFERD_RETURN_IF_ERROR(catalog_.store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    {
+      TRANSFERD_ASSIGN_OR_RETURN(Statement exists,
+                                 txn.Prepare("SELECT 1 FROM datasets WHERE id = ?"));
+      exists.Bind(1, spec_.id);
+      TRANSFERD_ASSIGN_OR_RETURN(bool taken, exists.Step());
+      if (taken) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("dataset \"", spec_.id, "\" already exists"));
+      }
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement insert,
+        txn.Prepare(absl::StrCat("INSERT INTO datasets (", kDatasetColumns,
+                                 ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
+    const ImageSizeStats& s = info.image_size;
+    insert.Bind(1, info.id)
+        .Bind(2, info.display_name)
+        .Bind(3, NowMs())
+        .Bind(4, static_cast<int64_t>(source))
+        .Bind(5, classes_json)
+        .Bind(6, info.files)
+        .Bind(7, info.bytes)
+        .Bind(8, static_cast<int64_t>(s.min_width))
+        .Bind(9, static_cast<int64_t>(s.max_width))
+        .Bind(10, s.mean_width)
+        .Bind(11, static_cast<int64_t>(s.min_height))
+        .Bind(12, static_cast<int64_t>(s.max_height))
+        .Bind(13, s.mean_height)
+        .Bind(14, info.rejected_files)
+        .Bind(15, info.duplicate_files)
+        .Bind(16, rejects_json);
+    TRANSFERD_RETURN_IF_ERROR(insert.Run());
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement file,
+        txn.Prepare("INSERT INTO dataset_files (dataset_id, idx, client_path, label, "
+                    "split, file, bytes, width, height) VALUES (?,?,?,?,?,?,?,?,?)"));
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const Kept& k = kept[i];
+      file.Reset()
+          .Bind(1, info.id)
+          .Bind(2, static_cast<int64_t>(i))
+          .Bind(3, k.entry.path)
+          .Bind(4, class_index[k.label])
+          .Bind(5, static_cast<int64_t>(k.split))
+          .Bind(6, k.entry.sha256)
+          .Bind(7, k.entry.bytes)
+          .Bind(8, static_cast<int64_t>(k.entry.width))
+          .Bind(9, static_cast<int64_t>(k.entry.height));
+      TRANSFERD_RETURN_IF_ERROR(file.Run());
+    }
+    return ReadSplitCounts(txn, info);
+  }));
+  committed_ = true;
+  catalog_.EndUpload(spec_.id, stored_bytes_);
+  dir_.clear();
+
+  UploadResult result;
+  result.dataset = std::move(info);
+  result.rejected = std::move(rejected_);
+  result.accepted_files = static_cast<int64_t>(kept.size());
+  result.duplicate_files = duplicates;
+  return result;
+}
+
+// ---- DatasetCatalog ---------------------------------------------------------
+
+DatasetCatalog::DatasetCatalog(Store& store, const DataDir& data_dir, DatasetLimits limits)
+    : store_(store), data_dir_(data_dir), limits_(std::move(limits)) {}
+
+DatasetCatalog::~DatasetCatalog() = default;
+
+absl::StatusOr<std::unique_ptr<DatasetCatalog>> DatasetCatalog::Open(
+    Store& store, const DataDir& data_dir, DatasetLimits limits) {
+  if (limits.max_file_bytes <= 0 || limits.max_files <= 0 ||
+      limits.max_dataset_bytes <= 0 || limits.max_total_bytes <= 0 ||
+      limits.min_free_disk_bytes < 0) {
+    return absl::InvalidArgumentError("dataset limits must be positive");
+  }
+  std::unique_ptr<DatasetCatalog> catalog(
+      new DatasetCatalog(store, data_dir, std::move(limits)));
+  TRANSFERD_RETURN_IF_ERROR(catalog->RemoveOrphans());
+  return catalog;
+}
+
+absl::Status DatasetCatalog::RemoveOrphans() {
+  std::set<std::string> known;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q, txn.Prepare("SELECT id FROM datasets"));
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      known.insert(q.ColumnText(0));
+    }
+    return absl::OkStatus();
+  }));
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(data_dir_.datasets_dir(), ec)) {
+    if (known.count(e.path().filename().string()) > 0) continue;
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+    if (!rm) ++orphans_removed_;
+  }
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot list ", data_dir_.datasets_dir().string(),
+                                            ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DatasetCatalog::ValidateId(std::string_view id) {
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok = !id.empty() && id.size() <= 63 && alnum(id.front()) && alnum(id.back());
+  for (char c : id) ok = ok && (alnum(c) || c == '-');
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset id \"", DisplayPath(id),
+        "\" is invalid: use 1 to 63 characters of a-z, 0-9 and '-', starting "
+        "and ending with a letter or digit"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(UploadSpec spec) {
+  if (spec.id.empty()) spec.id = "ds-" + RandomHex(4);
+  TRANSFERD_RETURN_IF_ERROR(ValidateId(spec.id));
+  if (spec.display_name.size() > 1024) {
+    return absl::InvalidArgumentError("display_name is longer than 1024 bytes");
+  }
+  if (spec.expected_files < 0 || spec.expected_bytes < 0) {
+    return absl::InvalidArgumentError("expected_files and expected_bytes must not be negative");
+  }
+  if (spec.expected_files > limits_.max_files) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the upload declares ", spec.expected_files, " files, over the limit of ",
+        limits_.max_files, " files per dataset (--max-dataset-files)"));
+  }
+  if (spec.split.has_value()) {
+    // Checked once here so that a bad policy fails before any byte is sent.
+    TRANSFERD_RETURN_IF_ERROR(data::AssignSplits({}, {}, *spec.split).status());
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(std::optional<DatasetInfo> existing,
+                             [&]() -> absl::StatusOr<std::optional<DatasetInfo>> {
+                               absl::StatusOr<DatasetInfo> d = Get(spec.id);
+                               if (d.ok()) return std::optional<DatasetInfo>(*d);
+                               if (absl::IsNotFound(d.status())) return std::nullopt;
+                               return d.status();
+                             }());
+  if (existing.has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat("dataset \"", spec.id, "\" already exists"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!uploading_.insert(spec.id).second) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("dataset \"", spec.id, "\" is being uploaded by another stream"));
+    }
+  }
+  const fs::path dir = data_dir_.tmp_dir() / ("upload-" + RandomHex(8));
+  std::error_code ec;
+  fs::create_directory(dir, ec);
+  if (ec) {
+    EndUpload(spec.id, 0);
+    return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+  }
+  std::unique_ptr<DatasetUpload> upload(new DatasetUpload(*this, std::move(spec), dir));
+  if (upload->spec_.expected_bytes > 0) {
+    TRANSFERD_RETURN_IF_ERROR(upload->CheckSpace(upload->spec_.expected_bytes));
+  }
+  return upload;
+}
+
+void DatasetCatalog::EndUpload(const std::string& id, int64_t reserved_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uploading_.erase(id);
+  reserved_bytes_ -= reserved_bytes;
+}
+
+absl::StatusOr<int64_t> DatasetCatalog::TotalBytes() {
+  int64_t total = 0;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q,
+                               txn.Prepare("SELECT COALESCE(SUM(bytes), 0) FROM datasets"));
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) total = q.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  return total;
+}
+
+absl::StatusOr<DatasetInfo> DatasetCatalog::Get(const std::string& id) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateId(id));
+  std::optional<DatasetInfo> found;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q,
+        txn.Prepare(absl::StrCat("SELECT ", kDatasetColumns, " FROM datasets WHERE id = ?")));
+    q.Bind(1, id);
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return absl::OkStatus();
+    found = ReadDatasetRow(q);
+    return ReadSplitCounts(txn, *found);
+  }));
+  if (!found.has_value()) {
+    return absl::NotFoundError(absl::StrCat("dataset \"", id, "\" not found"));
+  }
+  return *std::move(found);
+}
+
+absl::StatusOr<std::vector<DatasetInfo>> DatasetCatalog::List(int page_size,
+                                                              const std::string& page_token,
+                                                              std::string* next_page_token) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
+  if (page_size == 0) page_size = 50;
+  page_size = std::min(page_size, 1000);
+  int64_t offset = 0;
+  if (!page_token.empty()) {
+    char* end = nullptr;
+    offset = std::strtoll(page_token.c_str(), &end, 10);
+    if (end == nullptr || *end != '\0' || offset <= 0) {
+      return absl::InvalidArgumentError("page_token is not one this server returned");
+    }
+  }
+  std::vector<DatasetInfo> out;
+  bool more = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare(absl::StrCat(
+                         "SELECT ", kDatasetColumns,
+                         " FROM datasets ORDER BY create_time_ms DESC, id LIMIT ? OFFSET ?")));
+    q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (static_cast<int>(out.size()) == page_size) {
+        more = true;
+        break;
+      }
+      out.push_back(ReadDatasetRow(q));
+    }
+    for (DatasetInfo& d : out) TRANSFERD_RETURN_IF_ERROR(ReadSplitCounts(txn, d));
+    return absl::OkStatus();
+  }));
+  if (next_page_token != nullptr) {
+    *next_page_token = more ? std::to_string(offset + page_size) : "";
+  }
+  return out;
+}
+
+void DatasetCatalog::SetInUseCheck(std::function<std::string(const std::string&)> in_use) {
+  std::lock_guard<std::mutex> lock(mu_);
+  in_use_ = std::move(in_use);
+}
+
+absl::Status DatasetCatalog::Delete(const std::string& id) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateId(id));
+  std::function<std::string(const std::string&)> in_use;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use = in_use_;
+  }
+  if (in_use) {
+    const std::string user = in_use(id);
+    if (!user.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset \"", id, "\" is used by ", user,
+          ", which is queued or running; cancel it or wait for it to finish"));
+    }
+  }
+  bool deleted = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement d, txn.Prepare("DELETE FROM datasets WHERE id = ?"));
+    d.Bind(1, id);
+    TRANSFERD_RETURN_IF_ERROR(d.Run());
+    deleted = txn.Changes() > 0;
+    TRANSFERD_ASSIGN_OR_RETURN(Statement f,
+                               txn.Prepare("DELETE FROM dataset_files WHERE dataset_id = ?"));
+    f.Bind(1, id);
+    return f.Run();
+  }));
+  if (!deleted) return absl::NotFoundError(absl::StrCat("dataset \"", id, "\" not found"));
+  // After the rows: a crash here leaves an orphan folder, removed at start.
+  std::error_code ec;
+  fs::remove_all(data_dir_.datasets_dir() / id, ec);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<data::Example>> DatasetCatalog::Examples(const std::string& id,
+                                                                    Split split) {
+  TRANSFERD_RETURN_IF_ERROR(Get(id).status());
+  std::vector<data::Example> out;
+  const fs::path dir = data_dir_.datasets_dir() / id;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare("SELECT file, label FROM dataset_files WHERE dataset_id = ? "
+                                 "AND split = ? ORDER BY idx"));
+    q.Bind(1, id).Bind(2, static_cast<int64_t>(split));
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      out.push_back({(dir / q.ColumnText(0)).string(), q.ColumnInt(1)});
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+}  // namespace transferd::core
