@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -134,6 +135,38 @@ void Bind(Binding& b) {
                  "Data bytes per upload chunk that clients are told to send")
       ->envname("TRANSFERD_UPLOAD_CHUNK_BYTES")
       ->check(CLI::Range(1024, 1 << 30))
+      ->capture_default_str();
+  core::DatasetLimits& d = c.engine.datasets;
+  constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max() / 4;
+  app.add_option("--max-file-bytes", d.max_file_bytes,
+                 "Largest uploaded file, bytes (RESOURCE_EXHAUSTED above)")
+      ->envname("TRANSFERD_MAX_FILE_BYTES")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 31))
+      ->capture_default_str();
+  app.add_option("--max-dataset-files", d.max_files, "Files in one upload")
+      ->envname("TRANSFERD_MAX_DATASET_FILES")
+      ->check(CLI::Range(int64_t{1}, int64_t{100'000'000}))
+      ->capture_default_str();
+  app.add_option("--max-dataset-bytes", d.max_dataset_bytes,
+                 "Stored bytes of one dataset")
+      ->envname("TRANSFERD_MAX_DATASET_BYTES")
+      ->check(CLI::Range(int64_t{1}, kMaxBytes))
+      ->capture_default_str();
+  app.add_option("--max-total-dataset-bytes", d.max_total_bytes,
+                 "Stored bytes of all datasets together")
+      ->envname("TRANSFERD_MAX_TOTAL_DATASET_BYTES")
+      ->check(CLI::Range(int64_t{1}, kMaxBytes))
+      ->capture_default_str();
+  app.add_option("--min-free-disk-bytes", d.min_free_disk_bytes,
+                 "Free space uploads leave on the data directory's disk")
+      ->envname("TRANSFERD_MIN_FREE_DISK_BYTES")
+      ->check(CLI::Range(int64_t{0}, kMaxBytes))
+      ->capture_default_str();
+  app.add_option("--max-image-pixels", d.image.max_pixels,
+                 "Largest image (width x height) accepted, checked from the "
+                 "header before decoding")
+      ->envname("TRANSFERD_MAX_IMAGE_PIXELS")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 32))
       ->capture_default_str();
 }
 

@@ -133,10 +133,12 @@ int Run(const transferd::app::ServerConfig& config) {
   absl::Status started = (*engine)->Start();
   if (started.ok()) {
     const auto info = (*engine)->Info();
-    spdlog::info("data dir {} (schema v{}, instance {}), {} stale tmp entries removed",
-                 (*engine)->data_dir().root().string(),
-                 info.store_schema_version, info.instance_id,
-                 (*engine)->data_dir().stale_tmp_entries_removed());
+    spdlog::info(
+        "data dir {} (schema v{}, instance {}), {} stale tmp entries and {} "
+        "uncatalogued dataset folders removed",
+        (*engine)->data_dir().root().string(), info.store_schema_version,
+        info.instance_id, (*engine)->data_dir().stale_tmp_entries_removed(),
+        (*engine)->datasets().orphans_removed());
     if (lifecycle.BecomeServing()) {
       spdlog::info("serving transferd.v1 on {} (port {})",
                    config.rpc.listen_address, (*server)->port());

@@ -74,6 +74,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   EngineInfo Info() const;
+  const Options& options() const { return options_; }
   const ComputeDevice& device() const { return device_; }
   const DataDir& data_dir() const { return *data_dir_; }
   // Where backbones find their weight files (and may download them).

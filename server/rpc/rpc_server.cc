@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
+#include "server/rpc/datasets_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
 #include "server/rpc/unimplemented_services.h"
@@ -55,8 +56,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   std::unique_ptr<RpcServer> server(new RpcServer);
   server->options_ = options;
 
-  std::vector<std::string> implemented = {"transferd.v1.Server",
-                                          "grpc.health.v1.Health"};
+  std::vector<std::string> implemented = {
+      "transferd.v1.Server", "transferd.v1.Datasets", "grpc.health.v1.Health"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
@@ -64,13 +65,19 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   limits.set_max_receive_message_bytes(options.max_receive_message_bytes);
   limits.set_max_send_message_bytes(options.max_send_message_bytes);
   limits.set_upload_chunk_bytes(options.upload_chunk_bytes);
+  const core::DatasetLimits& datasets = engine.options().datasets;
+  limits.set_max_image_pixels(datasets.image.max_pixels);
+  limits.set_max_file_bytes(datasets.max_file_bytes);
+  limits.set_max_dataset_bytes(datasets.max_dataset_bytes);
+  limits.set_max_total_dataset_bytes(datasets.max_total_bytes);
+  limits.set_min_free_disk_bytes(datasets.min_free_disk_bytes);
   limits.set_shutdown_grace_seconds(static_cast<int32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(options.shutdown_grace)
           .count()));
 
   server->server_service_ =
       std::make_unique<ServerService>(engine, limits, implemented);
-  server->datasets_service_ = std::make_unique<UnimplementedDatasetsService>();
+  server->datasets_service_ = std::make_unique<DatasetsService>(engine);
   server->jobs_service_ = std::make_unique<UnimplementedJobsService>();
   server->models_service_ = std::make_unique<UnimplementedModelsService>();
   server->inference_service_ = std::make_unique<UnimplementedInferenceService>();

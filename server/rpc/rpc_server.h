@@ -20,7 +20,7 @@ class Engine;
 namespace transferd::rpc {
 
 class ServerService;
-class UnimplementedDatasetsService;
+class DatasetsService;
 class UnimplementedJobsService;
 class UnimplementedModelsService;
 class UnimplementedInferenceService;
@@ -62,7 +62,7 @@ class RpcServer {
   Options options_;
   int port_ = 0;
   std::unique_ptr<ServerService> server_service_;
-  std::unique_ptr<UnimplementedDatasetsService> datasets_service_;
+  std::unique_ptr<DatasetsService> datasets_service_;
   std::unique_ptr<UnimplementedJobsService> jobs_service_;
   std::unique_ptr<UnimplementedModelsService> models_service_;
   std::unique_ptr<UnimplementedInferenceService> inference_service_;

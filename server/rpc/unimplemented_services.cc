@@ -55,29 +55,6 @@ class FinishedBidi final : public grpc::ServerBidiReactor<Request, Response> {
 
 }  // namespace
 
-// ---- Datasets ---------------------------------------------------------------
-
-grpc::ServerReadReactor<v1::UploadDatasetRequest>*
-UnimplementedDatasetsService::UploadDataset(grpc::CallbackServerContext*,
-                                            v1::UploadDatasetResponse*) {
-  return new FinishedReader<v1::UploadDatasetRequest>("Datasets.UploadDataset");
-}
-grpc::ServerUnaryReactor* UnimplementedDatasetsService::GetDataset(
-    grpc::CallbackServerContext* ctx, const v1::GetDatasetRequest*,
-    v1::Dataset*) {
-  return FinishUnary(ctx, "Datasets.GetDataset");
-}
-grpc::ServerUnaryReactor* UnimplementedDatasetsService::ListDatasets(
-    grpc::CallbackServerContext* ctx, const v1::ListDatasetsRequest*,
-    v1::ListDatasetsResponse*) {
-  return FinishUnary(ctx, "Datasets.ListDatasets");
-}
-grpc::ServerUnaryReactor* UnimplementedDatasetsService::DeleteDataset(
-    grpc::CallbackServerContext* ctx, const v1::DeleteDatasetRequest*,
-    google::protobuf::Empty*) {
-  return FinishUnary(ctx, "Datasets.DeleteDataset");
-}
-
 // ---- Jobs -------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* UnimplementedJobsService::CreateJob(

@@ -4,7 +4,6 @@
 // is replaced by a real service as its issue lands.
 #pragma once
 
-#include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 #include "transferd/v1/models.grpc.pb.h"
@@ -12,21 +11,6 @@
 namespace transferd::rpc {
 
 namespace v1 = ::transferd::v1;
-
-class UnimplementedDatasetsService final : public v1::Datasets::CallbackService {
- public:
-  grpc::ServerReadReactor<v1::UploadDatasetRequest>* UploadDataset(
-      grpc::CallbackServerContext*, v1::UploadDatasetResponse*) override;
-  grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext*,
-                                       const v1::GetDatasetRequest*,
-                                       v1::Dataset*) override;
-  grpc::ServerUnaryReactor* ListDatasets(grpc::CallbackServerContext*,
-                                         const v1::ListDatasetsRequest*,
-                                         v1::ListDatasetsResponse*) override;
-  grpc::ServerUnaryReactor* DeleteDataset(grpc::CallbackServerContext*,
-                                          const v1::DeleteDatasetRequest*,
-                                          google::protobuf::Empty*) override;
-};
 
 class UnimplementedJobsService final : public v1::Jobs::CallbackService {
  public:

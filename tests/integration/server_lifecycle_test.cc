@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/core/build_info.h"
@@ -117,18 +118,16 @@ TEST(ServerLifecycleTest, ContractServicesNotYetBuiltAnswerUnimplemented) {
     EXPECT_THAT(s.error_message(), HasSubstr("transferd.v1.Jobs.GetJob"));
   }
   {  // client stream
-    auto stub = v1::Datasets::NewStub(channel);
+    auto stub = v1::Models::NewStub(channel);
     grpc::ClientContext ctx;
     Deadline(ctx);
-    v1::UploadDatasetResponse response;
-    auto writer = stub->UploadDataset(&ctx, &response);
-    v1::UploadDatasetRequest header;
-    header.mutable_header()->set_dataset_id("cats");
-    writer->Write(header);
+    v1::Model model;
+    auto writer = stub->ImportModel(&ctx, &model);
+    writer->Write(v1::ImportModelRequest());
     writer->WritesDone();
     grpc::Status s = writer->Finish();
     EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
-    EXPECT_THAT(s.error_message(), HasSubstr("Datasets.UploadDataset"));
+    EXPECT_THAT(s.error_message(), HasSubstr("Models.ImportModel"));
   }
   {  // server stream
     auto stub = v1::Models::NewStub(channel);
@@ -345,7 +344,7 @@ TEST(ServerLifecycleTest, RestartKeepsTheStore) {
   }
   TransferdServer server(TransferdServer::WithDataDir(data));
   ASSERT_TRUE(server.ok()) << server.Log();
-  EXPECT_THAT(server.Log(), HasSubstr("schema v1"));
+  EXPECT_THAT(server.Log(), HasSubstr(absl::StrCat("schema v", core::Store::LatestSchemaVersion())));
 }
 
 TEST(ServerLifecycleTest, UnusableAddressFailsAtStartWithAReason) {

@@ -1,0 +1,40 @@
+// transferd.v1.Datasets over the engine's dataset catalog: the upload stream
+// as a callback read reactor feeding a core::DatasetUpload chunk by chunk.
+#pragma once
+
+#include "transferd/v1/datasets.grpc.pb.h"
+
+namespace transferd::core {
+class Engine;
+struct DatasetInfo;
+}
+
+namespace transferd::rpc {
+
+class DatasetsService final : public transferd::v1::Datasets::CallbackService {
+ public:
+  explicit DatasetsService(core::Engine& engine) : engine_(engine) {}
+
+  grpc::ServerReadReactor<transferd::v1::UploadDatasetRequest>* UploadDataset(
+      grpc::CallbackServerContext* ctx,
+      transferd::v1::UploadDatasetResponse* response) override;
+  grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* ctx,
+                                       const transferd::v1::GetDatasetRequest* request,
+                                       transferd::v1::Dataset* response) override;
+  grpc::ServerUnaryReactor* ListDatasets(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ListDatasetsRequest* request,
+      transferd::v1::ListDatasetsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteDataset(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::DeleteDatasetRequest* request,
+      google::protobuf::Empty* response) override;
+
+ private:
+  core::Engine& engine_;
+};
+
+// The catalog's view of a dataset as the API's message.
+void ToProto(const core::DatasetInfo& in, transferd::v1::Dataset* out);
+
+}  // namespace transferd::rpc
