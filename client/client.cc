@@ -1,11 +1,20 @@
 #include "client/client.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <optional>
+#include <system_error>
+#include <utility>
 
+#include <google/protobuf/empty.pb.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
@@ -14,6 +23,7 @@
 
 namespace transferd::client {
 
+namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
 using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
@@ -86,6 +96,81 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
   return response;
 }
 
+// Chunk size when the server does not say (its own default).
+constexpr int64_t kDefaultChunkBytes = 1024 * 1024;
+// Room the server keeps for framing under max_receive_message_bytes.
+constexpr int64_t kFramingBytes = 4096;
+
+// One local file to upload.
+struct LocalFile {
+  fs::path full;
+  // Relative to the upload folder, '/'-separated: the FileChunk.path.
+  std::string rel;
+  int64_t size = 0;
+};
+
+bool Hidden(const fs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
+// The regular files under `dir`, hidden names (and everything under hidden
+// folders: .git, .ipynb_checkpoints) skipped, sorted by relative path so
+// that the same folder always produces the same stream. Symlinked files are
+// followed; symlinked folders are not, so a link loop cannot hang the walk.
+absl::StatusOr<std::vector<LocalFile>> ListFiles(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir.string(), " is not a directory"));
+  }
+  std::vector<LocalFile> files;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::none, ec);
+  for (const fs::recursive_directory_iterator end; !ec && it != end;
+       it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
+    if (Hidden(entry.path())) {
+      if (entry.is_directory(ec)) it.disable_recursion_pending();
+      ec.clear();
+      continue;
+    }
+    if (!entry.is_regular_file(ec)) {
+      ec.clear();  // a dangling link or a socket: not a file to send
+      continue;
+    }
+    LocalFile f;
+    f.full = entry.path();
+    f.rel = entry.path().lexically_relative(dir).generic_string();
+    const uintmax_t size = entry.file_size(ec);
+    if (ec) break;
+    f.size = static_cast<int64_t>(size);
+    files.push_back(std::move(f));
+  }
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
+  }
+  std::sort(
+      files.begin(), files.end(),
+      [](const LocalFile& a, const LocalFile& b) { return a.rel < b.rel; });
+  return files;
+}
+
+bool IsImageName(const std::string& rel) {
+  const std::string lower = absl::AsciiStrToLower(rel);
+  return absl::EndsWith(lower, ".jpg") || absl::EndsWith(lower, ".jpeg") ||
+         absl::EndsWith(lower, ".png");
+}
+
+// The canonical split a top-level folder name stands for, as the server
+// reads it (SplitPolicy.FromFolders); "" for other names.
+std::string SplitOfFolder(const std::string& name) {
+  if (name == "train") return "train";
+  if (name == "validation" || name == "val") return "validation";
+  if (name == "test") return "test";
+  return "";
+}
+
 HealthStatus FromProto(HealthCheckResponse::ServingStatus s) {
   switch (s) {
     case HealthCheckResponse::SERVING: return HealthStatus::kServing;
@@ -109,6 +194,115 @@ const char* HealthStatusName(HealthStatus status) {
 
 bool IsUnreachable(const absl::Status& status) {
   return status.code() == absl::StatusCode::kUnavailable;
+}
+
+std::string DatasetName(std::string_view id_or_name) {
+  // Debian's absl::string_view is its own type, not std::string_view.
+  const std::string s(id_or_name);
+  if (absl::StartsWith(s, "datasets/")) return s;
+  return absl::StrCat("datasets/", s);
+}
+
+absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
+  absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
+  if (!files.ok()) return files.status();
+  DatasetLayout layout;
+  layout.files = static_cast<int64_t>(files->size());
+  // Images whose label would come from their own name (directly in a split
+  // folder or the root) versus those sitting in a class folder.
+  int64_t flat = 0;
+  int64_t nested = 0;
+  // The first of each kind per split (train, validation, test, none): the
+  // example shown comes from train when there is one.
+  std::string first_flat[4];
+  std::string first_nested[4];
+  std::vector<std::string> split_dirs;  // as named on disk
+  // train, validation, test: the order people read them in.
+  const auto rank = [](const std::string& name) {
+    const std::string split = SplitOfFolder(name);
+    return split == "train" ? 0 : split == "validation" ? 1 : 2;
+  };
+  const auto first_of = [](const std::string(&firsts)[4]) {
+    for (const std::string& f : firsts) {
+      if (!f.empty()) return f;
+    }
+    return std::string();
+  };
+  for (const LocalFile& f : *files) {
+    const std::vector<std::string> parts = absl::StrSplit(f.rel, '/');
+    const bool in_split =
+        parts.size() > 1 && !SplitOfFolder(parts.front()).empty();
+    if (in_split && std::find(split_dirs.begin(), split_dirs.end(),
+                              parts.front()) == split_dirs.end()) {
+      split_dirs.push_back(parts.front());
+    }
+    if (!IsImageName(f.rel)) continue;
+    ++layout.image_files;
+    const int r = in_split ? rank(parts.front()) : 3;
+    if (parts.size() - (in_split ? 1 : 0) == 1) {
+      ++flat;
+      if (first_flat[r].empty()) first_flat[r] = f.rel;
+    } else {
+      ++nested;
+      if (first_nested[r].empty()) first_nested[r] = f.rel;
+    }
+  }
+  std::stable_sort(split_dirs.begin(), split_dirs.end(),
+                   [&](const std::string& a, const std::string& b) {
+                     return rank(a) < rank(b);
+                   });
+  layout.split_folders = std::move(split_dirs);
+  if (layout.image_files == 0) return layout;
+  if (flat >= nested) {
+    // Kaggle style: "cat.123.jpg" -> "cat" (the name up to its first '.').
+    layout.label_source = v1::LABEL_SOURCE_FILENAME;
+    layout.example_path = first_of(first_flat);
+    const std::string base = fs::path(layout.example_path).filename().string();
+    layout.example_label = base.substr(0, base.find('.'));
+  } else {
+    // Keras flow_from_directory style: the innermost folder.
+    layout.label_source = v1::LABEL_SOURCE_FOLDER;
+    layout.example_path = first_of(first_nested);
+    layout.example_label =
+        fs::path(layout.example_path).parent_path().filename().string();
+  }
+  return layout;
+}
+
+std::string DescribeLayout(const DatasetLayout& layout) {
+  std::string out;
+  if (layout.split_folders.empty()) {
+    out = "no split folders";
+  } else {
+    out = "split folders";
+    for (const std::string& s : layout.split_folders) {
+      absl::StrAppend(&out, " ", s, "/");
+    }
+  }
+  switch (layout.label_source) {
+    case v1::LABEL_SOURCE_FILENAME:
+      absl::StrAppend(&out, "; labels from file names (",
+                      fs::path(layout.example_path).filename().string(), " -> ",
+                      layout.example_label, ")");
+      break;
+    case v1::LABEL_SOURCE_FOLDER:
+      absl::StrAppend(&out, "; class folders (", layout.example_path, " -> ",
+                      layout.example_label, ")");
+      break;
+    default:
+      absl::StrAppend(&out, "; no JPEG or PNG files");
+      break;
+  }
+  absl::StrAppend(
+      &out, "; ", layout.files, layout.files == 1 ? " file, " : " files, ",
+      layout.image_files, layout.image_files == 1 ? " image" : " images");
+  return out;
+}
+
+absl::StatusOr<std::string> DescribeLayout(const fs::path& dir) {
+  absl::StatusOr<DatasetLayout> layout = DetectLayout(dir);
+  if (!layout.ok()) return layout.status();
+  return DescribeLayout(*layout);
 }
 
 std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
@@ -181,6 +375,155 @@ absl::StatusOr<v1::ListDatasetsResponse> Client::ListDatasets(
       [&](grpc::ClientContext* ctx, v1::ListDatasetsResponse* out) {
         return stubs_->datasets->ListDatasets(ctx, request, out);
       });
+}
+
+absl::StatusOr<v1::Dataset> Client::GetDataset(const std::string& name) {
+  v1::GetDatasetRequest request;
+  request.set_name(name);
+  return Unary<v1::Dataset>(options_, stubs_->channel,
+                            [&](grpc::ClientContext* ctx, v1::Dataset* out) {
+                              return stubs_->datasets->GetDataset(ctx, request,
+                                                                  out);
+                            });
+}
+
+absl::Status Client::DeleteDataset(const std::string& name) {
+  v1::DeleteDatasetRequest request;
+  request.set_name(name);
+  return Unary<google::protobuf::Empty>(
+             options_, stubs_->channel,
+             [&](grpc::ClientContext* ctx, google::protobuf::Empty* out) {
+               return stubs_->datasets->DeleteDataset(ctx, request, out);
+             })
+      .status();
+}
+
+absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
+    const UploadOptions& options, const ProgressCallback& progress) {
+  absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
+  if (!files.ok()) return files.status();
+  if (files->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no files to upload under ", options.directory.string()));
+  }
+
+  // The server says how large chunks should be; an unreachable server fails
+  // here, before anything is read.
+  int64_t chunk_bytes = kDefaultChunkBytes;
+  absl::StatusOr<v1::ServerInfo> info = GetServerInfo();
+  if (!info.ok() && IsUnreachable(info.status())) return info.status();
+  if (info.ok()) {
+    const v1::Limits& limits = info->limits();
+    if (limits.upload_chunk_bytes() > 0) {
+      chunk_bytes = limits.upload_chunk_bytes();
+    }
+    // A chunk must fit the server's receive limit with its framing.
+    if (limits.max_receive_message_bytes() > 2 * kFramingBytes) {
+      chunk_bytes = std::min(
+          chunk_bytes, limits.max_receive_message_bytes() - kFramingBytes);
+    }
+  }
+
+  UploadProgress state;
+  state.files_total = static_cast<int64_t>(files->size());
+  for (const LocalFile& f : *files) state.bytes_total += f.size;
+
+  // No deadline by default: a large dataset takes as long as it takes. The
+  // caller stops it through options.cancel (or options.deadline).
+  grpc::ClientContext ctx;
+  if (options.deadline.count() > 0) SetDeadline(ctx, options.deadline);
+  v1::UploadDatasetResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::UploadDatasetRequest>> writer =
+      stubs_->datasets->UploadDataset(&ctx, &response);
+
+  // The server ended the call (Write returned false) or all was sent: its
+  // status (RESOURCE_EXHAUSTED, ALREADY_EXISTS, ...) comes with Finish.
+  const auto finish = [&]() -> absl::StatusOr<v1::UploadDatasetResponse> {
+    grpc::Status status = writer->Finish();
+    if (!status.ok()) {
+      return FromGrpc(status, options_.address, Connected(stubs_->channel));
+    }
+    return response;
+  };
+  // Stops the call for a local reason; the server discards what it got.
+  const auto abandon = [&](absl::Status why) -> absl::Status {
+    ctx.TryCancel();
+    (void)writer->Finish();
+    return why;
+  };
+  const auto cancelled = [&] {
+    return options.cancel != nullptr &&
+           options.cancel->load(std::memory_order_relaxed);
+  };
+
+  v1::UploadDatasetRequest request;
+  v1::UploadHeader* header = request.mutable_header();
+  header->set_dataset_id(options.dataset_id);
+  header->set_display_name(options.display_name);
+  header->set_label_source(options.label_source);
+  if (options.split_policy.has_value()) {
+    *header->mutable_split_policy() = *options.split_policy;
+  }
+  header->set_expected_files(state.files_total);
+  header->set_expected_bytes(state.bytes_total);
+  if (!writer->Write(request)) return finish();
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto report = [&] {
+    if (!progress) return;
+    state.elapsed_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    progress(state);
+  };
+  report();
+
+  v1::FileChunk* chunk = request.mutable_chunk();
+  for (const LocalFile& f : *files) {
+    std::ifstream in(f.full, std::ios::binary);
+    if (!in) {
+      return abandon(absl::FailedPreconditionError(absl::StrCat(
+          "cannot read ", f.full.string(), ": ", std::strerror(errno))));
+    }
+    bool first = true;
+    bool last = false;
+    while (!last) {
+      if (cancelled()) {
+        return abandon(absl::CancelledError(
+            "upload cancelled; the server keeps nothing of it"));
+      }
+      chunk->Clear();
+      if (first) {
+        chunk->set_path(f.rel);
+        chunk->set_size(f.size);
+      }
+      // Read straight into the message: one chunk in memory at a time.
+      std::string* data = chunk->mutable_data();
+      data->resize(static_cast<size_t>(chunk_bytes));
+      in.read(data->data(), static_cast<std::streamsize>(chunk_bytes));
+      if (in.bad()) {
+        return abandon(absl::DataLossError(
+            absl::StrCat("error reading ", f.full.string())));
+      }
+      data->resize(static_cast<size_t>(in.gcount()));
+      // The file ends where reading does, not where the listing said: a
+      // file that changed meanwhile is sent as it is now and the server
+      // rejects just that file (SIZE_MISMATCH) instead of the whole upload.
+      last = in.eof() || in.peek() == std::ifstream::traits_type::eof();
+      chunk->set_last(last);
+      if (!writer->Write(request)) return finish();
+      first = false;
+      state.bytes_sent += static_cast<int64_t>(data->size());
+      if (last) ++state.files_sent;
+      report();
+    }
+  }
+  if (cancelled()) {
+    return abandon(absl::CancelledError(
+        "upload cancelled; the server keeps nothing of it"));
+  }
+  (void)writer->WritesDone();
+  return finish();
 }
 
 absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(

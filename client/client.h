@@ -3,9 +3,16 @@
 // gRPC statuses into absl::Status with messages a person can act on.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "transferd/v1/datasets.pb.h"
@@ -24,6 +31,65 @@ struct ClientOptions {
 
 enum class HealthStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
 const char* HealthStatusName(HealthStatus status);
+
+// What UploadDataset sends.
+struct UploadOptions {
+  // Local folder whose regular files are uploaded (recursively; names
+  // starting with '.' are skipped, as are the folders they name).
+  std::filesystem::path directory;
+  // Requested id; empty lets the server choose.
+  std::string dataset_id;
+  // Free-form name shown in listings.
+  std::string display_name;
+  // LABEL_SOURCE_UNSPECIFIED lets the server detect it.
+  transferd::v1::LabelSource label_source =
+      transferd::v1::LABEL_SOURCE_UNSPECIFIED;
+  // Unset lets the server choose (split folders when the paths carry them).
+  std::optional<transferd::v1::SplitPolicy> split_policy;
+  // Deadline of the whole upload; 0 = none. Uploads are long, so the
+  // client's per-call timeout does not apply to them.
+  std::chrono::milliseconds deadline{0};
+  // When set and it turns true, the upload is cancelled before the next
+  // chunk; the server keeps nothing of a cancelled upload.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Progress of an upload, reported after every chunk sent.
+struct UploadProgress {
+  int64_t files_sent = 0;
+  int64_t files_total = 0;
+  int64_t bytes_sent = 0;
+  int64_t bytes_total = 0;
+  double elapsed_seconds = 0;
+};
+using ProgressCallback = std::function<void(const UploadProgress&)>;
+
+// How a local dataset folder looks, guessed from its paths (display and CLI
+// defaults only: the server applies the actual label and split rules).
+struct DatasetLayout {
+  // Top-level split folders present, in the order train, validation (or
+  // val), test; empty when there are none.
+  std::vector<std::string> split_folders;
+  // LABEL_SOURCE_FILENAME when the images sit directly in the split folders
+  // (or the root), Kaggle style; LABEL_SOURCE_FOLDER for class folders.
+  transferd::v1::LabelSource label_source =
+      transferd::v1::LABEL_SOURCE_UNSPECIFIED;
+  // One image path as found, to illustrate the rule ("train/cat.0.jpg").
+  std::string example_path;
+  // The label the rule derives from example_path ("cat").
+  std::string example_label;
+  // Image files (.jpg, .jpeg, .png) and all files, hidden ones excluded.
+  int64_t image_files = 0;
+  int64_t files = 0;
+};
+absl::StatusOr<DatasetLayout> DetectLayout(const std::filesystem::path& dir);
+// One line for people: "split folders train/ validation/; labels from file
+// names (train/cat.0.jpg -> cat)".
+std::string DescribeLayout(const DatasetLayout& layout);
+absl::StatusOr<std::string> DescribeLayout(const std::filesystem::path& dir);
+
+// "ID" or "datasets/ID" -> "datasets/ID".
+std::string DatasetName(std::string_view id_or_name);
 
 class Client {
  public:
@@ -44,6 +110,15 @@ class Client {
 
   absl::StatusOr<transferd::v1::ListDatasetsResponse> ListDatasets(
       const transferd::v1::ListDatasetsRequest& request);
+  // `name` is "datasets/{id}".
+  absl::StatusOr<transferd::v1::Dataset> GetDataset(const std::string& name);
+  absl::Status DeleteDataset(const std::string& name);
+  // Streams every file under options.directory (sorted by relative path, so
+  // the same folder always makes the same stream) in chunks of the server's
+  // upload_chunk_bytes, reading each file piece by piece. No deadline unless
+  // options.deadline says so. `progress` may be empty.
+  absl::StatusOr<transferd::v1::UploadDatasetResponse> UploadDataset(
+      const UploadOptions& options, const ProgressCallback& progress = {});
   absl::StatusOr<transferd::v1::ListJobsResponse> ListJobs(
       const transferd::v1::ListJobsRequest& request);
   absl::StatusOr<transferd::v1::ListModelsResponse> ListModels(
