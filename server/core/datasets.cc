@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "server/core/catalog_util.h"
 #include "server/core/data_dir.h"
 #include "server/core/sha256.h"
 #include "server/core/status_macros.h"
@@ -28,13 +29,6 @@ using data::LabelSource;
 using data::Split;
 
 namespace {
-
-std::string RandomHex(int bytes) {
-  std::random_device rd;
-  std::string out;
-  for (int i = 0; i < bytes; ++i) absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
-  return out;
-}
 
 // Client paths are shown back to people: keep them printable and bounded.
 std::string DisplayPath(std::string_view path) {
@@ -603,31 +597,13 @@ absl::Status DatasetCatalog::RemoveOrphans() {
     }
     return absl::OkStatus();
   }));
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(data_dir_.datasets_dir(), ec)) {
-    if (known.count(e.path().filename().string()) > 0) continue;
-    std::error_code rm;
-    fs::remove_all(e.path(), rm);
-    if (!rm) ++orphans_removed_;
-  }
-  if (ec) {
-    return absl::InternalError(absl::StrCat("cannot list ", data_dir_.datasets_dir().string(),
-                                            ": ", ec.message()));
-  }
+  TRANSFERD_ASSIGN_OR_RETURN(orphans_removed_,
+                             RemoveUncatalogued(data_dir_.datasets_dir(), known));
   return absl::OkStatus();
 }
 
 absl::Status DatasetCatalog::ValidateId(std::string_view id) {
-  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  bool ok = !id.empty() && id.size() <= 63 && alnum(id.front()) && alnum(id.back());
-  for (char c : id) ok = ok && (alnum(c) || c == '-');
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dataset id \"", DisplayPath(id),
-        "\" is invalid: use 1 to 63 characters of a-z, 0-9 and '-', starting "
-        "and ending with a letter or digit"));
-  }
-  return absl::OkStatus();
+  return ValidateResourceId("dataset id", id);
 }
 
 absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(UploadSpec spec) {
@@ -719,17 +695,8 @@ absl::StatusOr<DatasetInfo> DatasetCatalog::Get(const std::string& id) {
 absl::StatusOr<std::vector<DatasetInfo>> DatasetCatalog::List(int page_size,
                                                               const std::string& page_token,
                                                               std::string* next_page_token) {
-  if (page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
-  if (page_size == 0) page_size = 50;
-  page_size = std::min(page_size, 1000);
-  int64_t offset = 0;
-  if (!page_token.empty()) {
-    char* end = nullptr;
-    offset = std::strtoll(page_token.c_str(), &end, 10);
-    if (end == nullptr || *end != '\0' || offset <= 0) {
-      return absl::InvalidArgumentError("page_token is not one this server returned");
-    }
-  }
+  TRANSFERD_ASSIGN_OR_RETURN(page_size, ClampPageSize(page_size));
+  TRANSFERD_ASSIGN_OR_RETURN(const int64_t offset, ParsePageToken(page_token));
   std::vector<DatasetInfo> out;
   bool more = false;
   TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
