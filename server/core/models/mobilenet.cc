@@ -22,7 +22,9 @@ namespace {
 using Kind = KerasLayer::Kind;
 
 // In place: the argument is always a fresh conv/BatchNorm output.
-torch::Tensor Relu6(torch::Tensor x) { return torch::hardtanh_(x, 0, 6); }
+// clamp rather than hardtanh: LibTorch 1.13 has no bf16 CPU backward for
+// hardtanh, and bf16 fine-tuning trains through these.
+torch::Tensor Relu6(torch::Tensor x) { return x.clamp_(0, 6); }
 
 // ---- MobileNet v1 -------------------------------------------------------------
 

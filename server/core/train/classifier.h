@@ -1,0 +1,136 @@
+// The classifier a training job builds: a conv base (models::BuildBackbone)
+// and Keras' classic head on top of it:
+//
+//   backbone -> Flatten | GlobalAveragePooling2D
+//            -> [Dense(hidden_units, relu)] -> [Dropout(dropout)]
+//            -> Dense(1) (sigmoid, binary cross-entropy) for 2 classes
+//               Dense(N) (softmax, categorical cross-entropy) for N > 2
+//
+// forward() returns logits; the sigmoid/softmax lives in Loss() and
+// Probabilities() (numerically stable, as Keras does with from_logits).
+// Flatten follows Keras' channels-last order ((h, w, C) -> h*w*C), so a
+// head's Dense kernel means the same as in Keras.
+//
+// Freezing follows Keras' `layer.trainable = False` on the conv base's layers
+// before a given one: their parameters get requires_grad=false (no gradient,
+// no optimizer state) and their BatchNorm layers run in inference mode even
+// while the model trains, so their moving statistics never change.
+//
+// Saved as safetensors: backbone tensors under their Keras layer names
+// ("block1_conv1.weight", "conv1_bn.running_mean"), the head under "head.*"
+// ("head.hidden.weight", "head.output.bias"), BatchNorm statistics included.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/core/models/backbone.h"
+#include "server/core/models/safetensors.h"
+#include "server/core/models/weights_cache.h"
+#include "server/core/train/train_config.h"
+
+namespace transferd::core::train {
+
+class ClassifierImpl : public torch::nn::Module {
+ public:
+  // `feature_shape` is the backbone's (C, h, w) at the model's input size.
+  // The head is initialised like Keras (glorot_uniform kernels, zero biases)
+  // from the current torch seed.
+  ClassifierImpl(models::Backbone backbone, const HeadConfig& head,
+                 int num_classes, const std::vector<int64_t>& feature_shape);
+
+  // x: N x 3 x S x S preprocessed images -> logits N x outputs().
+  torch::Tensor forward(const torch::Tensor& x);
+  // The backbone's feature map N x C x h x w.
+  torch::Tensor Features(const torch::Tensor& x);
+  // Feature maps (as Features() returns them) -> logits.
+  torch::Tensor Head(const torch::Tensor& features);
+
+  // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
+  // single logit for 2 classes, cross-entropy otherwise), in float32.
+  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
+  // Predicted class per row (int64).
+  torch::Tensor Predict(const torch::Tensor& logits) const;
+  // N x num_classes probabilities (float32).
+  torch::Tensor Probabilities(const torch::Tensor& logits) const;
+
+  // "none" freezes the whole base, "all" trains all of it, otherwise the
+  // first trainable layer by Keras name or index (ResolveLayer's message on
+  // error, without a field prefix). The head always stays trainable.
+  absl::Status SetTrainableFrom(const std::string& trainable_from);
+  // Index into backbone().layers() for a trainable_from value.
+  absl::StatusOr<int> ResolveTrainableFrom(const std::string& trainable_from) const;
+  // Backbone layers with index < `first_trainable` are frozen.
+  void FreezeBackboneBefore(int first_trainable);
+  // True when no backbone parameter requires a gradient.
+  bool backbone_frozen() const;
+
+  // Keeps frozen BatchNorm layers in inference mode.
+  void train(bool on = true) override;
+
+  TrainableSummary Summary() const;
+
+  // Parameters with requires_grad, in registration order (for optimizers).
+  std::vector<torch::Tensor> TrainableParameters() const;
+
+  // Every tensor (parameters and BatchNorm statistics, without
+  // num_batches_tracked) under its saved name, as CPU copies.
+  models::NamedTensors StateTensors() const;
+  // The backbone's part of StateTensors() only.
+  models::NamedTensors BackboneTensors() const;
+  // Copies `tensors` in; every name must be present with the right shape,
+  // and no unknown name may appear (INVALID_ARGUMENT naming it). Nothing is
+  // changed on error.
+  absl::Status LoadStateTensors(const models::NamedTensors& tensors);
+
+  absl::Status Save(const std::filesystem::path& path,
+                    const std::map<std::string, std::string>& metadata = {}) const;
+  absl::Status Load(const std::filesystem::path& path);
+
+  models::BackboneImpl& backbone() { return *backbone_; }
+  const models::BackboneImpl& backbone() const { return *backbone_; }
+  int num_classes() const { return num_classes_; }
+  int outputs() const { return num_classes_ == 2 ? 1 : num_classes_; }
+  const HeadConfig& head_config() const { return head_config_; }
+
+ private:
+  // name -> tensor, for parameters and buffers under saved names.
+  std::vector<std::pair<std::string, torch::Tensor>> NamedState() const;
+
+  models::Backbone backbone_;
+  HeadConfig head_config_;
+  int num_classes_;
+  std::shared_ptr<torch::nn::Module> head_;
+  torch::nn::Linear hidden_{nullptr};
+  torch::nn::Linear output_{nullptr};
+  int first_trainable_ = 0;
+};
+
+TORCH_MODULE(Classifier);
+
+// Builds the classifier a ModelConfig describes, with the backbone's weights
+// loaded (model.weights) and, when model.init_weights_file is set, the whole
+// classifier's weights from that file. Errors name the field:
+// "model.backbone: ...", "model.alpha: ...", "model.input_size: ...",
+// "model.weights: ...", "model.precision: ...", "model.head.dropout: ...",
+// "model.init_weights_file: ...". The head's (and, for weights "none", the
+// backbone's) initialisation follows the current torch seed. With
+// `load_weights` false nothing is read: the backbone gets the flavour its
+// weights would give it, with random initialisation (for DescribeStage).
+absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_classes,
+                                           const models::WeightsCacheOptions& weights,
+                                           bool load_weights = true);
+
+// Glorot-uniform kernel / zero bias, Keras' Dense default.
+void KerasDenseInit(torch::nn::LinearImpl& dense);
+
+}  // namespace transferd::core::train

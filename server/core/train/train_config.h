@@ -1,0 +1,142 @@
+// A training job as the engine sees it: the model to build, the stages to run
+// and the data to run them on, fully resolved (recipes applied, defaults
+// filled) by the job layer before a Trainer sees it. No protobuf or LibTorch
+// types here, so the job queue and the RPC layer can include it cheaply.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "server/core/data/augment.h"
+#include "server/core/data/example.h"
+
+namespace transferd::core::train {
+
+enum class Pooling { kFlatten, kGlobalAverage };
+
+struct HeadConfig {
+  Pooling pooling = Pooling::kFlatten;
+  int hidden_units = 256;  // Dense(units, relu); 0 = no hidden layer
+  double dropout = 0.5;    // before the output layer; 0 = none
+};
+
+struct ModelConfig {
+  std::string backbone = "vgg16";
+  double alpha = 1.0;
+  std::string weights = "imagenet";  // "imagenet", "none" or a weights file
+  int input_size = 150;
+  std::string precision = "fp32";    // "fp32" or "bf16" (autocast)
+  HeadConfig head;
+  // FINE_TUNE: the whole classifier's starting weights (a registered model's
+  // safetensors file); empty = backbone weights above and a fresh head.
+  std::string init_weights_file;
+};
+
+enum class OptimizerKind { kRmsprop, kAdam, kSgd };
+
+// Keras' defaults: RMSprop rho 0.9, epsilon 1e-7; Adam beta1 0.9, beta2
+// 0.999, epsilon 1e-7; SGD momentum 0.
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::kRmsprop;
+  double learning_rate = 1e-3;
+  double momentum = 0;
+  double rho = 0.9;
+  double epsilon = 1e-7;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double weight_decay = 0;
+  bool nesterov = false;
+};
+
+struct EarlyStopping {
+  std::string monitor;  // "val_loss", "val_accuracy", "loss", "accuracy"; empty = off
+  int patience = 0;
+  double min_delta = 0;
+};
+
+struct LrSchedule {
+  enum class Kind { kNone, kStep, kCosine, kReduceOnPlateau };
+  Kind kind = Kind::kNone;
+  double factor = 0.1;  // kStep, kReduceOnPlateau
+  int step_epochs = 10; // kStep
+  int patience = 2;     // kReduceOnPlateau (monitors val_loss)
+  double min_lr = 0;
+};
+
+struct StageConfig {
+  std::string name;
+  // First trainable backbone layer (Keras name or index); "none" freezes the
+  // whole base, "all" trains it all. The head is always trainable.
+  std::string trainable_from = "none";
+  OptimizerConfig optimizer;
+  int epochs = 1;
+  int batch_size = 20;
+  data::AugmentOptions augment;  // all zero = off
+  EarlyStopping early_stopping;
+  LrSchedule lr_schedule;
+};
+
+struct TrainConfig {
+  ModelConfig model;
+  std::vector<StageConfig> stages;
+  uint64_t seed = 0;
+  // Metric that picks the best epoch: "val_accuracy" (default) or "val_loss"
+  // (without a validation split: "accuracy" / "loss").
+  std::string selection_metric = "val_accuracy";
+};
+
+// The examples of each split; labels index `classes`.
+struct TrainData {
+  std::string dataset_id;
+  std::vector<std::string> classes;
+  std::vector<data::Example> train, validation, test;
+};
+
+// Like Keras' model.summary(): tensors with requires_grad, and scalars.
+struct TrainableSummary {
+  int trainable_tensors = 0;
+  int64_t trainable_parameters = 0;
+  int64_t non_trainable_parameters = 0;  // frozen tensors and BN statistics
+};
+
+struct StepReport {
+  int stage = 0;  // 0-based
+  int epoch = 0;  // 1-based, counted over the whole job
+  int64_t step = 0, steps = 0;  // 1-based step within the epoch
+  double loss = 0, accuracy = 0;  // running means over the epoch so far
+  double images_per_second = 0;
+  double eta_seconds = 0;  // of the job
+};
+
+struct EpochReport {
+  int stage = 0;
+  int epoch = 0;  // 1-based over the whole job
+  double loss = 0, accuracy = 0;
+  bool has_validation = false;
+  double val_loss = 0, val_accuracy = 0;
+  double learning_rate = 0;
+  double seconds = 0;
+};
+
+// Evaluation of the best weights on one split.
+struct EvaluationReport {
+  std::string split;  // "validation", "test"
+  double loss = 0, accuracy = 0;
+  std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
+  double roc_auc = -1;  // two classes only; -1 otherwise
+  int64_t examples = 0;
+};
+
+struct TrainerCallbacks {
+  std::function<void(int stage, const TrainableSummary&, bool uses_feature_cache)>
+      stage_started;
+  std::function<void(const StepReport&)> step;  // rate-limited by the trainer
+  std::function<void(const EpochReport&)> epoch_end;
+  std::function<void(int epoch, int64_t bytes)> checkpoint_saved;
+  // Polled between batches: true stops the run with CANCELLED.
+  std::function<bool()> cancelled;
+};
+
+}  // namespace transferd::core::train

@@ -1,0 +1,246 @@
+#include "server/core/train/train_json.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace transferd::core::train {
+namespace {
+
+using json = nlohmann::json;
+
+json AugmentJson(const data::AugmentOptions& a) {
+  return {{"rotation_range", a.rotation_range},
+          {"width_shift_range", a.width_shift_range},
+          {"height_shift_range", a.height_shift_range},
+          {"shear_range", a.shear_range},
+          {"zoom_range", a.zoom_range},
+          {"horizontal_flip", a.horizontal_flip},
+          {"vertical_flip", a.vertical_flip},
+          {"fill", static_cast<int>(a.fill)},
+          {"cval", a.cval}};
+}
+
+data::AugmentOptions AugmentFrom(const json& j) {
+  data::AugmentOptions a;
+  a.rotation_range = j.at("rotation_range").get<double>();
+  a.width_shift_range = j.at("width_shift_range").get<double>();
+  a.height_shift_range = j.at("height_shift_range").get<double>();
+  a.shear_range = j.at("shear_range").get<double>();
+  a.zoom_range = j.at("zoom_range").get<double>();
+  a.horizontal_flip = j.at("horizontal_flip").get<bool>();
+  a.vertical_flip = j.at("vertical_flip").get<bool>();
+  a.fill = static_cast<data::AugmentOptions::Fill>(j.at("fill").get<int>());
+  a.cval = j.at("cval").get<double>();
+  return a;
+}
+
+json EpochJson(const EpochReport& e) {
+  return {{"stage", e.stage},
+          {"epoch", e.epoch},
+          {"loss", e.loss},
+          {"accuracy", e.accuracy},
+          {"has_validation", e.has_validation},
+          {"val_loss", e.val_loss},
+          {"val_accuracy", e.val_accuracy},
+          {"learning_rate", e.learning_rate},
+          {"seconds", e.seconds}};
+}
+
+EpochReport EpochFrom(const json& j) {
+  EpochReport e;
+  e.stage = j.at("stage").get<int>();
+  e.epoch = j.at("epoch").get<int>();
+  e.loss = j.at("loss").get<double>();
+  e.accuracy = j.at("accuracy").get<double>();
+  e.has_validation = j.at("has_validation").get<bool>();
+  e.val_loss = j.at("val_loss").get<double>();
+  e.val_accuracy = j.at("val_accuracy").get<double>();
+  e.learning_rate = j.at("learning_rate").get<double>();
+  e.seconds = j.at("seconds").get<double>();
+  return e;
+}
+
+json ModelJson(const ModelConfig& m) {
+  return {{"backbone", m.backbone},
+          {"alpha", m.alpha},
+          {"weights", m.weights},
+          {"input_size", m.input_size},
+          {"precision", m.precision},
+          {"init_weights_file", m.init_weights_file},
+          {"head",
+           {{"pooling", static_cast<int>(m.head.pooling)},
+            {"hidden_units", m.head.hidden_units},
+            {"dropout", m.head.dropout}}}};
+}
+
+ModelConfig ModelFrom(const json& m) {
+  ModelConfig c;
+  c.backbone = m.at("backbone").get<std::string>();
+  c.alpha = m.at("alpha").get<double>();
+  c.weights = m.at("weights").get<std::string>();
+  c.input_size = m.at("input_size").get<int>();
+  c.precision = m.at("precision").get<std::string>();
+  c.init_weights_file = m.at("init_weights_file").get<std::string>();
+  c.head.pooling = static_cast<Pooling>(m.at("head").at("pooling").get<int>());
+  c.head.hidden_units = m.at("head").at("hidden_units").get<int>();
+  c.head.dropout = m.at("head").at("dropout").get<double>();
+  return c;
+}
+
+template <typename T, typename F>
+absl::StatusOr<T> Parse(const std::string& text, const char* what, F&& f) {
+  try {
+    return f(json::parse(text));
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("stored ", what, " is malformed: ", e.what()));
+  }
+}
+
+}  // namespace
+
+std::string ConfigToJson(const TrainConfig& c) {
+  json stages = json::array();
+  for (const StageConfig& s : c.stages) {
+    const OptimizerConfig& o = s.optimizer;
+    stages.push_back(
+        {{"name", s.name},
+         {"trainable_from", s.trainable_from},
+         {"optimizer",
+          {{"kind", static_cast<int>(o.kind)},
+           {"learning_rate", o.learning_rate},
+           {"momentum", o.momentum},
+           {"rho", o.rho},
+           {"epsilon", o.epsilon},
+           {"beta1", o.beta1},
+           {"beta2", o.beta2},
+           {"weight_decay", o.weight_decay},
+           {"nesterov", o.nesterov}}},
+         {"epochs", s.epochs},
+         {"batch_size", s.batch_size},
+         {"augment", AugmentJson(s.augment)},
+         {"early_stopping",
+          {{"monitor", s.early_stopping.monitor},
+           {"patience", s.early_stopping.patience},
+           {"min_delta", s.early_stopping.min_delta}}},
+         {"lr_schedule",
+          {{"kind", static_cast<int>(s.lr_schedule.kind)},
+           {"factor", s.lr_schedule.factor},
+           {"step_epochs", s.lr_schedule.step_epochs},
+           {"patience", s.lr_schedule.patience},
+           {"min_lr", s.lr_schedule.min_lr}}}});
+  }
+  json out = {{"model", ModelJson(c.model)},
+              {"stages", stages},
+              {"seed", c.seed},
+              {"selection_metric", c.selection_metric}};
+  return out.dump();
+}
+
+absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
+  return Parse<TrainConfig>(text, "job config", [](const json& j) {
+    TrainConfig c;
+    c.model = ModelFrom(j.at("model"));
+    for (const json& s : j.at("stages")) {
+      StageConfig st;
+      st.name = s.at("name").get<std::string>();
+      st.trainable_from = s.at("trainable_from").get<std::string>();
+      const json& o = s.at("optimizer");
+      st.optimizer.kind = static_cast<OptimizerKind>(o.at("kind").get<int>());
+      st.optimizer.learning_rate = o.at("learning_rate").get<double>();
+      st.optimizer.momentum = o.at("momentum").get<double>();
+      st.optimizer.rho = o.at("rho").get<double>();
+      st.optimizer.epsilon = o.at("epsilon").get<double>();
+      st.optimizer.beta1 = o.at("beta1").get<double>();
+      st.optimizer.beta2 = o.at("beta2").get<double>();
+      st.optimizer.weight_decay = o.at("weight_decay").get<double>();
+      st.optimizer.nesterov = o.at("nesterov").get<bool>();
+      st.epochs = s.at("epochs").get<int>();
+      st.batch_size = s.at("batch_size").get<int>();
+      st.augment = AugmentFrom(s.at("augment"));
+      st.early_stopping.monitor = s.at("early_stopping").at("monitor").get<std::string>();
+      st.early_stopping.patience = s.at("early_stopping").at("patience").get<int>();
+      st.early_stopping.min_delta = s.at("early_stopping").at("min_delta").get<double>();
+      const json& l = s.at("lr_schedule");
+      st.lr_schedule.kind = static_cast<LrSchedule::Kind>(l.at("kind").get<int>());
+      st.lr_schedule.factor = l.at("factor").get<double>();
+      st.lr_schedule.step_epochs = l.at("step_epochs").get<int>();
+      st.lr_schedule.patience = l.at("patience").get<int>();
+      st.lr_schedule.min_lr = l.at("min_lr").get<double>();
+      c.stages.push_back(std::move(st));
+    }
+    c.seed = j.at("seed").get<uint64_t>();
+    c.selection_metric = j.at("selection_metric").get<std::string>();
+    return c;
+  });
+}
+
+std::string ModelConfigToJson(const ModelConfig& model) { return ModelJson(model).dump(); }
+
+absl::StatusOr<ModelConfig> ModelConfigFromJson(const std::string& text) {
+  return Parse<ModelConfig>(text, "model config",
+                            [](const json& j) { return ModelFrom(j); });
+}
+
+std::string HistoryToJson(const std::vector<EpochReport>& history) {
+  json out = json::array();
+  for (const EpochReport& e : history) out.push_back(EpochJson(e));
+  return out.dump();
+}
+
+absl::StatusOr<std::vector<EpochReport>> HistoryFromJson(const std::string& text) {
+  return Parse<std::vector<EpochReport>>(text, "metric history", [](const json& j) {
+    std::vector<EpochReport> out;
+    for (const json& e : j) out.push_back(EpochFrom(e));
+    return out;
+  });
+}
+
+std::string EvaluationsToJson(const std::vector<EvaluationReport>& evaluations) {
+  json out = json::array();
+  for (const EvaluationReport& e : evaluations) {
+    out.push_back({{"split", e.split},
+                   {"loss", e.loss},
+                   {"accuracy", e.accuracy},
+                   {"confusion", e.confusion},
+                   {"roc_auc", e.roc_auc},
+                   {"examples", e.examples}});
+  }
+  return out.dump();
+}
+
+absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(const std::string& text) {
+  return Parse<std::vector<EvaluationReport>>(text, "evaluations", [](const json& j) {
+    std::vector<EvaluationReport> out;
+    for (const json& e : j) {
+      EvaluationReport r;
+      r.split = e.at("split").get<std::string>();
+      r.loss = e.at("loss").get<double>();
+      r.accuracy = e.at("accuracy").get<double>();
+      r.confusion = e.at("confusion").get<std::vector<std::vector<int64_t>>>();
+      r.roc_auc = e.at("roc_auc").get<double>();
+      r.examples = e.at("examples").get<int64_t>();
+      out.push_back(std::move(r));
+    }
+    return out;
+  });
+}
+
+std::string SummaryToJson(const TrainableSummary& s) {
+  return json({{"trainable_tensors", s.trainable_tensors},
+               {"trainable_parameters", s.trainable_parameters},
+               {"non_trainable_parameters", s.non_trainable_parameters}})
+      .dump();
+}
+
+absl::StatusOr<TrainableSummary> SummaryFromJson(const std::string& text) {
+  return Parse<TrainableSummary>(text, "trainable summary", [](const json& j) {
+    TrainableSummary s;
+    s.trainable_tensors = j.at("trainable_tensors").get<int>();
+    s.trainable_parameters = j.at("trainable_parameters").get<int64_t>();
+    s.non_trainable_parameters = j.at("non_trainable_parameters").get<int64_t>();
+    return s;
+  });
+}
+
+}  // namespace transferd::core::train

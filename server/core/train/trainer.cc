@@ -1,0 +1,992 @@
+// The trainer: stages, epochs, feature cache, checkpoints. See trainer.h.
+//
+// Determinism: the example order of every epoch comes from (seed, epoch)
+// (EpochOrder, the same order data::Loader uses), augmentation from
+// (seed, epoch, example) inside the loader, and the torch generator (dropout)
+// is reseeded from (seed, epoch) at every epoch start. So a run resumed from
+// a checkpoint continues exactly as an uninterrupted one would.
+//
+// Files in the checkpoint folder:
+//   checkpoint-NNNNNN.tdc       after global epoch NNNNNN: meta (JSON), model
+//                               tensors, optimizer state; the newest two kept
+//   best-epoch-NNNNNN.safetensors  best weights so far (referenced by meta)
+//   best.safetensors            the final best weights (Run's weights_file)
+// Feature cache: <cache_dir>/features/<key>/<split>.feat, key = hash of
+// dataset, backbone, alpha, weights, input size, preprocessing, precision.
+#include "server/core/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/core/data/loader.h"
+#include "server/core/sha256.h"
+#include "server/core/status_macros.h"
+#include "server/core/train/classifier.h"
+#include "server/core/train/train_json.h"
+#include "server/core/train/train_util.h"
+
+namespace transferd::core::train {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kEvalBatch = 32;
+constexpr double kStepReportInterval = 0.5;  // seconds
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+torch::Device ToTorchDevice(const ComputeDevice& d) {
+  if (d.kind == ComputeDevice::Kind::kCuda) {
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(d.index, 0)));
+  }
+  return torch::Device(torch::kCPU);
+}
+
+// bf16 autocast for the scope, on the device's autocast key.
+class AutocastScope {
+ public:
+  AutocastScope(bool on, const torch::Device& device)
+      : on_(on), cuda_(device.is_cuda()) {
+    if (!on_) return;
+    if (cuda_) {
+      prev_enabled_ = at::autocast::is_enabled();
+      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    } else {
+      prev_enabled_ = at::autocast::is_cpu_enabled();
+      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(prev_enabled_);
+      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(prev_enabled_);
+      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    }
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_, cuda_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+bool HigherIsBetter(const std::string& metric) {
+  return absl::EndsWith(metric, "accuracy");
+}
+
+double MetricOf(const EpochReport& e, const std::string& metric) {
+  if (metric == "val_loss") return e.val_loss;
+  if (metric == "val_accuracy") return e.val_accuracy;
+  if (metric == "accuracy") return e.accuracy;
+  return e.loss;
+}
+
+absl::Status CheckMetric(const std::string& field, const std::string& metric,
+                         bool has_validation) {
+  if (metric != "val_loss" && metric != "val_accuracy" && metric != "loss" &&
+      metric != "accuracy") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": unknown metric \"", metric,
+        "\"; expected val_accuracy, val_loss, accuracy or loss"));
+  }
+  if (!has_validation && absl::StartsWith(metric, "val_")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": \"", metric, "\" needs validation data, and the dataset has none; use \"",
+        metric.substr(4), "\""));
+  }
+  return absl::OkStatus();
+}
+
+// Field checks of one stage that need no model. `prefix` is "stages[i]." or
+// empty.
+absl::Status ValidateStage(const StageConfig& s, const std::string& prefix,
+                           std::optional<bool> has_validation) {
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, what));
+  };
+  if (s.epochs < 1) return bad(absl::StrCat("epochs must be > 0 (got ", s.epochs, ")"));
+  if (s.epochs > 100000) return bad("epochs must be <= 100000");
+  if (s.batch_size < 1) {
+    return bad(absl::StrCat("batch_size must be > 0 (got ", s.batch_size, ")"));
+  }
+  if (s.batch_size > 65536) return bad("batch_size must be <= 65536");
+  const OptimizerConfig& o = s.optimizer;
+  if (!(o.learning_rate > 0) || !std::isfinite(o.learning_rate)) {
+    return bad("optimizer.learning_rate must be > 0");
+  }
+  if (!(o.momentum >= 0)) return bad("optimizer.momentum must be >= 0");
+  if (!(o.weight_decay >= 0)) return bad("optimizer.weight_decay must be >= 0");
+  if (!(o.epsilon >= 0)) return bad("optimizer.epsilon must be >= 0");
+  if (!(o.rho >= 0 && o.rho < 1)) return bad("optimizer.rho must be in [0, 1)");
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) return bad("optimizer.beta1 must be in [0, 1)");
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) return bad("optimizer.beta2 must be in [0, 1)");
+  if (o.nesterov && (o.kind != OptimizerKind::kSgd || !(o.momentum > 0))) {
+    return bad("optimizer.nesterov needs the SGD optimizer with momentum > 0");
+  }
+  if (!s.early_stopping.monitor.empty()) {
+    if (has_validation.has_value()) {
+      TRANSFERD_RETURN_IF_ERROR(CheckMetric(prefix + "early_stopping.monitor",
+                                            s.early_stopping.monitor, *has_validation));
+    } else {
+      TRANSFERD_RETURN_IF_ERROR(
+          CheckMetric(prefix + "early_stopping.monitor", s.early_stopping.monitor, true));
+    }
+    if (s.early_stopping.patience < 0) return bad("early_stopping.patience must be >= 0");
+    if (!(s.early_stopping.min_delta >= 0)) return bad("early_stopping.min_delta must be >= 0");
+  }
+  const LrSchedule& l = s.lr_schedule;
+  if (l.kind == LrSchedule::Kind::kStep || l.kind == LrSchedule::Kind::kReduceOnPlateau) {
+    if (!(l.factor > 0 && l.factor <= 1)) return bad("lr_schedule.factor must be in (0, 1]");
+  }
+  if (l.kind == LrSchedule::Kind::kStep && l.step_epochs < 1) {
+    return bad("lr_schedule.step_epochs must be > 0");
+  }
+  if (l.kind == LrSchedule::Kind::kReduceOnPlateau && l.patience < 0) {
+    return bad("lr_schedule.patience must be >= 0");
+  }
+  if (!(l.min_lr >= 0)) return bad("lr_schedule.min_lr must be >= 0");
+  return absl::OkStatus();
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimizerConfig& o,
+                                                       std::vector<torch::Tensor> params) {
+  switch (o.kind) {
+    case OptimizerKind::kRmsprop:
+      return std::make_unique<torch::optim::RMSprop>(
+          std::move(params), torch::optim::RMSpropOptions(o.learning_rate)
+                                 .alpha(o.rho)
+                                 .eps(o.epsilon)
+                                 .weight_decay(o.weight_decay)
+                                 .momentum(o.momentum));
+    case OptimizerKind::kAdam:
+      return std::make_unique<torch::optim::Adam>(
+          std::move(params), torch::optim::AdamOptions(o.learning_rate)
+                                 .betas({o.beta1, o.beta2})
+                                 .eps(o.epsilon)
+                                 .weight_decay(o.weight_decay));
+    case OptimizerKind::kSgd:
+      break;
+  }
+  return std::make_unique<torch::optim::SGD>(
+      std::move(params), torch::optim::SGDOptions(o.learning_rate)
+                             .momentum(o.momentum)
+                             .nesterov(o.nesterov)
+                             .weight_decay(o.weight_decay));
+}
+
+std::string ExamplesDigest(const std::vector<data::Example>& examples) {
+  Sha256 sha;
+  for (const auto& e : examples) {
+    sha.Update(e.path);
+    const std::string label = absl::StrCat("\t", e.label, "\n");
+    sha.Update(label);
+  }
+  return sha.HexDigest();
+}
+
+std::string CheckpointName(int epoch) { return absl::StrFormat("checkpoint-%06d.tdc", epoch); }
+std::string BestName(int epoch) { return absl::StrFormat("best-epoch-%06d.safetensors", epoch); }
+
+// Epoch number of "<prefix>NNNNNN<suffix>", or -1.
+int NumberedFile(const std::string& name, const std::string& prefix, const std::string& suffix) {
+  if (!absl::StartsWith(name, prefix) || !absl::EndsWith(name, suffix)) return -1;
+  int n = -1;
+  if (!absl::SimpleAtoi(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()),
+                        &n)) {
+    return -1;
+  }
+  return n;
+}
+
+// Per-run bookkeeping that a checkpoint carries.
+struct RunState {
+  int stage = 0;              // stage in progress (or next)
+  int stage_epochs_done = 0;  // epochs of `stage` done
+  int global_epoch = 0;       // epochs done over the job
+  int64_t steps_done = 0;
+  std::vector<EpochReport> history;
+  int best_epoch = 0;
+  double best_value = 0;
+  std::string best_file;      // file name in the checkpoint folder
+  bool best_pristine = false; // best weights' backbone is the initial one
+  int resumes = 0;
+  // Early stopping and reduce-on-plateau of the current stage.
+  bool es_init = false;
+  double es_best = 0;
+  int es_wait = 0;
+  bool rop_init = false;
+  double rop_best = 0;
+  int rop_wait = 0;
+  double lr = 0;
+};
+
+json StateToJson(const RunState& s) {
+  return {{"stage", s.stage},           {"stage_epochs_done", s.stage_epochs_done},
+          {"global_epoch", s.global_epoch}, {"steps_done", s.steps_done},
+          {"history", HistoryToJson(s.history)},
+          {"best_epoch", s.best_epoch}, {"best_value", s.best_value},
+          {"best_file", s.best_file},   {"best_pristine", s.best_pristine},
+          {"resumes", s.resumes},       {"es_init", s.es_init},
+          {"es_best", s.es_best},       {"es_wait", s.es_wait},
+          {"rop_init", s.rop_init},     {"rop_best", s.rop_best},
+          {"rop_wait", s.rop_wait},     {"lr", s.lr}};
+}
+
+absl::StatusOr<RunState> StateFromJson(const json& j) {
+  try {
+    RunState s;
+    s.stage = j.at("stage").get<int>();
+    s.stage_epochs_done = j.at("stage_epochs_done").get<int>();
+    s.global_epoch = j.at("global_epoch").get<int>();
+    s.steps_done = j.at("steps_done").get<int64_t>();
+    TRANSFERD_ASSIGN_OR_RETURN(s.history, HistoryFromJson(j.at("history").get<std::string>()));
+    s.best_epoch = j.at("best_epoch").get<int>();
+    s.best_value = j.at("best_value").get<double>();
+    s.best_file = j.at("best_file").get<std::string>();
+    s.best_pristine = j.at("best_pristine").get<bool>();
+    s.resumes = j.at("resumes").get<int>();
+    s.es_init = j.at("es_init").get<bool>();
+    s.es_best = j.at("es_best").get<double>();
+    s.es_wait = j.at("es_wait").get<int>();
+    s.rop_init = j.at("rop_init").get<bool>();
+    s.rop_best = j.at("rop_best").get<double>();
+    s.rop_wait = j.at("rop_wait").get<int>();
+    s.lr = j.at("lr").get<double>();
+    return s;
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat("checkpoint meta: ", e.what()));
+  }
+}
+
+struct EvalOut {
+  double loss = 0, accuracy = 0;
+  int64_t n = 0;
+  std::vector<int64_t> labels, predictions;
+  std::vector<double> positive_scores;  // 2 classes
+};
+
+}  // namespace
+
+struct Trainer::Impl {
+  TrainConfig config;
+  TrainData data;
+  TrainerEnv env;
+  torch::Device device{torch::kCPU};
+  Classifier model{nullptr};
+  models::Preprocessing preprocessing;
+  std::vector<int> first_trainable;  // per stage
+  std::vector<bool> stage_frozen;    // per stage: whole backbone frozen
+  std::string feature_key;           // empty: no feature cache possible
+  std::string config_digest;
+  bool bf16 = false;
+
+  std::map<std::string, torch::Tensor> features;  // split -> N x C x h x w (device)
+  std::map<std::string, torch::Tensor> labels;    // split -> N (device)
+  int64_t features_computed = 0, features_loaded = 0;
+  int prev_checkpoint_best_epoch = -1;  // best epoch of the older kept checkpoint
+  Clock::time_point run_start;
+  int64_t steps_this_run = 0;
+  int64_t total_steps = 0;
+
+  const std::vector<data::Example>& Split(const std::string& split) const {
+    if (split == "train") return data.train;
+    if (split == "validation") return data.validation;
+    return data.test;
+  }
+
+  absl::StatusOr<std::unique_ptr<data::Loader>> MakeLoader(
+      const std::vector<data::Example>& examples, int batch_size, bool shuffle,
+      const data::AugmentOptions& augment) const {
+    data::LoaderOptions o;
+    o.image_size = config.model.input_size;
+    o.batch_size = batch_size;
+    o.shuffle = shuffle;
+    o.seed = config.seed;
+    o.threads = std::max(1, env.loader_threads);
+    o.augment = augment;
+    o.preprocessing = preprocessing;
+    return data::Loader::Create(examples, o);
+  }
+
+  torch::Tensor LabelsOf(const std::string& split) {
+    auto it = labels.find(split);
+    if (it != labels.end()) return it->second;
+    std::vector<int64_t> l;
+    for (const auto& e : Split(split)) l.push_back(e.label);
+    torch::Tensor t = torch::tensor(l, torch::kInt64).to(device);
+    labels[split] = t;
+    return t;
+  }
+
+  // Backbone features of every image of `split`, from the cache or computed
+  // (with the backbone as it is now, which must be the initial one).
+  absl::StatusOr<torch::Tensor> Features(const std::string& split,
+                                         const TrainerCallbacks& cb) {
+    auto found = features.find(split);
+    if (found != features.end()) return found->second;
+    const auto& examples = Split(split);
+    const std::string digest = ExamplesDigest(examples);
+    const fs::path dir = env.cache_dir / "features" / feature_key;
+    const fs::path file = dir / (split + ".feat");
+    absl::StatusOr<std::map<std::string, std::string>> cached = ReadSectionFile(file);
+    if (cached.ok() && cached->count("meta") && cached->count("features")) {
+      try {
+        const json meta = json::parse(cached->at("meta"));
+        const auto shape = meta.at("shape").get<std::vector<int64_t>>();
+        const std::string& bytes = cached->at("features");
+        int64_t numel = 1;
+        for (int64_t d : shape) numel *= d;
+        if (meta.at("examples").get<std::string>() == digest && shape.size() == 4 &&
+            shape[0] == static_cast<int64_t>(examples.size()) &&
+            static_cast<int64_t>(bytes.size()) == numel * 4) {
+          torch::Tensor t = torch::empty(shape, torch::kFloat32);
+          std::memcpy(t.data_ptr<float>(), bytes.data(), bytes.size());
+          t = t.to(device);
+          features[split] = t;
+          features_loaded += shape[0];
+          return t;
+        }
+        spdlog::info("feature cache {}: stale, recomputing", file.string());
+      } catch (const json::exception& e) {
+        spdlog::warn("feature cache {}: {}; recomputing", file.string(), e.what());
+      }
+    } else if (!cached.ok() && !absl::IsNotFound(cached.status())) {
+      spdlog::warn("feature cache: {}; recomputing", std::string(cached.status().message()));
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(auto loader,
+                               MakeLoader(examples, kEvalBatch, false, data::AugmentOptions()));
+    loader->StartEpoch(0);
+    const bool was_training = model->is_training();
+    model->eval();
+    std::vector<torch::Tensor> parts;
+    {
+      torch::NoGradGuard no_grad;
+      while (true) {
+        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+        if (!batch) break;
+        AutocastScope autocast(bf16, device);
+        parts.push_back(model->Features(batch->images.to(device))
+                            .to(torch::kFloat32)
+                            .to(torch::kCPU)
+                            .contiguous());
+      }
+    }
+    model->train(was_training);
+    torch::Tensor all = torch::cat(parts, 0).contiguous();
+    features_computed += all.size(0);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    json meta = {{"examples", digest},
+                 {"shape", std::vector<int64_t>(all.sizes().begin(), all.sizes().end())},
+                 {"split", split},
+                 {"dataset", data.dataset_id}};
+    std::string bytes(reinterpret_cast<const char*>(all.data_ptr<float>()),
+                      static_cast<size_t>(all.numel()) * 4);
+    absl::StatusOr<int64_t> written =
+        WriteSectionFile(file, {{"meta", meta.dump()}, {"features", std::move(bytes)}});
+    if (!written.ok()) {
+      spdlog::warn("feature cache: cannot store {}: {}", file.string(),
+                   std::string(written.status().message()));
+    }
+    torch::Tensor t = all.to(device);
+    features[split] = t;
+    return t;
+  }
+
+  // Loss/accuracy (and, when `detailed`, predictions) of the model in eval
+  // mode over a split, from cached features when `feats` is defined.
+  absl::StatusOr<EvalOut> Evaluate(const std::string& split, const torch::Tensor& feats,
+                                   bool detailed, const TrainerCallbacks& cb) {
+    EvalOut out;
+    const bool was_training = model->is_training();
+    model->eval();
+    torch::NoGradGuard no_grad;
+    double loss_sum = 0;
+    int64_t correct = 0;
+    auto consume = [&](const torch::Tensor& logits, const torch::Tensor& y) {
+      const int64_t n = y.size(0);
+      loss_sum += model->Loss(logits, y).item<double>() * static_cast<double>(n);
+      const torch::Tensor pred = model->Predict(logits);
+      correct += pred.eq(y).sum().item<int64_t>();
+      out.n += n;
+      if (detailed) {
+        const torch::Tensor p = pred.to(torch::kCPU).contiguous();
+        const torch::Tensor l = y.to(torch::kCPU).contiguous();
+        out.predictions.insert(out.predictions.end(), p.data_ptr<int64_t>(),
+                               p.data_ptr<int64_t>() + n);
+        out.labels.insert(out.labels.end(), l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + n);
+        if (model->num_classes() == 2) {
+          const torch::Tensor s =
+              logits.select(1, 0).to(torch::kFloat64).to(torch::kCPU).contiguous();
+          out.positive_scores.insert(out.positive_scores.end(), s.data_ptr<double>(),
+                                     s.data_ptr<double>() + n);
+        }
+      }
+    };
+    if (feats.defined()) {
+      const torch::Tensor y_all = LabelsOf(split);
+      for (int64_t begin = 0; begin < feats.size(0); begin += kEvalBatch) {
+        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        const int64_t end = std::min<int64_t>(begin + kEvalBatch, feats.size(0));
+        AutocastScope autocast(bf16, device);
+        consume(model->Head(feats.slice(0, begin, end)), y_all.slice(0, begin, end));
+      }
+    } else {
+      TRANSFERD_ASSIGN_OR_RETURN(
+          auto loader, MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
+      loader->StartEpoch(0);
+      while (true) {
+        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+        if (!batch) break;
+        AutocastScope autocast(bf16, device);
+        consume(model->forward(batch->images.to(device)), batch->labels.to(device));
+      }
+    }
+    model->train(was_training);
+    if (out.n > 0) {
+      out.loss = loss_sum / static_cast<double>(out.n);
+      out.accuracy = static_cast<double>(correct) / static_cast<double>(out.n);
+    }
+    return out;
+  }
+
+  bool StagePristine(int stage) const {
+    if (!config.model.init_weights_file.empty() || feature_key.empty()) return false;
+    for (int s = 0; s < stage; ++s) {
+      if (!stage_frozen[s]) return false;
+    }
+    return true;
+  }
+
+  double ScheduledLr(const StageConfig& sc, int epoch_in_stage, const RunState& st) const {
+    const LrSchedule& l = sc.lr_schedule;
+    const double base = sc.optimizer.learning_rate;
+    switch (l.kind) {
+      case LrSchedule::Kind::kNone:
+        return base;
+      case LrSchedule::Kind::kStep:
+        return std::max(l.min_lr, base * std::pow(l.factor, epoch_in_stage / l.step_epochs));
+      case LrSchedule::Kind::kCosine:
+        return l.min_lr + (base - l.min_lr) * 0.5 *
+                              (1 + std::cos(M_PI * epoch_in_stage / std::max(1, sc.epochs)));
+      case LrSchedule::Kind::kReduceOnPlateau:
+        return st.lr > 0 ? st.lr : base;
+    }
+    return base;
+  }
+
+  absl::StatusOr<int64_t> SaveCheckpoint(const RunState& st, torch::optim::Optimizer& opt) {
+    json meta = StateToJson(st);
+    meta["version"] = 1;
+    meta["config_digest"] = config_digest;
+    meta["optimizer_params"] = [&] {
+      size_t n = 0;
+      for (const auto& g : opt.param_groups()) n += g.params().size();
+      return n;
+    }();
+    meta["optimizer_states"] = opt.state().size();
+    std::ostringstream model_bytes, opt_bytes;
+    {
+      torch::serialize::OutputArchive ar;
+      for (const auto& [name, t] : model->StateTensors()) ar.write(name, t);
+      ar.save_to(model_bytes);
+    }
+    {
+      torch::serialize::OutputArchive ar;
+      opt.save(ar);
+      ar.save_to(opt_bytes);
+    }
+    const fs::path path = env.checkpoint_dir / CheckpointName(st.global_epoch);
+    TRANSFERD_ASSIGN_OR_RETURN(
+        int64_t bytes, WriteSectionFile(path, {{"meta", meta.dump()},
+                                               {"model", model_bytes.str()},
+                                               {"optimizer", opt_bytes.str()}}));
+    // Keep the newest two checkpoints and the best files they name.
+    std::vector<std::pair<int, fs::path>> checkpoints;
+    std::vector<std::pair<int, fs::path>> bests;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(env.checkpoint_dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (int n = NumberedFile(name, "checkpoint-", ".tdc"); n >= 0) {
+        checkpoints.emplace_back(n, entry.path());
+      } else if (int b = NumberedFile(name, "best-epoch-", ".safetensors"); b >= 0) {
+        bests.emplace_back(b, entry.path());
+      }
+    }
+    std::sort(checkpoints.rbegin(), checkpoints.rend());
+    for (size_t i = 2; i < checkpoints.size(); ++i) fs::remove(checkpoints[i].second, ec);
+    if (prev_checkpoint_best_epoch >= 0) {
+      const int keep_from = std::min(prev_checkpoint_best_epoch, st.best_epoch);
+      for (const auto& [n, p] : bests) {
+        if (n < keep_from) fs::remove(p, ec);
+      }
+    }
+    prev_checkpoint_best_epoch = st.best_epoch;
+    return bytes;
+  }
+
+  // The newest readable checkpoint, or nullopt. Fills the model; returns the
+  // optimizer bytes through `optimizer`.
+  std::optional<RunState> LoadCheckpoint(std::string* optimizer) {
+    std::vector<std::pair<int, fs::path>> checkpoints;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(env.checkpoint_dir, ec)) {
+      const int n = NumberedFile(entry.path().filename().string(), "checkpoint-", ".tdc");
+      if (n >= 0) checkpoints.emplace_back(n, entry.path());
+    }
+    std::sort(checkpoints.rbegin(), checkpoints.rend());
+    for (size_t i = 0; i < checkpoints.size(); ++i) {
+      const fs::path& path = checkpoints[i].second;
+      absl::StatusOr<std::map<std::string, std::string>> sections = ReadSectionFile(path);
+      if (!sections.ok()) {
+        spdlog::warn("skipping checkpoint: {}", std::string(sections.status().message()));
+        continue;
+      }
+      try {
+        const json meta = json::parse(sections->at("meta"));
+        if (meta.at("config_digest").get<std::string>() != config_digest) {
+          spdlog::warn("skipping checkpoint {}: written for another configuration",
+                       path.string());
+          continue;
+        }
+        absl::StatusOr<RunState> st = StateFromJson(meta);
+        if (!st.ok()) {
+          spdlog::warn("skipping checkpoint {}: {}", path.string(),
+                       std::string(st.status().message()));
+          continue;
+        }
+        if (!st->best_file.empty() && !fs::exists(env.checkpoint_dir / st->best_file, ec)) {
+          spdlog::warn("skipping checkpoint {}: its best weights {} are missing",
+                       path.string(), st->best_file);
+          continue;
+        }
+        const std::string& model_bytes = sections->at("model");
+        torch::serialize::InputArchive ar;
+        ar.load_from(model_bytes.data(), model_bytes.size());
+        models::NamedTensors tensors;
+        for (const auto& [name, t] : model->StateTensors()) {
+          torch::Tensor read;
+          ar.read(name, read);
+          tensors[name] = read;
+        }
+        absl::Status loaded = model->LoadStateTensors(tensors);
+        if (!loaded.ok()) {
+          spdlog::warn("skipping checkpoint {}: {}", path.string(),
+                       std::string(loaded.message()));
+          continue;
+        }
+        *optimizer = sections->at("optimizer");
+        // The older kept checkpoint's best epoch (for pruning best files).
+        prev_checkpoint_best_epoch = st->best_epoch;
+        if (i + 1 < checkpoints.size()) {
+          absl::StatusOr<std::map<std::string, std::string>> older =
+              ReadSectionFile(checkpoints[i + 1].second);
+          if (older.ok() && older->count("meta")) {
+            prev_checkpoint_best_epoch = std::min(
+                prev_checkpoint_best_epoch,
+                json::parse(older->at("meta")).value("best_epoch", st->best_epoch));
+          } else {
+            prev_checkpoint_best_epoch = -1;
+          }
+        }
+        spdlog::info("resuming from {} (epoch {})", path.string(), st->global_epoch);
+        return *st;
+      } catch (const std::exception& e) {
+        spdlog::warn("skipping checkpoint {}: {}", path.string(), e.what());
+      }
+    }
+    return std::nullopt;
+  }
+
+  absl::StatusOr<TrainResult> Run(const TrainerCallbacks& cb);
+};
+
+absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
+  std::error_code ec;
+  fs::create_directories(env.checkpoint_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot create checkpoint folder ",
+                                            env.checkpoint_dir.string(), ": ", ec.message()));
+  }
+  model->to(device);
+  features.clear();
+  labels.clear();
+  features_computed = features_loaded = 0;
+  run_start = Clock::now();
+  steps_this_run = 0;
+
+  const int num_stages = static_cast<int>(config.stages.size());
+  const bool has_val = !data.validation.empty();
+  const int64_t n_train = static_cast<int64_t>(data.train.size());
+  total_steps = 0;
+  for (const auto& s : config.stages) {
+    total_steps += s.epochs * ((n_train + s.batch_size - 1) / s.batch_size);
+  }
+
+  RunState st;
+  std::string optimizer_bytes;
+  bool resumed = false;
+  if (std::optional<RunState> loaded = LoadCheckpoint(&optimizer_bytes)) {
+    st = std::move(*loaded);
+    ++st.resumes;
+    resumed = true;
+  }
+
+  for (int s = st.stage; s < num_stages; ++s) {
+    const StageConfig& sc = config.stages[s];
+    model->FreezeBackboneBefore(first_trainable[s]);
+    auto optimizer = MakeOptimizer(sc.optimizer, model->TrainableParameters());
+    if (resumed && s == st.stage && st.stage_epochs_done > 0 && !optimizer_bytes.empty()) {
+      torch::serialize::InputArchive ar;
+      ar.load_from(optimizer_bytes.data(), optimizer_bytes.size(), device);
+      optimizer->load(ar);
+    } else if (!(resumed && s == st.stage && st.stage_epochs_done > 0)) {
+      st.es_init = st.rop_init = false;
+      st.es_wait = st.rop_wait = 0;
+      st.lr = sc.optimizer.learning_rate;
+    }
+    const bool pristine = StagePristine(s) && stage_frozen[s];
+    const bool train_cached = pristine && !sc.augment.enabled();
+    const bool val_cached = pristine && has_val;
+    if (cb.stage_started) cb.stage_started(s, model->Summary(), train_cached);
+
+    torch::Tensor train_feats, val_feats;
+    std::unique_ptr<data::Loader> loader;
+    if (train_cached) {
+      TRANSFERD_ASSIGN_OR_RETURN(train_feats, Features("train", cb));
+    } else {
+      TRANSFERD_ASSIGN_OR_RETURN(loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
+    }
+    if (val_cached) {
+      TRANSFERD_ASSIGN_OR_RETURN(val_feats, Features("validation", cb));
+    }
+    const torch::Tensor train_labels = train_cached ? LabelsOf("train") : torch::Tensor();
+    const int64_t steps = (n_train + sc.batch_size - 1) / sc.batch_size;
+
+    bool stop = false;
+    for (int e = st.stage_epochs_done; e < sc.epochs && !stop; ++e) {
+      const int epoch = st.global_epoch + 1;
+      const auto epoch_start = Clock::now();
+      torch::manual_seed(EpochTorchSeed(config.seed, epoch));
+      const double lr = ScheduledLr(sc, e, st);
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      model->train();
+
+      std::vector<int64_t> order;
+      if (train_cached) {
+        order = EpochOrder(static_cast<size_t>(n_train), config.seed, epoch);
+      } else {
+        loader->StartEpoch(epoch);
+      }
+      double loss_sum = 0;
+      int64_t correct = 0, seen = 0;
+      auto last_report = Clock::now() - std::chrono::seconds(10);
+      for (int64_t step = 1; step <= steps; ++step) {
+        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        torch::Tensor x, y;
+        if (train_cached) {
+          const int64_t begin = (step - 1) * sc.batch_size;
+          const int64_t end = std::min<int64_t>(begin + sc.batch_size, n_train);
+          const torch::Tensor idx =
+              torch::tensor(std::vector<int64_t>(order.begin() + begin, order.begin() + end),
+                            torch::kInt64)
+                  .to(device);
+          x = train_feats.index_select(0, idx);
+          y = train_labels.index_select(0, idx);
+        } else {
+          TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+          if (!batch) break;
+          x = batch->images.to(device);
+          y = batch->labels.to(device);
+        }
+        optimizer->zero_grad();
+        torch::Tensor logits;
+        {
+          AutocastScope autocast(bf16, device);
+          logits = train_cached ? model->Head(x) : model->forward(x);
+        }
+        torch::Tensor loss = model->Loss(logits, y);
+        loss.backward();
+        optimizer->step();
+        const int64_t n = y.size(0);
+        loss_sum += loss.item<double>() * static_cast<double>(n);
+        correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
+        seen += n;
+        ++st.steps_done;
+        ++steps_this_run;
+        if (cb.step &&
+            (step == steps ||
+             std::chrono::duration<double>(Clock::now() - last_report).count() >=
+                 kStepReportInterval)) {
+          last_report = Clock::now();
+          StepReport r;
+          r.stage = s;
+          r.epoch = epoch;
+          r.step = step;
+          r.steps = steps;
+          r.loss = loss_sum / static_cast<double>(seen);
+          r.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+          r.images_per_second = static_cast<double>(seen) / std::max(1e-9, Seconds(epoch_start));
+          r.eta_seconds = Seconds(run_start) / static_cast<double>(steps_this_run) *
+                          static_cast<double>(std::max<int64_t>(0, total_steps - st.steps_done));
+          cb.step(r);
+        }
+      }
+
+      EpochReport report;
+      report.stage = s;
+      report.epoch = epoch;
+      report.loss = seen ? loss_sum / static_cast<double>(seen) : 0;
+      report.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
+      report.learning_rate = lr;
+      if (has_val) {
+        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v, Evaluate("validation", val_feats, false, cb));
+        report.has_validation = true;
+        report.val_loss = v.loss;
+        report.val_accuracy = v.accuracy;
+      }
+      report.seconds = Seconds(epoch_start);
+      st.history.push_back(report);
+      st.global_epoch = epoch;
+      st.stage_epochs_done = e + 1;
+
+      // Best epoch.
+      const double value = MetricOf(report, config.selection_metric);
+      const bool higher = HigherIsBetter(config.selection_metric);
+      if (st.best_epoch == 0 || (higher ? value > st.best_value : value < st.best_value)) {
+        st.best_epoch = epoch;
+        st.best_value = value;
+        st.best_file = BestName(epoch);
+        st.best_pristine = pristine;
+        TRANSFERD_RETURN_IF_ERROR(model->Save(env.checkpoint_dir / st.best_file,
+                                              {{"epoch", std::to_string(epoch)}}));
+      }
+      // Early stopping (Keras semantics: improvement beyond min_delta resets
+      // the wait; `patience` epochs without one stop the stage).
+      const EarlyStopping& es = sc.early_stopping;
+      if (!es.monitor.empty()) {
+        const double v = MetricOf(report, es.monitor);
+        const bool up = HigherIsBetter(es.monitor);
+        if (!st.es_init || (up ? v - es.min_delta > st.es_best : v + es.min_delta < st.es_best)) {
+          st.es_init = true;
+          st.es_best = v;
+          st.es_wait = 0;
+        } else if (++st.es_wait >= std::max(1, es.patience)) {
+          stop = true;
+        }
+      }
+      // Reduce on plateau (val_loss, or loss without validation).
+      if (sc.lr_schedule.kind == LrSchedule::Kind::kReduceOnPlateau) {
+        const double v = has_val ? report.val_loss : report.loss;
+        if (!st.rop_init || v < st.rop_best - 1e-4) {
+          st.rop_init = true;
+          st.rop_best = v;
+          st.rop_wait = 0;
+        } else if (++st.rop_wait >= std::max(1, sc.lr_schedule.patience)) {
+          st.lr = std::max(sc.lr_schedule.min_lr, lr * sc.lr_schedule.factor);
+          st.rop_wait = 0;
+        }
+        if (st.lr <= 0) st.lr = lr;
+      }
+      if (stop || e + 1 == sc.epochs) {
+        st.stage = s + 1;
+        st.stage_epochs_done = 0;
+      }
+      if (cb.epoch_end) cb.epoch_end(report);
+      TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *optimizer));
+      if (cb.checkpoint_saved) cb.checkpoint_saved(epoch, bytes);
+    }
+    st.stage = s + 1;
+    st.stage_epochs_done = 0;
+    resumed = false;
+  }
+
+  // The best weights, evaluated.
+  TrainResult result;
+  if (st.best_file.empty()) return absl::InternalError("training produced no epoch");
+  TRANSFERD_RETURN_IF_ERROR(model->Load(env.checkpoint_dir / st.best_file));
+  model->FreezeBackboneBefore(first_trainable.back());
+  result.trainable = model->Summary();
+  const bool cached = st.best_pristine;
+  for (const char* split : {"validation", "test"}) {
+    if (Split(split).empty()) continue;
+    torch::Tensor feats;
+    if (cached) {
+      TRANSFERD_ASSIGN_OR_RETURN(feats, Features(split, cb));
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(EvalOut out, Evaluate(split, feats, true, cb));
+    EvaluationReport r;
+    r.split = split;
+    r.loss = out.loss;
+    r.accuracy = out.accuracy;
+    r.examples = out.n;
+    const int k = model->num_classes();
+    r.confusion.assign(k, std::vector<int64_t>(k, 0));
+    for (size_t i = 0; i < out.labels.size(); ++i) {
+      if (out.labels[i] >= 0 && out.labels[i] < k) ++r.confusion[out.labels[i]][out.predictions[i]];
+    }
+    if (k == 2) r.roc_auc = RocAuc(out.positive_scores, out.labels);
+    result.evaluations.push_back(std::move(r));
+  }
+  result.weights_file = env.checkpoint_dir / "best.safetensors";
+  TRANSFERD_RETURN_IF_ERROR(model->Save(
+      result.weights_file, {{"epoch", std::to_string(st.best_epoch)},
+                            {"selection_metric", config.selection_metric},
+                            {"preprocessing", models::Preprocessing::ModeName(preprocessing.mode)}}));
+  result.history = st.history;
+  result.best_epoch = st.best_epoch;
+  result.resumes = st.resumes;
+  result.features_computed = features_computed;
+  result.features_loaded = features_loaded;
+  return result;
+}
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, TrainData data,
+                                                         TrainerEnv env) {
+  const bool has_val = !data.validation.empty();
+  if (config.stages.empty()) {
+    return absl::InvalidArgumentError("stages: at least one stage is required");
+  }
+  if (data.train.empty()) {
+    return absl::InvalidArgumentError("dataset: no training examples");
+  }
+  const int num_classes = static_cast<int>(data.classes.size());
+  for (const auto* split : {&data.train, &data.validation, &data.test}) {
+    for (const auto& e : *split) {
+      if (e.label < 0 || e.label >= num_classes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "dataset: example ", e.path, " has label ", e.label, " outside 0..",
+            num_classes - 1));
+      }
+    }
+  }
+  TRANSFERD_RETURN_IF_ERROR(CheckMetric("selection_metric", config.selection_metric, has_val));
+  for (size_t i = 0; i < config.stages.size(); ++i) {
+    TRANSFERD_RETURN_IF_ERROR(
+        ValidateStage(config.stages[i], absl::StrCat("stages[", i, "]."), has_val));
+  }
+  auto impl = std::make_unique<Impl>();
+  try {
+    torch::manual_seed(config.seed);
+    TRANSFERD_ASSIGN_OR_RETURN(impl->model,
+                               BuildClassifier(config.model, num_classes, env.weights));
+    for (size_t i = 0; i < config.stages.size(); ++i) {
+      absl::StatusOr<int> index =
+          impl->model->ResolveTrainableFrom(config.stages[i].trainable_from);
+      if (!index.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stages[", i, "].trainable_from: ", index.status().message()));
+      }
+      impl->first_trainable.push_back(*index);
+      impl->model->FreezeBackboneBefore(*index);
+      impl->stage_frozen.push_back(impl->model->backbone_frozen());
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("building the model: ", e.what()));
+  }
+  impl->device = ToTorchDevice(env.device);
+  impl->preprocessing = impl->model->backbone().DefaultPreprocessing();
+  impl->bf16 = config.model.precision == "bf16";
+
+  // Feature cache key: everything that determines a backbone feature.
+  {
+    const ModelConfig& m = config.model;
+    std::string weights_id = m.weights;
+    if (m.weights != "none" && m.weights != "imagenet") {
+      struct stat sb {};
+      const fs::path file = env.weights.dir / m.weights;
+      if (::stat(file.c_str(), &sb) == 0) {
+        weights_id = absl::StrCat(m.weights, ":", sb.st_size, ":", sb.st_mtim.tv_sec, ".",
+                                  sb.st_mtim.tv_nsec);
+      }
+    }
+    // Random weights are only reproducible from the seed.
+    if (m.weights == "none") weights_id = absl::StrCat("none:seed=", config.seed);
+    const models::Preprocessing& p = impl->preprocessing;
+    Sha256 sha;
+    sha.Update(absl::StrCat(
+        "transferd-features-v1\n", data.dataset_id, "\n", m.backbone, "\n",
+        absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size, "\n",
+        models::Preprocessing::ModeName(p.mode), p.bgr ? ":bgr" : ":rgb",
+        absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale, p.mean[0], p.mean[1],
+                        p.mean[2], p.std[0], p.std[1], p.std[2]),
+        "\n", m.precision, "\n", env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
+    impl->feature_key = data.dataset_id.empty() || !env.use_feature_cache
+                            ? ""
+                            : sha.HexDigest().substr(0, 32);
+  }
+  {
+    Sha256 sha;
+    sha.Update(ConfigToJson(config));
+    sha.Update(absl::StrCat("\n", data.dataset_id, "\n", data.train.size(), "/",
+                            data.validation.size(), "/", data.test.size(), "\n",
+                            ExamplesDigest(data.train)));
+    impl->config_digest = sha.HexDigest();
+  }
+  impl->config = std::move(config);
+  impl->data = std::move(data);
+  impl->env = std::move(env);
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+absl::StatusOr<TrainResult> Trainer::Run(const TrainerCallbacks& callbacks) {
+  try {
+    return impl_->Run(callbacks);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what()));
+  }
+}
+
+absl::StatusOr<TrainableSummary> DescribeStage(const ModelConfig& model,
+                                               const StageConfig& stage, int num_classes) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateStage(stage, "", std::nullopt));
+  try {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Classifier classifier,
+        BuildClassifier(model, num_classes, models::WeightsCacheOptions(), false));
+    absl::Status s = classifier->SetTrainableFrom(stage.trainable_from);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("trainable_from: ", s.message()));
+    }
+    return classifier->Summary();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("building the model: ", e.what()));
+  }
+}
+
+}  // namespace transferd::core::train

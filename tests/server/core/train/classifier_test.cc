@@ -1,0 +1,208 @@
+// The classifier: Keras-like trainable counts, freezing (requires_grad and
+// BatchNorm inference mode), the head's initialisation, save/load, and the
+// field-naming errors of DescribeStage.
+#include "server/core/train/classifier.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "server/core/train/trainer.h"
+#include "server/core/train/train_util.h"
+#include "tests/server/core/train/train_test_util.h"
+#include "tests/support/subprocess.h"
+
+namespace transferd::core::train {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+ModelConfig Vgg16Notebook() {
+  ModelConfig m;
+  m.backbone = "vgg16";
+  m.weights = "none";
+  m.input_size = 150;
+  m.head.pooling = Pooling::kFlatten;
+  m.head.hidden_units = 256;
+  m.head.dropout = 0;
+  return m;
+}
+
+TEST(DescribeStageTest, Vgg16NotebookCountsMatchKeras) {
+  StageConfig stage = testing::Stage("all", 1);
+  auto unfrozen = DescribeStage(Vgg16Notebook(), stage, 2);
+  ASSERT_TRUE(unfrozen.ok()) << unfrozen.status();
+  EXPECT_EQ(unfrozen->trainable_tensors, 30);
+  // Keras: 14,714,688 (VGG16) + 8192*256+256 + 256+1.
+  EXPECT_EQ(unfrozen->trainable_parameters, 14714688 + 2097665);
+  EXPECT_EQ(unfrozen->non_trainable_parameters, 0);
+
+  stage.trainable_from = "none";
+  auto frozen = DescribeStage(Vgg16Notebook(), stage, 2);
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  EXPECT_EQ(frozen->trainable_tensors, 4);
+  EXPECT_EQ(frozen->trainable_parameters, 2097665);
+  EXPECT_EQ(frozen->non_trainable_parameters, 14714688);
+
+  stage.trainable_from = "block5_conv1";
+  auto partial = DescribeStage(Vgg16Notebook(), stage, 2);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_EQ(partial->trainable_tensors, 10);
+  EXPECT_EQ(partial->trainable_parameters, 7079424 + 2097665);
+}
+
+TEST(DescribeStageTest, BatchNormStatisticsAreNonTrainable) {
+  StageConfig stage = testing::Stage("all", 1);
+  ModelConfig m = testing::TinyMobileNet();
+  auto s = DescribeStage(m, stage, 3);
+  ASSERT_TRUE(s.ok()) << s.status();
+  // MobileNet 0.25: 218,544 scalars of which 2 x (sum of BN channels) are
+  // moving statistics (Keras: non-trainable 5,472 at alpha 0.25).
+  EXPECT_EQ(s->non_trainable_parameters, 5472);
+  // Head: Dense(256 -> 8) + Dense(8 -> 3).
+  EXPECT_EQ(s->trainable_parameters, 218544 - 5472 + 256 * 8 + 8 + 8 * 3 + 3);
+}
+
+TEST(DescribeStageTest, ErrorsNameTheField) {
+  StageConfig stage = testing::Stage("blok5_conv1", 1);
+  auto bad_layer = DescribeStage(Vgg16Notebook(), stage, 2);
+  ASSERT_FALSE(bad_layer.ok());
+  EXPECT_EQ(bad_layer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad_layer.status().message()),
+              StartsWith("trainable_from: unknown layer \"blok5_conv1\""));
+  EXPECT_THAT(std::string(bad_layer.status().message()), HasSubstr("block5_conv1"));
+
+  ModelConfig small = Vgg16Notebook();
+  small.input_size = 16;
+  auto bad_size = DescribeStage(small, testing::Stage("none", 1), 2);
+  ASSERT_FALSE(bad_size.ok());
+  EXPECT_THAT(std::string(bad_size.status().message()), StartsWith("model.input_size: "));
+
+  StageConfig zero = testing::Stage("none", 1, 0);
+  auto bad_batch = DescribeStage(Vgg16Notebook(), zero, 2);
+  ASSERT_FALSE(bad_batch.ok());
+  EXPECT_EQ(std::string(bad_batch.status().message()), "batch_size must be > 0 (got 0)");
+
+  ModelConfig bad_backbone = Vgg16Notebook();
+  bad_backbone.backbone = "vgg17";
+  EXPECT_THAT(std::string(DescribeStage(bad_backbone, testing::Stage("none", 1), 2)
+                              .status()
+                              .message()),
+              StartsWith("model.backbone: "));
+}
+
+TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
+  torch::manual_seed(1);
+  auto c = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  Classifier model = *c;
+  ASSERT_TRUE(model->SetTrainableFrom("conv_pw_13").ok());
+  model->train();
+  const auto& layers = model->backbone().layers();
+  const int first = *model->backbone().ResolveLayer("conv_pw_13");
+  int frozen_bn = 0, live_bn = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].kind != models::KerasLayer::Kind::kBatchNorm) continue;
+    if (static_cast<int>(i) < first) {
+      EXPECT_FALSE(layers[i].module->is_training()) << layers[i].name;
+      ++frozen_bn;
+    } else {
+      EXPECT_TRUE(layers[i].module->is_training()) << layers[i].name;
+      ++live_bn;
+    }
+  }
+  EXPECT_EQ(frozen_bn, 26);
+  EXPECT_EQ(live_bn, 1);
+  EXPECT_TRUE(model->is_training());
+
+  // A training forward pass leaves the frozen statistics alone.
+  const models::NamedTensors before = model->BackboneTensors();
+  (void)model->forward(torch::randn({4, 3, 32, 32}));
+  const models::NamedTensors after = model->BackboneTensors();
+  EXPECT_TRUE(torch::equal(before.at("conv1_bn.running_mean"), after.at("conv1_bn.running_mean")));
+  EXPECT_FALSE(torch::equal(before.at("conv_pw_13_bn.running_mean"),
+                            after.at("conv_pw_13_bn.running_mean")));
+
+  ASSERT_TRUE(model->SetTrainableFrom("all").ok());
+  model->train();
+  EXPECT_TRUE(layers[2].module->is_training());
+  EXPECT_FALSE(model->backbone_frozen());
+  ASSERT_TRUE(model->SetTrainableFrom("none").ok());
+  EXPECT_TRUE(model->backbone_frozen());
+  EXPECT_EQ(model->TrainableParameters().size(), 4u);
+}
+
+TEST(ClassifierTest, HeadIsKerasInitialisedAndDeterministic) {
+  torch::manual_seed(5);
+  auto a = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  torch::manual_seed(5);
+  auto b = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  const auto ta = (*a)->StateTensors(), tb = (*b)->StateTensors();
+  ASSERT_EQ(ta.size(), tb.size());
+  for (const auto& [name, t] : ta) EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+  const torch::Tensor w = ta.at("head.hidden.weight");
+  EXPECT_EQ(w.sizes(), (std::vector<int64_t>{8, 256}));
+  const double limit = std::sqrt(6.0 / (256 + 8));
+  EXPECT_LE(w.abs().max().item<double>(), limit);
+  EXPECT_GT(w.abs().max().item<double>(), 0.9 * limit);
+  EXPECT_EQ(ta.at("head.hidden.bias").abs().sum().item<double>(), 0);
+  EXPECT_EQ(ta.at("head.output.weight").sizes(), (std::vector<int64_t>{1, 8}));
+  EXPECT_EQ(ta.count("conv1_bn.running_var"), 1u);
+  EXPECT_EQ(ta.count("conv_dw_1.weight"), 1u);
+}
+
+TEST(ClassifierTest, SaveAndLoadRoundTrip) {
+  transferd::testing::TempDir dir;
+  torch::manual_seed(1);
+  auto a = BuildClassifier(testing::TinyMobileNet(), 3, {});
+  torch::manual_seed(2);
+  auto b = BuildClassifier(testing::TinyMobileNet(), 3, {});
+  ASSERT_TRUE(a.ok() && b.ok());
+  {
+    torch::NoGradGuard g;
+    (*a)->named_buffers()["backbone.conv1_bn.running_mean"].fill_(0.25);
+  }
+  const std::string path = dir.path() + "/model.safetensors";
+  ASSERT_TRUE((*a)->Save(path).ok());
+  ASSERT_TRUE((*b)->Load(path).ok());
+  const auto ta = (*a)->StateTensors(), tb = (*b)->StateTensors();
+  for (const auto& [name, t] : ta) EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+  const torch::Tensor x = torch::rand({2, 3, 32, 32});
+  (*a)->eval();
+  (*b)->eval();
+  EXPECT_TRUE(torch::allclose((*a)->forward(x), (*b)->forward(x)));
+  EXPECT_EQ((*a)->Probabilities((*a)->forward(x)).sizes(), (std::vector<int64_t>{2, 3}));
+
+  // A two-class file does not fit a three-class model.
+  torch::manual_seed(3);
+  auto two = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(two.ok());
+  absl::Status s = (*two)->Load(path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("head.output.weight"));
+}
+
+TEST(TrainUtilTest, RocAuc) {
+  EXPECT_DOUBLE_EQ(RocAuc({0.1, 0.4, 0.35, 0.8}, {0, 0, 1, 1}), 0.75);
+  EXPECT_DOUBLE_EQ(RocAuc({0.5, 0.5}, {0, 1}), 0.5);
+  EXPECT_DOUBLE_EQ(RocAuc({0.2, 0.3}, {1, 1}), -1);
+}
+
+TEST(TrainUtilTest, SectionFileDetectsTruncation) {
+  transferd::testing::TempDir dir;
+  const std::filesystem::path path = std::filesystem::path(dir.path()) / "x.tdc";
+  auto written = WriteSectionFile(path, {{"a", "hello"}, {"b", std::string(1000, 'x')}});
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_EQ(*written, static_cast<int64_t>(std::filesystem::file_size(path)));
+  auto read = ReadSectionFile(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->at("a"), "hello");
+  EXPECT_EQ(read->at("b").size(), 1000u);
+  std::filesystem::resize_file(path, *written - 10);
+  EXPECT_EQ(ReadSectionFile(path).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace transferd::core::train
