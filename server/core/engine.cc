@@ -81,6 +81,17 @@ absl::Status Engine::Start() {
   instance_id_ = *id;
   TRANSFERD_ASSIGN_OR_RETURN(
       datasets_, DatasetCatalog::Open(**store, *data_dir_, options_.datasets));
+  TRANSFERD_ASSIGN_OR_RETURN(models_, ModelRegistry::Open(**store, *data_dir_));
+  JobQueue::Env jobs_env;
+  jobs_env.store = store->get();
+  jobs_env.data_dir = data_dir_.get();
+  jobs_env.datasets = datasets_.get();
+  jobs_env.models = models_.get();
+  jobs_env.device = device_;
+  jobs_env.weights = weights_cache();
+  jobs_env.loader_threads = options_.loader_threads;
+  TRANSFERD_ASSIGN_OR_RETURN(jobs_, JobQueue::Open(jobs_env));
+  if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();
   store_ = std::move(*store);
   ready_.store(true);
@@ -121,12 +132,19 @@ models::WeightsCacheOptions Engine::weights_cache() const {
   return cache;
 }
 
-void Engine::BeginShutdown() { shutting_down_.store(true); }
+void Engine::BeginShutdown() {
+  shutting_down_.store(true);
+  // The running job stops at its next batch and stays RUNNING in the store:
+  // the next start resumes it from its last checkpoint.
+  if (ready() && jobs_) jobs_->Stop();
+}
 
 absl::Status Engine::Shutdown() {
   BeginShutdown();
   ready_.store(false);
   absl::Status status;
+  jobs_.reset();
+  models_.reset();
   datasets_.reset();
   if (store_) {
     status = store_->Close();

@@ -15,6 +15,8 @@
 #include "server/core/cpu_features.h"
 #include "server/core/data_dir.h"
 #include "server/core/datasets.h"
+#include "server/core/jobs.h"
+#include "server/core/registry.h"
 #include "server/core/device.h"
 #include "server/core/models/weights_cache.h"
 #include "server/core/store.h"
@@ -54,6 +56,10 @@ class Engine {
     std::chrono::milliseconds startup_timeout{60000};
     // Upload quotas, the free-disk floor and the image caps.
     DatasetLimits datasets;
+    // Decode/augment threads of a training job's loader.
+    int loader_threads = 2;
+    // Start the job worker in Start() (tests of the catalogs turn it off).
+    bool run_jobs = true;
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -82,6 +88,8 @@ class Engine {
   // Valid once ready().
   Store& store() { return *store_; }
   DatasetCatalog& datasets() { return *datasets_; }
+  ModelRegistry& models() { return *models_; }
+  JobQueue& jobs() { return *jobs_; }
 
   // First step of shutdown: stop accepting new work; long-running work and
   // streams observe shutting_down() and finish. Idempotent.
@@ -99,6 +107,8 @@ class Engine {
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<DatasetCatalog> datasets_;
+  std::unique_ptr<ModelRegistry> models_;
+  std::unique_ptr<JobQueue> jobs_;
   ComputeDevice device_;
   std::string instance_id_;
   std::vector<BackboneDescription> backbones_;

@@ -60,6 +60,57 @@ constexpr Migration kMigrations[] = {
         PRIMARY KEY (dataset_id, idx)
       ) STRICT, WITHOUT ROWID;
     )sql"},
+    // The job queue (server/core/jobs.cc) and the model registry
+    // (server/core/registry.cc). JSON columns hold the engine's own types;
+    // *_blob columns hold the API's messages, opaque to the engine.
+    {3, R"sql(
+      CREATE TABLE jobs (
+        id                  TEXT PRIMARY KEY,
+        ord                 INTEGER NOT NULL UNIQUE,
+        kind                INTEGER NOT NULL,
+        state               INTEGER NOT NULL,
+        failure_reason      TEXT NOT NULL,
+        dataset_id          TEXT NOT NULL,
+        base_model          TEXT NOT NULL,
+        spec_blob           BLOB NOT NULL,
+        resolved_blob       BLOB NOT NULL,
+        config              TEXT NOT NULL,
+        create_time_ms      INTEGER NOT NULL,
+        start_time_ms       INTEGER NOT NULL,
+        end_time_ms         INTEGER NOT NULL,
+        progress            TEXT NOT NULL,
+        history             TEXT NOT NULL,
+        trainable           TEXT NOT NULL,
+        evaluations         TEXT NOT NULL,
+        result_model        TEXT NOT NULL,
+        last_event_sequence INTEGER NOT NULL,
+        resumes             INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX jobs_by_state ON jobs (state, ord);
+      CREATE TABLE job_events (
+        job_id  TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        time_ms INTEGER NOT NULL,
+        body    TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+      ) STRICT, WITHOUT ROWID;
+      CREATE TABLE models (
+        id             TEXT PRIMARY KEY,
+        display_name   TEXT NOT NULL,
+        create_time_ms INTEGER NOT NULL,
+        source_job     TEXT NOT NULL,
+        parent         TEXT NOT NULL,
+        spec_blob      BLOB NOT NULL,
+        config         TEXT NOT NULL,
+        classes        TEXT NOT NULL,
+        preprocessing  TEXT NOT NULL,
+        history        TEXT NOT NULL,
+        best_epoch     INTEGER NOT NULL,
+        evaluations    TEXT NOT NULL,
+        size_bytes     INTEGER NOT NULL,
+        parameters     INTEGER NOT NULL
+      ) STRICT;
+    )sql"},
 };
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {

@@ -1,0 +1,233 @@
+#include "server/core/registry.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/catalog_util.h"
+#include "server/core/data_dir.h"
+#include "server/core/status_macros.h"
+#include "server/core/store.h"
+#include "server/core/train/train_json.h"
+
+namespace transferd::core {
+namespace fs = std::filesystem;
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kColumns =
+    "id, display_name, create_time_ms, source_job, parent, spec_blob, config, classes, "
+    "preprocessing, history, best_epoch, evaluations, size_bytes, parameters";
+
+std::string PreprocessingToJson(const PreprocessingInfo& p) {
+  return json({{"mode", p.mode},
+               {"bgr", p.bgr},
+               {"scale", p.scale},
+               {"mean", p.mean},
+               {"std", p.std},
+               {"input_size", p.input_size}})
+      .dump();
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<ModelInfo> ReadRow(const Statement& q, const DataDir& dir) {
+  ModelInfo m;
+  m.id = q.ColumnText(0);
+  m.display_name = q.ColumnText(1);
+  m.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(q.ColumnInt(2)));
+  m.source_job = q.ColumnText(3);
+  m.parent = q.ColumnText(4);
+  m.spec_blob = q.ColumnText(5);
+  TRANSFERD_ASSIGN_OR_RETURN(m.model, train::ModelConfigFromJson(q.ColumnText(6)));
+  try {
+    m.classes = json::parse(q.ColumnText(7)).get<std::vector<std::string>>();
+    const json p = json::parse(q.ColumnText(8));
+    m.preprocessing.mode = p.at("mode").get<std::string>();
+    m.preprocessing.bgr = p.at("bgr").get<bool>();
+    m.preprocessing.scale = p.at("scale").get<float>();
+    m.preprocessing.mean = p.at("mean").get<std::vector<float>>();
+    m.preprocessing.std = p.at("std").get<std::vector<float>>();
+    m.preprocessing.input_size = p.at("input_size").get<int>();
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("model ", m.id, ": stored metadata is malformed: ",
+                                            e.what()));
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(m.history, train::HistoryFromJson(q.ColumnText(9)));
+  m.best_epoch = static_cast<int>(q.ColumnInt(10));
+  TRANSFERD_ASSIGN_OR_RETURN(m.evaluations, train::EvaluationsFromJson(q.ColumnText(11)));
+  m.size_bytes = q.ColumnInt(12);
+  m.parameters = q.ColumnInt(13);
+  m.weights_file = dir.models_dir() / m.id / "weights.safetensors";
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Open(Store& store,
+                                                                   const DataDir& data_dir) {
+  std::unique_ptr<ModelRegistry> registry(new ModelRegistry(store, data_dir));
+  std::set<std::string> known;
+  TRANSFERD_RETURN_IF_ERROR(store.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q, txn.Prepare("SELECT id FROM models"));
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      known.insert(q.ColumnText(0));
+    }
+    return absl::OkStatus();
+  }));
+  // Job checkpoints live in models/jobs/; they belong to the job queue.
+  known.insert("jobs");
+  TRANSFERD_ASSIGN_OR_RETURN(registry->orphans_removed_,
+                             RemoveUncatalogued(data_dir.models_dir(), known));
+  return registry;
+}
+
+absl::StatusOr<ModelInfo> ModelRegistry::Register(ModelInfo info, const fs::path& weights) {
+  if (info.id.empty()) info.id = "m-" + RandomHex(4);
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", info.id));
+  if (info.id == "jobs") {
+    return absl::InvalidArgumentError("model id \"jobs\" is reserved");
+  }
+  if (Get(info.id).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("model \"", info.id, "\" already exists"));
+  }
+  std::error_code ec;
+  const fs::path staging = data_dir_.tmp_dir() / ("model-" + RandomHex(8));
+  fs::create_directories(staging, ec);
+  fs::copy_file(weights, staging / "weights.safetensors", ec);
+  if (ec) {
+    fs::remove_all(staging, ec);
+    return absl::InternalError(absl::StrCat("cannot copy ", weights.string(), ": ", ec.message()));
+  }
+  info.size_bytes = static_cast<int64_t>(fs::file_size(staging / "weights.safetensors", ec));
+  const std::string metadata =
+      json({{"id", info.id},
+            {"classes", info.classes},
+            {"model", json::parse(train::ModelConfigToJson(info.model))},
+            {"preprocessing", json::parse(PreprocessingToJson(info.preprocessing))}})
+          .dump(2);
+  TRANSFERD_RETURN_IF_ERROR(WriteFileAtomically(staging / "model.json", metadata));
+  const fs::path final_dir = data_dir_.models_dir() / info.id;
+  fs::remove_all(final_dir, ec);
+  fs::rename(staging, final_dir, ec);
+  if (ec) {
+    fs::remove_all(staging, ec);
+    return absl::InternalError(absl::StrCat("cannot move the model into ", final_dir.string()));
+  }
+  TRANSFERD_RETURN_IF_ERROR(SyncDirectory(data_dir_.models_dir()));
+  info.weights_file = final_dir / "weights.safetensors";
+  info.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(NowMs()));
+  absl::Status inserted = store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare(absl::StrCat("INSERT INTO models (", kColumns,
+                                              ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
+    q.Bind(1, info.id)
+        .Bind(2, info.display_name.empty() ? info.id : info.display_name)
+        .Bind(3, std::chrono::duration_cast<std::chrono::milliseconds>(
+                     info.create_time.time_since_epoch())
+                     .count())
+        .Bind(4, info.source_job)
+        .Bind(5, info.parent)
+        .BindBlob(6, info.spec_blob)
+        .Bind(7, train::ModelConfigToJson(info.model))
+        .Bind(8, json(info.classes).dump())
+        .Bind(9, PreprocessingToJson(info.preprocessing))
+        .Bind(10, train::HistoryToJson(info.history))
+        .Bind(11, static_cast<int64_t>(info.best_epoch))
+        .Bind(12, train::EvaluationsToJson(info.evaluations))
+        .Bind(13, info.size_bytes)
+        .Bind(14, info.parameters);
+    return q.Run();
+  });
+  if (!inserted.ok()) {
+    fs::remove_all(final_dir, ec);
+    return inserted;
+  }
+  if (info.display_name.empty()) info.display_name = info.id;
+  return info;
+}
+
+absl::StatusOr<ModelInfo> ModelRegistry::Get(const std::string& id) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", id));
+  std::optional<absl::StatusOr<ModelInfo>> found;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare(absl::StrCat("SELECT ", kColumns, " FROM models WHERE id = ?")));
+    q.Bind(1, id);
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) found = ReadRow(q, data_dir_);
+    return absl::OkStatus();
+  }));
+  if (!found.has_value()) return absl::NotFoundError(absl::StrCat("model \"", id, "\" not found"));
+  return *std::move(found);
+}
+
+absl::StatusOr<std::vector<ModelInfo>> ModelRegistry::List(int page_size,
+                                                           const std::string& page_token,
+                                                           std::string* next_page_token) {
+  TRANSFERD_ASSIGN_OR_RETURN(page_size, ClampPageSize(page_size));
+  TRANSFERD_ASSIGN_OR_RETURN(const int64_t offset, ParsePageToken(page_token));
+  std::vector<ModelInfo> out;
+  bool more = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare(absl::StrCat("SELECT ", kColumns,
+                                              " FROM models ORDER BY create_time_ms DESC, id "
+                                              "LIMIT ? OFFSET ?")));
+    q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (static_cast<int>(out.size()) == page_size) {
+        more = true;
+        break;
+      }
+      TRANSFERD_ASSIGN_OR_RETURN(ModelInfo m, ReadRow(q, data_dir_));
+      out.push_back(std::move(m));
+    }
+    return absl::OkStatus();
+  }));
+  if (next_page_token != nullptr) *next_page_token = more ? std::to_string(offset + page_size) : "";
+  return out;
+}
+
+void ModelRegistry::SetInUseCheck(std::function<std::string(const std::string&)> in_use) {
+  std::lock_guard<std::mutex> lock(mu_);
+  in_use_ = std::move(in_use);
+}
+
+absl::Status ModelRegistry::Delete(const std::string& id) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", id));
+  std::function<std::string(const std::string&)> in_use;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use = in_use_;
+  }
+  if (in_use) {
+    const std::string user = in_use(id);
+    if (!user.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model \"", id, "\" is used by ", user));
+    }
+  }
+  bool deleted = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement d, txn.Prepare("DELETE FROM models WHERE id = ?"));
+    d.Bind(1, id);
+    TRANSFERD_RETURN_IF_ERROR(d.Run());
+    deleted = txn.Changes() > 0;
+    return absl::OkStatus();
+  }));
+  if (!deleted) return absl::NotFoundError(absl::StrCat("model \"", id, "\" not found"));
+  std::error_code ec;
+  fs::remove_all(data_dir_.models_dir() / id, ec);
+  return absl::OkStatus();
+}
+
+}  // namespace transferd::core
