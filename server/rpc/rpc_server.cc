@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
 #include "server/rpc/datasets_service.h"
+#include "server/rpc/jobs_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
 #include "server/rpc/unimplemented_services.h"
@@ -57,7 +58,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   server->options_ = options;
 
   std::vector<std::string> implemented = {
-      "transferd.v1.Server", "transferd.v1.Datasets", "grpc.health.v1.Health"};
+      "transferd.v1.Server", "transferd.v1.Datasets", "transferd.v1.Jobs",
+      "transferd.v1.Models", "grpc.health.v1.Health"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
@@ -78,8 +80,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   server->server_service_ =
       std::make_unique<ServerService>(engine, limits, implemented);
   server->datasets_service_ = std::make_unique<DatasetsService>(engine);
-  server->jobs_service_ = std::make_unique<UnimplementedJobsService>();
-  server->models_service_ = std::make_unique<UnimplementedModelsService>();
+  server->jobs_service_ = std::make_unique<JobsService>(engine);
+  server->models_service_ = std::make_unique<ModelsService>(engine);
   server->inference_service_ = std::make_unique<UnimplementedInferenceService>();
 
   grpc::EnableDefaultHealthCheckService(true);

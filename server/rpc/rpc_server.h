@@ -21,8 +21,8 @@ namespace transferd::rpc {
 
 class ServerService;
 class DatasetsService;
-class UnimplementedJobsService;
-class UnimplementedModelsService;
+class JobsService;
+class ModelsService;
 class UnimplementedInferenceService;
 
 class RpcServer {
@@ -63,8 +63,8 @@ class RpcServer {
   int port_ = 0;
   std::unique_ptr<ServerService> server_service_;
   std::unique_ptr<DatasetsService> datasets_service_;
-  std::unique_ptr<UnimplementedJobsService> jobs_service_;
-  std::unique_ptr<UnimplementedModelsService> models_service_;
+  std::unique_ptr<JobsService> jobs_service_;
+  std::unique_ptr<ModelsService> models_service_;
   std::unique_ptr<UnimplementedInferenceService> inference_service_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;

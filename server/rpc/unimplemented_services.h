@@ -5,57 +5,37 @@
 #pragma once
 
 #include "transferd/v1/inference.grpc.pb.h"
-#include "transferd/v1/jobs.grpc.pb.h"
-#include "transferd/v1/models.grpc.pb.h"
 
 namespace transferd::rpc {
 
 namespace v1 = ::transferd::v1;
 
-class UnimplementedJobsService final : public v1::Jobs::CallbackService {
+// UNIMPLEMENTED naming "transferd.v1.<method>".
+grpc::Status Unimplemented(const char* method);
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx,
+                                      const char* method);
+
+// Reactors that finish at once with UNIMPLEMENTED. Finish may be called
+// before gRPC binds the reactor; the operation is queued until then.
+template <class Request>
+class FinishedReader final : public grpc::ServerReadReactor<Request> {
  public:
-  grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext*,
-                                      const v1::CreateJobRequest*,
-                                      v1::Job*) override;
-  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext*,
-                                   const v1::GetJobRequest*, v1::Job*) override;
-  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext*,
-                                     const v1::ListJobsRequest*,
-                                     v1::ListJobsResponse*) override;
-  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext*,
-                                      const v1::CancelJobRequest*,
-                                      v1::Job*) override;
-  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(
-      grpc::CallbackServerContext*, const v1::WatchJobRequest*) override;
-  grpc::ServerUnaryReactor* ListJobPredictions(
-      grpc::CallbackServerContext*, const v1::ListJobPredictionsRequest*,
-      v1::ListJobPredictionsResponse*) override;
+  explicit FinishedReader(const char* method) { this->Finish(Unimplemented(method)); }
+  void OnDone() override { delete this; }
 };
 
-class UnimplementedModelsService final : public v1::Models::CallbackService {
+template <class Response>
+class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
  public:
-  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext*,
-                                     const v1::GetModelRequest*,
-                                     v1::Model*) override;
-  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext*,
-                                       const v1::ListModelsRequest*,
-                                       v1::ListModelsResponse*) override;
-  grpc::ServerUnaryReactor* DeleteModel(grpc::CallbackServerContext*,
-                                        const v1::DeleteModelRequest*,
-                                        google::protobuf::Empty*) override;
-  grpc::ServerUnaryReactor* SetAlias(grpc::CallbackServerContext*,
-                                     const v1::SetAliasRequest*,
-                                     v1::Alias*) override;
-  grpc::ServerUnaryReactor* DeleteAlias(grpc::CallbackServerContext*,
-                                        const v1::DeleteAliasRequest*,
-                                        google::protobuf::Empty*) override;
-  grpc::ServerUnaryReactor* ListAliases(grpc::CallbackServerContext*,
-                                        const v1::ListAliasesRequest*,
-                                        v1::ListAliasesResponse*) override;
-  grpc::ServerWriteReactor<v1::ExportModelChunk>* ExportModel(
-      grpc::CallbackServerContext*, const v1::ExportModelRequest*) override;
-  grpc::ServerReadReactor<v1::ImportModelRequest>* ImportModel(
-      grpc::CallbackServerContext*, v1::Model*) override;
+  explicit FinishedWriter(const char* method) { this->Finish(Unimplemented(method)); }
+  void OnDone() override { delete this; }
+};
+
+template <class Request, class Response>
+class FinishedBidi final : public grpc::ServerBidiReactor<Request, Response> {
+ public:
+  explicit FinishedBidi(const char* method) { this->Finish(Unimplemented(method)); }
+  void OnDone() override { delete this; }
 };
 
 class UnimplementedInferenceService final

@@ -109,13 +109,13 @@ TEST(ServerLifecycleTest, ContractServicesNotYetBuiltAnswerUnimplemented) {
   auto channel = ChannelFor(server);
 
   {  // unary
-    auto stub = v1::Jobs::NewStub(channel);
+    auto stub = v1::Inference::NewStub(channel);
     grpc::ClientContext ctx;
     Deadline(ctx);
-    v1::Job job;
-    grpc::Status s = stub->GetJob(&ctx, v1::GetJobRequest(), &job);
+    v1::PredictResponse response;
+    grpc::Status s = stub->Predict(&ctx, v1::PredictRequest(), &response);
     EXPECT_EQ(s.error_code(), grpc::UNIMPLEMENTED);
-    EXPECT_THAT(s.error_message(), HasSubstr("transferd.v1.Jobs.GetJob"));
+    EXPECT_THAT(s.error_message(), HasSubstr("transferd.v1.Inference.Predict"));
   }
   {  // client stream
     auto stub = v1::Models::NewStub(channel);
