@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include <google/protobuf/empty.pb.h>
@@ -203,6 +206,20 @@ std::string DatasetName(std::string_view id_or_name) {
   return absl::StrCat("datasets/", s);
 }
 
+std::string JobName(std::string_view id_or_name) {
+  const std::string s(id_or_name);
+  if (absl::StartsWith(s, "jobs/")) return s;
+  return absl::StrCat("jobs/", s);
+}
+
+std::string ModelName(std::string_view id_or_name) {
+  const std::string s(id_or_name);
+  if (absl::StartsWith(s, "models/") || absl::StartsWith(s, "aliases/")) {
+    return s;
+  }
+  return absl::StrCat("models/", s);
+}
+
 absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
   if (!files.ok()) return files.status();
@@ -308,6 +325,10 @@ absl::StatusOr<std::string> DescribeLayout(const fs::path& dir) {
 std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  // A restarted server is found again within a couple of seconds (gRPC's
+  // default reconnect backoff grows to two minutes): WatchJob relies on it.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto stubs = std::make_unique<Stubs>();
   stubs->channel = grpc::CreateCustomChannel(
       options.address, grpc::InsecureChannelCredentials(), args);
@@ -526,6 +547,22 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   return finish();
 }
 
+absl::StatusOr<v1::Job> Client::CreateJob(const v1::CreateJobRequest& request) {
+  return Unary<v1::Job>(options_, stubs_->channel,
+                        [&](grpc::ClientContext* ctx, v1::Job* out) {
+                          return stubs_->jobs->CreateJob(ctx, request, out);
+                        });
+}
+
+absl::StatusOr<v1::Job> Client::GetJob(const std::string& name) {
+  v1::GetJobRequest request;
+  request.set_name(name);
+  return Unary<v1::Job>(options_, stubs_->channel,
+                        [&](grpc::ClientContext* ctx, v1::Job* out) {
+                          return stubs_->jobs->GetJob(ctx, request, out);
+                        });
+}
+
 absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(
     const v1::ListJobsRequest& request) {
   return Unary<v1::ListJobsResponse>(
@@ -535,6 +572,165 @@ absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(
       });
 }
 
+absl::StatusOr<v1::Job> Client::CancelJob(const std::string& name) {
+  v1::CancelJobRequest request;
+  request.set_name(name);
+  return Unary<v1::Job>(options_, stubs_->channel,
+                        [&](grpc::ClientContext* ctx, v1::Job* out) {
+                          return stubs_->jobs->CancelJob(ctx, request, out);
+                        });
+}
+
+namespace {
+
+// Calls ctx->TryCancel() as soon as *cancel turns true, from a helper
+// thread polling every 50 ms, until the guard is destroyed. Nothing runs
+// when cancel is null.
+class CancelGuard {
+ public:
+  CancelGuard(grpc::ClientContext* ctx, const std::atomic<bool>* cancel) {
+    if (cancel == nullptr) return;
+    thread_ = std::thread([this, ctx, cancel] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!done_) {
+        if (cancel->load(std::memory_order_relaxed)) {
+          ctx->TryCancel();
+          return;
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+    });
+  }
+  ~CancelGuard() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  CancelGuard(const CancelGuard&) = delete;
+  CancelGuard& operator=(const CancelGuard&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+std::string Seconds(std::chrono::milliseconds ms) {
+  const double s = static_cast<double>(ms.count()) / 1000;
+  return s == static_cast<double>(static_cast<int64_t>(s))
+             ? absl::StrCat(static_cast<int64_t>(s))
+             : absl::StrCat(s);
+}
+
+}  // namespace
+
+absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
+                              bool follow, const JobEventCallback& on_event,
+                              const WatchOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  const auto cancelled = [&] {
+    return options.cancel != nullptr &&
+           options.cancel->load(std::memory_order_relaxed);
+  };
+  const auto stopped = [] {
+    return absl::CancelledError("watch stopped; the job is not affected");
+  };
+  int64_t last = after_sequence;
+  // When the current outage began; unset while the stream is healthy.
+  std::optional<Clock::time_point> broken_since;
+  std::chrono::milliseconds backoff = options.initial_backoff;
+  for (int attempt = 0;; ++attempt) {
+    if (cancelled()) return stopped();
+    grpc::ClientContext ctx;
+    v1::WatchJobRequest request;
+    request.set_name(name);
+    request.set_after_sequence(last);
+    request.set_follow(follow);
+    bool received = false;
+    grpc::Status status;
+    {
+      CancelGuard guard(&ctx, options.cancel);
+      std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
+          stubs_->jobs->WatchJob(&ctx, request);
+      v1::JobEvent event;
+      while (reader->Read(&event)) {
+        received = true;
+        // The server sends each event once; a resent one is skipped anyway,
+        // so a reconnect never shows an event twice.
+        if (event.sequence() <= last) continue;
+        last = event.sequence();
+        if (on_event) on_event(event);
+      }
+      status = reader->Finish();
+    }
+    if (cancelled()) return stopped();
+    if (status.ok()) return absl::OkStatus();
+    if (status.error_code() != grpc::UNAVAILABLE) {
+      return FromGrpc(status, options_.address, true);
+    }
+    // UNAVAILABLE: the server went away (shutdown, restart, network) or is
+    // not ready yet. Nothing reachable at the very first attempt is the
+    // usual "cannot reach" error, at once.
+    // (The server's own "starting or shutting down" answer proves it was
+    // reached: that one is retried.)
+    if (attempt == 0 && !received && !Connected(stubs_->channel) &&
+        !absl::StrContains(status.error_message(), "shutting down")) {
+      return FromGrpc(status, options_.address, false);
+    }
+    const Clock::time_point now = Clock::now();
+    if (received || !broken_since.has_value()) {
+      broken_since = now;
+      backoff = options.initial_backoff;
+    }
+    const Clock::time_point give_up = *broken_since + options.reconnect_for;
+    const auto lost = [&] {
+      return absl::UnavailableError(absl::StrCat(
+          "lost the event stream of ", name, " from transferd at ",
+          options_.address, " and could not get it back within ",
+          Seconds(options.reconnect_for), " s (", status.error_message(),
+          "); the server is gone or unreachable"));
+    };
+    if (now >= give_up) return lost();
+    if (options.on_reconnect) {
+      options.on_reconnect(absl::UnavailableError(status.error_message()),
+                           last);
+    }
+    // Pause (in slices, to notice a cancel), then wait for the channel to
+    // connect again, up to the end of the budget.
+    const Clock::time_point resume = std::min(now + backoff, give_up);
+    backoff = std::min(backoff * 2, options.max_backoff);
+    while (Clock::now() < resume) {
+      if (cancelled()) return stopped();
+      std::this_thread::sleep_for(std::min<Clock::duration>(
+          std::chrono::milliseconds(50), resume - Clock::now()));
+    }
+    // (gRPC deadlines are system_clock time points.)
+    const auto slice = [&] {
+      return std::chrono::system_clock::now() +
+             std::min<Clock::duration>(std::chrono::milliseconds(100),
+                                       give_up - Clock::now());
+    };
+    while (!stubs_->channel->WaitForConnected(slice())) {
+      if (cancelled()) return stopped();
+      if (Clock::now() >= give_up) return lost();
+    }
+  }
+}
+
+absl::StatusOr<v1::Model> Client::GetModel(const std::string& name) {
+  v1::GetModelRequest request;
+  request.set_name(name);
+  return Unary<v1::Model>(options_, stubs_->channel,
+                          [&](grpc::ClientContext* ctx, v1::Model* out) {
+                            return stubs_->models->GetModel(ctx, request, out);
+                          });
+}
+
 absl::StatusOr<v1::ListModelsResponse> Client::ListModels(
     const v1::ListModelsRequest& request) {
   return Unary<v1::ListModelsResponse>(
@@ -542,6 +738,17 @@ absl::StatusOr<v1::ListModelsResponse> Client::ListModels(
       [&](grpc::ClientContext* ctx, v1::ListModelsResponse* out) {
         return stubs_->models->ListModels(ctx, request, out);
       });
+}
+
+absl::Status Client::DeleteModel(const std::string& name) {
+  v1::DeleteModelRequest request;
+  request.set_name(name);
+  return Unary<google::protobuf::Empty>(
+             options_, stubs_->channel,
+             [&](grpc::ClientContext* ctx, google::protobuf::Empty* out) {
+               return stubs_->models->DeleteModel(ctx, request, out);
+             })
+      .status();
 }
 
 }  // namespace transferd::client

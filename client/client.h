@@ -90,6 +90,32 @@ absl::StatusOr<std::string> DescribeLayout(const std::filesystem::path& dir);
 
 // "ID" or "datasets/ID" -> "datasets/ID".
 std::string DatasetName(std::string_view id_or_name);
+// "ID" or "jobs/ID" -> "jobs/ID".
+std::string JobName(std::string_view id_or_name);
+// "ID" or "models/ID" -> "models/ID"; "aliases/NAME" is kept as it is.
+std::string ModelName(std::string_view id_or_name);
+
+// Called for every event of a watched job, in sequence order, each exactly
+// once (also across reconnects).
+using JobEventCallback = std::function<void(const transferd::v1::JobEvent&)>;
+
+// How WatchJob behaves when the stream breaks.
+struct WatchOptions {
+  // Reconnect attempts after a dropped stream (UNAVAILABLE: the server
+  // restarted or the network hiccuped) stop after this long without getting
+  // the stream back; then WatchJob returns UNAVAILABLE.
+  std::chrono::milliseconds reconnect_for{30000};
+  // First pause between attempts; doubled each time up to max_backoff.
+  std::chrono::milliseconds initial_backoff{250};
+  std::chrono::milliseconds max_backoff{4000};
+  // When set and it turns true, the watch ends (within ~50 ms) with
+  // CANCELLED; the job itself is not touched.
+  const std::atomic<bool>* cancel = nullptr;
+  // Told about each reconnect attempt: why the stream broke, and the
+  // sequence it resumes after. May be empty.
+  std::function<void(const absl::Status& why, int64_t after_sequence)>
+      on_reconnect;
+};
 
 class Client {
  public:
@@ -119,10 +145,32 @@ class Client {
   // options.deadline says so. `progress` may be empty.
   absl::StatusOr<transferd::v1::UploadDatasetResponse> UploadDataset(
       const UploadOptions& options, const ProgressCallback& progress = {});
+
+  // Validates and queues a job; INVALID_ARGUMENT names the spec field.
+  absl::StatusOr<transferd::v1::Job> CreateJob(
+      const transferd::v1::CreateJobRequest& request);
+  // `name` is "jobs/{id}".
+  absl::StatusOr<transferd::v1::Job> GetJob(const std::string& name);
   absl::StatusOr<transferd::v1::ListJobsResponse> ListJobs(
       const transferd::v1::ListJobsRequest& request);
+  // Requests cancellation; returns the job as it is now.
+  absl::StatusOr<transferd::v1::Job> CancelJob(const std::string& name);
+  // Streams the events of job `name` with sequence > after_sequence to
+  // `on_event`: the stored ones, then (with follow) live ones until the job
+  // ends. Returns OK when the server ended the stream normally (after the
+  // terminal state event when following). A dropped stream is resumed after
+  // the last sequence delivered, so no event is lost or repeated, for up to
+  // options.reconnect_for; a server that cannot be reached at the first
+  // attempt is an error at once (UNAVAILABLE). No deadline applies.
+  absl::Status WatchJob(const std::string& name, int64_t after_sequence,
+                        bool follow, const JobEventCallback& on_event,
+                        const WatchOptions& options = {});
+
+  // `name` is "models/{id}" (or "aliases/{alias}").
+  absl::StatusOr<transferd::v1::Model> GetModel(const std::string& name);
   absl::StatusOr<transferd::v1::ListModelsResponse> ListModels(
       const transferd::v1::ListModelsRequest& request);
+  absl::Status DeleteModel(const std::string& name);
 
  private:
   struct Stubs;

@@ -1,8 +1,9 @@
 // transferctl: the command-line client of transferd.
 //
-// Exit codes: 0 success; 1 the server answered with an error; 2 usage error;
-// 3 server unreachable or unavailable; 4 health check answered but the
-// server (or the named service) is not SERVING.
+// Exit codes: 0 success; 1 the server answered with an error (or a followed
+// job failed or was cancelled); 2 usage error; 3 server unreachable or
+// unavailable; 4 health check answered but the server (or the named
+// service) is not SERVING. Ctrl-C while following a job detaches: exit 0.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,10 +12,13 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +26,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -44,8 +50,9 @@ enum ExitCode {
 };
 
 constexpr char kExitCodesHelp[] =
-    "Exit codes: 0 success, 1 server error, 2 usage error, 3 server "
-    "unreachable or unavailable, 4 not serving.\n"
+    "Exit codes: 0 success, 1 server error (or the followed job failed or "
+    "was\ncancelled), 2 usage error, 3 server unreachable or unavailable, 4 "
+    "not serving.\n"
     "The server address comes from --server or TRANSFERD_ADDR "
     "(default 127.0.0.1:50051).";
 
@@ -577,31 +584,906 @@ int DatasetsRemove(const Globals& g, const std::string& name) {
   return kOk;
 }
 
-int JobsList(const Globals& g) {
+constexpr char kTrainHelp[] =
+    "Examples:\n"
+    "  transferctl train cats-and-dogs --recipe keras-book\n"
+    "      VGG16 at 150 px, Flatten + Dense(256) + Dropout(0.5), 30 frozen\n"
+    "      epochs, then block5 fine-tuned for 100 (Chollet's book)\n"
+    "  transferctl train cats-and-dogs --recipe tf-tutorial --epochs 5 "
+    "--fine-tune-epochs 5\n"
+    "  transferctl train datasets/small --backbone mobilenet --alpha 0.25 "
+    "--weights none \\\n"
+    "      --input-size 32 --epochs 2 --batch-size 4 --augment none "
+    "--hidden-units 8\n"
+    "  transferctl train flowers --spec flowers.json --lr 3e-4 --detach\n"
+    "Flags override --spec, which overrides the recipe, field by field. "
+    "--epochs,\n--batch-size, --lr, --optimizer, --momentum, --augment and "
+    "--trainable-from set\nstage 1; --fine-tune-* set stage 2. The server "
+    "checks the values and names the\nfield it rejects "
+    "(spec.stages[0].optimizer.learning_rate must be > 0).\n"
+    "Without --detach the job is followed to its end: exit code 0 when it "
+    "succeeds,\n1 when it fails or is cancelled. Ctrl-C detaches (exit code "
+    "0) without\ncancelling; transferctl jobs watch JOB picks it up again.";
+
+constexpr char kFinetuneHelp[] =
+    "Examples:\n"
+    "  transferctl finetune cats-vgg16 cats-and-dogs --trainable-from "
+    "block5_conv1 \\\n"
+    "      --optimizer rmsprop --lr 1e-5 --epochs 20\n"
+    "  transferctl finetune models/cats-vgg16 more-cats --epochs 5 --detach\n"
+    "The network is the base model's; the flags set its training stages as "
+    "for train.";
+
+constexpr char kWatchHelp[] =
+    "Examples:\n"
+    "  transferctl jobs watch cats-vgg16\n"
+    "  transferctl --json jobs watch cats-vgg16 --from-start > events.jsonl\n"
+    "Progress prints like Keras' fit(): a bar redrawn in place on a "
+    "terminal, whole\nlines otherwise; --json prints each event as one line "
+    "of protobuf JSON. A\ndropped connection is resumed where it stopped "
+    "(for up to 30 s). Exit code 0\nwhen the job succeeds (or on Ctrl-C, "
+    "which detaches and leaves the job\nrunning), 1 when it fails or is "
+    "cancelled.";
+
+// ---- jobs and models -------------------------------------------------------
+
+// "JOB_STATE_SUCCEEDED" -> "SUCCEEDED", "JOB_KIND_FINE_TUNE" -> "FINE_TUNE".
+std::string StateText(v1::JobState state) {
+  std::string name = v1::JobState_Name(state);
+  absl::string_view view = name;
+  absl::ConsumePrefix(&view, "JOB_STATE_");
+  return std::string(view);
+}
+
+std::string KindText(v1::JobKind kind) {
+  std::string name = v1::JobKind_Name(kind);
+  absl::string_view view = name;
+  absl::ConsumePrefix(&view, "JOB_KIND_");
+  return std::string(view);
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+// 1234567 -> "1,234,567".
+std::string Thousands(int64_t n) {
+  std::string digits = absl::StrCat(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+// A timestamp as "2024-05-01 12:34:56Z" (UTC); "-" when unset.
+std::string When(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  const time_t seconds = static_cast<time_t>(t.seconds());
+  struct tm tm {};
+  gmtime_r(&seconds, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Keras' ETA format: "41s", "3:05", "1:02:03".
+std::string KerasEta(double seconds) {
+  if (!(seconds >= 0)) seconds = 0;
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) {
+    return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  }
+  if (s >= 60) return absl::StrFormat("%d:%02d", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+// A learning rate or similar: "0.0001" -> "1e-04", 0.5 -> "0.5".
+std::string Num(double v) { return absl::StrFormat("%g", v); }
+
+std::string OptimizerText(const v1::OptimizerSpec& o) {
+  std::string kind;
+  switch (o.kind()) {
+    case v1::OptimizerSpec::KIND_RMSPROP: kind = "rmsprop"; break;
+    case v1::OptimizerSpec::KIND_ADAM: kind = "adam"; break;
+    case v1::OptimizerSpec::KIND_SGD: kind = "sgd"; break;
+    default: kind = "default optimizer"; break;
+  }
+  if (o.has_learning_rate()) absl::StrAppend(&kind, " lr ", Num(o.learning_rate()));
+  if (o.has_momentum() && o.momentum() != 0) {
+    absl::StrAppend(&kind, " momentum ", Num(o.momentum()));
+  }
+  return kind;
+}
+
+std::string AugmentText(const v1::AugmentationSpec& a) {
+  if (!a.preset().empty()) return a.preset();
+  if (a.has_enabled() && !a.enabled()) return "off";
+  std::vector<std::string> parts;
+  if (a.rotation_range() != 0) parts.push_back("rotation " + Num(a.rotation_range()));
+  if (a.width_shift_range() != 0 || a.height_shift_range() != 0) {
+    parts.push_back(absl::StrCat("shift ", Num(a.width_shift_range()), "/",
+                                 Num(a.height_shift_range())));
+  }
+  if (a.shear_range() != 0) parts.push_back("shear " + Num(a.shear_range()));
+  if (a.zoom_range() != 0) parts.push_back("zoom " + Num(a.zoom_range()));
+  if (a.horizontal_flip()) parts.push_back("horizontal flip");
+  if (a.vertical_flip()) parts.push_back("vertical flip");
+  if (parts.empty()) return a.has_enabled() ? "on" : "default";
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string StageText(const v1::StageSpec& s) {
+  std::vector<std::string> parts;
+  if (!s.trainable_from().empty()) {
+    parts.push_back("trainable from " + s.trainable_from());
+  }
+  parts.push_back(OptimizerText(s.optimizer()));
+  if (s.has_epochs()) {
+    parts.push_back(absl::StrCat(s.epochs(), s.epochs() == 1 ? " epoch" : " epochs"));
+  }
+  if (s.has_batch_size()) parts.push_back(absl::StrCat("batch ", s.batch_size()));
+  parts.push_back("augmentation " + AugmentText(s.augmentation()));
+  if (!s.early_stopping().monitor().empty()) {
+    parts.push_back(absl::StrCat("early stopping on ", s.early_stopping().monitor(),
+                                 ", patience ", s.early_stopping().patience()));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
+std::string ModelSpecText(const v1::ModelSpec& m) {
+  if (m.backbone().empty()) return "";
+  std::string out = m.backbone();
+  if (m.has_alpha() &&
+      (absl::StartsWith(m.backbone(), "mobilenet") || m.alpha() != 1)) {
+    absl::StrAppend(&out, " (alpha ", Num(m.alpha()), ")");
+  }
+  if (!m.weights().empty()) absl::StrAppend(&out, ", weights ", m.weights());
+  if (m.has_input_size()) absl::StrAppend(&out, ", ", m.input_size(), " px");
+  if (m.precision() == v1::PRECISION_FP32) absl::StrAppend(&out, ", fp32");
+  if (m.precision() == v1::PRECISION_BF16) absl::StrAppend(&out, ", bf16");
+  const v1::HeadSpec& h = m.head();
+  std::vector<std::string> head;
+  if (h.pooling() == v1::POOLING_FLATTEN) head.push_back("flatten");
+  if (h.pooling() == v1::POOLING_GLOBAL_AVERAGE) head.push_back("global average");
+  if (h.has_hidden_units() && h.hidden_units() > 0) {
+    head.push_back(absl::StrCat("dense ", h.hidden_units()));
+  }
+  if (h.has_dropout() && h.dropout() > 0) head.push_back("dropout " + Num(h.dropout()));
+  if (!head.empty()) absl::StrAppend(&out, "; head ", absl::StrJoin(head, " + "));
+  return out;
+}
+
+std::string TrainableText(const v1::TrainableSummary& t) {
+  return absl::StrFormat("%s trainable tensors, %s trainable params, %s non-trainable",
+                         Thousands(t.trainable_tensors()),
+                         Thousands(t.trainable_parameters()),
+                         Thousands(t.non_trainable_parameters()));
+}
+
+int TotalEpochs(const v1::Job& job) {
+  if (job.progress().epochs() > 0) return job.progress().epochs();
+  int total = 0;
+  for (const v1::StageSpec& s : job.resolved_spec().stages()) total += s.epochs();
+  return total;
+}
+
+std::string OneLineJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = false;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// Prints a job's events the way Keras' fit() prints progress: "Epoch 3/30",
+// then on a terminal a bar redrawn in place, and a summary line per epoch.
+// Off a terminal only whole lines (no \r): per epoch its header and
+// summary, plus stage, state, checkpoint, log and evaluation lines. With
+// --json each event is one line of protobuf JSON.
+class WatchPrinter {
+ public:
+  WatchPrinter(bool tty, bool json, const v1::Job& job)
+      : tty_(tty), json_(json), job_(job), total_epochs_(TotalEpochs(job)) {}
+
+  void Event(const v1::JobEvent& e) {
+    reconnecting_ = false;
+    if (json_) {
+      std::cout << OneLineJson(e) << '\n' << std::flush;
+      if (e.has_state_changed()) NoteState(e.state_changed());
+      return;
+    }
+    switch (e.event_case()) {
+      case v1::JobEvent::kStep: Step(e.step()); break;
+      case v1::JobEvent::kEpochEnd: EpochEnd(e.epoch_end()); break;
+      case v1::JobEvent::kStageStarted: Stage(e.stage_started()); break;
+      case v1::JobEvent::kStateChanged: State(e.state_changed()); break;
+      case v1::JobEvent::kCheckpointSaved: {
+        const v1::CheckpointSaved& c = e.checkpoint_saved();
+        Line(absl::StrFormat("checkpoint: epoch %d, %s", c.epoch(), HumanBytes(c.bytes())),
+             /*dim=*/true);
+        break;
+      }
+      case v1::JobEvent::kEvaluation: Evaluation(e.evaluation()); break;
+      case v1::JobEvent::kLog:
+        Line(absl::StrCat(e.log().level().empty() ? "info" : e.log().level(), ": ",
+                          e.log().message()),
+             e.log().level() != "warning");
+        break;
+      default: break;
+    }
+    std::cout << std::flush;
+  }
+
+  // The stream broke; told once per outage, on stderr.
+  void Reconnecting(const absl::Status& why, int64_t after) {
+    if (reconnecting_) return;
+    reconnecting_ = true;
+    CloseBar();
+    std::cout << std::flush;
+    std::fprintf(stderr,
+                 "transferctl: connection lost (%s); reconnecting, resuming after "
+                 "event %lld\n",
+                 std::string(why.message()).c_str(), static_cast<long long>(after));
+  }
+
+  // Ends a bar being drawn, so what follows starts on its own line.
+  void CloseBar() {
+    if (bar_open_) {
+      std::cout << "\r\033[K";
+      bar_open_ = false;
+    }
+  }
+
+  std::optional<v1::JobState> final_state() const { return final_state_; }
+  const std::string& final_message() const { return final_message_; }
+
+ private:
+  void Line(const std::string& text, bool dim = false) {
+    CloseBar();
+    if (tty_ && dim) {
+      std::cout << "\033[2m" << text << "\033[0m\n";
+    } else {
+      std::cout << text << '\n';
+    }
+  }
+
+  void EpochHeader(int epoch) {
+    if (header_epoch_ == epoch) return;
+    header_epoch_ = epoch;
+    Line(total_epochs_ > 0 ? absl::StrFormat("Epoch %d/%d", epoch, total_epochs_)
+                           : absl::StrFormat("Epoch %d", epoch));
+  }
+
+  void Step(const v1::StepProgress& s) {
+    steps_ = s.steps();
+    if (!tty_) return;  // pipes get the epoch's summary line only
+    EpochHeader(s.epoch());
+    const int width = static_cast<int>(absl::StrCat(s.steps()).size());
+    std::cout << absl::StrFormat("\r%*d/%d %s - ETA: %s - loss: %.4f - accuracy: %.4f\033[K",
+                                 width, s.step(), s.steps(), Bar(s.step(), s.steps()),
+                                 KerasEta(s.eta_seconds()), s.loss(), s.accuracy());
+    bar_open_ = true;
+  }
+
+  static std::string Bar(int64_t step, int64_t steps) {
+    constexpr int64_t kWidth = 30;
+    const int64_t filled =
+        steps > 0 ? std::min<int64_t>(kWidth, kWidth * step / steps) : 0;
+    std::string bar = "[";
+    if (filled > 0) {
+      bar += std::string(static_cast<size_t>(filled - 1), '=');
+      bar += step < steps ? '>' : '=';
+    }
+    bar += std::string(static_cast<size_t>(kWidth - filled), '.');
+    bar += ']';
+    return bar;
+  }
+
+  void EpochEnd(const v1::EpochMetrics& m) {
+    EpochHeader(m.epoch());
+    std::string line;
+    if (steps_ > 0) line = absl::StrFormat("%d/%d - ", steps_, steps_);
+    absl::StrAppend(&line, absl::StrFormat("%ds - loss: %.4f - accuracy: %.4f",
+                                           static_cast<int64_t>(m.seconds() + 0.5),
+                                           m.loss(), m.accuracy()));
+    if (m.has_val_loss()) absl::StrAppend(&line, absl::StrFormat(" - val_loss: %.4f", m.val_loss()));
+    if (m.has_val_accuracy()) {
+      absl::StrAppend(&line, absl::StrFormat(" - val_accuracy: %.4f", m.val_accuracy()));
+    }
+    Line(line);
+    steps_ = 0;
+  }
+
+  void Stage(const v1::StageStarted& s) {
+    const int stages = job_.resolved_spec().stages_size();
+    std::string head = stages > 0 ? absl::StrFormat("Stage %d/%d", s.stage() + 1, stages)
+                                  : absl::StrFormat("Stage %d", s.stage() + 1);
+    if (!s.name().empty()) absl::StrAppend(&head, " \"", s.name(), "\"");
+    absl::StrAppend(&head, ": ", TrainableText(s.trainable()),
+                    s.uses_feature_cache() ? "; backbone features cached"
+                                           : "; no feature cache");
+    Line(head);
+    const v1::StageSpec* spec = s.has_spec() ? &s.spec() : nullptr;
+    if (spec == nullptr && s.stage() >= 0 && s.stage() < stages) {
+      spec = &job_.resolved_spec().stages(s.stage());
+    }
+    if (spec != nullptr) Line("  " + StageText(*spec));
+  }
+
+  void NoteState(const v1::StateChanged& s) {
+    if (IsTerminal(s.state())) {
+      final_state_ = s.state();
+      final_message_ = s.message();
+    }
+  }
+
+  void State(const v1::StateChanged& s) {
+    NoteState(s);
+    std::string line = "state: " + StateText(s.state());
+    if (!s.message().empty()) absl::StrAppend(&line, " (", s.message(), ")");
+    Line(line);
+  }
+
+  void Evaluation(const v1::Evaluation& e) {
+    std::string line = absl::StrFormat("evaluation %s: %d examples - loss: %.4f - accuracy: %.4f",
+                                       e.split(), e.examples(), e.loss(), e.accuracy());
+    if (e.roc_auc() > 0) absl::StrAppend(&line, absl::StrFormat(" - roc_auc: %.4f", e.roc_auc()));
+    Line(line);
+  }
+
+  const bool tty_;
+  const bool json_;
+  const v1::Job job_;
+  const int total_epochs_;
+  int header_epoch_ = 0;
+  int64_t steps_ = 0;
+  bool bar_open_ = false;
+  bool reconnecting_ = false;
+  std::optional<v1::JobState> final_state_;
+  std::string final_message_;
+};
+
+// Set by the first Ctrl-C of a watch: the watch ends, the job keeps running.
+// The handler then restores the default, so a second Ctrl-C kills.
+std::atomic<bool> g_detach{false};
+void OnWatchInterrupt(int) {
+  g_detach.store(true);
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// Follows `job` from after `after` to its end, printing as WatchPrinter
+// does. Exit code: 0 SUCCEEDED (or detached with Ctrl-C), 1 FAILED or
+// CANCELLED, else as Fail().
+int FollowJob(const Globals& g, Client& client, const v1::Job& job, int64_t after) {
+  const bool tty = !g.json && isatty(STDOUT_FILENO) == 1;
+  WatchPrinter printer(tty, g.json, job);
+  transferd::client::WatchOptions options;
+  options.cancel = &g_detach;
+  options.on_reconnect = [&](const absl::Status& why, int64_t seq) {
+    printer.Reconnecting(why, seq);
+  };
+  g_detach.store(false);
+  std::signal(SIGINT, OnWatchInterrupt);
+  absl::Status status = client.WatchJob(
+      job.name(), after, /*follow=*/true,
+      [&](const v1::JobEvent& e) { printer.Event(e); }, options);
+  std::signal(SIGINT, SIG_DFL);
+  printer.CloseBar();
+  std::cout << std::flush;
+  if (g_detach.load()) {
+    // On a terminal the line holding "^C" is ended first.
+    std::fprintf(stderr, "%sdetached; the job keeps running: transferctl jobs watch %s\n",
+                 isatty(STDERR_FILENO) == 1 ? "\n" : "", job.name().c_str());
+    return kOk;
+  }
+  if (!status.ok()) {
+    if (transferd::client::IsUnreachable(status)) {
+      std::fprintf(stderr, "transferctl: %s\nthe job may still be running: transferctl jobs watch %s\n",
+                   std::string(status.message()).c_str(), job.name().c_str());
+      return kUnreachable;
+    }
+    return Fail(status);
+  }
+  // The stream ended after the terminal state event; the job as it ended
+  // says which model it made.
+  std::optional<v1::JobState> state = printer.final_state();
+  std::string message = printer.final_message();
+  absl::StatusOr<v1::Job> now = client.GetJob(job.name());
+  if (now.ok()) {
+    if (!state.has_value() || IsTerminal(now->state())) state = now->state();
+    if (!now->failure_reason().empty()) message = now->failure_reason();
+  }
+  if (!state.has_value()) {
+    if (!now.ok()) return Fail(now.status());
+    return kOk;
+  }
+  switch (*state) {
+    case v1::JOB_STATE_SUCCEEDED:
+      if (!g.json && now.ok() && !now->result_model().empty()) {
+        std::cout << "model: " << now->result_model() << "\n";
+      }
+      return kOk;
+    case v1::JOB_STATE_FAILED:
+      std::fprintf(stderr, "transferctl: %s failed: %s\n", job.name().c_str(),
+                   message.empty() ? "no reason given" : message.c_str());
+      return kServerError;
+    case v1::JOB_STATE_CANCELLED:
+      std::fprintf(stderr, "transferctl: %s was cancelled\n", job.name().c_str());
+      return kServerError;
+    default:
+      return kOk;
+  }
+}
+
+// CLI options whose presence matters (a flag given overrides --spec and the
+// recipe; one not given leaves them alone).
+template <class T>
+struct Flag {
+  T value{};
+  CLI::Option* option = nullptr;
+  bool set() const { return option != nullptr && option->count() > 0; }
+};
+
+template <class T>
+CLI::Option* AddFlag(CLI::App* cmd, const std::string& name, Flag<T>& flag,
+                     const std::string& help) {
+  flag.option = cmd->add_option(name, flag.value, help);
+  return flag.option;
+}
+
+struct SpecArgs {
+  std::string dataset;
+  std::string model;
+  Flag<std::string> recipe, backbone, weights, precision, pooling;
+  Flag<double> alpha, dropout;
+  Flag<int32_t> input_size, hidden_units;
+  Flag<int32_t> epochs, batch_size;
+  Flag<double> lr, momentum;
+  Flag<std::string> optimizer, augment, trainable_from;
+  Flag<std::string> fine_tune_from;
+  Flag<int32_t> fine_tune_epochs;
+  Flag<double> fine_tune_lr;
+  Flag<uint64_t> seed;
+  Flag<std::string> id, spec_file;
+  bool detach = false;
+};
+
+void AddModelFlags(CLI::App* cmd, SpecArgs& a) {
+  AddFlag(cmd, "--backbone", a.backbone,
+          "vgg16, vgg19, resnet50, mobilenet or mobilenet_v2 (server info lists them)");
+  AddFlag(cmd, "--alpha", a.alpha, "MobileNet width multiplier (0.25 to 1.4)");
+  AddFlag(cmd, "--weights", a.weights,
+          "imagenet, none (random init) or a file in the server's weights folder");
+  AddFlag(cmd, "--input-size", a.input_size, "Square input size in pixels (>= 32)");
+  AddFlag(cmd, "--precision", a.precision, "fp32 or bf16 (default: the server's)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  AddFlag(cmd, "--pooling", a.pooling, "Head pooling: flatten or gap (global average)")
+      ->check(CLI::IsMember({"flatten", "gap"}));
+  AddFlag(cmd, "--hidden-units", a.hidden_units,
+          "Width of the head's hidden Dense(relu) layer; 0 = none");
+  AddFlag(cmd, "--dropout", a.dropout, "Dropout rate before the output layer, in [0, 1)");
+}
+
+void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
+  AddFlag(cmd, "--recipe", a.recipe,
+          "Start from a recipe: keras-book (VGG16, 150 px, frozen then block5 "
+          "fine-tune) or tf-tutorial (MobileNetV2, 160 px)")
+      ->check(CLI::IsMember({"keras-book", "tf-tutorial"}));
+  AddFlag(cmd, "--epochs", a.epochs, "Epochs of stage 1");
+  AddFlag(cmd, "--batch-size", a.batch_size, "Batch size of stage 1");
+  AddFlag(cmd, "--lr", a.lr, "Learning rate of stage 1 (> 0)");
+  AddFlag(cmd, "--optimizer", a.optimizer, "Optimizer of stage 1: rmsprop, adam or sgd")
+      ->check(CLI::IsMember({"rmsprop", "adam", "sgd"}));
+  AddFlag(cmd, "--momentum", a.momentum, "Momentum of stage 1 (sgd, rmsprop), in [0, 1)");
+  AddFlag(cmd, "--augment", a.augment,
+          "Augmentation of stage 1: keras-book, tf-tutorial or none")
+      ->check(CLI::IsMember({"keras-book", "tf-tutorial", "none"}));
+  AddFlag(cmd, "--trainable-from", a.trainable_from,
+          "First trainable backbone layer of stage 1 (Keras name, index, or none)");
+  AddFlag(cmd, "--fine-tune-from", a.fine_tune_from,
+          "Add (or change) stage 2, training from this backbone layer "
+          "(\"block5_conv1\", \"100\")");
+  AddFlag(cmd, "--fine-tune-epochs", a.fine_tune_epochs, "Epochs of stage 2");
+  AddFlag(cmd, "--fine-tune-lr", a.fine_tune_lr, "Learning rate of stage 2");
+  AddFlag(cmd, "--seed", a.seed, "Seed of initialisation, shuffling and augmentation");
+  AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
+  AddFlag(cmd, "--spec", a.spec_file,
+          "A JobSpec in protobuf JSON to start from; flags override it")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--detach", a.detach,
+                "Print the job and return at once instead of following it");
+}
+
+// The CreateJobRequest the flags describe.
+absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind kind) {
+  v1::CreateJobRequest request;
+  v1::JobSpec& spec = *request.mutable_spec();
+  if (a.spec_file.set()) {
+    std::ifstream in(a.spec_file.value);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", a.spec_file.value));
+    }
+    auto parsed = google::protobuf::util::JsonStringToMessage(text.str(), &spec);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(a.spec_file.value, " is not a JobSpec in protobuf JSON: ",
+                       parsed.ToString()));
+    }
+  }
+  spec.set_kind(kind);
+  if (!a.dataset.empty()) spec.set_dataset(transferd::client::DatasetName(a.dataset));
+  if (!a.model.empty()) spec.set_base_model(transferd::client::ModelName(a.model));
+  if (a.recipe.set()) spec.set_recipe(a.recipe.value);
+  if (a.seed.set()) spec.set_seed(a.seed.value);
+
+  v1::ModelSpec& m = *spec.mutable_model();
+  if (a.backbone.set()) m.set_backbone(a.backbone.value);
+  if (a.alpha.set()) m.set_alpha(a.alpha.value);
+  if (a.weights.set()) m.set_weights(a.weights.value);
+  if (a.input_size.set()) m.set_input_size(a.input_size.value);
+  if (a.precision.set()) {
+    m.set_precision(a.precision.value == "bf16" ? v1::PRECISION_BF16 : v1::PRECISION_FP32);
+  }
+  if (a.pooling.set()) {
+    m.mutable_head()->set_pooling(a.pooling.value == "gap" ? v1::POOLING_GLOBAL_AVERAGE
+                                                           : v1::POOLING_FLATTEN);
+  }
+  if (a.hidden_units.set()) m.mutable_head()->set_hidden_units(a.hidden_units.value);
+  if (a.dropout.set()) m.mutable_head()->set_dropout(a.dropout.value);
+  if (kind == v1::JOB_KIND_FINE_TUNE && m.ByteSizeLong() == 0) spec.clear_model();
+
+  const auto stage = [&](int i) {
+    while (spec.stages_size() <= i) spec.add_stages();
+    return spec.mutable_stages(i);
+  };
+  if (a.epochs.set()) stage(0)->set_epochs(a.epochs.value);
+  if (a.batch_size.set()) stage(0)->set_batch_size(a.batch_size.value);
+  if (a.lr.set()) stage(0)->mutable_optimizer()->set_learning_rate(a.lr.value);
+  if (a.momentum.set()) stage(0)->mutable_optimizer()->set_momentum(a.momentum.value);
+  if (a.optimizer.set()) {
+    const std::string& o = a.optimizer.value;
+    stage(0)->mutable_optimizer()->set_kind(
+        o == "adam" ? v1::OptimizerSpec::KIND_ADAM
+        : o == "sgd" ? v1::OptimizerSpec::KIND_SGD
+                     : v1::OptimizerSpec::KIND_RMSPROP);
+  }
+  if (a.augment.set()) {
+    v1::AugmentationSpec* aug = stage(0)->mutable_augmentation();
+    if (a.augment.value == "none") {
+      aug->clear_preset();
+      aug->set_enabled(false);
+    } else {
+      aug->set_preset(a.augment.value);
+      aug->set_enabled(true);
+    }
+  }
+  if (a.trainable_from.set()) stage(0)->set_trainable_from(a.trainable_from.value);
+  if (a.fine_tune_from.set() || a.fine_tune_epochs.set() || a.fine_tune_lr.set()) {
+    const bool fresh = spec.stages_size() < 2;
+    v1::StageSpec* tune = stage(1);
+    // Without a recipe a new stage would be called "stage-2".
+    if (fresh && spec.recipe().empty() && tune->name().empty()) tune->set_name("fine-tune");
+    if (a.fine_tune_from.set()) tune->set_trainable_from(a.fine_tune_from.value);
+    if (a.fine_tune_epochs.set()) tune->set_epochs(a.fine_tune_epochs.value);
+    if (a.fine_tune_lr.set()) tune->mutable_optimizer()->set_learning_rate(a.fine_tune_lr.value);
+  }
+  if (a.id.set()) request.set_job_id(a.id.value);
+  return request;
+}
+
+int SubmitJob(const Globals& g, const SpecArgs& args, v1::JobKind kind) {
+  absl::StatusOr<v1::CreateJobRequest> request = BuildRequest(args, kind);
+  if (!request.ok()) {
+    std::fprintf(stderr, "transferctl: %s\n", std::string(request.status().message()).c_str());
+    return kUsage;
+  }
   auto client = Connect(g);
-  return PrintList<v1::ListJobsResponse>(
-      g, client->ListJobs(v1::ListJobsRequest()), [](const v1::ListJobsResponse& r) {
-        std::cout << absl::StrFormat("%-28s %-10s %-10s\n", "NAME", "KIND",
-                                     "STATE");
-        for (const auto& j : r.jobs()) {
-          std::cout << absl::StrFormat("%-28s %-10s %-10s\n", j.name(),
-                                       v1::JobKind_Name(j.spec().kind()),
-                                       v1::JobState_Name(j.state()));
-        }
-      });
+  absl::StatusOr<v1::Job> job = client->CreateJob(*request);
+  if (!job.ok()) return Fail(job.status());
+  if (args.detach) {
+    if (g.json) {
+      PrintJson(*job);
+    } else {
+      std::cout << absl::StrFormat("%s %s; follow it with: transferctl jobs watch %s\n",
+                                   job->name(), StateText(job->state()), job->name());
+    }
+    return kOk;
+  }
+  const v1::JobSpec& r = job->resolved_spec();
+  if (g.json) {
+    std::fprintf(stderr, "job %s created\n", job->name().c_str());
+  } else {
+    std::string what = KindText(r.kind());
+    const std::string model = kind == v1::JOB_KIND_FINE_TUNE ? r.base_model() : r.model().backbone();
+    std::cout << absl::StrFormat(
+        "job %s: %s %s on %s, %d stage%s, %d epochs (Ctrl-C detaches)\n", job->name(),
+        what, model, r.dataset(), r.stages_size(), r.stages_size() == 1 ? "" : "s",
+        TotalEpochs(*job))
+              << std::flush;
+  }
+  return FollowJob(g, *client, *job, 0);
+}
+
+int JobsWatch(const Globals& g, const std::string& name, bool from_start) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(name));
+  if (!job.ok()) return Fail(job.status());
+  // A live job is followed from now (with a line saying where it is); a
+  // finished one, or --from-start, replays its stored events first.
+  int64_t after = 0;
+  if (!from_start && !IsTerminal(job->state())) {
+    after = job->last_event_sequence();
+    if (!g.json) {
+      const v1::JobProgress& p = job->progress();
+      std::cout << absl::StrFormat("%s %s", job->name(), StateText(job->state()));
+      if (p.stages() > 0) std::cout << absl::StrFormat(", stage %d/%d", p.stage() + 1, p.stages());
+      if (p.epochs() > 0) std::cout << absl::StrFormat(", epoch %d/%d", p.epoch(), p.epochs());
+      std::cout << "\n" << std::flush;
+    }
+  }
+  return FollowJob(g, *client, *job, after);
+}
+
+int JobsCancel(const Globals& g, const std::string& name) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Job> job = client->CancelJob(transferd::client::JobName(name));
+  if (!job.ok()) return Fail(job.status());
+  if (g.json) {
+    PrintJson(*job);
+  } else if (job->state() == v1::JOB_STATE_CANCELLED) {
+    std::cout << job->name() << " cancelled\n";
+  } else {
+    std::cout << absl::StrFormat("%s: cancel requested (now %s; a running job stops within one batch)\n",
+                                 job->name(), StateText(job->state()));
+  }
+  return kOk;
+}
+
+std::string ProgressText(const v1::Job& j) {
+  const v1::JobProgress& p = j.progress();
+  if (p.epochs() <= 0) return "-";
+  return absl::StrFormat("%d/%d", p.epoch(), p.epochs());
+}
+
+int JobsList(const Globals& g, const std::string& state, const std::string& kind) {
+  auto client = Connect(g);
+  v1::ListJobsRequest request;
+  if (!state.empty()) {
+    v1::JobState s;
+    if (v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(state), &s)) request.set_state(s);
+  }
+  if (!kind.empty()) {
+    std::string k = absl::AsciiStrToUpper(kind);
+    std::replace(k.begin(), k.end(), '-', '_');
+    v1::JobKind parsed;
+    if (v1::JobKind_Parse("JOB_KIND_" + k, &parsed)) request.set_kind(parsed);
+  }
+  v1::ListJobsResponse all;
+  do {
+    absl::StatusOr<v1::ListJobsResponse> page = client->ListJobs(request);
+    if (!page.ok()) return Fail(page.status());
+    for (v1::Job& j : *page->mutable_jobs()) *all.add_jobs() = std::move(j);
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (g.json) {
+    PrintJson(all);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%-28s %-10s %-10s %-8s %-24s %-21s %s\n", "NAME", "KIND",
+                               "STATE", "EPOCH", "INPUT", "CREATED", "RESULT");
+  for (const v1::Job& j : all.jobs()) {
+    const std::string input =
+        j.spec().kind() == v1::JOB_KIND_FINE_TUNE ? j.spec().base_model() : j.spec().dataset();
+    std::cout << absl::StrFormat("%-28s %-10s %-10s %-8s %-24s %-21s %s\n", j.name(),
+                                 KindText(j.spec().kind()), StateText(j.state()), ProgressText(j),
+                                 input, When(j.create_time()),
+                                 j.result_model().empty() ? "-" : j.result_model());
+  }
+  return kOk;
+}
+
+void PrintHistory(const google::protobuf::RepeatedPtrField<v1::EpochMetrics>& history) {
+  if (history.empty()) return;
+  std::cout << "history\n";
+  std::cout << absl::StrFormat("  %5s %5s %8s %8s %8s %8s %10s %8s\n", "EPOCH", "STAGE", "LOSS",
+                               "ACC", "VAL_LOSS", "VAL_ACC", "LR", "SECONDS");
+  for (const v1::EpochMetrics& e : history) {
+    std::cout << absl::StrFormat(
+        "  %5d %5d %8.4f %8.4f %8s %8s %10.3g %8.1f\n", e.epoch(), e.stage() + 1, e.loss(),
+        e.accuracy(), e.has_val_loss() ? absl::StrFormat("%.4f", e.val_loss()) : "-",
+        e.has_val_accuracy() ? absl::StrFormat("%.4f", e.val_accuracy()) : "-",
+        e.learning_rate(), e.seconds());
+  }
+}
+
+// Evaluations with their confusion matrices; `classes` names the rows when
+// the matrices do not.
+void PrintEvaluations(const google::protobuf::RepeatedPtrField<v1::Evaluation>& evaluations,
+                      const std::vector<std::string>& classes) {
+  for (const v1::Evaluation& e : evaluations) {
+    std::cout << absl::StrFormat("evaluation  %s: %d examples, loss %.4f, accuracy %.4f", e.split(),
+                                 e.examples(), e.loss(), e.accuracy());
+    if (e.roc_auc() > 0) std::cout << absl::StrFormat(", roc_auc %.4f", e.roc_auc());
+    std::cout << "\n";
+    const v1::ConfusionMatrix& cm = e.confusion_matrix();
+    const int64_t cells = cm.counts_size();
+    int64_t n = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(cells))));
+    if (n == 0 || n * n != cells) continue;
+    std::vector<std::string> names(cm.classes().begin(), cm.classes().end());
+    if (static_cast<int64_t>(names.size()) != n) {
+      names = static_cast<int64_t>(classes.size()) == n ? classes : std::vector<std::string>();
+    }
+    if (names.empty()) {
+      for (int64_t i = 0; i < n; ++i) names.push_back(absl::StrCat(i));
+    }
+    size_t width = 6;
+    for (const std::string& c : names) width = std::max(width, c.size());
+    for (int64_t v : cm.counts()) width = std::max(width, absl::StrCat(v).size());
+    const int w = static_cast<int>(width);
+    std::cout << "            confusion (rows: true class, columns: predicted)\n";
+    std::cout << absl::StrFormat("            %*s", w, "");
+    for (const std::string& c : names) std::cout << absl::StrFormat(" %*s", w, c);
+    std::cout << "\n";
+    for (int64_t i = 0; i < n; ++i) {
+      std::cout << absl::StrFormat("            %*s", w, names[static_cast<size_t>(i)]);
+      for (int64_t j = 0; j < n; ++j) std::cout << absl::StrFormat(" %*d", w, cm.counts(static_cast<int>(i * n + j)));
+      std::cout << "\n";
+    }
+  }
+}
+
+int JobsShow(const Globals& g, const std::string& name) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(name));
+  if (!job.ok()) return Fail(job.status());
+  if (g.json) {
+    PrintJson(*job);
+    return kOk;
+  }
+  const v1::Job& j = *job;
+  const v1::JobSpec& r = j.resolved_spec().kind() != v1::JOB_KIND_UNSPECIFIED ? j.resolved_spec() : j.spec();
+  std::cout << absl::StrFormat("job         %s\n", j.name());
+  std::cout << absl::StrFormat("kind        %s%s\n", KindText(r.kind()),
+                               r.recipe().empty() ? "" : absl::StrCat(" (recipe ", r.recipe(), ")"));
+  std::cout << absl::StrFormat("dataset     %s\n", r.dataset());
+  if (!r.base_model().empty()) std::cout << absl::StrFormat("base model  %s\n", r.base_model());
+  const std::string model = ModelSpecText(r.model());
+  if (!model.empty()) std::cout << absl::StrFormat("network     %s\n", model);
+  for (int i = 0; i < r.stages_size(); ++i) {
+    const v1::StageSpec& s = r.stages(i);
+    std::cout << absl::StrFormat("stage %-5d %s%s\n", i + 1,
+                                 s.name().empty() ? "" : absl::StrCat(s.name(), ": "), StageText(s));
+  }
+  if (r.has_seed()) std::cout << absl::StrFormat("seed        %d\n", r.seed());
+  std::cout << absl::StrFormat("state       %s%s\n", StateText(j.state()),
+                               j.failure_reason().empty() ? "" : absl::StrCat(": ", j.failure_reason()));
+  std::cout << absl::StrFormat("created     %s\n", When(j.create_time()));
+  if (j.has_start_time()) std::cout << absl::StrFormat("started     %s\n", When(j.start_time()));
+  if (j.has_end_time()) {
+    std::string took;
+    if (j.has_start_time()) {
+      took = absl::StrCat(" (", Duration(static_cast<double>(j.end_time().seconds() - j.start_time().seconds())), ")");
+    }
+    std::cout << absl::StrFormat("ended       %s%s\n", When(j.end_time()), took);
+  }
+  const v1::JobProgress& p = j.progress();
+  if (p.epochs() > 0) {
+    std::string line = absl::StrFormat("stage %d/%d, epoch %d/%d", p.stage() + 1, p.stages(), p.epoch(), p.epochs());
+    if (j.state() == v1::JOB_STATE_RUNNING && p.steps() > 0) {
+      absl::StrAppend(&line, absl::StrFormat(", step %d/%d, ETA %s", p.step(), p.steps(), Duration(p.eta_seconds())));
+    }
+    std::cout << "progress    " << line << "\n";
+  }
+  if (j.has_trainable() && j.trainable().trainable_tensors() > 0) {
+    std::cout << "trainable   " << TrainableText(j.trainable()) << "\n";
+  }
+  if (j.resumes() > 0) std::cout << absl::StrFormat("resumes     %d\n", j.resumes());
+  PrintHistory(j.history());
+  // Class names for the confusion matrices: the model's, else the dataset's.
+  std::vector<std::string> classes;
+  if (!j.evaluations().empty()) {
+    if (!j.result_model().empty()) {
+      absl::StatusOr<v1::Model> m = client->GetModel(j.result_model());
+      if (m.ok()) classes.assign(m->classes().begin(), m->classes().end());
+    }
+    if (classes.empty() && !r.dataset().empty()) {
+      absl::StatusOr<v1::Dataset> d = client->GetDataset(r.dataset());
+      if (d.ok()) classes.assign(d->classes().begin(), d->classes().end());
+    }
+  }
+  PrintEvaluations(j.evaluations(), classes);
+  if (!j.result_model().empty()) std::cout << absl::StrFormat("model       %s\n", j.result_model());
+  return kOk;
+}
+
+std::string ValAccuracy(const v1::Model& m) {
+  for (const v1::Evaluation& e : m.evaluations()) {
+    if (e.split() == "validation") return absl::StrFormat("%.4f", e.accuracy());
+  }
+  return "-";
 }
 
 int ModelsList(const Globals& g) {
   auto client = Connect(g);
-  return PrintList<v1::ListModelsResponse>(
-      g, client->ListModels(v1::ListModelsRequest()), [](const v1::ListModelsResponse& r) {
-        std::cout << absl::StrFormat("%-28s %-24s %-14s\n", "NAME",
-                                     "DISPLAY NAME", "BACKBONE");
-        for (const auto& m : r.models()) {
-          std::cout << absl::StrFormat("%-28s %-24s %-14s\n", m.name(),
-                                       m.display_name(), m.spec().backbone());
-        }
-      });
+  v1::ListModelsRequest request;
+  v1::ListModelsResponse all;
+  do {
+    absl::StatusOr<v1::ListModelsResponse> page = client->ListModels(request);
+    if (!page.ok()) return Fail(page.status());
+    for (v1::Model& m : *page->mutable_models()) *all.add_models() = std::move(m);
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (g.json) {
+    PrintJson(all);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%-28s %-20s %-14s %6s %8s %8s %-21s %s\n", "NAME", "DISPLAY NAME",
+                               "BACKBONE", "INPUT", "CLASSES", "VAL_ACC", "CREATED", "SOURCE");
+  for (const v1::Model& m : all.models()) {
+    std::cout << absl::StrFormat("%-28s %-20s %-14s %6d %8d %8s %-21s %s\n", m.name(),
+                                 m.display_name(), m.spec().backbone(), m.spec().input_size(),
+                                 m.classes_size(), ValAccuracy(m), When(m.create_time()),
+                                 m.source_job().empty() ? "-" : m.source_job());
+  }
+  return kOk;
+}
+
+int ModelsShow(const Globals& g, const std::string& name) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Model> model = client->GetModel(transferd::client::ModelName(name));
+  if (!model.ok()) return Fail(model.status());
+  if (g.json) {
+    PrintJson(*model);
+    return kOk;
+  }
+  const v1::Model& m = *model;
+  std::string title = m.name();
+  if (!m.display_name().empty()) absl::StrAppend(&title, " (\"", m.display_name(), "\")");
+  std::cout << absl::StrFormat("model       %s\n", title);
+  std::cout << absl::StrFormat("created     %s\n", When(m.create_time()));
+  if (!m.source_job().empty()) std::cout << absl::StrFormat("job         %s\n", m.source_job());
+  if (!m.parent().empty()) std::cout << absl::StrFormat("parent      %s\n", m.parent());
+  std::cout << absl::StrFormat("network     %s\n", ModelSpecText(m.spec()));
+  std::cout << absl::StrFormat("classes     %d: %s\n", m.classes_size(), absl::StrJoin(m.classes(), ", "));
+  const v1::Preprocessing& p = m.preprocessing();
+  std::string mode = v1::Preprocessing::Mode_Name(p.mode());
+  absl::string_view mode_view = mode;
+  absl::ConsumePrefix(&mode_view, "MODE_");
+  std::cout << absl::StrFormat("preprocess  %s, %s, %d px, scale %g, mean [%s], std [%s]\n",
+                               absl::AsciiStrToLower(std::string(mode_view)), p.channel_order(),
+                               p.input_size(), p.scale(), absl::StrJoin(p.mean(), ", "),
+                               absl::StrJoin(p.std(), ", "));
+  if (m.best_epoch() > 0) {
+    std::cout << absl::StrFormat("best epoch  %d of %d\n", m.best_epoch(), m.history_size());
+  }
+  std::cout << absl::StrFormat("size        %s, %s parameters\n", HumanBytes(m.size_bytes()),
+                               Thousands(m.parameters()));
+  if (!m.aliases().empty()) std::cout << absl::StrFormat("aliases     %s\n", absl::StrJoin(m.aliases(), ", "));
+  PrintHistory(m.history());
+  PrintEvaluations(m.evaluations(), std::vector<std::string>(m.classes().begin(), m.classes().end()));
+  return kOk;
+}
+
+int ModelsRemove(const Globals& g, const std::string& name) {
+  auto client = Connect(g);
+  const std::string full = transferd::client::ModelName(name);
+  absl::Status status = client->DeleteModel(full);
+  if (!status.ok()) return Fail(status);
+  if (g.json) {
+    std::cout << "{}\n";
+  } else {
+    std::cout << "deleted " << full << "\n";
+  }
+  return kOk;
 }
 
 }  // namespace
@@ -696,14 +1578,77 @@ int main(int argc, char** argv) {
   rm->add_option("NAME", dataset_name, "ID or datasets/ID")->required();
   rm->footer("Example: transferctl datasets rm cats-and-dogs");
   rm->callback([&] { rc = DatasetsRemove(g, dataset_name); });
+  // ---- train / finetune / jobs / models ----
+  SpecArgs train_args;
+  CLI::App* train = app.add_subcommand(
+      "train", "Train a model on a dataset and follow it like Keras' fit()");
+  train->add_option("DATASET", train_args.dataset, "ID or datasets/ID")->required();
+  AddModelFlags(train, train_args);
+  AddStageFlags(train, train_args);
+  train->footer(kTrainHelp);
+  train->callback([&] { rc = SubmitJob(g, train_args, v1::JOB_KIND_TRAIN); });
+
+  SpecArgs tune_args;
+  CLI::App* finetune = app.add_subcommand(
+      "finetune", "Continue training a model (a new model results)");
+  finetune->add_option("MODEL", tune_args.model, "ID, models/ID or aliases/NAME")->required();
+  finetune->add_option("DATASET", tune_args.dataset, "ID or datasets/ID")->required();
+  AddStageFlags(finetune, tune_args);
+  finetune->footer(kFinetuneHelp);
+  finetune->callback([&] { rc = SubmitJob(g, tune_args, v1::JOB_KIND_FINE_TUNE); });
+
   CLI::App* jobs = app.add_subcommand("jobs", "Train, fine-tune and predict jobs");
   jobs->require_subcommand(1);
-  jobs->add_subcommand("ls", "List jobs")->callback([&] { rc = JobsList(g); });
+  std::string job_state;
+  std::string job_kind;
+  CLI::App* jobs_ls = jobs->add_subcommand("ls", "List jobs, newest first");
+  jobs_ls->add_option("--state", job_state, "Only jobs in this state")
+      ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"},
+                            CLI::ignore_case));
+  jobs_ls->add_option("--kind", job_kind, "Only jobs of this kind")
+      ->check(CLI::IsMember({"train", "fine-tune", "predict"}, CLI::ignore_case));
+  jobs_ls->footer("Example: transferctl jobs ls --state running");
+  jobs_ls->callback([&] { rc = JobsList(g, job_state, job_kind); });
+
+  std::string job_name;
+  CLI::App* jobs_show = jobs->add_subcommand(
+      "show", "Spec, state, progress, epoch history, evaluations and result of a job");
+  jobs_show->add_option("JOB", job_name, "ID or jobs/ID")->required();
+  jobs_show->footer("Example: transferctl jobs show cats-vgg16\n"
+                    "         transferctl --json jobs show cats-vgg16 | jq .history");
+  jobs_show->callback([&] { rc = JobsShow(g, job_name); });
+
+  bool from_start = false;
+  CLI::App* jobs_watch = jobs->add_subcommand(
+      "watch", "Follow a job's progress to its end (Ctrl-C detaches)");
+  jobs_watch->add_option("JOB", job_name, "ID or jobs/ID")->required();
+  jobs_watch->add_flag("--from-start", from_start,
+                       "Replay the job's stored events from its beginning first "
+                       "(always done for a finished job)");
+  jobs_watch->footer(kWatchHelp);
+  jobs_watch->callback([&] { rc = JobsWatch(g, job_name, from_start); });
+
+  CLI::App* jobs_cancel = jobs->add_subcommand(
+      "cancel", "Cancel a queued or running job (it stops within one batch)");
+  jobs_cancel->add_option("JOB", job_name, "ID or jobs/ID")->required();
+  jobs_cancel->footer("Example: transferctl jobs cancel cats-vgg16");
+  jobs_cancel->callback([&] { rc = JobsCancel(g, job_name); });
+
   CLI::App* models = app.add_subcommand("models", "The model registry");
   models->require_subcommand(1);
-  models->add_subcommand("ls", "List models")->callback([&] {
-    rc = ModelsList(g);
-  });
+  models->add_subcommand("ls", "List models, newest first")
+      ->footer("Example: transferctl --json models ls")
+      ->callback([&] { rc = ModelsList(g); });
+  std::string model_name;
+  CLI::App* models_show = models->add_subcommand(
+      "show", "Network, classes, preprocessing, history and evaluations of a model");
+  models_show->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")->required();
+  models_show->footer("Example: transferctl models show models/cats-vgg16");
+  models_show->callback([&] { rc = ModelsShow(g, model_name); });
+  CLI::App* models_rm = models->add_subcommand("rm", "Delete a model");
+  models_rm->add_option("MODEL", model_name, "ID or models/ID")->required();
+  models_rm->footer("Example: transferctl models rm cats-vgg16");
+  models_rm->callback([&] { rc = ModelsRemove(g, model_name); });
 
   // Global flags may be given after the subcommand too.
   std::function<void(CLI::App*)> fall_through = [&](CLI::App* cmd) {

@@ -2,11 +2,15 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -19,6 +23,8 @@
 #include "client/client.h"
 #include "tests/support/transferd_server.h"
 #include "transferd/v1/datasets.grpc.pb.h"
+#include "transferd/v1/jobs.grpc.pb.h"
+#include "transferd/v1/models.grpc.pb.h"
 #include "transferd/v1/server.grpc.pb.h"
 
 namespace transferd {
@@ -125,10 +131,12 @@ TEST_F(TransferctlTest, HealthJsonAndUnknownService) {
 }
 
 TEST_F(TransferctlTest, ServerErrorsArePrintedWithExitCodeOne) {
-  RunResult r = Ctl({"--server", server_->address(), "jobs", "ls"});
+  // NOT_FOUND, printed as the server words it.
+  RunResult r = Ctl({"--server", server_->address(), "jobs", "show", "nope"});
   EXPECT_EQ(r.status.code, 1);
   EXPECT_THAT(r.err, StartsWith("transferctl: "));
-  EXPECT_THAT(r.err, HasSubstr("Jobs.ListJobs is not implemented"));
+  EXPECT_THAT(r.err, HasSubstr("\"nope\" not found"));
+  EXPECT_EQ(r.out, "");
 }
 
 TEST_F(TransferctlTest, DatasetUploadShowListRemove) {
@@ -217,6 +225,131 @@ TEST_F(TransferctlTest, DatasetUploadPlainOutput) {
       Ctl({"--server", server_->address(), "datasets", "rm", "datasets/plain"})
           .status.code,
       0);
+}
+
+// ---- train / jobs / models against the real server -------------------------
+
+// A tiny two-class dataset of 32x32 JPEGs, Kaggle style: train/{cat,dog}.N
+// and validation/{cat,dog}.N, every image a different colour.
+void MakeTrainingFolder(const fs::path& dir) {
+  int n = 0;
+  for (const char* split : {"train", "validation"}) {
+    const int per_class = std::string(split) == "train" ? 4 : 2;
+    for (const char* label : {"cat", "dog"}) {
+      for (int i = 0; i < per_class; ++i, ++n) {
+        const fs::path path =
+            dir / split / (std::string(label) + "." + std::to_string(n) + ".jpg");
+        fs::create_directories(path.parent_path());
+        // Cats reddish, dogs bluish: something to learn.
+        const bool cat = std::string(label) == "cat";
+        cv::Mat image(32, 32, CV_8UC3,
+                      cv::Scalar(cat ? 20 + 9 * n : 200 - 5 * n, 60 + 7 * n,
+                                 cat ? 220 - 6 * n : 30 + 8 * n));
+        ASSERT_TRUE(cv::imwrite(path.string(), image)) << path;
+      }
+    }
+  }
+}
+
+// Lines of protobuf JSON, one object each.
+std::vector<nlohmann::json> JsonLines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "train-small";
+  MakeTrainingFolder(folder);
+  const std::string& server = server_->address();
+  RunResult up = Ctl({"--server", server, "datasets", "upload", folder.string(),
+                      "--id", "train-small"});
+  ASSERT_EQ(up.status.code, 0) << up.err;
+
+  // Followed in pipe mode: whole lines, Keras-like, no carriage returns.
+  RunResult train = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "train", "train-small",
+       "--id", "tiny-job", "--backbone", "mobilenet", "--alpha", "0.25",
+       "--weights", "none", "--input-size", "32", "--epochs", "2",
+       "--batch-size", "4", "--augment", "none", "--hidden-units", "8"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
+  EXPECT_THAT(train.out, HasSubstr("Epoch 1/2"));
+  EXPECT_THAT(train.out, HasSubstr("Epoch 2/2"));
+  EXPECT_THAT(train.out, HasSubstr("val_accuracy"));
+  EXPECT_THAT(train.out, HasSubstr("Stage 1/1"));
+  EXPECT_THAT(train.out, HasSubstr("state: SUCCEEDED"));
+  EXPECT_THAT(train.out, Not(HasSubstr("\r")));
+
+  RunResult show = Ctl({"--server", server, "--json", "jobs", "show", "tiny-job"});
+  ASSERT_EQ(show.status.code, 0) << show.err;
+  const auto job = nlohmann::json::parse(show.out);
+  EXPECT_EQ(job["name"], "jobs/tiny-job");
+  EXPECT_EQ(job["state"], "JOB_STATE_SUCCEEDED");
+  const std::string model = job["result_model"].get<std::string>();
+  ASSERT_THAT(model, StartsWith("models/"));
+  EXPECT_EQ(job["history"].size(), 2u);
+  EXPECT_EQ(job["spec"]["model"]["backbone"], "mobilenet");
+  EXPECT_EQ(job["spec"]["stages"][0]["epochs"], 2);
+  EXPECT_EQ(job["spec"]["stages"][0]["augmentation"]["enabled"], false);
+
+  RunResult show_text = Ctl({"--server", server, "jobs", "show", "jobs/tiny-job"});
+  ASSERT_EQ(show_text.status.code, 0) << show_text.err;
+  EXPECT_THAT(show_text.out, HasSubstr("state       SUCCEEDED"));
+  EXPECT_THAT(show_text.out, HasSubstr("VAL_ACC"));
+  EXPECT_THAT(show_text.out, HasSubstr("model       " + model));
+
+  RunResult ls = Ctl({"--server", server, "--json", "jobs", "ls", "--state", "succeeded"});
+  ASSERT_EQ(ls.status.code, 0) << ls.err;
+  EXPECT_THAT(ls.out, HasSubstr("jobs/tiny-job"));
+
+  RunResult models = Ctl({"--server", server, "--json", "models", "ls"});
+  ASSERT_EQ(models.status.code, 0) << models.err;
+  bool listed = false;
+  const auto listing = nlohmann::json::parse(models.out);  // outlives the loop
+  for (const auto& m : listing["models"]) {
+    if (m["name"] == model) listed = true;
+  }
+  EXPECT_TRUE(listed) << models.out;
+  RunResult model_show = Ctl({"--server", server, "models", "show", model});
+  ASSERT_EQ(model_show.status.code, 0) << model_show.err;
+  EXPECT_THAT(model_show.out, HasSubstr("classes     2: cat, dog"));
+
+  // Watching a finished job replays its events, each once, in order.
+  RunResult watch = Ctl({"--server", server, "--json", "jobs", "watch", "tiny-job"});
+  ASSERT_EQ(watch.status.code, 0) << watch.err;
+  const std::vector<nlohmann::json> events = JsonLines(watch.out);
+  ASSERT_FALSE(events.empty());
+  int64_t previous = 0;
+  for (const auto& e : events) {
+    const int64_t sequence = std::stoll(e["sequence"].get<std::string>());
+    if (previous == 0) {
+      EXPECT_EQ(sequence, 1);
+    }
+    EXPECT_GT(sequence, previous);
+    previous = sequence;
+  }
+  EXPECT_EQ(events.back()["state_changed"]["state"], "JOB_STATE_SUCCEEDED");
+
+  // A finished job cannot be cancelled: FAILED_PRECONDITION, exit code 1.
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "cancel", "tiny-job"}).status.code, 1);
+}
+
+TEST_F(TransferctlTest, InvalidHyperparameterNamesTheField) {
+  RunResult r = Ctl({"--server", server_->address(), "train", "train-small",
+                     "--backbone", "mobilenet", "--lr", "-1"});
+  EXPECT_EQ(r.status.code, 1);  // INVALID_ARGUMENT: a server error
+  EXPECT_THAT(r.err, StartsWith("transferctl: "));
+  EXPECT_THAT(r.err, HasSubstr("learning_rate"));
+  EXPECT_EQ(r.out, "");
+
+  RunResult missing = Ctl({"--server", server_->address(), "models", "show", "nope"});
+  EXPECT_EQ(missing.status.code, 1);
 }
 
 TEST(TransferctlNoServerTest, UnreachableServerIsOneSentenceAndExitThree) {
@@ -540,6 +673,507 @@ TEST(TransferctlNoServerTest, HealthWaitsForAServerThatComesUpLate) {
   auto server_exit = server.Wait(std::chrono::seconds(30));
   ASSERT_TRUE(server_exit.has_value());
   EXPECT_EQ(server_exit->code, 0);
+}
+
+// ---- WatchJob and the job commands against a scripted Jobs service ---------
+
+v1::JobEvent StateEvent(int64_t sequence, v1::JobState state,
+                        const std::string& message = "") {
+  v1::JobEvent e;
+  e.set_sequence(sequence);
+  e.mutable_state_changed()->set_state(state);
+  e.mutable_state_changed()->set_message(message);
+  return e;
+}
+
+// A finished two-epoch job's events: queued, running, stage, then per epoch
+// a step and its end (and a checkpoint), a final evaluation and SUCCEEDED.
+std::vector<v1::JobEvent> SucceededEvents() {
+  std::vector<v1::JobEvent> events;
+  int64_t seq = 0;
+  events.push_back(StateEvent(++seq, v1::JOB_STATE_QUEUED));
+  events.push_back(StateEvent(++seq, v1::JOB_STATE_RUNNING));
+  v1::JobEvent stage;
+  stage.set_sequence(++seq);
+  v1::StageStarted* s = stage.mutable_stage_started();
+  s->set_name("frozen-base");
+  s->mutable_trainable()->set_trainable_tensors(4);
+  s->mutable_trainable()->set_trainable_parameters(2081);
+  s->mutable_trainable()->set_non_trainable_parameters(3228864);
+  s->set_uses_feature_cache(true);
+  events.push_back(stage);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    v1::JobEvent step;
+    step.set_sequence(++seq);
+    step.mutable_step()->set_epoch(epoch);
+    step.mutable_step()->set_step(2);
+    step.mutable_step()->set_steps(4);
+    step.mutable_step()->set_loss(0.7);
+    step.mutable_step()->set_accuracy(0.5);
+    step.mutable_step()->set_eta_seconds(2);
+    events.push_back(step);
+    v1::JobEvent end;
+    end.set_sequence(++seq);
+    v1::EpochMetrics* m = end.mutable_epoch_end();
+    m->set_epoch(epoch);
+    m->set_loss(0.6931);
+    m->set_accuracy(0.5);
+    m->set_val_loss(0.69);
+    m->set_val_accuracy(0.55);
+    m->set_seconds(3);
+    events.push_back(end);
+    v1::JobEvent checkpoint;
+    checkpoint.set_sequence(++seq);
+    checkpoint.mutable_checkpoint_saved()->set_epoch(epoch);
+    checkpoint.mutable_checkpoint_saved()->set_bytes(2 * 1024 * 1024);
+    events.push_back(checkpoint);
+  }
+  v1::JobEvent evaluation;
+  evaluation.set_sequence(++seq);
+  evaluation.mutable_evaluation()->set_split("validation");
+  evaluation.mutable_evaluation()->set_examples(4);
+  evaluation.mutable_evaluation()->set_accuracy(0.75);
+  evaluation.mutable_evaluation()->set_loss(0.5);
+  events.push_back(evaluation);
+  events.push_back(StateEvent(++seq, v1::JOB_STATE_SUCCEEDED));
+  return events;
+}
+
+// Jobs and Models stand-ins: WatchJob replays `events` after the request's
+// after_sequence, dropping the stream (UNAVAILABLE) once after each sequence
+// in `drop_after`; with `live`, it then stays open until the client leaves.
+class FakeJobs final : public v1::Jobs::Service {
+ public:
+  FakeJobs(v1::Job job, std::vector<v1::JobEvent> events)
+      : job_(std::move(job)), events_(std::move(events)) {}
+
+  void DropAfter(int64_t sequence) {
+    std::lock_guard<std::mutex> lock(mu_);
+    drop_after_.insert(sequence);
+  }
+  void SetLive(bool live) { live_ = live; }
+
+  grpc::Status CreateJob(grpc::ServerContext*, const v1::CreateJobRequest* request,
+                         v1::Job* job) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    created_.push_back(*request);
+    *job = job_;
+    *job->mutable_spec() = request->spec();
+    return grpc::Status::OK;
+  }
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                      v1::Job* job) override {
+    if (request->name() != job_.name()) {
+      return grpc::Status(grpc::NOT_FOUND, "job not found");
+    }
+    *job = job_;
+    return grpc::Status::OK;
+  }
+  grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      watch_after_.push_back(request->after_sequence());
+    }
+    for (const v1::JobEvent& e : events_) {
+      if (e.sequence() <= request->after_sequence()) continue;
+      if (!writer->Write(e)) return grpc::Status::CANCELLED;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (drop_after_.erase(e.sequence()) > 0) {
+        return grpc::Status(grpc::UNAVAILABLE, "the server is shutting down");
+      }
+    }
+    while (live_ && !ctx->IsCancelled()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return grpc::Status::OK;
+  }
+
+  std::vector<int64_t> watch_after() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return watch_after_;
+  }
+  std::vector<v1::CreateJobRequest> created() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return created_;
+  }
+
+ private:
+  const v1::Job job_;
+  const std::vector<v1::JobEvent> events_;
+  std::atomic<bool> live_{false};
+  std::mutex mu_;
+  std::set<int64_t> drop_after_;
+  std::vector<int64_t> watch_after_;
+  std::vector<v1::CreateJobRequest> created_;
+};
+
+class FakeModels final : public v1::Models::Service {
+  grpc::Status GetModel(grpc::ServerContext*, const v1::GetModelRequest*,
+                        v1::Model* model) override {
+    model->set_name("models/m1");
+    model->add_classes("cat");
+    model->add_classes("dog");
+    return grpc::Status::OK;
+  }
+};
+
+// A job as GetJob returns it: one stage of two epochs.
+v1::Job FakeJob(v1::JobState state) {
+  v1::Job job;
+  job.set_name("jobs/j1");
+  job.set_state(state);
+  v1::JobSpec* r = job.mutable_resolved_spec();
+  r->set_kind(v1::JOB_KIND_TRAIN);
+  r->set_dataset("datasets/small");
+  r->mutable_model()->set_backbone("mobilenet");
+  v1::StageSpec* stage = r->add_stages();
+  stage->set_name("frozen-base");
+  stage->set_trainable_from("none");
+  stage->set_epochs(2);
+  stage->set_batch_size(4);
+  job.mutable_progress()->set_stages(1);
+  job.mutable_progress()->set_epochs(2);
+  job.mutable_progress()->set_epoch(state == v1::JOB_STATE_SUCCEEDED ? 2 : 1);
+  job.set_last_event_sequence(2);
+  if (state == v1::JOB_STATE_SUCCEEDED) job.set_result_model("models/m1");
+  if (state == v1::JOB_STATE_FAILED) job.set_failure_reason("out of memory");
+  return job;
+}
+
+class FakeJobsServer {
+ public:
+  FakeJobsServer(v1::Job job, std::vector<v1::JobEvent> events)
+      : jobs_(std::move(job), std::move(events)) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&jobs_);
+    builder.RegisterService(&models_);
+    server_ = builder.BuildAndStart();
+    address_ = "127.0.0.1:" + std::to_string(port_);
+    transferd::client::ClientOptions options;
+    options.address = address_;
+    client_ = transferd::client::Client::Create(options);
+  }
+  ~FakeJobsServer() { Shutdown(); }
+  void Shutdown() {
+    if (server_ == nullptr) return;
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_.reset();
+  }
+
+  FakeJobs& jobs() { return jobs_; }
+  transferd::client::Client& client() { return *client_; }
+  const std::string& address() const { return address_; }
+
+ private:
+  FakeJobs jobs_;
+  FakeModels models_;
+  int port_ = 0;
+  std::string address_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<transferd::client::Client> client_;
+};
+
+TEST(WatchJobTest, ReconnectsAfterADroppedStreamWithoutLossOrRepeat) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  fake.jobs().DropAfter(3);
+  fake.jobs().DropAfter(7);
+  std::vector<int64_t> seen;
+  int reconnects = 0;
+  transferd::client::WatchOptions options;
+  options.initial_backoff = std::chrono::milliseconds(10);
+  options.on_reconnect = [&](const absl::Status& why, int64_t after) {
+    ++reconnects;
+    EXPECT_EQ(why.code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(after, seen.empty() ? 0 : seen.back());
+  };
+  absl::Status status = fake.client().WatchJob(
+      "jobs/j1", 0, true, [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); },
+      options);
+  ASSERT_TRUE(status.ok()) << status;
+  std::vector<int64_t> expected;
+  for (int64_t i = 1; i <= 11; ++i) expected.push_back(i);
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(reconnects, 2);
+  EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(0, 3, 7));
+}
+
+TEST(WatchJobTest, StartsAfterTheGivenSequence) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  std::vector<int64_t> seen;
+  ASSERT_TRUE(fake.client()
+                  .WatchJob("jobs/j1", 9, false,
+                            [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); })
+                  .ok());
+  EXPECT_THAT(seen, ElementsAre(10, 11));
+}
+
+TEST(WatchJobTest, ServerGoneIsAClearErrorAfterTheRetryBudget) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  fake.jobs().DropAfter(2);
+  std::vector<int64_t> seen;
+  transferd::client::WatchOptions options;
+  options.reconnect_for = std::chrono::milliseconds(1500);
+  options.initial_backoff = std::chrono::milliseconds(10);
+  options.on_reconnect = [&](const absl::Status&, int64_t) { fake.Shutdown(); };
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = fake.client().WatchJob(
+      "jobs/j1", 0, true, [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); },
+      options);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("lost the event stream of jobs/j1"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("within 1.5 s"));
+  EXPECT_THAT(seen, ElementsAre(1, 2));
+  EXPECT_GE(took, std::chrono::milliseconds(1400));
+  EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+TEST(WatchJobTest, UnreachableAtTheStartFailsAtOnce) {
+  transferd::client::ClientOptions options;
+  options.address = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  auto client = transferd::client::Client::Create(options);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status status = client->WatchJob("jobs/j1", 0, true, [](const v1::JobEvent&) {});
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("cannot reach transferd"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST(WatchJobTest, CancelFlagEndsTheWatch) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_RUNNING), {StateEvent(1, v1::JOB_STATE_QUEUED)});
+  fake.jobs().SetLive(true);
+  std::atomic<bool> cancel{false};
+  transferd::client::WatchOptions options;
+  options.cancel = &cancel;
+  absl::Status status = fake.client().WatchJob(
+      "jobs/j1", 0, true, [&](const v1::JobEvent&) { cancel = true; }, options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+}
+
+TEST(TransferctlJobsTest, WatchPrintsKerasLinesInPipeModeAcrossAReconnect) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  fake.jobs().DropAfter(5);
+  RunResult r = Ctl({"--server", fake.address(), "jobs", "watch", "j1"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "state: QUEUED\n"
+            "state: RUNNING\n"
+            "Stage 1/1 \"frozen-base\": 4 trainable tensors, 2,081 trainable "
+            "params, 3,228,864 non-trainable; backbone features cached\n"
+            "  trainable from none; default optimizer; 2 epochs; batch 4; "
+            "augmentation default\n"
+            "Epoch 1/2\n"
+            "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
+            "val_accuracy: 0.5500\n"
+            "checkpoint: epoch 1, 2.0 MiB\n"
+            "Epoch 2/2\n"
+            "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
+            "val_accuracy: 0.5500\n"
+            "checkpoint: epoch 2, 2.0 MiB\n"
+            "evaluation validation: 4 examples - loss: 0.5000 - accuracy: 0.7500\n"
+            "state: SUCCEEDED\n"
+            "model: models/m1\n");
+  EXPECT_THAT(r.err, HasSubstr("connection lost"));
+  EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(0, 5));
+}
+
+TEST(TransferctlJobsTest, WatchDrawsAKerasBarOnATerminal) {
+  // util-linux script(1) gives transferctl a pseudo-terminal as stdout.
+  if (!fs::exists("/usr/bin/script")) GTEST_SKIP() << "no /usr/bin/script";
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  const std::string command = testing::TransferctlBinary() + " --server " +
+                              fake.address() + " jobs watch j1";
+  RunResult r = testing::Run({"/usr/bin/script", "-qec", command, "/dev/null"},
+                             {"TRANSFERD_ADDR="});
+  ASSERT_EQ(r.status.code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Epoch 1/2"));
+  EXPECT_THAT(r.out, HasSubstr("\r2/4 [==============>...............] - ETA: 2s - "
+                               "loss: 0.7000 - accuracy: 0.5000"));
+  // The bar's line is cleared and replaced by the epoch's summary.
+  EXPECT_THAT(r.out, HasSubstr("\r\033[K4/4 - 3s - loss: 0.6931"));
+  // Checkpoints are dim.
+  EXPECT_THAT(r.out, HasSubstr("\033[2mcheckpoint: epoch 1, 2.0 MiB\033[0m"));
+}
+
+TEST(TransferctlJobsTest, ShowPrintsHistoryAndConfusionMatrix) {
+  v1::Job job = FakeJob(v1::JOB_STATE_SUCCEEDED);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    v1::EpochMetrics* m = job.add_history();
+    m->set_epoch(epoch);
+    m->set_loss(0.6931);
+    m->set_accuracy(0.5);
+    m->set_val_loss(0.69);
+    m->set_val_accuracy(0.55);
+    m->set_learning_rate(1e-4);
+    m->set_seconds(3);
+  }
+  v1::Evaluation* e = job.add_evaluations();
+  e->set_split("validation");
+  e->set_examples(4);
+  e->set_accuracy(0.75);
+  e->set_loss(0.5);
+  for (int64_t v : {2, 0, 1, 1}) e->mutable_confusion_matrix()->add_counts(v);
+  FakeJobsServer fake(job, {});
+  RunResult r = Ctl({"--server", fake.address(), "jobs", "show", "j1"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("job         jobs/j1\n"));
+  EXPECT_THAT(r.out, HasSubstr("kind        TRAIN\n"));
+  EXPECT_THAT(r.out, HasSubstr("network     mobilenet\n"));
+  EXPECT_THAT(r.out, HasSubstr("stage 1     frozen-base: trainable from none"));
+  EXPECT_THAT(r.out, HasSubstr("state       SUCCEEDED\n"));
+  EXPECT_THAT(r.out, HasSubstr("progress    stage 1/1, epoch 2/2\n"));
+  EXPECT_THAT(r.out, HasSubstr("  EPOCH STAGE     LOSS      ACC VAL_LOSS  VAL_ACC         LR  SECONDS\n"
+                               "      1     1   0.6931   0.5000   0.6900   0.5500     0.0001      3.0\n"));
+  EXPECT_THAT(r.out, HasSubstr("evaluation  validation: 4 examples, loss 0.5000, accuracy 0.7500\n"));
+  // Class names come from the result model.
+  EXPECT_THAT(r.out, HasSubstr("                      cat    dog\n"
+                               "               cat      2      0\n"
+                               "               dog      1      1\n"));
+  EXPECT_THAT(r.out, HasSubstr("model       models/m1\n"));
+
+  RunResult missing = Ctl({"--server", fake.address(), "jobs", "show", "nope"});
+  EXPECT_EQ(missing.status.code, 1);
+  EXPECT_EQ(missing.err, "transferctl: job not found\n");
+}
+
+TEST(TransferctlJobsTest, WatchAsJsonLines) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  RunResult r = Ctl({"--server", fake.address(), "--json", "jobs", "watch", "jobs/j1"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  const std::vector<nlohmann::json> events = JsonLines(r.out);
+  ASSERT_EQ(events.size(), 11u) << r.out;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i]["sequence"], std::to_string(i + 1));
+  }
+  EXPECT_EQ(events[4]["epoch_end"]["val_accuracy"], 0.55);
+}
+
+TEST(TransferctlJobsTest, FailedJobExitsOneWithTheReason) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_FAILED),
+                      {StateEvent(1, v1::JOB_STATE_QUEUED), StateEvent(2, v1::JOB_STATE_RUNNING),
+                       StateEvent(3, v1::JOB_STATE_FAILED, "out of memory")});
+  RunResult r = Ctl({"--server", fake.address(), "jobs", "watch", "j1"});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("state: FAILED (out of memory)"));
+  EXPECT_EQ(r.err, "transferctl: jobs/j1 failed: out of memory\n");
+}
+
+TEST(TransferctlJobsTest, CtrlCDetachesWithoutCancelling) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_RUNNING),
+                      {StateEvent(1, v1::JOB_STATE_QUEUED), StateEvent(2, v1::JOB_STATE_RUNNING)});
+  fake.jobs().SetLive(true);
+  testing::TempDir temp;
+  const std::string log = temp.path() + "/watch.log";
+  auto watch = testing::Subprocess::Spawn(
+      {testing::TransferctlBinary(), "--server", fake.address(), "jobs", "watch", "j1"},
+      {"TRANSFERD_ADDR="}, log);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (fake.jobs().watch_after().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_FALSE(fake.jobs().watch_after().empty());
+  // A live job is followed from its newest event on.
+  EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(2));
+  watch.Signal(SIGINT);
+  auto exit = watch.Wait(std::chrono::seconds(10));
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_TRUE(exit->exited);
+  EXPECT_EQ(exit->code, 0);
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("jobs/j1 RUNNING, stage 1/1, epoch 1/2"));
+  EXPECT_THAT(text.str(),
+              HasSubstr("detached; the job keeps running: transferctl jobs watch jobs/j1"));
+}
+
+TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_QUEUED), {});
+  testing::TempDir temp;
+  const std::string spec_file = temp.path() + "/spec.json";
+  WriteFile(spec_file,
+            R"({"recipe": "keras-book", "seed": "7",
+                "model": {"backbone": "vgg19", "inputSize": 224},
+                "stages": [{"epochs": 30, "batchSize": 20},
+                           {"trainableFrom": "block4_conv1", "epochs": 50}]})");
+  RunResult r = Ctl({"--server", fake.address(), "train", "datasets/small", "--spec", spec_file,
+                     "--backbone", "vgg16", "--alpha", "0.5", "--weights", "none",
+                     "--precision", "bf16", "--pooling", "gap", "--hidden-units", "8",
+                     "--dropout", "0.25", "--epochs", "3", "--lr", "0.001", "--optimizer",
+                     "sgd", "--momentum", "0.9", "--augment", "none", "--fine-tune-from",
+                     "block5_conv1", "--fine-tune-epochs", "4", "--fine-tune-lr", "1e-5",
+                     "--id", "my-job", "--detach"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("transferctl jobs watch jobs/j1"));
+  ASSERT_EQ(fake.jobs().created().size(), 1u);
+  const v1::CreateJobRequest request = fake.jobs().created()[0];
+  EXPECT_EQ(request.job_id(), "my-job");
+  const v1::JobSpec& s = request.spec();
+  EXPECT_EQ(s.kind(), v1::JOB_KIND_TRAIN);
+  EXPECT_EQ(s.dataset(), "datasets/small");
+  EXPECT_EQ(s.recipe(), "keras-book");
+  EXPECT_EQ(s.seed(), 7u);
+  EXPECT_EQ(s.model().backbone(), "vgg16");
+  EXPECT_EQ(s.model().input_size(), 224);
+  EXPECT_EQ(s.model().alpha(), 0.5);
+  EXPECT_EQ(s.model().weights(), "none");
+  EXPECT_EQ(s.model().precision(), v1::PRECISION_BF16);
+  EXPECT_EQ(s.model().head().pooling(), v1::POOLING_GLOBAL_AVERAGE);
+  EXPECT_EQ(s.model().head().hidden_units(), 8);
+  EXPECT_EQ(s.model().head().dropout(), 0.25);
+  ASSERT_EQ(s.stages_size(), 2);
+  EXPECT_EQ(s.stages(0).epochs(), 3);
+  EXPECT_EQ(s.stages(0).batch_size(), 20);
+  EXPECT_EQ(s.stages(0).optimizer().kind(), v1::OptimizerSpec::KIND_SGD);
+  EXPECT_EQ(s.stages(0).optimizer().learning_rate(), 0.001);
+  EXPECT_EQ(s.stages(0).optimizer().momentum(), 0.9);
+  EXPECT_TRUE(s.stages(0).augmentation().has_enabled());
+  EXPECT_FALSE(s.stages(0).augmentation().enabled());
+  EXPECT_EQ(s.stages(1).trainable_from(), "block5_conv1");
+  EXPECT_EQ(s.stages(1).epochs(), 4);
+  EXPECT_EQ(s.stages(1).optimizer().learning_rate(), 1e-5);
+  EXPECT_FALSE(s.stages(1).optimizer().has_momentum());
+
+  // finetune: FINE_TUNE of models/ID, no network.
+  RunResult tune = Ctl({"--server", fake.address(), "--json", "finetune", "m1", "small",
+                        "--epochs", "2", "--trainable-from", "100", "--detach"});
+  ASSERT_EQ(tune.status.code, 0) << tune.err;
+  EXPECT_EQ(nlohmann::json::parse(tune.out)["name"], "jobs/j1");
+  ASSERT_EQ(fake.jobs().created().size(), 2u);
+  const v1::JobSpec t = fake.jobs().created()[1].spec();
+  EXPECT_EQ(t.kind(), v1::JOB_KIND_FINE_TUNE);
+  EXPECT_EQ(t.base_model(), "models/m1");
+  EXPECT_EQ(t.dataset(), "datasets/small");
+  EXPECT_FALSE(t.has_model());
+  ASSERT_EQ(t.stages_size(), 1);
+  EXPECT_EQ(t.stages(0).trainable_from(), "100");
+  EXPECT_EQ(t.stages(0).epochs(), 2);
+}
+
+TEST(TransferctlNoServerTest, JobUsageErrorsExitTwo) {
+  EXPECT_EQ(Ctl({"train"}).status.code, 2);
+  EXPECT_EQ(Ctl({"train", "small", "--optimizer", "adamw"}).status.code, 2);
+  EXPECT_EQ(Ctl({"train", "small", "--precision", "fp16"}).status.code, 2);
+  EXPECT_EQ(Ctl({"train", "small", "--epochs", "two"}).status.code, 2);
+  EXPECT_EQ(Ctl({"finetune", "m1"}).status.code, 2);
+  EXPECT_EQ(Ctl({"jobs", "ls", "--state", "sleeping"}).status.code, 2);
+  EXPECT_EQ(Ctl({"jobs", "watch"}).status.code, 2);
+  EXPECT_EQ(Ctl({"models", "show"}).status.code, 2);
+  testing::TempDir temp;
+  WriteFile(temp.path() + "/bad.json", "{\"stages\": 3}");
+  RunResult bad = Ctl({"train", "small", "--spec", temp.path() + "/bad.json"});
+  EXPECT_EQ(bad.status.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("is not a JobSpec in protobuf JSON"));
+  for (const char* cmd : {"train", "finetune"}) {
+    RunResult help = Ctl({cmd, "--help"});
+    EXPECT_EQ(help.status.code, 0);
+    EXPECT_THAT(help.out, HasSubstr("Examples:"));
+  }
+  RunResult watch_help = Ctl({"jobs", "watch", "--help"});
+  EXPECT_THAT(watch_help.out, HasSubstr("Ctrl-C"));
 }
 
 }  // namespace
