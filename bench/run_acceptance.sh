@@ -27,7 +27,10 @@ precision=${PRECISION:-PRECISION_UNSPECIFIED}
 work=$(mktemp -d)
 server_pid=
 cleanup() {
-  [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  if [[ -n "$server_pid" ]]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -41,7 +44,7 @@ if [[ "${CI:-}" == "true" ]]; then
     mkdir -p "$work/subset/$split"
     n=100; [[ $split == validation ]] && n=50
     for cls in cat dog; do
-      find "$data/$split" -name "$cls.*.jpg" | sort -V | head -n "$n" |
+      find "$data/$split" -name "$cls.*.jpg" | sort -V | sed -n "1,${n}p" |
         xargs -I{} ln -s {} "$work/subset/$split/"
     done
   done
@@ -91,7 +94,7 @@ job = json.load(open(sys.argv[1]))
 wall = float(sys.argv[3]) - float(sys.argv[2])
 history = job.get("history", [])
 epochs = len(history)
-best = max((h.get("valAccuracy", 0.0) for h in history), default=0.0)
+best = max((h.get("val_accuracy", h.get("valAccuracy", 0.0)) for h in history), default=0.0)
 print(json.dumps({"epochs": epochs, "best_val_accuracy": best, "wall_seconds": wall,
                   "images_per_second": epochs * int(sys.argv[4]) / wall,
                   "state": job.get("state")}))

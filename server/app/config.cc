@@ -136,6 +136,17 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_UPLOAD_CHUNK_BYTES")
       ->check(CLI::Range(1024, 1 << 30))
       ->capture_default_str();
+  app.add_option("--decoded-image-cache-bytes", c.engine.decoded_cache_bytes,
+                 "Memory a training job may use to keep decoded, resized images "
+                 "across epochs (0 = decode every epoch)")
+      ->envname("TRANSFERD_DECODED_IMAGE_CACHE_BYTES")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--loader-threads", c.engine.loader_threads,
+                 "Decode/augment threads of a training job's loader")
+      ->envname("TRANSFERD_LOADER_THREADS")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
   core::DatasetLimits& d = c.engine.datasets;
   constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max() / 4;
   app.add_option("--max-file-bytes", d.max_file_bytes,

@@ -90,6 +90,7 @@ absl::Status Engine::Start() {
   jobs_env.device = device_;
   jobs_env.weights = weights_cache();
   jobs_env.loader_threads = options_.loader_threads;
+  jobs_env.decoded_cache_bytes = options_.decoded_cache_bytes;
   TRANSFERD_ASSIGN_OR_RETURN(jobs_, JobQueue::Open(jobs_env));
   if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();

@@ -58,6 +58,9 @@ class Engine {
     DatasetLimits datasets;
     // Decode/augment threads of a training job's loader.
     int loader_threads = 2;
+    // Memory a training job may use to keep decoded, resized images across
+    // epochs.
+    int64_t decoded_cache_bytes = 2ll << 30;
     // Start the job worker in Start() (tests of the catalogs turn it off).
     bool run_jobs = true;
   };

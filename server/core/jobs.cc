@@ -710,6 +710,7 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
   env.cache_dir = env_.data_dir->cache_dir();
   env.checkpoint_dir = env_.data_dir->models_dir() / "jobs" / job.id;
   env.loader_threads = env_.loader_threads;
+  env.decoded_cache_bytes = env_.decoded_cache_bytes;
   TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
                              train::Trainer::Create(job.config, data, env));
 

@@ -123,6 +123,7 @@ class JobQueue {
     ComputeDevice device;
     models::WeightsCacheOptions weights;
     int loader_threads = 2;
+    int64_t decoded_cache_bytes = 0;
   };
 
   // Puts jobs a stopped server left RUNNING back in the queue (they resume

@@ -1,5 +1,7 @@
 #include "server/core/data/loader.h"
 
+#include <cstring>
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
@@ -120,6 +122,25 @@ void Loader::Work() {
   }
 }
 
+std::shared_ptr<const std::vector<uint8_t>> DecodedImageCache::Get(int64_t example) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = images_.find(example);
+  return it == images_.end() ? nullptr : it->second;
+}
+
+void DecodedImageCache::Put(int64_t example, std::vector<uint8_t> pixels) {
+  const int64_t size = static_cast<int64_t>(pixels.size());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (used_ + size > budget_ || images_.count(example) > 0) return;
+  used_ += size;
+  images_[example] = std::make_shared<const std::vector<uint8_t>>(std::move(pixels));
+}
+
+int64_t DecodedImageCache::bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return used_;
+}
+
 absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
   // This batch's members, read under the lock (StartEpoch replaces order_).
   std::vector<int64_t> members;
@@ -137,25 +158,38 @@ absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
   std::vector<int64_t> labels(n);
   std::vector<uint8_t> resized(static_cast<size_t>(s) * s * 3);
   std::string bytes;
+  const size_t image_bytes = static_cast<size_t>(s) * s * 3;
+  DecodedImageCache* cache = options_.decoded_cache.get();
   for (int64_t i = 0; i < n; ++i) {
     const Example& ex = examples_[members[i]];
     labels[i] = ex.label;
-    if (absl::Status read = ReadFile(ex.path, &bytes); !read.ok()) return read;
-    absl::StatusOr<DecodedImage> image = DecodeImage(bytes, options_.limits, s);
-    if (!image.ok()) {
-      return absl::Status(image.status().code(),
-                          absl::StrCat(ex.path, ": ", image.status().message()));
-    }
-    const cv::Mat src(image->height, image->width, CV_8UC3, image->rgb.data());
     uint8_t* out = pixels[i].data_ptr<uint8_t>();
-    cv::Mat target(s, s, CV_8UC3, options_.augment.enabled() ? resized.data() : out);
-    const bool shrink = image->width > s || image->height > s;
-    cv::resize(src, target, cv::Size(s, s), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+    std::shared_ptr<const std::vector<uint8_t>> cached =
+        cache != nullptr ? cache->Get(members[i]) : nullptr;
+    const uint8_t* source;  // the resized, unaugmented image
+    if (cached != nullptr) {
+      source = cached->data();
+    } else {
+      if (absl::Status read = ReadFile(ex.path, &bytes); !read.ok()) return read;
+      absl::StatusOr<DecodedImage> image = DecodeImage(bytes, options_.limits, s);
+      if (!image.ok()) {
+        return absl::Status(image.status().code(),
+                            absl::StrCat(ex.path, ": ", image.status().message()));
+      }
+      const cv::Mat src(image->height, image->width, CV_8UC3, image->rgb.data());
+      cv::Mat target(s, s, CV_8UC3, resized.data());
+      const bool shrink = image->width > s || image->height > s;
+      cv::resize(src, target, cv::Size(s, s), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+      if (cache != nullptr) cache->Put(members[i], resized);
+      source = resized.data();
+    }
     if (options_.augment.enabled()) {
       std::mt19937_64 rng(Mix(options_.seed ^ Mix(static_cast<uint64_t>(epoch) ^
                                                   Mix(static_cast<uint64_t>(members[i])))));
       const AffineDraw draw = DrawAffine(options_.augment, s, s, rng);
-      ApplyAffine(resized.data(), s, s, draw, options_.augment, out);
+      ApplyAffine(source, s, s, draw, options_.augment, out);
+    } else {
+      std::memcpy(out, source, image_bytes);
     }
   }
   Batch out;

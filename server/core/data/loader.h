@@ -28,6 +28,26 @@
 
 namespace transferd::core::data {
 
+// Resized, not yet augmented images (image_size x image_size x 3 uint8) of
+// one example list, kept across epochs and loaders so that each file is read
+// and decoded once per job: the output is the same with or without it. Holds
+// at most `budget_bytes`; examples beyond it are decoded every time.
+// Thread-safe.
+class DecodedImageCache {
+ public:
+  explicit DecodedImageCache(int64_t budget_bytes) : budget_(budget_bytes) {}
+  std::shared_ptr<const std::vector<uint8_t>> Get(int64_t example) const;
+  // Keeps `pixels` when the budget allows; returns what is now cached.
+  void Put(int64_t example, std::vector<uint8_t> pixels);
+  int64_t bytes() const;
+
+ private:
+  const int64_t budget_;
+  mutable std::mutex mu_;
+  int64_t used_ = 0;
+  std::map<int64_t, std::shared_ptr<const std::vector<uint8_t>>> images_;
+};
+
 struct LoaderOptions {
   int image_size = 150;
   int batch_size = 20;
@@ -39,6 +59,8 @@ struct LoaderOptions {
   AugmentOptions augment;  // all zero: no augmentation
   models::Preprocessing preprocessing;
   ImageLimits limits;
+  // Optional, shared between the loaders of one example list and image size.
+  std::shared_ptr<DecodedImageCache> decoded_cache;
 };
 
 struct Batch {

@@ -333,8 +333,24 @@ struct Trainer::Impl {
     o.threads = std::max(1, env.loader_threads);
     o.augment = augment;
     o.preprocessing = preprocessing;
+    // One decoded-image cache per split, shared by every stage's loaders.
+    if (env.decoded_cache_bytes > 0) {
+      const void* key = &examples;
+      auto it = decoded.find(key);
+      if (it == decoded.end()) {
+        // The budget is shared evenly by the splits that have files.
+        const int64_t splits = (data.train.empty() ? 0 : 1) + (data.validation.empty() ? 0 : 1) +
+                               (data.test.empty() ? 0 : 1);
+        it = decoded.emplace(key, std::make_shared<data::DecodedImageCache>(
+                                      env.decoded_cache_bytes / std::max<int64_t>(1, splits)))
+                 .first;
+      }
+      o.decoded_cache = it->second;
+    }
     return data::Loader::Create(examples, o);
   }
+  // Decoded images by example list (data.train / validation / test).
+  mutable std::map<const void*, std::shared_ptr<data::DecodedImageCache>> decoded;
 
   torch::Tensor LabelsOf(const std::string& split) {
     auto it = labels.find(split);

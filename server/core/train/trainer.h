@@ -30,6 +30,9 @@ struct TrainerEnv {
   // False: never read or write cached backbone features (always run the
   // backbone), e.g. to compare both paths.
   bool use_feature_cache = true;
+  // Resized images kept in memory across epochs (0 = off), shared evenly by
+  // the splits: each file is decoded once per job instead of once per epoch.
+  int64_t decoded_cache_bytes = 0;
 };
 
 struct TrainResult {

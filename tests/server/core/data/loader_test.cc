@@ -112,6 +112,30 @@ TEST_F(LoaderTest, OutputDoesNotDependOnThreadsWithAugmentation) {
   EXPECT_FALSE(torch::equal(plain[0].images, x[0].images));
 }
 
+TEST_F(LoaderTest, DecodedImageCacheGivesTheSameBatchesWithoutRereadingFiles) {
+  LoaderOptions o = Options();
+  o.augment = AugmentOptions::KerasBook();
+  const auto reference = Epoch(*Make(o), 2);
+  o.decoded_cache = std::make_shared<DecodedImageCache>(int64_t{1} << 30);
+  auto cached = Make(o);
+  Epoch(*cached, 1);  // fills the cache
+  EXPECT_EQ(o.decoded_cache->bytes(), 23 * 32 * 32 * 3);
+  // Every file gone: epoch 2 comes from memory alone, and is what the
+  // uncached loader produced.
+  for (const Example& e : examples_) fs::remove(e.path);
+  const auto again = Epoch(*cached, 2);
+  ASSERT_EQ(again.size(), reference.size());
+  for (size_t i = 0; i < again.size(); ++i) {
+    EXPECT_TRUE(torch::equal(again[i].images, reference[i].images)) << "batch " << i;
+  }
+  // A budget of one image keeps one image.
+  auto small = std::make_shared<DecodedImageCache>(32 * 32 * 3);
+  small->Put(0, std::vector<uint8_t>(32 * 32 * 3));
+  small->Put(1, std::vector<uint8_t>(32 * 32 * 3));
+  EXPECT_NE(small->Get(0), nullptr);
+  EXPECT_EQ(small->Get(1), nullptr);
+}
+
 TEST_F(LoaderTest, DropLastAndBadFiles) {
   LoaderOptions o = Options();
   o.drop_last = true;
