@@ -728,7 +728,7 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
     e.trainable = summary;
     e.uses_feature_cache = cached;
     job.trainable = summary;
-    job.progress.stage = stage + 1;
+    job.progress.stage = stage;
     (void)SaveRunState(job);
     (void)Append(job.id, e);
   };

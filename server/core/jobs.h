@@ -45,7 +45,7 @@ bool IsTerminal(JobState state);
 const char* JobStateName(JobState state);
 
 struct JobProgress {
-  int stage = 0, stages = 0;  // 1-based stage; 0 before the first
+  int stage = 0, stages = 0;  // 0-based stage index
   int epoch = 0, epochs = 0;  // over the whole job
   int64_t step = 0, steps = 0;
   double eta_seconds = 0;
