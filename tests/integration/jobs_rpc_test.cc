@@ -356,7 +356,9 @@ TEST(JobsRpcTest, Kill9MidJobThenRestartResumesFromTheCheckpoint) {
   // the kill) were not trained again. Epoch 3 may appear twice: once before
   // the kill if it ended before its checkpoint was written, once resumed.
   for (const auto& e : events) {
-    if (e.has_epoch_end()) EXPECT_GE(e.epoch_end().epoch(), 3) << e.DebugString();
+    if (e.has_epoch_end()) {
+      EXPECT_GE(e.epoch_end().epoch(), 3) << e.DebugString();
+    }
   }
 }
 
