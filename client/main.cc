@@ -570,18 +570,22 @@ int DatasetsShow(const Globals& g, const std::string& name) {
   return kOk;
 }
 
-int DatasetsRemove(const Globals& g, const std::string& name) {
-  auto client = Connect(g);
-  const std::string full = transferd::client::DatasetName(name);
-  absl::Status status = client->DeleteDataset(full);
+// `rm` of any resource: the delete RPCs return google.protobuf.Empty, which
+// --json prints as {}.
+int PrintDeleted(const Globals& g, const absl::Status& status, const std::string& full) {
   if (!status.ok()) return Fail(status);
   if (g.json) {
-    // DeleteDataset returns google.protobuf.Empty.
     std::cout << "{}\n";
   } else {
     std::cout << "deleted " << full << "\n";
   }
   return kOk;
+}
+
+int DatasetsRemove(const Globals& g, const std::string& name) {
+  auto client = Connect(g);
+  const std::string full = transferd::client::DatasetName(name);
+  return PrintDeleted(g, client->DeleteDataset(full), full);
 }
 
 constexpr char kTrainHelp[] =
@@ -1476,14 +1480,7 @@ int ModelsShow(const Globals& g, const std::string& name) {
 int ModelsRemove(const Globals& g, const std::string& name) {
   auto client = Connect(g);
   const std::string full = transferd::client::ModelName(name);
-  absl::Status status = client->DeleteModel(full);
-  if (!status.ok()) return Fail(status);
-  if (g.json) {
-    std::cout << "{}\n";
-  } else {
-    std::cout << "deleted " << full << "\n";
-  }
-  return kOk;
+  return PrintDeleted(g, client->DeleteModel(full), full);
 }
 
 }  // namespace

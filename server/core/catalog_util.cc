@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/core/status_macros.h"
+#include "server/core/store.h"
 
 namespace transferd::core {
 namespace fs = std::filesystem;
@@ -49,6 +51,16 @@ absl::StatusOr<int> ClampPageSize(int page_size) {
   if (page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
   if (page_size == 0) return 50;
   return std::min(page_size, 1000);
+}
+
+absl::StatusOr<bool> ReadPage(Statement& query, int page_size,
+                              const std::function<absl::Status(const Statement&)>& row) {
+  for (int n = 0;; ++n) {
+    TRANSFERD_ASSIGN_OR_RETURN(bool has_row, query.Step());
+    if (!has_row) return false;
+    if (n == page_size) return true;
+    TRANSFERD_RETURN_IF_ERROR(row(query));
+  }
 }
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -12,6 +13,8 @@
 #include "absl/status/statusor.h"
 
 namespace transferd::core {
+
+class Statement;
 
 // 1 to 63 of [a-z0-9-], starting and ending with a letter or digit;
 // INVALID_ARGUMENT starting with `what` otherwise.
@@ -25,6 +28,12 @@ std::string RandomHex(int bytes);
 absl::StatusOr<int64_t> ParsePageToken(const std::string& token);
 // page_size 0 -> 50, capped at 1000; INVALID_ARGUMENT when negative.
 absl::StatusOr<int> ClampPageSize(int page_size);
+
+// Reads one page from `query`, which must ask for page_size + 1 rows (the
+// extra row only tells whether another page follows): calls `row` on up to
+// page_size rows and returns whether more exist.
+absl::StatusOr<bool> ReadPage(Statement& query, int page_size,
+                              const std::function<absl::Status(const Statement&)>& row);
 
 // fsync of a directory (after a rename into it).
 absl::Status SyncDirectory(const std::filesystem::path& dir);

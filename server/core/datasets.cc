@@ -705,15 +705,10 @@ absl::StatusOr<std::vector<DatasetInfo>> DatasetCatalog::List(int page_size,
                          "SELECT ", kDatasetColumns,
                          " FROM datasets ORDER BY create_time_ms DESC, id LIMIT ? OFFSET ?")));
     q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      if (static_cast<int>(out.size()) == page_size) {
-        more = true;
-        break;
-      }
-      out.push_back(ReadDatasetRow(q));
-    }
+    TRANSFERD_ASSIGN_OR_RETURN(more, ReadPage(q, page_size, [&](const Statement& row) {
+                                 out.push_back(ReadDatasetRow(row));
+                                 return absl::OkStatus();
+                               }));
     for (DatasetInfo& d : out) TRANSFERD_RETURN_IF_ERROR(ReadSplitCounts(txn, d));
     return absl::OkStatus();
   }));

@@ -468,16 +468,11 @@ absl::StatusOr<std::vector<JobRecord>> JobQueue::List(int page_size, const std::
         .Bind(2, kind ? static_cast<int64_t>(*kind) : int64_t{0})
         .Bind(3, static_cast<int64_t>(page_size) + 1)
         .Bind(4, offset);
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      if (static_cast<int>(out.size()) == page_size) {
-        more = true;
-        break;
-      }
-      TRANSFERD_ASSIGN_OR_RETURN(JobRecord r, ReadJob(q));
-      out.push_back(std::move(r));
-    }
+    TRANSFERD_ASSIGN_OR_RETURN(more, ReadPage(q, page_size, [&](const Statement& row) {
+                                 TRANSFERD_ASSIGN_OR_RETURN(JobRecord r, ReadJob(row));
+                                 out.push_back(std::move(r));
+                                 return absl::OkStatus();
+                               }));
     return absl::OkStatus();
   }));
   if (next_page_token != nullptr) *next_page_token = more ? std::to_string(offset + page_size) : "";

@@ -181,16 +181,11 @@ absl::StatusOr<std::vector<ModelInfo>> ModelRegistry::List(int page_size,
                                               " FROM models ORDER BY create_time_ms DESC, id "
                                               "LIMIT ? OFFSET ?")));
     q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      if (static_cast<int>(out.size()) == page_size) {
-        more = true;
-        break;
-      }
-      TRANSFERD_ASSIGN_OR_RETURN(ModelInfo m, ReadRow(q, data_dir_));
-      out.push_back(std::move(m));
-    }
+    TRANSFERD_ASSIGN_OR_RETURN(more, ReadPage(q, page_size, [&](const Statement& row) {
+                                 TRANSFERD_ASSIGN_OR_RETURN(ModelInfo m, ReadRow(row, data_dir_));
+                                 out.push_back(std::move(m));
+                                 return absl::OkStatus();
+                               }));
     return absl::OkStatus();
   }));
   if (next_page_token != nullptr) *next_page_token = more ? std::to_string(offset + page_size) : "";
