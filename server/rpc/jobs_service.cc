@@ -368,7 +368,13 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx
   absl::StatusOr<std::vector<core::JobRecord>> jobs =
       engine_.jobs().List(request->page_size(), request->page_token(), state, kind, &next);
   if (!jobs.ok()) return Finish(ctx, ToGrpcStatus(jobs.status()));
-  for (const core::JobRecord& j : *jobs) ToProto(j, response->add_jobs());
+  for (const core::JobRecord& j : *jobs) {
+    v1::Job* out = response->add_jobs();
+    ToProto(j, out);
+    // Listings stay small: GetJob has the history and the resolved spec.
+    out->clear_history();
+    out->clear_resolved_spec();
+  }
   response->set_next_page_token(next);
   return Finish(ctx, grpc::Status::OK);
 }

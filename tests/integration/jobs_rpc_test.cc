@@ -245,6 +245,18 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   ASSERT_EQ(rest.size(), events.size() - 5);
   EXPECT_EQ(rest.front().sequence(), 6);
 
+  {
+    // Listings leave out the history and the resolved spec.
+    auto stub = v1::Jobs::NewStub(Channel(server));
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ListJobsResponse list;
+    ASSERT_TRUE(stub->ListJobs(&ctx, v1::ListJobsRequest(), &list).ok());
+    ASSERT_EQ(list.jobs_size(), 1);
+    EXPECT_EQ(list.jobs(0).history_size(), 0);
+    EXPECT_FALSE(list.jobs(0).has_resolved_spec());
+    EXPECT_EQ(list.jobs(0).state(), v1::JOB_STATE_SUCCEEDED);
+  }
   const v1::Job done = GetJob(server, "jobs/first");
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(done.history_size(), 3);
