@@ -3,6 +3,7 @@
 // folders a crash left without a catalog row.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -19,6 +20,13 @@ class Statement;
 // 1 to 63 of [a-z0-9-], starting and ending with a letter or digit;
 // INVALID_ARGUMENT starting with `what` otherwise.
 absl::Status ValidateResourceId(std::string_view what, std::string_view id);
+
+// Times as the store keeps them: milliseconds since the Unix epoch.
+int64_t UnixMillis(std::chrono::system_clock::time_point t);
+std::chrono::system_clock::time_point FromUnixMillis(int64_t ms);
+
+// INTERNAL: "<what>: <strerror(errno)>".
+absl::Status ErrnoError(const std::string& what);
 
 // `bytes` random bytes as lowercase hex.
 std::string RandomHex(int bytes);

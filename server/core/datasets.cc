@@ -59,10 +59,6 @@ std::string Mb(int64_t bytes) {
   return absl::StrFormat("%.1f MB", static_cast<double>(bytes) / 1e6);
 }
 
-absl::Status ErrnoError(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
 // Writes `bytes` to a new file (no fsync: Commit flushes the whole folder).
 absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -82,14 +78,13 @@ absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status SyncPath(const fs::path& path, bool whole_filesystem) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(absl::StrCat("open ", path.string()));
-  // syncfs flushes every file written into the upload folder in one call,
-  // instead of one fsync per file.
-  const int rc = whole_filesystem ? ::syncfs(fd) : ::fsync(fd);
-  absl::Status status = rc == 0 ? absl::OkStatus()
-                                : ErrnoError(absl::StrCat("sync ", path.string()));
+// syncfs flushes every file written into the upload folder in one call,
+// instead of one fsync per file.
+absl::Status SyncFilesystemOf(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(absl::StrCat("open ", dir.string()));
+  absl::Status status =
+      ::syncfs(fd) == 0 ? absl::OkStatus() : ErrnoError(absl::StrCat("syncfs ", dir.string()));
   ::close(fd);
   return status;
 }
@@ -98,12 +93,6 @@ int64_t FreeDiskBytes(const fs::path& path) {
   struct statvfs st {};
   if (::statvfs(path.c_str(), &st) != 0) return std::numeric_limits<int64_t>::max();
   return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
-}
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 nlohmann::json RejectsToJson(const std::vector<RejectedFile>& rejects) {
@@ -126,8 +115,7 @@ DatasetInfo ReadDatasetRow(const Statement& row) {
   DatasetInfo d;
   d.id = row.ColumnText(0);
   d.display_name = row.ColumnText(1);
-  d.create_time = std::chrono::system_clock::time_point(
-      std::chrono::milliseconds(row.ColumnInt(2)));
+  d.create_time = FromUnixMillis(row.ColumnInt(2));
   d.label_source = static_cast<LabelSource>(row.ColumnInt(3));
   for (const auto& c : nlohmann::json::parse(row.ColumnText(4))) {
     d.classes.push_back(c.get<std::string>());
@@ -439,17 +427,15 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
 
   // Files only the dropped entries used are not kept.
-  std::set<std::string> used;
-  for (const Kept& k : kept) used.insert(k.entry.sha256);
-  int64_t bytes = 0;
+  std::map<std::string, int64_t> size_of;  // stored file -> bytes, of kept entries
+  for (const Kept& k : kept) size_of[k.entry.sha256] = k.entry.bytes;
   for (const std::string& file : stored_) {
-    if (used.count(file) == 0) {
+    if (size_of.count(file) == 0) {
       std::error_code ec;
       fs::remove(dir_ / file, ec);
     }
   }
-  std::map<std::string, int64_t> size_of;
-  for (const Kept& k : kept) size_of[k.entry.sha256] = k.entry.bytes;
+  int64_t bytes = 0;
   for (const auto& [_, size] : size_of) bytes += size;
 
   // Kept entries whose bytes an earlier kept entry already had.
@@ -458,7 +444,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   DatasetInfo info;
   info.id = spec_.id;
   info.display_name = spec_.display_name.empty() ? spec_.id : spec_.display_name;
-  info.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(NowMs()));
+  info.create_time = FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
   info.label_source = source;
   info.classes = classes;
   info.files = static_cast<int64_t>(kept.size());
@@ -484,7 +470,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
 
   // Make the files durable, then move the folder into place, then record it.
   const fs::path final_dir = catalog_.data_dir_.datasets_dir() / spec_.id;
-  TRANSFERD_RETURN_IF_ERROR(SyncPath(dir_, /*whole_filesystem=*/true));
+  TRANSFERD_RETURN_IF_ERROR(SyncFilesystemOf(dir_));
   {
     std::error_code ec;
     fs::remove_all(final_dir, ec);  // an orphan, never a catalogued dataset
@@ -495,7 +481,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     }
   }
   dir_ = final_dir;  // an abort from here on removes the final folder
-  TRANSFERD_RETURN_IF_ERROR(SyncPath(catalog_.data_dir_.datasets_dir(), false));
+  TRANSFERD_RETURN_IF_ERROR(SyncDirectory(catalog_.data_dir_.datasets_dir()));
 
   std::map<std::string, int64_t> class_index;
   for (size_t i = 0; i < classes.size(); ++i) class_index[classes[i]] = static_cast<int64_t>(i);
@@ -519,7 +505,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     const ImageSizeStats& s = info.image_size;
     insert.Bind(1, info.id)
         .Bind(2, info.display_name)
-        .Bind(3, NowMs())
+        .Bind(3, UnixMillis(info.create_time))
         .Bind(4, static_cast<int64_t>(source))
         .Bind(5, classes_json)
         .Bind(6, info.files)
@@ -624,15 +610,10 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(Uploa
     // Checked once here so that a bad policy fails before any byte is sent.
     TRANSFERD_RETURN_IF_ERROR(data::AssignSplits({}, {}, *spec.split).status());
   }
-  TRANSFERD_ASSIGN_OR_RETURN(std::optional<DatasetInfo> existing,
-                             [&]() -> absl::StatusOr<std::optional<DatasetInfo>> {
-                               absl::StatusOr<DatasetInfo> d = Get(spec.id);
-                               if (d.ok()) return std::optional<DatasetInfo>(*d);
-                               if (absl::IsNotFound(d.status())) return std::nullopt;
-                               return d.status();
-                             }());
-  if (existing.has_value()) {
+  if (absl::Status existing = Get(spec.id).status(); existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("dataset \"", spec.id, "\" already exists"));
+  } else if (!absl::IsNotFound(existing)) {
+    return existing;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

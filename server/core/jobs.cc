@@ -22,11 +22,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::system_clock;
 
-int64_t ToMs(Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-}
-Clock::time_point FromMs(int64_t ms) { return Clock::time_point(std::chrono::milliseconds(ms)); }
-
 json ProgressJson(const JobProgress& p) {
   return {{"stage", p.stage}, {"stages", p.stages}, {"epoch", p.epoch}, {"epochs", p.epochs},
           {"step", p.step},   {"steps", p.steps},   {"eta_seconds", p.eta_seconds}};
@@ -159,9 +154,9 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& q) {
   r.spec_blob = q.ColumnText(6);
   r.resolved_blob = q.ColumnText(7);
   TRANSFERD_ASSIGN_OR_RETURN(r.config, train::ConfigFromJson(q.ColumnText(8)));
-  r.create_time = FromMs(q.ColumnInt(9));
-  r.start_time = FromMs(q.ColumnInt(10));
-  r.end_time = FromMs(q.ColumnInt(11));
+  r.create_time = FromUnixMillis(q.ColumnInt(9));
+  r.start_time = FromUnixMillis(q.ColumnInt(10));
+  r.end_time = FromUnixMillis(q.ColumnInt(11));
   try {
     r.progress = ProgressFrom(json::parse(q.ColumnText(12)));
   } catch (const std::exception& e) {
@@ -414,7 +409,7 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
         .BindBlob(7, record.spec_blob)
         .BindBlob(8, record.resolved_blob)
         .Bind(9, train::ConfigToJson(record.config))
-        .Bind(10, ToMs(record.create_time))
+        .Bind(10, UnixMillis(record.create_time))
         .Bind(11, int64_t{0})
         .Bind(12, int64_t{0})
         .Bind(13, ProgressJson(record.progress).dump())
@@ -511,7 +506,7 @@ absl::StatusOr<std::vector<JobEvent>> JobQueue::Events(const std::string& id, in
       if (!row) break;
       TRANSFERD_ASSIGN_OR_RETURN(JobEvent e, EventFromJson(q.ColumnText(2)));
       e.sequence = q.ColumnInt(0);
-      e.time = FromMs(q.ColumnInt(1));
+      e.time = FromUnixMillis(q.ColumnInt(1));
       out.push_back(std::move(e));
     }
     return absl::OkStatus();
@@ -558,7 +553,7 @@ absl::Status JobQueue::Append(const std::string& id, JobEvent event) {
     TRANSFERD_ASSIGN_OR_RETURN(
         Statement q, txn.Prepare("INSERT INTO job_events (job_id, seq, time_ms, body) "
                                  "VALUES (?, ?, ?, ?)"));
-    q.Bind(1, id).Bind(2, seq).Bind(3, ToMs(event.time)).Bind(4, body);
+    q.Bind(1, id).Bind(2, seq).Bind(3, UnixMillis(event.time)).Bind(4, body);
     TRANSFERD_RETURN_IF_ERROR(q.Run());
     TRANSFERD_ASSIGN_OR_RETURN(
         Statement u, txn.Prepare("UPDATE jobs SET last_event_sequence = ? WHERE id = ?"));
@@ -573,7 +568,7 @@ absl::Status JobQueue::Append(const std::string& id, JobEvent event) {
                            "ELSE end_time_ms END WHERE id = ?4"));
       s.Bind(1, static_cast<int64_t>(event.state))
           .Bind(2, event.state == JobState::kFailed ? event.message : std::string())
-          .Bind(3, ToMs(event.time))
+          .Bind(3, UnixMillis(event.time))
           .Bind(4, id);
       TRANSFERD_RETURN_IF_ERROR(s.Run());
     }

@@ -29,17 +29,11 @@ std::string PreprocessingToJson(const PreprocessingInfo& p) {
       .dump();
 }
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 absl::StatusOr<ModelInfo> ReadRow(const Statement& q, const DataDir& dir) {
   ModelInfo m;
   m.id = q.ColumnText(0);
   m.display_name = q.ColumnText(1);
-  m.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(q.ColumnInt(2)));
+  m.create_time = FromUnixMillis(q.ColumnInt(2));
   m.source_job = q.ColumnText(3);
   m.parent = q.ColumnText(4);
   m.spec_blob = q.ColumnText(5);
@@ -122,16 +116,14 @@ absl::StatusOr<ModelInfo> ModelRegistry::Register(ModelInfo info, const fs::path
   }
   TRANSFERD_RETURN_IF_ERROR(SyncDirectory(data_dir_.models_dir()));
   info.weights_file = final_dir / "weights.safetensors";
-  info.create_time = std::chrono::system_clock::time_point(std::chrono::milliseconds(NowMs()));
+  info.create_time = FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
   absl::Status inserted = store_.Transaction([&](StoreTxn& txn) -> absl::Status {
     TRANSFERD_ASSIGN_OR_RETURN(
         Statement q, txn.Prepare(absl::StrCat("INSERT INTO models (", kColumns,
                                               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
     q.Bind(1, info.id)
         .Bind(2, info.display_name.empty() ? info.id : info.display_name)
-        .Bind(3, std::chrono::duration_cast<std::chrono::milliseconds>(
-                     info.create_time.time_since_epoch())
-                     .count())
+        .Bind(3, UnixMillis(info.create_time))
         .Bind(4, info.source_job)
         .Bind(5, info.parent)
         .BindBlob(6, info.spec_blob)

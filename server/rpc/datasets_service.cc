@@ -10,6 +10,7 @@
 #include "server/core/datasets.h"
 #include "server/core/engine.h"
 #include "server/rpc/grpc_status.h"
+#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 namespace {
@@ -93,32 +94,6 @@ void RejectToProto(const core::RejectedFile& in, v1::RejectedFile* out) {
   out->set_path(in.path);
   out->set_reason(static_cast<v1::RejectReason>(static_cast<int>(in.reason)));
   out->set_message(in.message);
-}
-
-// "datasets/{id}" -> id; INVALID_ARGUMENT naming the field otherwise.
-absl::StatusOr<std::string> IdFromName(const std::string& name) {
-  constexpr absl::string_view kPrefix = "datasets/";
-  if (!absl::StartsWith(name, kPrefix)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("name: expected \"datasets/{id}\", got \"", name.substr(0, 200), "\""));
-  }
-  std::string id = name.substr(kPrefix.size());
-  if (absl::Status s = core::DatasetCatalog::ValidateId(id); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("name: ", s.message()));
-  }
-  return id;
-}
-
-grpc::Status NotReady() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      "the server is starting or shutting down; retry shortly");
-}
-
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
-                                 const grpc::Status& status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
 }
 
 // Reads the stream message by message. The header opens a DatasetUpload;
@@ -261,35 +236,35 @@ grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetsService::UploadDatase
 grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContext* ctx,
                                                       const v1::GetDatasetRequest* request,
                                                       v1::Dataset* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = IdFromName(request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::DatasetInfo> info = engine_.datasets().Get(*id);
-  if (!info.ok()) return Finish(ctx, ToGrpcStatus(info.status()));
+  if (!info.ok()) return Answer(ctx, ToGrpcStatus(info.status()));
   ToProto(*info, response);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
     grpc::CallbackServerContext* ctx, const v1::ListDatasetsRequest* request,
     v1::ListDatasetsResponse* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
+  if (!engine_.ready()) return Answer(ctx, NotReady());
   std::string next;
   absl::StatusOr<std::vector<core::DatasetInfo>> page =
       engine_.datasets().List(request->page_size(), request->page_token(), &next);
-  if (!page.ok()) return Finish(ctx, ToGrpcStatus(page.status()));
+  if (!page.ok()) return Answer(ctx, ToGrpcStatus(page.status()));
   for (const core::DatasetInfo& d : *page) ToProto(d, response->add_datasets());
   response->set_next_page_token(next);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(
     grpc::CallbackServerContext* ctx, const v1::DeleteDatasetRequest* request,
     google::protobuf::Empty* /*response*/) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = IdFromName(request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
-  return Finish(ctx, ToGrpcStatus(engine_.datasets().Delete(*id)));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
+  return Answer(ctx, ToGrpcStatus(engine_.datasets().Delete(*id)));
 }
 
 }  // namespace transferd::rpc

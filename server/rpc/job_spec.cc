@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/catalog_util.h"
+#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 namespace {
@@ -210,17 +210,6 @@ absl::Status ApplyStage(const v1::StageSpec& s, const std::string& f, train::Sta
 
 }  // namespace
 
-absl::StatusOr<std::string> ModelIdFromName(const std::string& field, const std::string& name) {
-  if (!absl::StartsWith(name, "models/")) {
-    return Invalid(field, absl::StrCat("must be \"models/{id}\", got \"", name.substr(0, 200), "\""));
-  }
-  std::string id = name.substr(7);
-  if (absl::Status s = core::ValidateResourceId("model id", id); !s.ok()) {
-    return Invalid(field, std::string(s.message()));
-  }
-  return id;
-}
-
 absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec,
                                            const std::string& default_precision,
                                            const train::ModelConfig* base_model_config) {
@@ -231,15 +220,9 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec,
     }
     return Invalid("spec.kind", "must be TRAIN or FINE_TUNE");
   }
-  if (!absl::StartsWith(spec.dataset(), "datasets/")) {
-    return Invalid("spec.dataset",
-                   absl::StrCat("must be \"datasets/{id}\", got \"", spec.dataset().substr(0, 200),
-                                "\""));
-  }
-  out.dataset_id = spec.dataset().substr(9);
-  if (absl::Status s = core::ValidateResourceId("dataset id", out.dataset_id); !s.ok()) {
-    return Invalid("spec.dataset:", std::string(s.message()));
-  }
+  absl::StatusOr<std::string> dataset = IdFromName("spec.dataset", "datasets", spec.dataset());
+  if (!dataset.ok()) return dataset.status();
+  out.dataset_id = *std::move(dataset);
 
   train::TrainConfig& c = out.config;
   c.model.precision.clear();
@@ -259,7 +242,7 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec,
 
   if (spec.kind() == v1::JOB_KIND_FINE_TUNE) {
     if (spec.base_model().empty()) return Invalid("spec.base_model", "is required for FINE_TUNE");
-    absl::StatusOr<std::string> id = ModelIdFromName("spec.base_model", spec.base_model());
+    absl::StatusOr<std::string> id = IdFromName("spec.base_model", "models", spec.base_model());
     if (!id.ok()) return id.status();
     out.base_model = *id;
     if (base_model_config != nullptr) {

@@ -29,7 +29,4 @@ absl::StatusOr<ResolvedJob> ResolveJobSpec(const transferd::v1::JobSpec& spec,
 transferd::v1::JobSpec ToResolvedSpec(const transferd::v1::JobSpec& spec,
                                       const ResolvedJob& resolved);
 
-// "models/{id}" -> id (FINE_TUNE's base_model); INVALID_ARGUMENT naming `field`.
-absl::StatusOr<std::string> ModelIdFromName(const std::string& field, const std::string& name);
-
 }  // namespace transferd::rpc

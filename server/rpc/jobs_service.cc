@@ -9,13 +9,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/catalog_util.h"
 #include "server/core/engine.h"
 #include "server/core/jobs.h"
 #include "server/core/registry.h"
 #include "server/core/train/train_config.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/job_spec.h"
+#include "server/rpc/service_util.h"
 #include "server/rpc/unimplemented_services.h"
 
 namespace transferd::rpc {
@@ -64,29 +64,6 @@ void SummaryToProto(const train::TrainableSummary& s, v1::TrainableSummary* out)
 }
 
 v1::JobState StateToProto(core::JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
-
-absl::StatusOr<std::string> JobIdFromName(const std::string& name) {
-  if (!absl::StartsWith(name, "jobs/")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("name: expected \"jobs/{id}\", got \"", name.substr(0, 200), "\""));
-  }
-  std::string id = name.substr(5);
-  if (absl::Status s = core::ValidateResourceId("job id", id); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("name: ", s.message()));
-  }
-  return id;
-}
-
-grpc::Status NotReady() {
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      "the server is starting or shutting down; retry shortly");
-}
-
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const grpc::Status& status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
 
 // Streams a job's events from the store: a page at a time, one write in
 // flight, then (with follow) waits for the queue's notifier to say more were
@@ -301,23 +278,23 @@ void ToProto(const core::ModelInfo& in, v1::Model* out) {
 grpc::ServerUnaryReactor* JobsService::CreateJob(grpc::CallbackServerContext* ctx,
                                                  const v1::CreateJobRequest* request,
                                                  v1::Job* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
+  if (!engine_.ready()) return Answer(ctx, NotReady());
   const v1::JobSpec& spec = request->spec();
   // FINE_TUNE takes the base model's network.
   std::optional<train::ModelConfig> base;
   if (spec.kind() == v1::JOB_KIND_FINE_TUNE && !spec.base_model().empty()) {
-    absl::StatusOr<std::string> id = ModelIdFromName("spec.base_model", spec.base_model());
-    if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
+    absl::StatusOr<std::string> id = IdFromName("spec.base_model", "models", spec.base_model());
+    if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
     absl::StatusOr<core::ModelInfo> model = engine_.models().Get(*id);
     if (!model.ok()) {
-      return Finish(ctx, ToGrpcStatus(absl::InvalidArgumentError(
+      return Answer(ctx, ToGrpcStatus(absl::InvalidArgumentError(
                              absl::StrCat("spec.base_model: ", model.status().message()))));
     }
     base = model->model;
   }
   absl::StatusOr<ResolvedJob> resolved =
       ResolveJobSpec(spec, engine_.device().precision, base ? &*base : nullptr);
-  if (!resolved.ok()) return Finish(ctx, ToGrpcStatus(resolved.status()));
+  if (!resolved.ok()) return Answer(ctx, ToGrpcStatus(resolved.status()));
 
   core::NewJob job;
   job.id = request->job_id();
@@ -329,19 +306,19 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(grpc::CallbackServerContext* ct
   job.resolved_blob = ToResolvedSpec(spec, *resolved).SerializeAsString();
   job.config = resolved->config;
   absl::StatusOr<core::JobRecord> created = engine_.jobs().Create(std::move(job));
-  if (!created.ok()) return Finish(ctx, ToGrpcStatus(created.status()));
+  if (!created.ok()) return Answer(ctx, ToGrpcStatus(created.status()));
   ToProto(*created, response);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* JobsService::GetJob(grpc::CallbackServerContext* ctx,
                                               const v1::GetJobRequest* request,
                                               v1::Job* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = JobIdFromName(request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::JobRecord> job = engine_.jobs().Get(*id);
-  if (!job.ok()) return Finish(ctx, ToGrpcStatus(job.status()));
+  if (!job.ok()) return Answer(ctx, ToGrpcStatus(job.status()));
   ToProto(*job, response);
   // Confusion matrices carry the class names, which are the dataset's.
   if (absl::StatusOr<core::DatasetInfo> d = engine_.datasets().Get(job->dataset_id); d.ok()) {
@@ -349,13 +326,13 @@ grpc::ServerUnaryReactor* JobsService::GetJob(grpc::CallbackServerContext* ctx,
       for (const std::string& c : d->classes) e.mutable_confusion_matrix()->add_classes(c);
     }
   }
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx,
                                                 const v1::ListJobsRequest* request,
                                                 v1::ListJobsResponse* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
+  if (!engine_.ready()) return Answer(ctx, NotReady());
   std::optional<core::JobState> state;
   if (request->state() != v1::JOB_STATE_UNSPECIFIED) {
     state = static_cast<core::JobState>(static_cast<int>(request->state()));
@@ -367,7 +344,7 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx
   std::string next;
   absl::StatusOr<std::vector<core::JobRecord>> jobs =
       engine_.jobs().List(request->page_size(), request->page_token(), state, kind, &next);
-  if (!jobs.ok()) return Finish(ctx, ToGrpcStatus(jobs.status()));
+  if (!jobs.ok()) return Answer(ctx, ToGrpcStatus(jobs.status()));
   for (const core::JobRecord& j : *jobs) {
     v1::Job* out = response->add_jobs();
     ToProto(j, out);
@@ -376,26 +353,26 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx
     out->clear_resolved_spec();
   }
   response->set_next_page_token(next);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* JobsService::CancelJob(grpc::CallbackServerContext* ctx,
                                                  const v1::CancelJobRequest* request,
                                                  v1::Job* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = JobIdFromName(request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::JobRecord> job = engine_.jobs().Cancel(*id);
-  if (!job.ok()) return Finish(ctx, ToGrpcStatus(job.status()));
+  if (!job.ok()) return Answer(ctx, ToGrpcStatus(job.status()));
   ToProto(*job, response);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerWriteReactor<v1::JobEvent>* JobsService::WatchJob(grpc::CallbackServerContext* ctx,
                                                               const v1::WatchJobRequest* request) {
   (void)ctx;
   if (!engine_.ready()) return new FinishedWatch(NotReady());
-  absl::StatusOr<std::string> id = JobIdFromName(request->name());
+  absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
   if (!id.ok()) return new FinishedWatch(ToGrpcStatus(id.status()));
   absl::StatusOr<core::JobRecord> job = engine_.jobs().Get(*id);
   if (!job.ok()) return new FinishedWatch(ToGrpcStatus(job.status()));
@@ -417,35 +394,35 @@ grpc::ServerUnaryReactor* JobsService::ListJobPredictions(
 grpc::ServerUnaryReactor* ModelsService::GetModel(grpc::CallbackServerContext* ctx,
                                                   const v1::GetModelRequest* request,
                                                   v1::Model* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = ModelIdFromName("name", request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "models", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::ModelInfo> model = engine_.models().Get(*id);
-  if (!model.ok()) return Finish(ctx, ToGrpcStatus(model.status()));
+  if (!model.ok()) return Answer(ctx, ToGrpcStatus(model.status()));
   ToProto(*model, response);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* ctx,
                                                     const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
+  if (!engine_.ready()) return Answer(ctx, NotReady());
   std::string next;
   absl::StatusOr<std::vector<core::ModelInfo>> models =
       engine_.models().List(request->page_size(), request->page_token(), &next);
-  if (!models.ok()) return Finish(ctx, ToGrpcStatus(models.status()));
+  if (!models.ok()) return Answer(ctx, ToGrpcStatus(models.status()));
   for (const core::ModelInfo& m : *models) ToProto(m, response->add_models());
   response->set_next_page_token(next);
-  return Finish(ctx, grpc::Status::OK);
+  return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ModelsService::DeleteModel(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteModelRequest* request,
                                                      google::protobuf::Empty*) {
-  if (!engine_.ready()) return Finish(ctx, NotReady());
-  absl::StatusOr<std::string> id = ModelIdFromName("name", request->name());
-  if (!id.ok()) return Finish(ctx, ToGrpcStatus(id.status()));
-  return Finish(ctx, ToGrpcStatus(engine_.models().Delete(*id)));
+  if (!engine_.ready()) return Answer(ctx, NotReady());
+  absl::StatusOr<std::string> id = IdFromName("name", "models", request->name());
+  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
+  return Answer(ctx, ToGrpcStatus(engine_.models().Delete(*id)));
 }
 
 grpc::ServerUnaryReactor* ModelsService::SetAlias(grpc::CallbackServerContext* ctx,
