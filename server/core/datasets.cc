@@ -31,11 +31,18 @@ using data::Split;
 namespace {
 
 // Client paths are shown back to people: keep them printable and bounded.
+// Printable and valid UTF-8 whatever the client sent: NUL as \0, and every
+// byte of a path that is not UTF-8 beyond ASCII as \xNN.
 std::string DisplayPath(std::string_view path) {
+  const std::string_view shown = path.substr(0, 300);
+  const bool utf8 = data::IsValidUtf8(shown);
   std::string out;
-  for (char c : path.substr(0, 300)) {
+  for (char c : shown) {
+    const auto u = static_cast<unsigned char>(c);
     if (c == '\0') {
       out += "\\0";
+    } else if (u >= 0x80 && !utf8) {
+      absl::StrAppendFormat(&out, "\\x%02x", u);
     } else {
       out += c;
     }
@@ -260,6 +267,9 @@ absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
   } else if (spec_.label_source == LabelSource::kExplicit && chunk.label.empty()) {
     Reject(RejectReason::kNoLabel,
            "explicit labels were requested but this file has none");
+    skip_file_ = true;
+  } else if (!data::IsValidUtf8(chunk.label)) {
+    Reject(RejectReason::kNoLabel, "the label is not valid UTF-8");
     skip_file_ = true;
   }
   return absl::OkStatus();
@@ -751,6 +761,30 @@ absl::StatusOr<std::vector<data::Example>> DatasetCatalog::Examples(const std::s
       TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
       out.push_back({(dir / q.ColumnText(0)).string(), q.ColumnInt(1)});
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<DatasetFile>> DatasetCatalog::Files(
+    const std::string& id, const std::vector<data::Split>& splits) {
+  TRANSFERD_RETURN_IF_ERROR(Get(id).status());
+  std::vector<DatasetFile> out;
+  const fs::path dir = data_dir_.datasets_dir() / id;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare("SELECT client_path, file, label, split FROM dataset_files "
+                                 "WHERE dataset_id = ? ORDER BY idx"));
+    q.Bind(1, id);
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      const auto split = static_cast<data::Split>(q.ColumnInt(3));
+      if (!splits.empty() && std::find(splits.begin(), splits.end(), split) == splits.end()) {
+        continue;
+      }
+      out.push_back({q.ColumnText(0), (dir / q.ColumnText(1)).string(), q.ColumnInt(2), split});
     }
     return absl::OkStatus();
   }));

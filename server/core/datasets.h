@@ -102,6 +102,13 @@ struct SplitCounts {
   std::vector<int64_t> per_class;  // in the dataset's class order
 };
 
+struct DatasetFile {
+  std::string client_path;  // as uploaded ("cats/cat.1.jpg")
+  std::string path;         // on the server
+  int64_t label = 0;
+  data::Split split = data::Split::kTrain;
+};
+
 struct DatasetInfo {
   std::string id;
   std::string display_name;
@@ -215,6 +222,10 @@ class DatasetCatalog {
   // dataset's classes), in a stable order.
   absl::StatusOr<std::vector<data::Example>> Examples(const std::string& id,
                                                       data::Split split);
+  // Every file of the given splits (all when empty), in upload order, with
+  // the client's path (for predict jobs' results).
+  absl::StatusOr<std::vector<DatasetFile>> Files(const std::string& id,
+                                                 const std::vector<data::Split>& splits);
 
   // Asked before a delete; returns the user (e.g. "jobs/7") or "" if none.
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);

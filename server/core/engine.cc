@@ -91,7 +91,13 @@ absl::Status Engine::Start() {
   jobs_env.weights = weights_cache();
   jobs_env.loader_threads = options_.loader_threads;
   jobs_env.decoded_cache_bytes = options_.decoded_cache_bytes;
+  jobs_env.arbiter = &arbiter_;
   TRANSFERD_ASSIGN_OR_RETURN(jobs_, JobQueue::Open(jobs_env));
+  PredictorOptions predictor_options = options_.predictor;
+  predictor_options.image_limits = options_.datasets.image;
+  predictor_ = std::make_unique<Predictor>(predictor_options, *models_, device_,
+                                           weights_cache(), &arbiter_);
+  predictor_->Start();
   if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();
   store_ = std::move(*store);
@@ -145,6 +151,8 @@ absl::Status Engine::Shutdown() {
   ready_.store(false);
   absl::Status status;
   jobs_.reset();
+  // In-flight predictions finished while the RPC server drained.
+  predictor_.reset();
   models_.reset();
   datasets_.reset();
   if (store_) {

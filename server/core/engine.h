@@ -15,7 +15,9 @@
 #include "server/core/cpu_features.h"
 #include "server/core/data_dir.h"
 #include "server/core/datasets.h"
+#include "server/core/device_arbiter.h"
 #include "server/core/jobs.h"
+#include "server/core/predictor.h"
 #include "server/core/registry.h"
 #include "server/core/device.h"
 #include "server/core/models/weights_cache.h"
@@ -61,6 +63,8 @@ class Engine {
     // Memory a training job may use to keep decoded, resized images across
     // epochs.
     int64_t decoded_cache_bytes = 2ll << 30;
+    // Dynamic batching and the loaded-model memory budget of Predict.
+    PredictorOptions predictor;
     // Start the job worker in Start() (tests of the catalogs turn it off).
     bool run_jobs = true;
   };
@@ -93,6 +97,8 @@ class Engine {
   DatasetCatalog& datasets() { return *datasets_; }
   ModelRegistry& models() { return *models_; }
   JobQueue& jobs() { return *jobs_; }
+  Predictor& predictor() { return *predictor_; }
+  DeviceArbiter& arbiter() { return arbiter_; }
 
   // First step of shutdown: stop accepting new work; long-running work and
   // streams observe shutting_down() and finish. Idempotent.
@@ -111,7 +117,9 @@ class Engine {
   std::unique_ptr<Store> store_;
   std::unique_ptr<DatasetCatalog> datasets_;
   std::unique_ptr<ModelRegistry> models_;
+  DeviceArbiter arbiter_;
   std::unique_ptr<JobQueue> jobs_;
+  std::unique_ptr<Predictor> predictor_;
   ComputeDevice device_;
   std::string instance_id_;
   std::vector<BackboneDescription> backbones_;

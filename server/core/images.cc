@@ -190,6 +190,17 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes,
   return out;
 }
 
+absl::Status DecodeResized(std::string_view bytes, const ImageLimits& limits, int size,
+                           uint8_t* out) {
+  absl::StatusOr<DecodedImage> image = DecodeImage(bytes, limits, size);
+  if (!image.ok()) return image.status();
+  const cv::Mat src(image->height, image->width, CV_8UC3, image->rgb.data());
+  cv::Mat target(size, size, CV_8UC3, out);
+  const bool shrink = image->width > size || image->height > size;
+  cv::resize(src, target, cv::Size(size, size), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+  return absl::OkStatus();
+}
+
 std::optional<ImageError> ImageErrorOf(const absl::Status& status) {
   auto payload = status.GetPayload(kPayloadKey);
   if (!payload.has_value()) return std::nullopt;

@@ -58,6 +58,13 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes,
                                          const ImageLimits& limits = {},
                                          int min_side = 0);
 
+// DecodeImage (reduced-resolution when the JPEG allows), then resized to
+// size x size into `out` (size * size * 3 bytes, RGB): INTER_AREA when either
+// side shrinks, INTER_LINEAR otherwise. Training, evaluation and serving all
+// feed a model through this one function, so they see the same pixels.
+absl::Status DecodeResized(std::string_view bytes, const ImageLimits& limits, int size,
+                           uint8_t* out);
+
 // The reason attached to a status from ProbeImage/DecodeImage, if any.
 std::optional<ImageError> ImageErrorOf(const absl::Status& status);
 const char* ImageErrorName(ImageError error);

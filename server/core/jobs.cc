@@ -1,5 +1,11 @@
 #include "server/core/jobs.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -9,10 +15,13 @@
 #include "server/core/data_dir.h"
 #include "server/core/datasets.h"
 #include "server/core/models/backbone.h"
+#include "server/core/predictor.h"
 #include "server/core/registry.h"
 #include "server/core/status_macros.h"
 #include "server/core/store.h"
 #include "server/core/train/train_json.h"
+#include "server/core/train/train_util.h"
+#include "server/core/images.h"
 #include "server/core/train/trainer.h"
 
 namespace transferd::core {
@@ -306,9 +315,7 @@ std::string JobQueue::UserOf(const char* column, const std::string& value) {
 absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
   if (job.id.empty()) job.id = "j-" + RandomHex(4);
   TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("job_id", job.id));
-  if (job.kind == JobKind::kPredict) {
-    return absl::UnimplementedError("predict jobs are not available in this build yet");
-  }
+  if (job.kind == JobKind::kPredict) return CreatePredict(std::move(job));
   // The dataset and the splits the spec needs.
   absl::StatusOr<DatasetInfo> dataset = env_.datasets->Get(job.dataset_id);
   if (!dataset.ok()) {
@@ -377,6 +384,10 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
     }
   }
 
+  return Insert(std::move(job));
+}
+
+absl::StatusOr<JobRecord> JobQueue::Insert(NewJob job) {
   JobRecord record;
   record.id = job.id;
   record.kind = job.kind;
@@ -661,7 +672,9 @@ void JobQueue::RunJob(const std::string& id) {
     if (resuming) ++job->resumes;
     status = SetState(id, JobState::kRunning,
                       resuming ? "resumed after a server restart" : "started");
-    if (status.ok()) status = RunTraining(*job);
+    if (status.ok()) {
+      status = job->kind == JobKind::kPredict ? RunPrediction(*job) : RunTraining(*job);
+    }
   }
   bool stopping, cancelled;
   {
@@ -701,6 +714,7 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
   env.checkpoint_dir = env_.data_dir->models_dir() / "jobs" / job.id;
   env.loader_threads = env_.loader_threads;
   env.decoded_cache_bytes = env_.decoded_cache_bytes;
+  env.arbiter = env_.arbiter;
   TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
                              train::Trainer::Create(job.config, data, env));
 
@@ -789,6 +803,309 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
     TRANSFERD_RETURN_IF_ERROR(Append(job.id, e));
   }
   return absl::OkStatus();
+}
+
+// ---- PREDICT jobs ------------------------------------------------------------
+
+namespace {
+
+absl::StatusOr<data::Split> SplitFromName(const std::string& name) {
+  if (name == "train") return data::Split::kTrain;
+  if (name == "validation") return data::Split::kValidation;
+  if (name == "test") return data::Split::kTest;
+  return absl::InvalidArgumentError(
+      absl::StrCat("spec.predict.splits: \"", name, "\" is not a split (train, validation, test)"));
+}
+
+absl::Status ReadWholeFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  out->assign(std::istreambuf_iterator<char>(in), {});
+  return absl::OkStatus();
+}
+
+constexpr int kPredictBatch = 32;
+
+}  // namespace
+
+absl::StatusOr<JobRecord> JobQueue::CreatePredict(NewJob job) {
+  absl::StatusOr<DatasetInfo> dataset = env_.datasets->Get(job.dataset_id);
+  if (!dataset.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.dataset: ", dataset.status().message()));
+  }
+  absl::StatusOr<ModelInfo> model = env_.models->Get(job.base_model);
+  if (!model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.base_model: ", model.status().message()));
+  }
+  std::vector<data::Split> splits;
+  for (const std::string& name : job.config.predict_splits) {
+    TRANSFERD_ASSIGN_OR_RETURN(data::Split split, SplitFromName(name));
+    splits.push_back(split);
+  }
+  int64_t files = 0;
+  for (const SplitCounts& c : dataset->splits) {
+    if (splits.empty() || std::find(splits.begin(), splits.end(), c.split) != splits.end()) {
+      files += c.files;
+    }
+  }
+  if (files == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.predict.splits: dataset \"", job.dataset_id, "\" has no files in the chosen splits"));
+  }
+  job.config.model = model->model;
+  job.config.model.init_weights_file.clear();
+  job.config.stages.clear();
+  job.config.predict_classes = model->classes;
+  return Insert(std::move(job));
+}
+
+absl::Status JobQueue::RunPrediction(JobRecord& job) {
+  TRANSFERD_ASSIGN_OR_RETURN(ModelInfo model, env_.models->Get(job.base_model));
+  std::vector<data::Split> splits;
+  for (const std::string& name : job.config.predict_splits) {
+    TRANSFERD_ASSIGN_OR_RETURN(data::Split split, SplitFromName(name));
+    splits.push_back(split);
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(DatasetInfo dataset, env_.datasets->Get(job.dataset_id));
+  TRANSFERD_ASSIGN_OR_RETURN(std::vector<DatasetFile> files,
+                             env_.datasets->Files(job.dataset_id, splits));
+  const int64_t n = static_cast<int64_t>(files.size());
+  // Rows stored before a restart are kept; the job continues after them.
+  int64_t done = 0;
+  TRANSFERD_RETURN_IF_ERROR(env_.store->Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare("SELECT COALESCE(MAX(idx) + 1, 0) FROM job_predictions "
+                                 "WHERE job_id = ?"));
+    q.Bind(1, job.id);
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) done = q.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                             ModelRunner::Load(model, env_.device, env_.weights));
+  const int size = runner->input_size();
+  const int k = runner->num_classes();
+  const size_t image_bytes = static_cast<size_t>(size) * size * 3;
+  const bool tta = job.config.predict_flip_tta;
+  const int64_t steps = (n + kPredictBatch - 1) / kPredictBatch;
+  job.progress.stages = 1;
+  job.progress.epochs = 1;
+  job.progress.epoch = 1;
+  job.progress.steps = steps;
+  if (done > 0) {
+    JobEvent e;
+    e.type = JobEvent::Type::kLog;
+    e.level = "info";
+    e.message = absl::StrCat("continuing after ", done, " of ", n, " files already predicted");
+    (void)Append(job.id, e);
+  }
+  ImageLimits limits;  // files were validated at upload; this bounds a decode
+  auto last_step = std::chrono::steady_clock::now() - kStepEventInterval;
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t first = done;
+  for (int64_t begin = done; begin < n; begin += kPredictBatch) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || cancel_running_) return absl::CancelledError("prediction cancelled");
+    }
+    const int64_t end = std::min<int64_t>(begin + kPredictBatch, n);
+    const int64_t count = end - begin;
+    std::vector<uint8_t> pixels(image_bytes * static_cast<size_t>(count));
+    std::vector<absl::Status> status(static_cast<size_t>(count));
+    // Two decoders: this thread takes the even files, a helper the odd ones.
+    auto decode = [&](int64_t parity) {
+      std::string bytes;
+      for (int64_t i = parity; i < count; i += 2) {
+        absl::Status st = ReadWholeFile(files[begin + i].path, &bytes);
+        if (st.ok()) {
+          st = DecodeResized(bytes, limits, size, pixels.data() + i * image_bytes);
+        }
+        status[i] = st;
+      }
+    };
+    std::thread helper(decode, 1);
+    decode(0);
+    helper.join();
+    // The decodable ones, packed.
+    std::vector<int64_t> ok;
+    for (int64_t i = 0; i < count; ++i) {
+      if (!status[i].ok()) continue;
+      if (static_cast<int64_t>(ok.size()) != i) {
+        std::memmove(pixels.data() + ok.size() * image_bytes, pixels.data() + i * image_bytes,
+                     image_bytes);
+      }
+      ok.push_back(i);
+    }
+    std::vector<float> probs;
+    if (!ok.empty()) {
+      DeviceArbiter::Turn turn(env_.arbiter, DeviceArbiter::Priority::kBackground);
+      TRANSFERD_ASSIGN_OR_RETURN(probs,
+                                 runner->Run(pixels.data(), static_cast<int64_t>(ok.size()), tta));
+    }
+    std::vector<FilePredictionRecord> rows(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) {
+      const DatasetFile& f = files[begin + i];
+      FilePredictionRecord& r = rows[i];
+      r.client_path = f.client_path;
+      r.split = data::SplitName(f.split);
+      if (f.label >= 0 && f.label < static_cast<int64_t>(dataset.classes.size())) {
+        r.true_label = dataset.classes[f.label];
+      }
+      if (!status[i].ok()) {
+        r.status_code = static_cast<int>(status[i].code());
+        r.status_message = std::string(status[i].message());
+      }
+    }
+    for (size_t j = 0; j < ok.size(); ++j) {
+      FilePredictionRecord& r = rows[ok[j]];
+      r.probabilities.assign(probs.begin() + static_cast<int64_t>(j) * k,
+                             probs.begin() + static_cast<int64_t>(j + 1) * k);
+      const auto best = std::max_element(r.probabilities.begin(), r.probabilities.end());
+      r.label = model.classes[best - r.probabilities.begin()];
+    }
+    TRANSFERD_RETURN_IF_ERROR(env_.store->Transaction([&](StoreTxn& txn) -> absl::Status {
+      TRANSFERD_ASSIGN_OR_RETURN(
+          Statement q,
+          txn.Prepare("INSERT OR REPLACE INTO job_predictions (job_id, idx, client_path, split, "
+                      "true_label, label, probabilities, status_code, status_message) "
+                      "VALUES (?,?,?,?,?,?,?,?,?)"));
+      for (int64_t i = 0; i < count; ++i) {
+        const FilePredictionRecord& r = rows[i];
+        q.Reset();
+        q.Bind(1, job.id)
+            .Bind(2, begin + i)
+            .Bind(3, r.client_path)
+            .Bind(4, static_cast<int64_t>(files[begin + i].split))
+            .Bind(5, r.true_label)
+            .Bind(6, r.label)
+            .Bind(7, nlohmann::json(r.probabilities).dump())
+            .Bind(8, static_cast<int64_t>(r.status_code))
+            .Bind(9, r.status_message);
+        TRANSFERD_RETURN_IF_ERROR(q.Run());
+      }
+      return absl::OkStatus();
+    }));
+    const int64_t step = end == n ? steps : end / kPredictBatch;
+    job.progress.step = step;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const double rate = static_cast<double>(end - first) / std::max(seconds, 1e-9);
+    job.progress.eta_seconds = static_cast<double>(n - end) / std::max(rate, 1e-9);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_step >= kStepEventInterval || end == n) {
+      last_step = now;
+      JobEvent e;
+      e.type = JobEvent::Type::kStep;
+      e.step.epoch = 1;
+      e.step.step = step;
+      e.step.steps = steps;
+      e.step.images_per_second = rate;
+      e.step.eta_seconds = job.progress.eta_seconds;
+      (void)Append(job.id, e);
+      (void)SaveRunState(job);
+    }
+  }
+
+  // Metrics per split over every stored row, when the dataset's labels are
+  // classes of the model.
+  TRANSFERD_ASSIGN_OR_RETURN(PredictionsPage all, Predictions(job.id, 10000, ""));
+  std::vector<FilePredictionRecord> rows = std::move(all.predictions);
+  while (!all.next_page_token.empty()) {
+    TRANSFERD_ASSIGN_OR_RETURN(all, Predictions(job.id, 10000, all.next_page_token));
+    for (auto& r : all.predictions) rows.push_back(std::move(r));
+  }
+  job.evaluations.clear();
+  for (const char* split : {"train", "validation", "test"}) {
+    train::EvaluationReport report;
+    report.split = split;
+    report.confusion.assign(k, std::vector<int64_t>(k, 0));
+    std::vector<double> scores;
+    std::vector<int64_t> labels;
+    double loss = 0;
+    int64_t correct = 0;
+    bool comparable = true;
+    for (const FilePredictionRecord& r : rows) {
+      if (r.split != split || r.status_code != 0) continue;
+      const auto t = std::find(model.classes.begin(), model.classes.end(), r.true_label);
+      if (t == model.classes.end()) {
+        comparable = false;
+        break;
+      }
+      const int64_t truth = t - model.classes.begin();
+      const int64_t pred =
+          std::find(model.classes.begin(), model.classes.end(), r.label) - model.classes.begin();
+      ++report.examples;
+      correct += pred == truth;
+      ++report.confusion[truth][pred];
+      loss -= std::log(std::clamp<double>(r.probabilities[truth], 1e-7, 1.0 - 1e-7));
+      if (k == 2) {
+        scores.push_back(r.probabilities[1]);
+        labels.push_back(truth);
+      }
+    }
+    if (!comparable || report.examples == 0) continue;
+    report.loss = loss / static_cast<double>(report.examples);
+    report.accuracy = static_cast<double>(correct) / static_cast<double>(report.examples);
+    if (k == 2) report.roc_auc = train::RocAuc(scores, labels);
+    job.evaluations.push_back(report);
+  }
+  TRANSFERD_RETURN_IF_ERROR(SaveRunState(job));
+  for (const train::EvaluationReport& r : job.evaluations) {
+    JobEvent e;
+    e.type = JobEvent::Type::kEvaluation;
+    e.evaluation = r;
+    TRANSFERD_RETURN_IF_ERROR(Append(job.id, e));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PredictionsPage> JobQueue::Predictions(const std::string& id, int page_size,
+                                                      const std::string& page_token) {
+  TRANSFERD_ASSIGN_OR_RETURN(JobRecord job, Get(id));
+  if (job.kind != JobKind::kPredict) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job \"", id, "\" is not a PREDICT job; it has no per-file predictions"));
+  }
+  if (page_size < 0) return absl::InvalidArgumentError("page_size must be >= 0");
+  const int limit = page_size == 0 ? 500 : std::min(page_size, 10000);
+  TRANSFERD_ASSIGN_OR_RETURN(int64_t after, ParsePageToken(page_token));
+  PredictionsPage page;
+  page.classes = job.config.predict_classes;
+  int64_t last = -1;
+  bool more = false;
+  TRANSFERD_RETURN_IF_ERROR(env_.store->Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q,
+        txn.Prepare("SELECT idx, client_path, split, true_label, label, probabilities, "
+                    "status_code, status_message FROM job_predictions WHERE job_id = ? "
+                    "AND idx >= ? ORDER BY idx LIMIT ?"));
+    q.Bind(1, id).Bind(2, after).Bind(3, static_cast<int64_t>(limit) + 1);
+    while (true) {
+      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      if (static_cast<int>(page.predictions.size()) == limit) {
+        more = true;
+        break;
+      }
+      FilePredictionRecord r;
+      last = q.ColumnInt(0);
+      r.client_path = q.ColumnText(1);
+      r.split = data::SplitName(static_cast<data::Split>(q.ColumnInt(2)));
+      r.true_label = q.ColumnText(3);
+      r.label = q.ColumnText(4);
+      try {
+        r.probabilities = nlohmann::json::parse(q.ColumnText(5)).get<std::vector<float>>();
+      } catch (const std::exception& e) {
+        return absl::DataLossError(absl::StrCat("job ", id, ": stored prediction is malformed"));
+      }
+      r.status_code = static_cast<int>(q.ColumnInt(6));
+      r.status_message = q.ColumnText(7);
+      page.predictions.push_back(std::move(r));
+    }
+    return absl::OkStatus();
+  }));
+  if (more) page.next_page_token = std::to_string(last + 1);
+  return page;
 }
 
 }  // namespace transferd::core

@@ -29,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/device.h"
+#include "server/core/device_arbiter.h"
 #include "server/core/models/weights_cache.h"
 #include "server/core/train/train_config.h"
 
@@ -113,6 +114,23 @@ struct JobRecord {
   int resumes = 0;
 };
 
+// One file's result in a PREDICT job.
+struct FilePredictionRecord {
+  std::string client_path;
+  std::string split;       // "train", "validation", "test"
+  std::string true_label;  // the dataset's label
+  std::string label;       // predicted class ("" when the file failed)
+  std::vector<float> probabilities;  // in the model's class order
+  int status_code = 0;     // absl::StatusCode; 0 = OK
+  std::string status_message;
+};
+
+struct PredictionsPage {
+  std::vector<std::string> classes;  // the model's, for probabilities
+  std::vector<FilePredictionRecord> predictions;
+  std::string next_page_token;
+};
+
 class JobQueue {
  public:
   struct Env {
@@ -124,6 +142,8 @@ class JobQueue {
     models::WeightsCacheOptions weights;
     int loader_threads = 2;
     int64_t decoded_cache_bytes = 0;
+    // Shared with the predictor (null: the worker has the device alone).
+    DeviceArbiter* arbiter = nullptr;
   };
 
   // Puts jobs a stopped server left RUNNING back in the queue (they resume
@@ -151,6 +171,11 @@ class JobQueue {
   // FAILED_PRECONDITION for a finished job.
   absl::StatusOr<JobRecord> Cancel(const std::string& id);
 
+  // A PREDICT job's per-file results in dataset order, paged (0 = 500,
+  // capped at 10000). FAILED_PRECONDITION for other kinds of job.
+  absl::StatusOr<PredictionsPage> Predictions(const std::string& id, int page_size,
+                                              const std::string& page_token);
+
   // Up to `limit` events with sequence > after, in order.
   absl::StatusOr<std::vector<JobEvent>> Events(const std::string& id, int64_t after,
                                                int limit);
@@ -172,6 +197,10 @@ class JobQueue {
   std::optional<std::string> NextQueued();
   void RunJob(const std::string& id);
   absl::Status RunTraining(JobRecord& job);
+  absl::Status RunPrediction(JobRecord& job);
+  absl::StatusOr<JobRecord> CreatePredict(NewJob job);
+  // Stores a validated job QUEUED and wakes the worker.
+  absl::StatusOr<JobRecord> Insert(NewJob job);
   absl::Status Append(const std::string& id, JobEvent event);
   absl::Status SetState(const std::string& id, JobState state, const std::string& message);
   absl::Status SaveRunState(const JobRecord& job);

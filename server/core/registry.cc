@@ -3,10 +3,14 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/core/catalog_util.h"
 #include "server/core/data_dir.h"
+#include "server/core/model_archive.h"
+#include "server/core/models/safetensors.h"
 #include "server/core/status_macros.h"
 #include "server/core/store.h"
+#include "server/core/train/classifier.h"
 #include "server/core/train/train_json.h"
 
 namespace transferd::core {
@@ -60,6 +64,29 @@ absl::StatusOr<ModelInfo> ReadRow(const Statement& q, const DataDir& dir) {
   return m;
 }
 
+// The aliases pointing at `model_id`, in name order.
+absl::StatusOr<std::vector<std::string>> AliasesOf(StoreTxn& txn, const std::string& model_id) {
+  TRANSFERD_ASSIGN_OR_RETURN(
+      Statement q, txn.Prepare("SELECT alias FROM aliases WHERE model_id = ? ORDER BY alias"));
+  q.Bind(1, model_id);
+  std::vector<std::string> out;
+  while (true) {
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out.push_back(q.ColumnText(0));
+  }
+  return out;
+}
+
+// Removes a file or folder when it goes out of scope.
+struct RemoveOnExit {
+  fs::path path;
+  ~RemoveOnExit() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Open(Store& store,
@@ -83,6 +110,9 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Open(Store& store,
 }
 
 absl::StatusOr<ModelInfo> ModelRegistry::Register(ModelInfo info, const fs::path& weights) {
+  // One registration at a time: the existence check, the folder's rename and
+  // the row's insert must not interleave with another for the same id.
+  std::lock_guard<std::mutex> registering(register_mu_);
   if (info.id.empty()) info.id = "m-" + RandomHex(4);
   TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", info.id));
   if (info.id == "jobs") {
@@ -142,6 +172,7 @@ absl::StatusOr<ModelInfo> ModelRegistry::Register(ModelInfo info, const fs::path
     return inserted;
   }
   if (info.display_name.empty()) info.display_name = info.id;
+  info.aliases.clear();
   return info;
 }
 
@@ -153,7 +184,11 @@ absl::StatusOr<ModelInfo> ModelRegistry::Get(const std::string& id) {
         Statement q, txn.Prepare(absl::StrCat("SELECT ", kColumns, " FROM models WHERE id = ?")));
     q.Bind(1, id);
     TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (row) found = ReadRow(q, data_dir_);
+    if (!row) return absl::OkStatus();
+    found = ReadRow(q, data_dir_);
+    if (found->ok()) {
+      TRANSFERD_ASSIGN_OR_RETURN((*found)->aliases, AliasesOf(txn, id));
+    }
     return absl::OkStatus();
   }));
   if (!found.has_value()) return absl::NotFoundError(absl::StrCat("model \"", id, "\" not found"));
@@ -178,6 +213,9 @@ absl::StatusOr<std::vector<ModelInfo>> ModelRegistry::List(int page_size,
                                  out.push_back(std::move(m));
                                  return absl::OkStatus();
                                }));
+    for (ModelInfo& m : out) {
+      TRANSFERD_ASSIGN_OR_RETURN(m.aliases, AliasesOf(txn, m.id));
+    }
     return absl::OkStatus();
   }));
   if (next_page_token != nullptr) *next_page_token = more ? std::to_string(offset + page_size) : "";
@@ -205,6 +243,14 @@ absl::Status ModelRegistry::Delete(const std::string& id) {
   }
   bool deleted = false;
   TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    // In the same transaction as the delete: SetAlias cannot slip in between.
+    TRANSFERD_ASSIGN_OR_RETURN(std::vector<std::string> aliases, AliasesOf(txn, id));
+    if (!aliases.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model \"", id, "\" is the target of ", aliases.size() == 1 ? "alias " : "aliases ",
+          absl::StrJoin(aliases, ", "), "; delete or move ",
+          aliases.size() == 1 ? "it" : "them", " first"));
+    }
     TRANSFERD_ASSIGN_OR_RETURN(Statement d, txn.Prepare("DELETE FROM models WHERE id = ?"));
     d.Bind(1, id);
     TRANSFERD_RETURN_IF_ERROR(d.Run());
@@ -215,6 +261,168 @@ absl::Status ModelRegistry::Delete(const std::string& id) {
   std::error_code ec;
   fs::remove_all(data_dir_.models_dir() / id, ec);
   return absl::OkStatus();
+}
+
+// ---- Import -------------------------------------------------------------------
+
+absl::StatusOr<ModelInfo> ModelRegistry::Import(const fs::path& archive, const std::string& id,
+                                                const std::string& display_name) {
+  if (!id.empty()) {
+    TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", id));
+    if (Get(id).ok()) {
+      return absl::AlreadyExistsError(absl::StrCat("model \"", id, "\" already exists"));
+    }
+  }
+  if (display_name.size() > 1024) {
+    return absl::InvalidArgumentError("display_name: longer than 1024 bytes");
+  }
+  const RemoveOnExit weights{data_dir_.tmp_dir() / ("import-" + RandomHex(8) + ".safetensors")};
+  TRANSFERD_ASSIGN_OR_RETURN(ModelInfo info, ReadModelArchive(archive, weights.path));
+
+  // The tensors must be exactly the classifier model.json describes.
+  absl::StatusOr<models::NamedTensors> tensors = models::ReadSafetensors(weights.path);
+  if (!tensors.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a valid model archive: weights.safetensors: ",
+                     tensors.status().message()));
+  }
+  try {
+    absl::StatusOr<train::Classifier> classifier = train::BuildClassifier(
+        info.model, static_cast<int>(info.classes.size()), models::WeightsCacheOptions(),
+        /*load_weights=*/false);
+    if (!classifier.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("not a valid model archive: model.json: ",
+                                                     classifier.status().message()));
+    }
+    absl::Status loaded = (*classifier)->LoadStateTensors(*tensors);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "not a valid model archive: weights.safetensors does not fit the ", info.model.backbone,
+          " classifier in model.json: ", loaded.message()));
+    }
+    const train::TrainableSummary summary = (*classifier)->Summary();
+    info.parameters = summary.trainable_parameters + summary.non_trainable_parameters;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a valid model archive: building its classifier failed: ", e.what()));
+  }
+  tensors->clear();
+
+  const std::string archived_id = info.id;
+  info.id = id;
+  // Without an id: the archive's, when it is valid and free here.
+  if (info.id.empty() && archived_id != "jobs" &&
+      ValidateResourceId("model id", archived_id).ok() &&
+      absl::IsNotFound(Get(archived_id).status())) {
+    info.id = archived_id;
+  }
+  if (!display_name.empty()) info.display_name = display_name;
+  info.source_job.clear();
+  // A parent is kept only when it names a model of this registry.
+  if (!info.parent.empty() && !Get(info.parent.substr(std::string_view("models/").size())).ok()) {
+    info.parent.clear();
+  }
+  info.aliases.clear();
+  absl::StatusOr<ModelInfo> registered = Register(info, weights.path);
+  if (absl::IsAlreadyExists(registered.status()) && id.empty() && info.id == archived_id) {
+    info.id.clear();  // taken meanwhile: let Register choose
+    registered = Register(info, weights.path);
+  }
+  return registered;
+}
+
+// ---- Aliases ------------------------------------------------------------------
+
+void ModelRegistry::AddAliasListener(
+    std::function<void(const std::string& alias, const std::string& model_id)> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  alias_listeners_.push_back(std::move(listener));
+}
+
+void ModelRegistry::NotifyAlias(const std::string& alias, const std::string& model_id) {
+  std::vector<std::function<void(const std::string&, const std::string&)>> listeners;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listeners = alias_listeners_;
+  }
+  for (const auto& listener : listeners) listener(alias, model_id);
+}
+
+absl::StatusOr<AliasInfo> ModelRegistry::SetAlias(const std::string& alias,
+                                                  const std::string& model_id) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("alias", alias));
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("model id", model_id));
+  AliasInfo out{alias, model_id, FromUnixMillis(UnixMillis(std::chrono::system_clock::now()))};
+  bool found = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q, txn.Prepare("SELECT 1 FROM models WHERE id = ?"));
+    q.Bind(1, model_id);
+    TRANSFERD_ASSIGN_OR_RETURN(found, q.Step());
+    if (!found) return absl::OkStatus();
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement u,
+        txn.Prepare("INSERT INTO aliases (alias, model_id, update_time_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (alias) DO UPDATE SET model_id = excluded.model_id, "
+                    "update_time_ms = excluded.update_time_ms"));
+    u.Bind(1, alias).Bind(2, model_id).Bind(3, UnixMillis(out.update_time));
+    return u.Run();
+  }));
+  if (!found) return absl::NotFoundError(absl::StrCat("model \"", model_id, "\" not found"));
+  NotifyAlias(alias, model_id);
+  return out;
+}
+
+absl::Status ModelRegistry::DeleteAlias(const std::string& alias) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("alias", alias));
+  bool deleted = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement d, txn.Prepare("DELETE FROM aliases WHERE alias = ?"));
+    d.Bind(1, alias);
+    TRANSFERD_RETURN_IF_ERROR(d.Run());
+    deleted = txn.Changes() > 0;
+    return absl::OkStatus();
+  }));
+  if (!deleted) return absl::NotFoundError(absl::StrCat("alias '", alias, "' not found"));
+  NotifyAlias(alias, "");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ModelRegistry::ResolveAlias(const std::string& alias) {
+  TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("alias", alias));
+  std::optional<std::string> model_id;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q,
+                               txn.Prepare("SELECT model_id FROM aliases WHERE alias = ?"));
+    q.Bind(1, alias);
+    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) model_id = q.ColumnText(0);
+    return absl::OkStatus();
+  }));
+  if (!model_id.has_value()) return absl::NotFoundError(absl::StrCat("alias '", alias, "' not found"));
+  return *std::move(model_id);
+}
+
+absl::StatusOr<std::vector<AliasInfo>> ModelRegistry::ListAliases(int page_size,
+                                                                  const std::string& page_token,
+                                                                  std::string* next_page_token) {
+  TRANSFERD_ASSIGN_OR_RETURN(page_size, ClampPageSize(page_size));
+  TRANSFERD_ASSIGN_OR_RETURN(const int64_t offset, ParsePageToken(page_token));
+  std::vector<AliasInfo> out;
+  bool more = false;
+  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement q, txn.Prepare("SELECT alias, model_id, update_time_ms FROM aliases "
+                                 "ORDER BY alias LIMIT ? OFFSET ?"));
+    q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
+    TRANSFERD_ASSIGN_OR_RETURN(more, ReadPage(q, page_size, [&](const Statement& row) {
+                                 out.push_back(AliasInfo{row.ColumnText(0), row.ColumnText(1),
+                                                         FromUnixMillis(row.ColumnInt(2))});
+                                 return absl::OkStatus();
+                               }));
+    return absl::OkStatus();
+  }));
+  if (next_page_token != nullptr) *next_page_token = more ? std::to_string(offset + page_size) : "";
+  return out;
 }
 
 }  // namespace transferd::core

@@ -33,6 +33,13 @@ struct PreprocessingInfo {
   int input_size = 0;
 };
 
+// A movable name pointing at one model.
+struct AliasInfo {
+  std::string alias;
+  std::string model_id;
+  std::chrono::system_clock::time_point update_time;
+};
+
 struct ModelInfo {
   std::string id;
   std::string display_name;
@@ -49,6 +56,7 @@ struct ModelInfo {
   int64_t size_bytes = 0;
   int64_t parameters = 0;
   std::filesystem::path weights_file;  // inside the data directory
+  std::vector<std::string> aliases;    // pointing at it, sorted (Get and List fill it)
 };
 
 class ModelRegistry {
@@ -63,9 +71,34 @@ class ModelRegistry {
   absl::StatusOr<ModelInfo> Get(const std::string& id);
   absl::StatusOr<std::vector<ModelInfo>> List(int page_size, const std::string& page_token,
                                               std::string* next_page_token);
-  // FAILED_PRECONDITION while `in_use` names a user.
+  // FAILED_PRECONDITION while an alias points at it or `in_use` names a
+  // user.
   absl::Status Delete(const std::string& id);
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);
+
+  // Imports an archive written by WriteModelArchive (model_archive.h): checks
+  // the tar, model.json and the weights (by building the classifier and
+  // loading them), then registers it like Register. `id` / `display_name`
+  // empty = chosen by the server / the archive's. INVALID_ARGUMENT for a bad
+  // archive; nothing is left behind on any error.
+  absl::StatusOr<ModelInfo> Import(const std::filesystem::path& archive, const std::string& id,
+                                   const std::string& display_name);
+
+  // Creates or moves an alias. INVALID_ARGUMENT for a malformed alias,
+  // NOT_FOUND for an unknown model.
+  absl::StatusOr<AliasInfo> SetAlias(const std::string& alias, const std::string& model_id);
+  // NOT_FOUND for an unknown alias.
+  absl::Status DeleteAlias(const std::string& alias);
+  // The model id an alias points at; NOT_FOUND "alias 'x' not found".
+  absl::StatusOr<std::string> ResolveAlias(const std::string& alias);
+  // Aliases in name order.
+  absl::StatusOr<std::vector<AliasInfo>> ListAliases(int page_size, const std::string& page_token,
+                                                     std::string* next_page_token);
+  // Called after an alias is set, moved or deleted (model_id "" when
+  // deleted), on the calling thread, outside the registry's lock; must not
+  // block.
+  void AddAliasListener(
+      std::function<void(const std::string& alias, const std::string& model_id)> listener);
 
   int orphans_removed() const { return orphans_removed_; }
 
@@ -76,7 +109,11 @@ class ModelRegistry {
   const DataDir& data_dir_;
   int orphans_removed_ = 0;
   std::mutex mu_;
+  std::mutex register_mu_;  // serialises Register
   std::function<std::string(const std::string&)> in_use_;
+  std::vector<std::function<void(const std::string&, const std::string&)>> alias_listeners_;
+
+  void NotifyAlias(const std::string& alias, const std::string& model_id);
 };
 
 }  // namespace transferd::core

@@ -111,6 +111,31 @@ constexpr Migration kMigrations[] = {
         parameters     INTEGER NOT NULL
       ) STRICT;
     )sql"},
+    // Model aliases (server/core/registry.cc): a stable name that points at
+    // one model and can be moved to another.
+    {4, R"sql(
+      CREATE TABLE aliases (
+        alias          TEXT PRIMARY KEY,
+        model_id       TEXT NOT NULL,
+        update_time_ms INTEGER NOT NULL
+      ) STRICT;
+      CREATE INDEX aliases_by_model ON aliases (model_id, alias);
+    )sql"},
+    // Per-file results of PREDICT jobs (server/core/jobs.cc).
+    {5, R"sql(
+      CREATE TABLE job_predictions (
+        job_id         TEXT NOT NULL,
+        idx            INTEGER NOT NULL,
+        client_path    TEXT NOT NULL,
+        split          INTEGER NOT NULL,
+        true_label     TEXT NOT NULL,
+        label          TEXT NOT NULL,
+        probabilities  TEXT NOT NULL,
+        status_code    INTEGER NOT NULL,
+        status_message TEXT NOT NULL,
+        PRIMARY KEY (job_id, idx)
+      ) STRICT, WITHOUT ROWID;
+    )sql"},
 };
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {

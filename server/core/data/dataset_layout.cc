@@ -37,6 +37,40 @@ const char* SplitName(Split split) {
   }
 }
 
+bool IsValidUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n > text.size() - 1) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(text[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 absl::Status ValidateClientPath(std::string_view path) {
   auto bad = [&](const char* why) {
     return absl::InvalidArgumentError(absl::StrCat("path rejected: ", why));
@@ -51,6 +85,7 @@ absl::Status ValidateClientPath(std::string_view path) {
     if (part == "..") return bad("contains a \"..\" component");
   }
   if (path.back() == '/') return bad("names a folder, not a file");
+  if (!IsValidUtf8(path)) return bad("not valid UTF-8");
   return absl::OkStatus();
 }
 

@@ -16,8 +16,13 @@
 namespace transferd::core::data {
 
 // INVALID_ARGUMENT naming the rule for an empty path, an absolute path, a
-// ".." component, a NUL byte, a backslash, or more than 255 bytes.
+// ".." component, a NUL byte, a backslash, more than 255 bytes, or bytes
+// that are not UTF-8 (paths become labels, JSON and protobuf strings).
 absl::Status ValidateClientPath(std::string_view path);
+
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF).
+bool IsValidUtf8(std::string_view text);
 
 enum class LabelSource { kAuto, kFilename, kFolder, kExplicit };
 enum class Split { kNone, kTrain, kValidation, kTest };

@@ -2,8 +2,6 @@
 
 #include <cstring>
 
-#include <opencv2/core.hpp>
-#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -171,15 +169,10 @@ absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
       source = cached->data();
     } else {
       if (absl::Status read = ReadFile(ex.path, &bytes); !read.ok()) return read;
-      absl::StatusOr<DecodedImage> image = DecodeImage(bytes, options_.limits, s);
-      if (!image.ok()) {
-        return absl::Status(image.status().code(),
-                            absl::StrCat(ex.path, ": ", image.status().message()));
+      if (absl::Status decoded = DecodeResized(bytes, options_.limits, s, resized.data());
+          !decoded.ok()) {
+        return absl::Status(decoded.code(), absl::StrCat(ex.path, ": ", decoded.message()));
       }
-      const cv::Mat src(image->height, image->width, CV_8UC3, image->rgb.data());
-      cv::Mat target(s, s, CV_8UC3, resized.data());
-      const bool shrink = image->width > s || image->height > s;
-      cv::resize(src, target, cv::Size(s, s), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
       if (cache != nullptr) cache->Put(members[i], resized);
       source = resized.data();
     }

@@ -85,6 +85,12 @@ struct TrainConfig {
   // Metric that picks the best epoch: "val_accuracy" (default) or "val_loss"
   // (without a validation split: "accuracy" / "loss").
   std::string selection_metric = "val_accuracy";
+  // PREDICT jobs: the splits to run over ("train", "validation", "test";
+  // empty = every file) and test-time horizontal-flip averaging.
+  std::vector<std::string> predict_splits;
+  bool predict_flip_tta = false;
+  // The model's classes, recorded when the job is created.
+  std::vector<std::string> predict_classes;
 };
 
 // The examples of each split; labels index `classes`.

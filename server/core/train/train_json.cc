@@ -134,6 +134,11 @@ std::string ConfigToJson(const TrainConfig& c) {
               {"stages", stages},
               {"seed", c.seed},
               {"selection_metric", c.selection_metric}};
+  if (!c.predict_classes.empty()) {
+    out["predict"] = {{"splits", c.predict_splits},
+                      {"flip_tta", c.predict_flip_tta},
+                      {"classes", c.predict_classes}};
+  }
   return out.dump();
 }
 
@@ -171,6 +176,11 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
     }
     c.seed = j.at("seed").get<uint64_t>();
     c.selection_metric = j.at("selection_metric").get<std::string>();
+    if (j.contains("predict")) {
+      c.predict_splits = j.at("predict").at("splits").get<std::vector<std::string>>();
+      c.predict_flip_tta = j.at("predict").at("flip_tta").get<bool>();
+      c.predict_classes = j.at("predict").at("classes").get<std::vector<std::string>>();
+    }
     return c;
   });
 }

@@ -15,7 +15,8 @@
 // dataset, backbone, alpha, weights, input size, preprocessing, precision.
 #include "server/core/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
+#include "server/core/torch_util.h"
+
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -52,51 +53,6 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-torch::Device ToTorchDevice(const ComputeDevice& d) {
-  if (d.kind == ComputeDevice::Kind::kCuda) {
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(d.index, 0)));
-  }
-  return torch::Device(torch::kCPU);
-}
-
-// bf16 autocast for the scope, on the device's autocast key.
-class AutocastScope {
- public:
-  AutocastScope(bool on, const torch::Device& device)
-      : on_(on), cuda_(device.is_cuda()) {
-    if (!on_) return;
-    if (cuda_) {
-      prev_enabled_ = at::autocast::is_enabled();
-      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    } else {
-      prev_enabled_ = at::autocast::is_cpu_enabled();
-      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    if (cuda_) {
-      at::autocast::set_enabled(prev_enabled_);
-      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
-    } else {
-      at::autocast::set_cpu_enabled(prev_enabled_);
-      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
-    }
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool on_, cuda_;
-  bool prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
-};
 
 bool HigherIsBetter(const std::string& metric) {
   return absl::EndsWith(metric, "accuracy");
@@ -409,6 +365,7 @@ struct Trainer::Impl {
         if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
         TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
         if (!batch) break;
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
         parts.push_back(model->Features(batch->images.to(device))
                             .to(torch::kFloat32)
@@ -473,6 +430,7 @@ struct Trainer::Impl {
       for (int64_t begin = 0; begin < feats.size(0); begin += kEvalBatch) {
         if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
         const int64_t end = std::min<int64_t>(begin + kEvalBatch, feats.size(0));
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
         consume(model->Head(feats.slice(0, begin, end)), y_all.slice(0, begin, end));
       }
@@ -484,6 +442,7 @@ struct Trainer::Impl {
         if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
         TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
         if (!batch) break;
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
         consume(model->forward(batch->images.to(device)), batch->labels.to(device));
       }
@@ -745,6 +704,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
           x = batch->images.to(device);
           y = batch->labels.to(device);
         }
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         optimizer->zero_grad();
         torch::Tensor logits;
         {

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/device.h"
+#include "server/core/device_arbiter.h"
 #include "server/core/models/weights_cache.h"
 #include "server/core/train/train_config.h"
 
@@ -33,6 +34,9 @@ struct TrainerEnv {
   // Resized images kept in memory across epochs (0 = off), shared evenly by
   // the splits: each file is decoded once per job instead of once per epoch.
   int64_t decoded_cache_bytes = 0;
+  // Shared with the predictor: every step and evaluation batch takes a
+  // background turn, so predict batches run between them. Null: no sharing.
+  DeviceArbiter* arbiter = nullptr;
 };
 
 struct TrainResult {

@@ -29,6 +29,26 @@ TEST(DatasetLayoutTest, TraversalAndOddNamesAreRejected) {
   EXPECT_TRUE(ValidateClientPath(std::string(255, 'x')).ok());
 }
 
+// Found by tests/fuzz/fuzz_upload: a path that is not UTF-8 reached the
+// rejects' JSON and threw. Such paths are refused, by name.
+TEST(DatasetLayoutTest, PathsMustBeUtf8) {
+  EXPECT_TRUE(ValidateClientPath("train/chat-\xc3\xa9t\xc3\xa9.1.jpg").ok());  // chat-été
+  EXPECT_TRUE(ValidateClientPath("train/\xe7\x8c\xab.1.jpg").ok());             // 猫
+  EXPECT_TRUE(ValidateClientPath("train/\xf0\x9f\x90\x88.1.jpg").ok());       // 🐈
+  for (const std::string& bad :
+       {std::string("train/cat.1\x9c.png"), std::string("train/\xc3.jpg"),
+        std::string("train/\xc0\xaf.jpg"),            // overlong '/'
+        std::string("train/\xed\xa0\x80.jpg"),       // a surrogate
+        std::string("train/\xf4\x90\x80\x80.jpg"),  // past U+10FFFF
+        std::string("train/x.jpg\xe2\x82")}) {        // cut short at the end
+    absl::Status s = ValidateClientPath(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("UTF-8")) << bad;
+  }
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+}
+
 TEST(DatasetLayoutTest, LabelsFromKaggleNamesAndClassFolders) {
   EXPECT_EQ(*LabelFromFilename("cat.123.jpg"), "cat");
   EXPECT_EQ(*LabelFromFilename("some/dir/dog.45.jpg"), "dog");

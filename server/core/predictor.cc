@@ -1,0 +1,579 @@
+#include "server/core/predictor.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/models/preprocessing.h"
+#include "server/core/registry.h"
+#include "server/core/status_macros.h"
+#include "server/core/torch_util.h"
+#include "server/core/train/classifier.h"
+
+namespace transferd::core {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::StatusOr<models::Preprocessing> PreprocessingOf(const PreprocessingInfo& info) {
+  models::Preprocessing p;
+  if (info.mode == "caffe") {
+    p.mode = models::Preprocessing::Mode::kCaffe;
+  } else if (info.mode == "tf") {
+    p.mode = models::Preprocessing::Mode::kTf;
+  } else if (info.mode == "torch") {
+    p.mode = models::Preprocessing::Mode::kTorch;
+  } else {
+    return absl::DataLossError(absl::StrCat("unknown preprocessing mode '", info.mode, "'"));
+  }
+  if (info.mean.size() != 3 || info.std.size() != 3 || info.input_size <= 0) {
+    return absl::DataLossError("malformed preprocessing metadata");
+  }
+  p.bgr = info.bgr;
+  p.scale = info.scale;
+  std::copy(info.mean.begin(), info.mean.end(), p.mean.begin());
+  std::copy(info.std.begin(), info.std.end(), p.std.begin());
+  return p;
+}
+
+}  // namespace
+
+// ---- ModelRunner ------------------------------------------------------------
+
+struct ModelRunner::Impl {
+  train::Classifier model{nullptr};
+  models::Preprocessing preprocessing;
+  torch::Device device{torch::kCPU};
+  bool bf16 = false;
+  int input_size = 0;
+  int num_classes = 0;
+  int64_t bytes = 0;
+};
+
+ModelRunner::ModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ModelRunner::~ModelRunner() = default;
+
+absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(
+    const ModelInfo& info, const ComputeDevice& device,
+    const models::WeightsCacheOptions& weights) {
+  auto impl = std::make_unique<Impl>();
+  TRANSFERD_ASSIGN_OR_RETURN(impl->preprocessing, PreprocessingOf(info.preprocessing));
+  impl->input_size = info.preprocessing.input_size;
+  impl->num_classes = static_cast<int>(info.classes.size());
+  impl->bf16 = info.model.precision == "bf16";
+  impl->device = ToTorchDevice(device);
+  if (impl->num_classes < 2) {
+    return absl::DataLossError(absl::StrCat("model ", info.id, " has fewer than 2 classes"));
+  }
+  try {
+    train::ModelConfig config = info.model;
+    config.init_weights_file.clear();
+    TRANSFERD_ASSIGN_OR_RETURN(
+        impl->model, train::BuildClassifier(config, impl->num_classes, weights,
+                                            /*load_weights=*/false));
+    TRANSFERD_RETURN_IF_ERROR(impl->model->Load(info.weights_file));
+    impl->model->eval();
+    impl->model->to(impl->device);
+    for (const auto& t : impl->model->parameters()) impl->bytes += t.nbytes();
+    for (const auto& t : impl->model->buffers()) impl->bytes += t.nbytes();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("loading model ", info.id, ": ", e.what()));
+  }
+  return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
+}
+
+int ModelRunner::input_size() const { return impl_->input_size; }
+int ModelRunner::num_classes() const { return impl_->num_classes; }
+int64_t ModelRunner::bytes() const { return impl_->bytes; }
+
+absl::StatusOr<std::vector<float>> ModelRunner::Run(const uint8_t* pixels, int64_t n,
+                                                    bool flip_tta) {
+  const int s = impl_->input_size;
+  try {
+    torch::NoGradGuard no_grad;
+    // from_blob does not own or modify the bytes; preprocessing makes a copy.
+    const torch::Tensor rgb = torch::from_blob(const_cast<uint8_t*>(pixels), {n, s, s, 3},
+                                               torch::kUInt8);
+    torch::Tensor x = models::ApplyPreprocessing(impl_->preprocessing, rgb)
+                          .contiguous(torch::MemoryFormat::ChannelsLast)
+                          .to(impl_->device);
+    if (flip_tta) x = torch::cat({x, x.flip({3})}, 0);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(impl_->bf16, impl_->device);
+      logits = impl_->model->forward(x);
+    }
+    torch::Tensor p = impl_->model->Probabilities(logits).to(torch::kFloat32);
+    if (flip_tta) p = (p.slice(0, 0, n) + p.slice(0, n, 2 * n)) / 2;
+    p = p.to(torch::kCPU).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("inference failed: ", e.what()));
+  }
+}
+
+// ---- Predictor --------------------------------------------------------------
+
+namespace {
+
+struct Request {
+  PredictCall call;
+  PredictOutcome outcome;
+  int remaining = 0;  // images still to compute; guarded by Impl::mu
+  bool finished = false;
+};
+
+struct Item {
+  std::shared_ptr<Request> request;
+  int index = 0;
+  std::vector<uint8_t> pixels;
+  Clock::time_point enqueued;
+};
+
+struct Meta {
+  std::shared_ptr<const ModelInfo> info;
+};
+
+struct Loaded {
+  std::unique_ptr<ModelRunner> runner;
+  Clock::time_point last_used;
+};
+
+struct Op {
+  enum class Kind { kWarm, kForget } kind;
+  std::string model_id;
+};
+
+// A request that ended, and how: its callback runs outside the lock.
+using Finished = std::vector<std::pair<std::shared_ptr<Request>, absl::Status>>;
+
+void RunCallbacks(Finished& finished) {
+  for (auto& [request, status] : finished) {
+    request->call.done(status, std::move(request->outcome));
+  }
+  finished.clear();
+}
+
+}  // namespace
+
+struct Predictor::Impl {
+  Impl(const PredictorOptions& o, ModelRegistry& m, ComputeDevice d,
+       models::WeightsCacheOptions w, DeviceArbiter* a)
+      : options(o), models(m), device(std::move(d)), weights(std::move(w)), arbiter(a) {}
+
+  const PredictorOptions& options;
+  ModelRegistry& models;
+  const ComputeDevice device;
+  const models::WeightsCacheOptions weights;
+  DeviceArbiter* const arbiter;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false;
+  bool stopping = false;
+  std::map<std::string, std::deque<Item>> queues;
+  std::deque<Op> ops;
+  std::map<std::string, Meta> meta;
+  std::set<std::string> ready;
+  Stats stats;
+  std::function<void(const std::string&, bool)> ready_listener;
+  std::thread thread;
+
+  // Worker thread only.
+  std::map<std::string, Loaded> loaded;
+
+  absl::StatusOr<std::shared_ptr<const ModelInfo>> MetaOf(const std::string& id) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = meta.find(id);
+      if (it != meta.end()) return it->second.info;
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(ModelInfo info, models.Get(id));
+    auto shared = std::make_shared<const ModelInfo>(std::move(info));
+    std::lock_guard<std::mutex> lock(mu);
+    return meta.emplace(id, Meta{shared}).first->second.info;
+  }
+
+  // Finishes `r` with `status` unless it already ended; mu held.
+  void End(const std::shared_ptr<Request>& r, absl::Status status, Finished& out) {
+    if (r->finished) return;
+    r->finished = true;
+    out.emplace_back(r, std::move(status));
+  }
+
+  absl::StatusOr<ModelRunner*> EnsureLoaded(const std::string& id) {
+    auto it = loaded.find(id);
+    if (it != loaded.end()) {
+      it->second.last_used = Clock::now();
+      return it->second.runner.get();
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(std::shared_ptr<const ModelInfo> info, MetaOf(id));
+    const auto start = Clock::now();
+    TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
+                               ModelRunner::Load(*info, device, weights));
+    {
+      // Warm-up: the first forward pass allocates and picks kernels.
+      std::vector<uint8_t> zeros(static_cast<size_t>(runner->input_size()) *
+                                 runner->input_size() * 3);
+      DeviceArbiter::Turn turn(arbiter, DeviceArbiter::Priority::kInteractive);
+      TRANSFERD_RETURN_IF_ERROR(runner->Run(zeros.data(), 1, false).status());
+    }
+    spdlog::info("predictor: model {} loaded and warmed in {} ms ({} MiB)", id,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)
+                     .count(),
+                 runner->bytes() >> 20);
+    ModelRunner* raw = runner.get();
+    loaded[id] = Loaded{std::move(runner), Clock::now()};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ready.insert(id);
+      ++stats.loads;
+    }
+    Notify(id, true);
+    EvictBeyondBudget(id);
+    return raw;
+  }
+
+  void Notify(const std::string& id, bool is_ready) {
+    std::function<void(const std::string&, bool)> listener;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      listener = ready_listener;
+    }
+    if (listener) listener(id, is_ready);
+  }
+
+  void Unload(const std::string& id) {
+    if (loaded.erase(id) == 0) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ready.erase(id);
+      ++stats.unloads;
+    }
+    spdlog::info("predictor: model {} unloaded", id);
+    Notify(id, false);
+  }
+
+  void EvictBeyondBudget(const std::string& keep) {
+    while (true) {
+      int64_t total = 0;
+      for (const auto& [id, l] : loaded) total += l.runner->bytes();
+      if (total <= options.memory_budget_bytes || loaded.size() <= 1) return;
+      auto victim = loaded.end();
+      for (auto it = loaded.begin(); it != loaded.end(); ++it) {
+        if (it->first == keep) continue;
+        if (victim == loaded.end() || it->second.last_used < victim->second.last_used) {
+          victim = it;
+        }
+      }
+      if (victim == loaded.end()) return;
+      Unload(victim->first);
+    }
+  }
+
+  void RunBatch(const std::string& model_id, std::vector<Item>& batch) {
+    Finished finished;
+    absl::StatusOr<ModelRunner*> runner = EnsureLoaded(model_id);
+    if (!runner.ok()) {
+      spdlog::warn("predictor: model {}: {}", model_id, std::string(runner.status().message()));
+      std::lock_guard<std::mutex> lock(mu);
+      for (Item& item : batch) End(item.request, runner.status(), finished);
+    } else {
+      ModelRunner& r = **runner;
+      const size_t image_bytes = static_cast<size_t>(r.input_size()) * r.input_size() * 3;
+      for (bool tta : {false, true}) {
+        std::vector<Item*> part;
+        for (Item& item : batch) {
+          if (item.request->call.flip_tta == tta && item.pixels.size() == image_bytes) {
+            part.push_back(&item);
+          }
+        }
+        if (part.empty()) continue;
+        std::vector<uint8_t> pixels(image_bytes * part.size());
+        for (size_t i = 0; i < part.size(); ++i) {
+          std::memcpy(pixels.data() + i * image_bytes, part[i]->pixels.data(), image_bytes);
+        }
+        absl::StatusOr<std::vector<float>> probs;
+        {
+          DeviceArbiter::Turn turn(arbiter, DeviceArbiter::Priority::kInteractive);
+          probs = r.Run(pixels.data(), static_cast<int64_t>(part.size()), tta);
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        ++stats.batches;
+        stats.images += static_cast<int64_t>(part.size());
+        for (size_t i = 0; i < part.size(); ++i) {
+          Request& req = *part[i]->request;
+          if (req.finished) continue;
+          if (!probs.ok()) {
+            End(part[i]->request, probs.status(), finished);
+            continue;
+          }
+          ImageResult& out = req.outcome.images[part[i]->index];
+          const int k = r.num_classes();
+          out.probabilities.assign(probs->begin() + static_cast<int64_t>(i) * k,
+                                   probs->begin() + static_cast<int64_t>(i + 1) * k);
+          out.label = static_cast<int>(
+              std::max_element(out.probabilities.begin(), out.probabilities.end()) -
+              out.probabilities.begin());
+          if (--req.remaining == 0) End(part[i]->request, absl::OkStatus(), finished);
+        }
+      }
+    }
+    RunCallbacks(finished);
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stopping) {
+      if (!ops.empty()) {
+        Op op = std::move(ops.front());
+        ops.pop_front();
+        lock.unlock();
+        if (op.kind == Op::Kind::kWarm) {
+          absl::StatusOr<ModelRunner*> r = EnsureLoaded(op.model_id);
+          if (!r.ok()) {
+            spdlog::warn("predictor: warming model {}: {}", op.model_id,
+                         std::string(r.status().message()));
+          }
+        } else {
+          Unload(op.model_id);
+        }
+        lock.lock();
+        continue;
+      }
+      // Requests whose deadline passed are answered now, not computed.
+      Clock::time_point earliest_deadline = Clock::time_point::max();
+      {
+        Finished expired;
+        const auto now = Clock::now();
+        for (auto& [id, q] : queues) {
+          for (auto it = q.begin(); it != q.end();) {
+            Request& r = *it->request;
+            if (!r.finished && now >= r.call.deadline) {
+              ++stats.expired;
+              End(it->request,
+                  absl::DeadlineExceededError("the deadline passed while the request was queued"),
+                  expired);
+            }
+            if (r.finished) {
+              it = q.erase(it);
+              --stats.queued;
+            } else {
+              earliest_deadline = std::min(earliest_deadline, r.call.deadline);
+              ++it;
+            }
+          }
+        }
+        if (!expired.empty()) {
+          lock.unlock();
+          RunCallbacks(expired);
+          lock.lock();
+          continue;
+        }
+      }
+      // The model whose oldest image has waited longest.
+      auto next = queues.end();
+      for (auto it = queues.begin(); it != queues.end(); ++it) {
+        if (it->second.empty()) continue;
+        if (next == queues.end() ||
+            it->second.front().enqueued < next->second.front().enqueued) {
+          next = it;
+        }
+      }
+      if (next == queues.end()) {
+        cv.wait(lock);
+        continue;
+      }
+      std::deque<Item>& q = next->second;
+      const auto due = q.front().enqueued + options.max_queue_delay;
+      if (static_cast<int>(q.size()) < options.max_batch_size && Clock::now() < due) {
+        cv.wait_until(lock, std::min(due, earliest_deadline));
+        continue;
+      }
+      const std::string model_id = next->first;
+      std::vector<Item> batch;
+      Finished finished;
+      const auto now = Clock::now();
+      while (!q.empty() && static_cast<int>(batch.size()) < options.max_batch_size) {
+        Item item = std::move(q.front());
+        q.pop_front();
+        --stats.queued;
+        Request& r = *item.request;
+        if (r.finished) continue;
+        if (r.call.cancelled != nullptr && r.call.cancelled->load()) {
+          ++stats.cancelled;
+          End(item.request, absl::CancelledError("the client cancelled the request"), finished);
+          continue;
+        }
+        if (now >= r.call.deadline) {
+          ++stats.expired;
+          End(item.request,
+              absl::DeadlineExceededError("the deadline passed while the request was queued"),
+              finished);
+          continue;
+        }
+        batch.push_back(std::move(item));
+      }
+      if (q.empty()) queues.erase(next);
+      lock.unlock();
+      RunCallbacks(finished);
+      if (!batch.empty()) RunBatch(model_id, batch);
+      lock.lock();
+    }
+    // Stopping: whatever waits is answered.
+    Finished finished;
+    for (auto& [id, q] : queues) {
+      for (Item& item : q) {
+        End(item.request, absl::UnavailableError("the server is shutting down"), finished);
+      }
+    }
+    queues.clear();
+    stats.queued = 0;
+    lock.unlock();
+    RunCallbacks(finished);
+    loaded.clear();
+  }
+};
+
+Predictor::Predictor(PredictorOptions options, ModelRegistry& models, ComputeDevice device,
+                     models::WeightsCacheOptions weights, DeviceArbiter* arbiter)
+    : options_(std::move(options)),
+      impl_(std::make_unique<Impl>(options_, models, std::move(device), std::move(weights),
+                                   arbiter)) {}
+
+Predictor::~Predictor() { Stop(); }
+
+void Predictor::Start() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->started || impl_->stopping) return;
+  impl_->started = true;
+  impl_->thread = std::thread([this] { impl_->Loop(); });
+}
+
+void Predictor::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Predictor::SetReadyListener(std::function<void(const std::string&, bool)> listener) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->ready_listener = std::move(listener);
+}
+
+void Predictor::Warm(const std::string& model_id) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->ops.push_back({Op::Kind::kWarm, model_id});
+  }
+  impl_->cv.notify_all();
+}
+
+void Predictor::Forget(const std::string& model_id) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->meta.erase(model_id);
+    impl_->ops.push_back({Op::Kind::kForget, model_id});
+  }
+  impl_->cv.notify_all();
+}
+
+bool Predictor::Ready(const std::string& model_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->ready.count(model_id) > 0;
+}
+
+Predictor::Stats Predictor::stats() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stats s = impl_->stats;
+  s.loaded_models = static_cast<int>(impl_->ready.size());
+  return s;
+}
+
+void Predictor::Submit(PredictCall call) {
+  auto fail = [&call](absl::Status status) { call.done(std::move(status), PredictOutcome()); };
+  const int n = static_cast<int>(call.images.size());
+  if (n == 0) return fail(absl::InvalidArgumentError("images: at least one image is required"));
+  if (n > options_.max_images_per_request) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("images: ", n, " images in one request; the limit is ",
+                     options_.max_images_per_request)));
+  }
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->stopping || !impl_->started) {
+      return fail(absl::UnavailableError("the predictor is not running"));
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const ModelInfo>> info = impl_->MetaOf(call.model_id);
+  if (!info.ok()) return fail(info.status());
+  const int size = (*info)->preprocessing.input_size;
+  const size_t image_bytes = static_cast<size_t>(size) * size * 3;
+
+  auto request = std::make_shared<Request>();
+  request->outcome.model_id = call.model_id;
+  request->outcome.classes = (*info)->classes;
+  request->outcome.images.resize(n);
+  std::vector<Item> items;
+  const auto now = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    Item item;
+    item.pixels.resize(image_bytes);
+    absl::Status decoded =
+        DecodeResized(call.images[i], options_.image_limits, size, item.pixels.data());
+    if (!decoded.ok()) {
+      request->outcome.images[i].status = decoded;
+      continue;
+    }
+    item.request = request;
+    item.index = i;
+    item.enqueued = now;
+    items.push_back(std::move(item));
+  }
+  call.images.clear();
+  call.images.shrink_to_fit();
+  request->remaining = static_cast<int>(items.size());
+  request->call = std::move(call);
+  if (items.empty()) {
+    request->finished = true;
+    request->call.done(absl::OkStatus(), std::move(request->outcome));
+    return;
+  }
+  {
+    std::unique_lock<std::mutex> lock(impl_->mu);
+    absl::Status refused;
+    if (impl_->stopping) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else if (impl_->stats.queued + static_cast<int64_t>(items.size()) >
+               options_.max_queued_images) {
+      ++impl_->stats.rejected_queue_full;
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "the predict queue is full (", impl_->stats.queued, " images waiting, limit ",
+          options_.max_queued_images, " set by --predict-queue-images); retry later"));
+    }
+    if (!refused.ok()) {
+      lock.unlock();
+      request->finished = true;
+      request->call.done(refused, PredictOutcome());
+      return;
+    }
+    std::deque<Item>& q = impl_->queues[request->call.model_id];
+    for (Item& item : items) q.push_back(std::move(item));
+    impl_->stats.queued += static_cast<int64_t>(items.size());
+  }
+  impl_->cv.notify_all();
+}
+
+}  // namespace transferd::core

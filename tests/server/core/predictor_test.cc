@@ -1,0 +1,312 @@
+// The predictor over a real registry (SQLite file, safetensors weights):
+// dynamic batching by size, the bounded queue, deadlines and cancellation
+// answered without computing, per-image errors, identical results to a
+// direct forward pass, LRU unloading under a memory budget, and the device
+// arbiter's turn order.
+#include "server/core/predictor.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "server/core/data_dir.h"
+#include "server/core/registry.h"
+#include "server/core/store.h"
+#include "server/core/train/classifier.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/test_images.h"
+
+namespace transferd::core {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+train::ModelConfig SmallConfig() {
+  train::ModelConfig m;
+  m.backbone = "mobilenet";
+  m.alpha = 0.25;
+  m.weights = "none";
+  m.input_size = 32;
+  m.head.pooling = train::Pooling::kGlobalAverage;
+  m.head.hidden_units = 8;
+  m.head.dropout = 0;
+  return m;
+}
+
+struct Answer {
+  absl::Status status;
+  PredictOutcome outcome;
+};
+
+class PredictorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DataDir::Options o;
+    o.root = fs::path(temp_.path()) / "data";
+    auto dir = DataDir::Open(o);
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    data_dir_ = std::move(*dir);
+    Store::Options so;
+    so.path = data_dir_->database_path();
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    auto registry = ModelRegistry::Open(*store_, *data_dir_);
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    registry_ = std::move(*registry);
+  }
+
+  void TearDown() override {
+    if (predictor_) predictor_->Stop();
+  }
+
+  void Register(const std::string& id, uint64_t seed) {
+    torch::manual_seed(seed);
+    auto classifier = train::BuildClassifier(SmallConfig(), 2, models::WeightsCacheOptions(), false);
+    ASSERT_TRUE(classifier.ok()) << classifier.status();
+    const fs::path weights = fs::path(temp_.path()) / (id + ".safetensors");
+    ASSERT_TRUE((*classifier)->Save(weights).ok());
+    ModelInfo info;
+    info.id = id;
+    info.model = SmallConfig();
+    info.classes = {"cat", "dog"};
+    info.preprocessing.mode = "tf";
+    info.preprocessing.scale = 1.0f / 127.5f;
+    info.preprocessing.mean = {1, 1, 1};
+    info.preprocessing.std = {1, 1, 1};
+    info.preprocessing.input_size = 32;
+    ASSERT_TRUE(registry_->Register(info, weights).ok());
+  }
+
+  void StartPredictor(PredictorOptions options) {
+    predictor_ = std::make_unique<Predictor>(options, *registry_, ComputeDevice(),
+                                             models::WeightsCacheOptions(), &arbiter_);
+    predictor_->Start();
+  }
+
+  // Submits and returns a future for the answer.
+  std::future<Answer> Submit(const std::string& model, std::vector<std::string> images,
+                             Clock::time_point deadline = Clock::time_point::max(),
+                             std::shared_ptr<std::atomic<bool>> cancelled = nullptr) {
+    auto promise = std::make_shared<std::promise<Answer>>();
+    PredictCall call;
+    call.model_id = model;
+    call.images = std::move(images);
+    call.deadline = deadline;
+    call.cancelled = std::move(cancelled);
+    call.done = [promise](absl::Status s, PredictOutcome o) {
+      promise->set_value(Answer{std::move(s), std::move(o)});
+    };
+    std::future<Answer> f = promise->get_future();
+    predictor_->Submit(std::move(call));
+    return f;
+  }
+
+  static std::string Png(int seed) { return testing::EncodeTestImage(40, 40, ".png", seed); }
+
+  testing::TempDir temp_;
+  std::unique_ptr<DataDir> data_dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ModelRegistry> registry_;
+  DeviceArbiter arbiter_;
+  std::unique_ptr<Predictor> predictor_;
+};
+
+TEST_F(PredictorTest, BatchesConcurrentRequestsUpToMaxBatchSize) {
+  Register("m1", 1);
+  PredictorOptions o;
+  o.max_batch_size = 4;
+  o.max_queue_delay = std::chrono::seconds(30);  // only a full batch runs
+  StartPredictor(o);
+  std::vector<std::future<Answer>> answers;
+  for (int i = 0; i < 4; ++i) answers.push_back(Submit("m1", {Png(i)}));
+  for (auto& f : answers) {
+    Answer a = f.get();
+    ASSERT_TRUE(a.status.ok()) << a.status;
+    ASSERT_EQ(a.outcome.images.size(), 1u);
+    EXPECT_TRUE(a.outcome.images[0].status.ok());
+    ASSERT_EQ(a.outcome.images[0].probabilities.size(), 2u);
+    EXPECT_NEAR(a.outcome.images[0].probabilities[0] + a.outcome.images[0].probabilities[1], 1.0,
+                1e-5);
+    EXPECT_EQ(a.outcome.classes, (std::vector<std::string>{"cat", "dog"}));
+  }
+  const Predictor::Stats s = predictor_->stats();
+  EXPECT_EQ(s.batches, 1);
+  EXPECT_EQ(s.images, 4);
+  EXPECT_EQ(s.loads, 1);
+}
+
+TEST_F(PredictorTest, MatchesADirectForwardPassOfTheSameWeights) {
+  Register("m1", 3);
+  PredictorOptions o;
+  o.max_queue_delay = std::chrono::microseconds(0);
+  StartPredictor(o);
+  const std::vector<std::string> images = {Png(1), Png(2), Png(3)};
+  Answer a = Submit("m1", images).get();
+  ASSERT_TRUE(a.status.ok()) << a.status;
+
+  auto info = registry_->Get("m1");
+  ASSERT_TRUE(info.ok());
+  auto runner = ModelRunner::Load(*info, ComputeDevice(), models::WeightsCacheOptions());
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  std::vector<uint8_t> pixels(3 * 32 * 32 * 3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(DecodeResized(images[i], ImageLimits(), 32, pixels.data() + i * 32 * 32 * 3).ok());
+  }
+  auto probs = (*runner)->Run(pixels.data(), 3, false);
+  ASSERT_TRUE(probs.ok());
+  for (int i = 0; i < 3; ++i) {
+    for (int c = 0; c < 2; ++c) {
+      EXPECT_NEAR(a.outcome.images[i].probabilities[c], (*probs)[i * 2 + c], 1e-5);
+    }
+  }
+}
+
+TEST_F(PredictorTest, BadImagesFailAloneAndUnknownModelsFailTheCall) {
+  Register("m1", 1);
+  PredictorOptions o;
+  o.max_queue_delay = std::chrono::microseconds(0);
+  StartPredictor(o);
+  std::string truncated = testing::EncodeTestImage(64, 64, ".jpg", 5);
+  truncated.resize(truncated.size() / 2);
+  Answer a = Submit("m1", {Png(1), "not an image at all", truncated, "", Png(2)}).get();
+  ASSERT_TRUE(a.status.ok()) << a.status;
+  ASSERT_EQ(a.outcome.images.size(), 5u);
+  EXPECT_TRUE(a.outcome.images[0].status.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(a.outcome.images[1].status));
+  EXPECT_TRUE(absl::IsInvalidArgument(a.outcome.images[2].status));
+  EXPECT_TRUE(absl::IsInvalidArgument(a.outcome.images[3].status));
+  EXPECT_TRUE(a.outcome.images[4].status.ok());
+  EXPECT_GE(a.outcome.images[4].label, 0);
+
+  Answer unknown = Submit("nope", {Png(1)}).get();
+  EXPECT_TRUE(absl::IsNotFound(unknown.status)) << unknown.status;
+  Answer empty = Submit("m1", {}).get();
+  EXPECT_TRUE(absl::IsInvalidArgument(empty.status)) << empty.status;
+  Answer all_bad = Submit("m1", {"x"}).get();
+  ASSERT_TRUE(all_bad.status.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(all_bad.outcome.images[0].status));
+}
+
+TEST_F(PredictorTest, FullQueueIsResourceExhaustedAndStopAnswersTheRest) {
+  Register("m1", 1);
+  PredictorOptions o;
+  o.max_batch_size = 8;
+  o.max_queued_images = 2;
+  o.max_queue_delay = std::chrono::seconds(30);
+  StartPredictor(o);
+  std::future<Answer> queued = Submit("m1", {Png(1), Png(2)});
+  Answer refused = Submit("m1", {Png(3)}).get();
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status)) << refused.status;
+  EXPECT_THAT(std::string(refused.status.message()), HasSubstr("--predict-queue-images"));
+  predictor_->Stop();
+  Answer stopped = queued.get();
+  EXPECT_TRUE(absl::IsUnavailable(stopped.status)) << stopped.status;
+  EXPECT_EQ(predictor_->stats().images, 0);
+}
+
+TEST_F(PredictorTest, ExpiredAndCancelledRequestsAreNotComputed) {
+  Register("m1", 1);
+  PredictorOptions o;
+  o.max_batch_size = 3;
+  o.max_queue_delay = std::chrono::seconds(30);
+  StartPredictor(o);
+  // Answered at its deadline, long before the batch would have run.
+  Answer expired = Submit("m1", {Png(1)}, Clock::now() + std::chrono::milliseconds(50)).get();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(expired.status)) << expired.status;
+  EXPECT_EQ(predictor_->stats().expired, 1);
+
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::future<Answer> gone = Submit("m1", {Png(2)}, Clock::time_point::max(), cancelled);
+  cancelled->store(true);
+  std::future<Answer> a = Submit("m1", {Png(3)});
+  std::future<Answer> b = Submit("m1", {Png(4)});  // fills the batch of 3
+  EXPECT_TRUE(absl::IsCancelled(gone.get().status));
+  EXPECT_TRUE(a.get().status.ok());
+  EXPECT_TRUE(b.get().status.ok());
+  // The batch ran without the cancelled image.
+  const Predictor::Stats s = predictor_->stats();
+  EXPECT_EQ(s.cancelled, 1);
+  EXPECT_EQ(s.images, 2);
+  EXPECT_EQ(s.batches, 1);
+}
+
+TEST_F(PredictorTest, UnloadsTheLeastRecentlyUsedModelBeyondTheBudget) {
+  Register("m1", 1);
+  Register("m2", 2);
+  PredictorOptions o;
+  o.max_queue_delay = std::chrono::microseconds(0);
+  o.memory_budget_bytes = 1;  // room for one model only
+  StartPredictor(o);
+  std::vector<std::pair<std::string, bool>> events;
+  std::mutex mu;
+  predictor_->SetReadyListener([&](const std::string& id, bool ready) {
+    std::lock_guard<std::mutex> lock(mu);
+    events.emplace_back(id, ready);
+  });
+  ASSERT_TRUE(Submit("m1", {Png(1)}).get().status.ok());
+  EXPECT_TRUE(predictor_->Ready("m1"));
+  ASSERT_TRUE(Submit("m2", {Png(1)}).get().status.ok());
+  EXPECT_TRUE(predictor_->Ready("m2"));
+  EXPECT_FALSE(predictor_->Ready("m1"));
+  const Predictor::Stats s = predictor_->stats();
+  EXPECT_EQ(s.loads, 2);
+  EXPECT_EQ(s.unloads, 1);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(events, (std::vector<std::pair<std::string, bool>>{
+                        {"m1", true}, {"m2", true}, {"m1", false}}));
+}
+
+TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
+  DeviceArbiter arbiter;
+  std::vector<std::string> order;
+  std::mutex mu;
+  auto record = [&](const std::string& who) {
+    std::lock_guard<std::mutex> lock(mu);
+    order.push_back(who);
+  };
+  std::promise<void> holding;
+  std::promise<void> release;
+  std::thread holder([&] {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+    holding.set_value();
+    release.get_future().wait();
+  });
+  holding.get_future().wait();
+  // While the device is held: one background waiter, then six interactive.
+  std::thread background([&] {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+    record("background");
+  });
+  while (arbiter.waiting() < 1) std::this_thread::yield();
+  std::vector<std::thread> interactive;
+  for (int i = 0; i < 6; ++i) {
+    interactive.emplace_back([&] {
+      DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kInteractive);
+      record("interactive");
+    });
+  }
+  while (arbiter.waiting() < 7) std::this_thread::yield();
+  release.set_value();
+  holder.join();
+  background.join();
+  for (auto& t : interactive) t.join();
+  ASSERT_EQ(order.size(), 7u);
+  // Background ran after at most kMaxInteractiveStreak interactive turns.
+  const auto pos = std::find(order.begin(), order.end(), "background") - order.begin();
+  EXPECT_LE(pos, DeviceArbiter::kMaxInteractiveStreak);
+  EXPECT_EQ(arbiter.interactive_turns(), 6);
+  EXPECT_EQ(arbiter.background_turns(), 2);
+}
+
+}  // namespace
+}  // namespace transferd::core
