@@ -53,6 +53,10 @@ struct Binding {
   ServerConfig config;
   int grace_seconds = 25;
   int startup_timeout_seconds = 60;
+  int64_t predict_queue_delay_us = 0;
+  int min_ping_seconds = 10;
+  int max_connection_idle_seconds = 0;
+  int max_request_seconds = 300;
 };
 
 void Bind(Binding& b) {
@@ -147,6 +151,92 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_LOADER_THREADS")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  core::PredictorOptions& p = c.engine.predictor;
+  app.add_option("--predict-max-batch-size", p.max_batch_size,
+                 "Dynamic batching: most images one Predict batch computes")
+      ->envname("TRANSFERD_PREDICT_MAX_BATCH_SIZE")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--predict-max-queue-delay-us", b.predict_queue_delay_us,
+                 "Dynamic batching: longest an image waits for its batch to fill (microseconds)")
+      ->envname("TRANSFERD_PREDICT_MAX_QUEUE_DELAY_US")
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}))
+      ->capture_default_str();
+  app.add_option("--predict-queue-images", p.max_queued_images,
+                 "Images waiting to be predicted, all models together; beyond it "
+                 "Predict answers RESOURCE_EXHAUSTED")
+      ->envname("TRANSFERD_PREDICT_QUEUE_IMAGES")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--max-images-per-request", p.max_images_per_request,
+                 "Most images in one Predict request")
+      ->envname("TRANSFERD_MAX_IMAGES_PER_REQUEST")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  app.add_option("--model-memory-bytes", p.memory_budget_bytes,
+                 "Memory for models loaded for Predict; the least recently used "
+                 "beyond it are unloaded")
+      ->envname("TRANSFERD_MODEL_MEMORY_BYTES")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 44))
+      ->capture_default_str();
+  // ---- security and transport limits (docs/security.md) ----
+  app.add_option("--tls-cert", c.rpc.tls_cert_file,
+                 "TLS: the server's certificate chain (PEM); with --tls-key, gRPC is served "
+                 "over TLS only")
+      ->envname("TRANSFERD_TLS_CERT")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", c.rpc.tls_key_file, "TLS: the server's private key (PEM)")
+      ->envname("TRANSFERD_TLS_KEY")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", c.rpc.tls_client_ca_file,
+                 "Mutual TLS: require client certificates signed by these CAs (PEM)")
+      ->envname("TRANSFERD_TLS_CLIENT_CA")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--allow-plaintext", c.rpc.allow_plaintext,
+               "Serve plaintext gRPC on an address other than loopback (behind a TLS-"
+               "terminating proxy or mesh); without TLS such an address is refused")
+      ->envname("TRANSFERD_ALLOW_PLAINTEXT");
+  app.add_option("--health-listen", c.rpc.health_listen_address,
+                 "Also serve grpc.health.v1.Health alone, in plaintext, on this address "
+                 "(for Kubernetes gRPC probes when the main port is TLS)")
+      ->envname("TRANSFERD_HEALTH_LISTEN")
+      ->check(kListenAddress);
+  app.add_option("--token-file", c.rpc.token_file,
+                 "Bearer tokens, one `TOKEN ROLE [NAME]` per line (roles viewer, trainer, "
+                 "admin); reloaded on SIGHUP. Without it calls are not authenticated")
+      ->envname("TRANSFERD_TOKEN_FILE");
+  app.add_option("--max-concurrent-streams", c.rpc.max_concurrent_streams,
+                 "Concurrent calls per client connection")
+      ->envname("TRANSFERD_MAX_CONCURRENT_STREAMS")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--grpc-memory-bytes", c.rpc.grpc_memory_bytes,
+                 "Memory gRPC may use for connections and messages in flight (resource quota)")
+      ->envname("TRANSFERD_GRPC_MEMORY_BYTES")
+      ->check(CLI::Range(int64_t{16} << 20, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("--max-rpc-threads", c.rpc.max_rpc_threads,
+                 "Threads gRPC may create for serving (resource quota)")
+      ->envname("TRANSFERD_MAX_RPC_THREADS")
+      ->check(CLI::Range(4, 4096))
+      ->capture_default_str();
+  app.add_option("--min-ping-seconds", b.min_ping_seconds,
+                 "Keepalive enforcement: a client pinging more often than this is "
+                 "disconnected (GOAWAY ENHANCE_YOUR_CALM)")
+      ->envname("TRANSFERD_MIN_PING_SECONDS")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  app.add_option("--max-connection-idle-seconds", b.max_connection_idle_seconds,
+                 "Close client connections idle this long (0 = never)")
+      ->envname("TRANSFERD_MAX_CONNECTION_IDLE_SECONDS")
+      ->check(CLI::Range(0, 86400 * 7))
+      ->capture_default_str();
+  app.add_option("--max-request-seconds", b.max_request_seconds,
+                 "Cap on a Predict call's deadline: work still queued after this is "
+                 "answered DEADLINE_EXCEEDED, whatever deadline the client set")
+      ->envname("TRANSFERD_MAX_REQUEST_SECONDS")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
   core::DatasetLimits& d = c.engine.datasets;
   constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max() / 4;
   app.add_option("--max-file-bytes", d.max_file_bytes,
@@ -179,6 +269,12 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_MAX_IMAGE_PIXELS")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 32))
       ->capture_default_str();
+}
+
+// 127.0.0.0/8, localhost or [::1].
+bool IsLoopback(const std::string& address) {
+  const std::string host = address.substr(0, address.rfind(':'));
+  return absl::StartsWith(host, "127.") || host == "localhost" || host == "[::1]";
 }
 
 ParseOutcome UsageError(std::string message) {
@@ -284,6 +380,23 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   config.config_file = config_file;
   config.rpc.shutdown_grace = std::chrono::seconds(b.grace_seconds);
   config.engine.startup_timeout = std::chrono::seconds(b.startup_timeout_seconds);
+  config.engine.predictor.max_queue_delay = std::chrono::microseconds(b.predict_queue_delay_us);
+  config.rpc.min_ping_interval = std::chrono::seconds(b.min_ping_seconds);
+  config.rpc.max_connection_idle = std::chrono::seconds(b.max_connection_idle_seconds);
+  config.rpc.max_request_time = std::chrono::seconds(b.max_request_seconds);
+  if (config.rpc.tls_cert_file.empty() != config.rpc.tls_key_file.empty()) {
+    return UsageError("--tls-cert and --tls-key go together");
+  }
+  const bool tls = !config.rpc.tls_cert_file.empty();
+  if (!tls && !config.rpc.tls_client_ca_file.empty()) {
+    return UsageError("--tls-client-ca needs TLS: --tls-cert and --tls-key");
+  }
+  if (!tls && !config.rpc.allow_plaintext && !IsLoopback(config.rpc.listen_address)) {
+    return UsageError(absl::StrCat(
+        "--listen ", config.rpc.listen_address,
+        " is not a loopback address: serve it over TLS (--tls-cert, --tls-key) or allow "
+        "plaintext explicitly with --allow-plaintext (e.g. behind a TLS-terminating mesh)"));
+  }
   if (config.rpc.upload_chunk_bytes > config.rpc.max_receive_message_bytes - 4096) {
     return UsageError(absl::StrCat(
         "--upload-chunk-bytes (", config.rpc.upload_chunk_bytes,

@@ -50,7 +50,8 @@ bool InstallSignalHandlers() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   return sigaction(SIGINT, &action, nullptr) == 0 &&
-         sigaction(SIGTERM, &action, nullptr) == 0;
+         sigaction(SIGTERM, &action, nullptr) == 0 &&
+         sigaction(SIGHUP, &action, nullptr) == 0;
 }
 
 // Blocks until a shutdown signal (or a byte written by this process).
@@ -120,7 +121,16 @@ int Run(const transferd::app::ServerConfig& config) {
   Lifecycle lifecycle(**engine, **server);
   std::promise<int> stop_signal;
   std::thread signal_thread([&] {
-    const int signo = WaitForShutdownSignal();
+    int signo = WaitForShutdownSignal();
+    // SIGHUP re-reads the token file; the server keeps running.
+    for (; signo == SIGHUP; signo = WaitForShutdownSignal()) {
+      if (absl::Status s = (*server)->ReloadTokens(); s.ok()) {
+        spdlog::info("SIGHUP: token file reloaded: {} tokens", (*server)->token_count());
+      } else {
+        spdlog::error("SIGHUP: token file not reloaded, the tokens in force stay: {}",
+                      std::string(s.message()));
+      }
+    }
     if (signo != 0) {
       spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signo),
                    config.rpc.shutdown_grace.count());

@@ -229,14 +229,16 @@ void ToProto(const core::DatasetInfo& in, v1::Dataset* out) {
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetsService::UploadDataset(
     grpc::CallbackServerContext* ctx, v1::UploadDatasetResponse* response) {
-  if (!engine_.ready()) return new RejectingReader(NotReady());
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Datasets.UploadDataset"); !s.ok()) {
+    return new RejectingReader(s);
+  }
   return new UploadReactor(engine_, ctx, response);
 }
 
 grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContext* ctx,
                                                       const v1::GetDatasetRequest* request,
                                                       v1::Dataset* response) {
-  if (!engine_.ready()) return Answer(ctx, NotReady());
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.GetDataset"); !s.ok()) return Answer(ctx, s);
   absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::DatasetInfo> info = engine_.datasets().Get(*id);
@@ -248,7 +250,7 @@ grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
     grpc::CallbackServerContext* ctx, const v1::ListDatasetsRequest* request,
     v1::ListDatasetsResponse* response) {
-  if (!engine_.ready()) return Answer(ctx, NotReady());
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.ListDatasets"); !s.ok()) return Answer(ctx, s);
   std::string next;
   absl::StatusOr<std::vector<core::DatasetInfo>> page =
       engine_.datasets().List(request->page_size(), request->page_token(), &next);
@@ -261,7 +263,7 @@ grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
 grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(
     grpc::CallbackServerContext* ctx, const v1::DeleteDatasetRequest* request,
     google::protobuf::Empty* /*response*/) {
-  if (!engine_.ready()) return Answer(ctx, NotReady());
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kAdmin, "Datasets.DeleteDataset"); !s.ok()) return Answer(ctx, s);
   absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   return Answer(ctx, ToGrpcStatus(engine_.datasets().Delete(*id)));

@@ -11,9 +11,11 @@ struct DatasetInfo;
 
 namespace transferd::rpc {
 
+class Authorizer;
+
 class DatasetsService final : public transferd::v1::Datasets::CallbackService {
  public:
-  explicit DatasetsService(core::Engine& engine) : engine_(engine) {}
+  DatasetsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
 
   grpc::ServerReadReactor<transferd::v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* ctx,
@@ -32,6 +34,7 @@ class DatasetsService final : public transferd::v1::Datasets::CallbackService {
 
  private:
   core::Engine& engine_;
+  const Authorizer& auth_;
 };
 
 // The catalog's view of a dataset as the API's message.

@@ -208,21 +208,49 @@ absl::Status ApplyStage(const v1::StageSpec& s, const std::string& f, train::Sta
   return absl::OkStatus();
 }
 
+// PREDICT: a model over a dataset; training fields must stay empty.
+absl::StatusOr<ResolvedJob> ResolvePredict(const v1::JobSpec& spec,
+                                           const train::ModelConfig* base_model_config,
+                                           ResolvedJob out) {
+  if (spec.base_model().empty()) return Invalid("spec.base_model", "is required for PREDICT");
+  absl::StatusOr<std::string> id = IdFromName("spec.base_model", "models", spec.base_model());
+  if (!id.ok()) return id.status();
+  out.base_model = *id;
+  if (!spec.recipe().empty()) return Invalid("spec.recipe", "must be empty for PREDICT");
+  if (spec.stages_size() > 0) return Invalid("spec.stages", "must be empty for PREDICT");
+  if (spec.has_model() && !spec.model().backbone().empty()) {
+    return Invalid("spec.model", "must be empty for PREDICT (the model's network is used)");
+  }
+  if (base_model_config != nullptr) out.config.model = *base_model_config;
+  out.config.stages.clear();
+  for (int i = 0; i < spec.predict().splits_size(); ++i) {
+    switch (spec.predict().splits(i)) {
+      case v1::SPLIT_TRAIN: out.config.predict_splits.push_back("train"); break;
+      case v1::SPLIT_VALIDATION: out.config.predict_splits.push_back("validation"); break;
+      case v1::SPLIT_TEST: out.config.predict_splits.push_back("test"); break;
+      default:
+        return Invalid(absl::StrCat("spec.predict.splits[", i, "]"),
+                       "must be TRAIN, VALIDATION or TEST");
+    }
+  }
+  out.config.predict_flip_tta = spec.predict().horizontal_flip_tta();
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec,
                                            const std::string& default_precision,
                                            const train::ModelConfig* base_model_config) {
   ResolvedJob out;
-  if (spec.kind() != v1::JOB_KIND_TRAIN && spec.kind() != v1::JOB_KIND_FINE_TUNE) {
-    if (spec.kind() == v1::JOB_KIND_PREDICT) {
-      return absl::UnimplementedError("spec.kind: PREDICT jobs are not available in this build yet");
-    }
-    return Invalid("spec.kind", "must be TRAIN or FINE_TUNE");
+  if (spec.kind() != v1::JOB_KIND_TRAIN && spec.kind() != v1::JOB_KIND_FINE_TUNE &&
+      spec.kind() != v1::JOB_KIND_PREDICT) {
+    return Invalid("spec.kind", "must be TRAIN, FINE_TUNE or PREDICT");
   }
   absl::StatusOr<std::string> dataset = IdFromName("spec.dataset", "datasets", spec.dataset());
   if (!dataset.ok()) return dataset.status();
   out.dataset_id = *std::move(dataset);
+  if (spec.kind() == v1::JOB_KIND_PREDICT) return ResolvePredict(spec, base_model_config, out);
 
   train::TrainConfig& c = out.config;
   c.model.precision.clear();
@@ -296,6 +324,7 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const ResolvedJob& r) {
   model->set_weights(m.weights);
   model->set_input_size(m.input_size);
   model->set_precision(m.precision == "bf16" ? v1::PRECISION_BF16 : v1::PRECISION_FP32);
+  if (spec.kind() == v1::JOB_KIND_PREDICT) *out.mutable_predict() = spec.predict();
   model->mutable_head()->set_pooling(m.head.pooling == train::Pooling::kFlatten
                                          ? v1::POOLING_FLATTEN
                                          : v1::POOLING_GLOBAL_AVERAGE);

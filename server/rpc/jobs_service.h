@@ -1,6 +1,6 @@
 // transferd.v1.Jobs over the engine's job queue, and transferd.v1.Models
-// over its registry (Get, List, Delete; aliases and import/export answer
-// UNIMPLEMENTED until the Inference work lands).
+// over its registry (models, aliases, export and import of archives; see
+// server/core/model_archive.h).
 #pragma once
 
 #include "transferd/v1/jobs.grpc.pb.h"
@@ -15,9 +15,11 @@ struct ModelInfo;
 
 namespace transferd::rpc {
 
+class Authorizer;
+
 class JobsService final : public transferd::v1::Jobs::CallbackService {
  public:
-  explicit JobsService(core::Engine& engine) : engine_(engine) {}
+  JobsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
                                       const transferd::v1::CreateJobRequest* request,
@@ -39,11 +41,12 @@ class JobsService final : public transferd::v1::Jobs::CallbackService {
 
  private:
   core::Engine& engine_;
+  const Authorizer& auth_;
 };
 
 class ModelsService final : public transferd::v1::Models::CallbackService {
  public:
-  explicit ModelsService(core::Engine& engine) : engine_(engine) {}
+  ModelsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
 
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
                                      const transferd::v1::GetModelRequest* request,
@@ -70,6 +73,7 @@ class ModelsService final : public transferd::v1::Models::CallbackService {
 
  private:
   core::Engine& engine_;
+  const Authorizer& auth_;
 };
 
 void ToProto(const core::JobRecord& in, transferd::v1::Job* out);

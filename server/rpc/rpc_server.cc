@@ -1,22 +1,28 @@
 #include "server/rpc/rpc_server.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/impl/server_builder_plugin.h>
+#include <grpcpp/resource_quota.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
+#include "server/rpc/auth.h"
 #include "server/rpc/datasets_service.h"
+#include "server/rpc/inference_service.h"
 #include "server/rpc/jobs_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
-#include "server/rpc/unimplemented_services.h"
 
 namespace transferd::rpc {
 namespace {
@@ -38,6 +44,65 @@ class DropReflectionPlugin final : public grpc::ServerBuilderOption {
   }
 };
 
+// What the health-only port answers for every method but the health
+// service's (also what gives that server the callback completion queue gRPC
+// requires).
+class HealthPortOnly final : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    class Refuse final : public grpc::ServerGenericBidiReactor {
+     public:
+      Refuse() {
+        Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                            "this port serves only grpc.health.v1.Health; transferd.v1 is on the "
+                            "main port"));
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse();
+  }
+};
+
+absl::StatusOr<std::string> ReadPem(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read the ", what, " ", path));
+  }
+  return text.str();
+}
+
+// Plaintext, or TLS (with client certificates required and verified when a
+// client CA is given).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const RpcServer::Options& options) {
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both a certificate and a key file");
+  }
+  if (options.tls_cert_file.empty()) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("a client CA needs TLS (a certificate and a key file)");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  auto cert = ReadPem("TLS certificate", options.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPem("TLS key", options.tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(
+      options.tls_client_ca_file.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!options.tls_client_ca_file.empty()) {
+    auto ca = ReadPem("TLS client CA", options.tls_client_ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *ca;
+  }
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
@@ -54,12 +119,29 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
         options.upload_chunk_bytes));
   }
 
+  auto credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+  auto auth = Authorizer::Create(options.token_file);
+  if (!auth.ok()) return auth.status();
+
   std::unique_ptr<RpcServer> server(new RpcServer);
   server->options_ = options;
+  server->auth_ = std::move(*auth);
+  if (server->auth_->enabled()) {
+    spdlog::info("bearer tokens required: {} tokens from {}", server->auth_->token_count(),
+                 options.token_file);
+  } else if (!absl::StartsWith(options.listen_address, "127.") &&
+             !absl::StartsWith(options.listen_address, "localhost:") &&
+             !absl::StartsWith(options.listen_address, "[::1]:")) {
+    spdlog::warn("no --token-file: every client that reaches {} may do anything",
+                 options.listen_address);
+  }
+  spdlog::info("transport: {}{}", options.tls_cert_file.empty() ? "plaintext" : "TLS",
+               options.tls_client_ca_file.empty() ? "" : " with client certificates");
 
   std::vector<std::string> implemented = {
       "transferd.v1.Server", "transferd.v1.Datasets", "transferd.v1.Jobs",
-      "transferd.v1.Models", "grpc.health.v1.Health"};
+      "transferd.v1.Models", "transferd.v1.Inference", "grpc.health.v1.Health"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
@@ -73,16 +155,18 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   limits.set_max_dataset_bytes(datasets.max_dataset_bytes);
   limits.set_max_total_dataset_bytes(datasets.max_total_bytes);
   limits.set_min_free_disk_bytes(datasets.min_free_disk_bytes);
+  limits.set_max_images_per_request(engine.options().predictor.max_images_per_request);
   limits.set_shutdown_grace_seconds(static_cast<int32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(options.shutdown_grace)
           .count()));
 
   server->server_service_ =
-      std::make_unique<ServerService>(engine, limits, implemented);
-  server->datasets_service_ = std::make_unique<DatasetsService>(engine);
-  server->jobs_service_ = std::make_unique<JobsService>(engine);
-  server->models_service_ = std::make_unique<ModelsService>(engine);
-  server->inference_service_ = std::make_unique<UnimplementedInferenceService>();
+      std::make_unique<ServerService>(engine, *server->auth_, limits, implemented);
+  server->datasets_service_ = std::make_unique<DatasetsService>(engine, *server->auth_);
+  server->jobs_service_ = std::make_unique<JobsService>(engine, *server->auth_);
+  server->models_service_ = std::make_unique<ModelsService>(engine, *server->auth_);
+  server->inference_service_ =
+      std::make_unique<InferenceService>(engine, *server->auth_, options.max_request_time);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) {
@@ -95,9 +179,21 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   // Without this gRPC sets SO_REUSEPORT and a second server could bind the
   // same port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen_address,
-                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.listen_address, *credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(options.min_ping_interval.count()));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (options.max_connection_idle.count() > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               static_cast<int>(options.max_connection_idle.count()));
+  }
+  grpc::ResourceQuota quota("transferd");
+  quota.Resize(static_cast<size_t>(options.grpc_memory_bytes));
+  quota.SetMaxThreads(options.max_rpc_threads);
+  builder.SetResourceQuota(quota);
   builder.SetMaxSendMessageSize(options.max_send_message_bytes);
   builder.RegisterService(server->server_service_.get());
   builder.RegisterService(server->datasets_service_.get());
@@ -116,10 +212,32 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
         absl::StrCat("cannot listen on ", options.listen_address,
                      " (address in use, or not a local address?)"));
   }
+  if (!options.health_listen_address.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.SetOption(std::make_unique<DropReflectionPlugin>());
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    health_builder.AddListeningPort(options.health_listen_address,
+                                    grpc::InsecureServerCredentials(), &server->health_port_);
+    health_builder.SetMaxReceiveMessageSize(64 * 1024);
+    health_builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
+    server->health_generic_ = std::make_unique<HealthPortOnly>();
+    health_builder.RegisterCallbackGenericService(server->health_generic_.get());
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      server->server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("cannot listen on ",
+                                                 options.health_listen_address,
+                                                 " for health probes"));
+    }
+  }
   // NOT_SERVING until the caller says the engine is ready.
   server->SetServing(false);
   return server;
 }
+
+absl::Status RpcServer::ReloadTokens() { return auth_->Reload(); }
+
+size_t RpcServer::token_count() const { return auth_->token_count(); }
 
 RpcServer::~RpcServer() { Shutdown(); }
 
@@ -127,6 +245,13 @@ void RpcServer::SetServing(bool serving) {
   if (server_ == nullptr) return;
   if (auto* health = server_->GetHealthCheckService()) {
     health->SetServingStatus(serving);
+    // Per-alias statuses start once the engine is ready.
+    if (serving) inference_service_->EngineReady(health);
+  }
+  if (health_server_ != nullptr) {
+    if (auto* health = health_server_->GetHealthCheckService()) {
+      health->SetServingStatus(serving);
+    }
   }
 }
 
@@ -136,6 +261,10 @@ void RpcServer::Shutdown() {
   SetServing(false);
   server_->Shutdown(std::chrono::system_clock::now() + options_.shutdown_grace);
   server_->Wait();
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+  }
 }
 
 }  // namespace transferd::rpc

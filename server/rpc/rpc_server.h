@@ -4,12 +4,14 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 
 namespace grpc {
+class CallbackGenericService;
 class Server;
 }
 
@@ -19,11 +21,12 @@ class Engine;
 
 namespace transferd::rpc {
 
+class Authorizer;
 class ServerService;
 class DatasetsService;
 class JobsService;
 class ModelsService;
-class UnimplementedInferenceService;
+class InferenceService;
 
 class RpcServer {
  public:
@@ -38,6 +41,33 @@ class RpcServer {
     bool reflection = false;
     // How long in-flight calls may run after shutdown begins.
     std::chrono::milliseconds shutdown_grace{25000};
+
+    // TLS: server certificate chain and key (PEM files), both or neither.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    // With TLS: client certificates are required and verified against this
+    // CA bundle (mutual TLS).
+    std::string tls_client_ca_file;
+    // Plaintext on an address other than loopback (checked by the caller,
+    // which knows the flag names; kept here to be reported).
+    bool allow_plaintext = false;
+    // A second, plaintext listener serving only grpc.health.v1.Health (for
+    // Kubernetes' gRPC probes, which cannot speak TLS); empty = none.
+    std::string health_listen_address;
+    // Bearer tokens with roles; empty = no authentication (see auth.h).
+    std::string token_file;
+
+    // Transport limits.
+    int max_concurrent_streams = 100;       // per connection
+    int64_t grpc_memory_bytes = 1ll << 30;  // gRPC's resource quota
+    int max_rpc_threads = 64;               // gRPC's resource quota
+    // Clients may ping at most this often without data (keepalive
+    // enforcement; more pings close the connection with ENHANCE_YOUR_CALM).
+    std::chrono::milliseconds min_ping_interval{10000};
+    // Connections idle this long are closed (0 = never).
+    std::chrono::milliseconds max_connection_idle{0};
+    // Predict deadlines are capped at this from arrival.
+    std::chrono::milliseconds max_request_time{300000};
   };
 
   // Builds and starts the server; UNAVAILABLE when the address cannot be
@@ -52,6 +82,13 @@ class RpcServer {
   // Sets every health service name (and "") to SERVING or NOT_SERVING.
   void SetServing(bool serving);
 
+  // Re-reads the token file (SIGHUP); the tokens in force stay on error.
+  absl::Status ReloadTokens();
+  size_t token_count() const;
+
+  // The health-only listener's port (0 when there is none).
+  int health_port() const { return health_port_; }
+
   // Health NOT_SERVING at once, new calls refused, in-flight calls get the
   // grace period, then are cancelled; returns when all have finished.
   void Shutdown();
@@ -65,8 +102,12 @@ class RpcServer {
   std::unique_ptr<DatasetsService> datasets_service_;
   std::unique_ptr<JobsService> jobs_service_;
   std::unique_ptr<ModelsService> models_service_;
-  std::unique_ptr<UnimplementedInferenceService> inference_service_;
+  std::unique_ptr<InferenceService> inference_service_;
+  std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::CallbackGenericService> health_generic_;
+  std::unique_ptr<grpc::Server> health_server_;
+  int health_port_ = 0;
   bool shut_down_ = false;
 };
 

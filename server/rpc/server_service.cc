@@ -8,20 +8,27 @@
 
 #include "server/core/build_info.h"
 #include "server/core/engine.h"
+#include "server/rpc/auth.h"
+#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 
 namespace v1 = transferd::v1;
 
-ServerService::ServerService(core::Engine& engine, v1::Limits limits,
+ServerService::ServerService(core::Engine& engine, const Authorizer& auth, v1::Limits limits,
                              std::vector<std::string> implemented)
     : engine_(engine),
+      auth_(auth),
       limits_(std::move(limits)),
       implemented_(std::move(implemented)) {}
 
 grpc::ServerUnaryReactor* ServerService::GetServerInfo(
     grpc::CallbackServerContext* ctx, const v1::GetServerInfoRequest* /*request*/,
     v1::ServerInfo* response) {
+  // Answered while the engine starts too (it says what the server is).
+  if (grpc::Status s = auth_.Check(*ctx, Role::kViewer, "Server.GetServerInfo"); !s.ok()) {
+    return Answer(ctx, s);
+  }
   const core::BuildInfo& build = core::GetBuildInfo();
   const core::EngineInfo info = engine_.Info();
 

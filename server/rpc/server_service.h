@@ -12,11 +12,13 @@ class Engine;
 
 namespace transferd::rpc {
 
+class Authorizer;
+
 class ServerService final : public transferd::v1::Server::CallbackService {
  public:
   // `limits` are the limits in force, `implemented` the services this build
   // implements (both reported verbatim).
-  ServerService(core::Engine& engine, transferd::v1::Limits limits,
+  ServerService(core::Engine& engine, const Authorizer& auth, transferd::v1::Limits limits,
                 std::vector<std::string> implemented);
 
   grpc::ServerUnaryReactor* GetServerInfo(
@@ -26,6 +28,7 @@ class ServerService final : public transferd::v1::Server::CallbackService {
 
  private:
   core::Engine& engine_;
+  const Authorizer& auth_;
   transferd::v1::Limits limits_;
   std::vector<std::string> implemented_;
 };

@@ -17,19 +17,23 @@ TransferdServer::TransferdServer(Options options)
   data_dir_ =
       options.data_dir.empty() ? temp_->path() + "/data" : options.data_dir;
   log_path_ = temp_->path() + "/transferd.log";
-  address_ = "127.0.0.1:" + std::to_string(FreeLoopbackPort());
+  std::string listen = options.listen;
+  if (listen.empty()) listen = "127.0.0.1:" + std::to_string(FreeLoopbackPort());
+  address_ = listen;
+  if (address_.rfind("0.0.0.0:", 0) == 0) address_ = "127.0.0.1:" + address_.substr(8);
 
-  std::vector<std::string> argv = {TransferdBinary(), "--listen", address_,
+  std::vector<std::string> argv = {TransferdBinary(), "--listen", listen,
                                    "--data-dir", data_dir_};
   argv.insert(argv.end(), options.args.begin(), options.args.end());
   // The developer's own TRANSFERD_* settings must not leak into tests.
   std::vector<std::string> env = {"TRANSFERD_CONFIG=", "TRANSFERD_DEVICE=",
-                                  "TRANSFERD_THREADS=", "TRANSFERD_LOG_FORMAT="};
+                                  "TRANSFERD_THREADS=", "TRANSFERD_LOG_FORMAT=",
+                                  "TRANSFERD_TOKEN_FILE=", "TRANSFERD_ALLOW_PLAINTEXT="};
   env.insert(env.end(), options.env.begin(), options.env.end());
   process_ = std::make_unique<Subprocess>(Subprocess::Spawn(argv, env, log_path_));
 
   if (!options.wait_ready) return;
-  client::ClientOptions client_options;
+  client::ClientOptions client_options = options.client;
   client_options.address = address_;
   auto client = client::Client::Create(client_options);
   const auto deadline = std::chrono::steady_clock::now() + options.ready_timeout;

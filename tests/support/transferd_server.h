@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "client/client.h"
 #include "tests/support/subprocess.h"
 
 namespace transferd::testing {
@@ -20,6 +21,11 @@ class TransferdServer {
     std::chrono::seconds ready_timeout{60};
     // Wait for SERVING in the constructor (else only start the process).
     bool wait_ready = true;
+    // --listen address; empty: 127.0.0.1 on a free port. address() is where
+    // clients connect (0.0.0.0 becomes 127.0.0.1).
+    std::string listen;
+    // How the readiness probe connects (TLS settings); address is ignored.
+    client::ClientOptions client;
   };
   static Options WithArgs(std::vector<std::string> args) {
     Options o;

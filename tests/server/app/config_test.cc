@@ -78,10 +78,23 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
                             "--shutdown-grace", "7", "--reflection",
                             "--max-receive-message-bytes", "1048576",
                             "--max-send-message-bytes", "2097152",
-                            "--upload-chunk-bytes", "65536"});
+                            "--upload-chunk-bytes", "65536", "--allow-plaintext",
+                            "--health-listen", "0.0.0.0:6001", "--token-file", "/etc/td/tokens",
+                            "--max-concurrent-streams", "20", "--grpc-memory-bytes", "33554432",
+                            "--max-rpc-threads", "16", "--min-ping-seconds", "30",
+                            "--max-connection-idle-seconds", "600", "--max-request-seconds", "9"});
   ASSERT_TRUE(out.config.has_value()) << out.output;
   const ServerConfig& c = *out.config;
   EXPECT_EQ(c.rpc.listen_address, "0.0.0.0:6000");
+  EXPECT_TRUE(c.rpc.allow_plaintext);
+  EXPECT_EQ(c.rpc.health_listen_address, "0.0.0.0:6001");
+  EXPECT_EQ(c.rpc.token_file, "/etc/td/tokens");
+  EXPECT_EQ(c.rpc.max_concurrent_streams, 20);
+  EXPECT_EQ(c.rpc.grpc_memory_bytes, 33554432);
+  EXPECT_EQ(c.rpc.max_rpc_threads, 16);
+  EXPECT_EQ(c.rpc.min_ping_interval, std::chrono::seconds(30));
+  EXPECT_EQ(c.rpc.max_connection_idle, std::chrono::seconds(600));
+  EXPECT_EQ(c.rpc.max_request_time, std::chrono::seconds(9));
   EXPECT_EQ(c.engine.data_dir.root, "/srv/td");
   EXPECT_EQ(c.engine.device.device, "cuda:1");
   EXPECT_EQ(c.engine.device.threads, 3);
@@ -92,6 +105,28 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
   EXPECT_EQ(c.rpc.max_receive_message_bytes, 1048576);
   EXPECT_EQ(c.rpc.max_send_message_bytes, 2097152);
   EXPECT_EQ(c.rpc.upload_chunk_bytes, 65536);
+}
+
+TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
+  for (const char* address : {"127.0.0.1:1", "127.8.9.10:1", "localhost:1", "[::1]:1"}) {
+    EXPECT_TRUE(Parse({"--listen", address}).config.has_value()) << address;
+  }
+  for (const char* address : {"0.0.0.0:1", "10.0.0.5:1", "[::]:1", "gpu-box:1"}) {
+    ParseOutcome out = Parse({"--listen", address});
+    EXPECT_FALSE(out.config.has_value()) << address;
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_THAT(out.output, HasSubstr("--allow-plaintext")) << address;
+  }
+  const std::string pem = WriteFile("not really PEM, only has to exist\n");
+  EXPECT_TRUE(Parse({"--listen", "0.0.0.0:1", "--tls-cert", pem, "--tls-key", pem})
+                  .config.has_value());
+  ParseOutcome half = Parse({"--tls-cert", pem});
+  EXPECT_EQ(half.exit_code, 2);
+  EXPECT_THAT(half.output, HasSubstr("--tls-cert and --tls-key go together"));
+  ParseOutcome ca = Parse({"--tls-client-ca", pem});
+  EXPECT_EQ(ca.exit_code, 2);
+  EXPECT_THAT(ca.output, HasSubstr("--tls-client-ca needs TLS"));
+  EXPECT_EQ(Parse({"--tls-cert", "/no/such/file.pem", "--tls-key", pem}).exit_code, 2);
 }
 
 TEST_F(ConfigTest, EnvironmentSetsEverySetting) {

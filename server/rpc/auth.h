@@ -1,0 +1,72 @@
+// Bearer-token authentication and roles, checked at the edge of every
+// transferd.v1 method (so it works on plaintext and TLS listeners alike;
+// gRPC's AuthMetadataProcessor only runs on secure ones).
+//
+// The token file has one token per line: `TOKEN ROLE [NAME]`, where ROLE is
+// viewer, trainer or admin and NAME (optional) identifies the holder in logs.
+// Blank lines and lines starting with '#' are ignored. Tokens are at least 16
+// characters of printable ASCII without spaces; each appears once. Only
+// SHA-256 digests of the tokens are kept in memory, compared in constant
+// time; a token is never logged. Reload() re-reads the file (SIGHUP) and
+// keeps the previous tokens when the new file is invalid.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/status.h>
+
+#include "absl/status/statusor.h"
+
+namespace transferd::rpc {
+
+// Each role includes the ones before it.
+enum class Role {
+  kViewer = 1,   // read: server info, datasets, jobs, models, aliases, export
+  kTrainer = 2,  // + upload datasets, create and cancel jobs, predict, import
+  kAdmin = 3,    // + delete datasets and models, set and delete aliases
+};
+const char* RoleName(Role role);
+
+struct TokenEntry {
+  std::string digest;  // lowercase hex SHA-256 of the token
+  Role role = Role::kViewer;
+  std::string name;  // who holds it, for logs; "token N" when not given
+};
+
+// Parses a token file's text; INVALID_ARGUMENT naming the line.
+absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text);
+
+class Authorizer {
+ public:
+  // Without a token file every call is admitted (the default, for loopback
+  // use); otherwise the file must parse and hold at least one token.
+  static absl::StatusOr<std::unique_ptr<Authorizer>> Create(std::string token_file);
+
+  bool enabled() const { return !token_file_.empty(); }
+  const std::string& token_file() const { return token_file_; }
+
+  // Re-reads the token file; on error the tokens in force stay.
+  absl::Status Reload();
+  size_t token_count() const;
+
+  // OK when the call's "authorization: Bearer TOKEN" metadata names a token
+  // whose role includes `required`; UNAUTHENTICATED without a valid token,
+  // PERMISSION_DENIED when the role is too small. `method` names the call in
+  // the message ("Models.DeleteModel").
+  grpc::Status Check(const grpc::ServerContextBase& ctx, Role required,
+                     std::string_view method) const;
+
+ private:
+  explicit Authorizer(std::string token_file) : token_file_(std::move(token_file)) {}
+
+  const std::string token_file_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const std::vector<TokenEntry>> entries_;
+};
+
+}  // namespace transferd::rpc

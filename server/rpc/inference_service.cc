@@ -1,0 +1,321 @@
+#include "server/rpc/inference_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/engine.h"
+#include "server/core/predictor.h"
+#include "server/core/registry.h"
+#include "server/rpc/grpc_status.h"
+#include "server/rpc/service_util.h"
+
+namespace transferd::rpc {
+namespace {
+
+namespace v1 = transferd::v1;
+
+// The call's deadline on the steady clock (max when it has none).
+// The call's deadline on the steady clock, capped at `cap` from now (the
+// server's --max-request-seconds): a client without a deadline cannot keep
+// work queued forever.
+std::chrono::steady_clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx,
+                                                     std::chrono::milliseconds cap) {
+  const auto deadline = ctx->deadline();
+  const auto now = std::chrono::system_clock::now();
+  const auto capped = std::chrono::steady_clock::now() + cap;
+  if (deadline > now + std::chrono::hours(24 * 365)) return capped;
+  return std::min(capped, std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  deadline - now));
+}
+
+void SetItemStatus(const absl::Status& status, v1::ItemStatus* out) {
+  out->set_code(static_cast<int32_t>(status.code()));
+  out->set_message(std::string(status.message()));
+}
+
+void FillPrediction(const std::string& id, const core::ImageResult& r,
+                    const std::vector<std::string>& classes, v1::ImagePrediction* out) {
+  out->set_id(id);
+  SetItemStatus(r.status, out->mutable_status());
+  if (!r.status.ok() || r.label < 0) return;
+  out->set_label(classes[r.label]);
+  out->set_probability(r.probabilities[r.label]);
+  for (size_t c = 0; c < classes.size() && c < r.probabilities.size(); ++c) {
+    v1::ClassScore* s = out->add_scores();
+    s->set_label(classes[c]);
+    s->set_probability(r.probabilities[c]);
+  }
+}
+
+// A PredictStream refused before it started.
+class FinishedStream final
+    : public grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse> {
+ public:
+  explicit FinishedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+// A unary Predict: finished by the predictor's callback; a client that goes
+// away sets the flag that makes the predictor drop its queued images.
+class PredictReactor final : public grpc::ServerUnaryReactor {
+ public:
+  PredictReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override { delete this; }
+  std::shared_ptr<std::atomic<bool>> cancelled() const { return cancelled_; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+};
+
+// PredictStream: each request becomes one predictor call; answers are
+// written one at a time in completion order. At most kMaxInFlight requests
+// are outstanding per stream (reading pauses beyond), so a fast client cannot
+// queue unbounded work. The stream finishes once the client half-closed and
+// every answer is written, or on the first failed write or a cancel, after
+// the predictor answered everything it was given.
+class PredictStreamReactor final
+    : public grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse> {
+ public:
+  PredictStreamReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
+                       std::chrono::milliseconds max_request_time)
+      : engine_(engine),
+        ctx_(ctx),
+        max_request_time_(max_request_time),
+        cancelled_(std::make_shared<std::atomic<bool>>(false)) {
+    StartRead(&request_);
+  }
+
+  // reading_ stays true until this decides whether to read again, so an
+  // answer arriving meanwhile never starts a second read.
+  void OnReadDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!ok || broken_) {
+      reading_ = false;
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    v1::PredictStreamRequest request = std::move(request_);
+    ++in_flight_;
+    lock.unlock();
+    Submit(std::move(request));
+    lock.lock();
+    if (in_flight_ < kMaxInFlight && !broken_) {
+      StartRead(&request_);
+    } else {
+      reading_ = false;
+      MaybeFinishLocked();
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;
+      cancelled_->store(true);
+      answers_.clear();
+    } else {
+      answers_.pop_front();
+    }
+    WriteNextLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_ = true;
+    cancelled_->store(true);
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  static constexpr int kMaxInFlight = 64;
+
+  void Submit(v1::PredictStreamRequest request) {
+    const std::string request_id = request.request_id();
+    const std::string image_id = request.image().id();
+    absl::StatusOr<std::string> model =
+        engine_.ready() ? ModelIdFromName(engine_.models(), "model", request.model())
+                        : absl::UnavailableError("the server is starting or shutting down");
+    if (!model.ok()) {
+      v1::PredictStreamResponse answer;
+      answer.set_request_id(request_id);
+      answer.mutable_prediction()->set_id(image_id);
+      SetItemStatus(model.status(), answer.mutable_prediction()->mutable_status());
+      Answered(std::move(answer));
+      return;
+    }
+    core::PredictCall call;
+    call.model_id = *model;
+    call.images.push_back(std::move(*request.mutable_image()->mutable_data()));
+    call.flip_tta = request.horizontal_flip_tta();
+    call.deadline = SteadyDeadline(ctx_, max_request_time_);
+    call.cancelled = cancelled_;
+    call.done = [this, request_id, image_id](absl::Status status, core::PredictOutcome out) {
+      v1::PredictStreamResponse answer;
+      answer.set_request_id(request_id);
+      v1::ImagePrediction* p = answer.mutable_prediction();
+      if (!status.ok()) {
+        p->set_id(image_id);
+        SetItemStatus(status, p->mutable_status());
+      } else {
+        answer.set_model(absl::StrCat("models/", out.model_id));
+        FillPrediction(image_id, out.images.at(0), out.classes, p);
+      }
+      Answered(std::move(answer));
+    };
+    engine_.predictor().Submit(std::move(call));
+  }
+
+  // One request is answered: queue its response and read more if paused.
+  void Answered(v1::PredictStreamResponse answer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_;
+    if (!broken_) {
+      answers_.push_back(std::move(answer));
+      WriteNextLocked();
+      if (!reading_ && !reads_done_ && in_flight_ < kMaxInFlight) {
+        reading_ = true;
+        StartRead(&request_);
+      }
+    }
+    MaybeFinishLocked();
+  }
+
+  void WriteNextLocked() {
+    if (writing_ || answers_.empty() || broken_) return;
+    writing_ = true;
+    StartWrite(&answers_.front());
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || in_flight_ > 0 || writing_ || reading_) return;
+    if (broken_) {
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled"));
+    } else if (reads_done_ && answers_.empty()) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  core::Engine& engine_;
+  grpc::CallbackServerContext* ctx_;
+  const std::chrono::milliseconds max_request_time_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  std::mutex mu_;
+  v1::PredictStreamRequest request_;
+  bool reading_ = true;
+  bool reads_done_ = false;
+  bool writing_ = false;
+  bool broken_ = false;
+  bool finished_ = false;
+  int in_flight_ = 0;
+  std::deque<v1::PredictStreamResponse> answers_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
+                                                    const v1::PredictRequest* request,
+                                                    v1::PredictResponse* response) {
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.Predict"); !s.ok()) return Answer(ctx, s);
+  absl::StatusOr<std::string> model = ModelIdFromName(engine_.models(), "model", request->model());
+  if (!model.ok()) return Answer(ctx, ToGrpcStatus(model.status()));
+  auto* reactor = new PredictReactor();
+  core::PredictCall call;
+  call.model_id = *model;
+  call.images.reserve(request->images_size());
+  for (const v1::Image& image : request->images()) call.images.push_back(image.data());
+  call.flip_tta = request->horizontal_flip_tta();
+  call.deadline = SteadyDeadline(ctx, max_request_time_);
+  call.cancelled = reactor->cancelled();
+  call.done = [reactor, request, response](absl::Status status, core::PredictOutcome out) {
+    if (!status.ok()) {
+      reactor->Finish(ToGrpcStatus(status));
+      return;
+    }
+    response->set_model(absl::StrCat("models/", out.model_id));
+    for (int i = 0; i < request->images_size(); ++i) {
+      FillPrediction(request->images(i).id(), out.images.at(i), out.classes,
+                     response->add_predictions());
+    }
+    reactor->Finish(grpc::Status::OK);
+  };
+  engine_.predictor().Submit(std::move(call));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse>*
+InferenceService::PredictStream(grpc::CallbackServerContext* ctx) {
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.PredictStream");
+      !s.ok()) {
+    return new FinishedStream(s);
+  }
+  return new PredictStreamReactor(engine_, ctx, max_request_time_);
+}
+
+void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (health_ != nullptr || health == nullptr) return;
+    health_ = health;
+  }
+  engine_.predictor().SetReadyListener(
+      [this](const std::string& model_id, bool ready) { ModelReady(model_id, ready); });
+  engine_.models().AddAliasListener(
+      [this](const std::string& alias, const std::string& model_id) {
+        AliasChanged(alias, model_id);
+      });
+  std::string token;
+  do {
+    std::string next;
+    absl::StatusOr<std::vector<core::AliasInfo>> page =
+        engine_.models().ListAliases(1000, token, &next);
+    if (!page.ok()) {
+      spdlog::warn("aliases: {}", std::string(page.status().message()));
+      break;
+    }
+    for (const core::AliasInfo& a : *page) AliasChanged(a.alias, a.model_id);
+    token = next;
+  } while (!token.empty());
+}
+
+void InferenceService::AliasChanged(const std::string& alias, const std::string& model_id) {
+  bool ready = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (model_id.empty()) {
+      aliases_.erase(alias);
+    } else {
+      aliases_[alias] = model_id;
+      ready = engine_.predictor().Ready(model_id);
+    }
+    if (health_ != nullptr) health_->SetServingStatus(HealthName(alias), ready);
+  }
+  if (!model_id.empty() && !ready) engine_.predictor().Warm(model_id);
+}
+
+void InferenceService::ModelReady(const std::string& model_id, bool ready) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (health_ == nullptr) return;
+  for (const auto& [alias, id] : aliases_) {
+    if (id == model_id) health_->SetServingStatus(HealthName(alias), ready);
+  }
+}
+
+}  // namespace transferd::rpc

@@ -1,0 +1,59 @@
+// transferd.v1.Inference over the engine's predictor, and the per-alias
+// health statuses: the grpc.health.v1 service name "aliases/{alias}" is
+// SERVING once the model the alias points at is loaded and warmed.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "transferd/v1/inference.grpc.pb.h"
+
+namespace grpc {
+class HealthCheckServiceInterface;
+}  // namespace grpc
+
+namespace transferd::core {
+class Engine;
+}  // namespace transferd::core
+
+namespace transferd::rpc {
+
+class Authorizer;
+
+class InferenceService final : public transferd::v1::Inference::CallbackService {
+ public:
+  // Predict deadlines are capped at `max_request_time` from arrival.
+  InferenceService(core::Engine& engine, const Authorizer& auth,
+                   std::chrono::milliseconds max_request_time)
+      : engine_(engine), auth_(auth), max_request_time_(max_request_time) {}
+
+  // Once the engine is ready: publishes a health status per alias, keeps it
+  // current as aliases move and models load or unload, and warms the models
+  // the aliases point at.
+  void EngineReady(grpc::HealthCheckServiceInterface* health);
+
+  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx,
+                                    const transferd::v1::PredictRequest* request,
+                                    transferd::v1::PredictResponse* response) override;
+  grpc::ServerBidiReactor<transferd::v1::PredictStreamRequest,
+                          transferd::v1::PredictStreamResponse>*
+  PredictStream(grpc::CallbackServerContext* ctx) override;
+
+  // The health service name of an alias.
+  static std::string HealthName(const std::string& alias) { return "aliases/" + alias; }
+
+ private:
+  void AliasChanged(const std::string& alias, const std::string& model_id);
+  void ModelReady(const std::string& model_id, bool ready);
+
+  core::Engine& engine_;
+  const Authorizer& auth_;
+  const std::chrono::milliseconds max_request_time_;
+  std::mutex mu_;
+  grpc::HealthCheckServiceInterface* health_ = nullptr;
+  std::map<std::string, std::string> aliases_;  // alias -> model id
+};
+
+}  // namespace transferd::rpc

@@ -1,0 +1,85 @@
+// The token file's rules; the checks on live calls are in
+// tests/integration/security_test.cc.
+#include "server/rpc/auth.h"
+
+#include <fstream>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "server/core/sha256.h"
+#include "tests/support/subprocess.h"
+
+namespace transferd::rpc {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Sha(const std::string& s) {
+  core::Sha256 h;
+  h.Update(s);
+  return h.HexDigest();
+}
+
+TEST(TokenFileTest, ParsesRolesNamesAndComments) {
+  auto entries = ParseTokenFile(
+      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer ci-bot\t\n"
+      "zzzzzzzzzzzzzzzz-1 admin ops # trailing\n");
+  // "# trailing" makes four fields on the last line: an error, not a comment.
+  ASSERT_FALSE(entries.ok());
+  EXPECT_THAT(entries.status().message(), HasSubstr("line 5"));
+
+  entries = ParseTokenFile(
+      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer ci-bot\t\n"
+      "zzzzzzzzzzzzzzzz-1 admin ops\n");
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->size(), 3u);
+  EXPECT_EQ((*entries)[0].role, Role::kViewer);
+  EXPECT_EQ((*entries)[0].name, "token 1");
+  EXPECT_EQ((*entries)[0].digest, Sha("0123456789abcdef"));  // only the digest is kept
+  EXPECT_EQ((*entries)[1].role, Role::kTrainer);
+  EXPECT_EQ((*entries)[1].name, "ci-bot");
+  EXPECT_EQ((*entries)[2].role, Role::kAdmin);
+  EXPECT_EQ((*entries)[2].name, "ops");
+}
+
+TEST(TokenFileTest, RejectsWhatWouldBeUnsafeOrAmbiguous) {
+  auto expect_error = [](const std::string& text, const std::string& why) {
+    auto r = ParseTokenFile(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr(why)) << text;
+    EXPECT_THAT(r.status().message(), ::testing::Not(HasSubstr("0123456789abcdef")));
+  };
+  expect_error("short admin\n", "at least 16 characters");
+  expect_error("0123456789abcdef root\n", "role must be viewer, trainer or admin");
+  expect_error("0123456789abcdef\n", "expected TOKEN ROLE [NAME]");
+  expect_error("0123456789abcdef viewer a\n0123456789abcdef admin b\n", "appears again");
+  expect_error(std::string("0123456789abcde\x01 viewer\n"), "printable ASCII");
+}
+
+TEST(AuthorizerTest, NoTokenFileAdmitsEverything) {
+  auto auth = Authorizer::Create("");
+  ASSERT_TRUE(auth.ok());
+  EXPECT_FALSE((*auth)->enabled());
+  EXPECT_TRUE((*auth)->Reload().ok());
+}
+
+TEST(AuthorizerTest, ReloadKeepsTheTokensInForceWhenTheFileBreaks) {
+  testing::TempDir temp;
+  const std::string path = temp.path() + "/tokens";
+  std::ofstream(path) << "0123456789abcdef viewer\nfedcba9876543210 admin\n";
+  auto auth = Authorizer::Create(path);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  EXPECT_EQ((*auth)->token_count(), 2u);
+  std::ofstream(path, std::ios::trunc) << "# nothing left\n";
+  EXPECT_FALSE((*auth)->Reload().ok());
+  EXPECT_EQ((*auth)->token_count(), 2u);
+  std::ofstream(path, std::ios::trunc) << "0123456789abcdef-new trainer\n";
+  EXPECT_TRUE((*auth)->Reload().ok());
+  EXPECT_EQ((*auth)->token_count(), 1u);
+  EXPECT_FALSE(Authorizer::Create(temp.path() + "/missing").ok());
+}
+
+}  // namespace
+}  // namespace transferd::rpc
