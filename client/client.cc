@@ -1,12 +1,14 @@
 #include "client/client.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -20,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "transferd/v1/datasets.grpc.pb.h"
+#include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 #include "transferd/v1/models.grpc.pb.h"
 #include "transferd/v1/server.grpc.pb.h"
@@ -38,6 +41,7 @@ struct Client::Stubs {
   std::unique_ptr<v1::Datasets::Stub> datasets;
   std::unique_ptr<v1::Jobs::Stub> jobs;
   std::unique_ptr<v1::Models::Stub> models;
+  std::unique_ptr<v1::Inference::Stub> inference;
   std::unique_ptr<Health::Stub> health;
 };
 
@@ -85,6 +89,11 @@ bool Connected(const std::shared_ptr<grpc::Channel>& channel) {
   return channel->GetState(false) == GRPC_CHANNEL_READY;
 }
 
+// The bearer token, when there is one, as "authorization" metadata.
+void AddToken(grpc::ClientContext& ctx, const std::string& token) {
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
 // One unary call with the client's deadline; `call(ctx, response)` invokes
 // the stub method.
 template <class Response, class Call>
@@ -92,6 +101,7 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
                                const std::shared_ptr<grpc::Channel>& channel,
                                Call&& call) {
   grpc::ClientContext ctx;
+  AddToken(ctx, options.token);
   SetDeadline(ctx, options.timeout);
   Response response;
   grpc::Status status = call(&ctx, &response);
@@ -103,6 +113,97 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
 constexpr int64_t kDefaultChunkBytes = 1024 * 1024;
 // Room the server keeps for framing under max_receive_message_bytes.
 constexpr int64_t kFramingBytes = 4096;
+
+// SHA-256 (FIPS 180-4) for checking exported archives; the client does not
+// link the server's engine, which has its own.
+class Sha256 {
+ public:
+  void Update(const char* data, size_t size) {
+    total_ += size;
+    while (size > 0) {
+      const size_t take = std::min(size, block_.size() - used_);
+      std::memcpy(block_.data() + used_, data, take);
+      used_ += take;
+      data += take;
+      size -= take;
+      if (used_ == block_.size()) {
+        Process(block_.data());
+        used_ = 0;
+      }
+    }
+  }
+
+  std::string HexDigest() {
+    const uint64_t bits = total_ * 8;
+    static const char kPad[64] = {static_cast<char>(0x80)};
+    Update(kPad, used_ < 56 ? 56 - used_ : 120 - used_);
+    char length[8];
+    for (int i = 0; i < 8; ++i) length[i] = static_cast<char>(bits >> (56 - 8 * i));
+    Update(length, 8);
+    std::string out;
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (uint32_t v : h_) {
+      for (int shift = 28; shift >= 0; shift -= 4) out += kHex[(v >> shift) & 0xf];
+    }
+    return out;
+  }
+
+ private:
+  static uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+  void Process(const uint8_t* p) {
+    static constexpr uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = (uint32_t{p[4 * i]} << 24) | (uint32_t{p[4 * i + 1]} << 16) |
+             (uint32_t{p[4 * i + 2]} << 8) | uint32_t{p[4 * i + 3]};
+    }
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
+             h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = h + (Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25)) + ((e & f) ^ (~e & g)) +
+                          k[i] + w[i];
+      const uint32_t t2 = (Rotr(a, 2) ^ Rotr(a, 13) ^ Rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
+    }
+    h_[0] += a;
+    h_[1] += b;
+    h_[2] += c;
+    h_[3] += d;
+    h_[4] += e;
+    h_[5] += f;
+    h_[6] += g;
+    h_[7] += h;
+  }
+
+  std::array<uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  std::array<uint8_t, 64> block_{};
+  size_t used_ = 0;
+  uint64_t total_ = 0;
+};
 
 // One local file to upload.
 struct LocalFile {
@@ -220,6 +321,28 @@ std::string ModelName(std::string_view id_or_name) {
   return absl::StrCat("models/", s);
 }
 
+std::string AliasName(std::string_view alias_or_name) {
+  const std::string s(alias_or_name);
+  if (absl::StartsWith(s, "aliases/")) return s;
+  return absl::StrCat("aliases/", s);
+}
+
+absl::StatusOr<std::string> FileSha256(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
+  }
+  Sha256 hash;
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    if (in.gcount() > 0) hash.Update(buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path.string()));
+  return hash.HexDigest();
+}
+
 absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
   if (!files.ok()) return files.status();
@@ -322,6 +445,20 @@ absl::StatusOr<std::string> DescribeLayout(const fs::path& dir) {
   return DescribeLayout(*layout);
 }
 
+namespace {
+
+// A PEM file's text; empty for no file (or one that cannot be read: the
+// connection then fails with the TLS library's reason).
+std::string ReadText(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
 std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
@@ -330,12 +467,23 @@ std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto stubs = std::make_unique<Stubs>();
-  stubs->channel = grpc::CreateCustomChannel(
-      options.address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadText(options.tls_ca_file);  // empty: the system's roots
+    ssl.pem_cert_chain = ReadText(options.tls_cert_file);
+    ssl.pem_private_key = ReadText(options.tls_key_file);
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
+  stubs->channel = grpc::CreateCustomChannel(options.address, credentials, args);
   stubs->server = v1::Server::NewStub(stubs->channel);
   stubs->datasets = v1::Datasets::NewStub(stubs->channel);
   stubs->jobs = v1::Jobs::NewStub(stubs->channel);
   stubs->models = v1::Models::NewStub(stubs->channel);
+  stubs->inference = v1::Inference::NewStub(stubs->channel);
   stubs->health = Health::NewStub(stubs->channel);
   return std::unique_ptr<Client>(new Client(options, std::move(stubs)));
 }
@@ -358,6 +506,7 @@ absl::StatusOr<HealthStatus> Client::CheckHealth(const std::string& service,
   request.set_service(service);
   if (wait.count() <= 0) {
     grpc::ClientContext ctx;
+    AddToken(ctx, options_.token);
     SetDeadline(ctx, options_.timeout);
     HealthCheckResponse response;
     grpc::Status status = stubs_->health->Check(&ctx, request, &response);
@@ -372,6 +521,7 @@ absl::StatusOr<HealthStatus> Client::CheckHealth(const std::string& service,
 
   // Watch until SERVING or the deadline, waiting for the server to appear.
   grpc::ClientContext ctx;
+  AddToken(ctx, options_.token);
   SetDeadline(ctx, wait);
   ctx.set_wait_for_ready(true);
   auto reader = stubs_->health->Watch(&ctx, request);
@@ -419,6 +569,21 @@ absl::Status Client::DeleteDataset(const std::string& name) {
       .status();
 }
 
+absl::StatusOr<int64_t> Client::UploadChunkBytes() {
+  int64_t chunk_bytes = kDefaultChunkBytes;
+  absl::StatusOr<v1::ServerInfo> info = GetServerInfo();
+  if (!info.ok() && IsUnreachable(info.status())) return info.status();
+  if (info.ok()) {
+    const v1::Limits& limits = info->limits();
+    if (limits.upload_chunk_bytes() > 0) chunk_bytes = limits.upload_chunk_bytes();
+    // A chunk must fit the server's receive limit with its framing.
+    if (limits.max_receive_message_bytes() > 2 * kFramingBytes) {
+      chunk_bytes = std::min(chunk_bytes, limits.max_receive_message_bytes() - kFramingBytes);
+    }
+  }
+  return chunk_bytes;
+}
+
 absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
@@ -452,6 +617,7 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   // No deadline by default: a large dataset takes as long as it takes. The
   // caller stops it through options.cancel (or options.deadline).
   grpc::ClientContext ctx;
+  AddToken(ctx, options_.token);
   if (options.deadline.count() > 0) SetDeadline(ctx, options.deadline);
   v1::UploadDatasetResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::UploadDatasetRequest>> writer =
@@ -647,6 +813,7 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
   for (int attempt = 0;; ++attempt) {
     if (cancelled()) return stopped();
     grpc::ClientContext ctx;
+    AddToken(ctx, options_.token);
     v1::WatchJobRequest request;
     request.set_name(name);
     request.set_after_sequence(last);
@@ -722,6 +889,22 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
   }
 }
 
+absl::StatusOr<v1::ListJobPredictionsResponse> Client::ListJobPredictions(
+    const v1::ListJobPredictionsRequest& request) {
+  return Unary<v1::ListJobPredictionsResponse>(
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ListJobPredictionsResponse* out) {
+        return stubs_->jobs->ListJobPredictions(ctx, request, out);
+      });
+}
+
+absl::StatusOr<v1::PredictResponse> Client::Predict(const v1::PredictRequest& request) {
+  return Unary<v1::PredictResponse>(options_, stubs_->channel,
+                                    [&](grpc::ClientContext* ctx, v1::PredictResponse* out) {
+                                      return stubs_->inference->Predict(ctx, request, out);
+                                    });
+}
+
 absl::StatusOr<v1::Model> Client::GetModel(const std::string& name) {
   v1::GetModelRequest request;
   request.set_name(name);
@@ -749,6 +932,152 @@ absl::Status Client::DeleteModel(const std::string& name) {
                return stubs_->models->DeleteModel(ctx, request, out);
              })
       .status();
+}
+
+absl::StatusOr<v1::Alias> Client::SetAlias(const std::string& alias, const std::string& model) {
+  v1::SetAliasRequest request;
+  request.set_alias(alias);
+  request.set_model(model);
+  return Unary<v1::Alias>(options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::Alias* out) {
+    return stubs_->models->SetAlias(ctx, request, out);
+  });
+}
+
+absl::Status Client::DeleteAlias(const std::string& alias) {
+  v1::DeleteAliasRequest request;
+  request.set_alias(alias);
+  return Unary<google::protobuf::Empty>(
+             options_, stubs_->channel,
+             [&](grpc::ClientContext* ctx, google::protobuf::Empty* out) {
+               return stubs_->models->DeleteAlias(ctx, request, out);
+             })
+      .status();
+}
+
+absl::StatusOr<v1::ListAliasesResponse> Client::ListAliases(
+    const v1::ListAliasesRequest& request) {
+  return Unary<v1::ListAliasesResponse>(
+      options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::ListAliasesResponse* out) {
+        return stubs_->models->ListAliases(ctx, request, out);
+      });
+}
+
+absl::StatusOr<ExportResult> Client::ExportModel(const std::string& name, const fs::path& path,
+                                                 std::chrono::milliseconds deadline) {
+  const fs::path part = path.string() + ".part";
+  std::ofstream out(part, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", part.string(), ": ", std::strerror(errno)));
+  }
+  const auto fail = [&](absl::Status why) -> absl::Status {
+    out.close();
+    std::error_code ec;
+    fs::remove(part, ec);
+    return why;
+  };
+  grpc::ClientContext ctx;
+  AddToken(ctx, options_.token);
+  if (deadline.count() > 0) SetDeadline(ctx, deadline);
+  v1::ExportModelRequest request;
+  request.set_name(name);
+  std::unique_ptr<grpc::ClientReader<v1::ExportModelChunk>> reader =
+      stubs_->models->ExportModel(&ctx, request);
+  v1::ExportModelChunk chunk;
+  int64_t total = -1;
+  int64_t received = 0;
+  std::string server_sha256;
+  const auto abandon = [&](absl::Status why) -> absl::Status {
+    ctx.TryCancel();
+    (void)reader->Finish();
+    return fail(std::move(why));
+  };
+  while (reader->Read(&chunk)) {
+    if (total < 0) total = chunk.total_bytes();
+    if (chunk.total_bytes() != total || chunk.offset() < 0 ||
+        chunk.offset() + static_cast<int64_t>(chunk.data().size()) > total) {
+      return abandon(absl::DataLossError(absl::StrCat(
+          "the server sent a chunk outside the archive (offset ", chunk.offset(), ", ",
+          chunk.data().size(), " bytes, total ", chunk.total_bytes(), ")")));
+    }
+    out.seekp(chunk.offset());
+    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    if (!out) {
+      return abandon(absl::DataLossError(absl::StrCat("error writing ", part.string())));
+    }
+    received += static_cast<int64_t>(chunk.data().size());
+    if (!chunk.sha256().empty()) server_sha256 = chunk.sha256();
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return fail(FromGrpc(status, options_.address, Connected(stubs_->channel)));
+  out.close();
+  if (!out) return fail(absl::DataLossError(absl::StrCat("error writing ", part.string())));
+  if (total < 0 || received != total) {
+    return fail(absl::DataLossError(absl::StrCat("the archive is incomplete: got ", received,
+                                                 " of ", std::max<int64_t>(total, 0), " bytes")));
+  }
+  absl::StatusOr<std::string> sha256 = FileSha256(part);
+  if (!sha256.ok()) return fail(sha256.status());
+  if (server_sha256.empty() || *sha256 != server_sha256) {
+    return fail(absl::DataLossError(absl::StrCat("the archive's SHA-256 is ", *sha256,
+                                                 " but the server said ",
+                                                 server_sha256.empty() ? "nothing" : server_sha256)));
+  }
+  std::error_code ec;
+  fs::rename(part, path, ec);
+  if (ec) {
+    return fail(absl::FailedPreconditionError(
+        absl::StrCat("cannot rename ", part.string(), " to ", path.string(), ": ", ec.message())));
+  }
+  return ExportResult{path, total, *sha256};
+}
+
+absl::StatusOr<v1::Model> Client::ImportModel(const fs::path& archive, const std::string& model_id,
+                                              const std::string& display_name,
+                                              std::chrono::milliseconds deadline) {
+  std::ifstream in(archive, std::ios::binary);
+  if (!in) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", archive.string(), ": ", std::strerror(errno)));
+  }
+  std::error_code ec;
+  const auto size = static_cast<int64_t>(fs::file_size(archive, ec));
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", archive.string()));
+  absl::StatusOr<int64_t> chunk_bytes = UploadChunkBytes();
+  if (!chunk_bytes.ok()) return chunk_bytes.status();
+
+  grpc::ClientContext ctx;
+  AddToken(ctx, options_.token);
+  if (deadline.count() > 0) SetDeadline(ctx, deadline);
+  v1::Model response;
+  std::unique_ptr<grpc::ClientWriter<v1::ImportModelRequest>> writer =
+      stubs_->models->ImportModel(&ctx, &response);
+  const auto finish = [&]() -> absl::StatusOr<v1::Model> {
+    grpc::Status status = writer->Finish();
+    if (!status.ok()) return FromGrpc(status, options_.address, Connected(stubs_->channel));
+    return response;
+  };
+  v1::ImportModelRequest request;
+  v1::ImportModelHeader* header = request.mutable_header();
+  header->set_model_id(model_id);
+  header->set_display_name(display_name);
+  header->set_total_bytes(size);
+  if (!writer->Write(request)) return finish();
+  int64_t sent = 0;
+  while (sent < size) {
+    std::string* data = request.mutable_data();
+    data->resize(static_cast<size_t>(std::min(*chunk_bytes, size - sent)));
+    in.read(data->data(), static_cast<std::streamsize>(data->size()));
+    if (in.gcount() != static_cast<std::streamsize>(data->size())) {
+      ctx.TryCancel();
+      (void)writer->Finish();
+      return absl::DataLossError(absl::StrCat("error reading ", archive.string()));
+    }
+    if (!writer->Write(request)) return finish();
+    sent += static_cast<int64_t>(data->size());
+  }
+  (void)writer->WritesDone();
+  return finish();
 }
 
 }  // namespace transferd::client

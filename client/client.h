@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "transferd/v1/datasets.pb.h"
+#include "transferd/v1/inference.pb.h"
 #include "transferd/v1/jobs.pb.h"
 #include "transferd/v1/models.pb.h"
 #include "transferd/v1/server.pb.h"
@@ -27,6 +28,18 @@ struct ClientOptions {
   std::string address = "127.0.0.1:50051";
   // Deadline of each unary call.
   std::chrono::milliseconds timeout{30000};
+  // Bearer token sent with every call ("authorization: Bearer TOKEN");
+  // empty = none.
+  std::string token;
+  // TLS: used when `tls` is set or any file is given. The server's
+  // certificate is checked against tls_ca_file (PEM), or the system's roots
+  // when empty, for the host of `address` or tls_server_name.
+  bool tls = false;
+  std::string tls_ca_file;
+  // Client certificate and key (PEM) for servers that require one (mTLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
 };
 
 enum class HealthStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
@@ -94,6 +107,18 @@ std::string DatasetName(std::string_view id_or_name);
 std::string JobName(std::string_view id_or_name);
 // "ID" or "models/ID" -> "models/ID"; "aliases/NAME" is kept as it is.
 std::string ModelName(std::string_view id_or_name);
+// "NAME" or "aliases/NAME" -> "aliases/NAME".
+std::string AliasName(std::string_view alias_or_name);
+
+// Lowercase hex SHA-256 of a file (what ExportModel's last chunk carries).
+absl::StatusOr<std::string> FileSha256(const std::filesystem::path& path);
+
+// What ExportModel wrote.
+struct ExportResult {
+  std::filesystem::path path;
+  int64_t bytes = 0;
+  std::string sha256;  // checked against the server's
+};
 
 // Called for every event of a watched job, in sequence order, each exactly
 // once (also across reconnects).
@@ -166,13 +191,50 @@ class Client {
                         bool follow, const JobEventCallback& on_event,
                         const WatchOptions& options = {});
 
+  // One page of a PREDICT job's per-file results.
+  absl::StatusOr<transferd::v1::ListJobPredictionsResponse> ListJobPredictions(
+      const transferd::v1::ListJobPredictionsRequest& request);
+
+  // Classifies request.images with request.model ("models/{id}" or
+  // "aliases/{alias}"); each image has its own status in the answer.
+  absl::StatusOr<transferd::v1::PredictResponse> Predict(
+      const transferd::v1::PredictRequest& request);
+
   // `name` is "models/{id}" (or "aliases/{alias}").
   absl::StatusOr<transferd::v1::Model> GetModel(const std::string& name);
   absl::StatusOr<transferd::v1::ListModelsResponse> ListModels(
       const transferd::v1::ListModelsRequest& request);
   absl::Status DeleteModel(const std::string& name);
 
+  // `alias` is "aliases/{alias}", `model` "models/{id}".
+  absl::StatusOr<transferd::v1::Alias> SetAlias(const std::string& alias,
+                                                const std::string& model);
+  absl::Status DeleteAlias(const std::string& alias);
+  absl::StatusOr<transferd::v1::ListAliasesResponse> ListAliases(
+      const transferd::v1::ListAliasesRequest& request);
+
+  // Downloads the archive of model `name` ("models/{id}" or
+  // "aliases/{alias}") into `path`: written to "<path>.part" chunk by chunk
+  // at each chunk's offset, checked (every byte received once, the total
+  // length, the SHA-256 of the last chunk), then renamed to `path`. Nothing
+  // is left on error (DATA_LOSS for a length or hash mismatch). No deadline
+  // unless `deadline` > 0.
+  absl::StatusOr<ExportResult> ExportModel(
+      const std::string& name, const std::filesystem::path& path,
+      std::chrono::milliseconds deadline = std::chrono::milliseconds(0));
+  // Uploads an archive written by ExportModel in chunks of the server's
+  // upload_chunk_bytes. `model_id` / `display_name` empty: the server
+  // chooses / the archive's. No deadline unless `deadline` > 0.
+  absl::StatusOr<transferd::v1::Model> ImportModel(
+      const std::filesystem::path& archive, const std::string& model_id,
+      const std::string& display_name,
+      std::chrono::milliseconds deadline = std::chrono::milliseconds(0));
+
  private:
+  // Data bytes per upload message, as the server asks (its default when it
+  // cannot be asked); UNAVAILABLE when the server cannot be reached.
+  absl::StatusOr<int64_t> UploadChunkBytes();
+
   struct Stubs;
   Client(ClientOptions options, std::unique_ptr<Stubs> stubs);
 

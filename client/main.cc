@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -35,6 +38,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "client/client.h"
+#include "client/plot.h"
+#include "client/spec_file.h"
 
 namespace {
 
@@ -54,12 +59,15 @@ constexpr char kExitCodesHelp[] =
     "was\ncancelled), 2 usage error, 3 server unreachable or unavailable, 4 "
     "not serving.\n"
     "The server address comes from --server or TRANSFERD_ADDR "
-    "(default 127.0.0.1:50051).";
+    "(default 127.0.0.1:50051),\nthe bearer token from --token or TRANSFERD_TOKEN.";
 
 struct Globals {
   std::string server = "127.0.0.1:50051";
   bool json = false;
   double timeout_seconds = 30;
+  std::string token;
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;
 };
 
 std::unique_ptr<Client> Connect(const Globals& g) {
@@ -67,6 +75,12 @@ std::unique_ptr<Client> Connect(const Globals& g) {
   options.address = g.server;
   options.timeout = std::chrono::milliseconds(
       static_cast<int64_t>(g.timeout_seconds * 1000));
+  options.token = g.token;
+  options.tls = g.tls;
+  options.tls_ca_file = g.tls_ca;
+  options.tls_cert_file = g.tls_cert;
+  options.tls_key_file = g.tls_key;
+  options.tls_server_name = g.tls_server_name;
   return Client::Create(options);
 }
 
@@ -146,8 +160,10 @@ int ServerHealth(const Globals& g, const std::string& service,
   if (!status.ok()) return Fail(status.status());
   const char* name = transferd::client::HealthStatusName(*status);
   if (g.json) {
-    std::cout << absl::StrFormat("{\"service\": \"%s\", \"status\": \"%s\"}\n",
-                                 service, name);
+    google::protobuf::Struct out;
+    (*out.mutable_fields())["service"].set_string_value(service);
+    (*out.mutable_fields())["status"].set_string_value(name);
+    PrintJson(out);
   } else {
     std::cout << (service.empty() ? "server" : service) << ": " << name << "\n";
   }
@@ -575,7 +591,9 @@ int DatasetsShow(const Globals& g, const std::string& name) {
 int PrintDeleted(const Globals& g, const absl::Status& status, const std::string& full) {
   if (!status.ok()) return Fail(status);
   if (g.json) {
-    std::cout << "{}\n";
+    google::protobuf::Struct out;
+    (*out.mutable_fields())["deleted"].set_string_value(full);
+    PrintJson(out);
   } else {
     std::cout << "deleted " << full << "\n";
   }
@@ -599,7 +617,13 @@ constexpr char kTrainHelp[] =
     "--weights none \\\n"
     "      --input-size 32 --epochs 2 --batch-size 4 --augment none "
     "--hidden-units 8\n"
-    "  transferctl train flowers --spec flowers.json --lr 3e-4 --detach\n"
+    "  transferctl train flowers --spec flowers.yaml --lr 3e-4 --detach\n"
+    "      flowers.yaml (JSON works too, same field names):\n"
+    "        recipe: tf-tutorial\n"
+    "        model: {input_size: 192}\n"
+    "        stages:\n"
+    "          - epochs: 5\n"
+    "            optimizer: {kind: KIND_ADAM, learning_rate: 1e-4}\n"
     "Flags override --spec, which overrides the recipe, field by field. "
     "--epochs,\n--batch-size, --lr, --optimizer, --momentum, --augment and "
     "--trainable-from set\nstage 1; --fine-tune-* set stage 2. The server "
@@ -860,6 +884,10 @@ class WatchPrinter {
   void EpochHeader(int epoch) {
     if (header_epoch_ == epoch) return;
     header_epoch_ = epoch;
+    if (job_.resolved_spec().kind() == v1::JOB_KIND_PREDICT) {
+      Line("Predicting");
+      return;
+    }
     Line(total_epochs_ > 0 ? absl::StrFormat("Epoch %d/%d", epoch, total_epochs_)
                            : absl::StrFormat("Epoch %d", epoch));
   }
@@ -1098,7 +1126,7 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--seed", a.seed, "Seed of initialisation, shuffling and augmentation");
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
-          "A JobSpec in protobuf JSON to start from; flags override it")
+          "A JobSpec in JSON or YAML (proto field names) to start from; flags override it")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--detach", a.detach,
                 "Print the job and return at once instead of following it");
@@ -1116,10 +1144,15 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
       return absl::InvalidArgumentError(
           absl::StrCat("cannot read ", a.spec_file.value));
     }
-    auto parsed = google::protobuf::util::JsonStringToMessage(text.str(), &spec);
+    absl::StatusOr<std::string> json = transferd::client::SpecTextToJson(text.str());
+    if (!json.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(a.spec_file.value, ": ", json.status().message()));
+    }
+    auto parsed = google::protobuf::util::JsonStringToMessage(*json, &spec);
     if (!parsed.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(a.spec_file.value, " is not a JobSpec in protobuf JSON: ",
+          absl::StrCat(a.spec_file.value, " is not a JobSpec (protobuf JSON or YAML field names): ",
                        parsed.ToString()));
     }
   }
@@ -1409,6 +1442,98 @@ int JobsShow(const Globals& g, const std::string& name) {
   return kOk;
 }
 
+// ---- jobs plot ---------------------------------------------------------------
+
+constexpr char kPlotHelp[] =
+    "Examples:\n"
+    "  transferctl jobs plot cats-vgg16 -o curves.png\n"
+    "      the Keras book's two figures side by side: training (dots) and\n"
+    "      validation (line) accuracy and loss per epoch, dashed lines where\n"
+    "      a stage ends (frozen base -> fine-tuning)\n"
+    "  transferctl jobs plot cats-vgg16 -o curves.png --csv curves.csv "
+    "--width 800 --height 1000\n"
+    "      stacked (taller than wide), and the numbers as CSV:\n"
+    "      epoch,stage,loss,accuracy,val_loss,val_accuracy,lr,seconds\n"
+    "A running job is plotted as far as it got; a job without a finished "
+    "epoch\nis an error (exit code 1).";
+
+struct PlotArgs {
+  std::string job;
+  std::string png;
+  std::string csv;
+  int width = transferd::client::PlotOptions().width;
+  int height = transferd::client::PlotOptions().height;
+};
+
+// `text` as a JSON string literal.
+std::string JsonQuote(absl::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", static_cast<int>(c)));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// Prints why `path` could not be written and returns false.
+bool WriteOutput(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (out) out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (out) out.close();
+  if (out) return true;
+  std::fprintf(stderr, "transferctl: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+  return false;
+}
+
+int JobsPlot(const Globals& g, const PlotArgs& a) {
+  if (a.png.empty() && a.csv.empty()) {
+    std::fprintf(stderr, "transferctl: jobs plot needs -o FILE.png, --csv FILE.csv or both\n");
+    return kUsage;
+  }
+  auto client = Connect(g);
+  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(a.job));
+  if (!job.ok()) return Fail(job.status());
+  if (job->history().empty()) {
+    std::fprintf(stderr, "transferctl: %s has no finished epoch to plot yet (state %s)\n",
+                 job->name().c_str(), StateText(job->state()).c_str());
+    return kServerError;
+  }
+  const std::vector<transferd::client::EpochPoint> history =
+      transferd::client::EpochPointsFromProto(job->history());
+  if (!a.png.empty()) {
+    transferd::client::PlotOptions options;
+    options.width = a.width;
+    options.height = a.height;
+    options.title = job->name();
+    absl::StatusOr<std::string> png = transferd::client::RenderCurvesPng(history, options);
+    if (!png.ok()) return Fail(png.status());
+    if (!WriteOutput(a.png, *png)) return kServerError;
+  }
+  if (!a.csv.empty() && !WriteOutput(a.csv, transferd::client::CurvesCsv(history))) {
+    return kServerError;
+  }
+  if (g.json) {
+    std::cout << absl::StrFormat("{\"png\": %s, \"csv\": %s, \"epochs\": %d}\n",
+                                 a.png.empty() ? "null" : JsonQuote(a.png),
+                                 a.csv.empty() ? "null" : JsonQuote(a.csv), history.size());
+    return kOk;
+  }
+  if (!a.png.empty()) {
+    std::cout << absl::StrFormat("%s: %dx%d PNG, %d epochs of %s\n", a.png, a.width, a.height,
+                                 history.size(), job->name());
+  }
+  if (!a.csv.empty()) {
+    std::cout << absl::StrFormat("%s: CSV, %d epochs of %s\n", a.csv, history.size(), job->name());
+  }
+  return kOk;
+}
+
 std::string ValAccuracy(const v1::Model& m) {
   for (const v1::Evaluation& e : m.evaluations()) {
     if (e.split() == "validation") return absl::StrFormat("%.4f", e.accuracy());
@@ -1483,6 +1608,447 @@ int ModelsRemove(const Globals& g, const std::string& name) {
   return PrintDeleted(g, client->DeleteModel(full), full);
 }
 
+int ModelsAlias(const Globals& g, const std::string& alias, const std::string& model) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Alias> set = client->SetAlias(transferd::client::AliasName(alias),
+                                                   transferd::client::ModelName(model));
+  if (!set.ok()) return Fail(set.status());
+  if (g.json) {
+    PrintJson(*set);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%s -> %s\n", set->name(), set->model());
+  return kOk;
+}
+
+int ModelsUnalias(const Globals& g, const std::string& alias) {
+  auto client = Connect(g);
+  const std::string full = transferd::client::AliasName(alias);
+  return PrintDeleted(g, client->DeleteAlias(full), full);
+}
+
+int ModelsAliases(const Globals& g) {
+  auto client = Connect(g);
+  v1::ListAliasesRequest request;
+  v1::ListAliasesResponse all;
+  do {
+    absl::StatusOr<v1::ListAliasesResponse> page = client->ListAliases(request);
+    if (!page.ok()) return Fail(page.status());
+    for (v1::Alias& a : *page->mutable_aliases()) *all.add_aliases() = std::move(a);
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (g.json) {
+    PrintJson(all);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%-28s %-28s %s\n", "ALIAS", "MODEL", "UPDATED");
+  for (const v1::Alias& a : all.aliases()) {
+    std::cout << absl::StrFormat("%-28s %-28s %s\n", a.name(), a.model(), When(a.update_time()));
+  }
+  return kOk;
+}
+
+int ModelsExport(const Globals& g, const std::string& name, const std::string& output) {
+  auto client = Connect(g);
+  absl::StatusOr<transferd::client::ExportResult> result =
+      client->ExportModel(transferd::client::ModelName(name), output);
+  if (!result.ok()) return Fail(result.status());
+  if (g.json) {
+    google::protobuf::Struct out;
+    auto& fields = *out.mutable_fields();
+    fields["model"].set_string_value(transferd::client::ModelName(name));
+    fields["path"].set_string_value(result->path.string());
+    fields["bytes"].set_number_value(static_cast<double>(result->bytes));
+    fields["sha256"].set_string_value(result->sha256);
+    PrintJson(out);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("%s: %s (%d bytes), sha256 %s (verified)\n", result->path.string(),
+                               HumanBytes(result->bytes), result->bytes, result->sha256);
+  return kOk;
+}
+
+int ModelsImport(const Globals& g, const std::string& file, const std::string& id,
+                 const std::string& display_name) {
+  auto client = Connect(g);
+  absl::StatusOr<v1::Model> model = client->ImportModel(file, id, display_name);
+  if (!model.ok()) return Fail(model.status());
+  if (g.json) {
+    PrintJson(*model);
+    return kOk;
+  }
+  std::cout << absl::StrFormat("imported %s as %s (%s, %d classes, %s parameters)\n", file,
+                               model->name(), model->spec().backbone().empty()
+                                                  ? std::string("model")
+                                                  : model->spec().backbone(),
+                               model->classes_size(), Thousands(model->parameters()));
+  return kOk;
+}
+
+
+// ---- predict / jobs results ------------------------------------------------
+
+constexpr char kPredictHelp[] =
+    "Examples:\n"
+    "  transferctl predict --model catdog cat.jpg dog.png photos/\n"
+    "      one line per image: file, label, probability; folders are searched\n"
+    "      recursively for .jpg, .jpeg and .png files\n"
+    "  transferctl --json predict --model models/cats-vgg16 --tta photos/\n"
+    "      every class's probability, averaged with a horizontally flipped copy\n"
+    "  transferctl predict --model catdog --dataset cats-and-dogs --split test\n"
+    "      a PREDICT job over a stored dataset, followed to its end; then\n"
+    "      transferctl jobs results JOB --csv results.csv\n"
+    "An image the server cannot use (not a JPEG/PNG, truncated, too large) gets\n"
+    "its own error line and does not stop the others; the exit code is then 1.";
+
+struct PredictArgs {
+  std::string model;
+  std::vector<std::string> inputs;
+  bool tta = false;
+  int batch = 32;
+  // PREDICT job instead of files.
+  std::string dataset;
+  std::vector<std::string> splits;
+  std::string id;
+  bool detach = false;
+};
+
+bool IsImageName(const std::filesystem::path& p) {
+  const std::string ext = absl::AsciiStrToLower(p.extension().string());
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+// Files named on the command line as given; folders searched recursively for
+// images (hidden entries skipped), in sorted order.
+absl::StatusOr<std::vector<std::string>> CollectImages(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const std::string& input : inputs) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(input, ec)) {
+      std::vector<std::string> found;
+      std::filesystem::recursive_directory_iterator it(
+          input, std::filesystem::directory_options::none, ec);
+      if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", input, ": ", ec.message()));
+      for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", input, ": ", ec.message()));
+        const std::string name = it->path().filename().string();
+        if (!name.empty() && name[0] == '.') {
+          if (it->is_directory(ec)) it.disable_recursion_pending();
+          continue;
+        }
+        if (it->is_regular_file(ec) && IsImageName(it->path())) found.push_back(it->path().string());
+      }
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (std::filesystem::exists(input, ec)) {
+      files.push_back(input);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(input, ": no such file or folder"));
+    }
+  }
+  if (files.empty()) return absl::InvalidArgumentError("no .jpg, .jpeg or .png files found");
+  return files;
+}
+
+const char* CodeName(int code) {
+  static const char* const kNames[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
+}
+
+// One image's answer, from the server or (unreadable file, too large to
+// send) from the client.
+struct PredictRow {
+  std::string file;
+  v1::ImagePrediction prediction;
+};
+
+int PrintPredictions(const Globals& g, const std::string& model, bool tta,
+                     const std::vector<PredictRow>& rows) {
+  int errors = 0;
+  for (const PredictRow& r : rows) errors += r.prediction.status().code() != 0 ? 1 : 0;
+  if (g.json) {
+    google::protobuf::Struct out;
+    auto& fields = *out.mutable_fields();
+    fields["model"].set_string_value(model);
+    fields["horizontal_flip_tta"].set_bool_value(tta);
+    auto* list = fields["predictions"].mutable_list_value();
+    for (const PredictRow& r : rows) {
+      auto& f = *list->add_values()->mutable_struct_value()->mutable_fields();
+      f["file"].set_string_value(r.file);
+      f["label"].set_string_value(r.prediction.label());
+      f["probability"].set_number_value(r.prediction.probability());
+      auto& scores = *f["scores"].mutable_struct_value()->mutable_fields();
+      for (const v1::ClassScore& s : r.prediction.scores()) {
+        scores[s.label()].set_number_value(s.probability());
+      }
+      auto& status = *f["status"].mutable_struct_value()->mutable_fields();
+      status["code"].set_string_value(CodeName(r.prediction.status().code()));
+      status["message"].set_string_value(r.prediction.status().message());
+    }
+    PrintJson(out);
+  } else {
+    size_t width = 4;
+    for (const PredictRow& r : rows) width = std::max(width, r.file.size());
+    width = std::min<size_t>(width, 60);
+    std::cout << absl::StrFormat("%-*s  %-12s %s\n", width, "FILE", "LABEL", "PROBABILITY");
+    for (const PredictRow& r : rows) {
+      const v1::ItemStatus& s = r.prediction.status();
+      if (s.code() != 0) {
+        std::cout << absl::StrFormat("%-*s  %-12s %s: %s\n", width, r.file, "error",
+                                     CodeName(s.code()), s.message());
+      } else {
+        std::cout << absl::StrFormat("%-*s  %-12s %.4f\n", width, r.file, r.prediction.label(),
+                                     r.prediction.probability());
+      }
+    }
+    std::cout << absl::StrFormat("%d image%s, %d error%s; model %s%s\n", rows.size(),
+                                 rows.size() == 1 ? "" : "s", errors, errors == 1 ? "" : "s", model,
+                                 tta ? " (with horizontal-flip averaging)" : "");
+  }
+  return errors > 0 ? kServerError : kOk;
+}
+
+// "catdog" names an alias when one exists, else a model id; "models/ID" and
+// "aliases/NAME" are taken as they are.
+std::string ResolveModel(Client& client, const std::string& name) {
+  if (name.find('/') != std::string::npos) return transferd::client::ModelName(name);
+  const std::string alias = transferd::client::AliasName(name);
+  if (client.GetModel(alias).ok()) return alias;
+  return transferd::client::ModelName(name);
+}
+
+int PredictFiles(const Globals& g, const PredictArgs& a) {
+  absl::StatusOr<std::vector<std::string>> files = CollectImages(a.inputs);
+  if (!files.ok()) {
+    std::fprintf(stderr, "transferctl: %s\n", std::string(files.status().message()).c_str());
+    return kUsage;
+  }
+  auto client = Connect(g);
+  // Requests stay under the server's message and image-count limits.
+  absl::StatusOr<v1::ServerInfo> info = client->GetServerInfo();
+  if (!info.ok()) return Fail(info.status());
+  int64_t max_bytes = info->limits().max_receive_message_bytes() - 64 * 1024;
+  if (max_bytes <= 0) max_bytes = 4 * 1024 * 1024;
+  int max_images = a.batch;
+  if (info->limits().max_images_per_request() > 0) {
+    max_images = std::min(max_images, info->limits().max_images_per_request());
+  }
+  const std::string model = ResolveModel(*client, a.model);
+  std::string used_model;
+  std::vector<PredictRow> rows(files->size());
+  v1::PredictRequest request;
+  std::vector<size_t> in_request;  // row index of each image in `request`
+  int64_t request_bytes = 0;
+  auto send = [&]() -> absl::Status {
+    if (in_request.empty()) return absl::OkStatus();
+    request.set_model(model);
+    request.set_horizontal_flip_tta(a.tta);
+    absl::StatusOr<v1::PredictResponse> response = client->Predict(request);
+    if (!response.ok()) return response.status();
+    used_model = response->model();
+    for (int i = 0; i < response->predictions_size() && i < static_cast<int>(in_request.size()); ++i) {
+      rows[in_request[static_cast<size_t>(i)]].prediction = response->predictions(i);
+    }
+    request.Clear();
+    in_request.clear();
+    request_bytes = 0;
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < files->size(); ++i) {
+    const std::string& file = (*files)[i];
+    rows[i].file = file;
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    if (!in && !in.eof()) {
+      rows[i].prediction.mutable_status()->set_code(3);
+      rows[i].prediction.mutable_status()->set_message(
+          absl::StrCat("cannot read the file: ", std::strerror(errno)));
+      continue;
+    }
+    std::string data = bytes.str();
+    if (static_cast<int64_t>(data.size()) > max_bytes) {
+      rows[i].prediction.mutable_status()->set_code(8);
+      rows[i].prediction.mutable_status()->set_message(absl::StrFormat(
+          "the file is %s, more than the server accepts in one request (%s)",
+          HumanBytes(static_cast<int64_t>(data.size())), HumanBytes(max_bytes)));
+      continue;
+    }
+    if (request_bytes + static_cast<int64_t>(data.size()) > max_bytes ||
+        static_cast<int>(in_request.size()) >= max_images) {
+      if (absl::Status s = send(); !s.ok()) return Fail(s);
+    }
+    v1::Image* image = request.add_images();
+    image->set_id(file);
+    request_bytes += static_cast<int64_t>(data.size());
+    image->set_data(std::move(data));
+    in_request.push_back(i);
+  }
+  if (absl::Status s = send(); !s.ok()) return Fail(s);
+  return PrintPredictions(g, used_model.empty() ? model : used_model, a.tta, rows);
+}
+
+int PredictJob(const Globals& g, const PredictArgs& a) {
+  if (!a.inputs.empty()) {
+    std::fprintf(stderr, "transferctl: give files or --dataset, not both\n");
+    return kUsage;
+  }
+  v1::CreateJobRequest request;
+  request.set_job_id(a.id);
+  v1::JobSpec& spec = *request.mutable_spec();
+  spec.set_kind(v1::JOB_KIND_PREDICT);
+  spec.set_dataset(transferd::client::DatasetName(a.dataset));
+  auto client = Connect(g);
+  spec.set_base_model(ResolveModel(*client, a.model));
+  spec.mutable_predict()->set_horizontal_flip_tta(a.tta);
+  for (const std::string& split : a.splits) {
+    const std::string s = absl::AsciiStrToLower(split);
+    spec.mutable_predict()->add_splits(s == "train"        ? v1::SPLIT_TRAIN
+                                       : s == "validation" ? v1::SPLIT_VALIDATION
+                                       : s == "test"       ? v1::SPLIT_TEST
+                                                           : v1::SPLIT_UNSPECIFIED);
+  }
+  absl::StatusOr<v1::Job> job = client->CreateJob(request);
+  if (!job.ok()) return Fail(job.status());
+  if (a.detach) {
+    if (g.json) {
+      PrintJson(*job);
+    } else {
+      std::cout << absl::StrFormat("%s %s; results: transferctl jobs results %s\n", job->name(),
+                                   StateText(job->state()), job->name());
+    }
+    return kOk;
+  }
+  if (g.json) {
+    std::fprintf(stderr, "job %s created\n", job->name().c_str());
+  } else {
+    std::cout << absl::StrFormat("job %s: predict with %s over %s (Ctrl-C detaches)\n",
+                                 job->name(), spec.base_model(), spec.dataset())
+              << std::flush;
+  }
+  const int rc = FollowJob(g, *client, *job, 0);
+  if (rc == kOk && !g.json) {
+    std::cout << absl::StrFormat("results: transferctl jobs results %s [--csv FILE]\n",
+                                 job->name());
+  }
+  return rc;
+}
+
+int Predict(const Globals& g, const PredictArgs& a) {
+  if (!a.dataset.empty()) return PredictJob(g, a);
+  if (!a.splits.empty() || !a.id.empty() || a.detach) {
+    std::fprintf(stderr, "transferctl: --split, --id and --detach need --dataset\n");
+    return kUsage;
+  }
+  if (a.inputs.empty()) {
+    std::fprintf(stderr, "transferctl: predict needs image files, folders or --dataset\n");
+    return kUsage;
+  }
+  return PredictFiles(g, a);
+}
+
+// A CSV field, quoted when it needs to be (RFC 4180).
+std::string CsvField(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+constexpr char kResultsHelp[] =
+    "Examples:\n"
+    "  transferctl jobs results cats-predict              a table: path, split, true label,\n"
+    "                                                     label, probability\n"
+    "  transferctl jobs results cats-predict --csv out.csv\n"
+    "      path,split,true_label,label,p_<class>...,status_code,status_message\n"
+    "  transferctl jobs results cats-predict --csv -      the CSV on stdout\n"
+    "Works on a running PREDICT job too: it lists the files done so far.";
+
+int JobsResults(const Globals& g, const std::string& name, const std::string& csv) {
+  auto client = Connect(g);
+  v1::ListJobPredictionsRequest request;
+  request.set_name(transferd::client::JobName(name));
+  request.set_page_size(5000);
+  v1::ListJobPredictionsResponse all;
+  do {
+    absl::StatusOr<v1::ListJobPredictionsResponse> page = client->ListJobPredictions(request);
+    if (!page.ok()) return Fail(page.status());
+    if (all.classes().empty()) *all.mutable_classes() = page->classes();
+    for (v1::FilePrediction& p : *page->mutable_predictions()) {
+      *all.add_predictions() = std::move(p);
+    }
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  if (!csv.empty()) {
+    std::string out = "path,split,true_label,label";
+    for (const std::string& c : all.classes()) absl::StrAppend(&out, ",", CsvField("p_" + c));
+    out += ",status_code,status_message\n";
+    for (const v1::FilePrediction& p : all.predictions()) {
+      absl::StrAppend(&out, CsvField(p.path()), ",", SplitName(p.split()), ",",
+                      CsvField(p.true_label()), ",", CsvField(p.label()));
+      for (int i = 0; i < all.classes_size(); ++i) {
+        out += ',';
+        if (i < p.probabilities_size()) absl::StrAppend(&out, absl::StrFormat("%.6f", p.probabilities(i)));
+      }
+      absl::StrAppend(&out, ",", CodeName(p.status().code()), ",", CsvField(p.status().message()), "\n");
+    }
+    if (csv == "-") {
+      std::cout << out;
+      return kOk;
+    }
+    if (!WriteOutput(csv, out)) return kUsage;
+    if (!g.json) {
+      std::cout << absl::StrFormat("%s: %d rows\n", csv, all.predictions_size());
+      return kOk;
+    }
+  }
+  if (g.json) {
+    PrintJson(all);
+    return kOk;
+  }
+  if (csv.empty()) {
+    size_t width = 4;
+    for (const v1::FilePrediction& p : all.predictions()) width = std::max(width, p.path().size());
+    width = std::min<size_t>(width, 60);
+    std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %s\n", width, "PATH", "SPLIT", "TRUE",
+                                 "LABEL", "PROBABILITY");
+    int correct = 0;
+    int labelled = 0;
+    for (const v1::FilePrediction& p : all.predictions()) {
+      if (p.status().code() != 0) {
+        std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %s: %s\n", width, p.path(),
+                                     SplitName(p.split()), p.true_label(), "error",
+                                     CodeName(p.status().code()), p.status().message());
+        continue;
+      }
+      float prob = 0;
+      for (int i = 0; i < all.classes_size() && i < p.probabilities_size(); ++i) {
+        if (all.classes(i) == p.label()) prob = p.probabilities(i);
+      }
+      if (!p.true_label().empty()) {
+        ++labelled;
+        correct += p.true_label() == p.label() ? 1 : 0;
+      }
+      std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %.4f\n", width, p.path(),
+                                   SplitName(p.split()), p.true_label(), p.label(), prob);
+    }
+    std::cout << absl::StrFormat("%d files", all.predictions_size());
+    if (labelled > 0) {
+      std::cout << absl::StrFormat("; %d/%d labelled files correct (%.4f)", correct, labelled,
+                                   static_cast<double>(correct) / labelled);
+    }
+    std::cout << "\n";
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1499,6 +2065,26 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", g.timeout_seconds, "Seconds per call")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--token", g.token,
+                 "Bearer token for servers started with --token-file (never printed)")
+      ->envname("TRANSFERD_TOKEN");
+  app.add_flag("--tls", g.tls,
+               "Connect over TLS, checking the server's certificate against the system's "
+               "roots (implied by the other --tls-* options)")
+      ->envname("TRANSFERD_TLS");
+  app.add_option("--tls-ca", g.tls_ca, "TLS: CA bundle (PEM) the server's certificate must chain to")
+      ->envname("TRANSFERD_TLS_CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", g.tls_cert, "TLS: client certificate (PEM) for mutual TLS")
+      ->envname("TRANSFERD_CLIENT_TLS_CERT")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", g.tls_key, "TLS: the client certificate's key (PEM)")
+      ->envname("TRANSFERD_CLIENT_TLS_KEY")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "TLS: the name the server's certificate must carry, when it differs from "
+                 "the --server host")
+      ->envname("TRANSFERD_TLS_SERVER_NAME");
 
   int rc = kOk;
 
@@ -1522,9 +2108,10 @@ int main(int argc, char** argv) {
 
   CLI::App* datasets = app.add_subcommand("datasets", "Stored datasets");
   datasets->require_subcommand(1);
-  datasets->add_subcommand("ls", "List datasets")->callback([&] {
-    rc = DatasetsList(g);
-  });
+  datasets->add_subcommand("ls", "List datasets, newest first")
+      ->footer("Example: transferctl datasets ls\n"
+               "         transferctl --json datasets ls | jq '.datasets[].name'")
+      ->callback([&] { rc = DatasetsList(g); });
 
   UploadArgs upload_args;
   CLI::App* upload = datasets->add_subcommand(
@@ -1631,6 +2218,21 @@ int main(int argc, char** argv) {
   jobs_cancel->footer("Example: transferctl jobs cancel cats-vgg16");
   jobs_cancel->callback([&] { rc = JobsCancel(g, job_name); });
 
+  PlotArgs plot_args;
+  CLI::App* jobs_plot = jobs->add_subcommand(
+      "plot", "Training and validation accuracy and loss per epoch as a PNG (and CSV)");
+  jobs_plot->add_option("JOB", plot_args.job, "ID or jobs/ID")->required();
+  jobs_plot->add_option("-o,--output", plot_args.png, "PNG file to write");
+  jobs_plot->add_option("--csv", plot_args.csv, "CSV file to write the numbers to");
+  jobs_plot->add_option("--width", plot_args.width, "Image width in pixels")
+      ->check(CLI::Range(transferd::client::kMinPlotWidth, transferd::client::kMaxPlotSide))
+      ->capture_default_str();
+  jobs_plot->add_option("--height", plot_args.height, "Image height in pixels")
+      ->check(CLI::Range(transferd::client::kMinPlotHeight, transferd::client::kMaxPlotSide))
+      ->capture_default_str();
+  jobs_plot->footer(kPlotHelp);
+  jobs_plot->callback([&] { rc = JobsPlot(g, plot_args); });
+
   CLI::App* models = app.add_subcommand("models", "The model registry");
   models->require_subcommand(1);
   models->add_subcommand("ls", "List models, newest first")
@@ -1646,6 +2248,76 @@ int main(int argc, char** argv) {
   models_rm->add_option("MODEL", model_name, "ID or models/ID")->required();
   models_rm->footer("Example: transferctl models rm cats-vgg16");
   models_rm->callback([&] { rc = ModelsRemove(g, model_name); });
+  std::string alias_name;
+  CLI::App* models_alias = models->add_subcommand(
+      "alias", "Point an alias at a model (creates it, or moves it)");
+  models_alias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")->required();
+  models_alias->add_option("MODEL", model_name, "ID or models/ID")->required();
+  models_alias->footer("Example: transferctl models alias catdog cats-vgg16");
+  models_alias->callback([&] { rc = ModelsAlias(g, alias_name, model_name); });
+  CLI::App* models_unalias = models->add_subcommand("unalias", "Delete an alias");
+  models_unalias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")->required();
+  models_unalias->footer("Example: transferctl models unalias catdog");
+  models_unalias->callback([&] { rc = ModelsUnalias(g, alias_name); });
+  models->add_subcommand("aliases", "List aliases and the models they point at")
+      ->footer("Example: transferctl --json models aliases")
+      ->callback([&] { rc = ModelsAliases(g); });
+  std::string archive_file;
+  CLI::App* models_export = models->add_subcommand(
+      "export", "Download a model as a tar archive (model.json + weights.safetensors)");
+  models_export->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")->required();
+  models_export->add_option("-o,--output", archive_file, "Archive file to write (FILE.tar)")
+      ->required();
+  models_export->footer(
+      "The archive's SHA-256 is checked against the server's before the file is\n"
+      "renamed into place.\n"
+      "Example: transferctl models export aliases/catdog -o catdog.tar");
+  models_export->callback([&] { rc = ModelsExport(g, model_name, archive_file); });
+  std::string import_id;
+  std::string import_name;
+  CLI::App* models_import = models->add_subcommand(
+      "import", "Register a model from an archive written by `models export`");
+  models_import->add_option("FILE", archive_file, "Archive (FILE.tar)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  models_import->add_option("--id", import_id,
+                            "Model id, lowercase [a-z0-9-] (default: the archive's when free, "
+                            "else the server chooses)");
+  models_import->add_option("--name", import_name, "Display name (default: the archive's)");
+  models_import->footer("Example: transferctl models import catdog.tar --id catdog-v2");
+  models_import->callback([&] { rc = ModelsImport(g, archive_file, import_id, import_name); });
+
+  PredictArgs predict_args;
+  CLI::App* predict = app.add_subcommand(
+      "predict", "Classify images (files, folders) or, with --dataset, a stored dataset");
+  predict->add_option("--model", predict_args.model,
+                      "Alias or model: NAME (an alias if one exists, else a model id), "
+                      "models/ID or aliases/NAME")
+      ->required();
+  predict->add_option("FILES", predict_args.inputs, "Image files and folders");
+  predict->add_flag("--tta", predict_args.tta,
+                    "Average each prediction with that of a horizontally flipped copy");
+  predict->add_option("--batch", predict_args.batch, "Images per request (at most)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  predict->add_option("--dataset", predict_args.dataset,
+                      "Run a PREDICT job over this stored dataset (ID or datasets/ID)");
+  predict->add_option("--split", predict_args.splits,
+                      "With --dataset: only these splits (repeatable; default every file)")
+      ->check(CLI::IsMember({"train", "validation", "test"}, CLI::ignore_case));
+  predict->add_option("--id", predict_args.id, "With --dataset: the job id");
+  predict->add_flag("--detach", predict_args.detach,
+                    "With --dataset: print the job and return at once");
+  predict->footer(kPredictHelp);
+  predict->callback([&] { rc = Predict(g, predict_args); });
+
+  std::string results_csv;
+  CLI::App* jobs_results = jobs->add_subcommand(
+      "results", "Per-file labels and probabilities of a PREDICT job (table, CSV or JSON)");
+  jobs_results->add_option("JOB", job_name, "ID or jobs/ID")->required();
+  jobs_results->add_option("--csv", results_csv, "Write CSV to this file (- = stdout)");
+  jobs_results->footer(kResultsHelp);
+  jobs_results->callback([&] { rc = JobsResults(g, job_name, results_csv); });
 
   // Global flags may be given after the subcommand too.
   std::function<void(CLI::App*)> fall_through = [&](CLI::App* cmd) {

@@ -1,10 +1,12 @@
 // The real transferctl binary against a real transferd.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -20,6 +22,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "tests/support/transferd_server.h"
 #include "transferd/v1/datasets.grpc.pb.h"
@@ -1166,7 +1170,7 @@ TEST(TransferctlNoServerTest, JobUsageErrorsExitTwo) {
   WriteFile(temp.path() + "/bad.json", "{\"stages\": 3}");
   RunResult bad = Ctl({"train", "small", "--spec", temp.path() + "/bad.json"});
   EXPECT_EQ(bad.status.code, 2);
-  EXPECT_THAT(bad.err, HasSubstr("is not a JobSpec in protobuf JSON"));
+  EXPECT_THAT(bad.err, HasSubstr("is not a JobSpec"));
   for (const char* cmd : {"train", "finetune"}) {
     RunResult help = Ctl({cmd, "--help"});
     EXPECT_EQ(help.status.code, 0);
@@ -1174,6 +1178,342 @@ TEST(TransferctlNoServerTest, JobUsageErrorsExitTwo) {
   }
   RunResult watch_help = Ctl({"jobs", "watch", "--help"});
   EXPECT_THAT(watch_help.out, HasSubstr("Ctrl-C"));
+}
+
+// ---- jobs plot ------------------------------------------------------------
+
+// Lines of a text file.
+std::vector<std::string> FileLines(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "plot-small";
+  MakeTrainingFolder(folder);
+  const std::string& server = server_->address();
+  RunResult up = Ctl({"--server", server, "datasets", "upload", folder.string(),
+                      "--id", "plot-small"});
+  ASSERT_EQ(up.status.code, 0) << up.err;
+
+  // Two stages: 2 epochs with the base frozen, 1 fine-tuning the top.
+  RunResult train = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "train", "plot-small",
+       "--id", "plot-job", "--backbone", "mobilenet", "--alpha", "0.25",
+       "--weights", "none", "--input-size", "32", "--epochs", "2",
+       "--batch-size", "4", "--augment", "none", "--hidden-units", "8",
+       "--fine-tune-from", "conv_dw_13", "--fine-tune-epochs", "1",
+       "--fine-tune-lr", "1e-5"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
+  EXPECT_THAT(train.out, HasSubstr("Stage 2/2"));
+
+  const fs::path png = fs::path(temp.path()) / "curves.png";
+  const fs::path csv = fs::path(temp.path()) / "curves.csv";
+  RunResult plot = Ctl({"--server", server, "--json", "jobs", "plot", "plot-job", "-o",
+                        png.string(), "--csv", csv.string(), "--width", "800",
+                        "--height", "360"});
+  ASSERT_EQ(plot.status.code, 0) << plot.err;
+  const auto json = nlohmann::json::parse(plot.out);
+  EXPECT_EQ(json["png"], png.string());
+  EXPECT_EQ(json["csv"], csv.string());
+  EXPECT_EQ(json["epochs"], 3);
+
+  const cv::Mat image = cv::imread(png.string(), cv::IMREAD_COLOR);
+  ASSERT_FALSE(image.empty()) << png;
+  EXPECT_EQ(image.cols, 800);
+  EXPECT_EQ(image.rows, 360);
+
+  // A header and one row per epoch of the job's history, stages 1, 1, 2.
+  RunResult show = Ctl({"--server", server, "--json", "jobs", "show", "plot-job"});
+  ASSERT_EQ(show.status.code, 0) << show.err;
+  const size_t epochs = nlohmann::json::parse(show.out)["history"].size();
+  EXPECT_EQ(epochs, 3u);
+  const std::vector<std::string> lines = FileLines(csv);
+  ASSERT_EQ(lines.size(), epochs + 1);
+  EXPECT_EQ(lines[0], "epoch,stage,loss,accuracy,val_loss,val_accuracy,lr,seconds");
+  EXPECT_THAT(lines[1], StartsWith("1,1,"));
+  EXPECT_THAT(lines[2], StartsWith("2,1,"));
+  EXPECT_THAT(lines[3], StartsWith("3,2,"));
+  for (size_t i = 1; i < lines.size(); ++i) {
+    EXPECT_EQ(std::count(lines[i].begin(), lines[i].end(), ','), 7) << lines[i];
+  }
+
+  // CSV only, plain output: no PNG needed.
+  const fs::path only = fs::path(temp.path()) / "only.csv";
+  RunResult csv_only = Ctl({"--server", server, "jobs", "plot", "jobs/plot-job", "--csv",
+                            only.string()});
+  ASSERT_EQ(csv_only.status.code, 0) << csv_only.err;
+  EXPECT_THAT(csv_only.out, HasSubstr(only.string()));
+  EXPECT_EQ(FileLines(only), lines);
+  RunResult csv_json = Ctl({"--server", server, "--json", "jobs", "plot", "plot-job",
+                            "--csv", only.string()});
+  ASSERT_EQ(csv_json.status.code, 0) << csv_json.err;
+  const auto csv_only_json = nlohmann::json::parse(csv_json.out);
+  EXPECT_TRUE(csv_only_json["png"].is_null()) << csv_json.out;
+  EXPECT_EQ(csv_only_json["csv"], only.string());
+  EXPECT_EQ(csv_only_json["epochs"], 3);
+
+  // Neither output: a usage error; an unknown job: the server's NOT_FOUND;
+  // an unwritable path: exit code 1 naming it.
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "plot", "plot-job"}).status.code, 2);
+  RunResult missing = Ctl({"--server", server, "jobs", "plot", "nope", "--csv", only.string()});
+  EXPECT_EQ(missing.status.code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("\"nope\" not found"));
+  RunResult unwritable = Ctl({"--server", server, "jobs", "plot", "plot-job", "-o",
+                              temp.path() + "/no/such/dir/curves.png"});
+  EXPECT_EQ(unwritable.status.code, 1);
+  EXPECT_THAT(unwritable.err, HasSubstr("cannot write"));
+}
+
+TEST(TransferctlJobsTest, PlotOfAJobWithoutHistoryIsAnError) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_QUEUED), {});
+  testing::TempDir temp;
+  const std::string png = temp.path() + "/curves.png";
+  RunResult r = Ctl({"--server", fake.address(), "jobs", "plot", "j1", "-o", png});
+  EXPECT_EQ(r.status.code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "transferctl: jobs/j1 has no finished epoch to plot yet (state QUEUED)\n");
+  EXPECT_FALSE(fs::exists(png));
+}
+
+TEST(TransferctlNoServerTest, PlotUsageErrorsExitTwo) {
+  EXPECT_EQ(Ctl({"jobs", "plot"}).status.code, 2);
+  EXPECT_EQ(Ctl({"jobs", "plot", "j1", "-o", "x.png", "--width", "10"}).status.code, 2);
+  EXPECT_EQ(Ctl({"jobs", "plot", "j1", "-o", "x.png", "--height", "100000"}).status.code, 2);
+  RunResult help = Ctl({"jobs", "plot", "--help"});
+  EXPECT_EQ(help.status.code, 0);
+  EXPECT_THAT(help.out, HasSubstr("Examples:"));
+  EXPECT_THAT(help.out, HasSubstr("--csv"));
+}
+
+// ---- models alias / aliases / unalias / export / import -----------------------
+
+TEST_F(TransferctlTest, ModelsAliasExportImport) {
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "alias-small";
+  MakeTrainingFolder(folder);
+  const std::string& server = server_->address();
+  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(), "--id",
+                 "alias-small"}).status.code, 0);
+  RunResult train = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "train", "alias-small", "--id",
+       "alias-job", "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none",
+       "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--augment", "none",
+       "--hidden-units", "8"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
+
+  RunResult alias = Ctl({"--server", server, "models", "alias", "catdog", "alias-job"});
+  ASSERT_EQ(alias.status.code, 0) << alias.err;
+  EXPECT_EQ(alias.out, "aliases/catdog -> models/alias-job\n");
+  RunResult aliases = Ctl({"--server", server, "--json", "models", "aliases"});
+  ASSERT_EQ(aliases.status.code, 0) << aliases.err;
+  const auto listed = nlohmann::json::parse(aliases.out);
+  ASSERT_EQ(listed["aliases"].size(), 1u) << aliases.out;
+  EXPECT_EQ(listed["aliases"][0]["name"], "aliases/catdog");
+  EXPECT_EQ(listed["aliases"][0]["model"], "models/alias-job");
+  RunResult table = Ctl({"--server", server, "models", "aliases"});
+  ASSERT_EQ(table.status.code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("ALIAS"));
+  EXPECT_THAT(table.out, HasSubstr("aliases/catdog"));
+  RunResult show = Ctl({"--server", server, "models", "show", "aliases/catdog"});
+  ASSERT_EQ(show.status.code, 0) << show.err;
+  EXPECT_THAT(show.out, HasSubstr("model       models/alias-job"));
+  EXPECT_THAT(show.out, HasSubstr("aliases/catdog"));
+  RunResult rm = Ctl({"--server", server, "models", "rm", "alias-job"});
+  EXPECT_EQ(rm.status.code, 1);
+  EXPECT_THAT(rm.err, HasSubstr("catdog"));
+
+  const std::string tar = temp.path() + "/catdog.tar";
+  RunResult exported = Ctl({"--server", server, "models", "export", "aliases/catdog", "-o", tar});
+  ASSERT_EQ(exported.status.code, 0) << exported.err;
+  EXPECT_THAT(exported.out, HasSubstr("verified"));
+  EXPECT_TRUE(fs::exists(tar));
+  EXPECT_FALSE(fs::exists(tar + ".part"));
+  auto sha256 = client::FileSha256(tar);
+  ASSERT_TRUE(sha256.ok());
+  EXPECT_THAT(exported.out, HasSubstr(*sha256));
+  RunResult exported_json =
+      Ctl({"--server", server, "--json", "models", "export", "alias-job", "-o", tar});
+  ASSERT_EQ(exported_json.status.code, 0) << exported_json.err;
+  EXPECT_EQ(nlohmann::json::parse(exported_json.out)["sha256"], *sha256);
+
+  RunResult imported = Ctl({"--server", server, "models", "import", tar, "--id", "imported",
+                            "--name", "Imported copy"});
+  ASSERT_EQ(imported.status.code, 0) << imported.err;
+  EXPECT_THAT(imported.out, HasSubstr("models/imported"));
+  RunResult copy = Ctl({"--server", server, "--json", "models", "show", "imported"});
+  ASSERT_EQ(copy.status.code, 0) << copy.err;
+  const auto model = nlohmann::json::parse(copy.out);
+  EXPECT_EQ(model["display_name"], "Imported copy");
+  EXPECT_EQ(model["source_job"], "");
+  EXPECT_EQ(model["classes"], nlohmann::json({"cat", "dog"}));
+  EXPECT_EQ(model["spec"]["backbone"], "mobilenet");
+  RunResult again = Ctl({"--server", server, "models", "import", tar, "--id", "imported"});
+  EXPECT_EQ(again.status.code, 1);
+  EXPECT_THAT(again.err, HasSubstr("already exists"));
+
+  const std::string junk = temp.path() + "/junk.tar";
+  WriteFile(junk, std::string(2048, 'j'));
+  RunResult bad = Ctl({"--server", server, "models", "import", junk});
+  EXPECT_EQ(bad.status.code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("not a valid model archive"));
+  RunResult missing = Ctl({"--server", server, "models", "export", "aliases/nope", "-o",
+                           temp.path() + "/nope.tar"});
+  EXPECT_EQ(missing.status.code, 1);
+  EXPECT_FALSE(fs::exists(temp.path() + "/nope.tar"));
+  EXPECT_FALSE(fs::exists(temp.path() + "/nope.tar.part"));
+
+  ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 0);
+  EXPECT_EQ(Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 1);
+  EXPECT_EQ(Ctl({"--server", server, "models", "rm", "alias-job"}).status.code, 0);
+}
+
+TEST(TransferctlNoServerTest, ModelsAliasUsageErrorsExitTwo) {
+  EXPECT_EQ(Ctl({"models", "alias", "catdog"}).status.code, 2);
+  EXPECT_EQ(Ctl({"models", "unalias"}).status.code, 2);
+  EXPECT_EQ(Ctl({"models", "export", "m1"}).status.code, 2);  // no -o
+  EXPECT_EQ(Ctl({"models", "import", "/no/such/file.tar"}).status.code, 2);
+}
+
+TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "predict-small";
+  MakeTrainingFolder(folder);
+  const std::string& server = server_->address();
+  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(), "--id",
+                 "predict-small"}).status.code, 0);
+  RunResult train = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "train", "predict-small", "--id",
+       "predict-job", "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none",
+       "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--augment", "none",
+       "--hidden-units", "8"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
+  ASSERT_EQ(Ctl({"--server", server, "models", "alias", "predict-alias", "predict-job"})
+                .status.code, 0);
+
+  // A folder (searched recursively) plus one named file: 4 validation
+  // images and 1 training image, as JSON.
+  const fs::path one = folder / "train" / "cat.0.jpg";
+  RunResult json = Ctl({"--server", server, "--json", "predict", "--model", "predict-alias",
+                        (folder / "validation").string(), one.string()});
+  ASSERT_EQ(json.status.code, 0) << json.out << json.err;
+  const auto answer = nlohmann::json::parse(json.out);
+  EXPECT_EQ(answer["model"], "models/predict-job");
+  ASSERT_EQ(answer["predictions"].size(), 5u) << json.out;
+  std::map<std::string, std::string> served;  // file name -> label
+  for (const auto& p : answer["predictions"]) {
+    EXPECT_EQ(p["status"]["code"], "OK");
+    const double cat = p["scores"]["cat"].get<double>();
+    const double dog = p["scores"]["dog"].get<double>();
+    EXPECT_NEAR(cat + dog, 1.0, 1e-5);
+    EXPECT_EQ(p["label"], cat >= dog ? "cat" : "dog");
+    EXPECT_DOUBLE_EQ(p["probability"].get<double>(), std::max(cat, dog));
+    served[fs::path(p["file"].get<std::string>()).filename().string()] =
+        p["label"].get<std::string>();
+  }
+  EXPECT_EQ(answer["predictions"][4]["file"], one.string());  // in the given order
+
+  // A table; a file that is not an image gets its own error line, the
+  // others are answered, and the exit code says something failed.
+  const fs::path junk = fs::path(temp.path()) / "junk.jpg";
+  WriteFile(junk, "this is not a JPEG");
+  RunResult table = Ctl({"--server", server, "predict", "--model", "models/predict-job", "--tta",
+                         one.string(), junk.string()});
+  EXPECT_EQ(table.status.code, 1) << table.out << table.err;
+  EXPECT_THAT(table.out, HasSubstr("FILE"));
+  EXPECT_THAT(table.out, HasSubstr("PROBABILITY"));
+  EXPECT_THAT(table.out, HasSubstr(one.string() + "  " + served["cat.0.jpg"]));
+  EXPECT_THAT(table.out, HasSubstr("error        INVALID_ARGUMENT"));
+  EXPECT_THAT(table.out, HasSubstr("2 images, 1 error; model models/predict-job"));
+
+  RunResult unknown = Ctl({"--server", server, "predict", "--model", "nope", one.string()});
+  EXPECT_EQ(unknown.status.code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("nope"));
+
+  // A PREDICT job over the stored dataset's validation split, followed.
+  RunResult job = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "predict", "--model", "predict-alias",
+       "--dataset", "predict-small", "--split", "validation", "--id", "predict-run"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(job.status.code, 0) << job.out << job.err << server_->Log();
+  EXPECT_THAT(job.out, HasSubstr("evaluation validation: 4 examples"));
+  EXPECT_THAT(job.out, HasSubstr("state: SUCCEEDED"));
+  EXPECT_THAT(job.out, HasSubstr("transferctl jobs results jobs/predict-run"));
+
+  const std::string csv = temp.path() + "/results.csv";
+  RunResult written = Ctl({"--server", server, "jobs", "results", "predict-run", "--csv", csv});
+  ASSERT_EQ(written.status.code, 0) << written.err;
+  EXPECT_EQ(written.out, csv + ": 4 rows\n");
+  std::ifstream in(csv);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "path,split,true_label,label,p_cat,p_dog,status_code,status_message");
+  int rows = 0;
+  while (std::getline(in, line)) {
+    ++rows;
+    const std::vector<std::string> f = absl::StrSplit(line, ',');
+    ASSERT_EQ(f.size(), 8u) << line;
+    EXPECT_EQ(f[1], "validation");
+    EXPECT_EQ(f[2], fs::path(f[0]).filename().string().substr(0, 3));  // cat.N.jpg -> cat
+    // The job and the Predict RPC agree on every file.
+    EXPECT_EQ(f[3], served[fs::path(f[0]).filename().string()]) << line;
+    EXPECT_NEAR(std::stod(f[4]) + std::stod(f[5]), 1.0, 1e-5);
+    EXPECT_EQ(f[6], "OK");
+  }
+  EXPECT_EQ(rows, 4);
+
+  RunResult results = Ctl({"--server", server, "--json", "jobs", "results", "predict-run"});
+  ASSERT_EQ(results.status.code, 0) << results.err;
+  const auto listed = nlohmann::json::parse(results.out);
+  EXPECT_EQ(listed["classes"], nlohmann::json({"cat", "dog"}));
+  EXPECT_EQ(listed["predictions"].size(), 4u);
+  RunResult text = Ctl({"--server", server, "jobs", "results", "predict-run"});
+  ASSERT_EQ(text.status.code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("PATH"));
+  EXPECT_THAT(text.out, HasSubstr("labelled files correct"));
+  // Results of a training job: it is not a PREDICT job.
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "results", "predict-job"}).status.code, 1);
+  ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "predict-alias"}).status.code, 0);
+}
+
+TEST(TransferctlNoServerTest, PredictUsageErrorsExitTwo) {
+  EXPECT_EQ(Ctl({"predict", "a.jpg"}).status.code, 2);              // no --model
+  EXPECT_EQ(Ctl({"predict", "--model", "m"}).status.code, 2);       // nothing to predict
+  EXPECT_EQ(Ctl({"predict", "--model", "m", "/no/such/file.jpg"}).status.code, 2);
+  EXPECT_EQ(Ctl({"predict", "--model", "m", "--split", "test", "/"}).status.code, 2);
+  EXPECT_EQ(Ctl({"predict", "--model", "m", "--dataset", "d", "--split", "everything"})
+                .status.code, 2);
+  EXPECT_EQ(Ctl({"jobs", "results"}).status.code, 2);
+}
+
+TEST(TransferctlNoServerTest, EveryCommandsHelpHasExamplesAndExitCodes) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"server", "info"},     {"server", "health"},  {"datasets", "ls"},
+      {"datasets", "upload"}, {"datasets", "show"},  {"datasets", "rm"},
+      {"train"},              {"finetune"},          {"jobs", "ls"},
+      {"jobs", "show"},       {"jobs", "watch"},     {"jobs", "cancel"},
+      {"jobs", "plot"},       {"jobs", "results"},   {"models", "ls"},
+      {"models", "show"},     {"models", "rm"},      {"models", "alias"},
+      {"models", "unalias"},  {"models", "aliases"}, {"models", "export"},
+      {"models", "import"},   {"predict"}};
+  for (std::vector<std::string> command : commands) {
+    const std::string name = absl::StrJoin(command, " ");
+    command.push_back("--help");
+    RunResult r = Ctl(command);
+    EXPECT_EQ(r.status.code, 0) << name;
+    EXPECT_THAT(r.out, HasSubstr("Example")) << name;
+  }
+  RunResult top = Ctl({"--help"});
+  EXPECT_THAT(top.out, HasSubstr("--json"));
+  EXPECT_THAT(top.out, HasSubstr("Exit codes: 0 success"));
+  EXPECT_THAT(top.out, HasSubstr("TRANSFERD_TOKEN"));
 }
 
 }  // namespace
