@@ -551,7 +551,7 @@ std::vector<double> HealthRoundTrips(const std::shared_ptr<grpc::Channel>& chann
 // The queue delay the server runs with: --predict-max-queue-delay-us from
 // --server-args, else the server's default.
 double QueueDelayMs(const Options& o) {
-  double us = 2000;
+  double us = static_cast<double>(core::PredictorOptions().max_queue_delay.count());
   const std::string flag = "--predict-max-queue-delay-us";
   for (size_t i = 0; i < o.server_args.size(); ++i) {
     const std::string& a = o.server_args[i];
@@ -884,8 +884,8 @@ int main(int argc, char** argv) {
       all_pass = all_pass && pass;
       std::printf("  target: served c=1 p50 / one forward = %.2f ms / %.2f ms = %.2f (<= 1.50) %s\n",
                   c1->p50, one_forward, ratio, pass ? "PASS" : "MISS");
-      // A lone request waits the whole queue delay for companions that never
-      // come, so c=1 pays it in full.
+      // A lone request waits the whole queue delay (0 by default) for
+      // companions that never come, so c=1 pays it in full.
       const double parts = one_forward + decode_ms + queue_delay_ms + rtt_p50;
       std::printf("  c=1 parts: one forward %.2f + decode %.2f + queue delay %.2f + gRPC round "
                   "trip %.2f = %.2f ms; measured p50 %.2f ms (rest: hand-offs, copies, "
