@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/job_support.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
 #include "transferd/v1/datasets.grpc.pb.h"
@@ -25,83 +26,17 @@ namespace {
 namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
 using ::testing::HasSubstr;
-using testing::EncodeTestImage;
+using testing::Channel;
+using testing::CreateJob;
+using testing::SetDeadline;
+using testing::SmallSpec;
 using testing::TransferdServer;
 
-std::shared_ptr<grpc::Channel> Channel(const TransferdServer& server) {
-  return grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
-}
-
-void Deadline(grpc::ClientContext& ctx, int seconds = 60) {
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-}
-
 // Uploads `per_class` images per class to train/ and half as many to
-// validation/ (none when with_validation is false). Cats are reddish, dogs
-// bluish, so that a small network can learn them.
+// validation/ (none when with_validation is false).
 void Upload(const TransferdServer& server, const std::string& id, int per_class,
             bool with_validation = true) {
-  auto stub = v1::Datasets::NewStub(Channel(server));
-  grpc::ClientContext ctx;
-  Deadline(ctx);
-  v1::UploadDatasetResponse response;
-  auto writer = stub->UploadDataset(&ctx, &response);
-  v1::UploadDatasetRequest header;
-  header.mutable_header()->set_dataset_id(id);
-  ASSERT_TRUE(writer->Write(header));
-  int seed = 0;
-  for (const char* split : {"train", "validation"}) {
-    if (std::string(split) == "validation" && !with_validation) break;
-    const int n = std::string(split) == "train" ? per_class : per_class / 2;
-    for (const char* label : {"cat", "dog"}) {
-      for (int i = 0; i < n; ++i, ++seed) {
-        v1::UploadDatasetRequest r;
-        r.mutable_chunk()->set_path(absl::StrCat(split, "/", label, ".", seed, ".png"));
-        r.mutable_chunk()->set_data(EncodeTestImage(40, 40, ".png", seed * 2 + (label[0] == 'd')));
-        r.mutable_chunk()->set_last(true);
-        ASSERT_TRUE(writer->Write(r));
-      }
-    }
-  }
-  writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  ASSERT_TRUE(s.ok()) << s.error_message();
-}
-
-// A small, fast network: MobileNet alpha 0.25 at 32 px, random weights.
-v1::JobSpec SmallSpec(const std::string& dataset, int epochs) {
-  v1::JobSpec spec;
-  spec.set_kind(v1::JOB_KIND_TRAIN);
-  spec.set_dataset("datasets/" + dataset);
-  spec.set_seed(7);
-  v1::ModelSpec* m = spec.mutable_model();
-  m->set_backbone("mobilenet");
-  m->set_alpha(0.25);
-  m->set_weights("none");
-  m->set_input_size(32);
-  m->set_precision(v1::PRECISION_FP32);
-  m->mutable_head()->set_pooling(v1::POOLING_GLOBAL_AVERAGE);
-  m->mutable_head()->set_hidden_units(8);
-  m->mutable_head()->set_dropout(0);
-  v1::StageSpec* s = spec.add_stages();
-  s->set_name("frozen");
-  s->set_trainable_from("none");
-  s->mutable_optimizer()->set_kind(v1::OptimizerSpec::KIND_ADAM);
-  s->mutable_optimizer()->set_learning_rate(1e-2);
-  s->set_epochs(epochs);
-  s->set_batch_size(4);
-  return spec;
-}
-
-grpc::Status Create(const TransferdServer& server, const v1::JobSpec& spec, v1::Job* job,
-                    const std::string& id = "") {
-  auto stub = v1::Jobs::NewStub(Channel(server));
-  grpc::ClientContext ctx;
-  Deadline(ctx);
-  v1::CreateJobRequest req;
-  req.set_job_id(id);
-  *req.mutable_spec() = spec;
-  return stub->CreateJob(&ctx, req, job);
+  testing::UploadImages(server, id, testing::TinyDataset(per_class, with_validation));
 }
 
 // Reads a job's events from `after` until the stream ends (follow: until the
@@ -112,7 +47,7 @@ std::vector<v1::JobEvent> Watch(const TransferdServer& server, const std::string
                                 grpc::Status* status = nullptr) {
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;
-  Deadline(ctx, 300);
+  SetDeadline(ctx, 300);
   v1::WatchJobRequest req;
   req.set_name(name);
   req.set_after_sequence(after);
@@ -135,7 +70,7 @@ std::vector<v1::JobEvent> Watch(const TransferdServer& server, const std::string
 v1::Job GetJob(const TransferdServer& server, const std::string& name) {
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;
-  Deadline(ctx);
+  SetDeadline(ctx);
   v1::GetJobRequest req;
   req.set_name(name);
   v1::Job job;
@@ -147,7 +82,7 @@ v1::Job GetJob(const TransferdServer& server, const std::string& name) {
 void ExpectInvalid(const TransferdServer& server, const v1::JobSpec& spec,
                    const std::string& mentions) {
   v1::Job job;
-  grpc::Status s = Create(server, spec, &job);
+  grpc::Status s = CreateJob(server, spec, &job);
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << mentions << ": " << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr(mentions));
 }
@@ -186,7 +121,7 @@ TEST(JobsRpcTest, InvalidSpecsNameTheField) {
   // Nothing was queued.
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;
-  Deadline(ctx);
+  SetDeadline(ctx);
   v1::ListJobsResponse list;
   ASSERT_TRUE(stub->ListJobs(&ctx, v1::ListJobsRequest(), &list).ok());
   EXPECT_EQ(list.jobs_size(), 0);
@@ -205,7 +140,7 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   tune->set_epochs(1);
   tune->set_batch_size(4);
   v1::Job job;
-  grpc::Status s = Create(server, spec, &job, "first");
+  grpc::Status s = CreateJob(server, spec, &job, "first");
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(job.name(), "jobs/first");
   EXPECT_EQ(job.resolved_spec().stages(0).optimizer().epsilon(), 1e-7);
@@ -249,7 +184,7 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
     // Listings leave out the history and the resolved spec.
     auto stub = v1::Jobs::NewStub(Channel(server));
     grpc::ClientContext ctx;
-    Deadline(ctx);
+    SetDeadline(ctx);
     v1::ListJobsResponse list;
     ASSERT_TRUE(stub->ListJobs(&ctx, v1::ListJobsRequest(), &list).ok());
     ASSERT_EQ(list.jobs_size(), 1);
@@ -267,7 +202,7 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
 
   auto models = v1::Models::NewStub(Channel(server));
   grpc::ClientContext ctx;
-  Deadline(ctx);
+  SetDeadline(ctx);
   v1::GetModelRequest req;
   req.set_name("models/first");
   v1::Model model;
@@ -285,16 +220,16 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
   ASSERT_TRUE(server.ok()) << server.Log();
   Upload(server, "small", 8);
   v1::Job job;
-  ASSERT_TRUE(Create(server, SmallSpec("small", 500), &job, "long").ok());
+  ASSERT_TRUE(CreateJob(server, SmallSpec("small", 500), &job, "long").ok());
   v1::Job queued;
-  ASSERT_TRUE(Create(server, SmallSpec("small", 1), &queued, "queued").ok());
+  ASSERT_TRUE(CreateJob(server, SmallSpec("small", 1), &queued, "queued").ok());
 
   // Running: the dataset cannot be deleted.
   Watch(server, "jobs/long", 0, true, [](const v1::JobEvent& e) { return e.has_step(); });
   {
     auto stub = v1::Datasets::NewStub(Channel(server));
     grpc::ClientContext ctx;
-    Deadline(ctx);
+    SetDeadline(ctx);
     v1::DeleteDatasetRequest req;
     req.set_name("datasets/small");
     google::protobuf::Empty empty;
@@ -305,7 +240,7 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
   auto stub = v1::Jobs::NewStub(Channel(server));
   for (const char* name : {"jobs/queued", "jobs/long"}) {
     grpc::ClientContext ctx;
-    Deadline(ctx);
+    SetDeadline(ctx);
     v1::CancelJobRequest req;
     req.set_name(name);
     v1::Job j;
@@ -318,7 +253,7 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
   EXPECT_LT(GetJob(server, "jobs/long").history_size(), 500);
   {
     grpc::ClientContext ctx;
-    Deadline(ctx);
+    SetDeadline(ctx);
     v1::CancelJobRequest req;
     req.set_name("jobs/long");
     v1::Job j;
@@ -326,7 +261,7 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
   }
   {
     grpc::ClientContext ctx;
-    Deadline(ctx);
+    SetDeadline(ctx);
     v1::GetJobRequest req;
     req.set_name("jobs/none");
     v1::Job j;
@@ -343,7 +278,7 @@ TEST(JobsRpcTest, Kill9MidJobThenRestartResumesFromTheCheckpoint) {
     ASSERT_TRUE(server.ok()) << server.Log();
     Upload(server, "small", 8);
     v1::Job job;
-    ASSERT_TRUE(Create(server, SmallSpec("small", 6), &job, "durable").ok());
+    ASSERT_TRUE(CreateJob(server, SmallSpec("small", 6), &job, "durable").ok());
     // Kill it right after the second epoch's checkpoint.
     const auto events = Watch(server, "jobs/durable", 0, true, [](const v1::JobEvent& e) {
       return e.has_checkpoint_saved() && e.checkpoint_saved().epoch() == 2;
