@@ -3,7 +3,10 @@
 // fp32. bench/run_backbone_bench.sh runs it next to the same forward in Python
 // torch and prints one table.
 //
-//   backbone_bench [--seconds S] [--threads N] [--json]
+//   backbone_bench [--seconds S] [--threads N] [--batch B] [--no-bf16] [--json]
+//
+// --no-bf16 skips the bf16 variants (slow emulation on CPUs without native
+// bf16); BENCH_MODEL=mobilenet or vgg16 runs one model.
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "server/core/models/backbone.h"
+#include "server/core/models/layers.h"
 #include "server/core/models/weights.h"
 
 namespace {
@@ -30,10 +34,13 @@ struct Variant {
   bool channels_last;
   bool bf16;          // autocast to bfloat16
   bool bf16_weights;  // weights and activations stored in bfloat16
+  bool fold = true;   // BatchNorm folded into the convolution (ConvBn)
 };
 
 constexpr Variant kVariants[] = {
+    {"fp32 NCHW, BN not folded", false, false, false, false},
     {"fp32 NCHW", false, false, false},
+    {"fp32 channels-last, BN not folded", true, false, false, false},
     {"fp32 channels-last", true, false, false},
     {"bf16 autocast NCHW", false, true, false},
     {"bf16 autocast channels-last", true, true, false},
@@ -65,13 +72,16 @@ int main(int argc, char** argv) {
   double seconds = 8;
   int threads = 0;
   bool json = false;
+  bool bf16 = true;
+  int batch = 32;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--no-bf16")) bf16 = false;
     else if (!std::strcmp(argv[i], "--json")) json = true;
   }
   if (threads > 0) torch::set_num_threads(threads);
-  const int batch = 32;
   struct Model { const char* name; double alpha; int size; };
   std::vector<Model> models = {{"vgg16", 1.0, 150}, {"mobilenet", 0.25, 224}};
   if (const char* only = std::getenv("BENCH_MODEL")) {
@@ -81,7 +91,7 @@ int main(int argc, char** argv) {
   }
   if (!json) {
     std::printf("%-14s %-30s %10s %14s\n", "model", "variant", "img/s",
-                "max|bf16-fp32|");
+                "max|diff|");
   }
   for (const Model& m : models) {
     torch::manual_seed(0);
@@ -118,6 +128,8 @@ int main(int argc, char** argv) {
     torch::Tensor reference = Forward(base, x, kVariants[0]);
     bool channels_last = false;
     for (const Variant& v : kVariants) {
+      if (!bf16 && (v.bf16 || v.bf16_weights)) continue;
+      transferd::core::models::ConvBn::EnableFolding(v.fold);
       if (v.channels_last && !channels_last) {
         ToChannelsLast(base);
         channels_last = true;

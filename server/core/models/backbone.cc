@@ -2,17 +2,90 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/core/models/architectures.h"
+#include "server/core/models/layers.h"
 
 namespace transferd::core::models {
 
+namespace {
+std::atomic<bool> fold_conv_bn{true};
+}  // namespace
+
+void ConvBn::EnableFolding(bool on) { fold_conv_bn = on; }
+
+bool ConvBn::folds() const {
+  if (!fold_conv_bn || bn_->is_training()) return false;
+  if (!torch::GradMode::is_enabled()) return true;
+  const auto wants_grad = [](const torch::Tensor& t) { return t.defined() && t.requires_grad(); };
+  return !(wants_grad(conv_->weight) || wants_grad(conv_->bias) || wants_grad(bn_->weight) ||
+           wants_grad(bn_->bias));
+}
+
+torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
+  if (!folds()) return bn_->forward(conv_->forward(x));
+  const torch::Tensor* sources[] = {&conv_->weight, &conv_->bias, &bn_->weight,
+                                    &bn_->bias, &bn_->running_mean, &bn_->running_var};
+  std::vector<std::pair<const void*, uint32_t>> key;
+  for (const torch::Tensor* t : sources) {
+    key.emplace_back(t->defined() ? t->data_ptr() : nullptr, t->defined() ? t->_version() : 0);
+  }
+  torch::Tensor weight, bias;
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    if (cache_->key != key) {
+      // Plain tensors, made outside inference mode: they may meet tensors
+      // that autograd tracks later on.
+      c10::InferenceMode normal(false);
+      torch::NoGradGuard no_grad;
+      const auto& o = bn_->options;
+      const torch::Tensor scale =
+          (o.affine() ? bn_->weight : torch::ones_like(bn_->running_var)) /
+          torch::sqrt(bn_->running_var + o.eps());
+      torch::Tensor shift = o.affine() ? bn_->bias : torch::zeros_like(scale);
+      const torch::Tensor conv_bias =
+          conv_->bias.defined() ? conv_->bias : torch::zeros_like(scale);
+      cache_->weight = (conv_->weight * scale.reshape({-1, 1, 1, 1}))
+                           .to(conv_->weight.scalar_type())
+                           .contiguous(conv_->weight.suggest_memory_format());
+      cache_->bias =
+          ((conv_bias - bn_->running_mean) * scale + shift).to(conv_->weight.scalar_type());
+      cache_->key = std::move(key);
+    }
+    weight = cache_->weight;
+    bias = cache_->bias;
+  }
+  const auto& o = conv_->options;
+  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  TORCH_CHECK(padding != nullptr && o.padding_mode().index() == 0,
+              "ConvBn supports explicit zero padding only");
+  return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(), o.groups());
+}
+
+void BackboneImpl::StartSegment() {
+  const int next = static_cast<int>(layers_.size());
+  if (segment_starts_.empty() || segment_starts_.back() != next) segment_starts_.push_back(next);
+}
+
+int BackboneImpl::SegmentsBefore(int layer) const {
+  int n = 0;
+  for (size_t i = 0; i < segment_starts_.size(); ++i) {
+    const int end = i + 1 < segment_starts_.size() ? segment_starts_[i + 1]
+                                                    : static_cast<int>(layers_.size());
+    if (end > layer) break;
+    ++n;
+  }
+  return n;
+}
+
 void BackboneImpl::AddLayer(std::string name, KerasLayer::Kind kind,
                             torch::nn::Module* module, bool has_bias) {
+  if (layers_.empty()) StartSegment();
   layers_.push_back(KerasLayer{std::move(name), kind, module, has_bias});
 }
 

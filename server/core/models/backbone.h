@@ -52,7 +52,20 @@ class BackboneImpl : public torch::nn::Module {
  public:
   // x: N x 3 x H x W, already preprocessed. Returns the feature map
   // N x C x h x w (Keras' (h, w, C) in NCHW order).
-  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  torch::Tensor forward(torch::Tensor x) { return ForwardSegments(x, 0, num_segments()); }
+
+  // The backbone as a chain of segments (its blocks), so that a frozen prefix
+  // can run once and its output be kept: segment i starts at layer index
+  // segment_starts()[i] (ascending, the first is 0) and ends where the next
+  // starts. ForwardSegments(x, begin, end) runs segments [begin, end) on x,
+  // the output of segment begin - 1 (the preprocessed images for begin 0);
+  // ForwardSegments(ForwardSegments(x, 0, k), k, num_segments()) is forward(x).
+  virtual torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) = 0;
+  int num_segments() const { return static_cast<int>(segment_starts_.size()); }
+  const std::vector<int>& segment_starts() const { return segment_starts_; }
+  // How many leading segments lie entirely before layer index `layer`: the
+  // prefix that freezing every layer before `layer` leaves unchanged.
+  int SegmentsBefore(int layer) const;
 
   const BackboneSpec& spec() const { return spec_; }
   // Keras' model.layers order, input layer first.
@@ -83,10 +96,13 @@ class BackboneImpl : public torch::nn::Module {
   explicit BackboneImpl(BackboneSpec spec) : spec_(std::move(spec)) {}
   void AddLayer(std::string name, KerasLayer::Kind kind = KerasLayer::Kind::kOther,
                 torch::nn::Module* module = nullptr, bool has_bias = false);
+  // The next AddLayer begins a new segment (the first layer always does).
+  void StartSegment();
 
  private:
   BackboneSpec spec_;
   std::vector<KerasLayer> layers_;
+  std::vector<int> segment_starts_;
   std::map<int, std::vector<int64_t>> shape_cache_;
 };
 

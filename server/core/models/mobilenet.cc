@@ -40,6 +40,7 @@ class MobileNetImpl final : public BackboneImpl {
     bn1_ = register_module("conv1_bn", MakeBatchNorm(first, eps));
     AddLayer("conv1_bn", Kind::kBatchNorm, bn1_.get());
     AddLayer("conv1_relu");
+    stem_ = ConvBn(conv1_, bn1_);
 
     const int filters[] = {64, 128, 128, 256, 256, 512, 512,
                            512, 512, 512, 512, 1024, 1024};
@@ -48,6 +49,7 @@ class MobileNetImpl final : public BackboneImpl {
     for (int i = 0; i < 13; ++i) {
       const int id = i + 1;
       const int64_t out = static_cast<int64_t>(filters[i] * a);
+      StartSegment();
       Block b;
       b.stride = strides[i];
       if (b.stride == 2) AddLayer(absl::StrCat("conv_pad_", id));
@@ -63,17 +65,21 @@ class MobileNetImpl final : public BackboneImpl {
       b.pw_bn = register_module(pw + "_bn", MakeBatchNorm(out, eps));
       AddLayer(pw + "_bn", Kind::kBatchNorm, b.pw_bn.get());
       AddLayer(pw + "_relu");
+      b.dw_op = ConvBn(b.dw, b.dw_bn);
+      b.pw_op = ConvBn(b.pw, b.pw_bn);
       blocks_.push_back(std::move(b));
       in = out;
     }
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
-    x = Relu6(bn1_->forward(conv1_->forward(TfSamePad(x, 3, 2))));
-    for (Block& b : blocks_) {
+  // Segment 0: the stem; then one per depthwise-separable block.
+  torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) override {
+    if (begin == 0 && end > 0) x = Relu6(stem_(TfSamePad(x, 3, 2)));
+    for (int s = std::max(begin, 1); s < end; ++s) {
+      Block& b = blocks_[s - 1];
       if (b.stride == 2) x = ZeroPad(x, 0, 1, 0, 1);
-      x = Relu6(b.dw_bn->forward(b.dw->forward(x)));
-      x = Relu6(b.pw_bn->forward(b.pw->forward(x)));
+      x = Relu6(b.dw_op(x));
+      x = Relu6(b.pw_op(x));
     }
     return x;
   }
@@ -83,9 +89,11 @@ class MobileNetImpl final : public BackboneImpl {
     int stride = 1;
     torch::nn::Conv2d dw{nullptr}, pw{nullptr};
     torch::nn::BatchNorm2d dw_bn{nullptr}, pw_bn{nullptr};
+    ConvBn dw_op, pw_op;
   };
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
+  ConvBn stem_;
   std::vector<Block> blocks_;
 };
 
@@ -112,6 +120,7 @@ class MobileNetV2Impl final : public BackboneImpl {
     bn1_ = register_module("bn_Conv1", MakeBatchNorm(first, eps));
     AddLayer("bn_Conv1", Kind::kBatchNorm, bn1_.get());
     AddLayer("Conv1_relu");
+    stem_ = ConvBn(conv1_, bn1_);
 
     struct Cfg { int filters, stride, expansion; };
     const Cfg cfg[] = {{16, 1, 1},  {24, 2, 6},  {24, 1, 6},  {32, 2, 6},
@@ -124,6 +133,7 @@ class MobileNetV2Impl final : public BackboneImpl {
       const Cfg& c = cfg[id];
       const int64_t out = MakeDivisible(static_cast<int64_t>(c.filters * a));
       const std::string p = id == 0 ? "expanded_conv_" : absl::StrCat("block_", id, "_");
+      StartSegment();
       Block b;
       b.stride = c.stride;
       b.residual = in == out && c.stride == 1;
@@ -149,34 +159,46 @@ class MobileNetV2Impl final : public BackboneImpl {
       b.project_bn = register_module(p + "project_BN", MakeBatchNorm(out, eps));
       AddLayer(p + "project_BN", Kind::kBatchNorm, b.project_bn.get());
       if (b.residual) AddLayer(p + "add");
+      if (b.expand) b.expand_op = ConvBn(b.expand, b.expand_bn);
+      b.dw_op = ConvBn(b.dw, b.dw_bn);
+      b.project_op = ConvBn(b.project, b.project_bn);
       blocks_.push_back(std::move(b));
       in = out;
     }
     const int64_t last = a > 1.0 ? MakeDivisible(1280 * a) : 1280;
+    StartSegment();
     conv_last_ = register_module("Conv_1", MakeConv(in, last, 1, 1, 0, false));
     AddLayer("Conv_1", Kind::kConv, conv_last_.get());
     bn_last_ = register_module("Conv_1_bn", MakeBatchNorm(last, eps));
     AddLayer("Conv_1_bn", Kind::kBatchNorm, bn_last_.get());
     AddLayer("out_relu");
+    last_ = ConvBn(conv_last_, bn_last_);
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
-    if (keras_) x = TfSamePad(x, 3, 2);
-    x = Relu6(bn1_->forward(conv1_->forward(x)));
-    for (Block& b : blocks_) {
+  // Segment 0: the stem; then one per inverted-residual block; the last:
+  // Conv_1 and its BatchNorm and ReLU.
+  torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) override {
+    const int last = static_cast<int>(blocks_.size()) + 1;
+    if (begin == 0 && end > 0) {
+      if (keras_) x = TfSamePad(x, 3, 2);
+      x = Relu6(stem_(x));
+    }
+    for (int s = std::max(begin, 1); s < std::min(end, last); ++s) {
+      Block& b = blocks_[s - 1];
       torch::Tensor y = x;
-      if (b.expand) y = Relu6(b.expand_bn->forward(b.expand->forward(y)));
+      if (b.expand_op) y = Relu6(b.expand_op(y));
       if (b.stride == 2 && keras_) {
         // correct_pad(x, 3): ((0,1),(0,1)) for even sizes, ((1,1),(1,1)) odd.
         const int64_t ah = 1 - y.size(2) % 2;
         const int64_t aw = 1 - y.size(3) % 2;
         y = ZeroPad(y, 1 - ah, 1, 1 - aw, 1);
       }
-      y = Relu6(b.dw_bn->forward(b.dw->forward(y)));
-      y = b.project_bn->forward(b.project->forward(y));
+      y = Relu6(b.dw_op(y));
+      y = b.project_op(y);
       x = b.residual ? x + y : y;
     }
-    return Relu6(bn_last_->forward(conv_last_->forward(x)));
+    if (begin <= last && last < end) x = Relu6(last_(x));
+    return x;
   }
 
  private:
@@ -185,10 +207,12 @@ class MobileNetV2Impl final : public BackboneImpl {
     bool residual = false;
     torch::nn::Conv2d expand{nullptr}, dw{nullptr}, project{nullptr};
     torch::nn::BatchNorm2d expand_bn{nullptr}, dw_bn{nullptr}, project_bn{nullptr};
+    ConvBn expand_op, dw_op, project_op;
   };
   bool keras_ = true;
   torch::nn::Conv2d conv1_{nullptr}, conv_last_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr}, bn_last_{nullptr};
+  ConvBn stem_, last_;
   std::vector<Block> blocks_;
 };
 

@@ -26,7 +26,10 @@ struct Preprocessing {
 };
 
 // Raw RGB images, N x H x W x 3 uint8 (as decoded), to the float N x 3 x H x W
-// tensor the backbone expects, on the images' device.
+// tensor the backbone expects, on the images' device, in channels-last memory
+// (the bytes' own order). On the CPU this is one plain loop over the pixels:
+// the loader calls it from its worker threads, where tensor ops would start
+// an OpenMP team per thread and compete with training for the cores.
 torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rgb);
 
 }  // namespace transferd::core::models

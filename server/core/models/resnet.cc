@@ -29,6 +29,7 @@ class ResNet50Impl final : public BackboneImpl {
     bn1_ = register_module("conv1_bn", MakeBatchNorm(64, eps));
     AddLayer("conv1_bn", Kind::kBatchNorm, bn1_.get());
     AddLayer("conv1_relu");
+    stem_ = ConvBn(conv1_, bn1_);
     AddLayer("pool1_pad");
     AddLayer("pool1_pool");
 
@@ -40,6 +41,7 @@ class ResNet50Impl final : public BackboneImpl {
         const std::string p = absl::StrCat("conv", s + 2, "_block", b + 1, "_");
         const int64_t stride = (b == 0 && s > 0) ? 2 : 1;
         const int64_t f = filters[s];
+        StartSegment();
         Block blk;
         blk.stride = stride;
         // Keras puts the stride on the 1x1 conv, torchvision on the 3x3.
@@ -66,22 +68,30 @@ class ResNet50Impl final : public BackboneImpl {
         AddLayer(p + "3_bn", Kind::kBatchNorm, blk.b3.get());
         AddLayer(p + "add");
         AddLayer(p + "out");
+        blk.op1 = ConvBn(blk.c1, blk.b1);
+        blk.op2 = ConvBn(blk.c2, blk.b2);
+        blk.op3 = ConvBn(blk.c3, blk.b3);
+        if (blk.c0) blk.op0 = ConvBn(blk.c0, blk.b0);
         blocks_.push_back(std::move(blk));
         in = 4 * f;
       }
     }
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
-    if (keras_) x = ZeroPad(x, 3, 3, 3, 3);
-    x = bn1_->forward(conv1_->forward(x)).relu_();
-    // After the ReLU, zero padding and -inf padding give the same max.
-    x = torch::max_pool2d(x, 3, 2, /*padding=*/1);
-    for (Block& b : blocks_) {
-      torch::Tensor shortcut = b.c0 ? b.b0->forward(b.c0->forward(x)) : x;
-      torch::Tensor y = b.b1->forward(b.c1->forward(x)).relu_();
-      y = b.b2->forward(b.c2->forward(y)).relu_();
-      y = b.b3->forward(b.c3->forward(y));
+  // Segment 0: the stem and pooling; then one per residual block.
+  torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) override {
+    if (begin == 0 && end > 0) {
+      if (keras_) x = ZeroPad(x, 3, 3, 3, 3);
+      x = stem_(x).relu_();
+      // After the ReLU, zero padding and -inf padding give the same max.
+      x = torch::max_pool2d(x, 3, 2, /*padding=*/1);
+    }
+    for (int s = std::max(begin, 1); s < end; ++s) {
+      Block& b = blocks_[s - 1];
+      torch::Tensor shortcut = b.op0 ? b.op0(x) : x;
+      torch::Tensor y = b.op1(x).relu_();
+      y = b.op2(y).relu_();
+      y = b.op3(y);
       x = y.add_(shortcut).relu_();
     }
     return x;
@@ -92,10 +102,12 @@ class ResNet50Impl final : public BackboneImpl {
     int64_t stride = 1;
     torch::nn::Conv2d c1{nullptr}, c2{nullptr}, c3{nullptr}, c0{nullptr};
     torch::nn::BatchNorm2d b1{nullptr}, b2{nullptr}, b3{nullptr}, b0{nullptr};
+    ConvBn op1, op2, op3, op0;
   };
   bool keras_ = true;
   torch::nn::Conv2d conv1_{nullptr};
   torch::nn::BatchNorm2d bn1_{nullptr};
+  ConvBn stem_;
   std::vector<Block> blocks_;
 };
 

@@ -20,6 +20,7 @@ class VggImpl final : public BackboneImpl {
     AddLayer("input_1", KerasLayer::Kind::kInput);
     int64_t in = 3;
     for (int b = 0; b < 5; ++b) {
+      if (b > 0) StartSegment();
       std::vector<torch::nn::Conv2d> block;
       for (int i = 0; i < convs[b]; ++i) {
         const std::string name = absl::StrCat("block", b + 1, "_conv", i + 1);
@@ -33,9 +34,10 @@ class VggImpl final : public BackboneImpl {
     }
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
-    for (auto& block : blocks_) {
-      for (auto& conv : block) x = conv->forward(x).relu_();
+  // One segment per block.
+  torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) override {
+    for (int s = begin; s < end; ++s) {
+      for (auto& conv : blocks_[s]) x = conv->forward(x).relu_();
       x = torch::max_pool2d(x, 2, 2);
     }
     return x;

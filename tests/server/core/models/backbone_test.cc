@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "server/core/models/layers.h"
+#include "server/core/models/preprocessing.h"
+
 namespace transferd::core::models {
 namespace {
 
@@ -180,6 +183,176 @@ TEST(PreprocessingTest, TorchIsRgbStandardised) {
   EXPECT_NEAR(x[0][0].item<float>(), (0 - 0.485f) / 0.229f, 1e-5);
   EXPECT_NEAR(x[0][1].item<float>(), (128 / 255.0f - 0.456f) / 0.224f, 1e-5);
   EXPECT_NEAR(x[0][2].item<float>(), (1 - 0.406f) / 0.225f, 1e-5);
+}
+
+
+TEST(PreprocessingTest, PixelLoopEqualsTensorOpsExactly) {
+  torch::manual_seed(3);
+  const torch::Tensor rgb = torch::randint(0, 256, {2, 5, 7, 3}).to(torch::kUInt8);
+  // A non-contiguous view of the same pixels takes the tensor-op path.
+  const torch::Tensor strided =
+      torch::cat({rgb, rgb}, 3).narrow(3, 0, 3);
+  ASSERT_FALSE(strided.is_contiguous());
+  for (const Preprocessing& p :
+       {Preprocessing::Tf(), Preprocessing::Caffe(), Preprocessing::Torch()}) {
+    const torch::Tensor fast = ApplyPreprocessing(p, rgb);
+    const torch::Tensor reference = ApplyPreprocessing(p, strided);
+    EXPECT_TRUE(fast.is_contiguous(torch::MemoryFormat::ChannelsLast));
+    EXPECT_EQ(fast.sizes(), (std::vector<int64_t>{2, 3, 5, 7}));
+    EXPECT_TRUE(torch::equal(fast, reference)) << Preprocessing::ModeName(p.mode);
+  }
+}
+
+// Folding restored to the default whatever a test does.
+struct FoldingOn {
+  ~FoldingOn() { ConvBn::EnableFolding(true); }
+};
+
+// A conv + BatchNorm pair with non-trivial statistics and affine parameters.
+struct Pair {
+  torch::nn::Conv2d conv = MakeConv(4, 6, 3, 1, 1, /*bias=*/true);
+  torch::nn::BatchNorm2d bn = MakeBatchNorm(6, 1e-3);
+  Pair() {
+    torch::NoGradGuard no_grad;
+    bn->running_mean.uniform_(-1, 1);
+    bn->running_var.uniform_(0.5, 2);
+    bn->weight.uniform_(0.5, 1.5);
+    bn->bias.uniform_(-1, 1);
+  }
+  torch::Tensor Separate(const torch::Tensor& x) { return bn->forward(conv->forward(x)); }
+};
+
+TEST(ConvBnTest, FoldsOnlyWhenNothingNeedsTheSeparateLayers) {
+  FoldingOn restore;
+  Pair pair;
+  ConvBn op(pair.conv, pair.bn);
+  pair.bn->eval();
+  ASSERT_TRUE(pair.conv->weight.requires_grad());
+  EXPECT_FALSE(op.folds());  // grad mode on and the parameters want gradients
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(op.folds());
+  }
+  for (auto& p : pair.conv->parameters()) p.set_requires_grad(false);
+  EXPECT_FALSE(op.folds());  // the BatchNorm's parameters still want them
+  for (auto& p : pair.bn->parameters()) p.set_requires_grad(false);
+  EXPECT_TRUE(op.folds());  // a frozen pair folds with grad mode on
+  pair.bn->train();
+  EXPECT_FALSE(op.folds());  // a BatchNorm in train mode uses batch statistics
+  pair.bn->eval();
+  ConvBn::EnableFolding(false);
+  EXPECT_FALSE(op.folds());
+}
+
+TEST(ConvBnTest, FoldedEqualsConvThenBatchNorm) {
+  FoldingOn restore;
+  torch::manual_seed(1);
+  Pair pair;
+  ConvBn op(pair.conv, pair.bn);
+  pair.bn->eval();
+  const torch::Tensor x = torch::randn({3, 4, 9, 9});
+  torch::NoGradGuard no_grad;
+  ASSERT_TRUE(op.folds());
+  EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
+  // Channels-last input gives the same values.
+  EXPECT_TRUE(torch::allclose(op(x.contiguous(torch::MemoryFormat::ChannelsLast)),
+                              pair.Separate(x), 1e-5, 1e-5));
+}
+
+TEST(ConvBnTest, RefoldsWhenAParameterOrStatisticChanges) {
+  FoldingOn restore;
+  torch::manual_seed(2);
+  Pair pair;
+  ConvBn op(pair.conv, pair.bn);
+  pair.bn->eval();
+  const torch::Tensor x = torch::randn({2, 4, 8, 8});
+  torch::NoGradGuard no_grad;
+  const torch::Tensor before = op(x);
+  pair.conv->weight.mul_(2);  // an optimizer step is an in-place update too
+  EXPECT_FALSE(torch::allclose(op(x), before, 1e-3, 1e-3));
+  EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
+  pair.bn->running_mean.add_(0.5);
+  EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
+  pair.bn->bias.sub_(0.25);
+  EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
+}
+
+TEST(ConvBnTest, TrainingStillGetsGradientsAndUpdatesStatistics) {
+  FoldingOn restore;
+  torch::manual_seed(4);
+  Pair pair;
+  ConvBn op(pair.conv, pair.bn);
+  pair.bn->train();
+  const torch::Tensor mean_before = pair.bn->running_mean.clone();
+  op(torch::randn({2, 4, 8, 8})).sum().backward();
+  EXPECT_TRUE(pair.conv->weight.grad().defined());
+  EXPECT_TRUE(pair.bn->weight.grad().defined());
+  EXPECT_FALSE(torch::equal(pair.bn->running_mean, mean_before));
+}
+
+TEST(BackboneTest, SegmentsComposeToTheForward) {
+  torch::manual_seed(6);
+  for (const auto& [name, alpha] :
+       {std::pair<const char*, double>{"vgg16", 1.0}, {"resnet50", 1.0},
+        {"mobilenet", 0.25}, {"mobilenet_v2", 0.35}}) {
+    Backbone b = Make(name, alpha);
+    ASSERT_NE(b, nullptr);
+    b->eval();
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = torch::randn({2, 3, 64, 64});
+    const torch::Tensor full = b->forward(x);
+    const int n = b->num_segments();
+    ASSERT_GT(n, 4) << name;
+    EXPECT_EQ(b->segment_starts().front(), 0);
+    for (int k : {1, n / 2, n - 1}) {
+      const torch::Tensor split = b->ForwardSegments(b->ForwardSegments(x, 0, k), k, n);
+      EXPECT_TRUE(torch::equal(split, full)) << name << " split after segment " << k;
+    }
+  }
+}
+
+TEST(BackboneTest, SegmentsBeforeAFirstTrainableLayer) {
+  Backbone mobilenet = Make("mobilenet", 0.25);
+  // The stem and blocks 1..11 lie before conv_dw_12 (block 12 starts with
+  // its padding layer conv_pad_12).
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_dw_12")), 12);
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pad_12")), 12);
+  // A layer inside block 12: still only the segments before the block.
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pw_12")), 12);
+  EXPECT_EQ(mobilenet->SegmentsBefore(0), 0);
+  EXPECT_EQ(mobilenet->SegmentsBefore(static_cast<int>(mobilenet->layers().size())),
+            mobilenet->num_segments());
+  Backbone vgg = Make("vgg16");
+  EXPECT_EQ(vgg->SegmentsBefore(*vgg->ResolveLayer("block5_conv1")), 4);
+  EXPECT_EQ(vgg->num_segments(), 5);
+}
+
+TEST(ConvBnTest, MobileNetFeaturesMatchUnfoldedInEvalMode) {
+  FoldingOn restore;
+  torch::manual_seed(5);
+  for (const auto& [name, alpha] : {std::pair<const char*, double>{"mobilenet", 0.25},
+                                    {"mobilenet_v2", 0.35}, {"resnet50", 1.0}}) {
+    Backbone b = Make(name, alpha);
+    ASSERT_NE(b, nullptr);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& buffer : b->named_buffers()) {
+        if (buffer.key().find("running_mean") != std::string::npos) buffer.value().uniform_(-0.1, 0.1);
+        if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
+      }
+    }
+    b->eval();
+    const torch::Tensor x =
+        torch::randn({2, 3, 96, 96}).contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::NoGradGuard no_grad;
+    const torch::Tensor folded = b->forward(x);
+    ConvBn::EnableFolding(false);
+    const torch::Tensor separate = b->forward(x);
+    ConvBn::EnableFolding(true);
+    const double scale = separate.abs().max().item<double>();
+    ASSERT_GT(scale, 0);
+    EXPECT_LT((folded - separate).abs().max().item<double>(), 1e-4 * scale) << name;
+  }
 }
 
 }  // namespace
