@@ -86,6 +86,8 @@ start=$(date +%s.%N)
 "$bin/transferctl" train cats-and-dogs --spec "$work/spec.json" --id acceptance
 end=$(date +%s.%N)
 "$bin/transferctl" --json jobs show acceptance >"$work/job.json"
+# Where each epoch's time went (the trainer's log line per epoch).
+grep -oE 'epoch [0-9]+: .* validation [0-9.]+s' "$work/server.log" || true
 train_images=$(find -L "$data/train" -name '*.jpg' | wc -l)
 
 /usr/bin/python3 - "$work/job.json" "$start" "$end" "$train_images" >"$work/cpp.json" <<'EOF'

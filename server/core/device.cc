@@ -1,6 +1,9 @@
 #include "server/core/device.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -12,6 +15,21 @@
 
 namespace transferd::core {
 namespace {
+
+// OpenBLAS (Debian's libopenblas0-pthread, behind LibTorch's matrix
+// products) keeps its own worker pool whose threads spin between calls; next
+// to LibTorch's intra-op threads and the loader's they took a third of the
+// CPU during training and made the heads' matrix products and optimizer steps
+// about twice as slow. Convolutions go through oneDNN and use the intra-op
+// threads; the remaining products (dense heads) are small, so OpenBLAS runs
+// in the calling thread unless OPENBLAS_NUM_THREADS says otherwise.
+void SingleThreadedBlas() {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
+  using SetThreads = void (*)(int);
+  if (void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) {
+    reinterpret_cast<SetThreads>(symbol)(1);
+  }
+}
 
 int64_t HostMemoryBytes() {
   long pages = sysconf(_SC_PHYS_PAGES);
@@ -79,6 +97,7 @@ absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
   const CpuFeatures& cpu = GetCpuFeatures();
   const int threads = options.threads > 0 ? options.threads : cpu.logical_cpus;
   at::set_num_threads(threads > 0 ? threads : 1);
+  SingleThreadedBlas();
   device->threads = at::get_num_threads();
   if (options.precision == "auto") {
     const bool native_bf16 = device->kind == ComputeDevice::Kind::kCuda ||

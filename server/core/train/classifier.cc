@@ -87,6 +87,10 @@ torch::Tensor ClassifierImpl::Head(const torch::Tensor& features) {
   return output_->forward(x);
 }
 
+torch::Tensor ClassifierImpl::ForwardFrom(const torch::Tensor& activations, int segment) {
+  return Head(backbone_->ForwardSegments(activations, segment, backbone_->num_segments()));
+}
+
 torch::Tensor ClassifierImpl::forward(const torch::Tensor& x) {
   return Head(Features(x));
 }

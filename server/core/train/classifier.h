@@ -54,6 +54,10 @@ class ClassifierImpl : public torch::nn::Module {
   torch::Tensor Features(const torch::Tensor& x);
   // Feature maps (as Features() returns them) -> logits.
   torch::Tensor Head(const torch::Tensor& features);
+  // Logits from the output of the backbone's first `segment` segments
+  // (models::BackboneImpl::ForwardSegments): the rest of the backbone, then
+  // the head. ForwardFrom(x, 0) is forward(x).
+  torch::Tensor ForwardFrom(const torch::Tensor& activations, int segment);
 
   // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
   // single logit for 2 classes, cross-entropy otherwise), in float32.

@@ -266,7 +266,7 @@ struct Trainer::Impl {
 
   std::map<std::string, torch::Tensor> features;  // split -> N x C x h x w (device)
   std::map<std::string, torch::Tensor> labels;    // split -> N (device)
-  int64_t features_computed = 0, features_loaded = 0;
+  int64_t features_computed = 0, features_loaded = 0, activations_kept = 0;
   int prev_checkpoint_best_epoch = -1;  // best epoch of the older kept checkpoint
   Clock::time_point run_start;
   int64_t steps_this_run = 0;
@@ -395,10 +395,53 @@ struct Trainer::Impl {
     return t;
   }
 
+  // The output of the backbone's first `segments` segments for every image
+  // of `split`, in eval mode, kept in memory (not on disk); undefined when
+  // it would exceed env.activation_cache_bytes.
+  absl::StatusOr<torch::Tensor> PrefixActivations(const std::string& split, int segments,
+                                                  const TrainerCallbacks& cb) {
+    const auto& examples = Split(split);
+    TRANSFERD_ASSIGN_OR_RETURN(auto loader,
+                               MakeLoader(examples, kEvalBatch, false, data::AugmentOptions()));
+    loader->StartEpoch(0);
+    const bool was_training = model->is_training();
+    model->eval();
+    std::vector<torch::Tensor> parts;
+    int64_t bytes = 0;
+    {
+      torch::NoGradGuard no_grad;
+      while (true) {
+        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+        if (!batch) break;
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        AutocastScope autocast(bf16, device);
+        parts.push_back(model->backbone().ForwardSegments(batch->images.to(device), 0, segments));
+        bytes = parts.front().nbytes() / parts.front().size(0) *
+                static_cast<int64_t>(examples.size());
+        if (bytes > env.activation_cache_bytes) {
+          spdlog::info("not keeping {} activations: {} bytes exceed the {} allowed", split,
+                       bytes, env.activation_cache_bytes);
+          model->train(was_training);
+          return torch::Tensor();
+        }
+      }
+    }
+    model->train(was_training);
+    if (parts.empty()) return torch::Tensor();
+    torch::Tensor all = torch::cat(parts, 0);
+    activations_kept += all.size(0);
+    return all;
+  }
+
   // Loss/accuracy (and, when `detailed`, predictions) of the model in eval
-  // mode over a split, from cached features when `feats` is defined.
+  // mode over a split; from `feats` when defined: the output of the
+  // backbone's first `segment` segments for every image of the split (all of
+  // them by default: cached features).
   absl::StatusOr<EvalOut> Evaluate(const std::string& split, const torch::Tensor& feats,
-                                   bool detailed, const TrainerCallbacks& cb) {
+                                   bool detailed, const TrainerCallbacks& cb,
+                                   int segment = -1) {
+    if (segment < 0) segment = model->backbone().num_segments();
     EvalOut out;
     const bool was_training = model->is_training();
     model->eval();
@@ -432,7 +475,8 @@ struct Trainer::Impl {
         const int64_t end = std::min<int64_t>(begin + kEvalBatch, feats.size(0));
         DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
-        consume(model->Head(feats.slice(0, begin, end)), y_all.slice(0, begin, end));
+        consume(model->ForwardFrom(feats.slice(0, begin, end), segment),
+                y_all.slice(0, begin, end));
       }
     } else {
       TRANSFERD_ASSIGN_OR_RETURN(
@@ -616,7 +660,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   model->to(device);
   features.clear();
   labels.clear();
-  features_computed = features_loaded = 0;
+  features_computed = features_loaded = activations_kept = 0;
   run_start = Clock::now();
   steps_this_run = 0;
 
@@ -662,8 +706,17 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
     } else {
       TRANSFERD_ASSIGN_OR_RETURN(loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
     }
+    // Validation from features (whole base frozen and never trained) or,
+    // when only the top of the base trains, from the frozen bottom's output.
+    int val_segment = -1;
     if (val_cached) {
       TRANSFERD_ASSIGN_OR_RETURN(val_feats, Features("validation", cb));
+    } else if (has_val && env.activation_cache_bytes > 0) {
+      const int prefix = model->backbone().SegmentsBefore(first_trainable[s]);
+      if (prefix > 0) {
+        TRANSFERD_ASSIGN_OR_RETURN(val_feats, PrefixActivations("validation", prefix, cb));
+        if (val_feats.defined()) val_segment = prefix;
+      }
     }
     const torch::Tensor train_labels = train_cached ? LabelsOf("train") : torch::Tensor();
     const int64_t steps = (n_train + sc.batch_size - 1) / sc.batch_size;
@@ -685,10 +738,13 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       }
       double loss_sum = 0;
       int64_t correct = 0, seen = 0;
+      // Where the epoch's time goes, for the server log.
+      double data_seconds = 0, forward_seconds = 0, update_seconds = 0;
       auto last_report = Clock::now() - std::chrono::seconds(10);
       for (int64_t step = 1; step <= steps; ++step) {
         if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
         torch::Tensor x, y;
+        auto phase_start = Clock::now();
         if (train_cached) {
           const int64_t begin = (step - 1) * sc.batch_size;
           const int64_t end = std::min<int64_t>(begin + sc.batch_size, n_train);
@@ -705,6 +761,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
           y = batch->labels.to(device);
         }
         DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        data_seconds += Seconds(phase_start);
+        phase_start = Clock::now();
         optimizer->zero_grad();
         torch::Tensor logits;
         {
@@ -712,11 +770,14 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
           logits = train_cached ? model->Head(x) : model->forward(x);
         }
         torch::Tensor loss = model->Loss(logits, y);
-        loss.backward();
-        optimizer->step();
         const int64_t n = y.size(0);
         loss_sum += loss.item<double>() * static_cast<double>(n);
+        forward_seconds += Seconds(phase_start);
+        phase_start = Clock::now();
+        loss.backward();
+        optimizer->step();
         correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
+        update_seconds += Seconds(phase_start);
         seen += n;
         ++st.steps_done;
         ++steps_this_run;
@@ -739,6 +800,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
         }
       }
 
+      const auto validation_start = Clock::now();
       EpochReport report;
       report.stage = s;
       report.epoch = epoch;
@@ -746,12 +808,18 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       report.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
       report.learning_rate = lr;
       if (has_val) {
-        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v, Evaluate("validation", val_feats, false, cb));
+        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v,
+                                   Evaluate("validation", val_feats, false, cb, val_segment));
         report.has_validation = true;
         report.val_loss = v.loss;
         report.val_accuracy = v.accuracy;
       }
       report.seconds = Seconds(epoch_start);
+      spdlog::info(
+          "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward and update "
+          "{:.1f}s + validation {:.1f}s",
+          epoch, report.seconds, data_seconds, forward_seconds, update_seconds,
+          Seconds(validation_start));
       st.history.push_back(report);
       st.global_epoch = epoch;
       st.stage_epochs_done = e + 1;
@@ -843,6 +911,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   result.best_epoch = st.best_epoch;
   result.resumes = st.resumes;
   result.features_computed = features_computed;
+  result.activations_kept = activations_kept;
   result.features_loaded = features_loaded;
   return result;
 }

@@ -34,6 +34,11 @@ struct TrainerEnv {
   // Resized images kept in memory across epochs (0 = off), shared evenly by
   // the splits: each file is decoded once per job instead of once per epoch.
   int64_t decoded_cache_bytes = 0;
+  // A stage that trains only the top of the backbone runs the frozen bottom
+  // (its leading segments) over the validation images once, keeps the
+  // output in memory up to this size, and each epoch's validation runs only
+  // the rest (0 = off; the metrics are the same either way).
+  int64_t activation_cache_bytes = int64_t{1} << 30;
   // Shared with the predictor: every step and evaluation batch takes a
   // background turn, so predict batches run between them. Null: no sharing.
   DeviceArbiter* arbiter = nullptr;
@@ -54,6 +59,9 @@ struct TrainResult {
   // cache.
   int64_t features_computed = 0;
   int64_t features_loaded = 0;
+  // Images whose frozen-bottom activations were kept for validation
+  // (TrainerEnv::activation_cache_bytes), summed over stages.
+  int64_t activations_kept = 0;
 };
 
 class Trainer {

@@ -251,6 +251,38 @@ TEST_F(TrainerTest, FeatureCacheIsWrittenReusedAndMatchesTheImagePath) {
   EXPECT_NEAR(first->evaluations[1].loss, direct->evaluations[1].loss, 1e-4);
 }
 
+TEST_F(TrainerTest, FrozenBottomActivationsGiveTheSameValidation) {
+  // Only the top of the base trains: validation runs the frozen bottom once
+  // per stage and then only the rest, with exactly the metrics of running
+  // the whole base every epoch.
+  TrainConfig config;
+  config.model = testing::TinyMobileNet();
+  config.stages = {testing::Stage("conv_dw_12", 2), testing::Stage("conv_dw_13", 1)};
+  config.seed = 5;
+  auto kept = Train(config, Env("kept"));
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->activations_kept, 8 + 8);  // validation images, once per stage
+
+  TrainerEnv env = Env("full");
+  env.activation_cache_bytes = 0;
+  auto full = Train(config, env);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->activations_kept, 0);
+  ASSERT_EQ(kept->history.size(), 3u);
+  ExpectSameHistory(kept->history, full->history, 0);
+  for (size_t i = 0; i < kept->history.size(); ++i) {
+    EXPECT_EQ(kept->history[i].val_accuracy, full->history[i].val_accuracy);
+  }
+
+  // Too little memory allowed: validation runs the whole base, same metrics.
+  env = Env("small");
+  env.activation_cache_bytes = 1000;
+  auto small = Train(config, env);
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->activations_kept, 0);
+  ExpectSameHistory(small->history, full->history, 0);
+}
+
 TEST_F(TrainerTest, EpochOrderIsTheLoaderOrder) {
   data::LoaderOptions o;
   o.image_size = 32;
