@@ -56,6 +56,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--no-bf16", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,9 +68,11 @@ def main():
                 ("bf16 autocast NCHW", False, True),
                 ("bf16 autocast channels-last", True, True),
                 ("bf16 weights channels-last", True, "weights")]
+    if args.no_bf16:
+        variants = [v for v in variants if not v[2]]
     for name, model, size in models:
         model.eval()
-        x = torch.randn(32, 3, size, size)
+        x = torch.randn(args.batch, 3, size, size)
         for vname, channels_last, bf16 in variants:
             m, inp = model, x
             if channels_last:

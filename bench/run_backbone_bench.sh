@@ -2,7 +2,7 @@
 # Conv-base forward throughput, C++ (bench/backbone_bench) next to Python torch
 # (bench/backbone_bench.py), measured in the same run on the same machine.
 #
-#   bench/run_backbone_bench.sh [--seconds S] [--threads N]
+#   bench/run_backbone_bench.sh [--seconds S] [--threads N] [--batch B] [--no-bf16]
 #
 # With TRANSFERD_TEST_WEIGHTS pointing at ../shared/weights/keras, MobileNet
 # runs with its real ImageNet weights.
@@ -18,13 +18,13 @@ trap 'rm -f "$out"' EXIT
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 py = {(r["model"], r["variant"]): r["images_per_second"] for r in rows if r["impl"] == "python"}
-print(f'{"model":<10} {"variant":<28} {"C++ img/s":>10} {"Python img/s":>13} {"C++/Py":>7} {"max|bf16-fp32|":>15} {"mean|bf16-fp32|":>16} {"mean|fp32|":>11}')
+print(f'{"model":<10} {"variant":<34} {"C++ img/s":>10} {"Python img/s":>13} {"C++/Py":>7} {"max|diff|":>15} {"mean|diff|":>16} {"mean|fp32|":>11}')
 for r in rows:
     if r["impl"] != "c++":
         continue
     p = py.get((r["model"], r["variant"]))
     ratio = r["images_per_second"] / p if p else float("nan")
-    print(f'{r["model"]:<10} {r["variant"]:<28} {r["images_per_second"]:>10.2f} {p or 0:>13.2f} {ratio:>7.2f} {r["max_abs_diff"]:>15.4g} {r["mean_abs_diff"]:>16.4g} {r["mean_abs_output"]:>11.4g}')
+    print(f'{r["model"]:<10} {r["variant"]:<34} {r["images_per_second"]:>10.2f} {p or 0:>13.2f} {ratio:>7.2f} {r["max_abs_diff"]:>15.4g} {r["mean_abs_diff"]:>16.4g} {r["mean_abs_output"]:>11.4g}')
 best_py = {}
 for (m, v), ips in py.items():
     best_py[m] = max(best_py.get(m, 0), ips)
