@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -318,6 +319,40 @@ struct Trainer::Impl {
     return t;
   }
 
+  // Runs `fn` on every batch of `split` in order (no augmentation), with the
+  // model in eval mode, without gradients, each batch under a background
+  // device turn and autocast; the model's mode is restored afterwards. `fn`
+  // returns false to stop early.
+  absl::Status ForEachEvalBatch(const std::string& split, const TrainerCallbacks& cb,
+                                const std::function<bool(const data::Batch&)>& fn) {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        auto loader, MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
+    loader->StartEpoch(0);
+    const bool was_training = model->is_training();
+    model->eval();
+    absl::Status status;
+    {
+      torch::NoGradGuard no_grad;
+      while (true) {
+        if (cb.cancelled && cb.cancelled()) {
+          status = absl::CancelledError("training cancelled");
+          break;
+        }
+        absl::StatusOr<std::optional<data::Batch>> batch = loader->Next();
+        if (!batch.ok()) {
+          status = batch.status();
+          break;
+        }
+        if (!*batch) break;
+        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        AutocastScope autocast(bf16, device);
+        if (!fn(**batch)) break;
+      }
+    }
+    model->train(was_training);
+    return status;
+  }
+
   // Backbone features of every image of `split`, from the cache or computed
   // (with the backbone as it is now, which must be the initial one).
   absl::StatusOr<torch::Tensor> Features(const std::string& split,
@@ -353,27 +388,14 @@ struct Trainer::Impl {
     } else if (!cached.ok() && !absl::IsNotFound(cached.status())) {
       spdlog::warn("feature cache: {}; recomputing", std::string(cached.status().message()));
     }
-    TRANSFERD_ASSIGN_OR_RETURN(auto loader,
-                               MakeLoader(examples, kEvalBatch, false, data::AugmentOptions()));
-    loader->StartEpoch(0);
-    const bool was_training = model->is_training();
-    model->eval();
     std::vector<torch::Tensor> parts;
-    {
-      torch::NoGradGuard no_grad;
-      while (true) {
-        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
-        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
-        if (!batch) break;
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
-        AutocastScope autocast(bf16, device);
-        parts.push_back(model->Features(batch->images.to(device))
-                            .to(torch::kFloat32)
-                            .to(torch::kCPU)
-                            .contiguous());
-      }
-    }
-    model->train(was_training);
+    TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+      parts.push_back(model->Features(batch.images.to(device))
+                          .to(torch::kFloat32)
+                          .to(torch::kCPU)
+                          .contiguous());
+      return true;
+    }));
     torch::Tensor all = torch::cat(parts, 0).contiguous();
     features_computed += all.size(0);
     std::error_code ec;
@@ -400,35 +422,21 @@ struct Trainer::Impl {
   // it would exceed env.activation_cache_bytes.
   absl::StatusOr<torch::Tensor> PrefixActivations(const std::string& split, int segments,
                                                   const TrainerCallbacks& cb) {
-    const auto& examples = Split(split);
-    TRANSFERD_ASSIGN_OR_RETURN(auto loader,
-                               MakeLoader(examples, kEvalBatch, false, data::AugmentOptions()));
-    loader->StartEpoch(0);
-    const bool was_training = model->is_training();
-    model->eval();
     std::vector<torch::Tensor> parts;
-    int64_t bytes = 0;
-    {
-      torch::NoGradGuard no_grad;
-      while (true) {
-        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
-        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
-        if (!batch) break;
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
-        AutocastScope autocast(bf16, device);
-        parts.push_back(model->backbone().ForwardSegments(batch->images.to(device), 0, segments));
-        bytes = parts.front().nbytes() / parts.front().size(0) *
-                static_cast<int64_t>(examples.size());
-        if (bytes > env.activation_cache_bytes) {
-          spdlog::info("not keeping {} activations: {} bytes exceed the {} allowed", split,
-                       bytes, env.activation_cache_bytes);
-          model->train(was_training);
-          return torch::Tensor();
-        }
-      }
-    }
-    model->train(was_training);
-    if (parts.empty()) return torch::Tensor();
+    bool fits = true;
+    TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+      parts.push_back(model->backbone().ForwardSegments(batch.images.to(device), 0, segments));
+      if (parts.size() > 1) return true;
+      // The first batch tells the size of them all.
+      const int64_t bytes = parts.front().nbytes() / parts.front().size(0) *
+                            static_cast<int64_t>(Split(split).size());
+      if (bytes <= env.activation_cache_bytes) return true;
+      spdlog::info("not keeping {} activations: {} bytes exceed the {} allowed", split, bytes,
+                   env.activation_cache_bytes);
+      fits = false;
+      return false;
+    }));
+    if (!fits || parts.empty()) return torch::Tensor();
     torch::Tensor all = torch::cat(parts, 0);
     activations_kept += all.size(0);
     return all;
@@ -479,17 +487,10 @@ struct Trainer::Impl {
                 y_all.slice(0, begin, end));
       }
     } else {
-      TRANSFERD_ASSIGN_OR_RETURN(
-          auto loader, MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
-      loader->StartEpoch(0);
-      while (true) {
-        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
-        TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
-        if (!batch) break;
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
-        AutocastScope autocast(bf16, device);
-        consume(model->forward(batch->images.to(device)), batch->labels.to(device));
-      }
+      TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+        consume(model->forward(batch.images.to(device)), batch.labels.to(device));
+        return true;
+      }));
     }
     model->train(was_training);
     if (out.n > 0) {
