@@ -48,7 +48,10 @@ Features Extract(BackboneImpl& base, const fs::path& folder, bool bf16) {
       std::memcpy(images[static_cast<int64_t>(j)].data_ptr(), rgb.data, 224 * 224 * 3);
       labels.push_back(files[i + j].filename().string().rfind("dog", 0) == 0 ? 1.0f : 0.0f);
     }
-    torch::Tensor x = ApplyPreprocessing(base.DefaultPreprocessing(), images);
+    // NCHW, as this test always ran: ApplyPreprocessing now gives
+    // channels-last, for which oneDNN has no fast emulated-bf16 kernels on
+    // CPUs without native bf16.
+    torch::Tensor x = ApplyPreprocessing(base.DefaultPreprocessing(), images).contiguous();
     at::autocast::set_cpu_enabled(bf16);
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     feats.push_back(base.forward(x).to(torch::kFloat32).mean({2, 3}));
