@@ -27,10 +27,43 @@ bool ConvBn::folds() const {
            wants_grad(bn_->bias));
 }
 
+// BatchNorm in inference mode after a convolution is an affine map per output
+// channel: scale = gamma / sqrt(var + eps), shift = beta - mean * scale, so
+// conv then BN is one conv with weight w * scale and bias (b - mean) * scale
+// + beta.
+std::pair<torch::Tensor, torch::Tensor> ConvBn::Fold() const {
+  const auto& o = bn_->options;
+  const torch::Tensor scale =
+      (o.affine() ? bn_->weight : torch::ones_like(bn_->running_var)) /
+      torch::sqrt(bn_->running_var + o.eps());
+  const torch::Tensor shift = o.affine() ? bn_->bias : torch::zeros_like(scale);
+  const torch::Tensor conv_bias = conv_->bias.defined() ? conv_->bias : torch::zeros_like(scale);
+  return {conv_->weight * scale.reshape({-1, 1, 1, 1}),
+          (conv_bias - bn_->running_mean) * scale + shift};
+}
+
 torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
-  if (!folds()) return bn_->forward(conv_->forward(x));
-  const torch::Tensor* sources[] = {&conv_->weight, &conv_->bias, &bn_->weight,
-                                    &bn_->bias, &bn_->running_mean, &bn_->running_var};
+  if (!fold_conv_bn || bn_->is_training()) return bn_->forward(conv_->forward(x));
+  const auto& o = conv_->options;
+  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
+  TORCH_CHECK(padding != nullptr && o.padding_mode().index() == 0,
+              "ConvBn supports explicit zero padding only");
+  if (!folds()) {
+    // Inference-mode BatchNorm whose parameters train (a fine-tuned layer
+    // with its statistics kept, Keras' training=False): fold through
+    // autograd on every call, so that the gradients reach the convolution's
+    // and the BatchNorm's parameters through the weight-sized fold instead
+    // of a BatchNorm backward over the activations.
+    auto [weight, bias] = Fold();
+    return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(), o.groups());
+  }
+  // num_batches_tracked too: a train-mode BatchNorm forward updates the
+  // running statistics inside the kernel without bumping their version
+  // counters (LibTorch 1.13), but increments this counter in place.
+  const torch::Tensor* sources[] = {&conv_->weight,       &conv_->bias,
+                                    &bn_->weight,         &bn_->bias,
+                                    &bn_->running_mean,   &bn_->running_var,
+                                    &bn_->num_batches_tracked};
   std::vector<std::pair<const void*, uint32_t>> key;
   for (const torch::Tensor* t : sources) {
     key.emplace_back(t->defined() ? t->data_ptr() : nullptr, t->defined() ? t->_version() : 0);
@@ -43,27 +76,15 @@ torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
       // that autograd tracks later on.
       c10::InferenceMode normal(false);
       torch::NoGradGuard no_grad;
-      const auto& o = bn_->options;
-      const torch::Tensor scale =
-          (o.affine() ? bn_->weight : torch::ones_like(bn_->running_var)) /
-          torch::sqrt(bn_->running_var + o.eps());
-      torch::Tensor shift = o.affine() ? bn_->bias : torch::zeros_like(scale);
-      const torch::Tensor conv_bias =
-          conv_->bias.defined() ? conv_->bias : torch::zeros_like(scale);
-      cache_->weight = (conv_->weight * scale.reshape({-1, 1, 1, 1}))
-                           .to(conv_->weight.scalar_type())
+      auto [w, b] = Fold();
+      cache_->weight = w.to(conv_->weight.scalar_type())
                            .contiguous(conv_->weight.suggest_memory_format());
-      cache_->bias =
-          ((conv_bias - bn_->running_mean) * scale + shift).to(conv_->weight.scalar_type());
+      cache_->bias = b.to(conv_->weight.scalar_type());
       cache_->key = std::move(key);
     }
     weight = cache_->weight;
     bias = cache_->bias;
   }
-  const auto& o = conv_->options;
-  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
-  TORCH_CHECK(padding != nullptr && o.padding_mode().index() == 0,
-              "ConvBn supports explicit zero padding only");
   return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(), o.groups());
 }
 

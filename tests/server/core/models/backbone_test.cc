@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
+#include <vector>
+
 #include "server/core/models/layers.h"
 #include "server/core/models/preprocessing.h"
 
@@ -244,6 +247,30 @@ TEST(ConvBnTest, FoldsOnlyWhenNothingNeedsTheSeparateLayers) {
   EXPECT_FALSE(op.folds());
 }
 
+TEST(LayersTest, ZeroPadEqualsTorchPadInBothLayoutsWithGradients) {
+  torch::manual_seed(3);
+  for (const auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    const torch::Tensor x = torch::randn({2, 5, 7, 6}).contiguous(format).requires_grad_();
+    for (const auto& p : std::vector<std::array<int64_t, 4>>{{0, 1, 0, 1}, {1, 1, 1, 1}, {3, 0, 2, 1}}) {
+      const torch::Tensor mine = ZeroPad(x, p[0], p[1], p[2], p[3]);
+      const torch::Tensor ref = torch::nn::functional::pad(
+          x, torch::nn::functional::PadFuncOptions({p[2], p[3], p[0], p[1]}));
+      EXPECT_TRUE(torch::equal(mine, ref));
+      EXPECT_TRUE(mine.is_contiguous(format));
+      const torch::Tensor w = torch::randn_like(ref);
+      const torch::Tensor g_mine = torch::autograd::grad({(mine * w).sum()}, {x})[0];
+      const torch::Tensor g_ref = torch::autograd::grad({(ref * w).sum()}, {x})[0];
+      EXPECT_TRUE(torch::equal(g_mine, g_ref));
+    }
+  }
+  // TensorFlow's 'same' for a 3x3 stride-2 conv on an even size: bottom/right.
+  const torch::Tensor y = TfSamePad(torch::ones({1, 1, 4, 4}), 3, 2);
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 1, 5, 5}));
+  EXPECT_EQ(y.select(2, 4).sum().item<double>(), 0);
+  EXPECT_EQ(y.select(3, 4).sum().item<double>(), 0);
+  EXPECT_EQ(y.sum().item<double>(), 16);
+}
+
 TEST(ConvBnTest, FoldedEqualsConvThenBatchNorm) {
   FoldingOn restore;
   torch::manual_seed(1);
@@ -274,6 +301,14 @@ TEST(ConvBnTest, RefoldsWhenAParameterOrStatisticChanges) {
   pair.bn->running_mean.add_(0.5);
   EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
   pair.bn->bias.sub_(0.25);
+  EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
+  // A train-mode forward moves the statistics inside the kernel, without
+  // bumping their version counters; the next eval call must still refold.
+  const torch::Tensor folded = op(x);
+  pair.bn->train();
+  for (int i = 0; i < 50; ++i) (void)op(x * 3 + 1);
+  pair.bn->eval();
+  EXPECT_FALSE(torch::allclose(op(x), folded, 1e-3, 1e-3));
   EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
 }
 
