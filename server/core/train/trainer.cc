@@ -37,6 +37,7 @@
 #include "server/core/sha256.h"
 #include "server/core/status_macros.h"
 #include "server/core/train/classifier.h"
+#include "server/core/train/rmsprop.h"
 #include "server/core/train/train_json.h"
 #include "server/core/train/train_util.h"
 
@@ -137,7 +138,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimizerConfig& o,
                                                        std::vector<torch::Tensor> params) {
   switch (o.kind) {
     case OptimizerKind::kRmsprop:
-      return std::make_unique<torch::optim::RMSprop>(
+      return std::make_unique<FusedRMSprop>(
           std::move(params), torch::optim::RMSpropOptions(o.learning_rate)
                                  .alpha(o.rho)
                                  .eps(o.epsilon)
@@ -764,7 +765,11 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
         DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
         data_seconds += Seconds(phase_start);
         phase_start = Clock::now();
-        optimizer->zero_grad();
+        // Gradients dropped rather than zeroed: backward then hands its
+        // fresh gradient tensors over instead of adding them into zeros.
+        for (auto& group : optimizer->param_groups()) {
+          for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
+        }
         torch::Tensor logits;
         {
           AutocastScope autocast(bf16, device);
