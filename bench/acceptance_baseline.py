@@ -5,7 +5,9 @@ PyTorch user would write it -- PIL decoding, torchvision transforms
 augmentation), a DataLoader with 2 workers, the Keras weights loaded with h5py.
 
   stage 1: frozen base + augmentation, RMSprop 2e-5, --frozen-epochs (15)
-  stage 2: conv_dw_12 onwards trainable, RMSprop 1e-5, --tune-epochs (5)
+  stage 2: conv_dw_12 onwards trainable, RMSprop 1e-5, --tune-epochs (5);
+           with --bn-inference every BatchNorm stays in inference mode (Keras'
+           training=False), as the transferd job's batchNormInference does
   head:    Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid)
 
 Prints one JSON line per epoch and a final summary line.
@@ -88,12 +90,13 @@ def load_keras(names, path):
                 module.running_var.copy_(torch.from_numpy(np.array(g["moving_variance:0"])))
 
 
-def run_epoch(model, base, frozen_upto, loader, optimizer, train):
+def run_epoch(model, base, frozen_upto, loader, optimizer, train, bn_inference=False):
     model.train(train)
     if train:
-        # Frozen layers' BatchNorm stays in inference mode (Keras semantics).
+        # Frozen layers' BatchNorm stays in inference mode (Keras semantics);
+        # with bn_inference the trainable ones too.
         for i, m in enumerate(base):
-            if i < frozen_upto and isinstance(m, nn.BatchNorm2d):
+            if (i < frozen_upto or bn_inference) and isinstance(m, nn.BatchNorm2d):
                 m.eval()
     loss_fn = nn.BCEWithLogitsLoss()
     total, correct, loss_sum = 0, 0, 0.0
@@ -118,6 +121,8 @@ def main():
     ap.add_argument("--frozen-epochs", type=int, default=15)
     ap.add_argument("--tune-epochs", type=int, default=5)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--bn-inference", action="store_true",
+                    help="keep the fine-tuned layers' BatchNorm in inference mode")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 2)
@@ -165,7 +170,8 @@ def main():
         for _ in range(epochs):
             epoch += 1
             t0 = time.perf_counter()
-            loss, acc = run_epoch(model, base, frozen_upto, train, optimizer, True)
+            loss, acc = run_epoch(model, base, frozen_upto, train, optimizer, True,
+                                  args.bn_inference)
             val_loss, val_acc = run_epoch(model, base, len(base), val, None, False)
             best = max(best, val_acc)
             print(json.dumps({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,

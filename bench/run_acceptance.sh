@@ -11,6 +11,10 @@
 #   CI=true bench/run_acceptance.sh ...   # CI size: 100+50 images per class,
 #                                         # 2 + 1 epochs, no Python baseline
 #   FROZEN_EPOCHS=15 TUNE_EPOCHS=5 BASELINE=0 PRECISION=PRECISION_BF16 ...
+#   BN_INFERENCE=false ...   # fine-tune with batch statistics in the trainable
+#                            # BatchNorm layers (Keras fit()'s default) in both
+#                            # runs; default true: inference mode, as Keras'
+#                            # training=False in the TF fine-tuning guide
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${1:-$root/../shared/data/cats_and_dogs}
@@ -20,6 +24,7 @@ frozen=${FROZEN_EPOCHS:-15}
 tune=${TUNE_EPOCHS:-5}
 baseline=${BASELINE:-1}
 precision=${PRECISION:-PRECISION_UNSPECIFIED}
+bn_inference=${BN_INFERENCE:-true}
 
 [[ -d "$data/train" && -d "$data/validation" ]] || { echo "no train/ and validation/ under $data" >&2; exit 2; }
 [[ -f "$weights" ]] || { echo "weights file $weights is missing" >&2; exit 2; }
@@ -78,6 +83,7 @@ cat >"$work/spec.json" <<EOF
       "optimizer": { "kind": "KIND_RMSPROP", "learningRate": 2e-5 },
       "augmentation": { "preset": "keras-book" } },
     { "name": "fine-tune", "trainableFrom": "conv_dw_12", "epochs": $tune, "batchSize": 20,
+      "batchNormInference": $bn_inference,
       "optimizer": { "kind": "KIND_RMSPROP", "learningRate": 1e-5 },
       "augmentation": { "preset": "keras-book" } } ] }
 EOF
@@ -104,7 +110,8 @@ EOF
 
 if [[ "$baseline" == "1" ]]; then
   /usr/bin/python3 "$root/bench/acceptance_baseline.py" "$data" "$weights" \
-    --frozen-epochs "$frozen" --tune-epochs "$tune" | tee "$work/py.log"
+    --frozen-epochs "$frozen" --tune-epochs "$tune" \
+    $([[ "$bn_inference" == true ]] && echo --bn-inference) | tee "$work/py.log"
   tail -n 1 "$work/py.log" >"$work/py.json"
 else
   echo '{}' >"$work/py.json"

@@ -748,6 +748,9 @@ std::string StageText(const v1::StageSpec& s) {
   if (!s.trainable_from().empty()) {
     parts.push_back("trainable from " + s.trainable_from());
   }
+  if (s.batch_norm_inference() && s.trainable_from() != "none") {
+    parts.push_back("BatchNorm in inference mode");
+  }
   parts.push_back(OptimizerText(s.optimizer()));
   if (s.has_epochs()) {
     parts.push_back(absl::StrCat(s.epochs(), s.epochs() == 1 ? " epoch" : " epochs"));

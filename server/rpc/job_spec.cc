@@ -55,6 +55,9 @@ train::TrainConfig TfTutorial() {
   frozen.epochs = 10;
   frozen.batch_size = 32;
   frozen.augment = AugmentOptions::TfTutorial();
+  // The tutorial calls the base with training=False: its BatchNorm layers
+  // stay in inference mode when the top is unfrozen.
+  frozen.batch_norm_inference = true;
   train::StageConfig tune = frozen;
   tune.name = "fine-tune";
   tune.trainable_from = "100";
@@ -124,6 +127,7 @@ absl::Status ApplyStage(const v1::StageSpec& s, const std::string& f, train::Sta
   if (o.has_nesterov()) out.optimizer.nesterov = o.nesterov();
   if (s.has_epochs()) out.epochs = s.epochs();
   if (s.has_batch_size()) out.batch_size = s.batch_size();
+  if (s.has_batch_norm_inference()) out.batch_norm_inference = s.batch_norm_inference();
 
   const v1::AugmentationSpec& a = s.augmentation();
   if (!a.preset().empty()) {
@@ -348,6 +352,7 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const ResolvedJob& r) {
     o->set_nesterov(s.optimizer.nesterov);
     st->set_epochs(s.epochs);
     st->set_batch_size(s.batch_size);
+    st->set_batch_norm_inference(s.batch_norm_inference);
     v1::AugmentationSpec* a = st->mutable_augmentation();
     a->set_enabled(s.augment.enabled());
     a->set_rotation_range(s.augment.rotation_range);

@@ -177,11 +177,17 @@ void ClassifierImpl::train(bool on) {
   torch::nn::Module::train(on);
   if (!on) return;
   const auto& layers = backbone_->layers();
-  for (size_t i = 0; i < layers.size() && static_cast<int>(i) < first_trainable_; ++i) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (static_cast<int>(i) >= first_trainable_ && !batch_norm_inference_) break;
     if (layers[i].kind == models::KerasLayer::Kind::kBatchNorm && layers[i].module) {
       layers[i].module->eval();
     }
   }
+}
+
+void ClassifierImpl::SetBatchNormInference(bool on) {
+  batch_norm_inference_ = on;
+  train(is_training());
 }
 
 TrainableSummary ClassifierImpl::Summary() const {

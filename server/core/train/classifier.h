@@ -80,6 +80,10 @@ class ClassifierImpl : public torch::nn::Module {
 
   // Keeps frozen BatchNorm layers in inference mode.
   void train(bool on = true) override;
+  // With `on`, every backbone BatchNorm runs in inference mode while the model
+  // trains, trainable ones included (their gamma and beta still get
+  // gradients; the moving statistics stay as they are).
+  void SetBatchNormInference(bool on);
 
   TrainableSummary Summary() const;
 
@@ -117,6 +121,7 @@ class ClassifierImpl : public torch::nn::Module {
   torch::nn::Linear hidden_{nullptr};
   torch::nn::Linear output_{nullptr};
   int first_trainable_ = 0;
+  bool batch_norm_inference_ = false;
 };
 
 TORCH_MODULE(Classifier);

@@ -76,6 +76,12 @@ struct StageConfig {
   data::AugmentOptions augment;  // all zero = off
   EarlyStopping early_stopping;
   LrSchedule lr_schedule;
+  // BatchNorm layers of the trainable part also run in inference mode: they
+  // normalise with their moving statistics, which stay fixed, while gamma and
+  // beta still train (Keras' base_model(x, training=False), which the
+  // TensorFlow transfer-learning tutorial uses for fine-tuning). Off: they
+  // train with batch statistics, as Keras' fit() does with trainable layers.
+  bool batch_norm_inference = false;
 };
 
 struct TrainConfig {

@@ -128,7 +128,8 @@ std::string ConfigToJson(const TrainConfig& c) {
            {"factor", s.lr_schedule.factor},
            {"step_epochs", s.lr_schedule.step_epochs},
            {"patience", s.lr_schedule.patience},
-           {"min_lr", s.lr_schedule.min_lr}}}});
+           {"min_lr", s.lr_schedule.min_lr}}},
+         {"batch_norm_inference", s.batch_norm_inference}});
   }
   json out = {{"model", ModelJson(c.model)},
               {"stages", stages},
@@ -172,6 +173,8 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
       st.lr_schedule.step_epochs = l.at("step_epochs").get<int>();
       st.lr_schedule.patience = l.at("patience").get<int>();
       st.lr_schedule.min_lr = l.at("min_lr").get<double>();
+      // Absent from configs stored before the field existed.
+      st.batch_norm_inference = s.value("batch_norm_inference", false);
       c.stages.push_back(std::move(st));
     }
     c.seed = j.at("seed").get<uint64_t>();

@@ -686,6 +686,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   for (int s = st.stage; s < num_stages; ++s) {
     const StageConfig& sc = config.stages[s];
     model->FreezeBackboneBefore(first_trainable[s]);
+    model->SetBatchNormInference(sc.batch_norm_inference);
     auto optimizer = MakeOptimizer(sc.optimizer, model->TrainableParameters());
     if (resumed && s == st.stage && st.stage_epochs_done > 0 && !optimizer_bytes.empty()) {
       torch::serialize::InputArchive ar;

@@ -7,6 +7,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <map>
+
+#include "server/core/models/layers.h"
 #include "server/core/train/trainer.h"
 #include "server/core/train/train_util.h"
 #include "tests/server/core/train/train_test_util.h"
@@ -131,6 +135,102 @@ TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
   ASSERT_TRUE(model->SetTrainableFrom("none").ok());
   EXPECT_TRUE(model->backbone_frozen());
   EXPECT_EQ(model->TrainableParameters().size(), 4u);
+}
+
+TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
+  torch::manual_seed(1);
+  auto c = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  Classifier model = *c;
+  ASSERT_TRUE(model->SetTrainableFrom("conv_dw_13").ok());
+  model->SetBatchNormInference(true);
+  model->train();
+  ASSERT_TRUE(model->is_training());
+  const auto& layers = model->backbone().layers();
+  const int first = *model->backbone().ResolveLayer("conv_dw_13");
+  int trainable_bn = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].kind != models::KerasLayer::Kind::kBatchNorm) continue;
+    EXPECT_FALSE(layers[i].module->is_training()) << layers[i].name;
+    if (static_cast<int>(i) >= first) ++trainable_bn;
+  }
+  EXPECT_EQ(trainable_bn, 2);  // conv_dw_13_bn and conv_pw_13_bn
+
+  // Moving statistics of this input (a randomly initialised base would
+  // otherwise shrink the activations to ~0 by the top blocks), then the
+  // modes as the classifier sets them again.
+  const torch::Tensor x = torch::randn({4, 3, 32, 32});
+  {
+    torch::NoGradGuard no_grad;
+    std::vector<double> momenta;
+    for (const auto& l : layers) {
+      if (l.kind != models::KerasLayer::Kind::kBatchNorm) continue;
+      auto* bn = l.module->as<torch::nn::BatchNorm2dImpl>();
+      ASSERT_NE(bn, nullptr);
+      momenta.push_back(*bn->options.momentum());
+      bn->options.momentum(1.0);
+      bn->train();
+    }
+    (void)model->Features(x);
+    size_t k = 0;
+    for (const auto& l : layers) {
+      if (l.kind != models::KerasLayer::Kind::kBatchNorm) continue;
+      l.module->as<torch::nn::BatchNorm2dImpl>()->options.momentum(momenta[k++]);
+    }
+    model->train();
+  }
+
+  // One SGD step: the moving statistics stay, gamma and beta move, and the
+  // gradients equal those of conv -> BatchNorm(eval) computed separately.
+  const models::NamedTensors before = model->BackboneTensors();
+  std::map<std::string, torch::Tensor> snapshot;
+  for (const auto& [name, t] : before) snapshot[name] = t.clone();
+  const torch::Tensor y = torch::tensor(std::vector<int64_t>{0, 1, 1, 0});
+  torch::manual_seed(11);  // the same dropout mask in both passes
+  model->Loss(model->forward(x), y).backward();
+  // Gradients of the live parameters of the trainable conv/BatchNorm layers.
+  const auto grads = [&] {
+    std::map<std::string, torch::Tensor> out;
+    for (const char* layer : {"conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"}) {
+      const auto& module = layers[*model->backbone().ResolveLayer(layer)].module;
+      for (const auto& p : module->named_parameters()) {
+        if (p.value().grad().defined()) out[std::string(layer) + "." + p.key()] = p.value().grad().clone();
+      }
+    }
+    return out;
+  };
+  const std::map<std::string, torch::Tensor> folded = grads();
+  EXPECT_EQ(folded.size(), 6u);  // two conv kernels, two gammas, two betas
+  model->zero_grad();
+  models::ConvBn::EnableFolding(false);
+  torch::manual_seed(11);
+  model->Loss(model->forward(x), y).backward();
+  models::ConvBn::EnableFolding(true);
+  const std::map<std::string, torch::Tensor> separate = grads();
+  ASSERT_EQ(separate.size(), folded.size());
+  for (const auto& [name, g] : folded) {
+    EXPECT_GT(g.abs().max().item<double>(), 1e-6) << name;
+    const double scale = separate.at(name).abs().max().item<double>();
+    EXPECT_LE((g - separate.at(name)).abs().max().item<double>(), 1e-4 * scale + 1e-8) << name;
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->TrainableParameters()) {
+      if (p.grad().defined()) p.sub_(p.grad() * 0.1);
+    }
+  }
+  const models::NamedTensors after = model->BackboneTensors();
+  for (const char* stat : {"conv_dw_13_bn.running_mean", "conv_dw_13_bn.running_var",
+                           "conv_pw_13_bn.running_mean", "conv_pw_13_bn.running_var"}) {
+    EXPECT_TRUE(torch::equal(snapshot.at(stat), after.at(stat))) << stat;
+  }
+  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.weight"), after.at("conv_pw_13_bn.weight")));
+  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.bias"), after.at("conv_pw_13_bn.bias")));
+  EXPECT_TRUE(torch::equal(snapshot.at("conv_pw_12.weight"), after.at("conv_pw_12.weight")));
+
+  // Off again: the trainable part's BatchNorm uses batch statistics.
+  model->SetBatchNormInference(false);
+  EXPECT_TRUE(layers[*model->backbone().ResolveLayer("conv_pw_13_bn")].module->is_training());
 }
 
 TEST(ClassifierTest, HeadIsKerasInitialisedAndDeterministic) {
