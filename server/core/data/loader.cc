@@ -115,9 +115,9 @@ void Loader::Work() {
   // else wants (the second core while the head's single-threaded update
   // runs, a barrier wait) and is preempted as soon as a training thread
   // wakes; the prefetch window absorbs the difference. Frozen-base epochs
-  // of the acceptance recipe on 2 cores: 9.8 s at the default priority,
-  // 7.6-9.3 s at nice +10, 6.3-7.6 s under SCHED_IDLE. Lowering one's own
-  // policy needs no privilege; where it fails, nice +10 is the fallback.
+  // of the acceptance recipe on 2 cores, back to back: 9.1-10.2 s at nice
+  // +10, 6.3-7.6 s under SCHED_IDLE. Lowering one's own policy needs no
+  // privilege; where it fails, nice +10 is the fallback.
   const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
   sched_param idle{};
   if (sched_setscheduler(tid, SCHED_IDLE, &idle) != 0) {
