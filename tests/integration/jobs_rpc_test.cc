@@ -139,11 +139,14 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   tune->mutable_optimizer()->set_learning_rate(1e-4);
   tune->set_epochs(1);
   tune->set_batch_size(4);
+  tune->set_batch_norm_inference(true);
   v1::Job job;
   grpc::Status s = CreateJob(server, spec, &job, "first");
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(job.name(), "jobs/first");
   EXPECT_EQ(job.resolved_spec().stages(0).optimizer().epsilon(), 1e-7);
+  EXPECT_FALSE(job.resolved_spec().stages(0).batch_norm_inference());
+  EXPECT_TRUE(job.resolved_spec().stages(1).batch_norm_inference());
 
   // Two watchers at once see the same events, numbered 1, 2, 3, ...
   std::vector<v1::JobEvent> other;
@@ -194,6 +197,7 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   }
   const v1::Job done = GetJob(server, "jobs/first");
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(done.resolved_spec().stages(1).batch_norm_inference());  // as stored
   EXPECT_EQ(done.history_size(), 3);
   EXPECT_TRUE(done.history(0).has_val_accuracy());
   EXPECT_EQ(done.result_model(), "models/first");
