@@ -19,15 +19,15 @@
 #include <string>
 #include <vector>
 
-#include "server/core/models/backbone.h"
-#include "server/core/models/layers.h"
-#include "server/core/models/weights.h"
+#include "server/core/backbones/backbone.h"
+#include "server/core/backbones/layers.h"
+#include "server/core/backbones/weights.h"
 
 namespace {
 
-using transferd::core::models::Backbone;
-using transferd::core::models::BackboneSpec;
-using transferd::core::models::CreateBackbone;
+using transferd::core::backbones::Backbone;
+using transferd::core::backbones::BackboneSpec;
+using transferd::core::backbones::CreateBackbone;
 
 struct Variant {
   const char* name;
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
             ? std::string(weights_dir) + "/mobilenet_2_5_224_tf_no_top.h5"
             : "";
     if (!weights.empty() && std::filesystem::exists(weights)) {
-      absl::Status loaded = transferd::core::models::LoadKerasH5(*base, weights);
+      absl::Status loaded = transferd::core::backbones::LoadKerasH5(*base, weights);
       if (!loaded.ok()) {
         std::fprintf(stderr, "%s\n", loaded.ToString().c_str());
         return 1;
@@ -123,13 +123,13 @@ int main(int argc, char** argv) {
     // Random pixels through the weights' preprocessing.
     torch::Tensor pixels =
         torch::randint(0, 256, {batch, m.size, m.size, 3}).to(torch::kUInt8);
-    torch::Tensor x = transferd::core::models::ApplyPreprocessing(
+    torch::Tensor x = transferd::core::backbones::ApplyPreprocessing(
         base->DefaultPreprocessing(), pixels);
     torch::Tensor reference = Forward(base, x, kVariants[0]);
     bool channels_last = false;
     for (const Variant& v : kVariants) {
       if (!bf16 && (v.bf16 || v.bf16_weights)) continue;
-      transferd::core::models::ConvBn::EnableFolding(v.fold);
+      transferd::core::backbones::ConvBn::EnableFolding(v.fold);
       if (v.channels_last && !channels_last) {
         ToChannelsLast(base);
         channels_last = true;

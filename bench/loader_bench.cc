@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
       o.batch_size = 20;
       o.threads = threads;
       o.prefetch_batches = 8;
-      o.preprocessing = models::Preprocessing::Caffe();
+      o.preprocessing = backbones::Preprocessing::Caffe();
       if (augment) o.augment = data::AugmentOptions::KerasBook();
       auto loader = data::Loader::Create(examples, o);
       if (!loader.ok()) {

@@ -67,14 +67,14 @@
 
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "server/core/data_dir.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/device.h"
-#include "server/core/images.h"
-#include "server/core/models/preprocessing.h"
-#include "server/core/models/weights_cache.h"
+#include "server/core/data/images.h"
+#include "server/core/backbones/preprocessing.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
-#include "server/core/store.h"
+#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.pb.h"
@@ -90,6 +90,14 @@ using Clock = std::chrono::steady_clock;
 
 // ---- options -----------------------------------------------------------------
 
+// A binary built beside this one (build/bin/NAME): no path compiled in.
+std::string BinaryBeside(const char* name) {
+  std::error_code ec;
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(name) : (self.parent_path() / name).string();
+}
+
 struct Options {
   double window_seconds = 10;
   double warmup_seconds = 2;
@@ -103,7 +111,7 @@ struct Options {
   std::vector<int> extra_batches;  // more offline rows, for finding the best batch size
   std::vector<std::string> server_args;
   std::vector<std::string> server_env;
-  std::string transferd = TRANSFERD_BIN;
+  std::string transferd = BinaryBeside("transferd");
   bool keep = false;
   // Served rows again while a training job keeps the device busy.
   bool while_training = true;
@@ -225,7 +233,7 @@ struct ModelSetup {
   std::string name;   // "mobilenet", "vgg16"
   std::string label;  // for the table
   core::train::ModelConfig config;
-  core::models::Preprocessing preprocessing;
+  core::backbones::Preprocessing preprocessing;
   core::ModelInfo info;  // as registered (weights_file filled)
 };
 
@@ -242,7 +250,7 @@ ModelSetup Describe(const std::string& name, const std::string& precision) {
     c.alpha = 0.25;
     c.input_size = 224;
     c.head = {core::train::Pooling::kGlobalAverage, 0, 0.2};
-    m.preprocessing = core::models::Preprocessing::Tf();
+    m.preprocessing = core::backbones::Preprocessing::Tf();
     m.label = "MobileNet alpha 0.25 @224, GAP head (tf-tutorial)";
   } else {
     // The keras-book recipe's head: Flatten, Dense 256 relu, dropout 0.5.
@@ -250,7 +258,7 @@ ModelSetup Describe(const std::string& name, const std::string& precision) {
     c.alpha = 1.0;
     c.input_size = 150;
     c.head = {core::train::Pooling::kFlatten, 256, 0.5};
-    m.preprocessing = core::models::Preprocessing::Caffe();
+    m.preprocessing = core::backbones::Preprocessing::Caffe();
     m.label = "VGG16 @150, Flatten-Dense256 head (keras-book)";
   }
   return m;
@@ -269,7 +277,7 @@ void RegisterModels(const fs::path& data_root, const fs::path& scratch,
   auto registry = OrDie(core::ModelRegistry::Open(*store, *dir), "opening the model registry");
   for (ModelSetup& m : models) {
     auto classifier = OrDie(core::train::BuildClassifier(m.config, 2,
-                                                         core::models::WeightsCacheOptions(),
+                                                         core::backbones::WeightsCacheOptions(),
                                                          /*load_weights=*/false),
                             "building the classifier");
     const fs::path weights = scratch / (m.name + ".safetensors");
@@ -279,7 +287,7 @@ void RegisterModels(const fs::path& data_root, const fs::path& scratch,
     info.display_name = m.label;
     info.model = m.config;
     info.classes = {"cat", "dog"};
-    info.preprocessing.mode = core::models::Preprocessing::ModeName(m.preprocessing.mode);
+    info.preprocessing.mode = core::backbones::Preprocessing::ModeName(m.preprocessing.mode);
     info.preprocessing.bgr = m.preprocessing.bgr;
     info.preprocessing.scale = m.preprocessing.scale;
     info.preprocessing.mean.assign(m.preprocessing.mean.begin(), m.preprocessing.mean.end());
@@ -819,7 +827,7 @@ int main(int argc, char** argv) {
     }
 
     // Offline, while the server is idle (this model not yet loaded there).
-    core::models::WeightsCacheOptions wopts;
+    core::backbones::WeightsCacheOptions wopts;
     wopts.dir = data_root / "weights";
     auto runner = OrDie(core::ModelRunner::Load(m.info, device, wopts), "ModelRunner::Load");
     std::vector<Row> rows;

@@ -20,6 +20,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/dataset_layout.h"
+#include "common/hash.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
@@ -114,97 +116,6 @@ constexpr int64_t kDefaultChunkBytes = 1024 * 1024;
 // Room the server keeps for framing under max_receive_message_bytes.
 constexpr int64_t kFramingBytes = 4096;
 
-// SHA-256 (FIPS 180-4) for checking exported archives; the client does not
-// link the server's engine, which has its own.
-class Sha256 {
- public:
-  void Update(const char* data, size_t size) {
-    total_ += size;
-    while (size > 0) {
-      const size_t take = std::min(size, block_.size() - used_);
-      std::memcpy(block_.data() + used_, data, take);
-      used_ += take;
-      data += take;
-      size -= take;
-      if (used_ == block_.size()) {
-        Process(block_.data());
-        used_ = 0;
-      }
-    }
-  }
-
-  std::string HexDigest() {
-    const uint64_t bits = total_ * 8;
-    static const char kPad[64] = {static_cast<char>(0x80)};
-    Update(kPad, used_ < 56 ? 56 - used_ : 120 - used_);
-    char length[8];
-    for (int i = 0; i < 8; ++i) length[i] = static_cast<char>(bits >> (56 - 8 * i));
-    Update(length, 8);
-    std::string out;
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (uint32_t v : h_) {
-      for (int shift = 28; shift >= 0; shift -= 4) out += kHex[(v >> shift) & 0xf];
-    }
-    return out;
-  }
-
- private:
-  static uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-  void Process(const uint8_t* p) {
-    static constexpr uint32_t k[64] = {
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2};
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i) {
-      w[i] = (uint32_t{p[4 * i]} << 24) | (uint32_t{p[4 * i + 1]} << 16) |
-             (uint32_t{p[4 * i + 2]} << 8) | uint32_t{p[4 * i + 3]};
-    }
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = Rotr(w[i - 15], 7) ^ Rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = Rotr(w[i - 2], 17) ^ Rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
-             h = h_[7];
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = h + (Rotr(e, 6) ^ Rotr(e, 11) ^ Rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                          k[i] + w[i];
-      const uint32_t t2 = (Rotr(a, 2) ^ Rotr(a, 13) ^ Rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    h_[0] += a;
-    h_[1] += b;
-    h_[2] += c;
-    h_[3] += d;
-    h_[4] += e;
-    h_[5] += f;
-    h_[6] += g;
-    h_[7] += h;
-  }
-
-  std::array<uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::array<uint8_t, 64> block_{};
-  size_t used_ = 0;
-  uint64_t total_ = 0;
-};
-
 // One local file to upload.
 struct LocalFile {
   fs::path full;
@@ -266,15 +177,6 @@ bool IsImageName(const std::string& rel) {
          absl::EndsWith(lower, ".png");
 }
 
-// The canonical split a top-level folder name stands for, as the server
-// reads it (SplitPolicy.FromFolders); "" for other names.
-std::string SplitOfFolder(const std::string& name) {
-  if (name == "train") return "train";
-  if (name == "validation" || name == "val") return "validation";
-  if (name == "test") return "test";
-  return "";
-}
-
 HealthStatus FromProto(HealthCheckResponse::ServingStatus s) {
   switch (s) {
     case HealthCheckResponse::SERVING: return HealthStatus::kServing;
@@ -328,19 +230,7 @@ std::string AliasName(std::string_view alias_or_name) {
 }
 
 absl::StatusOr<std::string> FileSha256(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
-  }
-  Sha256 hash;
-  std::vector<char> buffer(1 << 20);
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    if (in.gcount() > 0) hash.Update(buffer.data(), static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path.string()));
-  return hash.HexDigest();
+  return common::Sha256File(path);
 }
 
 absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
@@ -348,64 +238,55 @@ absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
   if (!files.ok()) return files.status();
   DatasetLayout layout;
   layout.files = static_cast<int64_t>(files->size());
-  // Images whose label would come from their own name (directly in a split
-  // folder or the root) versus those sitting in a class folder.
-  int64_t flat = 0;
-  int64_t nested = 0;
-  // The first of each kind per split (train, validation, test, none): the
-  // example shown comes from train when there is one.
-  std::string first_flat[4];
-  std::string first_nested[4];
+  // The image paths, and the first of each split (train, validation, test,
+  // none): the example shown comes from train when there is one.
+  std::vector<std::string> images;
+  std::string first[4];
   std::vector<std::string> split_dirs;  // as named on disk
   // train, validation, test: the order people read them in.
-  const auto rank = [](const std::string& name) {
-    const std::string split = SplitOfFolder(name);
-    return split == "train" ? 0 : split == "validation" ? 1 : 2;
-  };
-  const auto first_of = [](const std::string(&firsts)[4]) {
-    for (const std::string& f : firsts) {
-      if (!f.empty()) return f;
-    }
-    return std::string();
+  const auto rank = [](const std::string& path) {
+    const std::optional<common::Split> split = common::SplitFromFolder(path);
+    if (!split.has_value()) return 3;
+    return *split == common::Split::kTrain        ? 0
+           : *split == common::Split::kValidation ? 1
+                                                  : 2;
   };
   for (const LocalFile& f : *files) {
-    const std::vector<std::string> parts = absl::StrSplit(f.rel, '/');
-    const bool in_split =
-        parts.size() > 1 && !SplitOfFolder(parts.front()).empty();
-    if (in_split && std::find(split_dirs.begin(), split_dirs.end(),
-                              parts.front()) == split_dirs.end()) {
-      split_dirs.push_back(parts.front());
+    const int r = rank(f.rel);
+    if (r < 3) {
+      const std::string top = f.rel.substr(0, f.rel.find('/'));
+      if (std::find(split_dirs.begin(), split_dirs.end(), top) ==
+          split_dirs.end()) {
+        split_dirs.push_back(top);
+      }
     }
     if (!IsImageName(f.rel)) continue;
-    ++layout.image_files;
-    const int r = in_split ? rank(parts.front()) : 3;
-    if (parts.size() - (in_split ? 1 : 0) == 1) {
-      ++flat;
-      if (first_flat[r].empty()) first_flat[r] = f.rel;
-    } else {
-      ++nested;
-      if (first_nested[r].empty()) first_nested[r] = f.rel;
-    }
+    images.push_back(f.rel);
+    if (first[r].empty()) first[r] = f.rel;
   }
   std::stable_sort(split_dirs.begin(), split_dirs.end(),
                    [&](const std::string& a, const std::string& b) {
-                     return rank(a) < rank(b);
+                     return rank(a + "/") < rank(b + "/");
                    });
+  layout.image_files = static_cast<int64_t>(images.size());
   layout.split_folders = std::move(split_dirs);
-  if (layout.image_files == 0) return layout;
-  if (flat >= nested) {
-    // Kaggle style: "cat.123.jpg" -> "cat" (the name up to its first '.').
-    layout.label_source = v1::LABEL_SOURCE_FILENAME;
-    layout.example_path = first_of(first_flat);
-    const std::string base = fs::path(layout.example_path).filename().string();
-    layout.example_label = base.substr(0, base.find('.'));
-  } else {
-    // Keras flow_from_directory style: the innermost folder.
-    layout.label_source = v1::LABEL_SOURCE_FOLDER;
-    layout.example_path = first_of(first_nested);
-    layout.example_label =
-        fs::path(layout.example_path).parent_path().filename().string();
+  if (images.empty()) return layout;
+  // The server's own rules (common/dataset_layout.h) decide.
+  const common::LabelSource source = common::DetectLabelSource(images);
+  layout.label_source = source == common::LabelSource::kFolder
+                            ? v1::LABEL_SOURCE_FOLDER
+                            : v1::LABEL_SOURCE_FILENAME;
+  for (const std::string& f : first) {
+    if (f.empty()) continue;
+    layout.example_path = f;
+    break;
   }
+  absl::StatusOr<std::string> label =
+      source == common::LabelSource::kFolder
+          ? common::LabelFromFolder(layout.example_path)
+          : common::LabelFromFilename(layout.example_path);
+  // A name without LABEL.ID.EXT: the server will say why at upload.
+  layout.example_label = label.ok() ? *label : "";
   return layout;
 }
 

@@ -13,7 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/core/build_info.h"
+#include "server/core/util/build_info.h"
 
 namespace transferd::app {
 namespace {

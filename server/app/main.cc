@@ -24,8 +24,8 @@
 
 #include "server/app/config.h"
 #include "server/app/logging.h"
-#include "server/core/build_info.h"
-#include "server/core/cpu_features.h"
+#include "server/core/util/build_info.h"
+#include "server/core/util/cpu_features.h"
 #include "server/core/engine.h"
 #include "server/rpc/rpc_server.h"
 

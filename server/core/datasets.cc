@@ -17,16 +17,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "server/core/catalog_util.h"
-#include "server/core/data_dir.h"
-#include "server/core/sha256.h"
-#include "server/core/status_macros.h"
-#include "server/core/store.h"
+#include "server/core/util/catalog_util.h"
+#include "server/core/util/data_dir.h"
+#include "common/hash.h"
+#include "server/core/util/status_macros.h"
+#include "server/core/util/store.h"
 
 namespace transferd::core {
 namespace fs = std::filesystem;
-using data::LabelSource;
-using data::Split;
+using common::LabelSource;
+using common::Split;
 
 namespace {
 
@@ -35,7 +35,7 @@ namespace {
 // byte of a path that is not UTF-8 beyond ASCII as \xNN.
 std::string DisplayPath(std::string_view path) {
   const std::string_view shown = path.substr(0, 300);
-  const bool utf8 = data::IsValidUtf8(shown);
+  const bool utf8 = common::IsValidUtf8(shown);
   std::string out;
   for (char c : shown) {
     const auto u = static_cast<unsigned char>(c);
@@ -261,14 +261,14 @@ absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
         " bytes, over the per-file limit of ", catalog_.limits_.max_file_bytes,
         " bytes (--max-file-bytes)"));
   }
-  if (absl::Status path = data::ValidateClientPath(chunk.path); !path.ok()) {
+  if (absl::Status path = common::ValidateClientPath(chunk.path); !path.ok()) {
     Reject(RejectReason::kBadPath, std::string(path.message()));
     skip_file_ = true;
   } else if (spec_.label_source == LabelSource::kExplicit && chunk.label.empty()) {
     Reject(RejectReason::kNoLabel,
            "explicit labels were requested but this file has none");
     skip_file_ = true;
-  } else if (!data::IsValidUtf8(chunk.label)) {
+  } else if (!common::IsValidUtf8(chunk.label)) {
     Reject(RejectReason::kNoLabel, "the label is not valid UTF-8");
     skip_file_ = true;
   }
@@ -328,7 +328,7 @@ absl::Status DatasetUpload::EndFile() {
     return absl::OkStatus();
   }
   TRANSFERD_ASSIGN_OR_RETURN(const ImageHeader header, ProbeImage(bytes, limits));
-  Sha256 hash;
+  common::Sha256 hash;
   hash.Update(bytes.data(), bytes.size());
   Entry entry;
   entry.path = file_path_;
@@ -363,14 +363,14 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   std::vector<std::string> paths;
   for (const Entry& e : entries_) paths.push_back(e.path);
   LabelSource source = spec_.label_source;
-  if (source == LabelSource::kAuto) source = data::DetectLabelSource(paths);
+  if (source == LabelSource::kAuto) source = common::DetectLabelSource(paths);
   std::vector<Entry> labelled;
   std::vector<std::string> labels;
   for (Entry& e : entries_) {
     absl::StatusOr<std::string> label =
         source == LabelSource::kExplicit ? absl::StatusOr<std::string>(e.explicit_label)
-        : source == LabelSource::kFolder ? data::LabelFromFolder(e.path)
-                                         : data::LabelFromFilename(e.path);
+        : source == LabelSource::kFolder ? common::LabelFromFolder(e.path)
+                                         : common::LabelFromFilename(e.path);
     if (!label.ok()) {
       rejected_.push_back({DisplayPath(e.path), RejectReason::kNoLabel,
                            std::string(label.status().message())});
@@ -384,20 +384,20 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   // Splits.
   paths.clear();
   for (const Entry& e : labelled) paths.push_back(e.path);
-  data::SplitPolicy policy;
+  common::SplitPolicy policy;
   if (spec_.split.has_value()) {
     policy = *spec_.split;
   } else {
-    policy.kind = data::SplitPolicy::Kind::kAllTrain;
+    policy.kind = common::SplitPolicy::Kind::kAllTrain;
     for (const std::string& p : paths) {
-      if (data::SplitFromFolder(p).has_value()) {
-        policy.kind = data::SplitPolicy::Kind::kFolders;
+      if (common::SplitFromFolder(p).has_value()) {
+        policy.kind = common::SplitPolicy::Kind::kFolders;
         break;
       }
     }
   }
   TRANSFERD_ASSIGN_OR_RETURN(std::vector<Split> splits,
-                             data::AssignSplits(paths, labels, policy));
+                             common::AssignSplits(paths, labels, policy));
 
   struct Kept {
     Entry entry;
@@ -407,7 +407,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   std::vector<Kept> kept;
   for (size_t i = 0; i < labelled.size(); ++i) {
     if (splits[i] == Split::kNone) {
-      if (policy.kind == data::SplitPolicy::Kind::kFolders) {
+      if (policy.kind == common::SplitPolicy::Kind::kFolders) {
         rejected_.push_back({DisplayPath(labelled[i].path), RejectReason::kNoSplit,
                              "not under a train/, validation/ (val/) or test/ folder"});
       }
@@ -618,7 +618,7 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(Uploa
   }
   if (spec.split.has_value()) {
     // Checked once here so that a bad policy fails before any byte is sent.
-    TRANSFERD_RETURN_IF_ERROR(data::AssignSplits({}, {}, *spec.split).status());
+    TRANSFERD_RETURN_IF_ERROR(common::AssignSplits({}, {}, *spec.split).status());
   }
   if (absl::Status existing = Get(spec.id).status(); existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("dataset \"", spec.id, "\" already exists"));
@@ -768,7 +768,7 @@ absl::StatusOr<std::vector<data::Example>> DatasetCatalog::Examples(const std::s
 }
 
 absl::StatusOr<std::vector<DatasetFile>> DatasetCatalog::Files(
-    const std::string& id, const std::vector<data::Split>& splits) {
+    const std::string& id, const std::vector<common::Split>& splits) {
   TRANSFERD_RETURN_IF_ERROR(Get(id).status());
   std::vector<DatasetFile> out;
   const fs::path dir = data_dir_.datasets_dir() / id;
@@ -780,7 +780,7 @@ absl::StatusOr<std::vector<DatasetFile>> DatasetCatalog::Files(
     while (true) {
       TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
-      const auto split = static_cast<data::Split>(q.ColumnInt(3));
+      const auto split = static_cast<common::Split>(q.ColumnInt(3));
       if (!splits.empty() && std::find(splits.begin(), splits.end(), split) == splits.end()) {
         continue;
       }

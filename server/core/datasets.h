@@ -28,9 +28,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/core/data/dataset_layout.h"
+#include "common/dataset_layout.h"
 #include "server/core/data/example.h"
-#include "server/core/images.h"
+#include "server/core/data/images.h"
 
 namespace transferd::core {
 
@@ -75,9 +75,9 @@ struct RejectedFile {
 struct UploadSpec {
   std::string id;  // empty: the server picks "ds-<8 hex digits>"
   std::string display_name;
-  data::LabelSource label_source = data::LabelSource::kAuto;
+  common::LabelSource label_source = common::LabelSource::kAuto;
   // nullopt: split folders when any path starts with one, else all train.
-  std::optional<data::SplitPolicy> split;
+  std::optional<common::SplitPolicy> split;
   int64_t expected_files = 0;  // 0 = unknown
   int64_t expected_bytes = 0;  // 0 = unknown
 };
@@ -97,7 +97,7 @@ struct ImageSizeStats {
 };
 
 struct SplitCounts {
-  data::Split split = data::Split::kTrain;
+  common::Split split = common::Split::kTrain;
   int64_t files = 0;
   std::vector<int64_t> per_class;  // in the dataset's class order
 };
@@ -106,14 +106,14 @@ struct DatasetFile {
   std::string client_path;  // as uploaded ("cats/cat.1.jpg")
   std::string path;         // on the server
   int64_t label = 0;
-  data::Split split = data::Split::kTrain;
+  common::Split split = common::Split::kTrain;
 };
 
 struct DatasetInfo {
   std::string id;
   std::string display_name;
   std::chrono::system_clock::time_point create_time;
-  data::LabelSource label_source = data::LabelSource::kFilename;
+  common::LabelSource label_source = common::LabelSource::kFilename;
   std::vector<std::string> classes;  // sorted
   std::vector<SplitCounts> splits;   // train, validation, test; empty ones left out
   int64_t files = 0;
@@ -221,11 +221,11 @@ class DatasetCatalog {
   // The stored files of one split, as loader examples (labels index the
   // dataset's classes), in a stable order.
   absl::StatusOr<std::vector<data::Example>> Examples(const std::string& id,
-                                                      data::Split split);
+                                                      common::Split split);
   // Every file of the given splits (all when empty), in upload order, with
   // the client's path (for predict jobs' results).
   absl::StatusOr<std::vector<DatasetFile>> Files(const std::string& id,
-                                                 const std::vector<data::Split>& splits);
+                                                 const std::vector<common::Split>& splits);
 
   // Asked before a delete; returns the user (e.g. "jobs/7") or "" if none.
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);

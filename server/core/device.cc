@@ -11,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "server/core/cpu_features.h"
+#include "server/core/util/cpu_features.h"
 
 namespace transferd::core {
 namespace {

@@ -5,8 +5,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/core/models/backbone.h"
-#include "server/core/status_macros.h"
+#include "server/core/backbones/backbone.h"
+#include "server/core/util/status_macros.h"
 
 namespace transferd::core {
 namespace {
@@ -24,16 +24,16 @@ std::string RandomHex(int bytes) {
 // (built once: a second or two of start-up, while health is NOT_SERVING).
 std::vector<BackboneDescription> DescribeBackbones() {
   std::vector<BackboneDescription> out;
-  for (const models::BackboneCatalogEntry& entry : models::BackboneCatalog()) {
+  for (const backbones::BackboneCatalogEntry& entry : backbones::BackboneCatalog()) {
     BackboneDescription d;
     d.name = entry.name;
     d.keras_name = entry.keras_name;
     d.alphas = entry.alphas;
     d.default_input_size = entry.default_input_size;
-    models::BackboneSpec spec;
+    backbones::BackboneSpec spec;
     spec.name = entry.name;
     spec.alpha = entry.default_alpha;
-    auto backbone = models::CreateBackbone(spec);
+    auto backbone = backbones::CreateBackbone(spec);
     if (backbone.ok()) {
       d.min_input_size = (*backbone)->min_input_size();
       d.parameters = (*backbone)->KerasParameterCount();
@@ -117,7 +117,7 @@ EngineInfo Engine::Info() const {
     info.instance_id = instance_id_;
     info.backbones = backbones_;
     // Files in the weights folder, by the backbone their name starts with.
-    for (const std::string& file : models::CachedWeightFiles(data_dir_->weights_dir())) {
+    for (const std::string& file : backbones::CachedWeightFiles(data_dir_->weights_dir())) {
       BackboneDescription* owner = nullptr;
       size_t longest = 0;
       for (BackboneDescription& b : info.backbones) {
@@ -132,8 +132,8 @@ EngineInfo Engine::Info() const {
   return info;
 }
 
-models::WeightsCacheOptions Engine::weights_cache() const {
-  models::WeightsCacheOptions cache;
+backbones::WeightsCacheOptions Engine::weights_cache() const {
+  backbones::WeightsCacheOptions cache;
   cache.dir = data_dir_->weights_dir();
   cache.allow_download = options_.allow_weight_downloads;
   return cache;

@@ -12,16 +12,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/core/cpu_features.h"
-#include "server/core/data_dir.h"
+#include "server/core/util/cpu_features.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/datasets.h"
 #include "server/core/device_arbiter.h"
 #include "server/core/jobs.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
 #include "server/core/device.h"
-#include "server/core/models/weights_cache.h"
-#include "server/core/store.h"
+#include "server/core/backbones/weights_cache.h"
+#include "server/core/util/store.h"
 
 namespace transferd::core {
 
@@ -91,7 +91,7 @@ class Engine {
   const ComputeDevice& device() const { return device_; }
   const DataDir& data_dir() const { return *data_dir_; }
   // Where backbones find their weight files (and may download them).
-  models::WeightsCacheOptions weights_cache() const;
+  backbones::WeightsCacheOptions weights_cache() const;
   // Valid once ready().
   Store& store() { return *store_; }
   DatasetCatalog& datasets() { return *datasets_; }

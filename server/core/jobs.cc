@@ -11,17 +11,17 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/catalog_util.h"
-#include "server/core/data_dir.h"
+#include "server/core/util/catalog_util.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/datasets.h"
-#include "server/core/models/backbone.h"
+#include "server/core/backbones/backbone.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
-#include "server/core/status_macros.h"
-#include "server/core/store.h"
+#include "server/core/util/status_macros.h"
+#include "server/core/util/store.h"
 #include "server/core/train/train_json.h"
 #include "server/core/train/train_util.h"
-#include "server/core/images.h"
+#include "server/core/data/images.h"
 #include "server/core/train/trainer.h"
 
 namespace transferd::core {
@@ -195,15 +195,15 @@ bool NeedsValidation(const std::string& metric) { return absl::StartsWith(metric
 // What the model's weights expect, recorded with the model so that serving
 // preprocesses exactly as training did.
 absl::StatusOr<PreprocessingInfo> PreprocessingFor(const train::ModelConfig& m) {
-  models::BackboneSpec spec;
+  backbones::BackboneSpec spec;
   spec.name = m.backbone;
   spec.alpha = m.alpha;
-  spec.flavor = absl::EndsWith(m.weights, ".safetensors") ? models::Flavor::kTorchvision
-                                                          : models::Flavor::kKeras;
-  TRANSFERD_ASSIGN_OR_RETURN(models::Backbone backbone, models::CreateBackbone(spec));
-  const models::Preprocessing p = backbone->DefaultPreprocessing();
+  spec.flavor = absl::EndsWith(m.weights, ".safetensors") ? backbones::Flavor::kTorchvision
+                                                          : backbones::Flavor::kKeras;
+  TRANSFERD_ASSIGN_OR_RETURN(backbones::Backbone backbone, backbones::CreateBackbone(spec));
+  const backbones::Preprocessing p = backbone->DefaultPreprocessing();
   PreprocessingInfo out;
-  out.mode = models::Preprocessing::ModeName(p.mode);
+  out.mode = backbones::Preprocessing::ModeName(p.mode);
   out.bgr = p.bgr;
   out.scale = p.scale;
   out.mean.assign(p.mean.begin(), p.mean.end());
@@ -324,8 +324,8 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
   }
   int64_t train_files = 0, val_files = 0;
   for (const SplitCounts& s : dataset->splits) {
-    if (s.split == data::Split::kTrain) train_files = s.files;
-    if (s.split == data::Split::kValidation) val_files = s.files;
+    if (s.split == common::Split::kTrain) train_files = s.files;
+    if (s.split == common::Split::kValidation) val_files = s.files;
   }
   if (train_files == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -702,10 +702,10 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
   data.dataset_id = job.dataset_id;
   TRANSFERD_ASSIGN_OR_RETURN(DatasetInfo dataset, env_.datasets->Get(job.dataset_id));
   data.classes = dataset.classes;
-  TRANSFERD_ASSIGN_OR_RETURN(data.train, env_.datasets->Examples(job.dataset_id, data::Split::kTrain));
+  TRANSFERD_ASSIGN_OR_RETURN(data.train, env_.datasets->Examples(job.dataset_id, common::Split::kTrain));
   TRANSFERD_ASSIGN_OR_RETURN(data.validation,
-                             env_.datasets->Examples(job.dataset_id, data::Split::kValidation));
-  TRANSFERD_ASSIGN_OR_RETURN(data.test, env_.datasets->Examples(job.dataset_id, data::Split::kTest));
+                             env_.datasets->Examples(job.dataset_id, common::Split::kValidation));
+  TRANSFERD_ASSIGN_OR_RETURN(data.test, env_.datasets->Examples(job.dataset_id, common::Split::kTest));
 
   train::TrainerEnv env;
   env.device = env_.device;
@@ -809,10 +809,10 @@ absl::Status JobQueue::RunTraining(JobRecord& job) {
 
 namespace {
 
-absl::StatusOr<data::Split> SplitFromName(const std::string& name) {
-  if (name == "train") return data::Split::kTrain;
-  if (name == "validation") return data::Split::kValidation;
-  if (name == "test") return data::Split::kTest;
+absl::StatusOr<common::Split> SplitFromName(const std::string& name) {
+  if (name == "train") return common::Split::kTrain;
+  if (name == "validation") return common::Split::kValidation;
+  if (name == "test") return common::Split::kTest;
   return absl::InvalidArgumentError(
       absl::StrCat("spec.predict.splits: \"", name, "\" is not a split (train, validation, test)"));
 }
@@ -837,9 +837,9 @@ absl::StatusOr<JobRecord> JobQueue::CreatePredict(NewJob job) {
   if (!model.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("spec.base_model: ", model.status().message()));
   }
-  std::vector<data::Split> splits;
+  std::vector<common::Split> splits;
   for (const std::string& name : job.config.predict_splits) {
-    TRANSFERD_ASSIGN_OR_RETURN(data::Split split, SplitFromName(name));
+    TRANSFERD_ASSIGN_OR_RETURN(common::Split split, SplitFromName(name));
     splits.push_back(split);
   }
   int64_t files = 0;
@@ -861,9 +861,9 @@ absl::StatusOr<JobRecord> JobQueue::CreatePredict(NewJob job) {
 
 absl::Status JobQueue::RunPrediction(JobRecord& job) {
   TRANSFERD_ASSIGN_OR_RETURN(ModelInfo model, env_.models->Get(job.base_model));
-  std::vector<data::Split> splits;
+  std::vector<common::Split> splits;
   for (const std::string& name : job.config.predict_splits) {
-    TRANSFERD_ASSIGN_OR_RETURN(data::Split split, SplitFromName(name));
+    TRANSFERD_ASSIGN_OR_RETURN(common::Split split, SplitFromName(name));
     splits.push_back(split);
   }
   TRANSFERD_ASSIGN_OR_RETURN(DatasetInfo dataset, env_.datasets->Get(job.dataset_id));
@@ -947,7 +947,7 @@ absl::Status JobQueue::RunPrediction(JobRecord& job) {
       const DatasetFile& f = files[begin + i];
       FilePredictionRecord& r = rows[i];
       r.client_path = f.client_path;
-      r.split = data::SplitName(f.split);
+      r.split = common::SplitName(f.split);
       if (f.label >= 0 && f.label < static_cast<int64_t>(dataset.classes.size())) {
         r.true_label = dataset.classes[f.label];
       }
@@ -1090,7 +1090,7 @@ absl::StatusOr<PredictionsPage> JobQueue::Predictions(const std::string& id, int
       FilePredictionRecord r;
       last = q.ColumnInt(0);
       r.client_path = q.ColumnText(1);
-      r.split = data::SplitName(static_cast<data::Split>(q.ColumnInt(2)));
+      r.split = common::SplitName(static_cast<common::Split>(q.ColumnInt(2)));
       r.true_label = q.ColumnText(3);
       r.label = q.ColumnText(4);
       try {

@@ -30,7 +30,7 @@
 #include "absl/status/statusor.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/models/weights_cache.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core {
@@ -139,7 +139,7 @@ class JobQueue {
     DatasetCatalog* datasets = nullptr;
     ModelRegistry* models = nullptr;
     ComputeDevice device;
-    models::WeightsCacheOptions weights;
+    backbones::WeightsCacheOptions weights;
     int loader_threads = 2;
     int64_t decoded_cache_bytes = 0;
     // Shared with the predictor (null: the worker has the device alone).

@@ -17,9 +17,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "server/core/catalog_util.h"
-#include "server/core/sha256.h"
-#include "server/core/status_macros.h"
+#include "server/core/util/catalog_util.h"
+#include "common/hash.h"
+#include "server/core/util/status_macros.h"
 #include "server/core/train/train_json.h"
 
 namespace transferd::core {
@@ -264,7 +264,7 @@ absl::StatusOr<int64_t> WriteModelArchive(const ModelInfo& model, const fs::path
   }
   // One open file for both passes: a model deleted meanwhile stays readable.
   std::vector<char> buffer(kCopyBuffer);
-  Sha256 hash;
+  common::Sha256 hash;
   int64_t weights_bytes = 0;
   while (weights) {
     weights.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
@@ -430,7 +430,7 @@ absl::StatusOr<ModelInfo> ReadModelArchive(const fs::path& archive, const fs::pa
     fs::remove(weights_out, rm);
   };
   if (!out) return absl::InternalError(absl::StrCat("cannot create ", weights_out.string()));
-  Sha256 hash;
+  common::Sha256 hash;
   in.seekg(weights.offset);
   for (int64_t done = 0; done < weights.size;) {
     const int64_t n = std::min<int64_t>(kCopyBuffer, weights.size - done);

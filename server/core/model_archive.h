@@ -24,7 +24,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/core/registry.h"
+#include "server/core/model_info.h"
 
 namespace transferd::core {
 

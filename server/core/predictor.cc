@@ -13,10 +13,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/models/preprocessing.h"
+#include "server/core/backbones/preprocessing.h"
 #include "server/core/registry.h"
-#include "server/core/status_macros.h"
-#include "server/core/torch_util.h"
+#include "server/core/util/status_macros.h"
+#include "server/core/util/torch_util.h"
 #include "server/core/train/classifier.h"
 
 namespace transferd::core {
@@ -24,14 +24,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<models::Preprocessing> PreprocessingOf(const PreprocessingInfo& info) {
-  models::Preprocessing p;
+absl::StatusOr<backbones::Preprocessing> PreprocessingOf(const PreprocessingInfo& info) {
+  backbones::Preprocessing p;
   if (info.mode == "caffe") {
-    p.mode = models::Preprocessing::Mode::kCaffe;
+    p.mode = backbones::Preprocessing::Mode::kCaffe;
   } else if (info.mode == "tf") {
-    p.mode = models::Preprocessing::Mode::kTf;
+    p.mode = backbones::Preprocessing::Mode::kTf;
   } else if (info.mode == "torch") {
-    p.mode = models::Preprocessing::Mode::kTorch;
+    p.mode = backbones::Preprocessing::Mode::kTorch;
   } else {
     return absl::DataLossError(absl::StrCat("unknown preprocessing mode '", info.mode, "'"));
   }
@@ -51,7 +51,7 @@ absl::StatusOr<models::Preprocessing> PreprocessingOf(const PreprocessingInfo& i
 
 struct ModelRunner::Impl {
   train::Classifier model{nullptr};
-  models::Preprocessing preprocessing;
+  backbones::Preprocessing preprocessing;
   torch::Device device{torch::kCPU};
   bool bf16 = false;
   int input_size = 0;
@@ -64,7 +64,7 @@ ModelRunner::~ModelRunner() = default;
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(
     const ModelInfo& info, const ComputeDevice& device,
-    const models::WeightsCacheOptions& weights) {
+    const backbones::WeightsCacheOptions& weights) {
   auto impl = std::make_unique<Impl>();
   TRANSFERD_ASSIGN_OR_RETURN(impl->preprocessing, PreprocessingOf(info.preprocessing));
   impl->input_size = info.preprocessing.input_size;
@@ -103,7 +103,7 @@ absl::StatusOr<std::vector<float>> ModelRunner::Run(const uint8_t* pixels, int64
     // from_blob does not own or modify the bytes; preprocessing makes a copy.
     const torch::Tensor rgb = torch::from_blob(const_cast<uint8_t*>(pixels), {n, s, s, 3},
                                                torch::kUInt8);
-    torch::Tensor x = models::ApplyPreprocessing(impl_->preprocessing, rgb)
+    torch::Tensor x = backbones::ApplyPreprocessing(impl_->preprocessing, rgb)
                           .contiguous(torch::MemoryFormat::ChannelsLast)
                           .to(impl_->device);
     if (flip_tta) x = torch::cat({x, x.flip({3})}, 0);
@@ -167,13 +167,13 @@ void RunCallbacks(Finished& finished) {
 
 struct Predictor::Impl {
   Impl(const PredictorOptions& o, ModelRegistry& m, ComputeDevice d,
-       models::WeightsCacheOptions w, DeviceArbiter* a)
+       backbones::WeightsCacheOptions w, DeviceArbiter* a)
       : options(o), models(m), device(std::move(d)), weights(std::move(w)), arbiter(a) {}
 
   const PredictorOptions& options;
   ModelRegistry& models;
   const ComputeDevice device;
-  const models::WeightsCacheOptions weights;
+  const backbones::WeightsCacheOptions weights;
   DeviceArbiter* const arbiter;
 
   std::mutex mu;
@@ -445,7 +445,7 @@ struct Predictor::Impl {
 };
 
 Predictor::Predictor(PredictorOptions options, ModelRegistry& models, ComputeDevice device,
-                     models::WeightsCacheOptions weights, DeviceArbiter* arbiter)
+                     backbones::WeightsCacheOptions weights, DeviceArbiter* arbiter)
     : options_(std::move(options)),
       impl_(std::make_unique<Impl>(options_, models, std::move(device), std::move(weights),
                                    arbiter)) {}

@@ -30,8 +30,8 @@
 #include "absl/status/statusor.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/images.h"
-#include "server/core/models/weights_cache.h"
+#include "server/core/data/images.h"
+#include "server/core/backbones/weights_cache.h"
 
 namespace transferd::core {
 
@@ -86,7 +86,7 @@ class ModelRunner {
  public:
   static absl::StatusOr<std::unique_ptr<ModelRunner>> Load(const ModelInfo& info,
                                                            const ComputeDevice& device,
-                                                           const models::WeightsCacheOptions& weights);
+                                                           const backbones::WeightsCacheOptions& weights);
   ~ModelRunner();
 
   int input_size() const;
@@ -106,7 +106,7 @@ class ModelRunner {
 class Predictor {
  public:
   Predictor(PredictorOptions options, ModelRegistry& models, ComputeDevice device,
-            models::WeightsCacheOptions weights, DeviceArbiter* arbiter);
+            backbones::WeightsCacheOptions weights, DeviceArbiter* arbiter);
   ~Predictor();
   Predictor(const Predictor&) = delete;
   Predictor& operator=(const Predictor&) = delete;

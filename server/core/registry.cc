@@ -4,12 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/core/catalog_util.h"
-#include "server/core/data_dir.h"
+#include "server/core/util/catalog_util.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/model_archive.h"
-#include "server/core/models/safetensors.h"
-#include "server/core/status_macros.h"
-#include "server/core/store.h"
+#include "server/core/backbones/safetensors.h"
+#include "server/core/util/status_macros.h"
+#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_json.h"
 
@@ -280,7 +280,7 @@ absl::StatusOr<ModelInfo> ModelRegistry::Import(const fs::path& archive, const s
   TRANSFERD_ASSIGN_OR_RETURN(ModelInfo info, ReadModelArchive(archive, weights.path));
 
   // The tensors must be exactly the classifier model.json describes.
-  absl::StatusOr<models::NamedTensors> tensors = models::ReadSafetensors(weights.path);
+  absl::StatusOr<backbones::NamedTensors> tensors = backbones::ReadSafetensors(weights.path);
   if (!tensors.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("not a valid model archive: weights.safetensors: ",
@@ -288,7 +288,7 @@ absl::StatusOr<ModelInfo> ModelRegistry::Import(const fs::path& archive, const s
   }
   try {
     absl::StatusOr<train::Classifier> classifier = train::BuildClassifier(
-        info.model, static_cast<int>(info.classes.size()), models::WeightsCacheOptions(),
+        info.model, static_cast<int>(info.classes.size()), backbones::WeightsCacheOptions(),
         /*load_weights=*/false);
     if (!classifier.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("not a valid model archive: model.json: ",

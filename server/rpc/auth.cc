@@ -11,7 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/core/sha256.h"
+#include "common/hash.h"
 
 namespace transferd::rpc {
 namespace {
@@ -19,7 +19,7 @@ namespace {
 constexpr size_t kMinTokenLength = 16;
 
 std::string Digest(std::string_view token) {
-  core::Sha256 hash;
+  common::Sha256 hash;
   hash.Update(token.data(), token.size());
   return hash.HexDigest();
 }

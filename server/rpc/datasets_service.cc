@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/datasets.h"
 #include "server/core/engine.h"
+#include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
 
@@ -16,85 +17,6 @@ namespace transferd::rpc {
 namespace {
 
 namespace v1 = transferd::v1;
-using core::data::LabelSource;
-using core::data::Split;
-using core::data::SplitPolicy;
-
-v1::Split SplitToProto(Split split) {
-  switch (split) {
-    case Split::kTrain: return v1::SPLIT_TRAIN;
-    case Split::kValidation: return v1::SPLIT_VALIDATION;
-    case Split::kTest: return v1::SPLIT_TEST;
-    case Split::kNone: break;
-  }
-  return v1::SPLIT_UNSPECIFIED;
-}
-
-v1::LabelSource LabelSourceToProto(LabelSource source) {
-  switch (source) {
-    case LabelSource::kFilename: return v1::LABEL_SOURCE_FILENAME;
-    case LabelSource::kFolder: return v1::LABEL_SOURCE_FOLDER;
-    case LabelSource::kExplicit: return v1::LABEL_SOURCE_EXPLICIT;
-    case LabelSource::kAuto: break;
-  }
-  return v1::LABEL_SOURCE_UNSPECIFIED;
-}
-
-absl::StatusOr<LabelSource> LabelSourceFromProto(v1::LabelSource source) {
-  switch (source) {
-    case v1::LABEL_SOURCE_UNSPECIFIED: return LabelSource::kAuto;
-    case v1::LABEL_SOURCE_FILENAME: return LabelSource::kFilename;
-    case v1::LABEL_SOURCE_FOLDER: return LabelSource::kFolder;
-    case v1::LABEL_SOURCE_EXPLICIT: return LabelSource::kExplicit;
-    default: break;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("header.label_source: unknown value ", static_cast<int>(source)));
-}
-
-absl::StatusOr<core::UploadSpec> SpecFromHeader(const v1::UploadHeader& h) {
-  core::UploadSpec spec;
-  spec.id = h.dataset_id();
-  spec.display_name = h.display_name();
-  spec.expected_files = h.expected_files();
-  spec.expected_bytes = h.expected_bytes();
-  absl::StatusOr<LabelSource> source = LabelSourceFromProto(h.label_source());
-  if (!source.ok()) return source.status();
-  spec.label_source = *source;
-  const v1::SplitPolicy& p = h.split_policy();
-  SplitPolicy policy;
-  switch (p.policy_case()) {
-    case v1::SplitPolicy::kFolders:
-      policy.kind = SplitPolicy::Kind::kFolders;
-      spec.split = policy;
-      break;
-    case v1::SplitPolicy::kRatios:
-      policy.kind = SplitPolicy::Kind::kRatios;
-      policy.train = p.ratios().train();
-      policy.validation = p.ratios().validation();
-      policy.test = p.ratios().test();
-      policy.seed = p.ratios().seed();
-      spec.split = policy;
-      break;
-    case v1::SplitPolicy::kPerClassCounts:
-      policy.kind = SplitPolicy::Kind::kPerClassCounts;
-      policy.train_count = p.per_class_counts().train();
-      policy.validation_count = p.per_class_counts().validation();
-      policy.test_count = p.per_class_counts().test();
-      policy.seed = p.per_class_counts().seed();
-      spec.split = policy;
-      break;
-    case v1::SplitPolicy::POLICY_NOT_SET:
-      break;
-  }
-  return spec;
-}
-
-void RejectToProto(const core::RejectedFile& in, v1::RejectedFile* out) {
-  out->set_path(in.path);
-  out->set_reason(static_cast<v1::RejectReason>(static_cast<int>(in.reason)));
-  out->set_message(in.message);
-}
 
 // Reads the stream message by message. The header opens a DatasetUpload;
 // each chunk goes straight into it, so memory holds one file at most. Any
@@ -167,7 +89,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequ
     if (!result.ok()) return ToGrpcStatus(result.status());
     ToProto(result->dataset, response_->mutable_dataset());
     for (const core::RejectedFile& r : result->rejected) {
-      RejectToProto(r, response_->add_rejected());
+      ToProto(r, response_->add_rejected());
     }
     response_->set_accepted_files(result->accepted_files);
     response_->set_duplicate_files(result->duplicate_files);
@@ -194,38 +116,6 @@ class RejectingReader final : public grpc::ServerReadReactor<v1::UploadDatasetRe
 };
 
 }  // namespace
-
-void ToProto(const core::DatasetInfo& in, v1::Dataset* out) {
-  out->set_name(absl::StrCat("datasets/", in.id));
-  out->set_display_name(in.display_name);
-  *out->mutable_create_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
-      std::chrono::duration_cast<std::chrono::milliseconds>(in.create_time.time_since_epoch())
-          .count());
-  out->set_label_source(LabelSourceToProto(in.label_source));
-  for (const std::string& c : in.classes) out->add_classes(c);
-  for (const core::SplitCounts& s : in.splits) {
-    v1::SplitSummary* split = out->add_splits();
-    split->set_split(SplitToProto(s.split));
-    split->set_files(s.files);
-    for (size_t i = 0; i < in.classes.size() && i < s.per_class.size(); ++i) {
-      v1::ClassCount* count = split->add_classes();
-      count->set_label(in.classes[i]);
-      count->set_files(s.per_class[i]);
-    }
-  }
-  out->set_files(in.files);
-  out->set_bytes(in.bytes);
-  v1::ImageSizeStats* size = out->mutable_image_size();
-  size->set_min_width(in.image_size.min_width);
-  size->set_max_width(in.image_size.max_width);
-  size->set_mean_width(in.image_size.mean_width);
-  size->set_min_height(in.image_size.min_height);
-  size->set_max_height(in.image_size.max_height);
-  size->set_mean_height(in.image_size.mean_height);
-  out->set_rejected_files(in.rejected_files);
-  out->set_duplicate_files(in.duplicate_files);
-  for (const core::RejectedFile& r : in.rejects) RejectToProto(r, out->add_rejects());
-}
 
 grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetsService::UploadDataset(
     grpc::CallbackServerContext* ctx, v1::UploadDatasetResponse* response) {

@@ -6,7 +6,6 @@
 
 namespace transferd::core {
 class Engine;
-struct DatasetInfo;
 }
 
 namespace transferd::rpc {
@@ -38,6 +37,5 @@ class DatasetsService final : public transferd::v1::Datasets::CallbackService {
 };
 
 // The catalog's view of a dataset as the API's message.
-void ToProto(const core::DatasetInfo& in, transferd::v1::Dataset* out);
 
 }  // namespace transferd::rpc

@@ -38,9 +38,11 @@ std::chrono::steady_clock::time_point SteadyDeadline(const grpc::CallbackServerC
                                   deadline - now));
 }
 
+// The item's code is a google.rpc code: the one mapping (grpc_status.h).
 void SetItemStatus(const absl::Status& status, v1::ItemStatus* out) {
-  out->set_code(static_cast<int32_t>(status.code()));
-  out->set_message(std::string(status.message()));
+  const grpc::Status mapped = ToGrpcStatus(status);
+  out->set_code(static_cast<int32_t>(mapped.error_code()));
+  out->set_message(mapped.error_message());
 }
 
 void FillPrediction(const std::string& id, const core::ImageResult& r,

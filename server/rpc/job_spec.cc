@@ -241,6 +241,27 @@ absl::StatusOr<ResolvedJob> ResolvePredict(const v1::JobSpec& spec,
   return out;
 }
 
+v1::FillMode FillToProto(AugmentOptions::Fill fill) {
+  switch (fill) {
+    case AugmentOptions::Fill::kNearest: return v1::FILL_MODE_NEAREST;
+    case AugmentOptions::Fill::kReflect: return v1::FILL_MODE_REFLECT;
+    case AugmentOptions::Fill::kConstant: return v1::FILL_MODE_CONSTANT;
+    case AugmentOptions::Fill::kWrap: return v1::FILL_MODE_WRAP;
+  }
+  return v1::FILL_MODE_UNSPECIFIED;
+}
+
+v1::LrScheduleSpec::Kind LrKindToProto(train::LrSchedule::Kind kind) {
+  using K = train::LrSchedule::Kind;
+  switch (kind) {
+    case K::kNone: return v1::LrScheduleSpec::KIND_UNSPECIFIED;
+    case K::kStep: return v1::LrScheduleSpec::KIND_STEP;
+    case K::kCosine: return v1::LrScheduleSpec::KIND_COSINE;
+    case K::kReduceOnPlateau: return v1::LrScheduleSpec::KIND_REDUCE_ON_PLATEAU;
+  }
+  return v1::LrScheduleSpec::KIND_UNSPECIFIED;
+}
+
 }  // namespace
 
 absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec,
@@ -362,7 +383,7 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const ResolvedJob& r) {
     a->set_zoom_range(s.augment.zoom_range);
     a->set_horizontal_flip(s.augment.horizontal_flip);
     a->set_vertical_flip(s.augment.vertical_flip);
-    a->set_fill_mode(static_cast<v1::FillMode>(static_cast<int>(s.augment.fill) + 1));
+    a->set_fill_mode(FillToProto(s.augment.fill));
     a->set_cval(s.augment.cval);
     if (!s.early_stopping.monitor.empty()) {
       st->mutable_early_stopping()->set_monitor(s.early_stopping.monitor);
@@ -371,7 +392,7 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const ResolvedJob& r) {
     }
     if (s.lr_schedule.kind != train::LrSchedule::Kind::kNone) {
       v1::LrScheduleSpec* l = st->mutable_lr_schedule();
-      l->set_kind(static_cast<v1::LrScheduleSpec::Kind>(static_cast<int>(s.lr_schedule.kind)));
+      l->set_kind(LrKindToProto(s.lr_schedule.kind));
       l->set_factor(s.lr_schedule.factor);
       l->set_step_epochs(s.lr_schedule.step_epochs);
       l->set_patience(s.lr_schedule.patience);

@@ -21,6 +21,7 @@
 #include "server/rpc/datasets_service.h"
 #include "server/rpc/inference_service.h"
 #include "server/rpc/jobs_service.h"
+#include "server/rpc/models_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
 

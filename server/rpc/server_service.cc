@@ -6,7 +6,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include "server/core/build_info.h"
+#include "server/core/util/build_info.h"
 #include "server/core/engine.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/service_util.h"

@@ -4,7 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/catalog_util.h"
+#include "server/core/util/catalog_util.h"
 #include "server/core/engine.h"
 #include "server/core/registry.h"
 

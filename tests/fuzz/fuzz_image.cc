@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "server/core/images.h"
+#include "server/core/data/images.h"
 
 using transferd::core::DecodeImage;
 using transferd::core::DecodeResized;

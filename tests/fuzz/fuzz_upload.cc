@@ -16,9 +16,9 @@
 #include <string>
 #include <string_view>
 
-#include "server/core/data_dir.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/datasets.h"
-#include "server/core/store.h"
+#include "server/core/util/store.h"
 
 namespace fs = std::filesystem;
 using namespace transferd::core;  // NOLINT: a fuzz target

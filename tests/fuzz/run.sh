@@ -16,13 +16,15 @@ mkdir -p "$out/obj"
 cxx=(clang++)
 command -v ccache >/dev/null && cxx=(ccache clang++)
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/transferd-ccache}
+# As in scripts/build: a clone at another path hits the same cache entries.
+export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 cflags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -I. $(pkg-config --cflags opencv4))
-libs=($(pkg-config --libs opencv4 sqlite3 absl_status absl_statusor absl_strings absl_str_format absl_cord) -lpthread)
+libs=($(pkg-config --libs opencv4 sqlite3 absl_status absl_statusor absl_strings absl_str_format absl_cord libcrypto) -lpthread)
 
 # The project's sources under test: instrumented for coverage and ASan.
-sources=(server/core/images.cc server/core/data/dataset_layout.cc server/core/datasets.cc
-         server/core/data_dir.cc server/core/store.cc server/core/sha256.cc
-         server/core/catalog_util.cc server/core/block_hash.cc)
+sources=(server/core/data/images.cc common/dataset_layout.cc server/core/datasets.cc
+         server/core/util/data_dir.cc server/core/util/store.cc common/hash.cc
+         server/core/util/catalog_util.cc)
 objects=()
 for src in "${sources[@]}"; do
   obj="$out/obj/$(echo "$src" | tr / _).o"

@@ -26,6 +26,7 @@
 #include "tests/support/job_support.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
+#include "tests/support/paths.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
@@ -317,7 +318,7 @@ void KillClientsMidStream(const TransferdServer& server, const std::string& mode
       logs.push_back(absl::StrCat(dir, "/", mode, "-", k, ".log"));
       const std::string target = mode == "upload" ? absl::StrCat(name, "-", k) : name;
       clients.push_back(std::make_unique<testing::Subprocess>(testing::Subprocess::Spawn(
-          {STREAM_CLIENT_BIN, server.address(), mode, target}, {}, logs.back())));
+          {testing::BinaryPath("transferd_stream_client"), server.address(), mode, target}, {}, logs.back())));
     }
     for (size_t k = 0; k < clients.size(); ++k) {
       EXPECT_TRUE(Eventually([&] {

@@ -20,6 +20,7 @@
 #include "client/client.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
+#include "tests/support/paths.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 #include "transferd/v1/models.grpc.pb.h"
@@ -285,7 +286,7 @@ class ModelsRpcTest : public ::testing::Test {
   // Runs the archive reader; its JSON output.
   static nlohmann::json PythonRead(const fs::path& archive) {
     testing::RunResult r =
-        testing::Run({TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, archive.string()});
+        testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), archive.string()});
     EXPECT_TRUE(r.status.exited && r.status.code == 0) << r.out << r.err;
     if (!r.status.exited || r.status.code != 0) return nlohmann::json::object();
     return nlohmann::json::parse(r.out);
@@ -481,18 +482,18 @@ TEST_F(ModelsRpcTest, BadImportsAreInvalidAndLeaveNothingBehind) {
                 "truncated");
   ExpectRefused("truncated mid-block", good.substr(0, good.size() - 700));
   // Tensors that do not fit the architecture model.json describes.
-  testing::RunResult r = testing::Run({TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, "--rewrite",
+  testing::RunResult r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite",
                                        archive.string(), Scratch("wrong.tar").string(), "--set",
                                        "model.head.hidden_units=16"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   ExpectRefused("wrong tensors", ReadAll(Scratch("wrong.tar")), "does not fit");
-  r = testing::Run({TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, "--rewrite", archive.string(),
+  r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite", archive.string(),
                     Scratch("classes.tar").string(), "--set", "classes=[\"a\",\"b\",\"c\"]",
                     "--set", "evaluations=[]"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   ExpectRefused("three classes on a two-class head", ReadAll(Scratch("classes.tar")),
                 "does not fit");
-  r = testing::Run({TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, "--rewrite", archive.string(),
+  r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite", archive.string(),
                     Scratch("meta.tar").string(), "--set", "format=\"something-else\""});
   ASSERT_EQ(r.status.code, 0) << r.err;
   ExpectRefused("bad metadata", ReadAll(Scratch("meta.tar")), "format");

@@ -16,6 +16,7 @@
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/transferd_server.h"
+#include "tests/support/paths.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 
 namespace transferd {
@@ -174,7 +175,7 @@ class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     certs_ = temp_.path() + "/certs";
-    RunResult made = testing::Run({"/bin/bash", TRANSFERD_SOURCE_DIR "/tests/support/make_test_certs.sh",
+    RunResult made = testing::Run({"/bin/bash", testing::SourcePath("tests/support/make_test_certs.sh"),
                                    certs_});
     ASSERT_EQ(made.status.code, 0) << made.err;
   }

@@ -1,4 +1,5 @@
 #include "tests/support/transferd_server.h"
+#include "tests/support/paths.h"
 
 #include <signal.h>
 
@@ -9,8 +10,8 @@
 
 namespace transferd::testing {
 
-std::string TransferdBinary() { return TRANSFERD_BIN; }
-std::string TransferctlBinary() { return TRANSFERCTL_BIN; }
+std::string TransferdBinary() { return BinaryPath("transferd"); }
+std::string TransferctlBinary() { return BinaryPath("transferctl"); }
 
 TransferdServer::TransferdServer(Options options)
     : temp_(std::make_unique<TempDir>()) {

@@ -209,7 +209,7 @@ absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
     }
   }
   Batch out;
-  out.images = models::ApplyPreprocessing(options_.preprocessing, pixels)
+  out.images = backbones::ApplyPreprocessing(options_.preprocessing, pixels)
                    .contiguous(torch::MemoryFormat::ChannelsLast);
   out.labels = torch::tensor(labels, torch::kInt64);
   out.examples = std::move(members);

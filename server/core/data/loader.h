@@ -23,8 +23,8 @@
 #include "absl/status/statusor.h"
 #include "server/core/data/augment.h"
 #include "server/core/data/example.h"
-#include "server/core/images.h"
-#include "server/core/models/preprocessing.h"
+#include "server/core/data/images.h"
+#include "server/core/backbones/preprocessing.h"
 
 namespace transferd::core::data {
 
@@ -57,7 +57,7 @@ struct LoaderOptions {
   int threads = 2;
   int prefetch_batches = 4;
   AugmentOptions augment;  // all zero: no augmentation
-  models::Preprocessing preprocessing;
+  backbones::Preprocessing preprocessing;
   ImageLimits limits;
   // Optional, shared between the loaders of one example list and image size.
   std::shared_ptr<DecodedImageCache> decoded_cache;

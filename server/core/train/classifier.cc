@@ -10,8 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/core/models/weights.h"
-#include "server/core/status_macros.h"
+#include "server/core/backbones/weights.h"
+#include "server/core/util/status_macros.h"
 
 namespace transferd::core::train {
 namespace {
@@ -49,7 +49,7 @@ void KerasDenseInit(torch::nn::LinearImpl& dense) {
   if (dense.bias.defined()) dense.bias.zero_();
 }
 
-ClassifierImpl::ClassifierImpl(models::Backbone backbone, const HeadConfig& head,
+ClassifierImpl::ClassifierImpl(backbones::Backbone backbone, const HeadConfig& head,
                                int num_classes,
                                const std::vector<int64_t>& feature_shape)
     : backbone_(std::move(backbone)), head_config_(head), num_classes_(num_classes) {
@@ -179,7 +179,7 @@ void ClassifierImpl::train(bool on) {
   const auto& layers = backbone_->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     if (static_cast<int>(i) >= first_trainable_ && !batch_norm_inference_) break;
-    if (layers[i].kind == models::KerasLayer::Kind::kBatchNorm && layers[i].module) {
+    if (layers[i].kind == backbones::KerasLayer::Kind::kBatchNorm && layers[i].module) {
       layers[i].module->eval();
     }
   }
@@ -228,16 +228,16 @@ std::vector<std::pair<std::string, torch::Tensor>> ClassifierImpl::NamedState() 
   return out;
 }
 
-models::NamedTensors ClassifierImpl::StateTensors() const {
-  models::NamedTensors out;
+backbones::NamedTensors ClassifierImpl::StateTensors() const {
+  backbones::NamedTensors out;
   for (const auto& [name, t] : NamedState()) {
     out[name] = t.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
   }
   return out;
 }
 
-models::NamedTensors ClassifierImpl::BackboneTensors() const {
-  models::NamedTensors out;
+backbones::NamedTensors ClassifierImpl::BackboneTensors() const {
+  backbones::NamedTensors out;
   for (const auto& [name, t] : NamedState()) {
     if (name.rfind("head.", 0) == 0) continue;
     out[name] = t.detach().to(torch::kCPU, false, true);
@@ -245,7 +245,7 @@ models::NamedTensors ClassifierImpl::BackboneTensors() const {
   return out;
 }
 
-absl::Status ClassifierImpl::LoadStateTensors(const models::NamedTensors& tensors) {
+absl::Status ClassifierImpl::LoadStateTensors(const backbones::NamedTensors& tensors) {
   auto state = NamedState();
   std::set<std::string> known;
   for (const auto& [name, t] : state) {
@@ -282,11 +282,11 @@ absl::Status ClassifierImpl::Save(const std::filesystem::path& path,
   meta["format"] = "transferd-classifier";
   meta["backbone"] = backbone_->spec().name;
   meta["num_classes"] = std::to_string(num_classes_);
-  return models::WriteSafetensors(path, StateTensors(), meta);
+  return backbones::WriteSafetensors(path, StateTensors(), meta);
 }
 
 absl::Status ClassifierImpl::Load(const std::filesystem::path& path) {
-  TRANSFERD_ASSIGN_OR_RETURN(models::NamedTensors tensors, models::ReadSafetensors(path));
+  TRANSFERD_ASSIGN_OR_RETURN(backbones::NamedTensors tensors, backbones::ReadSafetensors(path));
   absl::Status s = LoadStateTensors(tensors);
   if (!s.ok()) {
     return absl::Status(s.code(), absl::StrCat(path.string(), ": ", s.message()));
@@ -295,18 +295,18 @@ absl::Status ClassifierImpl::Load(const std::filesystem::path& path) {
 }
 
 absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_classes,
-                                           const models::WeightsCacheOptions& weights,
+                                           const backbones::WeightsCacheOptions& weights,
                                            bool load_weights) {
   auto field = [](const char* name, const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat("model.", name, ": ", s.message()));
   };
-  const models::BackboneCatalogEntry* entry = nullptr;
-  for (const auto& e : models::BackboneCatalog()) {
+  const backbones::BackboneCatalogEntry* entry = nullptr;
+  for (const auto& e : backbones::BackboneCatalog()) {
     if (e.name == model.backbone) entry = &e;
   }
   if (entry == nullptr) {
     std::vector<std::string> names;
-    for (const auto& e : models::BackboneCatalog()) names.push_back(e.name);
+    for (const auto& e : backbones::BackboneCatalog()) names.push_back(e.name);
     return absl::InvalidArgumentError(absl::StrCat(
         "model.backbone: unknown backbone \"", model.backbone,
         "\"; available: ", absl::StrJoin(names, ", ")));
@@ -345,17 +345,17 @@ absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_cla
     return absl::InvalidArgumentError(absl::StrCat(
         "classes: a classifier needs at least 2 classes, the dataset has ", num_classes));
   }
-  absl::StatusOr<models::Backbone> backbone;
+  absl::StatusOr<backbones::Backbone> backbone;
   if (load_weights) {
-    backbone = models::BuildBackbone(model.backbone, model.alpha, model.weights,
+    backbone = backbones::BuildBackbone(model.backbone, model.alpha, model.weights,
                                      model.input_size, weights);
   } else {
-    models::BackboneSpec spec;
+    backbones::BackboneSpec spec;
     spec.name = model.backbone;
     spec.alpha = model.alpha;
-    spec.flavor = absl::EndsWith(model.weights, ".safetensors") ? models::Flavor::kTorchvision
-                                                                 : models::Flavor::kKeras;
-    backbone = models::CreateBackbone(spec);
+    spec.flavor = absl::EndsWith(model.weights, ".safetensors") ? backbones::Flavor::kTorchvision
+                                                                 : backbones::Flavor::kKeras;
+    backbone = backbones::CreateBackbone(spec);
   }
   if (!backbone.ok()) {
     const std::string message(backbone.status().message());

@@ -1,4 +1,4 @@
-// The classifier a training job builds: a conv base (models::BuildBackbone)
+// The classifier a training job builds: a conv base (backbones::BuildBackbone)
 // and Keras' classic head on top of it:
 //
 //   backbone -> Flatten | GlobalAveragePooling2D
@@ -33,9 +33,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/core/models/backbone.h"
-#include "server/core/models/safetensors.h"
-#include "server/core/models/weights_cache.h"
+#include "server/core/backbones/backbone.h"
+#include "server/core/backbones/safetensors.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core::train {
@@ -45,7 +45,7 @@ class ClassifierImpl : public torch::nn::Module {
   // `feature_shape` is the backbone's (C, h, w) at the model's input size.
   // The head is initialised like Keras (glorot_uniform kernels, zero biases)
   // from the current torch seed.
-  ClassifierImpl(models::Backbone backbone, const HeadConfig& head,
+  ClassifierImpl(backbones::Backbone backbone, const HeadConfig& head,
                  int num_classes, const std::vector<int64_t>& feature_shape);
 
   // x: N x 3 x S x S preprocessed images -> logits N x outputs().
@@ -55,7 +55,7 @@ class ClassifierImpl : public torch::nn::Module {
   // Feature maps (as Features() returns them) -> logits.
   torch::Tensor Head(const torch::Tensor& features);
   // Logits from the output of the backbone's first `segment` segments
-  // (models::BackboneImpl::ForwardSegments): the rest of the backbone, then
+  // (backbones::BackboneImpl::ForwardSegments): the rest of the backbone, then
   // the head. ForwardFrom(x, 0) is forward(x).
   torch::Tensor ForwardFrom(const torch::Tensor& activations, int segment);
 
@@ -92,20 +92,20 @@ class ClassifierImpl : public torch::nn::Module {
 
   // Every tensor (parameters and BatchNorm statistics, without
   // num_batches_tracked) under its saved name, as CPU copies.
-  models::NamedTensors StateTensors() const;
+  backbones::NamedTensors StateTensors() const;
   // The backbone's part of StateTensors() only.
-  models::NamedTensors BackboneTensors() const;
+  backbones::NamedTensors BackboneTensors() const;
   // Copies `tensors` in; every name must be present with the right shape,
   // and no unknown name may appear (INVALID_ARGUMENT naming it). Nothing is
   // changed on error.
-  absl::Status LoadStateTensors(const models::NamedTensors& tensors);
+  absl::Status LoadStateTensors(const backbones::NamedTensors& tensors);
 
   absl::Status Save(const std::filesystem::path& path,
                     const std::map<std::string, std::string>& metadata = {}) const;
   absl::Status Load(const std::filesystem::path& path);
 
-  models::BackboneImpl& backbone() { return *backbone_; }
-  const models::BackboneImpl& backbone() const { return *backbone_; }
+  backbones::BackboneImpl& backbone() { return *backbone_; }
+  const backbones::BackboneImpl& backbone() const { return *backbone_; }
   int num_classes() const { return num_classes_; }
   int outputs() const { return num_classes_ == 2 ? 1 : num_classes_; }
   const HeadConfig& head_config() const { return head_config_; }
@@ -114,7 +114,7 @@ class ClassifierImpl : public torch::nn::Module {
   // name -> tensor, for parameters and buffers under saved names.
   std::vector<std::pair<std::string, torch::Tensor>> NamedState() const;
 
-  models::Backbone backbone_;
+  backbones::Backbone backbone_;
   HeadConfig head_config_;
   int num_classes_;
   std::shared_ptr<torch::nn::Module> head_;
@@ -136,7 +136,7 @@ TORCH_MODULE(Classifier);
 // `load_weights` false nothing is read: the backbone gets the flavour its
 // weights would give it, with random initialisation (for DescribeStage).
 absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_classes,
-                                           const models::WeightsCacheOptions& weights,
+                                           const backbones::WeightsCacheOptions& weights,
                                            bool load_weights = true);
 
 // Glorot-uniform kernel / zero bias, Keras' Dense default.

@@ -12,7 +12,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/sha256.h"
+#include "common/hash.h"
 
 namespace transferd::core::train {
 namespace {
@@ -81,7 +81,7 @@ absl::StatusOr<int64_t> WriteSectionFile(
     PutU64(data, bytes.size());
     data += bytes;
   }
-  Sha256 sha;
+  common::Sha256 sha;
   sha.Update(data.data(), data.size());
   const uint64_t payload = data.size();
   PutU64(data, payload);
@@ -129,7 +129,7 @@ absl::StatusOr<std::map<std::string, std::string>> ReadSectionFile(
   }
   const uint64_t payload = GetU64(trailer);
   if (payload != data.size() - kTrailer) return loss("length does not match the trailer");
-  Sha256 sha;
+  common::Sha256 sha;
   sha.Update(data.data(), payload);
   if (sha.HexDigest() != std::string(trailer + 8, 64)) return loss("checksum mismatch");
   std::map<std::string, std::string> out;

@@ -15,7 +15,7 @@
 // dataset, backbone, alpha, weights, input size, preprocessing, precision.
 #include "server/core/train/trainer.h"
 
-#include "server/core/torch_util.h"
+#include "server/core/util/torch_util.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -34,8 +34,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "server/core/data/loader.h"
-#include "server/core/sha256.h"
-#include "server/core/status_macros.h"
+#include "common/hash.h"
+#include "server/core/util/status_macros.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/rmsprop.h"
 #include "server/core/train/train_json.h"
@@ -161,7 +161,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimizerConfig& o,
 }
 
 std::string ExamplesDigest(const std::vector<data::Example>& examples) {
-  Sha256 sha;
+  common::Sha256 sha;
   for (const auto& e : examples) {
     sha.Update(e.path);
     const std::string label = absl::StrCat("\t", e.label, "\n");
@@ -259,7 +259,7 @@ struct Trainer::Impl {
   TrainerEnv env;
   torch::Device device{torch::kCPU};
   Classifier model{nullptr};
-  models::Preprocessing preprocessing;
+  backbones::Preprocessing preprocessing;
   std::vector<int> first_trainable;  // per stage
   std::vector<bool> stage_frozen;    // per stage: whole backbone frozen
   std::string feature_key;           // empty: no feature cache possible
@@ -614,7 +614,7 @@ struct Trainer::Impl {
         const std::string& model_bytes = sections->at("model");
         torch::serialize::InputArchive ar;
         ar.load_from(model_bytes.data(), model_bytes.size());
-        models::NamedTensors tensors;
+        backbones::NamedTensors tensors;
         for (const auto& [name, t] : model->StateTensors()) {
           torch::Tensor read;
           ar.read(name, read);
@@ -913,7 +913,7 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   TRANSFERD_RETURN_IF_ERROR(model->Save(
       result.weights_file, {{"epoch", std::to_string(st.best_epoch)},
                             {"selection_metric", config.selection_metric},
-                            {"preprocessing", models::Preprocessing::ModeName(preprocessing.mode)}}));
+                            {"preprocessing", backbones::Preprocessing::ModeName(preprocessing.mode)}}));
   result.history = st.history;
   result.best_epoch = st.best_epoch;
   result.resumes = st.resumes;
@@ -987,12 +987,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, Tra
     }
     // Random weights are only reproducible from the seed.
     if (m.weights == "none") weights_id = absl::StrCat("none:seed=", config.seed);
-    const models::Preprocessing& p = impl->preprocessing;
-    Sha256 sha;
+    const backbones::Preprocessing& p = impl->preprocessing;
+    common::Sha256 sha;
     sha.Update(absl::StrCat(
         "transferd-features-v1\n", data.dataset_id, "\n", m.backbone, "\n",
         absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size, "\n",
-        models::Preprocessing::ModeName(p.mode), p.bgr ? ":bgr" : ":rgb",
+        backbones::Preprocessing::ModeName(p.mode), p.bgr ? ":bgr" : ":rgb",
         absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale, p.mean[0], p.mean[1],
                         p.mean[2], p.std[0], p.std[1], p.std[2]),
         "\n", m.precision, "\n", env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
@@ -1001,7 +1001,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, Tra
                             : sha.HexDigest().substr(0, 32);
   }
   {
-    Sha256 sha;
+    common::Sha256 sha;
     sha.Update(ConfigToJson(config));
     sha.Update(absl::StrCat("\n", data.dataset_id, "\n", data.train.size(), "/",
                             data.validation.size(), "/", data.test.size(), "\n",
@@ -1030,7 +1030,7 @@ absl::StatusOr<TrainableSummary> DescribeStage(const ModelConfig& model,
   try {
     TRANSFERD_ASSIGN_OR_RETURN(
         Classifier classifier,
-        BuildClassifier(model, num_classes, models::WeightsCacheOptions(), false));
+        BuildClassifier(model, num_classes, backbones::WeightsCacheOptions(), false));
     absl::Status s = classifier->SetTrainableFrom(stage.trainable_from);
     if (!s.ok()) {
       return absl::Status(s.code(), absl::StrCat("trainable_from: ", s.message()));

@@ -17,14 +17,14 @@
 #include "absl/status/statusor.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/models/weights_cache.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core::train {
 
 struct TrainerEnv {
   ComputeDevice device;
-  models::WeightsCacheOptions weights;
+  backbones::WeightsCacheOptions weights;
   std::filesystem::path cache_dir;       // feature cache root
   std::filesystem::path checkpoint_dir;  // this job's checkpoints (created)
   int loader_threads = 2;

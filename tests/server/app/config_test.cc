@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/subprocess.h"
+#include "tests/support/paths.h"
 
 namespace transferd::app {
 namespace {
@@ -262,7 +263,7 @@ namespace {
 // README.md's configuration table must list every setting with its
 // environment variable and default, so the documentation cannot drift.
 TEST(ConfigDocsTest, ReadmeTableListsEverySetting) {
-  std::ifstream in(std::string(TRANSFERD_SOURCE_DIR) + "/README.md");
+  std::ifstream in(testing::SourcePath("README.md"));
   ASSERT_TRUE(in) << "README.md not found";
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);

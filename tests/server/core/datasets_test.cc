@@ -8,8 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "server/core/data_dir.h"
-#include "server/core/store.h"
+#include "server/core/util/data_dir.h"
+#include "server/core/util/store.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_images.h"
 
@@ -20,8 +20,8 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::EncodeTestImage;
-using data::LabelSource;
-using data::Split;
+using common::LabelSource;
+using common::Split;
 
 // Every regular file below `dir`.
 std::set<std::string> FilesUnder(const fs::path& dir) {
@@ -185,8 +185,8 @@ TEST_F(DatasetsTest, ClassFoldersAnyNumberOfClasses) {
 TEST_F(DatasetsTest, ExplicitLabelsAndRatios) {
   UploadSpec spec = Spec("explicit");
   spec.label_source = LabelSource::kExplicit;
-  data::SplitPolicy policy;
-  policy.kind = data::SplitPolicy::Kind::kRatios;
+  common::SplitPolicy policy;
+  policy.kind = common::SplitPolicy::Kind::kRatios;
   policy.train = 0.6;
   policy.validation = 0.2;
   policy.test = 0.2;
@@ -214,8 +214,8 @@ TEST_F(DatasetsTest, ExplicitLabelsAndRatios) {
 
 TEST_F(DatasetsTest, PerClassCountsKeepOnlyTheSum) {
   UploadSpec spec = Spec("counts");
-  data::SplitPolicy policy;
-  policy.kind = data::SplitPolicy::Kind::kPerClassCounts;
+  common::SplitPolicy policy;
+  policy.kind = common::SplitPolicy::Kind::kPerClassCounts;
   policy.train_count = 4;
   policy.validation_count = 2;
   policy.test_count = 1;

@@ -6,7 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "server/core/cpu_features.h"
+#include "server/core/util/cpu_features.h"
 
 namespace transferd::core {
 namespace {

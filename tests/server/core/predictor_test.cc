@@ -16,9 +16,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "server/core/data_dir.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/registry.h"
-#include "server/core/store.h"
+#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_images.h"
@@ -71,7 +71,7 @@ class PredictorTest : public ::testing::Test {
 
   void Register(const std::string& id, uint64_t seed) {
     torch::manual_seed(seed);
-    auto classifier = train::BuildClassifier(SmallConfig(), 2, models::WeightsCacheOptions(), false);
+    auto classifier = train::BuildClassifier(SmallConfig(), 2, backbones::WeightsCacheOptions(), false);
     ASSERT_TRUE(classifier.ok()) << classifier.status();
     const fs::path weights = fs::path(temp_.path()) / (id + ".safetensors");
     ASSERT_TRUE((*classifier)->Save(weights).ok());
@@ -89,7 +89,7 @@ class PredictorTest : public ::testing::Test {
 
   void StartPredictor(PredictorOptions options) {
     predictor_ = std::make_unique<Predictor>(options, *registry_, ComputeDevice(),
-                                             models::WeightsCacheOptions(), &arbiter_);
+                                             backbones::WeightsCacheOptions(), &arbiter_);
     predictor_->Start();
   }
 
@@ -156,7 +156,7 @@ TEST_F(PredictorTest, MatchesADirectForwardPassOfTheSameWeights) {
 
   auto info = registry_->Get("m1");
   ASSERT_TRUE(info.ok());
-  auto runner = ModelRunner::Load(*info, ComputeDevice(), models::WeightsCacheOptions());
+  auto runner = ModelRunner::Load(*info, ComputeDevice(), backbones::WeightsCacheOptions());
   ASSERT_TRUE(runner.ok()) << runner.status();
   std::vector<uint8_t> pixels(3 * 32 * 32 * 3);
   for (int i = 0; i < 3; ++i) {

@@ -16,13 +16,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "server/core/data_dir.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/model_archive.h"
-#include "server/core/models/safetensors.h"
-#include "server/core/store.h"
+#include "server/core/backbones/safetensors.h"
+#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_json.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/paths.h"
 
 namespace transferd::core {
 namespace {
@@ -105,7 +106,7 @@ class RegistryTest : public ::testing::Test {
   ModelInfo MakeModel(const std::string& id, std::vector<std::string> classes = {"cat", "dog"}) {
     torch::manual_seed(static_cast<uint64_t>(std::hash<std::string>()(id) % 1000));
     auto classifier = train::BuildClassifier(SmallConfig(), static_cast<int>(classes.size()),
-                                             models::WeightsCacheOptions(), false);
+                                             backbones::WeightsCacheOptions(), false);
     EXPECT_TRUE(classifier.ok()) << classifier.status();
     const fs::path weights = Scratch(id + ".safetensors");
     EXPECT_TRUE((*classifier)->Save(weights).ok());
@@ -323,8 +324,8 @@ TEST_F(RegistryTest, ExportImportRoundTripKeepsTensorsAndMetadata) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->classes, original.classes);
   EXPECT_EQ(ReadAll(stored->weights_file), ReadAll(original.weights_file));
-  auto a = models::ReadSafetensors(original.weights_file);
-  auto b = models::ReadSafetensors(stored->weights_file);
+  auto a = backbones::ReadSafetensors(original.weights_file);
+  auto b = backbones::ReadSafetensors(stored->weights_file);
   ASSERT_TRUE(a.ok() && b.ok());
   ASSERT_EQ(a->size(), b->size());
   for (const auto& [name, t] : *a) {
@@ -353,7 +354,7 @@ TEST_F(RegistryTest, ExportImportRoundTripKeepsTensorsAndMetadata) {
 TEST_F(RegistryTest, PythonReadsTheArchiveWithoutTransferd) {
   const ModelInfo original = MakeModel("pyread");
   const fs::path archive = Export("pyread", "pyread.tar");
-  testing::RunResult r = testing::Run({TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, archive.string()});
+  testing::RunResult r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), archive.string()});
   ASSERT_TRUE(r.status.exited && r.status.code == 0) << r.out << r.err;
   const nlohmann::json out = nlohmann::json::parse(r.out);
   EXPECT_EQ(out["members"], nlohmann::json({"model.json", "weights.safetensors"}));
@@ -373,7 +374,7 @@ TEST_F(RegistryTest, PythonReadsTheArchiveWithoutTransferd) {
   EXPECT_EQ(out["total_numel"], original.parameters);
 
   // Every tensor, by name, shape and value checksum.
-  auto tensors = models::ReadSafetensors(original.weights_file);
+  auto tensors = backbones::ReadSafetensors(original.weights_file);
   ASSERT_TRUE(tensors.ok());
   ASSERT_EQ(out["tensors"].size(), tensors->size());
   for (const auto& [name, t] : *tensors) {
@@ -448,7 +449,7 @@ TEST_F(RegistryTest, ImportRefusesBadArchivesAndLeavesNothing) {
 
   // Metadata problems: the format, the architecture, the classes.
   const auto python = [&](const std::string& name, std::vector<std::string> edits) {
-    std::vector<std::string> argv = {TRANSFERD_PYTHON3, TRANSFERD_ARCHIVE_SCRIPT, "--rewrite",
+    std::vector<std::string> argv = {testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite",
                                      archive.string(), Scratch(name).string()};
     argv.insert(argv.end(), edits.begin(), edits.end());
     testing::RunResult r = testing::Run(argv);

@@ -7,7 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "server/core/sha256.h"
+#include "common/hash.h"
 #include "tests/support/subprocess.h"
 
 namespace transferd::rpc {
@@ -16,7 +16,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string Sha(const std::string& s) {
-  core::Sha256 h;
+  common::Sha256 h;
   h.Update(s);
   return h.HexDigest();
 }

@@ -53,7 +53,7 @@ class LoaderTest : public ::testing::Test {
     o.image_size = 32;
     o.batch_size = 5;
     o.seed = 7;
-    o.preprocessing = models::Preprocessing::Tf();
+    o.preprocessing = backbones::Preprocessing::Tf();
     return o;
   }
 

@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <map>
 
-#include "server/core/models/layers.h"
+#include "server/core/backbones/layers.h"
 #include "server/core/train/trainer.h"
 #include "server/core/train/train_util.h"
 #include "tests/server/core/train/train_test_util.h"
@@ -107,7 +107,7 @@ TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
   const int first = *model->backbone().ResolveLayer("conv_pw_13");
   int frozen_bn = 0, live_bn = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].kind != models::KerasLayer::Kind::kBatchNorm) continue;
+    if (layers[i].kind != backbones::KerasLayer::Kind::kBatchNorm) continue;
     if (static_cast<int>(i) < first) {
       EXPECT_FALSE(layers[i].module->is_training()) << layers[i].name;
       ++frozen_bn;
@@ -121,9 +121,9 @@ TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
   EXPECT_TRUE(model->is_training());
 
   // A training forward pass leaves the frozen statistics alone.
-  const models::NamedTensors before = model->BackboneTensors();
+  const backbones::NamedTensors before = model->BackboneTensors();
   (void)model->forward(torch::randn({4, 3, 32, 32}));
-  const models::NamedTensors after = model->BackboneTensors();
+  const backbones::NamedTensors after = model->BackboneTensors();
   EXPECT_TRUE(torch::equal(before.at("conv1_bn.running_mean"), after.at("conv1_bn.running_mean")));
   EXPECT_FALSE(torch::equal(before.at("conv_pw_13_bn.running_mean"),
                             after.at("conv_pw_13_bn.running_mean")));
@@ -150,7 +150,7 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
   const int first = *model->backbone().ResolveLayer("conv_dw_13");
   int trainable_bn = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].kind != models::KerasLayer::Kind::kBatchNorm) continue;
+    if (layers[i].kind != backbones::KerasLayer::Kind::kBatchNorm) continue;
     EXPECT_FALSE(layers[i].module->is_training()) << layers[i].name;
     if (static_cast<int>(i) >= first) ++trainable_bn;
   }
@@ -164,7 +164,7 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
     torch::NoGradGuard no_grad;
     std::vector<double> momenta;
     for (const auto& l : layers) {
-      if (l.kind != models::KerasLayer::Kind::kBatchNorm) continue;
+      if (l.kind != backbones::KerasLayer::Kind::kBatchNorm) continue;
       auto* bn = l.module->as<torch::nn::BatchNorm2dImpl>();
       ASSERT_NE(bn, nullptr);
       momenta.push_back(*bn->options.momentum());
@@ -174,7 +174,7 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
     (void)model->Features(x);
     size_t k = 0;
     for (const auto& l : layers) {
-      if (l.kind != models::KerasLayer::Kind::kBatchNorm) continue;
+      if (l.kind != backbones::KerasLayer::Kind::kBatchNorm) continue;
       l.module->as<torch::nn::BatchNorm2dImpl>()->options.momentum(momenta[k++]);
     }
     model->train();
@@ -182,7 +182,7 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
 
   // One SGD step: the moving statistics stay, gamma and beta move, and the
   // gradients equal those of conv -> BatchNorm(eval) computed separately.
-  const models::NamedTensors before = model->BackboneTensors();
+  const backbones::NamedTensors before = model->BackboneTensors();
   std::map<std::string, torch::Tensor> snapshot;
   for (const auto& [name, t] : before) snapshot[name] = t.clone();
   const torch::Tensor y = torch::tensor(std::vector<int64_t>{0, 1, 1, 0});
@@ -202,10 +202,10 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
   const std::map<std::string, torch::Tensor> folded = grads();
   EXPECT_EQ(folded.size(), 6u);  // two conv kernels, two gammas, two betas
   model->zero_grad();
-  models::ConvBn::EnableFolding(false);
+  backbones::ConvBn::EnableFolding(false);
   torch::manual_seed(11);
   model->Loss(model->forward(x), y).backward();
-  models::ConvBn::EnableFolding(true);
+  backbones::ConvBn::EnableFolding(true);
   const std::map<std::string, torch::Tensor> separate = grads();
   ASSERT_EQ(separate.size(), folded.size());
   for (const auto& [name, g] : folded) {
@@ -219,7 +219,7 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
       if (p.grad().defined()) p.sub_(p.grad() * 0.1);
     }
   }
-  const models::NamedTensors after = model->BackboneTensors();
+  const backbones::NamedTensors after = model->BackboneTensors();
   for (const char* stat : {"conv_dw_13_bn.running_mean", "conv_dw_13_bn.running_var",
                            "conv_pw_13_bn.running_mean", "conv_pw_13_bn.running_var"}) {
     EXPECT_TRUE(torch::equal(snapshot.at(stat), after.at(stat))) << stat;

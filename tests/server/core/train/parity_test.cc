@@ -12,12 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "server/core/data/loader.h"
-#include "server/core/models/safetensors.h"
+#include "server/core/backbones/safetensors.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_util.h"
 #include "server/core/train/trainer.h"
 #include "tests/server/core/train/train_test_util.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/paths.h"
 
 namespace transferd::core::train {
 namespace {
@@ -66,7 +67,7 @@ TEST(TrainerParityTest, EpochLossesMatchPyTorch) {
   (*loader)->StartEpoch(0);
   auto batch = (*loader)->Next();
   ASSERT_TRUE(batch.ok() && batch->has_value());
-  ASSERT_TRUE(models::WriteSafetensors(root / "data.safetensors",
+  ASSERT_TRUE(backbones::WriteSafetensors(root / "data.safetensors",
                                        {{"images", (*batch)->images.contiguous()},
                                         {"labels", (*batch)->labels}})
                   .ok());
@@ -99,7 +100,7 @@ TEST(TrainerParityTest, EpochLossesMatchPyTorch) {
   EXPECT_EQ(cached, (std::vector<bool>{true, false}));
 
   const auto python = transferd::testing::Run(
-      {TRANSFERD_PYTHON3, TRANSFERD_PARITY_SCRIPT, root.string()}, {},
+      {testing::Python3(), testing::SourcePath("tests/server/core/train/parity_reference.py"), root.string()}, {},
       std::chrono::seconds(120));
   ASSERT_TRUE(python.status.exited && python.status.code == 0) << python.err;
   const auto reference = nlohmann::json::parse(python.out).at("losses").get<std::vector<double>>();

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "server/core/data/loader.h"
-#include "server/core/models/safetensors.h"
+#include "server/core/backbones/safetensors.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_util.h"
 #include "tests/server/core/train/train_test_util.h"
@@ -117,8 +117,8 @@ TEST_F(TrainerTest, FrozenBaseStaysByteIdentical) {
   EXPECT_FALSE(cached);
   EXPECT_EQ(summary.trainable_tensors, 4);
 
-  auto before = models::ReadSafetensors(init_file);
-  auto after = models::ReadSafetensors(result->weights_file);
+  auto before = backbones::ReadSafetensors(init_file);
+  auto after = backbones::ReadSafetensors(result->weights_file);
   ASSERT_TRUE(before.ok() && after.ok());
   ASSERT_EQ(before->size(), after->size());
   int backbone = 0, head_changed = 0;
@@ -393,7 +393,7 @@ TEST_F(TrainerTest, Bf16AutocastTrains) {
     EXPECT_TRUE(std::isfinite(e.val_loss));
   }
   // The weights stay float32.
-  auto weights = models::ReadSafetensors(result->weights_file);
+  auto weights = backbones::ReadSafetensors(result->weights_file);
   ASSERT_TRUE(weights.ok());
   EXPECT_EQ(weights->at("head.output.weight").scalar_type(), torch::kFloat32);
 }

@@ -1,0 +1,58 @@
+// Every conversion between the engine's structs and enums and the
+// transferd.v1 messages, in one place: explicit switches, never a cast
+// between enums whose numbers happen to match. Services call these and
+// nothing else converts.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/timestamp.pb.h>
+
+#include "absl/status/statusor.h"
+#include "server/core/datasets.h"
+#include "server/core/jobs.h"
+#include "server/core/model_info.h"
+#include "transferd/v1/datasets.pb.h"
+#include "transferd/v1/jobs.pb.h"
+#include "transferd/v1/models.pb.h"
+
+namespace transferd::rpc {
+
+google::protobuf::Timestamp Ts(std::chrono::system_clock::time_point t);
+
+v1::JobState StateToProto(core::JobState state);
+v1::JobKind KindToProto(core::JobKind kind);
+// INVALID_ARGUMENT naming `field` for UNSPECIFIED or an unknown number.
+absl::StatusOr<core::JobState> StateFromProto(v1::JobState state,
+                                              const char* field);
+absl::StatusOr<core::JobKind> KindFromProto(v1::JobKind kind,
+                                            const char* field);
+
+void EpochToProto(const core::train::EpochReport& e, v1::EpochMetrics* out);
+// `classes` names the confusion matrix's rows (empty: left unnamed).
+void EvaluationToProto(const core::train::EvaluationReport& e,
+                       const std::vector<std::string>& classes,
+                       v1::Evaluation* out);
+void SummaryToProto(const core::train::TrainableSummary& s,
+                    v1::TrainableSummary* out);
+
+void ToProto(const core::JobRecord& in, v1::Job* out);
+void ToProto(const core::JobEvent& in, v1::JobEvent* out);
+void ToProto(const core::ModelInfo& in, v1::Model* out);
+void ToProto(const core::AliasInfo& in, v1::Alias* out);
+
+v1::Split SplitToProto(common::Split split);
+v1::LabelSource LabelSourceToProto(common::LabelSource source);
+// INVALID_ARGUMENT for an unknown number (UNSPECIFIED is kAuto).
+absl::StatusOr<common::LabelSource> LabelSourceFromProto(
+    v1::LabelSource source);
+v1::RejectReason RejectReasonToProto(core::RejectReason reason);
+// The upload's header as the engine's UploadSpec; INVALID_ARGUMENT for
+// unknown enum values.
+absl::StatusOr<core::UploadSpec> SpecFromHeader(const v1::UploadHeader& h);
+void ToProto(const core::RejectedFile& in, v1::RejectedFile* out);
+void ToProto(const core::DatasetInfo& in, v1::Dataset* out);
+
+}  // namespace transferd::rpc
