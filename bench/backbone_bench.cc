@@ -7,17 +7,17 @@
 //
 // --no-bf16 skips the bf16 variants (slow emulation on CPUs without native
 // bf16); BENCH_MODEL=mobilenet or vgg16 runs one model.
-#include <ATen/autocast_mode.h>
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
 
 #include "server/core/backbones/backbone.h"
 #include "server/core/backbones/layers.h"
@@ -50,7 +50,8 @@ constexpr Variant kVariants[] = {
 void ToChannelsLast(Backbone& b) {
   c10::InferenceMode inference;
   for (auto& p : b->parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+    if (p.dim() == 4)
+      p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
   }
 }
 
@@ -75,18 +76,29 @@ int main(int argc, char** argv) {
   bool bf16 = true;
   int batch = 32;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = std::atof(argv[++i]);
-    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--no-bf16")) bf16 = false;
-    else if (!std::strcmp(argv[i], "--json")) json = true;
+    if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc)
+      seconds = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc)
+      batch = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--no-bf16"))
+      bf16 = false;
+    else if (!std::strcmp(argv[i], "--json"))
+      json = true;
   }
   if (threads > 0) torch::set_num_threads(threads);
-  struct Model { const char* name; double alpha; int size; };
+  struct Model {
+    const char* name;
+    double alpha;
+    int size;
+  };
   std::vector<Model> models = {{"vgg16", 1.0, 150}, {"mobilenet", 0.25, 224}};
   if (const char* only = std::getenv("BENCH_MODEL")) {
     models.erase(std::remove_if(models.begin(), models.end(),
-                                [&](const Model& m) { return m.name != std::string(only); }),
+                                [&](const Model& m) {
+                                  return m.name != std::string(only);
+                                }),
                  models.end());
   }
   if (!json) {
@@ -112,12 +124,14 @@ int main(int argc, char** argv) {
             ? std::string(weights_dir) + "/mobilenet_2_5_224_tf_no_top.h5"
             : "";
     if (!weights.empty() && std::filesystem::exists(weights)) {
-      absl::Status loaded = transferd::core::backbones::LoadKerasH5(*base, weights);
+      absl::Status loaded =
+          transferd::core::backbones::LoadKerasH5(*base, weights);
       if (!loaded.ok()) {
         std::fprintf(stderr, "%s\n", loaded.ToString().c_str());
         return 1;
       }
-      if (!json) std::printf("%s: ImageNet weights from %s\n", m.name, weights.c_str());
+      if (!json)
+        std::printf("%s: ImageNet weights from %s\n", m.name, weights.c_str());
     }
     base->eval();
     // Random pixels through the weights' preprocessing.
@@ -142,7 +156,8 @@ int main(int argc, char** argv) {
       torch::Tensor input =
           v.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
       if (v.bf16_weights) input = input.to(torch::kBFloat16);
-      torch::Tensor out = Forward(base, input, v);  // warm-up (oneDNN primitives)
+      torch::Tensor out =
+          Forward(base, input, v);  // warm-up (oneDNN primitives)
       Forward(base, input, v);
       int iterations = 0;
       const auto start = std::chrono::steady_clock::now();
@@ -150,20 +165,24 @@ int main(int argc, char** argv) {
       while (elapsed < seconds || iterations < 2) {
         Forward(base, input, v);
         ++iterations;
-        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+        elapsed = std::chrono::duration<double>(
+                      std::chrono::steady_clock::now() - start)
                       .count();
       }
       const double ips = iterations * batch / elapsed;
-      const double diff = (out.contiguous() - reference).abs().max().item<double>();
+      const double diff =
+          (out.contiguous() - reference).abs().max().item<double>();
       const double scale = reference.abs().max().item<double>();
-      const double mean_diff = (out.contiguous() - reference).abs().mean().item<double>();
+      const double mean_diff =
+          (out.contiguous() - reference).abs().mean().item<double>();
       const double mean_abs = reference.abs().mean().item<double>();
       if (json) {
-        std::printf("{\"impl\":\"c++\",\"model\":\"%s\",\"variant\":\"%s\","
-                    "\"images_per_second\":%.2f,\"max_abs_diff\":%.6g,"
-                    "\"max_abs_output\":%.6g,\"mean_abs_diff\":%.6g,"
-                    "\"mean_abs_output\":%.6g}\n",
-                    m.name, v.name, ips, diff, scale, mean_diff, mean_abs);
+        std::printf(
+            "{\"impl\":\"c++\",\"model\":\"%s\",\"variant\":\"%s\","
+            "\"images_per_second\":%.2f,\"max_abs_diff\":%.6g,"
+            "\"max_abs_output\":%.6g,\"mean_abs_diff\":%.6g,"
+            "\"mean_abs_output\":%.6g}\n",
+            m.name, v.name, ips, diff, scale, mean_diff, mean_abs);
       } else {
         std::printf("%-14s %-30s %10.2f %14.4g\n", m.name, v.name, ips, diff);
       }

@@ -20,12 +20,14 @@ int main(int argc, char** argv) {
   }
   int epochs = 2;
   for (int i = 2; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--epochs") && i + 1 < argc) epochs = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--epochs") && i + 1 < argc)
+      epochs = std::atoi(argv[++i]);
   }
   std::vector<data::Example> examples;
   for (const auto& e : std::filesystem::directory_iterator(argv[1])) {
-    examples.push_back({e.path().string(),
-                        e.path().filename().string().rfind("dog", 0) == 0 ? 1 : 0});
+    examples.push_back(
+        {e.path().string(),
+         e.path().filename().string().rfind("dog", 0) == 0 ? 1 : 0});
   }
   std::sort(examples.begin(), examples.end(),
             [](const auto& a, const auto& b) { return a.path < b.path; });
@@ -45,7 +47,8 @@ int main(int argc, char** argv) {
       }
       int64_t images = 0;
       double seconds = 0;
-      for (int epoch = 0; epoch <= epochs; ++epoch) {  // epoch 0 warms the page cache
+      for (int epoch = 0; epoch <= epochs;
+           ++epoch) {  // epoch 0 warms the page cache
         const auto start = std::chrono::steady_clock::now();
         (*loader)->StartEpoch(epoch);
         int64_t n = 0;
@@ -60,11 +63,15 @@ int main(int argc, char** argv) {
         }
         if (epoch > 0) {
           images += n;
-          seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          seconds += std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - start)
+                         .count();
         }
       }
-      std::printf("{\"impl\":\"c++\",\"augment\":%s,\"workers\":%d,\"images_per_second\":%.1f}\n",
-                  augment ? "true" : "false", threads, images / seconds);
+      std::printf(
+          "{\"impl\":\"c++\",\"augment\":%s,\"workers\":%d,\"images_per_"
+          "second\":%.1f}\n",
+          augment ? "true" : "false", threads, images / seconds);
       std::fflush(stdout);
     }
   }

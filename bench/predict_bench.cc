@@ -32,18 +32,10 @@
 // alpha 0.25 at 128 px, every layer trainable, batch 16, on generated
 // images): what serving costs with the device shared, and the job's own
 // images/s with and without the load.
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <unistd.h>
-
-#include <grpcpp/grpcpp.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -56,26 +48,34 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "server/core/util/data_dir.h"
-#include "server/core/device.h"
-#include "server/core/data/images.h"
 #include "server/core/backbones/preprocessing.h"
 #include "server/core/backbones/weights_cache.h"
+#include "server/core/data/images.h"
+#include "server/core/device.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
-#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
+#include "server/core/util/data_dir.h"
+#include "server/core/util/store.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.pb.h"
 
@@ -88,7 +88,8 @@ namespace core = transferd::core;
 namespace v1 = transferd::v1;
 using Clock = std::chrono::steady_clock;
 
-// ---- options -----------------------------------------------------------------
+// ---- options
+// -----------------------------------------------------------------
 
 // A binary built beside this one (build/bin/NAME): no path compiled in.
 std::string BinaryBeside(const char* name) {
@@ -105,10 +106,11 @@ struct Options {
   std::vector<std::string> models = {"mobilenet", "vgg16"};
   std::vector<int> concurrency = {1, 8, 32};
   int channels = 4;  // distinct connections, shared round-robin by the threads
-  int threads = 0;   // torch intra-op threads, server and offline (0 = all CPUs)
+  int threads = 0;  // torch intra-op threads, server and offline (0 = all CPUs)
   std::string precision = "auto";
   int image_size = 0;  // side of the encoded JPEG; 0 = the model's input size
-  std::vector<int> extra_batches;  // more offline rows, for finding the best batch size
+  std::vector<int>
+      extra_batches;  // more offline rows, for finding the best batch size
   std::vector<std::string> server_args;
   std::vector<std::string> server_env;
   std::string transferd = BinaryBeside("transferd");
@@ -141,17 +143,19 @@ std::vector<std::string> SplitWords(const std::string& s) {
 }
 
 [[noreturn]] void Usage(const char* why) {
-  std::fprintf(stderr,
-               "predict_bench: %s\n"
-               "usage: predict_bench [--window-seconds S] [--warmup-seconds S] "
-               "[--offline-seconds S]\n"
-               "  [--models mobilenet,vgg16] [--concurrency 1,8,32] [--channels K]\n"
-               "  [--threads N] [--precision auto|fp32|bf16] [--image-size PX]\n"
-               "  [--offline-batches 8,16]\n"
-               "  [--server-args \"ARGS\"] [--server-env \"K=V ...\"] [--transferd PATH] "
-               "[--keep]\n"
-               "  [--no-training] [--training-concurrency 1,8]\n",
-               why);
+  std::fprintf(
+      stderr,
+      "predict_bench: %s\n"
+      "usage: predict_bench [--window-seconds S] [--warmup-seconds S] "
+      "[--offline-seconds S]\n"
+      "  [--models mobilenet,vgg16] [--concurrency 1,8,32] [--channels K]\n"
+      "  [--threads N] [--precision auto|fp32|bf16] [--image-size PX]\n"
+      "  [--offline-batches 8,16]\n"
+      "  [--server-args \"ARGS\"] [--server-env \"K=V ...\"] [--transferd "
+      "PATH] "
+      "[--keep]\n"
+      "  [--no-training] [--training-concurrency 1,8]\n",
+      why);
   std::exit(2);
 }
 
@@ -163,32 +167,46 @@ Options ParseOptions(int argc, char** argv) {
       if (i + 1 >= argc) Usage(("missing value after " + a).c_str());
       return argv[++i];
     };
-    if (a == "--window-seconds") o.window_seconds = std::atof(value().c_str());
-    else if (a == "--warmup-seconds") o.warmup_seconds = std::atof(value().c_str());
-    else if (a == "--offline-seconds") o.offline_seconds = std::atof(value().c_str());
-    else if (a == "--models") o.models = Split(value(), ',');
+    if (a == "--window-seconds")
+      o.window_seconds = std::atof(value().c_str());
+    else if (a == "--warmup-seconds")
+      o.warmup_seconds = std::atof(value().c_str());
+    else if (a == "--offline-seconds")
+      o.offline_seconds = std::atof(value().c_str());
+    else if (a == "--models")
+      o.models = Split(value(), ',');
     else if (a == "--concurrency") {
       o.concurrency.clear();
-      for (const std::string& c : Split(value(), ',')) o.concurrency.push_back(std::atoi(c.c_str()));
-    } else if (a == "--channels") o.channels = std::atoi(value().c_str());
-    else if (a == "--threads") o.threads = std::atoi(value().c_str());
-    else if (a == "--precision") o.precision = value();
-    else if (a == "--image-size") o.image_size = std::atoi(value().c_str());
+      for (const std::string& c : Split(value(), ','))
+        o.concurrency.push_back(std::atoi(c.c_str()));
+    } else if (a == "--channels")
+      o.channels = std::atoi(value().c_str());
+    else if (a == "--threads")
+      o.threads = std::atoi(value().c_str());
+    else if (a == "--precision")
+      o.precision = value();
+    else if (a == "--image-size")
+      o.image_size = std::atoi(value().c_str());
     else if (a == "--offline-batches") {
-      for (const std::string& b : Split(value(), ',')) o.extra_batches.push_back(std::atoi(b.c_str()));
-    }
-    else if (a == "--server-args") o.server_args = SplitWords(value());
-    else if (a == "--server-env") o.server_env = SplitWords(value());
-    else if (a == "--transferd") o.transferd = value();
-    else if (a == "--keep") o.keep = true;
-    else if (a == "--no-training") o.while_training = false;
+      for (const std::string& b : Split(value(), ','))
+        o.extra_batches.push_back(std::atoi(b.c_str()));
+    } else if (a == "--server-args")
+      o.server_args = SplitWords(value());
+    else if (a == "--server-env")
+      o.server_env = SplitWords(value());
+    else if (a == "--transferd")
+      o.transferd = value();
+    else if (a == "--keep")
+      o.keep = true;
+    else if (a == "--no-training")
+      o.while_training = false;
     else if (a == "--training-concurrency") {
       o.training_concurrency.clear();
       for (const std::string& c : Split(value(), ',')) {
         o.training_concurrency.push_back(std::atoi(c.c_str()));
       }
-    }
-    else Usage(("unknown argument " + a).c_str());
+    } else
+      Usage(("unknown argument " + a).c_str());
   }
   if (o.window_seconds <= 0 || o.warmup_seconds < 0 || o.offline_seconds <= 0) {
     Usage("seconds must be positive");
@@ -217,17 +235,21 @@ T OrDie(absl::StatusOr<T> v, const char* what) {
   return *std::move(v);
 }
 
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 // Nearest-rank percentile of sorted values.
 double Percentile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return std::nan("");
-  size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  size_t rank =
+      static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
   rank = std::clamp<size_t>(rank, 1, sorted.size());
   return sorted[rank - 1];
 }
 
-// ---- the models ------------------------------------------------------------------
+// ---- the models
+// ------------------------------------------------------------------
 
 struct ModelSetup {
   std::string name;   // "mobilenet", "vgg16"
@@ -241,7 +263,8 @@ ModelSetup Describe(const std::string& name, const std::string& precision) {
   ModelSetup m;
   m.name = name;
   core::train::ModelConfig& c = m.config;
-  c.weights = "none";  // random initialisation: compute cost does not depend on values
+  c.weights =
+      "none";  // random initialisation: compute cost does not depend on values
   c.precision = precision;
   if (name == "mobilenet") {
     // The tf-tutorial recipe's head: global average pooling, no hidden
@@ -274,24 +297,30 @@ void RegisterModels(const fs::path& data_root, const fs::path& scratch,
   core::Store::Options sopts;
   sopts.path = dir->database_path();
   auto store = OrDie(core::Store::Open(sopts), "opening the store");
-  auto registry = OrDie(core::ModelRegistry::Open(*store, *dir), "opening the model registry");
+  auto registry = OrDie(core::ModelRegistry::Open(*store, *dir),
+                        "opening the model registry");
   for (ModelSetup& m : models) {
-    auto classifier = OrDie(core::train::BuildClassifier(m.config, 2,
-                                                         core::backbones::WeightsCacheOptions(),
-                                                         /*load_weights=*/false),
-                            "building the classifier");
+    auto classifier =
+        OrDie(core::train::BuildClassifier(
+                  m.config, 2, core::backbones::WeightsCacheOptions(),
+                  /*load_weights=*/false),
+              "building the classifier");
     const fs::path weights = scratch / (m.name + ".safetensors");
-    if (absl::Status s = classifier->Save(weights); !s.ok()) Fail("saving weights: " + s.ToString());
+    if (absl::Status s = classifier->Save(weights); !s.ok())
+      Fail("saving weights: " + s.ToString());
     core::ModelInfo info;
     info.id = "bench-" + m.name;
     info.display_name = m.label;
     info.model = m.config;
     info.classes = {"cat", "dog"};
-    info.preprocessing.mode = core::backbones::Preprocessing::ModeName(m.preprocessing.mode);
+    info.preprocessing.mode =
+        core::backbones::Preprocessing::ModeName(m.preprocessing.mode);
     info.preprocessing.bgr = m.preprocessing.bgr;
     info.preprocessing.scale = m.preprocessing.scale;
-    info.preprocessing.mean.assign(m.preprocessing.mean.begin(), m.preprocessing.mean.end());
-    info.preprocessing.std.assign(m.preprocessing.std.begin(), m.preprocessing.std.end());
+    info.preprocessing.mean.assign(m.preprocessing.mean.begin(),
+                                   m.preprocessing.mean.end());
+    info.preprocessing.std.assign(m.preprocessing.std.begin(),
+                                  m.preprocessing.std.end());
     info.preprocessing.input_size = m.config.input_size;
     const core::train::TrainableSummary s = classifier->Summary();
     info.parameters = s.trainable_parameters + s.non_trainable_parameters;
@@ -309,25 +338,29 @@ std::string MakeJpeg(int side) {
   cv::Mat img(side, side, CV_8UC3);
   for (int y = 0; y < side; ++y) {
     for (int x = 0; x < side; ++x) {
-      img.at<cv::Vec3b>(y, x) = cv::Vec3b(static_cast<uint8_t>(60 + 120 * x / side),
-                                          static_cast<uint8_t>(90 + 100 * y / side),
-                                          static_cast<uint8_t>(200 - 120 * (x + y) / (2 * side)));
+      img.at<cv::Vec3b>(y, x) =
+          cv::Vec3b(static_cast<uint8_t>(60 + 120 * x / side),
+                    static_cast<uint8_t>(90 + 100 * y / side),
+                    static_cast<uint8_t>(200 - 120 * (x + y) / (2 * side)));
     }
   }
-  cv::circle(img, {side / 3, side / 2}, side / 5, cv::Scalar(40, 80, 160), cv::FILLED);
-  cv::rectangle(img, {side / 2, side / 5}, {side * 4 / 5, side * 3 / 5}, cv::Scalar(200, 190, 60),
-                cv::FILLED);
+  cv::circle(img, {side / 3, side / 2}, side / 5, cv::Scalar(40, 80, 160),
+             cv::FILLED);
+  cv::rectangle(img, {side / 2, side / 5}, {side * 4 / 5, side * 3 / 5},
+                cv::Scalar(200, 190, 60), cv::FILLED);
   cv::Mat noise(side, side, CV_8UC3);
   cv::theRNG().state = 12345;
   cv::randn(noise, cv::Scalar::all(128), cv::Scalar::all(40));
   cv::GaussianBlur(noise, noise, {3, 3}, 0);
   cv::addWeighted(img, 0.8, noise, 0.2, 0, img);
   std::vector<uint8_t> buf;
-  if (!cv::imencode(".jpg", img, buf, {cv::IMWRITE_JPEG_QUALITY, 90})) Fail("imencode failed");
+  if (!cv::imencode(".jpg", img, buf, {cv::IMWRITE_JPEG_QUALITY, 90}))
+    Fail("imencode failed");
   return std::string(buf.begin(), buf.end());
 }
 
-// ---- the server ---------------------------------------------------------------
+// ---- the server
+// ---------------------------------------------------------------
 
 int FreeLoopbackPort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -352,8 +385,9 @@ class Server {
   Server(const Options& o, const fs::path& data_root, const fs::path& log_path)
       : log_path_(log_path) {
     address_ = "127.0.0.1:" + std::to_string(FreeLoopbackPort());
-    std::vector<std::string> args = {o.transferd,  "--listen",  address_, "--data-dir",
-                                     data_root.string(), "--log-level", "warn"};
+    std::vector<std::string> args = {
+        o.transferd,        "--listen",    address_, "--data-dir",
+        data_root.string(), "--log-level", "warn"};
     if (o.threads > 0) {
       args.push_back("--threads");
       args.push_back(std::to_string(o.threads));
@@ -368,7 +402,8 @@ class Server {
     }
     env.insert(env.end(), o.server_env.begin(), o.server_env.end());
     command_line_ = "";
-    for (const std::string& a : args) command_line_ += (command_line_.empty() ? "" : " ") + a;
+    for (const std::string& a : args)
+      command_line_ += (command_line_.empty() ? "" : " ") + a;
 
     std::vector<char*> argv, envp;
     for (std::string& a : args) argv.push_back(a.data());
@@ -383,7 +418,8 @@ class Server {
       // Only async-signal-safe calls between fork and exec.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      int fd =
+          open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) {
         dup2(fd, 1);
         dup2(fd, 2);
@@ -411,17 +447,21 @@ class Server {
 
   // Waits for grpc.health.v1 Check("") == SERVING.
   bool WaitServing(std::chrono::seconds timeout) {
-    auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
     auto health = grpc::health::v1::Health::NewStub(channel);
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline && Running()) {
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(1));
       ctx.set_wait_for_ready(true);
       grpc::health::v1::HealthCheckRequest req;
       grpc::health::v1::HealthCheckResponse resp;
       grpc::Status s = health->Check(&ctx, req, &resp);
-      if (s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) return true;
+      if (s.ok() &&
+          resp.status() == grpc::health::v1::HealthCheckResponse::SERVING)
+        return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return false;
@@ -430,7 +470,8 @@ class Server {
   // CPU seconds (user + system) the server has used so far.
   double CpuSeconds() const {
     std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string stat((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
     const size_t paren = stat.rfind(')');
     if (paren == std::string::npos) return std::nan("");
     std::istringstream fields(stat.substr(paren + 2));
@@ -446,7 +487,8 @@ class Server {
 
   std::string LogTail(size_t bytes = 4000) const {
     std::ifstream in(log_path_);
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string all((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
     return all.size() > bytes ? all.substr(all.size() - bytes) : all;
   }
 
@@ -477,7 +519,8 @@ double ProcessCpuSeconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-// ---- measurements ------------------------------------------------------------
+// ---- measurements
+// ------------------------------------------------------------
 
 struct Row {
   std::string name;
@@ -488,7 +531,8 @@ struct Row {
   std::string first_error;
 };
 
-Row Summarise(std::string name, std::vector<double> ms, double images, double seconds) {
+Row Summarise(std::string name, std::vector<double> ms, double images,
+              double seconds) {
   Row r;
   r.name = std::move(name);
   std::sort(ms.begin(), ms.end());
@@ -502,11 +546,13 @@ Row Summarise(std::string name, std::vector<double> ms, double images, double se
 
 // Run() on batches of `batch` copies of `pixels` for at least `seconds`
 // after a warm-up; latencies are per Run() (per batch).
-Row Offline(core::ModelRunner& runner, const std::vector<uint8_t>& image, int batch,
-            double seconds, const std::string& name) {
+Row Offline(core::ModelRunner& runner, const std::vector<uint8_t>& image,
+            int batch, double seconds, const std::string& name) {
   std::vector<uint8_t> pixels(image.size() * batch);
-  for (int i = 0; i < batch; ++i) std::copy(image.begin(), image.end(), pixels.begin() + i * image.size());
-  for (int i = 0; i < 3; ++i) OrDie(runner.Run(pixels.data(), batch, false), "offline warm-up");
+  for (int i = 0; i < batch; ++i)
+    std::copy(image.begin(), image.end(), pixels.begin() + i * image.size());
+  for (int i = 0; i < 3; ++i)
+    OrDie(runner.Run(pixels.data(), batch, false), "offline warm-up");
   std::vector<double> ms;
   const auto start = Clock::now();
   const double cpu0 = ProcessCpuSeconds();
@@ -527,7 +573,9 @@ double DecodeMs(const std::string& jpeg, int side) {
   int n = 0;
   const auto start = Clock::now();
   while (Seconds(Clock::now() - start) < 1.0 || n < 20) {
-    if (absl::Status s = core::DecodeResized(jpeg, core::ImageLimits(), side, out.data()); !s.ok()) {
+    if (absl::Status s =
+            core::DecodeResized(jpeg, core::ImageLimits(), side, out.data());
+        !s.ok()) {
       Fail("DecodeResized: " + s.ToString());
     }
     ++n;
@@ -538,14 +586,15 @@ double DecodeMs(const std::string& jpeg, int side) {
 // Latencies (ms) of back-to-back grpc.health.v1 Check calls for `seconds`:
 // the cost of one unary round trip through the same client, connection
 // and server, without any work.
-std::vector<double> HealthRoundTrips(const std::shared_ptr<grpc::Channel>& channel,
-                                     double seconds) {
+std::vector<double> HealthRoundTrips(
+    const std::shared_ptr<grpc::Channel>& channel, double seconds) {
   auto health = grpc::health::v1::Health::NewStub(channel);
   std::vector<double> ms;
   const auto start = Clock::now();
   while (Seconds(Clock::now() - start) < seconds) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(10));
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
     const auto t0 = Clock::now();
@@ -559,12 +608,15 @@ std::vector<double> HealthRoundTrips(const std::shared_ptr<grpc::Channel>& chann
 // The queue delay the server runs with: --predict-max-queue-delay-us from
 // --server-args, else the server's default.
 double QueueDelayMs(const Options& o) {
-  double us = static_cast<double>(core::PredictorOptions().max_queue_delay.count());
+  double us =
+      static_cast<double>(core::PredictorOptions().max_queue_delay.count());
   const std::string flag = "--predict-max-queue-delay-us";
   for (size_t i = 0; i < o.server_args.size(); ++i) {
     const std::string& a = o.server_args[i];
-    if (a == flag && i + 1 < o.server_args.size()) us = std::atof(o.server_args[i + 1].c_str());
-    if (a.rfind(flag + "=", 0) == 0) us = std::atof(a.substr(flag.size() + 1).c_str());
+    if (a == flag && i + 1 < o.server_args.size())
+      us = std::atof(o.server_args[i + 1].c_str());
+    if (a.rfind(flag + "=", 0) == 0)
+      us = std::atof(a.substr(flag.size() + 1).c_str());
   }
   return us / 1e3;
 }
@@ -578,24 +630,29 @@ struct ThreadResult {
 // One client thread: Predict calls back to back until `end`; latencies of
 // calls that complete within [window_start, end] are kept.
 void ClientLoop(v1::Inference::Stub* stub, const v1::PredictRequest* request,
-                Clock::time_point window_start, Clock::time_point end, ThreadResult* out) {
+                Clock::time_point window_start, Clock::time_point end,
+                ThreadResult* out) {
   v1::PredictResponse response;
   while (true) {
     const auto t0 = Clock::now();
     if (t0 >= end) break;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
     response.Clear();
     const grpc::Status s = stub->Predict(&ctx, *request, &response);
     const auto t1 = Clock::now();
     if (t1 < window_start || t1 > end) continue;
-    if (s.ok() && response.predictions_size() == 1 && response.predictions(0).status().code() == 0) {
+    if (s.ok() && response.predictions_size() == 1 &&
+        response.predictions(0).status().code() == 0) {
       out->ms.push_back(Seconds(t1 - t0) * 1e3);
     } else {
       ++out->errors;
       if (out->first_error.empty()) {
-        out->first_error = s.ok() ? "image status " + response.predictions(0).status().message()
-                                  : std::to_string(s.error_code()) + " " + s.error_message();
+        out->first_error =
+            s.ok()
+                ? "image status " + response.predictions(0).status().message()
+                : std::to_string(s.error_code()) + " " + s.error_message();
       }
     }
   }
@@ -606,18 +663,22 @@ Row Served(const Options& o, Server& server,
            const v1::PredictRequest& request, int concurrency) {
   std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
   for (int i = 0; i < concurrency; ++i) {
-    stubs.push_back(v1::Inference::NewStub(channels[static_cast<size_t>(i) % channels.size()]));
+    stubs.push_back(v1::Inference::NewStub(
+        channels[static_cast<size_t>(i) % channels.size()]));
   }
   const auto start = Clock::now();
   const auto window_start =
-      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.warmup_seconds));
-  const auto end = window_start + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(o.window_seconds));
+      start + std::chrono::duration_cast<Clock::duration>(
+                  std::chrono::duration<double>(o.warmup_seconds));
+  const auto end =
+      window_start + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(o.window_seconds));
   std::vector<ThreadResult> results(static_cast<size_t>(concurrency));
   std::vector<std::thread> threads;
   for (int i = 0; i < concurrency; ++i) {
-    threads.emplace_back(ClientLoop, stubs[static_cast<size_t>(i)].get(), &request, window_start,
-                         end, &results[static_cast<size_t>(i)]);
+    threads.emplace_back(ClientLoop, stubs[static_cast<size_t>(i)].get(),
+                         &request, window_start, end,
+                         &results[static_cast<size_t>(i)]);
   }
   std::this_thread::sleep_until(window_start);
   const double server_cpu0 = server.CpuSeconds();
@@ -635,8 +696,8 @@ Row Served(const Options& o, Server& server,
     if (first_error.empty()) first_error = r.first_error;
   }
   const double images = static_cast<double>(all.size());
-  Row row = Summarise("served c=" + std::to_string(concurrency), std::move(all), images,
-                      o.window_seconds);
+  Row row = Summarise("served c=" + std::to_string(concurrency), std::move(all),
+                      images, o.window_seconds);
   row.errors = errors;
   row.first_error = first_error;
   row.server_cores = (server_cpu1 - server_cpu0) / o.window_seconds;
@@ -646,23 +707,24 @@ Row Served(const Options& o, Server& server,
 
 // The first call loads and warms the model on the server; UNAVAILABLE is
 // retried while the engine finishes starting.
-void FirstPredict(v1::Inference::Stub& stub, const v1::PredictRequest& request, Server& server) {
+void FirstPredict(v1::Inference::Stub& stub, const v1::PredictRequest& request,
+                  Server& server) {
   const auto deadline = Clock::now() + std::chrono::seconds(300);
   while (true) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(120));
     v1::PredictResponse response;
     const grpc::Status s = stub.Predict(&ctx, request, &response);
     if (s.ok()) return;
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || Clock::now() > deadline ||
-        !server.Running()) {
-      Fail("first Predict: " + std::to_string(s.error_code()) + " " + s.error_message() +
-           "\nserver log:\n" + server.LogTail());
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        Clock::now() > deadline || !server.Running()) {
+      Fail("first Predict: " + std::to_string(s.error_code()) + " " +
+           s.error_message() + "\nserver log:\n" + server.LogTail());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
-
 
 // ---- serving while training ----------------------------------------------
 
@@ -677,21 +739,26 @@ void MakeTrainingImages(const fs::path& dir) {
         cv::Mat image(160, 160, CV_8UC3);
         cv::RNG rng(static_cast<uint64_t>(n) + 1);
         rng.fill(image, cv::RNG::UNIFORM, 0, 255);
-        const fs::path path = dir / split / (std::string(label) + "." + std::to_string(n) + ".jpg");
-        if (!cv::imwrite(path.string(), image)) Fail("cannot write " + path.string());
+        const fs::path path =
+            dir / split /
+            (std::string(label) + "." + std::to_string(n) + ".jpg");
+        if (!cv::imwrite(path.string(), image))
+          Fail("cannot write " + path.string());
       }
     }
   }
 }
 
 // Starts the training job and returns its name once it has run a step.
-std::string StartTrainingJob(transferd::client::Client& client, const fs::path& temp) {
+std::string StartTrainingJob(transferd::client::Client& client,
+                             const fs::path& temp) {
   const fs::path images = temp / "training-images";
   MakeTrainingImages(images);
   transferd::client::UploadOptions upload;
   upload.directory = images;
   upload.dataset_id = "bench-training";
-  if (auto r = client.UploadDataset(upload); !r.ok()) Fail("upload: " + r.status().ToString());
+  if (auto r = client.UploadDataset(upload); !r.ok())
+    Fail("upload: " + r.status().ToString());
   v1::CreateJobRequest request;
   request.set_job_id("bench-training");
   v1::JobSpec& spec = *request.mutable_spec();
@@ -718,25 +785,31 @@ std::string StartTrainingJob(transferd::client::Client& client, const fs::path& 
   while (Clock::now() < deadline) {
     absl::StatusOr<v1::Job> now = client.GetJob(job->name());
     if (!now.ok()) Fail("GetJob: " + now.status().ToString());
-    if (now->state() != v1::JOB_STATE_QUEUED && now->state() != v1::JOB_STATE_RUNNING) {
+    if (now->state() != v1::JOB_STATE_QUEUED &&
+        now->state() != v1::JOB_STATE_RUNNING) {
       Fail("the training job ended: " + now->failure_reason());
     }
-    if (now->progress().epoch() >= 2) return job->name();  // past the first, cache-filling epoch
+    if (now->progress().epoch() >= 2)
+      return job->name();  // past the first, cache-filling epoch
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   Fail("the training job did not get going within 300 s");
 }
 
 // Images the job has trained on so far (whole steps).
-double TrainedImages(transferd::client::Client& client, const std::string& job) {
+double TrainedImages(transferd::client::Client& client,
+                     const std::string& job) {
   absl::StatusOr<v1::Job> j = client.GetJob(job);
   if (!j.ok()) Fail("GetJob: " + j.status().ToString());
   const v1::JobProgress& p = j->progress();
-  return static_cast<double>((static_cast<int64_t>(p.epoch()) - 1) * p.steps() + p.step()) * 16;
+  return static_cast<double>((static_cast<int64_t>(p.epoch()) - 1) * p.steps() +
+                             p.step()) *
+         16;
 }
 
 // The job's images/s over `seconds` with no Predict load.
-double TrainingRate(transferd::client::Client& client, const std::string& job, double seconds) {
+double TrainingRate(transferd::client::Client& client, const std::string& job,
+                    double seconds) {
   const double a = TrainedImages(client, job);
   const auto t0 = Clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
@@ -752,8 +825,9 @@ std::string Fmt(double v, const char* f = "%.2f") {
 
 void PrintRow(const Row& r) {
   std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld\n", r.name.c_str(),
-              Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(), Fmt(r.p90).c_str(),
-              Fmt(r.p99).c_str(), Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
+              Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(),
+              Fmt(r.p90).c_str(), Fmt(r.p99).c_str(),
+              Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
               static_cast<long long>(r.errors));
 }
 
@@ -762,28 +836,32 @@ void PrintRow(const Row& r) {
 int main(int argc, char** argv) {
   const Options o = ParseOptions(argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  if (!fs::exists(o.transferd)) Fail("no transferd binary at " + o.transferd + " (--transferd)");
+  if (!fs::exists(o.transferd))
+    Fail("no transferd binary at " + o.transferd + " (--transferd)");
 
   // The server's device and precision rules, applied here too: offline and
   // served compute in the same precision with the same intra-op threads.
   core::DeviceOptions dev_opts;
   dev_opts.threads = o.threads;
   dev_opts.precision = o.precision;
-  const core::ComputeDevice device = OrDie(core::SelectDevice(dev_opts), "selecting the device");
+  const core::ComputeDevice device =
+      OrDie(core::SelectDevice(dev_opts), "selecting the device");
 
-  std::string tmpl = (fs::temp_directory_path() / "predict-bench-XXXXXX").string();
+  std::string tmpl =
+      (fs::temp_directory_path() / "predict-bench-XXXXXX").string();
   if (mkdtemp(tmpl.data()) == nullptr) Fail("mkdtemp");
   const fs::path temp = tmpl;
   const fs::path data_root = temp / "data";
 
   std::vector<ModelSetup> models;
-  for (const std::string& name : o.models) models.push_back(Describe(name, device.precision));
+  for (const std::string& name : o.models)
+    models.push_back(Describe(name, device.precision));
   RegisterModels(data_root, temp, models);
 
   Server server(o, data_root, temp / "transferd.log");
   if (!server.WaitServing(std::chrono::seconds(120))) {
-    Fail("transferd did not report SERVING\n" + server.command_line() + "\nlog:\n" +
-         server.LogTail());
+    Fail("transferd did not report SERVING\n" + server.command_line() +
+         "\nlog:\n" + server.LogTail());
   }
   // Several connections: gRPC channels with identical arguments share one
   // TCP connection (global subchannel pool), so each gets a distinct
@@ -793,25 +871,30 @@ int main(int argc, char** argv) {
   for (int i = 0; i < o.channels; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("transferd.bench.connection", i);
-    channels.push_back(grpc::CreateCustomChannel(server.address(),
-                                                 grpc::InsecureChannelCredentials(), args));
+    channels.push_back(grpc::CreateCustomChannel(
+        server.address(), grpc::InsecureChannelCredentials(), args));
     if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
                                            std::chrono::seconds(10))) {
       Fail("cannot connect to " + server.address());
     }
   }
 
-  std::printf("predict_bench: %s, device %s (%s), %d torch threads, precision %s\n",
-              server.command_line().c_str(), device.name.c_str(), device.description.c_str(),
-              device.threads, device.precision.c_str());
-  std::printf("CPUs available: %u; windows: %.0f s warm-up + %.0f s measured per concurrency; "
-              "offline >= %.0f s per batch size; %d client connection(s)\n",
-              std::thread::hardware_concurrency(), o.warmup_seconds, o.window_seconds,
-              o.offline_seconds, o.channels);
+  std::printf(
+      "predict_bench: %s, device %s (%s), %d torch threads, precision %s\n",
+      server.command_line().c_str(), device.name.c_str(),
+      device.description.c_str(), device.threads, device.precision.c_str());
+  std::printf(
+      "CPUs available: %u; windows: %.0f s warm-up + %.0f s measured per "
+      "concurrency; "
+      "offline >= %.0f s per batch size; %d client connection(s)\n",
+      std::thread::hardware_concurrency(), o.warmup_seconds, o.window_seconds,
+      o.offline_seconds, o.channels);
   const std::vector<double> rtt = HealthRoundTrips(channels[0], 1.0);
   const double rtt_p50 = Percentile(rtt, 0.5);
-  std::printf("gRPC unary round trip without work (health Check, c=1): p50 %.3f ms, p99 %.3f ms\n",
-              rtt_p50, Percentile(rtt, 0.99));
+  std::printf(
+      "gRPC unary round trip without work (health Check, c=1): p50 %.3f ms, "
+      "p99 %.3f ms\n",
+      rtt_p50, Percentile(rtt, 0.99));
   const double queue_delay_ms = QueueDelayMs(o);
   std::fflush(stdout);
 
@@ -821,7 +904,8 @@ int main(int argc, char** argv) {
     const int image_side = o.image_size > 0 ? o.image_size : size;
     const std::string jpeg = MakeJpeg(image_side);
     std::vector<uint8_t> pixels(static_cast<size_t>(size) * size * 3);
-    if (absl::Status s = core::DecodeResized(jpeg, core::ImageLimits(), size, pixels.data());
+    if (absl::Status s =
+            core::DecodeResized(jpeg, core::ImageLimits(), size, pixels.data());
         !s.ok()) {
       Fail("DecodeResized: " + s.ToString());
     }
@@ -829,10 +913,13 @@ int main(int argc, char** argv) {
     // Offline, while the server is idle (this model not yet loaded there).
     core::backbones::WeightsCacheOptions wopts;
     wopts.dir = data_root / "weights";
-    auto runner = OrDie(core::ModelRunner::Load(m.info, device, wopts), "ModelRunner::Load");
+    auto runner = OrDie(core::ModelRunner::Load(m.info, device, wopts),
+                        "ModelRunner::Load");
     std::vector<Row> rows;
-    rows.push_back(Offline(*runner, pixels, 32, o.offline_seconds, "offline batch 32"));
-    rows.push_back(Offline(*runner, pixels, 1, o.offline_seconds, "offline batch 1 (one forward)"));
+    rows.push_back(
+        Offline(*runner, pixels, 32, o.offline_seconds, "offline batch 32"));
+    rows.push_back(Offline(*runner, pixels, 1, o.offline_seconds,
+                           "offline batch 1 (one forward)"));
     for (int b : o.extra_batches) {
       rows.push_back(Offline(*runner, pixels, b, o.offline_seconds,
                              "offline batch " + std::to_string(b)));
@@ -847,19 +934,25 @@ int main(int argc, char** argv) {
     image->set_data(jpeg);
     auto stub = v1::Inference::NewStub(channels[0]);
     FirstPredict(*stub, request, server);
-    for (int c : o.concurrency) rows.push_back(Served(o, server, channels, request, c));
+    for (int c : o.concurrency)
+      rows.push_back(Served(o, server, channels, request, c));
 
-    std::printf("\n%s (model %s, %lld parameters, precision %s)\n", m.label.c_str(),
-                m.info.id.c_str(), static_cast<long long>(m.info.parameters),
+    std::printf("\n%s (model %s, %lld parameters, precision %s)\n",
+                m.label.c_str(), m.info.id.c_str(),
+                static_cast<long long>(m.info.parameters),
                 m.config.precision.c_str());
-    std::printf("  request: one %dx%d JPEG of %zu bytes; server-side decode+resize "
-                "(DecodeResized) %.3f ms/image, included in served latency, not in offline rows\n",
-                image_side, image_side, jpeg.size(), decode_ms);
-    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s\n", "", "images/s", "p50 ms", "p90 ms",
-                "p99 ms", "srv CPU", "cli CPU", "errors");
+    std::printf(
+        "  request: one %dx%d JPEG of %zu bytes; server-side decode+resize "
+        "(DecodeResized) %.3f ms/image, included in served latency, not in "
+        "offline rows\n",
+        image_side, image_side, jpeg.size(), decode_ms);
+    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s\n", "", "images/s",
+                "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors");
     for (const Row& r : rows) PrintRow(r);
-    std::printf("  (offline latencies are per Run() call, i.e. per batch; CPU columns are cores "
-                "busy in the server / this process)\n");
+    std::printf(
+        "  (offline latencies are per Run() call, i.e. per batch; CPU columns "
+        "are cores "
+        "busy in the server / this process)\n");
     for (const Row& r : rows) {
       if (r.errors > 0) {
         std::printf("  %s: %lld errors, first: %s\n", r.name.c_str(),
@@ -869,9 +962,11 @@ int main(int argc, char** argv) {
     const double offline32 = rows[0].images_per_second;
     const double one_forward = rows[1].p50;
     const double serial_bound = 1.0 / (1.0 / offline32 + decode_ms / 1e3);
-    std::printf("  offline batch 32 with decode done serially on the same cores: %.1f images/s "
-                "(%.2fx offline)\n",
-                serial_bound, serial_bound / offline32);
+    std::printf(
+        "  offline batch 32 with decode done serially on the same cores: %.1f "
+        "images/s "
+        "(%.2fx offline)\n",
+        serial_bound, serial_bound / offline32);
     auto find = [&](int c) -> const Row* {
       for (const Row& r : rows) {
         if (r.name == "served c=" + std::to_string(c)) return &r;
@@ -882,24 +977,30 @@ int main(int argc, char** argv) {
       const double ratio = c32->images_per_second / offline32;
       const bool pass = ratio >= 0.9;
       all_pass = all_pass && pass;
-      std::printf("  target: served c=32 throughput / offline batch-32 throughput = %.1f / %.1f = "
-                  "%.2f (>= 0.90) %s\n",
-                  c32->images_per_second, offline32, ratio, pass ? "PASS" : "MISS");
+      std::printf(
+          "  target: served c=32 throughput / offline batch-32 throughput = "
+          "%.1f / %.1f = "
+          "%.2f (>= 0.90) %s\n",
+          c32->images_per_second, offline32, ratio, pass ? "PASS" : "MISS");
     }
     if (const Row* c1 = find(1)) {
       const double ratio = c1->p50 / one_forward;
       const bool pass = ratio <= 1.5;
       all_pass = all_pass && pass;
-      std::printf("  target: served c=1 p50 / one forward = %.2f ms / %.2f ms = %.2f (<= 1.50) %s\n",
-                  c1->p50, one_forward, ratio, pass ? "PASS" : "MISS");
+      std::printf(
+          "  target: served c=1 p50 / one forward = %.2f ms / %.2f ms = %.2f "
+          "(<= 1.50) %s\n",
+          c1->p50, one_forward, ratio, pass ? "PASS" : "MISS");
       // A lone request waits the whole queue delay (0 by default) for
       // companions that never come, so c=1 pays it in full.
       const double parts = one_forward + decode_ms + queue_delay_ms + rtt_p50;
-      std::printf("  c=1 parts: one forward %.2f + decode %.2f + queue delay %.2f + gRPC round "
-                  "trip %.2f = %.2f ms; measured p50 %.2f ms (rest: hand-offs, copies, "
-                  "contention %.2f ms)\n",
-                  one_forward, decode_ms, queue_delay_ms, rtt_p50, parts, c1->p50,
-                  c1->p50 - parts);
+      std::printf(
+          "  c=1 parts: one forward %.2f + decode %.2f + queue delay %.2f + "
+          "gRPC round "
+          "trip %.2f = %.2f ms; measured p50 %.2f ms (rest: hand-offs, copies, "
+          "contention %.2f ms)\n",
+          one_forward, decode_ms, queue_delay_ms, rtt_p50, parts, c1->p50,
+          c1->p50 - parts);
     }
     std::fflush(stdout);
   }
@@ -911,13 +1012,17 @@ int main(int argc, char** argv) {
     auto client = transferd::client::Client::Create(co);
     const std::string job = StartTrainingJob(*client, temp);
     const double alone = TrainingRate(*client, job, o.window_seconds);
-    std::printf("\nserving while training: job %s (MobileNet alpha 0.25, 128 px, every layer "
-                "trainable, batch 16) trains %.1f images/s with no Predict load\n",
-                job.c_str(), alone);
-    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s %10s\n", "", "images/s", "p50 ms",
-                "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors", "train i/s");
+    std::printf(
+        "\nserving while training: job %s (MobileNet alpha 0.25, 128 px, every "
+        "layer "
+        "trainable, batch 16) trains %.1f images/s with no Predict load\n",
+        job.c_str(), alone);
+    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s %10s\n", "", "images/s",
+                "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors",
+                "train i/s");
     for (ModelSetup& m : models) {
-      const int image_side = o.image_size > 0 ? o.image_size : m.config.input_size;
+      const int image_side =
+          o.image_size > 0 ? o.image_size : m.config.input_size;
       v1::PredictRequest request;
       request.set_model("models/" + m.info.id);
       v1::Image* image = request.add_images();
@@ -927,19 +1032,25 @@ int main(int argc, char** argv) {
         const double before = TrainedImages(*client, job);
         const auto t0 = Clock::now();
         Row r = Served(o, server, channels, request, c);
-        const double trained = (TrainedImages(*client, job) - before) / Seconds(Clock::now() - t0);
-        r.name = m.label.substr(0, m.label.find(' ')) + " c=" + std::to_string(c) + " training";
-        std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld %10s\n", r.name.c_str(),
-                    Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(),
-                    Fmt(r.p90).c_str(), Fmt(r.p99).c_str(), Fmt(r.server_cores).c_str(),
-                    Fmt(r.client_cores).c_str(), static_cast<long long>(r.errors),
+        const double trained =
+            (TrainedImages(*client, job) - before) / Seconds(Clock::now() - t0);
+        r.name = m.label.substr(0, m.label.find(' ')) +
+                 " c=" + std::to_string(c) + " training";
+        std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld %10s\n",
+                    r.name.c_str(), Fmt(r.images_per_second, "%.1f").c_str(),
+                    Fmt(r.p50).c_str(), Fmt(r.p90).c_str(), Fmt(r.p99).c_str(),
+                    Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
+                    static_cast<long long>(r.errors),
                     Fmt(trained, "%.1f").c_str());
         std::fflush(stdout);
       }
     }
-    std::printf("  (compare with the served rows above, measured with no job; train i/s is the "
-                "job's images/s over the same window)\n");
-    if (auto c = client->CancelJob(job); !c.ok()) Fail("CancelJob: " + c.status().ToString());
+    std::printf(
+        "  (compare with the served rows above, measured with no job; train "
+        "i/s is the "
+        "job's images/s over the same window)\n");
+    if (auto c = client->CancelJob(job); !c.ok())
+      Fail("CancelJob: " + c.status().ToString());
   }
 
   server.Stop();
@@ -949,6 +1060,7 @@ int main(int argc, char** argv) {
     std::error_code ec;
     fs::remove_all(temp, ec);
   }
-  std::printf("\n%s\n", all_pass ? "all targets met" : "some targets missed (see MISS above)");
+  std::printf("\n%s\n", all_pass ? "all targets met"
+                                 : "some targets missed (see MISS above)");
   return 0;
 }

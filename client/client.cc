@@ -107,7 +107,8 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
   SetDeadline(ctx, options.timeout);
   Response response;
   grpc::Status status = call(&ctx, &response);
-  if (!status.ok()) return FromGrpc(status, options.address, Connected(channel));
+  if (!status.ok())
+    return FromGrpc(status, options.address, Connected(channel));
   return response;
 }
 
@@ -179,11 +180,14 @@ bool IsImageName(const std::string& rel) {
 
 HealthStatus FromProto(HealthCheckResponse::ServingStatus s) {
   switch (s) {
-    case HealthCheckResponse::SERVING: return HealthStatus::kServing;
-    case HealthCheckResponse::NOT_SERVING: return HealthStatus::kNotServing;
+    case HealthCheckResponse::SERVING:
+      return HealthStatus::kServing;
+    case HealthCheckResponse::NOT_SERVING:
+      return HealthStatus::kNotServing;
     case HealthCheckResponse::SERVICE_UNKNOWN:
       return HealthStatus::kServiceUnknown;
-    default: return HealthStatus::kUnknown;
+    default:
+      return HealthStatus::kUnknown;
   }
 }
 
@@ -191,10 +195,14 @@ HealthStatus FromProto(HealthCheckResponse::ServingStatus s) {
 
 const char* HealthStatusName(HealthStatus status) {
   switch (status) {
-    case HealthStatus::kServing: return "SERVING";
-    case HealthStatus::kNotServing: return "NOT_SERVING";
-    case HealthStatus::kServiceUnknown: return "SERVICE_UNKNOWN";
-    default: return "UNKNOWN";
+    case HealthStatus::kServing:
+      return "SERVING";
+    case HealthStatus::kNotServing:
+      return "NOT_SERVING";
+    case HealthStatus::kServiceUnknown:
+      return "SERVICE_UNKNOWN";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -348,10 +356,13 @@ std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   auto stubs = std::make_unique<Stubs>();
-  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty()) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      grpc::InsecureChannelCredentials();
+  if (options.tls || !options.tls_ca_file.empty() ||
+      !options.tls_cert_file.empty()) {
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadText(options.tls_ca_file);  // empty: the system's roots
+    ssl.pem_root_certs =
+        ReadText(options.tls_ca_file);  // empty: the system's roots
     ssl.pem_cert_chain = ReadText(options.tls_cert_file);
     ssl.pem_private_key = ReadText(options.tls_key_file);
     credentials = grpc::SslCredentials(ssl);
@@ -359,7 +370,8 @@ std::unique_ptr<Client> Client::Create(const ClientOptions& options) {
       args.SetSslTargetNameOverride(options.tls_server_name);
     }
   }
-  stubs->channel = grpc::CreateCustomChannel(options.address, credentials, args);
+  stubs->channel =
+      grpc::CreateCustomChannel(options.address, credentials, args);
   stubs->server = v1::Server::NewStub(stubs->channel);
   stubs->datasets = v1::Datasets::NewStub(stubs->channel);
   stubs->jobs = v1::Jobs::NewStub(stubs->channel);
@@ -376,13 +388,15 @@ Client::~Client() = default;
 
 absl::StatusOr<v1::ServerInfo> Client::GetServerInfo() {
   return Unary<v1::ServerInfo>(
-      options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::ServerInfo* out) {
-        return stubs_->server->GetServerInfo(ctx, v1::GetServerInfoRequest(), out);
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ServerInfo* out) {
+        return stubs_->server->GetServerInfo(ctx, v1::GetServerInfoRequest(),
+                                             out);
       });
 }
 
-absl::StatusOr<HealthStatus> Client::CheckHealth(const std::string& service,
-                                                 std::chrono::milliseconds wait) {
+absl::StatusOr<HealthStatus> Client::CheckHealth(
+    const std::string& service, std::chrono::milliseconds wait) {
   HealthCheckRequest request;
   request.set_service(service);
   if (wait.count() <= 0) {
@@ -456,10 +470,12 @@ absl::StatusOr<int64_t> Client::UploadChunkBytes() {
   if (!info.ok() && IsUnreachable(info.status())) return info.status();
   if (info.ok()) {
     const v1::Limits& limits = info->limits();
-    if (limits.upload_chunk_bytes() > 0) chunk_bytes = limits.upload_chunk_bytes();
+    if (limits.upload_chunk_bytes() > 0)
+      chunk_bytes = limits.upload_chunk_bytes();
     // A chunk must fit the server's receive limit with its framing.
     if (limits.max_receive_message_bytes() > 2 * kFramingBytes) {
-      chunk_bytes = std::min(chunk_bytes, limits.max_receive_message_bytes() - kFramingBytes);
+      chunk_bytes = std::min(
+          chunk_bytes, limits.max_receive_message_bytes() - kFramingBytes);
     }
   }
   return chunk_bytes;
@@ -779,11 +795,13 @@ absl::StatusOr<v1::ListJobPredictionsResponse> Client::ListJobPredictions(
       });
 }
 
-absl::StatusOr<v1::PredictResponse> Client::Predict(const v1::PredictRequest& request) {
-  return Unary<v1::PredictResponse>(options_, stubs_->channel,
-                                    [&](grpc::ClientContext* ctx, v1::PredictResponse* out) {
-                                      return stubs_->inference->Predict(ctx, request, out);
-                                    });
+absl::StatusOr<v1::PredictResponse> Client::Predict(
+    const v1::PredictRequest& request) {
+  return Unary<v1::PredictResponse>(
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::PredictResponse* out) {
+        return stubs_->inference->Predict(ctx, request, out);
+      });
 }
 
 absl::StatusOr<v1::Model> Client::GetModel(const std::string& name) {
@@ -815,13 +833,15 @@ absl::Status Client::DeleteModel(const std::string& name) {
       .status();
 }
 
-absl::StatusOr<v1::Alias> Client::SetAlias(const std::string& alias, const std::string& model) {
+absl::StatusOr<v1::Alias> Client::SetAlias(const std::string& alias,
+                                           const std::string& model) {
   v1::SetAliasRequest request;
   request.set_alias(alias);
   request.set_model(model);
-  return Unary<v1::Alias>(options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::Alias* out) {
-    return stubs_->models->SetAlias(ctx, request, out);
-  });
+  return Unary<v1::Alias>(options_, stubs_->channel,
+                          [&](grpc::ClientContext* ctx, v1::Alias* out) {
+                            return stubs_->models->SetAlias(ctx, request, out);
+                          });
 }
 
 absl::Status Client::DeleteAlias(const std::string& alias) {
@@ -838,18 +858,20 @@ absl::Status Client::DeleteAlias(const std::string& alias) {
 absl::StatusOr<v1::ListAliasesResponse> Client::ListAliases(
     const v1::ListAliasesRequest& request) {
   return Unary<v1::ListAliasesResponse>(
-      options_, stubs_->channel, [&](grpc::ClientContext* ctx, v1::ListAliasesResponse* out) {
+      options_, stubs_->channel,
+      [&](grpc::ClientContext* ctx, v1::ListAliasesResponse* out) {
         return stubs_->models->ListAliases(ctx, request, out);
       });
 }
 
-absl::StatusOr<ExportResult> Client::ExportModel(const std::string& name, const fs::path& path,
-                                                 std::chrono::milliseconds deadline) {
+absl::StatusOr<ExportResult> Client::ExportModel(
+    const std::string& name, const fs::path& path,
+    std::chrono::milliseconds deadline) {
   const fs::path part = path.string() + ".part";
   std::ofstream out(part, std::ios::binary | std::ios::trunc);
   if (!out) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create ", part.string(), ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create ", part.string(), ": ", std::strerror(errno)));
   }
   const auto fail = [&](absl::Status why) -> absl::Status {
     out.close();
@@ -877,53 +899,63 @@ absl::StatusOr<ExportResult> Client::ExportModel(const std::string& name, const 
     if (total < 0) total = chunk.total_bytes();
     if (chunk.total_bytes() != total || chunk.offset() < 0 ||
         chunk.offset() + static_cast<int64_t>(chunk.data().size()) > total) {
-      return abandon(absl::DataLossError(absl::StrCat(
-          "the server sent a chunk outside the archive (offset ", chunk.offset(), ", ",
-          chunk.data().size(), " bytes, total ", chunk.total_bytes(), ")")));
+      return abandon(absl::DataLossError(
+          absl::StrCat("the server sent a chunk outside the archive (offset ",
+                       chunk.offset(), ", ", chunk.data().size(),
+                       " bytes, total ", chunk.total_bytes(), ")")));
     }
     out.seekp(chunk.offset());
-    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    out.write(chunk.data().data(),
+              static_cast<std::streamsize>(chunk.data().size()));
     if (!out) {
-      return abandon(absl::DataLossError(absl::StrCat("error writing ", part.string())));
+      return abandon(
+          absl::DataLossError(absl::StrCat("error writing ", part.string())));
     }
     received += static_cast<int64_t>(chunk.data().size());
     if (!chunk.sha256().empty()) server_sha256 = chunk.sha256();
   }
   grpc::Status status = reader->Finish();
-  if (!status.ok()) return fail(FromGrpc(status, options_.address, Connected(stubs_->channel)));
+  if (!status.ok())
+    return fail(FromGrpc(status, options_.address, Connected(stubs_->channel)));
   out.close();
-  if (!out) return fail(absl::DataLossError(absl::StrCat("error writing ", part.string())));
+  if (!out)
+    return fail(
+        absl::DataLossError(absl::StrCat("error writing ", part.string())));
   if (total < 0 || received != total) {
-    return fail(absl::DataLossError(absl::StrCat("the archive is incomplete: got ", received,
-                                                 " of ", std::max<int64_t>(total, 0), " bytes")));
+    return fail(absl::DataLossError(
+        absl::StrCat("the archive is incomplete: got ", received, " of ",
+                     std::max<int64_t>(total, 0), " bytes")));
   }
   absl::StatusOr<std::string> sha256 = FileSha256(part);
   if (!sha256.ok()) return fail(sha256.status());
   if (server_sha256.empty() || *sha256 != server_sha256) {
-    return fail(absl::DataLossError(absl::StrCat("the archive's SHA-256 is ", *sha256,
-                                                 " but the server said ",
-                                                 server_sha256.empty() ? "nothing" : server_sha256)));
+    return fail(absl::DataLossError(absl::StrCat(
+        "the archive's SHA-256 is ", *sha256, " but the server said ",
+        server_sha256.empty() ? "nothing" : server_sha256)));
   }
   std::error_code ec;
   fs::rename(part, path, ec);
   if (ec) {
     return fail(absl::FailedPreconditionError(
-        absl::StrCat("cannot rename ", part.string(), " to ", path.string(), ": ", ec.message())));
+        absl::StrCat("cannot rename ", part.string(), " to ", path.string(),
+                     ": ", ec.message())));
   }
   return ExportResult{path, total, *sha256};
 }
 
-absl::StatusOr<v1::Model> Client::ImportModel(const fs::path& archive, const std::string& model_id,
-                                              const std::string& display_name,
-                                              std::chrono::milliseconds deadline) {
+absl::StatusOr<v1::Model> Client::ImportModel(
+    const fs::path& archive, const std::string& model_id,
+    const std::string& display_name, std::chrono::milliseconds deadline) {
   std::ifstream in(archive, std::ios::binary);
   if (!in) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read ", archive.string(), ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read ", archive.string(), ": ", std::strerror(errno)));
   }
   std::error_code ec;
   const auto size = static_cast<int64_t>(fs::file_size(archive, ec));
-  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot stat ", archive.string()));
+  if (ec)
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot stat ", archive.string()));
   absl::StatusOr<int64_t> chunk_bytes = UploadChunkBytes();
   if (!chunk_bytes.ok()) return chunk_bytes.status();
 
@@ -935,7 +967,8 @@ absl::StatusOr<v1::Model> Client::ImportModel(const fs::path& archive, const std
       stubs_->models->ImportModel(&ctx, &response);
   const auto finish = [&]() -> absl::StatusOr<v1::Model> {
     grpc::Status status = writer->Finish();
-    if (!status.ok()) return FromGrpc(status, options_.address, Connected(stubs_->channel));
+    if (!status.ok())
+      return FromGrpc(status, options_.address, Connected(stubs_->channel));
     return response;
   };
   v1::ImportModelRequest request;
@@ -952,7 +985,8 @@ absl::StatusOr<v1::Model> Client::ImportModel(const fs::path& archive, const std
     if (in.gcount() != static_cast<std::streamsize>(data->size())) {
       ctx.TryCancel();
       (void)writer->Finish();
-      return absl::DataLossError(absl::StrCat("error reading ", archive.string()));
+      return absl::DataLossError(
+          absl::StrCat("error reading ", archive.string()));
     }
     if (!writer->Write(request)) return finish();
     sent += static_cast<int64_t>(data->size());

@@ -59,7 +59,8 @@ constexpr char kExitCodesHelp[] =
     "was\ncancelled), 2 usage error, 3 server unreachable or unavailable, 4 "
     "not serving.\n"
     "The server address comes from --server or TRANSFERD_ADDR "
-    "(default 127.0.0.1:50051),\nthe bearer token from --token or TRANSFERD_TOKEN.";
+    "(default 127.0.0.1:50051),\nthe bearer token from --token or "
+    "TRANSFERD_TOKEN.";
 
 struct Globals {
   std::string server = "127.0.0.1:50051";
@@ -73,8 +74,8 @@ struct Globals {
 std::unique_ptr<Client> Connect(const Globals& g) {
   transferd::client::ClientOptions options;
   options.address = g.server;
-  options.timeout = std::chrono::milliseconds(
-      static_cast<int64_t>(g.timeout_seconds * 1000));
+  options.timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(g.timeout_seconds * 1000));
   options.token = g.token;
   options.tls = g.tls;
   options.tls_ca_file = g.tls_ca;
@@ -85,7 +86,8 @@ std::unique_ptr<Client> Connect(const Globals& g) {
 }
 
 int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "transferctl: %s\n", std::string(status.message()).c_str());
+  std::fprintf(stderr, "transferctl: %s\n",
+               std::string(status.message()).c_str());
   return transferd::client::IsUnreachable(status) ? kUnreachable : kServerError;
 }
 
@@ -102,7 +104,8 @@ void PrintJson(const google::protobuf::Message& message) {
 
 std::string Bytes(int64_t n) {
   if (n <= 0) return "-";
-  if (n % (1024 * 1024) == 0) return absl::StrFormat("%d MiB", n / (1024 * 1024));
+  if (n % (1024 * 1024) == 0)
+    return absl::StrFormat("%d MiB", n / (1024 * 1024));
   return absl::StrFormat("%d B", n);
 }
 
@@ -141,7 +144,8 @@ int ServerInfo(const Globals& g) {
       client->address(), info->version(), b.revision(), b.build_type(),
       b.torch_version(), b.torch_cuda() ? " (CUDA)" : "", b.grpc_version(),
       b.protobuf_version(), d.name(), d.description(), d.threads(),
-      c.logical_cpus(), features.empty() ? "none" : absl::StrJoin(features, " "),
+      c.logical_cpus(),
+      features.empty() ? "none" : absl::StrJoin(features, " "),
       backbones.empty() ? "none yet" : absl::StrJoin(backbones, ", "),
       Bytes(l.max_receive_message_bytes()), Bytes(l.max_send_message_bytes()),
       Bytes(l.upload_chunk_bytes()), l.shutdown_grace_seconds(),
@@ -186,9 +190,10 @@ int PrintList(const Globals& g, const absl::StatusOr<Response>& response,
 int DatasetsList(const Globals& g) {
   auto client = Connect(g);
   return PrintList<v1::ListDatasetsResponse>(
-      g, client->ListDatasets(v1::ListDatasetsRequest()), [](const v1::ListDatasetsResponse& r) {
-        std::cout << absl::StrFormat("%-32s %-24s %8s %10s\n", "NAME", "DISPLAY NAME",
-                                     "FILES", "CLASSES");
+      g, client->ListDatasets(v1::ListDatasetsRequest()),
+      [](const v1::ListDatasetsResponse& r) {
+        std::cout << absl::StrFormat("%-32s %-24s %8s %10s\n", "NAME",
+                                     "DISPLAY NAME", "FILES", "CLASSES");
         for (const auto& d : r.datasets()) {
           std::cout << absl::StrFormat("%-32s %-24s %8d %10d\n", d.name(),
                                        d.display_name(), d.files(),
@@ -588,7 +593,8 @@ int DatasetsShow(const Globals& g, const std::string& name) {
 
 // `rm` of any resource: the delete RPCs return google.protobuf.Empty, which
 // --json prints as {}.
-int PrintDeleted(const Globals& g, const absl::Status& status, const std::string& full) {
+int PrintDeleted(const Globals& g, const absl::Status& status,
+                 const std::string& full) {
   if (!status.ok()) return Fail(status);
   if (g.json) {
     google::protobuf::Struct out;
@@ -714,12 +720,21 @@ std::string Num(double v) { return absl::StrFormat("%g", v); }
 std::string OptimizerText(const v1::OptimizerSpec& o) {
   std::string kind;
   switch (o.kind()) {
-    case v1::OptimizerSpec::KIND_RMSPROP: kind = "rmsprop"; break;
-    case v1::OptimizerSpec::KIND_ADAM: kind = "adam"; break;
-    case v1::OptimizerSpec::KIND_SGD: kind = "sgd"; break;
-    default: kind = "default optimizer"; break;
+    case v1::OptimizerSpec::KIND_RMSPROP:
+      kind = "rmsprop";
+      break;
+    case v1::OptimizerSpec::KIND_ADAM:
+      kind = "adam";
+      break;
+    case v1::OptimizerSpec::KIND_SGD:
+      kind = "sgd";
+      break;
+    default:
+      kind = "default optimizer";
+      break;
   }
-  if (o.has_learning_rate()) absl::StrAppend(&kind, " lr ", Num(o.learning_rate()));
+  if (o.has_learning_rate())
+    absl::StrAppend(&kind, " lr ", Num(o.learning_rate()));
   if (o.has_momentum() && o.momentum() != 0) {
     absl::StrAppend(&kind, " momentum ", Num(o.momentum()));
   }
@@ -730,7 +745,8 @@ std::string AugmentText(const v1::AugmentationSpec& a) {
   if (!a.preset().empty()) return a.preset();
   if (a.has_enabled() && !a.enabled()) return "off";
   std::vector<std::string> parts;
-  if (a.rotation_range() != 0) parts.push_back("rotation " + Num(a.rotation_range()));
+  if (a.rotation_range() != 0)
+    parts.push_back("rotation " + Num(a.rotation_range()));
   if (a.width_shift_range() != 0 || a.height_shift_range() != 0) {
     parts.push_back(absl::StrCat("shift ", Num(a.width_shift_range()), "/",
                                  Num(a.height_shift_range())));
@@ -753,13 +769,16 @@ std::string StageText(const v1::StageSpec& s) {
   }
   parts.push_back(OptimizerText(s.optimizer()));
   if (s.has_epochs()) {
-    parts.push_back(absl::StrCat(s.epochs(), s.epochs() == 1 ? " epoch" : " epochs"));
+    parts.push_back(
+        absl::StrCat(s.epochs(), s.epochs() == 1 ? " epoch" : " epochs"));
   }
-  if (s.has_batch_size()) parts.push_back(absl::StrCat("batch ", s.batch_size()));
+  if (s.has_batch_size())
+    parts.push_back(absl::StrCat("batch ", s.batch_size()));
   parts.push_back("augmentation " + AugmentText(s.augmentation()));
   if (!s.early_stopping().monitor().empty()) {
-    parts.push_back(absl::StrCat("early stopping on ", s.early_stopping().monitor(),
-                                 ", patience ", s.early_stopping().patience()));
+    parts.push_back(absl::StrCat("early stopping on ",
+                                 s.early_stopping().monitor(), ", patience ",
+                                 s.early_stopping().patience()));
   }
   return absl::StrJoin(parts, "; ");
 }
@@ -778,26 +797,30 @@ std::string ModelSpecText(const v1::ModelSpec& m) {
   const v1::HeadSpec& h = m.head();
   std::vector<std::string> head;
   if (h.pooling() == v1::POOLING_FLATTEN) head.push_back("flatten");
-  if (h.pooling() == v1::POOLING_GLOBAL_AVERAGE) head.push_back("global average");
+  if (h.pooling() == v1::POOLING_GLOBAL_AVERAGE)
+    head.push_back("global average");
   if (h.has_hidden_units() && h.hidden_units() > 0) {
     head.push_back(absl::StrCat("dense ", h.hidden_units()));
   }
-  if (h.has_dropout() && h.dropout() > 0) head.push_back("dropout " + Num(h.dropout()));
-  if (!head.empty()) absl::StrAppend(&out, "; head ", absl::StrJoin(head, " + "));
+  if (h.has_dropout() && h.dropout() > 0)
+    head.push_back("dropout " + Num(h.dropout()));
+  if (!head.empty())
+    absl::StrAppend(&out, "; head ", absl::StrJoin(head, " + "));
   return out;
 }
 
 std::string TrainableText(const v1::TrainableSummary& t) {
-  return absl::StrFormat("%s trainable tensors, %s trainable params, %s non-trainable",
-                         Thousands(t.trainable_tensors()),
-                         Thousands(t.trainable_parameters()),
-                         Thousands(t.non_trainable_parameters()));
+  return absl::StrFormat(
+      "%s trainable tensors, %s trainable params, %s non-trainable",
+      Thousands(t.trainable_tensors()), Thousands(t.trainable_parameters()),
+      Thousands(t.non_trainable_parameters()));
 }
 
 int TotalEpochs(const v1::Job& job) {
   if (job.progress().epochs() > 0) return job.progress().epochs();
   int total = 0;
-  for (const v1::StageSpec& s : job.resolved_spec().stages()) total += s.epochs();
+  for (const v1::StageSpec& s : job.resolved_spec().stages())
+    total += s.epochs();
   return total;
 }
 
@@ -830,23 +853,35 @@ class WatchPrinter {
       return;
     }
     switch (e.event_case()) {
-      case v1::JobEvent::kStep: Step(e.step()); break;
-      case v1::JobEvent::kEpochEnd: EpochEnd(e.epoch_end()); break;
-      case v1::JobEvent::kStageStarted: Stage(e.stage_started()); break;
-      case v1::JobEvent::kStateChanged: State(e.state_changed()); break;
+      case v1::JobEvent::kStep:
+        Step(e.step());
+        break;
+      case v1::JobEvent::kEpochEnd:
+        EpochEnd(e.epoch_end());
+        break;
+      case v1::JobEvent::kStageStarted:
+        Stage(e.stage_started());
+        break;
+      case v1::JobEvent::kStateChanged:
+        State(e.state_changed());
+        break;
       case v1::JobEvent::kCheckpointSaved: {
         const v1::CheckpointSaved& c = e.checkpoint_saved();
-        Line(absl::StrFormat("checkpoint: epoch %d, %s", c.epoch(), HumanBytes(c.bytes())),
+        Line(absl::StrFormat("checkpoint: epoch %d, %s", c.epoch(),
+                             HumanBytes(c.bytes())),
              /*dim=*/true);
         break;
       }
-      case v1::JobEvent::kEvaluation: Evaluation(e.evaluation()); break;
+      case v1::JobEvent::kEvaluation:
+        Evaluation(e.evaluation());
+        break;
       case v1::JobEvent::kLog:
-        Line(absl::StrCat(e.log().level().empty() ? "info" : e.log().level(), ": ",
-                          e.log().message()),
+        Line(absl::StrCat(e.log().level().empty() ? "info" : e.log().level(),
+                          ": ", e.log().message()),
              e.log().level() != "warning");
         break;
-      default: break;
+      default:
+        break;
     }
     std::cout << std::flush;
   }
@@ -857,10 +892,11 @@ class WatchPrinter {
     reconnecting_ = true;
     CloseBar();
     std::cout << std::flush;
-    std::fprintf(stderr,
-                 "transferctl: connection lost (%s); reconnecting, resuming after "
-                 "event %lld\n",
-                 std::string(why.message()).c_str(), static_cast<long long>(after));
+    std::fprintf(
+        stderr,
+        "transferctl: connection lost (%s); reconnecting, resuming after "
+        "event %lld\n",
+        std::string(why.message()).c_str(), static_cast<long long>(after));
   }
 
   // Ends a bar being drawn, so what follows starts on its own line.
@@ -891,8 +927,9 @@ class WatchPrinter {
       Line("Predicting");
       return;
     }
-    Line(total_epochs_ > 0 ? absl::StrFormat("Epoch %d/%d", epoch, total_epochs_)
-                           : absl::StrFormat("Epoch %d", epoch));
+    Line(total_epochs_ > 0
+             ? absl::StrFormat("Epoch %d/%d", epoch, total_epochs_)
+             : absl::StrFormat("Epoch %d", epoch));
   }
 
   void Step(const v1::StepProgress& s) {
@@ -900,9 +937,10 @@ class WatchPrinter {
     if (!tty_) return;  // pipes get the epoch's summary line only
     EpochHeader(s.epoch());
     const int width = static_cast<int>(absl::StrCat(s.steps()).size());
-    std::cout << absl::StrFormat("\r%*d/%d %s - ETA: %s - loss: %.4f - accuracy: %.4f\033[K",
-                                 width, s.step(), s.steps(), Bar(s.step(), s.steps()),
-                                 KerasEta(s.eta_seconds()), s.loss(), s.accuracy());
+    std::cout << absl::StrFormat(
+        "\r%*d/%d %s - ETA: %s - loss: %.4f - accuracy: %.4f\033[K", width,
+        s.step(), s.steps(), Bar(s.step(), s.steps()),
+        KerasEta(s.eta_seconds()), s.loss(), s.accuracy());
     bar_open_ = true;
   }
 
@@ -924,12 +962,16 @@ class WatchPrinter {
     EpochHeader(m.epoch());
     std::string line;
     if (steps_ > 0) line = absl::StrFormat("%d/%d - ", steps_, steps_);
-    absl::StrAppend(&line, absl::StrFormat("%ds - loss: %.4f - accuracy: %.4f",
-                                           static_cast<int64_t>(m.seconds() + 0.5),
-                                           m.loss(), m.accuracy()));
-    if (m.has_val_loss()) absl::StrAppend(&line, absl::StrFormat(" - val_loss: %.4f", m.val_loss()));
+    absl::StrAppend(&line,
+                    absl::StrFormat("%ds - loss: %.4f - accuracy: %.4f",
+                                    static_cast<int64_t>(m.seconds() + 0.5),
+                                    m.loss(), m.accuracy()));
+    if (m.has_val_loss())
+      absl::StrAppend(&line,
+                      absl::StrFormat(" - val_loss: %.4f", m.val_loss()));
     if (m.has_val_accuracy()) {
-      absl::StrAppend(&line, absl::StrFormat(" - val_accuracy: %.4f", m.val_accuracy()));
+      absl::StrAppend(
+          &line, absl::StrFormat(" - val_accuracy: %.4f", m.val_accuracy()));
     }
     Line(line);
     steps_ = 0;
@@ -937,8 +979,9 @@ class WatchPrinter {
 
   void Stage(const v1::StageStarted& s) {
     const int stages = job_.resolved_spec().stages_size();
-    std::string head = stages > 0 ? absl::StrFormat("Stage %d/%d", s.stage() + 1, stages)
-                                  : absl::StrFormat("Stage %d", s.stage() + 1);
+    std::string head =
+        stages > 0 ? absl::StrFormat("Stage %d/%d", s.stage() + 1, stages)
+                   : absl::StrFormat("Stage %d", s.stage() + 1);
     if (!s.name().empty()) absl::StrAppend(&head, " \"", s.name(), "\"");
     absl::StrAppend(&head, ": ", TrainableText(s.trainable()),
                     s.uses_feature_cache() ? "; backbone features cached"
@@ -966,9 +1009,11 @@ class WatchPrinter {
   }
 
   void Evaluation(const v1::Evaluation& e) {
-    std::string line = absl::StrFormat("evaluation %s: %d examples - loss: %.4f - accuracy: %.4f",
-                                       e.split(), e.examples(), e.loss(), e.accuracy());
-    if (e.roc_auc() > 0) absl::StrAppend(&line, absl::StrFormat(" - roc_auc: %.4f", e.roc_auc()));
+    std::string line = absl::StrFormat(
+        "evaluation %s: %d examples - loss: %.4f - accuracy: %.4f", e.split(),
+        e.examples(), e.loss(), e.accuracy());
+    if (e.roc_auc() > 0)
+      absl::StrAppend(&line, absl::StrFormat(" - roc_auc: %.4f", e.roc_auc()));
     Line(line);
   }
 
@@ -995,7 +1040,8 @@ void OnWatchInterrupt(int) {
 // Follows `job` from after `after` to its end, printing as WatchPrinter
 // does. Exit code: 0 SUCCEEDED (or detached with Ctrl-C), 1 FAILED or
 // CANCELLED, else as Fail().
-int FollowJob(const Globals& g, Client& client, const v1::Job& job, int64_t after) {
+int FollowJob(const Globals& g, Client& client, const v1::Job& job,
+              int64_t after) {
   const bool tty = !g.json && isatty(STDOUT_FILENO) == 1;
   WatchPrinter printer(tty, g.json, job);
   transferd::client::WatchOptions options;
@@ -1013,13 +1059,17 @@ int FollowJob(const Globals& g, Client& client, const v1::Job& job, int64_t afte
   std::cout << std::flush;
   if (g_detach.load()) {
     // On a terminal the line holding "^C" is ended first.
-    std::fprintf(stderr, "%sdetached; the job keeps running: transferctl jobs watch %s\n",
-                 isatty(STDERR_FILENO) == 1 ? "\n" : "", job.name().c_str());
+    std::fprintf(
+        stderr,
+        "%sdetached; the job keeps running: transferctl jobs watch %s\n",
+        isatty(STDERR_FILENO) == 1 ? "\n" : "", job.name().c_str());
     return kOk;
   }
   if (!status.ok()) {
     if (transferd::client::IsUnreachable(status)) {
-      std::fprintf(stderr, "transferctl: %s\nthe job may still be running: transferctl jobs watch %s\n",
+      std::fprintf(stderr,
+                   "transferctl: %s\nthe job may still be running: transferctl "
+                   "jobs watch %s\n",
                    std::string(status.message()).c_str(), job.name().c_str());
       return kUnreachable;
     }
@@ -1049,7 +1099,8 @@ int FollowJob(const Globals& g, Client& client, const v1::Job& job, int64_t afte
                    message.empty() ? "no reason given" : message.c_str());
       return kServerError;
     case v1::JOB_STATE_CANCELLED:
-      std::fprintf(stderr, "transferctl: %s was cancelled\n", job.name().c_str());
+      std::fprintf(stderr, "transferctl: %s was cancelled\n",
+                   job.name().c_str());
       return kServerError;
     default:
       return kOk;
@@ -1091,18 +1142,24 @@ struct SpecArgs {
 
 void AddModelFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--backbone", a.backbone,
-          "vgg16, vgg19, resnet50, mobilenet or mobilenet_v2 (server info lists them)");
+          "vgg16, vgg19, resnet50, mobilenet or mobilenet_v2 (server info "
+          "lists them)");
   AddFlag(cmd, "--alpha", a.alpha, "MobileNet width multiplier (0.25 to 1.4)");
-  AddFlag(cmd, "--weights", a.weights,
-          "imagenet, none (random init) or a file in the server's weights folder");
-  AddFlag(cmd, "--input-size", a.input_size, "Square input size in pixels (>= 32)");
-  AddFlag(cmd, "--precision", a.precision, "fp32 or bf16 (default: the server's)")
+  AddFlag(
+      cmd, "--weights", a.weights,
+      "imagenet, none (random init) or a file in the server's weights folder");
+  AddFlag(cmd, "--input-size", a.input_size,
+          "Square input size in pixels (>= 32)");
+  AddFlag(cmd, "--precision", a.precision,
+          "fp32 or bf16 (default: the server's)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
-  AddFlag(cmd, "--pooling", a.pooling, "Head pooling: flatten or gap (global average)")
+  AddFlag(cmd, "--pooling", a.pooling,
+          "Head pooling: flatten or gap (global average)")
       ->check(CLI::IsMember({"flatten", "gap"}));
   AddFlag(cmd, "--hidden-units", a.hidden_units,
           "Width of the head's hidden Dense(relu) layer; 0 = none");
-  AddFlag(cmd, "--dropout", a.dropout, "Dropout rate before the output layer, in [0, 1)");
+  AddFlag(cmd, "--dropout", a.dropout,
+          "Dropout rate before the output layer, in [0, 1)");
 }
 
 void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
@@ -1113,30 +1170,36 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--epochs", a.epochs, "Epochs of stage 1");
   AddFlag(cmd, "--batch-size", a.batch_size, "Batch size of stage 1");
   AddFlag(cmd, "--lr", a.lr, "Learning rate of stage 1 (> 0)");
-  AddFlag(cmd, "--optimizer", a.optimizer, "Optimizer of stage 1: rmsprop, adam or sgd")
+  AddFlag(cmd, "--optimizer", a.optimizer,
+          "Optimizer of stage 1: rmsprop, adam or sgd")
       ->check(CLI::IsMember({"rmsprop", "adam", "sgd"}));
-  AddFlag(cmd, "--momentum", a.momentum, "Momentum of stage 1 (sgd, rmsprop), in [0, 1)");
+  AddFlag(cmd, "--momentum", a.momentum,
+          "Momentum of stage 1 (sgd, rmsprop), in [0, 1)");
   AddFlag(cmd, "--augment", a.augment,
           "Augmentation of stage 1: keras-book, tf-tutorial or none")
       ->check(CLI::IsMember({"keras-book", "tf-tutorial", "none"}));
-  AddFlag(cmd, "--trainable-from", a.trainable_from,
-          "First trainable backbone layer of stage 1 (Keras name, index, or none)");
+  AddFlag(
+      cmd, "--trainable-from", a.trainable_from,
+      "First trainable backbone layer of stage 1 (Keras name, index, or none)");
   AddFlag(cmd, "--fine-tune-from", a.fine_tune_from,
           "Add (or change) stage 2, training from this backbone layer "
           "(\"block5_conv1\", \"100\")");
   AddFlag(cmd, "--fine-tune-epochs", a.fine_tune_epochs, "Epochs of stage 2");
   AddFlag(cmd, "--fine-tune-lr", a.fine_tune_lr, "Learning rate of stage 2");
-  AddFlag(cmd, "--seed", a.seed, "Seed of initialisation, shuffling and augmentation");
+  AddFlag(cmd, "--seed", a.seed,
+          "Seed of initialisation, shuffling and augmentation");
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
-          "A JobSpec in JSON or YAML (proto field names) to start from; flags override it")
+          "A JobSpec in JSON or YAML (proto field names) to start from; flags "
+          "override it")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--detach", a.detach,
                 "Print the job and return at once instead of following it");
 }
 
 // The CreateJobRequest the flags describe.
-absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind kind) {
+absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a,
+                                                  v1::JobKind kind) {
   v1::CreateJobRequest request;
   v1::JobSpec& spec = *request.mutable_spec();
   if (a.spec_file.set()) {
@@ -1147,21 +1210,25 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
       return absl::InvalidArgumentError(
           absl::StrCat("cannot read ", a.spec_file.value));
     }
-    absl::StatusOr<std::string> json = transferd::client::SpecTextToJson(text.str());
+    absl::StatusOr<std::string> json =
+        transferd::client::SpecTextToJson(text.str());
     if (!json.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(a.spec_file.value, ": ", json.status().message()));
     }
     auto parsed = google::protobuf::util::JsonStringToMessage(*json, &spec);
     if (!parsed.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(a.spec_file.value, " is not a JobSpec (protobuf JSON or YAML field names): ",
-                       parsed.ToString()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          a.spec_file.value,
+          " is not a JobSpec (protobuf JSON or YAML field names): ",
+          parsed.ToString()));
     }
   }
   spec.set_kind(kind);
-  if (!a.dataset.empty()) spec.set_dataset(transferd::client::DatasetName(a.dataset));
-  if (!a.model.empty()) spec.set_base_model(transferd::client::ModelName(a.model));
+  if (!a.dataset.empty())
+    spec.set_dataset(transferd::client::DatasetName(a.dataset));
+  if (!a.model.empty())
+    spec.set_base_model(transferd::client::ModelName(a.model));
   if (a.recipe.set()) spec.set_recipe(a.recipe.value);
   if (a.seed.set()) spec.set_seed(a.seed.value);
 
@@ -1171,15 +1238,19 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
   if (a.weights.set()) m.set_weights(a.weights.value);
   if (a.input_size.set()) m.set_input_size(a.input_size.value);
   if (a.precision.set()) {
-    m.set_precision(a.precision.value == "bf16" ? v1::PRECISION_BF16 : v1::PRECISION_FP32);
+    m.set_precision(a.precision.value == "bf16" ? v1::PRECISION_BF16
+                                                : v1::PRECISION_FP32);
   }
   if (a.pooling.set()) {
-    m.mutable_head()->set_pooling(a.pooling.value == "gap" ? v1::POOLING_GLOBAL_AVERAGE
-                                                           : v1::POOLING_FLATTEN);
+    m.mutable_head()->set_pooling(a.pooling.value == "gap"
+                                      ? v1::POOLING_GLOBAL_AVERAGE
+                                      : v1::POOLING_FLATTEN);
   }
-  if (a.hidden_units.set()) m.mutable_head()->set_hidden_units(a.hidden_units.value);
+  if (a.hidden_units.set())
+    m.mutable_head()->set_hidden_units(a.hidden_units.value);
   if (a.dropout.set()) m.mutable_head()->set_dropout(a.dropout.value);
-  if (kind == v1::JOB_KIND_FINE_TUNE && m.ByteSizeLong() == 0) spec.clear_model();
+  if (kind == v1::JOB_KIND_FINE_TUNE && m.ByteSizeLong() == 0)
+    spec.clear_model();
 
   const auto stage = [&](int i) {
     while (spec.stages_size() <= i) spec.add_stages();
@@ -1188,11 +1259,12 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
   if (a.epochs.set()) stage(0)->set_epochs(a.epochs.value);
   if (a.batch_size.set()) stage(0)->set_batch_size(a.batch_size.value);
   if (a.lr.set()) stage(0)->mutable_optimizer()->set_learning_rate(a.lr.value);
-  if (a.momentum.set()) stage(0)->mutable_optimizer()->set_momentum(a.momentum.value);
+  if (a.momentum.set())
+    stage(0)->mutable_optimizer()->set_momentum(a.momentum.value);
   if (a.optimizer.set()) {
     const std::string& o = a.optimizer.value;
     stage(0)->mutable_optimizer()->set_kind(
-        o == "adam" ? v1::OptimizerSpec::KIND_ADAM
+        o == "adam"  ? v1::OptimizerSpec::KIND_ADAM
         : o == "sgd" ? v1::OptimizerSpec::KIND_SGD
                      : v1::OptimizerSpec::KIND_RMSPROP);
   }
@@ -1206,15 +1278,20 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
       aug->set_enabled(true);
     }
   }
-  if (a.trainable_from.set()) stage(0)->set_trainable_from(a.trainable_from.value);
-  if (a.fine_tune_from.set() || a.fine_tune_epochs.set() || a.fine_tune_lr.set()) {
+  if (a.trainable_from.set())
+    stage(0)->set_trainable_from(a.trainable_from.value);
+  if (a.fine_tune_from.set() || a.fine_tune_epochs.set() ||
+      a.fine_tune_lr.set()) {
     const bool fresh = spec.stages_size() < 2;
     v1::StageSpec* tune = stage(1);
     // Without a recipe a new stage would be called "stage-2".
-    if (fresh && spec.recipe().empty() && tune->name().empty()) tune->set_name("fine-tune");
-    if (a.fine_tune_from.set()) tune->set_trainable_from(a.fine_tune_from.value);
+    if (fresh && spec.recipe().empty() && tune->name().empty())
+      tune->set_name("fine-tune");
+    if (a.fine_tune_from.set())
+      tune->set_trainable_from(a.fine_tune_from.value);
     if (a.fine_tune_epochs.set()) tune->set_epochs(a.fine_tune_epochs.value);
-    if (a.fine_tune_lr.set()) tune->mutable_optimizer()->set_learning_rate(a.fine_tune_lr.value);
+    if (a.fine_tune_lr.set())
+      tune->mutable_optimizer()->set_learning_rate(a.fine_tune_lr.value);
   }
   if (a.id.set()) request.set_job_id(a.id.value);
   return request;
@@ -1223,7 +1300,8 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a, v1::JobKind
 int SubmitJob(const Globals& g, const SpecArgs& args, v1::JobKind kind) {
   absl::StatusOr<v1::CreateJobRequest> request = BuildRequest(args, kind);
   if (!request.ok()) {
-    std::fprintf(stderr, "transferctl: %s\n", std::string(request.status().message()).c_str());
+    std::fprintf(stderr, "transferctl: %s\n",
+                 std::string(request.status().message()).c_str());
     return kUsage;
   }
   auto client = Connect(g);
@@ -1233,8 +1311,9 @@ int SubmitJob(const Globals& g, const SpecArgs& args, v1::JobKind kind) {
     if (g.json) {
       PrintJson(*job);
     } else {
-      std::cout << absl::StrFormat("%s %s; follow it with: transferctl jobs watch %s\n",
-                                   job->name(), StateText(job->state()), job->name());
+      std::cout << absl::StrFormat(
+          "%s %s; follow it with: transferctl jobs watch %s\n", job->name(),
+          StateText(job->state()), job->name());
     }
     return kOk;
   }
@@ -1243,19 +1322,22 @@ int SubmitJob(const Globals& g, const SpecArgs& args, v1::JobKind kind) {
     std::fprintf(stderr, "job %s created\n", job->name().c_str());
   } else {
     std::string what = KindText(r.kind());
-    const std::string model = kind == v1::JOB_KIND_FINE_TUNE ? r.base_model() : r.model().backbone();
-    std::cout << absl::StrFormat(
-        "job %s: %s %s on %s, %d stage%s, %d epochs (Ctrl-C detaches)\n", job->name(),
-        what, model, r.dataset(), r.stages_size(), r.stages_size() == 1 ? "" : "s",
-        TotalEpochs(*job))
-              << std::flush;
+    const std::string model =
+        kind == v1::JOB_KIND_FINE_TUNE ? r.base_model() : r.model().backbone();
+    std::cout
+        << absl::StrFormat(
+               "job %s: %s %s on %s, %d stage%s, %d epochs (Ctrl-C detaches)\n",
+               job->name(), what, model, r.dataset(), r.stages_size(),
+               r.stages_size() == 1 ? "" : "s", TotalEpochs(*job))
+        << std::flush;
   }
   return FollowJob(g, *client, *job, 0);
 }
 
 int JobsWatch(const Globals& g, const std::string& name, bool from_start) {
   auto client = Connect(g);
-  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(name));
+  absl::StatusOr<v1::Job> job =
+      client->GetJob(transferd::client::JobName(name));
   if (!job.ok()) return Fail(job.status());
   // A live job is followed from now (with a line saying where it is); a
   // finished one, or --from-start, replays its stored events first.
@@ -1264,9 +1346,13 @@ int JobsWatch(const Globals& g, const std::string& name, bool from_start) {
     after = job->last_event_sequence();
     if (!g.json) {
       const v1::JobProgress& p = job->progress();
-      std::cout << absl::StrFormat("%s %s", job->name(), StateText(job->state()));
-      if (p.stages() > 0) std::cout << absl::StrFormat(", stage %d/%d", p.stage() + 1, p.stages());
-      if (p.epochs() > 0) std::cout << absl::StrFormat(", epoch %d/%d", p.epoch(), p.epochs());
+      std::cout << absl::StrFormat("%s %s", job->name(),
+                                   StateText(job->state()));
+      if (p.stages() > 0)
+        std::cout << absl::StrFormat(", stage %d/%d", p.stage() + 1,
+                                     p.stages());
+      if (p.epochs() > 0)
+        std::cout << absl::StrFormat(", epoch %d/%d", p.epoch(), p.epochs());
       std::cout << "\n" << std::flush;
     }
   }
@@ -1275,15 +1361,17 @@ int JobsWatch(const Globals& g, const std::string& name, bool from_start) {
 
 int JobsCancel(const Globals& g, const std::string& name) {
   auto client = Connect(g);
-  absl::StatusOr<v1::Job> job = client->CancelJob(transferd::client::JobName(name));
+  absl::StatusOr<v1::Job> job =
+      client->CancelJob(transferd::client::JobName(name));
   if (!job.ok()) return Fail(job.status());
   if (g.json) {
     PrintJson(*job);
   } else if (job->state() == v1::JOB_STATE_CANCELLED) {
     std::cout << job->name() << " cancelled\n";
   } else {
-    std::cout << absl::StrFormat("%s: cancel requested (now %s; a running job stops within one batch)\n",
-                                 job->name(), StateText(job->state()));
+    std::cout << absl::StrFormat(
+        "%s: cancel requested (now %s; a running job stops within one batch)\n",
+        job->name(), StateText(job->state()));
   }
   return kOk;
 }
@@ -1294,12 +1382,14 @@ std::string ProgressText(const v1::Job& j) {
   return absl::StrFormat("%d/%d", p.epoch(), p.epochs());
 }
 
-int JobsList(const Globals& g, const std::string& state, const std::string& kind) {
+int JobsList(const Globals& g, const std::string& state,
+             const std::string& kind) {
   auto client = Connect(g);
   v1::ListJobsRequest request;
   if (!state.empty()) {
     v1::JobState s;
-    if (v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(state), &s)) request.set_state(s);
+    if (v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(state), &s))
+      request.set_state(s);
   }
   if (!kind.empty()) {
     std::string k = absl::AsciiStrToUpper(kind);
@@ -1318,28 +1408,34 @@ int JobsList(const Globals& g, const std::string& state, const std::string& kind
     PrintJson(all);
     return kOk;
   }
-  std::cout << absl::StrFormat("%-28s %-10s %-10s %-8s %-24s %-21s %s\n", "NAME", "KIND",
-                               "STATE", "EPOCH", "INPUT", "CREATED", "RESULT");
+  std::cout << absl::StrFormat("%-28s %-10s %-10s %-8s %-24s %-21s %s\n",
+                               "NAME", "KIND", "STATE", "EPOCH", "INPUT",
+                               "CREATED", "RESULT");
   for (const v1::Job& j : all.jobs()) {
-    const std::string input =
-        j.spec().kind() == v1::JOB_KIND_FINE_TUNE ? j.spec().base_model() : j.spec().dataset();
-    std::cout << absl::StrFormat("%-28s %-10s %-10s %-8s %-24s %-21s %s\n", j.name(),
-                                 KindText(j.spec().kind()), StateText(j.state()), ProgressText(j),
-                                 input, When(j.create_time()),
-                                 j.result_model().empty() ? "-" : j.result_model());
+    const std::string input = j.spec().kind() == v1::JOB_KIND_FINE_TUNE
+                                  ? j.spec().base_model()
+                                  : j.spec().dataset();
+    std::cout << absl::StrFormat(
+        "%-28s %-10s %-10s %-8s %-24s %-21s %s\n", j.name(),
+        KindText(j.spec().kind()), StateText(j.state()), ProgressText(j), input,
+        When(j.create_time()),
+        j.result_model().empty() ? "-" : j.result_model());
   }
   return kOk;
 }
 
-void PrintHistory(const google::protobuf::RepeatedPtrField<v1::EpochMetrics>& history) {
+void PrintHistory(
+    const google::protobuf::RepeatedPtrField<v1::EpochMetrics>& history) {
   if (history.empty()) return;
   std::cout << "history\n";
-  std::cout << absl::StrFormat("  %5s %5s %8s %8s %8s %8s %10s %8s\n", "EPOCH", "STAGE", "LOSS",
-                               "ACC", "VAL_LOSS", "VAL_ACC", "LR", "SECONDS");
+  std::cout << absl::StrFormat("  %5s %5s %8s %8s %8s %8s %10s %8s\n", "EPOCH",
+                               "STAGE", "LOSS", "ACC", "VAL_LOSS", "VAL_ACC",
+                               "LR", "SECONDS");
   for (const v1::EpochMetrics& e : history) {
     std::cout << absl::StrFormat(
-        "  %5d %5d %8.4f %8.4f %8s %8s %10.3g %8.1f\n", e.epoch(), e.stage() + 1, e.loss(),
-        e.accuracy(), e.has_val_loss() ? absl::StrFormat("%.4f", e.val_loss()) : "-",
+        "  %5d %5d %8.4f %8.4f %8s %8s %10.3g %8.1f\n", e.epoch(),
+        e.stage() + 1, e.loss(), e.accuracy(),
+        e.has_val_loss() ? absl::StrFormat("%.4f", e.val_loss()) : "-",
         e.has_val_accuracy() ? absl::StrFormat("%.4f", e.val_accuracy()) : "-",
         e.learning_rate(), e.seconds());
   }
@@ -1347,35 +1443,47 @@ void PrintHistory(const google::protobuf::RepeatedPtrField<v1::EpochMetrics>& hi
 
 // Evaluations with their confusion matrices; `classes` names the rows when
 // the matrices do not.
-void PrintEvaluations(const google::protobuf::RepeatedPtrField<v1::Evaluation>& evaluations,
-                      const std::vector<std::string>& classes) {
+void PrintEvaluations(
+    const google::protobuf::RepeatedPtrField<v1::Evaluation>& evaluations,
+    const std::vector<std::string>& classes) {
   for (const v1::Evaluation& e : evaluations) {
-    std::cout << absl::StrFormat("evaluation  %s: %d examples, loss %.4f, accuracy %.4f", e.split(),
-                                 e.examples(), e.loss(), e.accuracy());
-    if (e.roc_auc() > 0) std::cout << absl::StrFormat(", roc_auc %.4f", e.roc_auc());
+    std::cout << absl::StrFormat(
+        "evaluation  %s: %d examples, loss %.4f, accuracy %.4f", e.split(),
+        e.examples(), e.loss(), e.accuracy());
+    if (e.roc_auc() > 0)
+      std::cout << absl::StrFormat(", roc_auc %.4f", e.roc_auc());
     std::cout << "\n";
     const v1::ConfusionMatrix& cm = e.confusion_matrix();
     const int64_t cells = cm.counts_size();
-    int64_t n = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(cells))));
+    int64_t n = static_cast<int64_t>(
+        std::llround(std::sqrt(static_cast<double>(cells))));
     if (n == 0 || n * n != cells) continue;
     std::vector<std::string> names(cm.classes().begin(), cm.classes().end());
     if (static_cast<int64_t>(names.size()) != n) {
-      names = static_cast<int64_t>(classes.size()) == n ? classes : std::vector<std::string>();
+      names = static_cast<int64_t>(classes.size()) == n
+                  ? classes
+                  : std::vector<std::string>();
     }
     if (names.empty()) {
       for (int64_t i = 0; i < n; ++i) names.push_back(absl::StrCat(i));
     }
     size_t width = 6;
     for (const std::string& c : names) width = std::max(width, c.size());
-    for (int64_t v : cm.counts()) width = std::max(width, absl::StrCat(v).size());
+    for (int64_t v : cm.counts())
+      width = std::max(width, absl::StrCat(v).size());
     const int w = static_cast<int>(width);
-    std::cout << "            confusion (rows: true class, columns: predicted)\n";
+    std::cout
+        << "            confusion (rows: true class, columns: predicted)\n";
     std::cout << absl::StrFormat("            %*s", w, "");
-    for (const std::string& c : names) std::cout << absl::StrFormat(" %*s", w, c);
+    for (const std::string& c : names)
+      std::cout << absl::StrFormat(" %*s", w, c);
     std::cout << "\n";
     for (int64_t i = 0; i < n; ++i) {
-      std::cout << absl::StrFormat("            %*s", w, names[static_cast<size_t>(i)]);
-      for (int64_t j = 0; j < n; ++j) std::cout << absl::StrFormat(" %*d", w, cm.counts(static_cast<int>(i * n + j)));
+      std::cout << absl::StrFormat("            %*s", w,
+                                   names[static_cast<size_t>(i)]);
+      for (int64_t j = 0; j < n; ++j)
+        std::cout << absl::StrFormat(" %*d", w,
+                                     cm.counts(static_cast<int>(i * n + j)));
       std::cout << "\n";
     }
   }
@@ -1383,50 +1491,68 @@ void PrintEvaluations(const google::protobuf::RepeatedPtrField<v1::Evaluation>& 
 
 int JobsShow(const Globals& g, const std::string& name) {
   auto client = Connect(g);
-  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(name));
+  absl::StatusOr<v1::Job> job =
+      client->GetJob(transferd::client::JobName(name));
   if (!job.ok()) return Fail(job.status());
   if (g.json) {
     PrintJson(*job);
     return kOk;
   }
   const v1::Job& j = *job;
-  const v1::JobSpec& r = j.resolved_spec().kind() != v1::JOB_KIND_UNSPECIFIED ? j.resolved_spec() : j.spec();
+  const v1::JobSpec& r = j.resolved_spec().kind() != v1::JOB_KIND_UNSPECIFIED
+                             ? j.resolved_spec()
+                             : j.spec();
   std::cout << absl::StrFormat("job         %s\n", j.name());
-  std::cout << absl::StrFormat("kind        %s%s\n", KindText(r.kind()),
-                               r.recipe().empty() ? "" : absl::StrCat(" (recipe ", r.recipe(), ")"));
+  std::cout << absl::StrFormat(
+      "kind        %s%s\n", KindText(r.kind()),
+      r.recipe().empty() ? "" : absl::StrCat(" (recipe ", r.recipe(), ")"));
   std::cout << absl::StrFormat("dataset     %s\n", r.dataset());
-  if (!r.base_model().empty()) std::cout << absl::StrFormat("base model  %s\n", r.base_model());
+  if (!r.base_model().empty())
+    std::cout << absl::StrFormat("base model  %s\n", r.base_model());
   const std::string model = ModelSpecText(r.model());
   if (!model.empty()) std::cout << absl::StrFormat("network     %s\n", model);
   for (int i = 0; i < r.stages_size(); ++i) {
     const v1::StageSpec& s = r.stages(i);
-    std::cout << absl::StrFormat("stage %-5d %s%s\n", i + 1,
-                                 s.name().empty() ? "" : absl::StrCat(s.name(), ": "), StageText(s));
+    std::cout << absl::StrFormat(
+        "stage %-5d %s%s\n", i + 1,
+        s.name().empty() ? "" : absl::StrCat(s.name(), ": "), StageText(s));
   }
   if (r.has_seed()) std::cout << absl::StrFormat("seed        %d\n", r.seed());
-  std::cout << absl::StrFormat("state       %s%s\n", StateText(j.state()),
-                               j.failure_reason().empty() ? "" : absl::StrCat(": ", j.failure_reason()));
+  std::cout << absl::StrFormat(
+      "state       %s%s\n", StateText(j.state()),
+      j.failure_reason().empty() ? "" : absl::StrCat(": ", j.failure_reason()));
   std::cout << absl::StrFormat("created     %s\n", When(j.create_time()));
-  if (j.has_start_time()) std::cout << absl::StrFormat("started     %s\n", When(j.start_time()));
+  if (j.has_start_time())
+    std::cout << absl::StrFormat("started     %s\n", When(j.start_time()));
   if (j.has_end_time()) {
     std::string took;
     if (j.has_start_time()) {
-      took = absl::StrCat(" (", Duration(static_cast<double>(j.end_time().seconds() - j.start_time().seconds())), ")");
+      took =
+          absl::StrCat(" (",
+                       Duration(static_cast<double>(j.end_time().seconds() -
+                                                    j.start_time().seconds())),
+                       ")");
     }
-    std::cout << absl::StrFormat("ended       %s%s\n", When(j.end_time()), took);
+    std::cout << absl::StrFormat("ended       %s%s\n", When(j.end_time()),
+                                 took);
   }
   const v1::JobProgress& p = j.progress();
   if (p.epochs() > 0) {
-    std::string line = absl::StrFormat("stage %d/%d, epoch %d/%d", p.stage() + 1, p.stages(), p.epoch(), p.epochs());
+    std::string line =
+        absl::StrFormat("stage %d/%d, epoch %d/%d", p.stage() + 1, p.stages(),
+                        p.epoch(), p.epochs());
     if (j.state() == v1::JOB_STATE_RUNNING && p.steps() > 0) {
-      absl::StrAppend(&line, absl::StrFormat(", step %d/%d, ETA %s", p.step(), p.steps(), Duration(p.eta_seconds())));
+      absl::StrAppend(
+          &line, absl::StrFormat(", step %d/%d, ETA %s", p.step(), p.steps(),
+                                 Duration(p.eta_seconds())));
     }
     std::cout << "progress    " << line << "\n";
   }
   if (j.has_trainable() && j.trainable().trainable_tensors() > 0) {
     std::cout << "trainable   " << TrainableText(j.trainable()) << "\n";
   }
-  if (j.resumes() > 0) std::cout << absl::StrFormat("resumes     %d\n", j.resumes());
+  if (j.resumes() > 0)
+    std::cout << absl::StrFormat("resumes     %d\n", j.resumes());
   PrintHistory(j.history());
   // Class names for the confusion matrices: the model's, else the dataset's.
   std::vector<std::string> classes;
@@ -1441,11 +1567,13 @@ int JobsShow(const Globals& g, const std::string& name) {
     }
   }
   PrintEvaluations(j.evaluations(), classes);
-  if (!j.result_model().empty()) std::cout << absl::StrFormat("model       %s\n", j.result_model());
+  if (!j.result_model().empty())
+    std::cout << absl::StrFormat("model       %s\n", j.result_model());
   return kOk;
 }
 
-// ---- jobs plot ---------------------------------------------------------------
+// ---- jobs plot
+// ---------------------------------------------------------------
 
 constexpr char kPlotHelp[] =
     "Examples:\n"
@@ -1490,21 +1618,27 @@ bool WriteOutput(const std::string& path, const std::string& bytes) {
   if (out) out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (out) out.close();
   if (out) return true;
-  std::fprintf(stderr, "transferctl: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+  std::fprintf(stderr, "transferctl: cannot write %s: %s\n", path.c_str(),
+               std::strerror(errno));
   return false;
 }
 
 int JobsPlot(const Globals& g, const PlotArgs& a) {
   if (a.png.empty() && a.csv.empty()) {
-    std::fprintf(stderr, "transferctl: jobs plot needs -o FILE.png, --csv FILE.csv or both\n");
+    std::fprintf(
+        stderr,
+        "transferctl: jobs plot needs -o FILE.png, --csv FILE.csv or both\n");
     return kUsage;
   }
   auto client = Connect(g);
-  absl::StatusOr<v1::Job> job = client->GetJob(transferd::client::JobName(a.job));
+  absl::StatusOr<v1::Job> job =
+      client->GetJob(transferd::client::JobName(a.job));
   if (!job.ok()) return Fail(job.status());
   if (job->history().empty()) {
-    std::fprintf(stderr, "transferctl: %s has no finished epoch to plot yet (state %s)\n",
-                 job->name().c_str(), StateText(job->state()).c_str());
+    std::fprintf(
+        stderr,
+        "transferctl: %s has no finished epoch to plot yet (state %s)\n",
+        job->name().c_str(), StateText(job->state()).c_str());
     return kServerError;
   }
   const std::vector<transferd::client::EpochPoint> history =
@@ -1514,25 +1648,30 @@ int JobsPlot(const Globals& g, const PlotArgs& a) {
     options.width = a.width;
     options.height = a.height;
     options.title = job->name();
-    absl::StatusOr<std::string> png = transferd::client::RenderCurvesPng(history, options);
+    absl::StatusOr<std::string> png =
+        transferd::client::RenderCurvesPng(history, options);
     if (!png.ok()) return Fail(png.status());
     if (!WriteOutput(a.png, *png)) return kServerError;
   }
-  if (!a.csv.empty() && !WriteOutput(a.csv, transferd::client::CurvesCsv(history))) {
+  if (!a.csv.empty() &&
+      !WriteOutput(a.csv, transferd::client::CurvesCsv(history))) {
     return kServerError;
   }
   if (g.json) {
     std::cout << absl::StrFormat("{\"png\": %s, \"csv\": %s, \"epochs\": %d}\n",
                                  a.png.empty() ? "null" : JsonQuote(a.png),
-                                 a.csv.empty() ? "null" : JsonQuote(a.csv), history.size());
+                                 a.csv.empty() ? "null" : JsonQuote(a.csv),
+                                 history.size());
     return kOk;
   }
   if (!a.png.empty()) {
-    std::cout << absl::StrFormat("%s: %dx%d PNG, %d epochs of %s\n", a.png, a.width, a.height,
-                                 history.size(), job->name());
+    std::cout << absl::StrFormat("%s: %dx%d PNG, %d epochs of %s\n", a.png,
+                                 a.width, a.height, history.size(),
+                                 job->name());
   }
   if (!a.csv.empty()) {
-    std::cout << absl::StrFormat("%s: CSV, %d epochs of %s\n", a.csv, history.size(), job->name());
+    std::cout << absl::StrFormat("%s: CSV, %d epochs of %s\n", a.csv,
+                                 history.size(), job->name());
   }
   return kOk;
 }
@@ -1551,27 +1690,31 @@ int ModelsList(const Globals& g) {
   do {
     absl::StatusOr<v1::ListModelsResponse> page = client->ListModels(request);
     if (!page.ok()) return Fail(page.status());
-    for (v1::Model& m : *page->mutable_models()) *all.add_models() = std::move(m);
+    for (v1::Model& m : *page->mutable_models())
+      *all.add_models() = std::move(m);
     request.set_page_token(page->next_page_token());
   } while (!request.page_token().empty());
   if (g.json) {
     PrintJson(all);
     return kOk;
   }
-  std::cout << absl::StrFormat("%-28s %-20s %-14s %6s %8s %8s %-21s %s\n", "NAME", "DISPLAY NAME",
-                               "BACKBONE", "INPUT", "CLASSES", "VAL_ACC", "CREATED", "SOURCE");
+  std::cout << absl::StrFormat("%-28s %-20s %-14s %6s %8s %8s %-21s %s\n",
+                               "NAME", "DISPLAY NAME", "BACKBONE", "INPUT",
+                               "CLASSES", "VAL_ACC", "CREATED", "SOURCE");
   for (const v1::Model& m : all.models()) {
-    std::cout << absl::StrFormat("%-28s %-20s %-14s %6d %8d %8s %-21s %s\n", m.name(),
-                                 m.display_name(), m.spec().backbone(), m.spec().input_size(),
-                                 m.classes_size(), ValAccuracy(m), When(m.create_time()),
-                                 m.source_job().empty() ? "-" : m.source_job());
+    std::cout << absl::StrFormat(
+        "%-28s %-20s %-14s %6d %8d %8s %-21s %s\n", m.name(), m.display_name(),
+        m.spec().backbone(), m.spec().input_size(), m.classes_size(),
+        ValAccuracy(m), When(m.create_time()),
+        m.source_job().empty() ? "-" : m.source_job());
   }
   return kOk;
 }
 
 int ModelsShow(const Globals& g, const std::string& name) {
   auto client = Connect(g);
-  absl::StatusOr<v1::Model> model = client->GetModel(transferd::client::ModelName(name));
+  absl::StatusOr<v1::Model> model =
+      client->GetModel(transferd::client::ModelName(name));
   if (!model.ok()) return Fail(model.status());
   if (g.json) {
     PrintJson(*model);
@@ -1579,29 +1722,40 @@ int ModelsShow(const Globals& g, const std::string& name) {
   }
   const v1::Model& m = *model;
   std::string title = m.name();
-  if (!m.display_name().empty()) absl::StrAppend(&title, " (\"", m.display_name(), "\")");
+  if (!m.display_name().empty())
+    absl::StrAppend(&title, " (\"", m.display_name(), "\")");
   std::cout << absl::StrFormat("model       %s\n", title);
   std::cout << absl::StrFormat("created     %s\n", When(m.create_time()));
-  if (!m.source_job().empty()) std::cout << absl::StrFormat("job         %s\n", m.source_job());
-  if (!m.parent().empty()) std::cout << absl::StrFormat("parent      %s\n", m.parent());
+  if (!m.source_job().empty())
+    std::cout << absl::StrFormat("job         %s\n", m.source_job());
+  if (!m.parent().empty())
+    std::cout << absl::StrFormat("parent      %s\n", m.parent());
   std::cout << absl::StrFormat("network     %s\n", ModelSpecText(m.spec()));
-  std::cout << absl::StrFormat("classes     %d: %s\n", m.classes_size(), absl::StrJoin(m.classes(), ", "));
+  std::cout << absl::StrFormat("classes     %d: %s\n", m.classes_size(),
+                               absl::StrJoin(m.classes(), ", "));
   const v1::Preprocessing& p = m.preprocessing();
   std::string mode = v1::Preprocessing::Mode_Name(p.mode());
   absl::string_view mode_view = mode;
   absl::ConsumePrefix(&mode_view, "MODE_");
-  std::cout << absl::StrFormat("preprocess  %s, %s, %d px, scale %g, mean [%s], std [%s]\n",
-                               absl::AsciiStrToLower(std::string(mode_view)), p.channel_order(),
-                               p.input_size(), p.scale(), absl::StrJoin(p.mean(), ", "),
-                               absl::StrJoin(p.std(), ", "));
+  std::cout << absl::StrFormat(
+      "preprocess  %s, %s, %d px, scale %g, mean [%s], std [%s]\n",
+      absl::AsciiStrToLower(std::string(mode_view)), p.channel_order(),
+      p.input_size(), p.scale(), absl::StrJoin(p.mean(), ", "),
+      absl::StrJoin(p.std(), ", "));
   if (m.best_epoch() > 0) {
-    std::cout << absl::StrFormat("best epoch  %d of %d\n", m.best_epoch(), m.history_size());
+    std::cout << absl::StrFormat("best epoch  %d of %d\n", m.best_epoch(),
+                                 m.history_size());
   }
-  std::cout << absl::StrFormat("size        %s, %s parameters\n", HumanBytes(m.size_bytes()),
+  std::cout << absl::StrFormat("size        %s, %s parameters\n",
+                               HumanBytes(m.size_bytes()),
                                Thousands(m.parameters()));
-  if (!m.aliases().empty()) std::cout << absl::StrFormat("aliases     %s\n", absl::StrJoin(m.aliases(), ", "));
+  if (!m.aliases().empty())
+    std::cout << absl::StrFormat("aliases     %s\n",
+                                 absl::StrJoin(m.aliases(), ", "));
   PrintHistory(m.history());
-  PrintEvaluations(m.evaluations(), std::vector<std::string>(m.classes().begin(), m.classes().end()));
+  PrintEvaluations(
+      m.evaluations(),
+      std::vector<std::string>(m.classes().begin(), m.classes().end()));
   return kOk;
 }
 
@@ -1611,10 +1765,11 @@ int ModelsRemove(const Globals& g, const std::string& name) {
   return PrintDeleted(g, client->DeleteModel(full), full);
 }
 
-int ModelsAlias(const Globals& g, const std::string& alias, const std::string& model) {
+int ModelsAlias(const Globals& g, const std::string& alias,
+                const std::string& model) {
   auto client = Connect(g);
-  absl::StatusOr<v1::Alias> set = client->SetAlias(transferd::client::AliasName(alias),
-                                                   transferd::client::ModelName(model));
+  absl::StatusOr<v1::Alias> set = client->SetAlias(
+      transferd::client::AliasName(alias), transferd::client::ModelName(model));
   if (!set.ok()) return Fail(set.status());
   if (g.json) {
     PrintJson(*set);
@@ -1637,7 +1792,8 @@ int ModelsAliases(const Globals& g) {
   do {
     absl::StatusOr<v1::ListAliasesResponse> page = client->ListAliases(request);
     if (!page.ok()) return Fail(page.status());
-    for (v1::Alias& a : *page->mutable_aliases()) *all.add_aliases() = std::move(a);
+    for (v1::Alias& a : *page->mutable_aliases())
+      *all.add_aliases() = std::move(a);
     request.set_page_token(page->next_page_token());
   } while (!request.page_token().empty());
   if (g.json) {
@@ -1646,12 +1802,14 @@ int ModelsAliases(const Globals& g) {
   }
   std::cout << absl::StrFormat("%-28s %-28s %s\n", "ALIAS", "MODEL", "UPDATED");
   for (const v1::Alias& a : all.aliases()) {
-    std::cout << absl::StrFormat("%-28s %-28s %s\n", a.name(), a.model(), When(a.update_time()));
+    std::cout << absl::StrFormat("%-28s %-28s %s\n", a.name(), a.model(),
+                                 When(a.update_time()));
   }
   return kOk;
 }
 
-int ModelsExport(const Globals& g, const std::string& name, const std::string& output) {
+int ModelsExport(const Globals& g, const std::string& name,
+                 const std::string& output) {
   auto client = Connect(g);
   absl::StatusOr<transferd::client::ExportResult> result =
       client->ExportModel(transferd::client::ModelName(name), output);
@@ -1666,13 +1824,14 @@ int ModelsExport(const Globals& g, const std::string& name, const std::string& o
     PrintJson(out);
     return kOk;
   }
-  std::cout << absl::StrFormat("%s: %s (%d bytes), sha256 %s (verified)\n", result->path.string(),
-                               HumanBytes(result->bytes), result->bytes, result->sha256);
+  std::cout << absl::StrFormat("%s: %s (%d bytes), sha256 %s (verified)\n",
+                               result->path.string(), HumanBytes(result->bytes),
+                               result->bytes, result->sha256);
   return kOk;
 }
 
-int ModelsImport(const Globals& g, const std::string& file, const std::string& id,
-                 const std::string& display_name) {
+int ModelsImport(const Globals& g, const std::string& file,
+                 const std::string& id, const std::string& display_name) {
   auto client = Connect(g);
   absl::StatusOr<v1::Model> model = client->ImportModel(file, id, display_name);
   if (!model.ok()) return Fail(model.status());
@@ -1680,14 +1839,14 @@ int ModelsImport(const Globals& g, const std::string& file, const std::string& i
     PrintJson(*model);
     return kOk;
   }
-  std::cout << absl::StrFormat("imported %s as %s (%s, %d classes, %s parameters)\n", file,
-                               model->name(), model->spec().backbone().empty()
-                                                  ? std::string("model")
-                                                  : model->spec().backbone(),
-                               model->classes_size(), Thousands(model->parameters()));
+  std::cout << absl::StrFormat(
+      "imported %s as %s (%s, %d classes, %s parameters)\n", file,
+      model->name(),
+      model->spec().backbone().empty() ? std::string("model")
+                                       : model->spec().backbone(),
+      model->classes_size(), Thousands(model->parameters()));
   return kOk;
 }
-
 
 // ---- predict / jobs results ------------------------------------------------
 
@@ -1697,11 +1856,14 @@ constexpr char kPredictHelp[] =
     "      one line per image: file, label, probability; folders are searched\n"
     "      recursively for .jpg, .jpeg and .png files\n"
     "  transferctl --json predict --model models/cats-vgg16 --tta photos/\n"
-    "      every class's probability, averaged with a horizontally flipped copy\n"
-    "  transferctl predict --model catdog --dataset cats-and-dogs --split test\n"
+    "      every class's probability, averaged with a horizontally flipped "
+    "copy\n"
+    "  transferctl predict --model catdog --dataset cats-and-dogs --split "
+    "test\n"
     "      a PREDICT job over a stored dataset, followed to its end; then\n"
     "      transferctl jobs results JOB --csv results.csv\n"
-    "An image the server cannot use (not a JPEG/PNG, truncated, too large) gets\n"
+    "An image the server cannot use (not a JPEG/PNG, truncated, too large) "
+    "gets\n"
     "its own error line and does not stop the others; the exit code is then 1.";
 
 struct PredictArgs {
@@ -1723,7 +1885,8 @@ bool IsImageName(const std::filesystem::path& p) {
 
 // Files named on the command line as given; folders searched recursively for
 // images (hidden entries skipped), in sorted order.
-absl::StatusOr<std::vector<std::string>> CollectImages(const std::vector<std::string>& inputs) {
+absl::StatusOr<std::vector<std::string>> CollectImages(
+    const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
   for (const std::string& input : inputs) {
     std::error_code ec;
@@ -1731,34 +1894,54 @@ absl::StatusOr<std::vector<std::string>> CollectImages(const std::vector<std::st
       std::vector<std::string> found;
       std::filesystem::recursive_directory_iterator it(
           input, std::filesystem::directory_options::none, ec);
-      if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", input, ": ", ec.message()));
-      for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-        if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", input, ": ", ec.message()));
+      if (ec)
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot read ", input, ": ", ec.message()));
+      for (; it != std::filesystem::recursive_directory_iterator();
+           it.increment(ec)) {
+        if (ec)
+          return absl::InvalidArgumentError(
+              absl::StrCat("cannot read ", input, ": ", ec.message()));
         const std::string name = it->path().filename().string();
         if (!name.empty() && name[0] == '.') {
           if (it->is_directory(ec)) it.disable_recursion_pending();
           continue;
         }
-        if (it->is_regular_file(ec) && IsImageName(it->path())) found.push_back(it->path().string());
+        if (it->is_regular_file(ec) && IsImageName(it->path()))
+          found.push_back(it->path().string());
       }
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else if (std::filesystem::exists(input, ec)) {
       files.push_back(input);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(input, ": no such file or folder"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(input, ": no such file or folder"));
     }
   }
-  if (files.empty()) return absl::InvalidArgumentError("no .jpg, .jpeg or .png files found");
+  if (files.empty())
+    return absl::InvalidArgumentError("no .jpg, .jpeg or .png files found");
   return files;
 }
 
 const char* CodeName(int code) {
-  static const char* const kNames[] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN";
 }
 
@@ -1772,7 +1955,8 @@ struct PredictRow {
 int PrintPredictions(const Globals& g, const std::string& model, bool tta,
                      const std::vector<PredictRow>& rows) {
   int errors = 0;
-  for (const PredictRow& r : rows) errors += r.prediction.status().code() != 0 ? 1 : 0;
+  for (const PredictRow& r : rows)
+    errors += r.prediction.status().code() != 0 ? 1 : 0;
   if (g.json) {
     google::protobuf::Struct out;
     auto& fields = *out.mutable_fields();
@@ -1797,20 +1981,23 @@ int PrintPredictions(const Globals& g, const std::string& model, bool tta,
     size_t width = 4;
     for (const PredictRow& r : rows) width = std::max(width, r.file.size());
     width = std::min<size_t>(width, 60);
-    std::cout << absl::StrFormat("%-*s  %-12s %s\n", width, "FILE", "LABEL", "PROBABILITY");
+    std::cout << absl::StrFormat("%-*s  %-12s %s\n", width, "FILE", "LABEL",
+                                 "PROBABILITY");
     for (const PredictRow& r : rows) {
       const v1::ItemStatus& s = r.prediction.status();
       if (s.code() != 0) {
-        std::cout << absl::StrFormat("%-*s  %-12s %s: %s\n", width, r.file, "error",
-                                     CodeName(s.code()), s.message());
+        std::cout << absl::StrFormat("%-*s  %-12s %s: %s\n", width, r.file,
+                                     "error", CodeName(s.code()), s.message());
       } else {
-        std::cout << absl::StrFormat("%-*s  %-12s %.4f\n", width, r.file, r.prediction.label(),
+        std::cout << absl::StrFormat("%-*s  %-12s %.4f\n", width, r.file,
+                                     r.prediction.label(),
                                      r.prediction.probability());
       }
     }
-    std::cout << absl::StrFormat("%d image%s, %d error%s; model %s%s\n", rows.size(),
-                                 rows.size() == 1 ? "" : "s", errors, errors == 1 ? "" : "s", model,
-                                 tta ? " (with horizontal-flip averaging)" : "");
+    std::cout << absl::StrFormat(
+        "%d image%s, %d error%s; model %s%s\n", rows.size(),
+        rows.size() == 1 ? "" : "s", errors, errors == 1 ? "" : "s", model,
+        tta ? " (with horizontal-flip averaging)" : "");
   }
   return errors > 0 ? kServerError : kOk;
 }
@@ -1818,7 +2005,8 @@ int PrintPredictions(const Globals& g, const std::string& model, bool tta,
 // "catdog" names an alias when one exists, else a model id; "models/ID" and
 // "aliases/NAME" are taken as they are.
 std::string ResolveModel(Client& client, const std::string& name) {
-  if (name.find('/') != std::string::npos) return transferd::client::ModelName(name);
+  if (name.find('/') != std::string::npos)
+    return transferd::client::ModelName(name);
   const std::string alias = transferd::client::AliasName(name);
   if (client.GetModel(alias).ok()) return alias;
   return transferd::client::ModelName(name);
@@ -1827,7 +2015,8 @@ std::string ResolveModel(Client& client, const std::string& name) {
 int PredictFiles(const Globals& g, const PredictArgs& a) {
   absl::StatusOr<std::vector<std::string>> files = CollectImages(a.inputs);
   if (!files.ok()) {
-    std::fprintf(stderr, "transferctl: %s\n", std::string(files.status().message()).c_str());
+    std::fprintf(stderr, "transferctl: %s\n",
+                 std::string(files.status().message()).c_str());
     return kUsage;
   }
   auto client = Connect(g);
@@ -1853,8 +2042,11 @@ int PredictFiles(const Globals& g, const PredictArgs& a) {
     absl::StatusOr<v1::PredictResponse> response = client->Predict(request);
     if (!response.ok()) return response.status();
     used_model = response->model();
-    for (int i = 0; i < response->predictions_size() && i < static_cast<int>(in_request.size()); ++i) {
-      rows[in_request[static_cast<size_t>(i)]].prediction = response->predictions(i);
+    for (int i = 0; i < response->predictions_size() &&
+                    i < static_cast<int>(in_request.size());
+         ++i) {
+      rows[in_request[static_cast<size_t>(i)]].prediction =
+          response->predictions(i);
     }
     request.Clear();
     in_request.clear();
@@ -1878,7 +2070,8 @@ int PredictFiles(const Globals& g, const PredictArgs& a) {
       rows[i].prediction.mutable_status()->set_code(8);
       rows[i].prediction.mutable_status()->set_message(absl::StrFormat(
           "the file is %s, more than the server accepts in one request (%s)",
-          HumanBytes(static_cast<int64_t>(data.size())), HumanBytes(max_bytes)));
+          HumanBytes(static_cast<int64_t>(data.size())),
+          HumanBytes(max_bytes)));
       continue;
     }
     if (request_bytes + static_cast<int64_t>(data.size()) > max_bytes ||
@@ -1892,7 +2085,8 @@ int PredictFiles(const Globals& g, const PredictArgs& a) {
     in_request.push_back(i);
   }
   if (absl::Status s = send(); !s.ok()) return Fail(s);
-  return PrintPredictions(g, used_model.empty() ? model : used_model, a.tta, rows);
+  return PrintPredictions(g, used_model.empty() ? model : used_model, a.tta,
+                          rows);
 }
 
 int PredictJob(const Globals& g, const PredictArgs& a) {
@@ -1910,10 +2104,11 @@ int PredictJob(const Globals& g, const PredictArgs& a) {
   spec.mutable_predict()->set_horizontal_flip_tta(a.tta);
   for (const std::string& split : a.splits) {
     const std::string s = absl::AsciiStrToLower(split);
-    spec.mutable_predict()->add_splits(s == "train"        ? v1::SPLIT_TRAIN
-                                       : s == "validation" ? v1::SPLIT_VALIDATION
-                                       : s == "test"       ? v1::SPLIT_TEST
-                                                           : v1::SPLIT_UNSPECIFIED);
+    spec.mutable_predict()->add_splits(s == "train" ? v1::SPLIT_TRAIN
+                                       : s == "validation"
+                                           ? v1::SPLIT_VALIDATION
+                                       : s == "test" ? v1::SPLIT_TEST
+                                                     : v1::SPLIT_UNSPECIFIED);
   }
   absl::StatusOr<v1::Job> job = client->CreateJob(request);
   if (!job.ok()) return Fail(job.status());
@@ -1921,22 +2116,24 @@ int PredictJob(const Globals& g, const PredictArgs& a) {
     if (g.json) {
       PrintJson(*job);
     } else {
-      std::cout << absl::StrFormat("%s %s; results: transferctl jobs results %s\n", job->name(),
-                                   StateText(job->state()), job->name());
+      std::cout << absl::StrFormat(
+          "%s %s; results: transferctl jobs results %s\n", job->name(),
+          StateText(job->state()), job->name());
     }
     return kOk;
   }
   if (g.json) {
     std::fprintf(stderr, "job %s created\n", job->name().c_str());
   } else {
-    std::cout << absl::StrFormat("job %s: predict with %s over %s (Ctrl-C detaches)\n",
-                                 job->name(), spec.base_model(), spec.dataset())
+    std::cout << absl::StrFormat(
+                     "job %s: predict with %s over %s (Ctrl-C detaches)\n",
+                     job->name(), spec.base_model(), spec.dataset())
               << std::flush;
   }
   const int rc = FollowJob(g, *client, *job, 0);
   if (rc == kOk && !g.json) {
-    std::cout << absl::StrFormat("results: transferctl jobs results %s [--csv FILE]\n",
-                                 job->name());
+    std::cout << absl::StrFormat(
+        "results: transferctl jobs results %s [--csv FILE]\n", job->name());
   }
   return rc;
 }
@@ -1944,11 +2141,14 @@ int PredictJob(const Globals& g, const PredictArgs& a) {
 int Predict(const Globals& g, const PredictArgs& a) {
   if (!a.dataset.empty()) return PredictJob(g, a);
   if (!a.splits.empty() || !a.id.empty() || a.detach) {
-    std::fprintf(stderr, "transferctl: --split, --id and --detach need --dataset\n");
+    std::fprintf(stderr,
+                 "transferctl: --split, --id and --detach need --dataset\n");
     return kUsage;
   }
   if (a.inputs.empty()) {
-    std::fprintf(stderr, "transferctl: predict needs image files, folders or --dataset\n");
+    std::fprintf(
+        stderr,
+        "transferctl: predict needs image files, folders or --dataset\n");
     return kUsage;
   }
   return PredictFiles(g, a);
@@ -1967,21 +2167,25 @@ std::string CsvField(const std::string& text) {
 
 constexpr char kResultsHelp[] =
     "Examples:\n"
-    "  transferctl jobs results cats-predict              a table: path, split, true label,\n"
+    "  transferctl jobs results cats-predict              a table: path, "
+    "split, true label,\n"
     "                                                     label, probability\n"
     "  transferctl jobs results cats-predict --csv out.csv\n"
-    "      path,split,true_label,label,p_<class>...,status_code,status_message\n"
+    "      "
+    "path,split,true_label,label,p_<class>...,status_code,status_message\n"
     "  transferctl jobs results cats-predict --csv -      the CSV on stdout\n"
     "Works on a running PREDICT job too: it lists the files done so far.";
 
-int JobsResults(const Globals& g, const std::string& name, const std::string& csv) {
+int JobsResults(const Globals& g, const std::string& name,
+                const std::string& csv) {
   auto client = Connect(g);
   v1::ListJobPredictionsRequest request;
   request.set_name(transferd::client::JobName(name));
   request.set_page_size(5000);
   v1::ListJobPredictionsResponse all;
   do {
-    absl::StatusOr<v1::ListJobPredictionsResponse> page = client->ListJobPredictions(request);
+    absl::StatusOr<v1::ListJobPredictionsResponse> page =
+        client->ListJobPredictions(request);
     if (!page.ok()) return Fail(page.status());
     if (all.classes().empty()) *all.mutable_classes() = page->classes();
     for (v1::FilePrediction& p : *page->mutable_predictions()) {
@@ -1991,16 +2195,19 @@ int JobsResults(const Globals& g, const std::string& name, const std::string& cs
   } while (!request.page_token().empty());
   if (!csv.empty()) {
     std::string out = "path,split,true_label,label";
-    for (const std::string& c : all.classes()) absl::StrAppend(&out, ",", CsvField("p_" + c));
+    for (const std::string& c : all.classes())
+      absl::StrAppend(&out, ",", CsvField("p_" + c));
     out += ",status_code,status_message\n";
     for (const v1::FilePrediction& p : all.predictions()) {
       absl::StrAppend(&out, CsvField(p.path()), ",", SplitName(p.split()), ",",
                       CsvField(p.true_label()), ",", CsvField(p.label()));
       for (int i = 0; i < all.classes_size(); ++i) {
         out += ',';
-        if (i < p.probabilities_size()) absl::StrAppend(&out, absl::StrFormat("%.6f", p.probabilities(i)));
+        if (i < p.probabilities_size())
+          absl::StrAppend(&out, absl::StrFormat("%.6f", p.probabilities(i)));
       }
-      absl::StrAppend(&out, ",", CodeName(p.status().code()), ",", CsvField(p.status().message()), "\n");
+      absl::StrAppend(&out, ",", CodeName(p.status().code()), ",",
+                      CsvField(p.status().message()), "\n");
     }
     if (csv == "-") {
       std::cout << out;
@@ -2008,7 +2215,8 @@ int JobsResults(const Globals& g, const std::string& name, const std::string& cs
     }
     if (!WriteOutput(csv, out)) return kUsage;
     if (!g.json) {
-      std::cout << absl::StrFormat("%s: %d rows\n", csv, all.predictions_size());
+      std::cout << absl::StrFormat("%s: %d rows\n", csv,
+                                   all.predictions_size());
       return kOk;
     }
   }
@@ -2018,33 +2226,38 @@ int JobsResults(const Globals& g, const std::string& name, const std::string& cs
   }
   if (csv.empty()) {
     size_t width = 4;
-    for (const v1::FilePrediction& p : all.predictions()) width = std::max(width, p.path().size());
+    for (const v1::FilePrediction& p : all.predictions())
+      width = std::max(width, p.path().size());
     width = std::min<size_t>(width, 60);
-    std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %s\n", width, "PATH", "SPLIT", "TRUE",
-                                 "LABEL", "PROBABILITY");
+    std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %s\n", width, "PATH",
+                                 "SPLIT", "TRUE", "LABEL", "PROBABILITY");
     int correct = 0;
     int labelled = 0;
     for (const v1::FilePrediction& p : all.predictions()) {
       if (p.status().code() != 0) {
-        std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %s: %s\n", width, p.path(),
-                                     SplitName(p.split()), p.true_label(), "error",
-                                     CodeName(p.status().code()), p.status().message());
+        std::cout << absl::StrFormat(
+            "%-*s  %-10s %-10s %-10s %s: %s\n", width, p.path(),
+            SplitName(p.split()), p.true_label(), "error",
+            CodeName(p.status().code()), p.status().message());
         continue;
       }
       float prob = 0;
-      for (int i = 0; i < all.classes_size() && i < p.probabilities_size(); ++i) {
+      for (int i = 0; i < all.classes_size() && i < p.probabilities_size();
+           ++i) {
         if (all.classes(i) == p.label()) prob = p.probabilities(i);
       }
       if (!p.true_label().empty()) {
         ++labelled;
         correct += p.true_label() == p.label() ? 1 : 0;
       }
-      std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %.4f\n", width, p.path(),
-                                   SplitName(p.split()), p.true_label(), p.label(), prob);
+      std::cout << absl::StrFormat("%-*s  %-10s %-10s %-10s %.4f\n", width,
+                                   p.path(), SplitName(p.split()),
+                                   p.true_label(), p.label(), prob);
     }
     std::cout << absl::StrFormat("%d files", all.predictions_size());
     if (labelled > 0) {
-      std::cout << absl::StrFormat("; %d/%d labelled files correct (%.4f)", correct, labelled,
+      std::cout << absl::StrFormat("; %d/%d labelled files correct (%.4f)",
+                                   correct, labelled,
                                    static_cast<double>(correct) / labelled);
     }
     std::cout << "\n";
@@ -2055,9 +2268,10 @@ int JobsResults(const Globals& g, const std::string& name, const std::string& cs
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"transferctl: client of the transferd training and inference "
-               "server",
-               "transferctl"};
+  CLI::App app{
+      "transferctl: client of the transferd training and inference "
+      "server",
+      "transferctl"};
   app.footer(kExitCodesHelp);
   app.require_subcommand(1);
   Globals g;
@@ -2068,30 +2282,37 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", g.timeout_seconds, "Seconds per call")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--token", g.token,
-                 "Bearer token for servers started with --token-file (never printed)")
+  app.add_option(
+         "--token", g.token,
+         "Bearer token for servers started with --token-file (never printed)")
       ->envname("TRANSFERD_TOKEN");
   app.add_flag("--tls", g.tls,
-               "Connect over TLS, checking the server's certificate against the system's "
+               "Connect over TLS, checking the server's certificate against "
+               "the system's "
                "roots (implied by the other --tls-* options)")
       ->envname("TRANSFERD_TLS");
-  app.add_option("--tls-ca", g.tls_ca, "TLS: CA bundle (PEM) the server's certificate must chain to")
+  app.add_option("--tls-ca", g.tls_ca,
+                 "TLS: CA bundle (PEM) the server's certificate must chain to")
       ->envname("TRANSFERD_TLS_CA")
       ->check(CLI::ExistingFile);
-  app.add_option("--tls-cert", g.tls_cert, "TLS: client certificate (PEM) for mutual TLS")
+  app.add_option("--tls-cert", g.tls_cert,
+                 "TLS: client certificate (PEM) for mutual TLS")
       ->envname("TRANSFERD_CLIENT_TLS_CERT")
       ->check(CLI::ExistingFile);
-  app.add_option("--tls-key", g.tls_key, "TLS: the client certificate's key (PEM)")
+  app.add_option("--tls-key", g.tls_key,
+                 "TLS: the client certificate's key (PEM)")
       ->envname("TRANSFERD_CLIENT_TLS_KEY")
       ->check(CLI::ExistingFile);
   app.add_option("--tls-server-name", g.tls_server_name,
-                 "TLS: the name the server's certificate must carry, when it differs from "
+                 "TLS: the name the server's certificate must carry, when it "
+                 "differs from "
                  "the --server host")
       ->envname("TRANSFERD_TLS_SERVER_NAME");
 
   int rc = kOk;
 
-  CLI::App* server = app.add_subcommand("server", "Server information and health");
+  CLI::App* server =
+      app.add_subcommand("server", "Server information and health");
   server->require_subcommand(1);
   server->add_subcommand("info", "Version, build, device, backbones, limits")
       ->footer("Example: transferctl --server gpu-box:50051 server info --json")
@@ -2102,9 +2323,10 @@ int main(int argc, char** argv) {
       "health", "grpc.health.v1 status; exit code 4 unless SERVING");
   health->add_option("--service", health_service,
                      "Service name to ask about (default: the whole server)");
-  health->add_option("--wait", wait_seconds,
-                     "Wait up to this many seconds for the server to come up "
-                     "and report SERVING")
+  health
+      ->add_option("--wait", wait_seconds,
+                   "Wait up to this many seconds for the server to come up "
+                   "and report SERVING")
       ->check(CLI::NonNegativeNumber);
   health->footer("Example: transferctl server health --wait 30");
   health->callback([&] { rc = ServerHealth(g, health_service, wait_seconds); });
@@ -2112,8 +2334,9 @@ int main(int argc, char** argv) {
   CLI::App* datasets = app.add_subcommand("datasets", "Stored datasets");
   datasets->require_subcommand(1);
   datasets->add_subcommand("ls", "List datasets, newest first")
-      ->footer("Example: transferctl datasets ls\n"
-               "         transferctl --json datasets ls | jq '.datasets[].name'")
+      ->footer(
+          "Example: transferctl datasets ls\n"
+          "         transferctl --json datasets ls | jq '.datasets[].name'")
       ->callback([&] { rc = DatasetsList(g); });
 
   UploadArgs upload_args;
@@ -2169,7 +2392,8 @@ int main(int argc, char** argv) {
   SpecArgs train_args;
   CLI::App* train = app.add_subcommand(
       "train", "Train a model on a dataset and follow it like Keras' fit()");
-  train->add_option("DATASET", train_args.dataset, "ID or datasets/ID")->required();
+  train->add_option("DATASET", train_args.dataset, "ID or datasets/ID")
+      ->required();
   AddModelFlags(train, train_args);
   AddStageFlags(train, train_args);
   train->footer(kTrainHelp);
@@ -2178,40 +2402,50 @@ int main(int argc, char** argv) {
   SpecArgs tune_args;
   CLI::App* finetune = app.add_subcommand(
       "finetune", "Continue training a model (a new model results)");
-  finetune->add_option("MODEL", tune_args.model, "ID, models/ID or aliases/NAME")->required();
-  finetune->add_option("DATASET", tune_args.dataset, "ID or datasets/ID")->required();
+  finetune
+      ->add_option("MODEL", tune_args.model, "ID, models/ID or aliases/NAME")
+      ->required();
+  finetune->add_option("DATASET", tune_args.dataset, "ID or datasets/ID")
+      ->required();
   AddStageFlags(finetune, tune_args);
   finetune->footer(kFinetuneHelp);
-  finetune->callback([&] { rc = SubmitJob(g, tune_args, v1::JOB_KIND_FINE_TUNE); });
+  finetune->callback(
+      [&] { rc = SubmitJob(g, tune_args, v1::JOB_KIND_FINE_TUNE); });
 
-  CLI::App* jobs = app.add_subcommand("jobs", "Train, fine-tune and predict jobs");
+  CLI::App* jobs =
+      app.add_subcommand("jobs", "Train, fine-tune and predict jobs");
   jobs->require_subcommand(1);
   std::string job_state;
   std::string job_kind;
   CLI::App* jobs_ls = jobs->add_subcommand("ls", "List jobs, newest first");
   jobs_ls->add_option("--state", job_state, "Only jobs in this state")
-      ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"},
-                            CLI::ignore_case));
+      ->check(CLI::IsMember(
+          {"queued", "running", "succeeded", "failed", "cancelled"},
+          CLI::ignore_case));
   jobs_ls->add_option("--kind", job_kind, "Only jobs of this kind")
-      ->check(CLI::IsMember({"train", "fine-tune", "predict"}, CLI::ignore_case));
+      ->check(
+          CLI::IsMember({"train", "fine-tune", "predict"}, CLI::ignore_case));
   jobs_ls->footer("Example: transferctl jobs ls --state running");
   jobs_ls->callback([&] { rc = JobsList(g, job_state, job_kind); });
 
   std::string job_name;
   CLI::App* jobs_show = jobs->add_subcommand(
-      "show", "Spec, state, progress, epoch history, evaluations and result of a job");
+      "show",
+      "Spec, state, progress, epoch history, evaluations and result of a job");
   jobs_show->add_option("JOB", job_name, "ID or jobs/ID")->required();
-  jobs_show->footer("Example: transferctl jobs show cats-vgg16\n"
-                    "         transferctl --json jobs show cats-vgg16 | jq .history");
+  jobs_show->footer(
+      "Example: transferctl jobs show cats-vgg16\n"
+      "         transferctl --json jobs show cats-vgg16 | jq .history");
   jobs_show->callback([&] { rc = JobsShow(g, job_name); });
 
   bool from_start = false;
   CLI::App* jobs_watch = jobs->add_subcommand(
       "watch", "Follow a job's progress to its end (Ctrl-C detaches)");
   jobs_watch->add_option("JOB", job_name, "ID or jobs/ID")->required();
-  jobs_watch->add_flag("--from-start", from_start,
-                       "Replay the job's stored events from its beginning first "
-                       "(always done for a finished job)");
+  jobs_watch->add_flag(
+      "--from-start", from_start,
+      "Replay the job's stored events from its beginning first "
+      "(always done for a finished job)");
   jobs_watch->footer(kWatchHelp);
   jobs_watch->callback([&] { rc = JobsWatch(g, job_name, from_start); });
 
@@ -2223,15 +2457,19 @@ int main(int argc, char** argv) {
 
   PlotArgs plot_args;
   CLI::App* jobs_plot = jobs->add_subcommand(
-      "plot", "Training and validation accuracy and loss per epoch as a PNG (and CSV)");
+      "plot",
+      "Training and validation accuracy and loss per epoch as a PNG (and CSV)");
   jobs_plot->add_option("JOB", plot_args.job, "ID or jobs/ID")->required();
   jobs_plot->add_option("-o,--output", plot_args.png, "PNG file to write");
-  jobs_plot->add_option("--csv", plot_args.csv, "CSV file to write the numbers to");
+  jobs_plot->add_option("--csv", plot_args.csv,
+                        "CSV file to write the numbers to");
   jobs_plot->add_option("--width", plot_args.width, "Image width in pixels")
-      ->check(CLI::Range(transferd::client::kMinPlotWidth, transferd::client::kMaxPlotSide))
+      ->check(CLI::Range(transferd::client::kMinPlotWidth,
+                         transferd::client::kMaxPlotSide))
       ->capture_default_str();
   jobs_plot->add_option("--height", plot_args.height, "Image height in pixels")
-      ->check(CLI::Range(transferd::client::kMinPlotHeight, transferd::client::kMaxPlotSide))
+      ->check(CLI::Range(transferd::client::kMinPlotHeight,
+                         transferd::client::kMaxPlotSide))
       ->capture_default_str();
   jobs_plot->footer(kPlotHelp);
   jobs_plot->callback([&] { rc = JobsPlot(g, plot_args); });
@@ -2243,8 +2481,10 @@ int main(int argc, char** argv) {
       ->callback([&] { rc = ModelsList(g); });
   std::string model_name;
   CLI::App* models_show = models->add_subcommand(
-      "show", "Network, classes, preprocessing, history and evaluations of a model");
-  models_show->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")->required();
+      "show",
+      "Network, classes, preprocessing, history and evaluations of a model");
+  models_show->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")
+      ->required();
   models_show->footer("Example: transferctl models show models/cats-vgg16");
   models_show->callback([&] { rc = ModelsShow(g, model_name); });
   CLI::App* models_rm = models->add_subcommand("rm", "Delete a model");
@@ -2254,12 +2494,15 @@ int main(int argc, char** argv) {
   std::string alias_name;
   CLI::App* models_alias = models->add_subcommand(
       "alias", "Point an alias at a model (creates it, or moves it)");
-  models_alias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")->required();
+  models_alias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")
+      ->required();
   models_alias->add_option("MODEL", model_name, "ID or models/ID")->required();
   models_alias->footer("Example: transferctl models alias catdog cats-vgg16");
   models_alias->callback([&] { rc = ModelsAlias(g, alias_name, model_name); });
-  CLI::App* models_unalias = models->add_subcommand("unalias", "Delete an alias");
-  models_unalias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")->required();
+  CLI::App* models_unalias =
+      models->add_subcommand("unalias", "Delete an alias");
+  models_unalias->add_option("ALIAS", alias_name, "NAME or aliases/NAME")
+      ->required();
   models_unalias->footer("Example: transferctl models unalias catdog");
   models_unalias->callback([&] { rc = ModelsUnalias(g, alias_name); });
   models->add_subcommand("aliases", "List aliases and the models they point at")
@@ -2267,15 +2510,22 @@ int main(int argc, char** argv) {
       ->callback([&] { rc = ModelsAliases(g); });
   std::string archive_file;
   CLI::App* models_export = models->add_subcommand(
-      "export", "Download a model as a tar archive (model.json + weights.safetensors)");
-  models_export->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")->required();
-  models_export->add_option("-o,--output", archive_file, "Archive file to write (FILE.tar)")
+      "export",
+      "Download a model as a tar archive (model.json + weights.safetensors)");
+  models_export
+      ->add_option("MODEL", model_name, "ID, models/ID or aliases/NAME")
+      ->required();
+  models_export
+      ->add_option("-o,--output", archive_file,
+                   "Archive file to write (FILE.tar)")
       ->required();
   models_export->footer(
-      "The archive's SHA-256 is checked against the server's before the file is\n"
+      "The archive's SHA-256 is checked against the server's before the file "
+      "is\n"
       "renamed into place.\n"
       "Example: transferctl models export aliases/catdog -o catdog.tar");
-  models_export->callback([&] { rc = ModelsExport(g, model_name, archive_file); });
+  models_export->callback(
+      [&] { rc = ModelsExport(g, model_name, archive_file); });
   std::string import_id;
   std::string import_name;
   CLI::App* models_import = models->add_subcommand(
@@ -2283,30 +2533,43 @@ int main(int argc, char** argv) {
   models_import->add_option("FILE", archive_file, "Archive (FILE.tar)")
       ->required()
       ->check(CLI::ExistingFile);
-  models_import->add_option("--id", import_id,
-                            "Model id, lowercase [a-z0-9-] (default: the archive's when free, "
-                            "else the server chooses)");
-  models_import->add_option("--name", import_name, "Display name (default: the archive's)");
-  models_import->footer("Example: transferctl models import catdog.tar --id catdog-v2");
-  models_import->callback([&] { rc = ModelsImport(g, archive_file, import_id, import_name); });
+  models_import->add_option(
+      "--id", import_id,
+      "Model id, lowercase [a-z0-9-] (default: the archive's when free, "
+      "else the server chooses)");
+  models_import->add_option("--name", import_name,
+                            "Display name (default: the archive's)");
+  models_import->footer(
+      "Example: transferctl models import catdog.tar --id catdog-v2");
+  models_import->callback(
+      [&] { rc = ModelsImport(g, archive_file, import_id, import_name); });
 
   PredictArgs predict_args;
   CLI::App* predict = app.add_subcommand(
-      "predict", "Classify images (files, folders) or, with --dataset, a stored dataset");
-  predict->add_option("--model", predict_args.model,
-                      "Alias or model: NAME (an alias if one exists, else a model id), "
-                      "models/ID or aliases/NAME")
+      "predict",
+      "Classify images (files, folders) or, with --dataset, a stored dataset");
+  predict
+      ->add_option(
+          "--model", predict_args.model,
+          "Alias or model: NAME (an alias if one exists, else a model id), "
+          "models/ID or aliases/NAME")
       ->required();
   predict->add_option("FILES", predict_args.inputs, "Image files and folders");
-  predict->add_flag("--tta", predict_args.tta,
-                    "Average each prediction with that of a horizontally flipped copy");
-  predict->add_option("--batch", predict_args.batch, "Images per request (at most)")
+  predict->add_flag(
+      "--tta", predict_args.tta,
+      "Average each prediction with that of a horizontally flipped copy");
+  predict
+      ->add_option("--batch", predict_args.batch,
+                   "Images per request (at most)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  predict->add_option("--dataset", predict_args.dataset,
-                      "Run a PREDICT job over this stored dataset (ID or datasets/ID)");
-  predict->add_option("--split", predict_args.splits,
-                      "With --dataset: only these splits (repeatable; default every file)")
+  predict->add_option(
+      "--dataset", predict_args.dataset,
+      "Run a PREDICT job over this stored dataset (ID or datasets/ID)");
+  predict
+      ->add_option(
+          "--split", predict_args.splits,
+          "With --dataset: only these splits (repeatable; default every file)")
       ->check(CLI::IsMember({"train", "validation", "test"}, CLI::ignore_case));
   predict->add_option("--id", predict_args.id, "With --dataset: the job id");
   predict->add_flag("--detach", predict_args.detach,
@@ -2315,10 +2578,13 @@ int main(int argc, char** argv) {
   predict->callback([&] { rc = Predict(g, predict_args); });
 
   std::string results_csv;
-  CLI::App* jobs_results = jobs->add_subcommand(
-      "results", "Per-file labels and probabilities of a PREDICT job (table, CSV or JSON)");
+  CLI::App* jobs_results =
+      jobs->add_subcommand("results",
+                           "Per-file labels and probabilities of a PREDICT job "
+                           "(table, CSV or JSON)");
   jobs_results->add_option("JOB", job_name, "ID or jobs/ID")->required();
-  jobs_results->add_option("--csv", results_csv, "Write CSV to this file (- = stdout)");
+  jobs_results->add_option("--csv", results_csv,
+                           "Write CSV to this file (- = stdout)");
   jobs_results->footer(kResultsHelp);
   jobs_results->callback([&] { rc = JobsResults(g, job_name, results_csv); });
 

@@ -52,13 +52,15 @@ absl::StatusOr<nlohmann::json> ToJson(const YAML::Node& node) {
       nlohmann::json out = nlohmann::json::object();
       for (const auto& kv : node) {
         if (!kv.first.IsScalar()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "line ", kv.first.Mark().line + 1, ": a mapping key must be a plain name"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("line ", kv.first.Mark().line + 1,
+                           ": a mapping key must be a plain name"));
         }
         const std::string key = kv.first.Scalar();
         if (out.contains(key)) {
           return absl::InvalidArgumentError(
-              absl::StrCat("line ", kv.first.Mark().line + 1, ": duplicate key \"", key, "\""));
+              absl::StrCat("line ", kv.first.Mark().line + 1,
+                           ": duplicate key \"", key, "\""));
         }
         absl::StatusOr<nlohmann::json> v = ToJson(kv.second);
         if (!v.ok()) return v.status();
@@ -79,9 +81,9 @@ absl::StatusOr<std::string> SpecTextToJson(const std::string& text) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("not valid JSON or YAML: line ",
-                                                   e.mark.line + 1, ", column ",
-                                                   e.mark.column + 1, ": ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat("not valid JSON or YAML: line ", e.mark.line + 1,
+                     ", column ", e.mark.column + 1, ": ", e.msg));
   }
   if (!root.IsMap()) {
     return absl::InvalidArgumentError(

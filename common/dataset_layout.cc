@@ -30,10 +30,14 @@ uint64_t Fnv1a(std::string_view s) {
 
 const char* SplitName(Split split) {
   switch (split) {
-    case Split::kTrain: return "train";
-    case Split::kValidation: return "validation";
-    case Split::kTest: return "test";
-    default: return "none";
+    case Split::kTrain:
+      return "train";
+    case Split::kValidation:
+      return "validation";
+    case Split::kTest:
+      return "test";
+    default:
+      return "none";
   }
 }
 
@@ -65,7 +69,8 @@ bool IsValidUtf8(std::string_view text) {
       cp = (cp << 6) | (cc & 0x3F);
     }
     static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
     i += n + 1;
   }
   return true;
@@ -77,8 +82,10 @@ absl::Status ValidateClientPath(std::string_view path) {
   };
   if (path.empty()) return bad("empty");
   if (path.size() > 255) return bad("longer than 255 bytes");
-  if (path.find('\0') != std::string_view::npos) return bad("contains a NUL byte");
-  if (path.find('\\') != std::string_view::npos) return bad("contains a backslash");
+  if (path.find('\0') != std::string_view::npos)
+    return bad("contains a NUL byte");
+  if (path.find('\\') != std::string_view::npos)
+    return bad("contains a backslash");
   if (path.front() == '/') return bad("absolute");
   for (absl::string_view part :
        absl::StrSplit(absl::string_view(path.data(), path.size()), '/')) {
@@ -92,10 +99,11 @@ absl::Status ValidateClientPath(std::string_view path) {
 absl::StatusOr<std::string> LabelFromFilename(std::string_view path) {
   const std::string_view name = BaseName(path);
   const size_t first = name.find('.');
-  if (first == 0 || first == std::string_view::npos || name.find('.', first + 1) == std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no label in the file name \"", std::string(name),
-        "\" (expected LABEL.ID.EXT, like cat.123.jpg)"));
+  if (first == 0 || first == std::string_view::npos ||
+      name.find('.', first + 1) == std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no label in the file name \"", std::string(name),
+                     "\" (expected LABEL.ID.EXT, like cat.123.jpg)"));
   }
   return std::string(name.substr(0, first));
 }
@@ -103,12 +111,14 @@ absl::StatusOr<std::string> LabelFromFilename(std::string_view path) {
 absl::StatusOr<std::string> LabelFromFolder(std::string_view path) {
   const size_t slash = path.rfind('/');
   if (slash == std::string_view::npos || slash == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no class folder in \"", std::string(path), "\" (expected CLASS/FILE)"));
+    return absl::InvalidArgumentError(absl::StrCat("no class folder in \"",
+                                                   std::string(path),
+                                                   "\" (expected CLASS/FILE)"));
   }
   const std::string_view dir = path.substr(0, slash);
   const size_t parent = dir.rfind('/');
-  return std::string(parent == std::string_view::npos ? dir : dir.substr(parent + 1));
+  return std::string(parent == std::string_view::npos ? dir
+                                                      : dir.substr(parent + 1));
 }
 
 std::optional<Split> SplitFromFolder(std::string_view path) {
@@ -141,9 +151,9 @@ SplitPolicy SplitPolicy::KerasBook(uint64_t seed) {
   return p;
 }
 
-absl::StatusOr<std::vector<Split>> AssignSplits(const std::vector<std::string>& paths,
-                                                const std::vector<std::string>& labels,
-                                                const SplitPolicy& policy) {
+absl::StatusOr<std::vector<Split>> AssignSplits(
+    const std::vector<std::string>& paths,
+    const std::vector<std::string>& labels, const SplitPolicy& policy) {
   if (paths.size() != labels.size()) {
     return absl::InvalidArgumentError("paths and labels differ in length");
   }
@@ -182,7 +192,9 @@ absl::StatusOr<std::vector<Split>> AssignSplits(const std::vector<std::string>& 
     int64_t n_train, n_val, n_test;
     if (policy.kind == Kind::kRatios) {
       n_train = std::llround(n * policy.train);
-      n_val = std::min(n - n_train, static_cast<int64_t>(std::llround(n * policy.validation)));
+      n_val =
+          std::min(n - n_train,
+                   static_cast<int64_t>(std::llround(n * policy.validation)));
       n_test = n - n_train - n_val;
     } else {
       n_train = policy.train_count;
@@ -196,9 +208,12 @@ absl::StatusOr<std::vector<Split>> AssignSplits(const std::vector<std::string>& 
     }
     for (int64_t k = 0; k < n; ++k) {
       Split s = Split::kNone;
-      if (k < n_train) s = Split::kTrain;
-      else if (k < n_train + n_val) s = Split::kValidation;
-      else if (k < n_train + n_val + n_test) s = Split::kTest;
+      if (k < n_train)
+        s = Split::kTrain;
+      else if (k < n_train + n_val)
+        s = Split::kValidation;
+      else if (k < n_train + n_val + n_test)
+        s = Split::kTest;
       out[members[k]] = s;
     }
   }

@@ -43,8 +43,10 @@ LabelSource DetectLabelSource(const std::vector<std::string>& paths);
 struct SplitPolicy {
   enum class Kind { kFolders, kRatios, kPerClassCounts, kAllTrain };
   Kind kind = Kind::kAllTrain;
-  double train = 0, validation = 0, test = 0;  // kRatios: fractions summing to 1
-  int64_t train_count = 0, validation_count = 0, test_count = 0;  // kPerClassCounts
+  double train = 0, validation = 0,
+         test = 0;  // kRatios: fractions summing to 1
+  int64_t train_count = 0, validation_count = 0,
+          test_count = 0;  // kPerClassCounts
   uint64_t seed = 0;
 
   // The Keras book's 1000 / 500 / 500 files per class.
@@ -56,8 +58,8 @@ struct SplitPolicy {
 // own, after sorting its paths, with a shuffle seeded by (seed, label).
 // INVALID_ARGUMENT for ratios that do not sum to 1, negative counts, or a
 // class with fewer files than the counts ask for (naming it).
-absl::StatusOr<std::vector<Split>> AssignSplits(const std::vector<std::string>& paths,
-                                                const std::vector<std::string>& labels,
-                                                const SplitPolicy& policy);
+absl::StatusOr<std::vector<Split>> AssignSplits(
+    const std::vector<std::string>& paths,
+    const std::vector<std::string>& labels, const SplitPolicy& policy);
 
 }  // namespace transferd::common

@@ -3,7 +3,6 @@
 #include "common/hash.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include <openssl/evp.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -38,7 +39,8 @@ struct Digest::Context {
 Digest::Digest(Algorithm algorithm) : context_(std::make_unique<Context>()) {
   Check(context_->ctx != nullptr ? 1 : 0, "EVP_MD_CTX_new");
   const EVP_MD* md = algorithm == Algorithm::kSha256 ? EVP_sha256() : EVP_md5();
-  Check(EVP_DigestInit_ex(context_->ctx.get(), md, nullptr), "EVP_DigestInit_ex");
+  Check(EVP_DigestInit_ex(context_->ctx.get(), md, nullptr),
+        "EVP_DigestInit_ex");
 }
 
 Digest::Digest(const Digest& other) : context_(std::make_unique<Context>()) {
@@ -112,9 +114,8 @@ namespace {
 absl::StatusOr<std::string> FileDigest(const std::filesystem::path& path,
                                        Digest digest) {
   absl::Status read = ReadFileChunks(
-      path, [&digest](const char* data, size_t size) {
-        digest.Update(data, size);
-      });
+      path,
+      [&digest](const char* data, size_t size) { digest.Update(data, size); });
   if (!read.ok()) return read;
   return digest.HexDigest();
 }

@@ -24,8 +24,8 @@ const CLI::Validator kDeviceSpec(
       if (value == "auto" || value == "cpu" || value == "cuda") return {};
       absl::string_view rest = value;
       int index = -1;
-      if (absl::ConsumePrefix(&rest, "cuda:") && absl::SimpleAtoi(rest, &index) &&
-          index >= 0) {
+      if (absl::ConsumePrefix(&rest, "cuda:") &&
+          absl::SimpleAtoi(rest, &index) && index >= 0) {
         return {};
       }
       return "expected auto, cpu, cuda or cuda:N";
@@ -40,7 +40,8 @@ const CLI::Validator kListenAddress(
         return "expected HOST:PORT, e.g. 127.0.0.1:50051 or 0.0.0.0:50051";
       }
       int port = -1;
-      if (!absl::SimpleAtoi(absl::string_view(value).substr(colon + 1), &port) ||
+      if (!absl::SimpleAtoi(absl::string_view(value).substr(colon + 1),
+                            &port) ||
           port < 0 || port > 65535) {
         return "port must be a number in 0..65535";
       }
@@ -92,9 +93,10 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_PRECISION")
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
       ->capture_default_str();
-  app.add_flag("--allow-weight-downloads", c.engine.allow_weight_downloads,
-               "Fetch missing \"imagenet\" weights from the official Keras URLs "
-               "into <data-dir>/weights/ (checked against known digests)")
+  app.add_flag(
+         "--allow-weight-downloads", c.engine.allow_weight_downloads,
+         "Fetch missing \"imagenet\" weights from the official Keras URLs "
+         "into <data-dir>/weights/ (checked against known digests)")
       ->envname("TRANSFERD_ALLOW_WEIGHT_DOWNLOADS");
   app.add_option("--threads", c.engine.device.threads,
                  "Intra-op CPU threads (0 = one per available CPU)")
@@ -124,8 +126,7 @@ void Bind(Binding& b) {
   app.add_flag("--reflection", c.rpc.reflection,
                "Serve gRPC server reflection (for grpcurl and friends)")
       ->envname("TRANSFERD_REFLECTION");
-  app.add_option("--max-receive-message-bytes",
-                 c.rpc.max_receive_message_bytes,
+  app.add_option("--max-receive-message-bytes", c.rpc.max_receive_message_bytes,
                  "Largest gRPC message accepted, bytes")
       ->envname("TRANSFERD_MAX_RECEIVE_MESSAGE_BYTES")
       ->check(CLI::Range(64 * 1024, 1 << 30))
@@ -140,9 +141,10 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_UPLOAD_CHUNK_BYTES")
       ->check(CLI::Range(1024, 1 << 30))
       ->capture_default_str();
-  app.add_option("--decoded-image-cache-bytes", c.engine.decoded_cache_bytes,
-                 "Memory a training job may use to keep decoded, resized images "
-                 "across epochs (0 = decode every epoch)")
+  app.add_option(
+         "--decoded-image-cache-bytes", c.engine.decoded_cache_bytes,
+         "Memory a training job may use to keep decoded, resized images "
+         "across epochs (0 = decode every epoch)")
       ->envname("TRANSFERD_DECODED_IMAGE_CACHE_BYTES")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
       ->capture_default_str();
@@ -158,13 +160,15 @@ void Bind(Binding& b) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   app.add_option("--predict-max-queue-delay-us", b.predict_queue_delay_us,
-                 "Dynamic batching: longest an image waits for its batch to fill (microseconds)")
+                 "Dynamic batching: longest an image waits for its batch to "
+                 "fill (microseconds)")
       ->envname("TRANSFERD_PREDICT_MAX_QUEUE_DELAY_US")
       ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}))
       ->capture_default_str();
-  app.add_option("--predict-queue-images", p.max_queued_images,
-                 "Images waiting to be predicted, all models together; beyond it "
-                 "Predict answers RESOURCE_EXHAUSTED")
+  app.add_option(
+         "--predict-queue-images", p.max_queued_images,
+         "Images waiting to be predicted, all models together; beyond it "
+         "Predict answers RESOURCE_EXHAUSTED")
       ->envname("TRANSFERD_PREDICT_QUEUE_IMAGES")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
@@ -173,37 +177,45 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_MAX_IMAGES_PER_REQUEST")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  app.add_option("--model-memory-bytes", p.memory_budget_bytes,
-                 "Memory for models loaded for Predict; the least recently used "
-                 "beyond it are unloaded")
+  app.add_option(
+         "--model-memory-bytes", p.memory_budget_bytes,
+         "Memory for models loaded for Predict; the least recently used "
+         "beyond it are unloaded")
       ->envname("TRANSFERD_MODEL_MEMORY_BYTES")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 44))
       ->capture_default_str();
   // ---- security and transport limits (docs/security.md) ----
   app.add_option("--tls-cert", c.rpc.tls_cert_file,
-                 "TLS: the server's certificate chain (PEM); with --tls-key, gRPC is served "
+                 "TLS: the server's certificate chain (PEM); with --tls-key, "
+                 "gRPC is served "
                  "over TLS only")
       ->envname("TRANSFERD_TLS_CERT")
       ->check(CLI::ExistingFile);
-  app.add_option("--tls-key", c.rpc.tls_key_file, "TLS: the server's private key (PEM)")
+  app.add_option("--tls-key", c.rpc.tls_key_file,
+                 "TLS: the server's private key (PEM)")
       ->envname("TRANSFERD_TLS_KEY")
       ->check(CLI::ExistingFile);
-  app.add_option("--tls-client-ca", c.rpc.tls_client_ca_file,
-                 "Mutual TLS: require client certificates signed by these CAs (PEM)")
+  app.add_option(
+         "--tls-client-ca", c.rpc.tls_client_ca_file,
+         "Mutual TLS: require client certificates signed by these CAs (PEM)")
       ->envname("TRANSFERD_TLS_CLIENT_CA")
       ->check(CLI::ExistingFile);
-  app.add_flag("--allow-plaintext", c.rpc.allow_plaintext,
-               "Serve plaintext gRPC on an address other than loopback (behind a TLS-"
-               "terminating proxy or mesh); without TLS such an address is refused")
+  app.add_flag(
+         "--allow-plaintext", c.rpc.allow_plaintext,
+         "Serve plaintext gRPC on an address other than loopback (behind a TLS-"
+         "terminating proxy or mesh); without TLS such an address is refused")
       ->envname("TRANSFERD_ALLOW_PLAINTEXT");
   app.add_option("--health-listen", c.rpc.health_listen_address,
-                 "Also serve grpc.health.v1.Health alone, in plaintext, on this address "
+                 "Also serve grpc.health.v1.Health alone, in plaintext, on "
+                 "this address "
                  "(for Kubernetes gRPC probes when the main port is TLS)")
       ->envname("TRANSFERD_HEALTH_LISTEN")
       ->check(kListenAddress);
-  app.add_option("--token-file", c.rpc.token_file,
-                 "Bearer tokens, one `TOKEN ROLE [NAME]` per line (roles viewer, trainer, "
-                 "admin); reloaded on SIGHUP. Without it calls are not authenticated")
+  app.add_option(
+         "--token-file", c.rpc.token_file,
+         "Bearer tokens, one `TOKEN ROLE [NAME]` per line (roles viewer, "
+         "trainer, "
+         "admin); reloaded on SIGHUP. Without it calls are not authenticated")
       ->envname("TRANSFERD_TOKEN_FILE");
   app.add_option("--max-concurrent-streams", c.rpc.max_concurrent_streams,
                  "Concurrent calls per client connection")
@@ -211,7 +223,8 @@ void Bind(Binding& b) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--grpc-memory-bytes", c.rpc.grpc_memory_bytes,
-                 "Memory gRPC may use for connections and messages in flight (resource quota)")
+                 "Memory gRPC may use for connections and messages in flight "
+                 "(resource quota)")
       ->envname("TRANSFERD_GRPC_MEMORY_BYTES")
       ->check(CLI::Range(int64_t{16} << 20, int64_t{1} << 40))
       ->capture_default_str();
@@ -220,9 +233,10 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_MAX_RPC_THREADS")
       ->check(CLI::Range(4, 4096))
       ->capture_default_str();
-  app.add_option("--min-ping-seconds", b.min_ping_seconds,
-                 "Keepalive enforcement: a client pinging more often than this is "
-                 "disconnected (GOAWAY ENHANCE_YOUR_CALM)")
+  app.add_option(
+         "--min-ping-seconds", b.min_ping_seconds,
+         "Keepalive enforcement: a client pinging more often than this is "
+         "disconnected (GOAWAY ENHANCE_YOUR_CALM)")
       ->envname("TRANSFERD_MIN_PING_SECONDS")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
@@ -231,9 +245,10 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_MAX_CONNECTION_IDLE_SECONDS")
       ->check(CLI::Range(0, 86400 * 7))
       ->capture_default_str();
-  app.add_option("--max-request-seconds", b.max_request_seconds,
-                 "Cap on a Predict call's deadline: work still queued after this is "
-                 "answered DEADLINE_EXCEEDED, whatever deadline the client set")
+  app.add_option(
+         "--max-request-seconds", b.max_request_seconds,
+         "Cap on a Predict call's deadline: work still queued after this is "
+         "answered DEADLINE_EXCEEDED, whatever deadline the client set")
       ->envname("TRANSFERD_MAX_REQUEST_SECONDS")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
@@ -274,7 +289,8 @@ void Bind(Binding& b) {
 // 127.0.0.0/8, localhost or [::1].
 bool IsLoopback(const std::string& address) {
   const std::string host = address.substr(0, address.rfind(':'));
-  return absl::StartsWith(host, "127.") || host == "localhost" || host == "[::1]";
+  return absl::StartsWith(host, "127.") || host == "localhost" ||
+         host == "[::1]";
 }
 
 ParseOutcome UsageError(std::string message) {
@@ -301,8 +317,8 @@ std::string FindConfigFile(const std::vector<std::string>& args) {
 }
 
 // Config file entries as "--key=value" arguments.
-absl::StatusOr<std::vector<std::string>> ConfigFileArgs(const CLI::App& app,
-                                                        const std::string& path) {
+absl::StatusOr<std::vector<std::string>> ConfigFileArgs(
+    const CLI::App& app, const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     return absl::InvalidArgumentError(
@@ -318,20 +334,20 @@ absl::StatusOr<std::vector<std::string>> ConfigFileArgs(const CLI::App& app,
   std::vector<std::string> args;
   for (const CLI::ConfigItem& item : items) {
     if (!item.parents.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, ": sections are not supported ([",
-          item.parents.front(), "])"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config file ", path, ": sections are not supported ([",
+                       item.parents.front(), "])"));
     }
     const CLI::Option* opt = app.get_option_no_throw("--" + item.name);
     if (opt == nullptr || item.name == "config") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, ": unknown setting \"", item.name,
-          "\" (settings are the long flag names, see --help)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config file ", path, ": unknown setting \"", item.name,
+                       "\" (settings are the long flag names, see --help)"));
     }
     if (item.inputs.size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, ": setting \"", item.name,
-          "\" needs exactly one value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config file ", path, ": setting \"", item.name,
+                       "\" needs exactly one value"));
     }
     args.push_back(absl::StrCat("--", item.name, "=", item.inputs.front()));
   }
@@ -346,12 +362,14 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
 
   // Precedence flag > environment > config file > default, by building one
   // argument list in increasing precedence: file, environment, command line.
-  const std::vector<std::string> cli_args(argv + std::min(argc, 1), argv + argc);
+  const std::vector<std::string> cli_args(argv + std::min(argc, 1),
+                                          argv + argc);
   std::vector<std::string> args;
   const std::string config_file = FindConfigFile(cli_args);
   if (!config_file.empty()) {
     auto file_args = ConfigFileArgs(b.app, config_file);
-    if (!file_args.ok()) return UsageError(std::string(file_args.status().message()));
+    if (!file_args.ok())
+      return UsageError(std::string(file_args.status().message()));
     args = std::move(*file_args);
   }
   for (const CLI::Option* opt : b.app.get_options()) {
@@ -379,10 +397,13 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   ServerConfig config = std::move(b.config);
   config.config_file = config_file;
   config.rpc.shutdown_grace = std::chrono::seconds(b.grace_seconds);
-  config.engine.startup_timeout = std::chrono::seconds(b.startup_timeout_seconds);
-  config.engine.predictor.max_queue_delay = std::chrono::microseconds(b.predict_queue_delay_us);
+  config.engine.startup_timeout =
+      std::chrono::seconds(b.startup_timeout_seconds);
+  config.engine.predictor.max_queue_delay =
+      std::chrono::microseconds(b.predict_queue_delay_us);
   config.rpc.min_ping_interval = std::chrono::seconds(b.min_ping_seconds);
-  config.rpc.max_connection_idle = std::chrono::seconds(b.max_connection_idle_seconds);
+  config.rpc.max_connection_idle =
+      std::chrono::seconds(b.max_connection_idle_seconds);
   config.rpc.max_request_time = std::chrono::seconds(b.max_request_seconds);
   if (config.rpc.tls_cert_file.empty() != config.rpc.tls_key_file.empty()) {
     return UsageError("--tls-cert and --tls-key go together");
@@ -391,17 +412,22 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   if (!tls && !config.rpc.tls_client_ca_file.empty()) {
     return UsageError("--tls-client-ca needs TLS: --tls-cert and --tls-key");
   }
-  if (!tls && !config.rpc.allow_plaintext && !IsLoopback(config.rpc.listen_address)) {
-    return UsageError(absl::StrCat(
-        "--listen ", config.rpc.listen_address,
-        " is not a loopback address: serve it over TLS (--tls-cert, --tls-key) or allow "
-        "plaintext explicitly with --allow-plaintext (e.g. behind a TLS-terminating mesh)"));
+  if (!tls && !config.rpc.allow_plaintext &&
+      !IsLoopback(config.rpc.listen_address)) {
+    return UsageError(
+        absl::StrCat("--listen ", config.rpc.listen_address,
+                     " is not a loopback address: serve it over TLS "
+                     "(--tls-cert, --tls-key) or allow "
+                     "plaintext explicitly with --allow-plaintext (e.g. behind "
+                     "a TLS-terminating mesh)"));
   }
-  if (config.rpc.upload_chunk_bytes > config.rpc.max_receive_message_bytes - 4096) {
-    return UsageError(absl::StrCat(
-        "--upload-chunk-bytes (", config.rpc.upload_chunk_bytes,
-        ") must leave 4096 bytes of framing under --max-receive-message-bytes (",
-        config.rpc.max_receive_message_bytes, ")"));
+  if (config.rpc.upload_chunk_bytes >
+      config.rpc.max_receive_message_bytes - 4096) {
+    return UsageError(absl::StrCat("--upload-chunk-bytes (",
+                                   config.rpc.upload_chunk_bytes,
+                                   ") must leave 4096 bytes of framing under "
+                                   "--max-receive-message-bytes (",
+                                   config.rpc.max_receive_message_bytes, ")"));
   }
   outcome.config = std::move(config);
   return outcome;

@@ -19,11 +19,12 @@ class JsonFormatter final : public spdlog::formatter {
   void format(const spdlog::details::log_msg& msg,
               spdlog::memory_buf_t& dest) override {
     nlohmann::json line;
-    line["ts"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ",
-                                  absl::FromChrono(msg.time),
-                                  absl::UTCTimeZone());
-    line["level"] = std::string(spdlog::level::to_string_view(msg.level).data(),
-                                spdlog::level::to_string_view(msg.level).size());
+    line["ts"] =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromChrono(msg.time),
+                         absl::UTCTimeZone());
+    line["level"] =
+        std::string(spdlog::level::to_string_view(msg.level).data(),
+                    spdlog::level::to_string_view(msg.level).size());
     line["thread"] = msg.thread_id;
     line["msg"] = std::string(msg.payload.data(), msg.payload.size());
     const std::string text =

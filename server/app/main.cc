@@ -24,9 +24,9 @@
 
 #include "server/app/config.h"
 #include "server/app/logging.h"
+#include "server/core/engine.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/cpu_features.h"
-#include "server/core/engine.h"
 #include "server/rpc/rpc_server.h"
 
 namespace {
@@ -70,7 +70,8 @@ using transferd::rpc::RpcServer;
 // arrives while start-up finishes can never leave health SERVING.
 class Lifecycle {
  public:
-  Lifecycle(Engine& engine, RpcServer& server) : engine_(engine), server_(server) {}
+  Lifecycle(Engine& engine, RpcServer& server)
+      : engine_(engine), server_(server) {}
 
   void BeginShutdown() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -104,10 +105,10 @@ int Run(const transferd::app::ServerConfig& config) {
     return 1;
   }
   const auto& device = (*engine)->device();
-  spdlog::info("device {} ({}), {} threads, {} by default, cpu: {}",
-               device.name, device.description, device.threads, device.precision,
-               transferd::core::DescribeCpuFeatures(
-                   transferd::core::GetCpuFeatures()));
+  spdlog::info(
+      "device {} ({}), {} threads, {} by default, cpu: {}", device.name,
+      device.description, device.threads, device.precision,
+      transferd::core::DescribeCpuFeatures(transferd::core::GetCpuFeatures()));
 
   auto server = RpcServer::Start(config.rpc, **engine);
   if (!server.ok()) {
@@ -125,10 +126,12 @@ int Run(const transferd::app::ServerConfig& config) {
     // SIGHUP re-reads the token file; the server keeps running.
     for (; signo == SIGHUP; signo = WaitForShutdownSignal()) {
       if (absl::Status s = (*server)->ReloadTokens(); s.ok()) {
-        spdlog::info("SIGHUP: token file reloaded: {} tokens", (*server)->token_count());
+        spdlog::info("SIGHUP: token file reloaded: {} tokens",
+                     (*server)->token_count());
       } else {
-        spdlog::error("SIGHUP: token file not reloaded, the tokens in force stay: {}",
-                      std::string(s.message()));
+        spdlog::error(
+            "SIGHUP: token file not reloaded, the tokens in force stay: {}",
+            std::string(s.message()));
       }
     }
     if (signo != 0) {
@@ -185,7 +188,8 @@ int main(int argc, char** argv) {
   transferd::app::SetUpLogging(parsed.config->log);
 
   if (!InstallSignalHandlers()) {
-    spdlog::critical("cannot install signal handlers: {}", std::strerror(errno));
+    spdlog::critical("cannot install signal handlers: {}",
+                     std::strerror(errno));
     return 1;
   }
   return Run(*parsed.config);

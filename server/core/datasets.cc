@@ -1,7 +1,6 @@
 #include "server/core/datasets.h"
 
 #include <fcntl.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,13 +12,14 @@
 #include <random>
 
 #include <nlohmann/json.hpp>
+#include <sys/statvfs.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/hash.h"
 #include "server/core/util/catalog_util.h"
 #include "server/core/util/data_dir.h"
-#include "common/hash.h"
 #include "server/core/util/status_macros.h"
 #include "server/core/util/store.h"
 
@@ -53,11 +53,16 @@ std::string DisplayPath(std::string_view path) {
 
 RejectReason ReasonFor(ImageError error) {
   switch (error) {
-    case ImageError::kEmpty: return RejectReason::kEmpty;
-    case ImageError::kUnsupportedFormat: return RejectReason::kUnsupportedFormat;
-    case ImageError::kTooLarge: return RejectReason::kTooLarge;
-    case ImageError::kTooManyPixels: return RejectReason::kTooManyPixels;
-    case ImageError::kCorrupt: return RejectReason::kCorrupt;
+    case ImageError::kEmpty:
+      return RejectReason::kEmpty;
+    case ImageError::kUnsupportedFormat:
+      return RejectReason::kUnsupportedFormat;
+    case ImageError::kTooLarge:
+      return RejectReason::kTooLarge;
+    case ImageError::kTooManyPixels:
+      return RejectReason::kTooManyPixels;
+    case ImageError::kCorrupt:
+      return RejectReason::kCorrupt;
   }
   return RejectReason::kCorrupt;
 }
@@ -68,7 +73,8 @@ std::string Mb(int64_t bytes) {
 
 // Writes `bytes` to a new file (no fsync: Commit flushes the whole folder).
 absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(absl::StrCat("create ", path.string()));
   size_t done = 0;
   while (done < bytes.size()) {
@@ -81,7 +87,8 @@ absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
     }
     done += static_cast<size_t>(n);
   }
-  if (::close(fd) != 0) return ErrnoError(absl::StrCat("close ", path.string()));
+  if (::close(fd) != 0)
+    return ErrnoError(absl::StrCat("close ", path.string()));
   return absl::OkStatus();
 }
 
@@ -90,21 +97,24 @@ absl::Status WriteNewFile(const fs::path& path, std::string_view bytes) {
 absl::Status SyncFilesystemOf(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(absl::StrCat("open ", dir.string()));
-  absl::Status status =
-      ::syncfs(fd) == 0 ? absl::OkStatus() : ErrnoError(absl::StrCat("syncfs ", dir.string()));
+  absl::Status status = ::syncfs(fd) == 0
+                            ? absl::OkStatus()
+                            : ErrnoError(absl::StrCat("syncfs ", dir.string()));
   ::close(fd);
   return status;
 }
 
 int64_t FreeDiskBytes(const fs::path& path) {
   struct statvfs st {};
-  if (::statvfs(path.c_str(), &st) != 0) return std::numeric_limits<int64_t>::max();
+  if (::statvfs(path.c_str(), &st) != 0)
+    return std::numeric_limits<int64_t>::max();
   return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize);
 }
 
 nlohmann::json RejectsToJson(const std::vector<RejectedFile>& rejects) {
   nlohmann::json out = nlohmann::json::array();
-  for (size_t i = 0; i < rejects.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
+  for (size_t i = 0;
+       i < rejects.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
     out.push_back({{"path", rejects[i].path},
                    {"reason", static_cast<int>(rejects[i].reason)},
                    {"message", rejects[i].message}});
@@ -148,9 +158,10 @@ DatasetInfo ReadDatasetRow(const Statement& row) {
 // Fills d.splits from dataset_files.
 absl::Status ReadSplitCounts(StoreTxn& txn, DatasetInfo& d) {
   TRANSFERD_ASSIGN_OR_RETURN(
-      Statement q, txn.Prepare("SELECT split, label, COUNT(*) FROM dataset_files "
-                               "WHERE dataset_id = ? GROUP BY split, label "
-                               "ORDER BY split, label"));
+      Statement q,
+      txn.Prepare("SELECT split, label, COUNT(*) FROM dataset_files "
+                  "WHERE dataset_id = ? GROUP BY split, label "
+                  "ORDER BY split, label"));
   q.Bind(1, d.id);
   std::map<int, SplitCounts> splits;
   while (true) {
@@ -178,22 +189,32 @@ std::string ExtensionFor(ImageFormat format) {
 
 const char* RejectReasonName(RejectReason reason) {
   switch (reason) {
-    case RejectReason::kBadPath: return "bad_path";
-    case RejectReason::kUnsupportedFormat: return "unsupported_format";
-    case RejectReason::kTooManyPixels: return "too_many_pixels";
-    case RejectReason::kCorrupt: return "corrupt";
-    case RejectReason::kEmpty: return "empty";
-    case RejectReason::kTooLarge: return "too_large";
-    case RejectReason::kNoLabel: return "no_label";
-    case RejectReason::kNoSplit: return "no_split";
-    case RejectReason::kSizeMismatch: return "size_mismatch";
+    case RejectReason::kBadPath:
+      return "bad_path";
+    case RejectReason::kUnsupportedFormat:
+      return "unsupported_format";
+    case RejectReason::kTooManyPixels:
+      return "too_many_pixels";
+    case RejectReason::kCorrupt:
+      return "corrupt";
+    case RejectReason::kEmpty:
+      return "empty";
+    case RejectReason::kTooLarge:
+      return "too_large";
+    case RejectReason::kNoLabel:
+      return "no_label";
+    case RejectReason::kNoSplit:
+      return "no_split";
+    case RejectReason::kSizeMismatch:
+      return "size_mismatch";
   }
   return "unknown";
 }
 
 // ---- DatasetUpload ----------------------------------------------------------
 
-DatasetUpload::DatasetUpload(DatasetCatalog& catalog, UploadSpec spec, fs::path dir)
+DatasetUpload::DatasetUpload(DatasetCatalog& catalog, UploadSpec spec,
+                             fs::path dir)
     : catalog_(catalog), spec_(std::move(spec)), dir_(std::move(dir)) {}
 
 DatasetUpload::~DatasetUpload() { Abort(); }
@@ -217,16 +238,18 @@ absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
   if (!in_file_) {
     TRANSFERD_RETURN_IF_ERROR(BeginFile(chunk));
   } else if (!chunk.path.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk for \"", DisplayPath(chunk.path), "\" arrived while \"",
-        DisplayPath(file_path_), "\" was still open (its last chunk must set last)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk for \"", DisplayPath(chunk.path),
+                     "\" arrived while \"", DisplayPath(file_path_),
+                     "\" was still open (its last chunk must set last)"));
   }
   if (!skip_file_) {
     if (static_cast<int64_t>(file_data_.size() + chunk.data.size()) >
         catalog_.limits_.max_file_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "file \"", DisplayPath(file_path_), "\" exceeds the per-file limit of ",
-          catalog_.limits_.max_file_bytes, " bytes (--max-file-bytes)"));
+          "file \"", DisplayPath(file_path_),
+          "\" exceeds the per-file limit of ", catalog_.limits_.max_file_bytes,
+          " bytes (--max-file-bytes)"));
     }
     file_data_.append(chunk.data);
   }
@@ -264,7 +287,8 @@ absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
   if (absl::Status path = common::ValidateClientPath(chunk.path); !path.ok()) {
     Reject(RejectReason::kBadPath, std::string(path.message()));
     skip_file_ = true;
-  } else if (spec_.label_source == LabelSource::kExplicit && chunk.label.empty()) {
+  } else if (spec_.label_source == LabelSource::kExplicit &&
+             chunk.label.empty()) {
     Reject(RejectReason::kNoLabel,
            "explicit labels were requested but this file has none");
     skip_file_ = true;
@@ -278,10 +302,10 @@ absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
 absl::Status DatasetUpload::CheckSpace(int64_t more) const {
   const DatasetLimits& limits = catalog_.limits_;
   if (stored_bytes_ + more > limits.max_dataset_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "dataset quota: storing ", Mb(stored_bytes_ + more),
-        " would exceed the per-dataset limit of ", limits.max_dataset_bytes,
-        " bytes (--max-dataset-bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("dataset quota: storing ", Mb(stored_bytes_ + more),
+                     " would exceed the per-dataset limit of ",
+                     limits.max_dataset_bytes, " bytes (--max-dataset-bytes)"));
   }
   TRANSFERD_ASSIGN_OR_RETURN(const int64_t committed, catalog_.TotalBytes());
   int64_t reserved;
@@ -291,16 +315,17 @@ absl::Status DatasetUpload::CheckSpace(int64_t more) const {
   }
   if (committed + reserved + more > limits.max_total_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "total dataset quota: ", Mb(committed), " stored and ", Mb(reserved + more),
-        " being uploaded would exceed the limit of ", limits.max_total_bytes,
+        "total dataset quota: ", Mb(committed), " stored and ",
+        Mb(reserved + more), " being uploaded would exceed the limit of ",
+        limits.max_total_bytes,
         " bytes for all datasets (--max-total-dataset-bytes)"));
   }
   const int64_t free_bytes = FreeDiskBytes(dir_);
   if (free_bytes - more < limits.min_free_disk_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "free-disk floor: the data directory has ", Mb(free_bytes),
-        " free and must keep ", limits.min_free_disk_bytes,
-        " bytes free (--min-free-disk-bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("free-disk floor: the data directory has ", Mb(free_bytes),
+                     " free and must keep ", limits.min_free_disk_bytes,
+                     " bytes free (--min-free-disk-bytes)"));
   }
   return absl::OkStatus();
 }
@@ -312,22 +337,25 @@ absl::Status DatasetUpload::EndFile() {
   if (skip_file_) return absl::OkStatus();
   const int64_t size = static_cast<int64_t>(bytes.size());
   if (file_declared_ != 0 && file_declared_ != size) {
-    Reject(RejectReason::kSizeMismatch,
-           absl::StrCat("declared ", file_declared_, " bytes, received ", size));
+    Reject(
+        RejectReason::kSizeMismatch,
+        absl::StrCat("declared ", file_declared_, " bytes, received ", size));
     return absl::OkStatus();
   }
   ImageLimits limits = catalog_.limits_.image;
   limits.max_bytes = catalog_.limits_.max_file_bytes;
   // A reduced-resolution decode still reads every entropy-coded byte, so it
   // proves the file whole at a fraction of the cost.
-  absl::StatusOr<DecodedImage> image = DecodeImage(bytes, limits, /*min_side=*/32);
+  absl::StatusOr<DecodedImage> image =
+      DecodeImage(bytes, limits, /*min_side=*/32);
   if (!image.ok()) {
     const std::optional<ImageError> error = ImageErrorOf(image.status());
     Reject(error ? ReasonFor(*error) : RejectReason::kCorrupt,
            std::string(image.status().message()));
     return absl::OkStatus();
   }
-  TRANSFERD_ASSIGN_OR_RETURN(const ImageHeader header, ProbeImage(bytes, limits));
+  TRANSFERD_ASSIGN_OR_RETURN(const ImageHeader header,
+                             ProbeImage(bytes, limits));
   common::Sha256 hash;
   hash.Update(bytes.data(), bytes.size());
   Entry entry;
@@ -352,11 +380,12 @@ absl::Status DatasetUpload::EndFile() {
 }
 
 absl::StatusOr<UploadResult> DatasetUpload::Commit() {
-  if (dir_.empty()) return absl::FailedPreconditionError("the upload has already ended");
+  if (dir_.empty())
+    return absl::FailedPreconditionError("the upload has already ended");
   if (in_file_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the stream ended inside \"", DisplayPath(file_path_),
-        "\" (its last chunk must set last)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the stream ended inside \"", DisplayPath(file_path_),
+                     "\" (its last chunk must set last)"));
   }
 
   // Labels.
@@ -368,7 +397,8 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   std::vector<std::string> labels;
   for (Entry& e : entries_) {
     absl::StatusOr<std::string> label =
-        source == LabelSource::kExplicit ? absl::StatusOr<std::string>(e.explicit_label)
+        source == LabelSource::kExplicit
+            ? absl::StatusOr<std::string>(e.explicit_label)
         : source == LabelSource::kFolder ? common::LabelFromFolder(e.path)
                                          : common::LabelFromFilename(e.path);
     if (!label.ok()) {
@@ -408,8 +438,9 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   for (size_t i = 0; i < labelled.size(); ++i) {
     if (splits[i] == Split::kNone) {
       if (policy.kind == common::SplitPolicy::Kind::kFolders) {
-        rejected_.push_back({DisplayPath(labelled[i].path), RejectReason::kNoSplit,
-                             "not under a train/, validation/ (val/) or test/ folder"});
+        rejected_.push_back(
+            {DisplayPath(labelled[i].path), RejectReason::kNoSplit,
+             "not under a train/, validation/ (val/) or test/ folder"});
       }
       continue;  // per-class counts: beyond the requested sum, not stored
     }
@@ -437,7 +468,8 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
 
   // Files only the dropped entries used are not kept.
-  std::map<std::string, int64_t> size_of;  // stored file -> bytes, of kept entries
+  std::map<std::string, int64_t>
+      size_of;  // stored file -> bytes, of kept entries
   for (const Kept& k : kept) size_of[k.entry.sha256] = k.entry.bytes;
   for (const std::string& file : stored_) {
     if (size_of.count(file) == 0) {
@@ -453,15 +485,18 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
 
   DatasetInfo info;
   info.id = spec_.id;
-  info.display_name = spec_.display_name.empty() ? spec_.id : spec_.display_name;
-  info.create_time = FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
+  info.display_name =
+      spec_.display_name.empty() ? spec_.id : spec_.display_name;
+  info.create_time =
+      FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
   info.label_source = source;
   info.classes = classes;
   info.files = static_cast<int64_t>(kept.size());
   info.bytes = bytes;
   info.rejected_files = static_cast<int64_t>(rejected_.size());
   info.duplicate_files = duplicates;
-  info.image_size.min_width = info.image_size.min_height = std::numeric_limits<int>::max();
+  info.image_size.min_width = info.image_size.min_height =
+      std::numeric_limits<int>::max();
   double sum_w = 0, sum_h = 0;
   for (const Kept& k : kept) {
     ImageSizeStats& s = info.image_size;
@@ -474,7 +509,8 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   }
   info.image_size.mean_width = sum_w / static_cast<double>(kept.size());
   info.image_size.mean_height = sum_h / static_cast<double>(kept.size());
-  for (size_t i = 0; i < rejected_.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
+  for (size_t i = 0;
+       i < rejected_.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
     info.rejects.push_back(rejected_[i]);
   }
 
@@ -487,20 +523,23 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     fs::rename(dir_, final_dir, ec);
     if (ec) {
       return absl::InternalError(absl::StrCat("cannot move the upload into ",
-                                              final_dir.string(), ": ", ec.message()));
+                                              final_dir.string(), ": ",
+                                              ec.message()));
     }
   }
   dir_ = final_dir;  // an abort from here on removes the final folder
   TRANSFERD_RETURN_IF_ERROR(SyncDirectory(catalog_.data_dir_.datasets_dir()));
 
   std::map<std::string, int64_t> class_index;
-  for (size_t i = 0; i < classes.size(); ++i) class_index[classes[i]] = static_cast<int64_t>(i);
+  for (size_t i = 0; i < classes.size(); ++i)
+    class_index[classes[i]] = static_cast<int64_t>(i);
   const std::string classes_json = nlohmann::json(classes).dump();
   const std::string rejects_json = RejectsToJson(rejected_).dump();
-  TRANSFERD_RETURN_IF_ERROR(catalog_.store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+  TRANSFERD_RETURN_IF_ERROR(catalog_.store_.Transaction([&](StoreTxn& txn)
+                                                            -> absl::Status {
     {
-      TRANSFERD_ASSIGN_OR_RETURN(Statement exists,
-                                 txn.Prepare("SELECT 1 FROM datasets WHERE id = ?"));
+      TRANSFERD_ASSIGN_OR_RETURN(
+          Statement exists, txn.Prepare("SELECT 1 FROM datasets WHERE id = ?"));
       exists.Bind(1, spec_.id);
       TRANSFERD_ASSIGN_OR_RETURN(bool taken, exists.Step());
       if (taken) {
@@ -509,9 +548,9 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
       }
     }
     TRANSFERD_ASSIGN_OR_RETURN(
-        Statement insert,
-        txn.Prepare(absl::StrCat("INSERT INTO datasets (", kDatasetColumns,
-                                 ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
+        Statement insert, txn.Prepare(absl::StrCat(
+                              "INSERT INTO datasets (", kDatasetColumns,
+                              ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
     const ImageSizeStats& s = info.image_size;
     insert.Bind(1, info.id)
         .Bind(2, info.display_name)
@@ -532,8 +571,9 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     TRANSFERD_RETURN_IF_ERROR(insert.Run());
     TRANSFERD_ASSIGN_OR_RETURN(
         Statement file,
-        txn.Prepare("INSERT INTO dataset_files (dataset_id, idx, client_path, label, "
-                    "split, file, bytes, width, height) VALUES (?,?,?,?,?,?,?,?,?)"));
+        txn.Prepare(
+            "INSERT INTO dataset_files (dataset_id, idx, client_path, label, "
+            "split, file, bytes, width, height) VALUES (?,?,?,?,?,?,?,?,?)"));
     for (size_t i = 0; i < kept.size(); ++i) {
       const Kept& k = kept[i];
       file.Reset()
@@ -564,7 +604,8 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
 
 // ---- DatasetCatalog ---------------------------------------------------------
 
-DatasetCatalog::DatasetCatalog(Store& store, const DataDir& data_dir, DatasetLimits limits)
+DatasetCatalog::DatasetCatalog(Store& store, const DataDir& data_dir,
+                               DatasetLimits limits)
     : store_(store), data_dir_(data_dir), limits_(std::move(limits)) {}
 
 DatasetCatalog::~DatasetCatalog() = default;
@@ -584,17 +625,19 @@ absl::StatusOr<std::unique_ptr<DatasetCatalog>> DatasetCatalog::Open(
 
 absl::Status DatasetCatalog::RemoveOrphans() {
   std::set<std::string> known;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(Statement q, txn.Prepare("SELECT id FROM datasets"));
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      known.insert(q.ColumnText(0));
-    }
-    return absl::OkStatus();
-  }));
-  TRANSFERD_ASSIGN_OR_RETURN(orphans_removed_,
-                             RemoveUncatalogued(data_dir_.datasets_dir(), known));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(Statement q,
+                                   txn.Prepare("SELECT id FROM datasets"));
+        while (true) {
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          known.insert(q.ColumnText(0));
+        }
+        return absl::OkStatus();
+      }));
+  TRANSFERD_ASSIGN_OR_RETURN(
+      orphans_removed_, RemoveUncatalogued(data_dir_.datasets_dir(), known));
   return absl::OkStatus();
 }
 
@@ -602,34 +645,39 @@ absl::Status DatasetCatalog::ValidateId(std::string_view id) {
   return ValidateResourceId("dataset id", id);
 }
 
-absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(UploadSpec spec) {
+absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(
+    UploadSpec spec) {
   if (spec.id.empty()) spec.id = "ds-" + RandomHex(4);
   TRANSFERD_RETURN_IF_ERROR(ValidateId(spec.id));
   if (spec.display_name.size() > 1024) {
     return absl::InvalidArgumentError("display_name is longer than 1024 bytes");
   }
   if (spec.expected_files < 0 || spec.expected_bytes < 0) {
-    return absl::InvalidArgumentError("expected_files and expected_bytes must not be negative");
+    return absl::InvalidArgumentError(
+        "expected_files and expected_bytes must not be negative");
   }
   if (spec.expected_files > limits_.max_files) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the upload declares ", spec.expected_files, " files, over the limit of ",
-        limits_.max_files, " files per dataset (--max-dataset-files)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the upload declares ", spec.expected_files,
+                     " files, over the limit of ", limits_.max_files,
+                     " files per dataset (--max-dataset-files)"));
   }
   if (spec.split.has_value()) {
     // Checked once here so that a bad policy fails before any byte is sent.
-    TRANSFERD_RETURN_IF_ERROR(common::AssignSplits({}, {}, *spec.split).status());
+    TRANSFERD_RETURN_IF_ERROR(
+        common::AssignSplits({}, {}, *spec.split).status());
   }
   if (absl::Status existing = Get(spec.id).status(); existing.ok()) {
-    return absl::AlreadyExistsError(absl::StrCat("dataset \"", spec.id, "\" already exists"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("dataset \"", spec.id, "\" already exists"));
   } else if (!absl::IsNotFound(existing)) {
     return existing;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!uploading_.insert(spec.id).second) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("dataset \"", spec.id, "\" is being uploaded by another stream"));
+      return absl::AlreadyExistsError(absl::StrCat(
+          "dataset \"", spec.id, "\" is being uploaded by another stream"));
     }
   }
   const fs::path dir = data_dir_.tmp_dir() / ("upload-" + RandomHex(8));
@@ -637,9 +685,11 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> DatasetCatalog::BeginUpload(Uploa
   fs::create_directory(dir, ec);
   if (ec) {
     EndUpload(spec.id, 0);
-    return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
+    return absl::InternalError(
+        absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
   }
-  std::unique_ptr<DatasetUpload> upload(new DatasetUpload(*this, std::move(spec), dir));
+  std::unique_ptr<DatasetUpload> upload(
+      new DatasetUpload(*this, std::move(spec), dir));
   if (upload->spec_.expected_bytes > 0) {
     TRANSFERD_RETURN_IF_ERROR(upload->CheckSpace(upload->spec_.expected_bytes));
   }
@@ -654,62 +704,71 @@ void DatasetCatalog::EndUpload(const std::string& id, int64_t reserved_bytes) {
 
 absl::StatusOr<int64_t> DatasetCatalog::TotalBytes() {
   int64_t total = 0;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(Statement q,
-                               txn.Prepare("SELECT COALESCE(SUM(bytes), 0) FROM datasets"));
-    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (row) total = q.ColumnInt(0);
-    return absl::OkStatus();
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare("SELECT COALESCE(SUM(bytes), 0) FROM datasets"));
+        TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (row) total = q.ColumnInt(0);
+        return absl::OkStatus();
+      }));
   return total;
 }
 
 absl::StatusOr<DatasetInfo> DatasetCatalog::Get(const std::string& id) {
   TRANSFERD_RETURN_IF_ERROR(ValidateId(id));
   std::optional<DatasetInfo> found;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement q,
-        txn.Prepare(absl::StrCat("SELECT ", kDatasetColumns, " FROM datasets WHERE id = ?")));
-    q.Bind(1, id);
-    TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return absl::OkStatus();
-    found = ReadDatasetRow(q);
-    return ReadSplitCounts(txn, *found);
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare(absl::StrCat("SELECT ", kDatasetColumns,
+                                     " FROM datasets WHERE id = ?")));
+        q.Bind(1, id);
+        TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) return absl::OkStatus();
+        found = ReadDatasetRow(q);
+        return ReadSplitCounts(txn, *found);
+      }));
   if (!found.has_value()) {
     return absl::NotFoundError(absl::StrCat("dataset \"", id, "\" not found"));
   }
   return *std::move(found);
 }
 
-absl::StatusOr<std::vector<DatasetInfo>> DatasetCatalog::List(int page_size,
-                                                              const std::string& page_token,
-                                                              std::string* next_page_token) {
+absl::StatusOr<std::vector<DatasetInfo>> DatasetCatalog::List(
+    int page_size, const std::string& page_token,
+    std::string* next_page_token) {
   TRANSFERD_ASSIGN_OR_RETURN(page_size, ClampPageSize(page_size));
   TRANSFERD_ASSIGN_OR_RETURN(const int64_t offset, ParsePageToken(page_token));
   std::vector<DatasetInfo> out;
   bool more = false;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement q, txn.Prepare(absl::StrCat(
-                         "SELECT ", kDatasetColumns,
-                         " FROM datasets ORDER BY create_time_ms DESC, id LIMIT ? OFFSET ?")));
-    q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
-    TRANSFERD_ASSIGN_OR_RETURN(more, ReadPage(q, page_size, [&](const Statement& row) {
-                                 out.push_back(ReadDatasetRow(row));
-                                 return absl::OkStatus();
-                               }));
-    for (DatasetInfo& d : out) TRANSFERD_RETURN_IF_ERROR(ReadSplitCounts(txn, d));
-    return absl::OkStatus();
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare(absl::StrCat("SELECT ", kDatasetColumns,
+                                     " FROM datasets ORDER BY create_time_ms "
+                                     "DESC, id LIMIT ? OFFSET ?")));
+        q.Bind(1, static_cast<int64_t>(page_size) + 1).Bind(2, offset);
+        TRANSFERD_ASSIGN_OR_RETURN(
+            more, ReadPage(q, page_size, [&](const Statement& row) {
+              out.push_back(ReadDatasetRow(row));
+              return absl::OkStatus();
+            }));
+        for (DatasetInfo& d : out)
+          TRANSFERD_RETURN_IF_ERROR(ReadSplitCounts(txn, d));
+        return absl::OkStatus();
+      }));
   if (next_page_token != nullptr) {
     *next_page_token = more ? std::to_string(offset + page_size) : "";
   }
   return out;
 }
 
-void DatasetCatalog::SetInUseCheck(std::function<std::string(const std::string&)> in_use) {
+void DatasetCatalog::SetInUseCheck(
+    std::function<std::string(const std::string&)> in_use) {
   std::lock_guard<std::mutex> lock(mu_);
   in_use_ = std::move(in_use);
 }
@@ -730,40 +789,47 @@ absl::Status DatasetCatalog::Delete(const std::string& id) {
     }
   }
   bool deleted = false;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(Statement d, txn.Prepare("DELETE FROM datasets WHERE id = ?"));
-    d.Bind(1, id);
-    TRANSFERD_RETURN_IF_ERROR(d.Run());
-    deleted = txn.Changes() > 0;
-    TRANSFERD_ASSIGN_OR_RETURN(Statement f,
-                               txn.Prepare("DELETE FROM dataset_files WHERE dataset_id = ?"));
-    f.Bind(1, id);
-    return f.Run();
-  }));
-  if (!deleted) return absl::NotFoundError(absl::StrCat("dataset \"", id, "\" not found"));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement d, txn.Prepare("DELETE FROM datasets WHERE id = ?"));
+        d.Bind(1, id);
+        TRANSFERD_RETURN_IF_ERROR(d.Run());
+        deleted = txn.Changes() > 0;
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement f,
+            txn.Prepare("DELETE FROM dataset_files WHERE dataset_id = ?"));
+        f.Bind(1, id);
+        return f.Run();
+      }));
+  if (!deleted)
+    return absl::NotFoundError(absl::StrCat("dataset \"", id, "\" not found"));
   // After the rows: a crash here leaves an orphan folder, removed at start.
   std::error_code ec;
   fs::remove_all(data_dir_.datasets_dir() / id, ec);
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<data::Example>> DatasetCatalog::Examples(const std::string& id,
-                                                                    Split split) {
+absl::StatusOr<std::vector<data::Example>> DatasetCatalog::Examples(
+    const std::string& id, Split split) {
   TRANSFERD_RETURN_IF_ERROR(Get(id).status());
   std::vector<data::Example> out;
   const fs::path dir = data_dir_.datasets_dir() / id;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement q, txn.Prepare("SELECT file, label FROM dataset_files WHERE dataset_id = ? "
-                                 "AND split = ? ORDER BY idx"));
-    q.Bind(1, id).Bind(2, static_cast<int64_t>(split));
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      out.push_back({(dir / q.ColumnText(0)).string(), q.ColumnInt(1)});
-    }
-    return absl::OkStatus();
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare(
+                "SELECT file, label FROM dataset_files WHERE dataset_id = ? "
+                "AND split = ? ORDER BY idx"));
+        q.Bind(1, id).Bind(2, static_cast<int64_t>(split));
+        while (true) {
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          out.push_back({(dir / q.ColumnText(0)).string(), q.ColumnInt(1)});
+        }
+        return absl::OkStatus();
+      }));
   return out;
 }
 
@@ -772,22 +838,27 @@ absl::StatusOr<std::vector<DatasetFile>> DatasetCatalog::Files(
   TRANSFERD_RETURN_IF_ERROR(Get(id).status());
   std::vector<DatasetFile> out;
   const fs::path dir = data_dir_.datasets_dir() / id;
-  TRANSFERD_RETURN_IF_ERROR(store_.Transaction([&](StoreTxn& txn) -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement q, txn.Prepare("SELECT client_path, file, label, split FROM dataset_files "
-                                 "WHERE dataset_id = ? ORDER BY idx"));
-    q.Bind(1, id);
-    while (true) {
-      TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
-      if (!row) break;
-      const auto split = static_cast<common::Split>(q.ColumnInt(3));
-      if (!splits.empty() && std::find(splits.begin(), splits.end(), split) == splits.end()) {
-        continue;
-      }
-      out.push_back({q.ColumnText(0), (dir / q.ColumnText(1)).string(), q.ColumnInt(2), split});
-    }
-    return absl::OkStatus();
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare(
+                "SELECT client_path, file, label, split FROM dataset_files "
+                "WHERE dataset_id = ? ORDER BY idx"));
+        q.Bind(1, id);
+        while (true) {
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          const auto split = static_cast<common::Split>(q.ColumnInt(3));
+          if (!splits.empty() &&
+              std::find(splits.begin(), splits.end(), split) == splits.end()) {
+            continue;
+          }
+          out.push_back({q.ColumnText(0), (dir / q.ColumnText(1)).string(),
+                         q.ColumnInt(2), split});
+        }
+        return absl::OkStatus();
+      }));
   return out;
 }
 

@@ -115,7 +115,8 @@ struct DatasetInfo {
   std::chrono::system_clock::time_point create_time;
   common::LabelSource label_source = common::LabelSource::kFilename;
   std::vector<std::string> classes;  // sorted
-  std::vector<SplitCounts> splits;   // train, validation, test; empty ones left out
+  std::vector<SplitCounts>
+      splits;  // train, validation, test; empty ones left out
   int64_t files = 0;
   int64_t bytes = 0;
   ImageSizeStats image_size;
@@ -163,7 +164,8 @@ class DatasetUpload {
     int64_t bytes = 0;
     int width = 0, height = 0;
   };
-  DatasetUpload(DatasetCatalog& catalog, UploadSpec spec, std::filesystem::path dir);
+  DatasetUpload(DatasetCatalog& catalog, UploadSpec spec,
+                std::filesystem::path dir);
 
   absl::Status BeginFile(const UploadChunk& chunk);
   absl::Status EndFile();
@@ -224,8 +226,8 @@ class DatasetCatalog {
                                                       common::Split split);
   // Every file of the given splits (all when empty), in upload order, with
   // the client's path (for predict jobs' results).
-  absl::StatusOr<std::vector<DatasetFile>> Files(const std::string& id,
-                                                 const std::vector<common::Split>& splits);
+  absl::StatusOr<std::vector<DatasetFile>> Files(
+      const std::string& id, const std::vector<common::Split>& splits);
 
   // Asked before a delete; returns the user (e.g. "jobs/7") or "" if none.
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);

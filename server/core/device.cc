@@ -64,9 +64,8 @@ absl::StatusOr<ComputeDevice> CudaDevice(int index) {
 
 absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
   if (options.threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads must be >= 0 (0 = all CPUs), got ",
-                     options.threads));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "threads must be >= 0 (0 = all CPUs), got ", options.threads));
   }
   absl::StatusOr<ComputeDevice> device;
   absl::string_view spec = options.device;

@@ -39,7 +39,8 @@ class DeviceArbiter {
     if (priority == Priority::kInteractive) {
       ++interactive_waiting_;
       cv_.wait(lock, [&] {
-        return !busy_ && (background_waiting_ == 0 || streak_ < kMaxInteractiveStreak);
+        return !busy_ &&
+               (background_waiting_ == 0 || streak_ < kMaxInteractiveStreak);
       });
       --interactive_waiting_;
       if (background_waiting_ > 0) ++streak_;
@@ -47,7 +48,8 @@ class DeviceArbiter {
     } else {
       ++background_waiting_;
       cv_.wait(lock, [&] {
-        return !busy_ && (interactive_waiting_ == 0 || streak_ >= kMaxInteractiveStreak);
+        return !busy_ &&
+               (interactive_waiting_ == 0 || streak_ >= kMaxInteractiveStreak);
       });
       --background_waiting_;
       streak_ = 0;

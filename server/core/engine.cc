@@ -24,7 +24,8 @@ std::string RandomHex(int bytes) {
 // (built once: a second or two of start-up, while health is NOT_SERVING).
 std::vector<BackboneDescription> DescribeBackbones() {
   std::vector<BackboneDescription> out;
-  for (const backbones::BackboneCatalogEntry& entry : backbones::BackboneCatalog()) {
+  for (const backbones::BackboneCatalogEntry& entry :
+       backbones::BackboneCatalog()) {
     BackboneDescription d;
     d.name = entry.name;
     d.keras_name = entry.keras_name;
@@ -75,8 +76,8 @@ absl::Status Engine::Start() {
     id = RandomHex(8);
     TRANSFERD_RETURN_IF_ERROR((*store)->SetMeta("instance_id", *id));
     TRANSFERD_RETURN_IF_ERROR((*store)->SetMeta(
-        "created_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
-                                       absl::UTCTimeZone())));
+        "created_at",
+        absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())));
   }
   instance_id_ = *id;
   TRANSFERD_ASSIGN_OR_RETURN(
@@ -117,7 +118,8 @@ EngineInfo Engine::Info() const {
     info.instance_id = instance_id_;
     info.backbones = backbones_;
     // Files in the weights folder, by the backbone their name starts with.
-    for (const std::string& file : backbones::CachedWeightFiles(data_dir_->weights_dir())) {
+    for (const std::string& file :
+         backbones::CachedWeightFiles(data_dir_->weights_dir())) {
       BackboneDescription* owner = nullptr;
       size_t longest = 0;
       for (BackboneDescription& b : info.backbones) {

@@ -12,15 +12,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/core/util/cpu_features.h"
-#include "server/core/util/data_dir.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/datasets.h"
+#include "server/core/device.h"
 #include "server/core/device_arbiter.h"
 #include "server/core/jobs.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
-#include "server/core/device.h"
-#include "server/core/backbones/weights_cache.h"
+#include "server/core/util/cpu_features.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/util/store.h"
 
 namespace transferd::core {
@@ -77,8 +77,8 @@ class Engine {
   // checks with NOT_SERVING: opens and migrates the store (waiting up to
   // startup_timeout for a lock another process holds) and opens the dataset
   // catalog (removing what an interrupted upload or delete left); as the
-  // product grows, recovers interrupted jobs. Gives up with CANCELLED once BeginShutdown()
-  // is called. ready() is true after it succeeds.
+  // product grows, recovers interrupted jobs. Gives up with CANCELLED once
+  // BeginShutdown() is called. ready() is true after it succeeds.
   absl::Status Start();
   bool ready() const { return ready_.load(); }
 

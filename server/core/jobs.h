@@ -28,9 +28,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/backbones/weights_cache.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core {
@@ -41,7 +41,13 @@ class ModelRegistry;
 class Store;
 
 enum class JobKind { kTrain = 1, kFineTune = 2, kPredict = 3 };
-enum class JobState { kQueued = 1, kRunning = 2, kSucceeded = 3, kFailed = 4, kCancelled = 5 };
+enum class JobState {
+  kQueued = 1,
+  kRunning = 2,
+  kSucceeded = 3,
+  kFailed = 4,
+  kCancelled = 5
+};
 bool IsTerminal(JobState state);
 const char* JobStateName(JobState state);
 
@@ -104,7 +110,8 @@ struct JobRecord {
   std::string spec_blob;
   std::string resolved_blob;
   train::TrainConfig config;
-  std::chrono::system_clock::time_point create_time, start_time, end_time;  // 0 = not yet
+  std::chrono::system_clock::time_point create_time, start_time,
+      end_time;  // 0 = not yet
   JobProgress progress;
   std::vector<train::EpochReport> history;
   train::TrainableSummary trainable;
@@ -121,7 +128,7 @@ struct FilePredictionRecord {
   std::string true_label;  // the dataset's label
   std::string label;       // predicted class ("" when the file failed)
   std::vector<float> probabilities;  // in the model's class order
-  int status_code = 0;     // absl::StatusCode; 0 = OK
+  int status_code = 0;               // absl::StatusCode; 0 = OK
   std::string status_message;
 };
 
@@ -163,7 +170,8 @@ class JobQueue {
   absl::StatusOr<JobRecord> Create(NewJob job);
   absl::StatusOr<JobRecord> Get(const std::string& id);
   // Newest first, optionally only one state / kind.
-  absl::StatusOr<std::vector<JobRecord>> List(int page_size, const std::string& page_token,
+  absl::StatusOr<std::vector<JobRecord>> List(int page_size,
+                                              const std::string& page_token,
                                               std::optional<JobState> state,
                                               std::optional<JobKind> kind,
                                               std::string* next_page_token);
@@ -173,12 +181,13 @@ class JobQueue {
 
   // A PREDICT job's per-file results in dataset order, paged (0 = 500,
   // capped at 10000). FAILED_PRECONDITION for other kinds of job.
-  absl::StatusOr<PredictionsPage> Predictions(const std::string& id, int page_size,
+  absl::StatusOr<PredictionsPage> Predictions(const std::string& id,
+                                              int page_size,
                                               const std::string& page_token);
 
   // Up to `limit` events with sequence > after, in order.
-  absl::StatusOr<std::vector<JobEvent>> Events(const std::string& id, int64_t after,
-                                               int limit);
+  absl::StatusOr<std::vector<JobEvent>> Events(const std::string& id,
+                                               int64_t after, int limit);
   // `wake` runs on the queue's notifier thread (never the worker's) after new
   // events of job `id` are stored; it must not block. Returns a handle for
   // Unsubscribe.
@@ -202,7 +211,8 @@ class JobQueue {
   // Stores a validated job QUEUED and wakes the worker.
   absl::StatusOr<JobRecord> Insert(NewJob job);
   absl::Status Append(const std::string& id, JobEvent event);
-  absl::Status SetState(const std::string& id, JobState state, const std::string& message);
+  absl::Status SetState(const std::string& id, JobState state,
+                        const std::string& message);
   absl::Status SaveRunState(const JobRecord& job);
   std::string UserOf(const char* column, const std::string& value);
 
@@ -213,7 +223,7 @@ class JobQueue {
   // stopping_ for readers that must not take mu_ (watchers, on the notifier
   // thread, which holds watch_mu_ while Cancel may hold mu_ and want it).
   std::atomic<bool> stopping_flag_{false};
-  std::string running_;        // id of the job the worker runs
+  std::string running_;  // id of the job the worker runs
   bool cancel_running_ = false;
   std::thread worker_;
 

@@ -46,7 +46,8 @@ absl::StatusOr<int64_t> WriteModelArchive(const ModelInfo& model,
 // the archive). INVALID_ARGUMENT naming the problem for anything malformed;
 // nothing is left at `weights_out` on error. The tensors themselves are not
 // checked here (see ModelRegistry::Import).
-absl::StatusOr<ModelInfo> ReadModelArchive(const std::filesystem::path& archive,
-                                           const std::filesystem::path& weights_out);
+absl::StatusOr<ModelInfo> ReadModelArchive(
+    const std::filesystem::path& archive,
+    const std::filesystem::path& weights_out);
 
 }  // namespace transferd::core

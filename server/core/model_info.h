@@ -45,7 +45,8 @@ struct ModelInfo {
   int64_t size_bytes = 0;
   int64_t parameters = 0;
   std::filesystem::path weights_file;  // inside the data directory
-  std::vector<std::string> aliases;    // pointing at it, sorted (Get and List fill it)
+  std::vector<std::string>
+      aliases;  // pointing at it, sorted (Get and List fill it)
 };
 
 }  // namespace transferd::core

@@ -1,8 +1,5 @@
 #include "server/core/predictor.h"
 
-#include <spdlog/spdlog.h>
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -12,19 +9,23 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
 #include "absl/strings/str_cat.h"
 #include "server/core/backbones/preprocessing.h"
 #include "server/core/registry.h"
+#include "server/core/train/classifier.h"
 #include "server/core/util/status_macros.h"
 #include "server/core/util/torch_util.h"
-#include "server/core/train/classifier.h"
 
 namespace transferd::core {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<backbones::Preprocessing> PreprocessingOf(const PreprocessingInfo& info) {
+absl::StatusOr<backbones::Preprocessing> PreprocessingOf(
+    const PreprocessingInfo& info) {
   backbones::Preprocessing p;
   if (info.mode == "caffe") {
     p.mode = backbones::Preprocessing::Mode::kCaffe;
@@ -33,7 +34,8 @@ absl::StatusOr<backbones::Preprocessing> PreprocessingOf(const PreprocessingInfo
   } else if (info.mode == "torch") {
     p.mode = backbones::Preprocessing::Mode::kTorch;
   } else {
-    return absl::DataLossError(absl::StrCat("unknown preprocessing mode '", info.mode, "'"));
+    return absl::DataLossError(
+        absl::StrCat("unknown preprocessing mode '", info.mode, "'"));
   }
   if (info.mean.size() != 3 || info.std.size() != 3 || info.input_size <= 0) {
     return absl::DataLossError("malformed preprocessing metadata");
@@ -66,13 +68,15 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(
     const ModelInfo& info, const ComputeDevice& device,
     const backbones::WeightsCacheOptions& weights) {
   auto impl = std::make_unique<Impl>();
-  TRANSFERD_ASSIGN_OR_RETURN(impl->preprocessing, PreprocessingOf(info.preprocessing));
+  TRANSFERD_ASSIGN_OR_RETURN(impl->preprocessing,
+                             PreprocessingOf(info.preprocessing));
   impl->input_size = info.preprocessing.input_size;
   impl->num_classes = static_cast<int>(info.classes.size());
   impl->bf16 = info.model.precision == "bf16";
   impl->device = ToTorchDevice(device);
   if (impl->num_classes < 2) {
-    return absl::DataLossError(absl::StrCat("model ", info.id, " has fewer than 2 classes"));
+    return absl::DataLossError(
+        absl::StrCat("model ", info.id, " has fewer than 2 classes"));
   }
   try {
     train::ModelConfig config = info.model;
@@ -86,7 +90,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(
     for (const auto& t : impl->model->parameters()) impl->bytes += t.nbytes();
     for (const auto& t : impl->model->buffers()) impl->bytes += t.nbytes();
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("loading model ", info.id, ": ", e.what()));
+    return absl::InternalError(
+        absl::StrCat("loading model ", info.id, ": ", e.what()));
   }
   return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
 }
@@ -95,14 +100,14 @@ int ModelRunner::input_size() const { return impl_->input_size; }
 int ModelRunner::num_classes() const { return impl_->num_classes; }
 int64_t ModelRunner::bytes() const { return impl_->bytes; }
 
-absl::StatusOr<std::vector<float>> ModelRunner::Run(const uint8_t* pixels, int64_t n,
-                                                    bool flip_tta) {
+absl::StatusOr<std::vector<float>> ModelRunner::Run(const uint8_t* pixels,
+                                                    int64_t n, bool flip_tta) {
   const int s = impl_->input_size;
   try {
     torch::NoGradGuard no_grad;
     // from_blob does not own or modify the bytes; preprocessing makes a copy.
-    const torch::Tensor rgb = torch::from_blob(const_cast<uint8_t*>(pixels), {n, s, s, 3},
-                                               torch::kUInt8);
+    const torch::Tensor rgb = torch::from_blob(const_cast<uint8_t*>(pixels),
+                                               {n, s, s, 3}, torch::kUInt8);
     torch::Tensor x = backbones::ApplyPreprocessing(impl_->preprocessing, rgb)
                           .contiguous(torch::MemoryFormat::ChannelsLast)
                           .to(impl_->device);
@@ -115,7 +120,8 @@ absl::StatusOr<std::vector<float>> ModelRunner::Run(const uint8_t* pixels, int64
     torch::Tensor p = impl_->model->Probabilities(logits).to(torch::kFloat32);
     if (flip_tta) p = (p.slice(0, 0, n) + p.slice(0, n, 2 * n)) / 2;
     p = p.to(torch::kCPU).contiguous();
-    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    return std::vector<float>(p.data_ptr<float>(),
+                              p.data_ptr<float>() + p.numel());
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("inference failed: ", e.what()));
   }
@@ -168,7 +174,11 @@ void RunCallbacks(Finished& finished) {
 struct Predictor::Impl {
   Impl(const PredictorOptions& o, ModelRegistry& m, ComputeDevice d,
        backbones::WeightsCacheOptions w, DeviceArbiter* a)
-      : options(o), models(m), device(std::move(d)), weights(std::move(w)), arbiter(a) {}
+      : options(o),
+        models(m),
+        device(std::move(d)),
+        weights(std::move(w)),
+        arbiter(a) {}
 
   const PredictorOptions& options;
   ModelRegistry& models;
@@ -191,7 +201,8 @@ struct Predictor::Impl {
   // Worker thread only.
   std::map<std::string, Loaded> loaded;
 
-  absl::StatusOr<std::shared_ptr<const ModelInfo>> MetaOf(const std::string& id) {
+  absl::StatusOr<std::shared_ptr<const ModelInfo>> MetaOf(
+      const std::string& id) {
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = meta.find(id);
@@ -204,7 +215,8 @@ struct Predictor::Impl {
   }
 
   // Finishes `r` with `status` unless it already ended; mu held.
-  void End(const std::shared_ptr<Request>& r, absl::Status status, Finished& out) {
+  void End(const std::shared_ptr<Request>& r, absl::Status status,
+           Finished& out) {
     if (r->finished) return;
     r->finished = true;
     out.emplace_back(r, std::move(status));
@@ -216,7 +228,8 @@ struct Predictor::Impl {
       it->second.last_used = Clock::now();
       return it->second.runner.get();
     }
-    TRANSFERD_ASSIGN_OR_RETURN(std::shared_ptr<const ModelInfo> info, MetaOf(id));
+    TRANSFERD_ASSIGN_OR_RETURN(std::shared_ptr<const ModelInfo> info,
+                               MetaOf(id));
     const auto start = Clock::now();
     TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
                                ModelRunner::Load(*info, device, weights));
@@ -228,7 +241,8 @@ struct Predictor::Impl {
       TRANSFERD_RETURN_IF_ERROR(runner->Run(zeros.data(), 1, false).status());
     }
     spdlog::info("predictor: model {} loaded and warmed in {} ms ({} MiB)", id,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     Clock::now() - start)
                      .count(),
                  runner->bytes() >> 20);
     ModelRunner* raw = runner.get();
@@ -271,7 +285,8 @@ struct Predictor::Impl {
       auto victim = loaded.end();
       for (auto it = loaded.begin(); it != loaded.end(); ++it) {
         if (it->first == keep) continue;
-        if (victim == loaded.end() || it->second.last_used < victim->second.last_used) {
+        if (victim == loaded.end() ||
+            it->second.last_used < victim->second.last_used) {
           victim = it;
         }
       }
@@ -284,27 +299,32 @@ struct Predictor::Impl {
     Finished finished;
     absl::StatusOr<ModelRunner*> runner = EnsureLoaded(model_id);
     if (!runner.ok()) {
-      spdlog::warn("predictor: model {}: {}", model_id, std::string(runner.status().message()));
+      spdlog::warn("predictor: model {}: {}", model_id,
+                   std::string(runner.status().message()));
       std::lock_guard<std::mutex> lock(mu);
       for (Item& item : batch) End(item.request, runner.status(), finished);
     } else {
       ModelRunner& r = **runner;
-      const size_t image_bytes = static_cast<size_t>(r.input_size()) * r.input_size() * 3;
+      const size_t image_bytes =
+          static_cast<size_t>(r.input_size()) * r.input_size() * 3;
       for (bool tta : {false, true}) {
         std::vector<Item*> part;
         for (Item& item : batch) {
-          if (item.request->call.flip_tta == tta && item.pixels.size() == image_bytes) {
+          if (item.request->call.flip_tta == tta &&
+              item.pixels.size() == image_bytes) {
             part.push_back(&item);
           }
         }
         if (part.empty()) continue;
         std::vector<uint8_t> pixels(image_bytes * part.size());
         for (size_t i = 0; i < part.size(); ++i) {
-          std::memcpy(pixels.data() + i * image_bytes, part[i]->pixels.data(), image_bytes);
+          std::memcpy(pixels.data() + i * image_bytes, part[i]->pixels.data(),
+                      image_bytes);
         }
         absl::StatusOr<std::vector<float>> probs;
         {
-          DeviceArbiter::Turn turn(arbiter, DeviceArbiter::Priority::kInteractive);
+          DeviceArbiter::Turn turn(arbiter,
+                                   DeviceArbiter::Priority::kInteractive);
           probs = r.Run(pixels.data(), static_cast<int64_t>(part.size()), tta);
         }
         std::lock_guard<std::mutex> lock(mu);
@@ -319,12 +339,15 @@ struct Predictor::Impl {
           }
           ImageResult& out = req.outcome.images[part[i]->index];
           const int k = r.num_classes();
-          out.probabilities.assign(probs->begin() + static_cast<int64_t>(i) * k,
-                                   probs->begin() + static_cast<int64_t>(i + 1) * k);
-          out.label = static_cast<int>(
-              std::max_element(out.probabilities.begin(), out.probabilities.end()) -
-              out.probabilities.begin());
-          if (--req.remaining == 0) End(part[i]->request, absl::OkStatus(), finished);
+          out.probabilities.assign(
+              probs->begin() + static_cast<int64_t>(i) * k,
+              probs->begin() + static_cast<int64_t>(i + 1) * k);
+          out.label =
+              static_cast<int>(std::max_element(out.probabilities.begin(),
+                                                out.probabilities.end()) -
+                               out.probabilities.begin());
+          if (--req.remaining == 0)
+            End(part[i]->request, absl::OkStatus(), finished);
         }
       }
     }
@@ -361,7 +384,8 @@ struct Predictor::Impl {
             if (!r.finished && now >= r.call.deadline) {
               ++stats.expired;
               End(it->request,
-                  absl::DeadlineExceededError("the deadline passed while the request was queued"),
+                  absl::DeadlineExceededError(
+                      "the deadline passed while the request was queued"),
                   expired);
             }
             if (r.finished) {
@@ -395,7 +419,8 @@ struct Predictor::Impl {
       }
       std::deque<Item>& q = next->second;
       const auto due = q.front().enqueued + options.max_queue_delay;
-      if (static_cast<int>(q.size()) < options.max_batch_size && Clock::now() < due) {
+      if (static_cast<int>(q.size()) < options.max_batch_size &&
+          Clock::now() < due) {
         cv.wait_until(lock, std::min(due, earliest_deadline));
         continue;
       }
@@ -403,7 +428,8 @@ struct Predictor::Impl {
       std::vector<Item> batch;
       Finished finished;
       const auto now = Clock::now();
-      while (!q.empty() && static_cast<int>(batch.size()) < options.max_batch_size) {
+      while (!q.empty() &&
+             static_cast<int>(batch.size()) < options.max_batch_size) {
         Item item = std::move(q.front());
         q.pop_front();
         --stats.queued;
@@ -411,13 +437,16 @@ struct Predictor::Impl {
         if (r.finished) continue;
         if (r.call.cancelled != nullptr && r.call.cancelled->load()) {
           ++stats.cancelled;
-          End(item.request, absl::CancelledError("the client cancelled the request"), finished);
+          End(item.request,
+              absl::CancelledError("the client cancelled the request"),
+              finished);
           continue;
         }
         if (now >= r.call.deadline) {
           ++stats.expired;
           End(item.request,
-              absl::DeadlineExceededError("the deadline passed while the request was queued"),
+              absl::DeadlineExceededError(
+                  "the deadline passed while the request was queued"),
               finished);
           continue;
         }
@@ -433,7 +462,8 @@ struct Predictor::Impl {
     Finished finished;
     for (auto& [id, q] : queues) {
       for (Item& item : q) {
-        End(item.request, absl::UnavailableError("the server is shutting down"), finished);
+        End(item.request, absl::UnavailableError("the server is shutting down"),
+            finished);
       }
     }
     queues.clear();
@@ -444,11 +474,13 @@ struct Predictor::Impl {
   }
 };
 
-Predictor::Predictor(PredictorOptions options, ModelRegistry& models, ComputeDevice device,
-                     backbones::WeightsCacheOptions weights, DeviceArbiter* arbiter)
+Predictor::Predictor(PredictorOptions options, ModelRegistry& models,
+                     ComputeDevice device,
+                     backbones::WeightsCacheOptions weights,
+                     DeviceArbiter* arbiter)
     : options_(std::move(options)),
-      impl_(std::make_unique<Impl>(options_, models, std::move(device), std::move(weights),
-                                   arbiter)) {}
+      impl_(std::make_unique<Impl>(options_, models, std::move(device),
+                                   std::move(weights), arbiter)) {}
 
 Predictor::~Predictor() { Stop(); }
 
@@ -468,7 +500,8 @@ void Predictor::Stop() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-void Predictor::SetReadyListener(std::function<void(const std::string&, bool)> listener) {
+void Predictor::SetReadyListener(
+    std::function<void(const std::string&, bool)> listener) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->ready_listener = std::move(listener);
 }
@@ -503,9 +536,13 @@ Predictor::Stats Predictor::stats() {
 }
 
 void Predictor::Submit(PredictCall call) {
-  auto fail = [&call](absl::Status status) { call.done(std::move(status), PredictOutcome()); };
+  auto fail = [&call](absl::Status status) {
+    call.done(std::move(status), PredictOutcome());
+  };
   const int n = static_cast<int>(call.images.size());
-  if (n == 0) return fail(absl::InvalidArgumentError("images: at least one image is required"));
+  if (n == 0)
+    return fail(
+        absl::InvalidArgumentError("images: at least one image is required"));
   if (n > options_.max_images_per_request) {
     return fail(absl::InvalidArgumentError(
         absl::StrCat("images: ", n, " images in one request; the limit is ",
@@ -517,7 +554,8 @@ void Predictor::Submit(PredictCall call) {
       return fail(absl::UnavailableError("the predictor is not running"));
     }
   }
-  absl::StatusOr<std::shared_ptr<const ModelInfo>> info = impl_->MetaOf(call.model_id);
+  absl::StatusOr<std::shared_ptr<const ModelInfo>> info =
+      impl_->MetaOf(call.model_id);
   if (!info.ok()) return fail(info.status());
   const int size = (*info)->preprocessing.input_size;
   const size_t image_bytes = static_cast<size_t>(size) * size * 3;
@@ -531,8 +569,8 @@ void Predictor::Submit(PredictCall call) {
   for (int i = 0; i < n; ++i) {
     Item item;
     item.pixels.resize(image_bytes);
-    absl::Status decoded =
-        DecodeResized(call.images[i], options_.image_limits, size, item.pixels.data());
+    absl::Status decoded = DecodeResized(call.images[i], options_.image_limits,
+                                         size, item.pixels.data());
     if (!decoded.ok()) {
       request->outcome.images[i].status = decoded;
       continue;
@@ -559,9 +597,10 @@ void Predictor::Submit(PredictCall call) {
     } else if (impl_->stats.queued + static_cast<int64_t>(items.size()) >
                options_.max_queued_images) {
       ++impl_->stats.rejected_queue_full;
-      refused = absl::ResourceExhaustedError(absl::StrCat(
-          "the predict queue is full (", impl_->stats.queued, " images waiting, limit ",
-          options_.max_queued_images, " set by --predict-queue-images); retry later"));
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("the predict queue is full (", impl_->stats.queued,
+                       " images waiting, limit ", options_.max_queued_images,
+                       " set by --predict-queue-images); retry later"));
     }
     if (!refused.ok()) {
       lock.unlock();

@@ -28,10 +28,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/core/backbones/weights_cache.h"
+#include "server/core/data/images.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/data/images.h"
-#include "server/core/backbones/weights_cache.h"
 
 namespace transferd::core {
 
@@ -56,7 +56,7 @@ struct PredictorOptions {
 struct ImageResult {
   // OK, or INVALID_ARGUMENT (not an image, truncated, too many pixels).
   absl::Status status;
-  int label = -1;                   // index into classes
+  int label = -1;                    // index into classes
   std::vector<float> probabilities;  // one per class
 };
 
@@ -70,7 +70,8 @@ struct PredictCall {
   std::string model_id;
   std::vector<std::string> images;  // encoded JPEG/PNG bytes
   bool flip_tta = false;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point deadline =
+      std::chrono::steady_clock::time_point::max();
   // Optional: set true by the caller when its client went away.
   std::shared_ptr<std::atomic<bool>> cancelled;
   // Called exactly once: a non-OK status is request-level (NOT_FOUND model,
@@ -84,9 +85,9 @@ struct PredictCall {
 // predict jobs). Not thread-safe: one user at a time.
 class ModelRunner {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelRunner>> Load(const ModelInfo& info,
-                                                           const ComputeDevice& device,
-                                                           const backbones::WeightsCacheOptions& weights);
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Load(
+      const ModelInfo& info, const ComputeDevice& device,
+      const backbones::WeightsCacheOptions& weights);
   ~ModelRunner();
 
   int input_size() const;
@@ -95,7 +96,8 @@ class ModelRunner {
   // `n` images of input_size x input_size x 3 RGB bytes, contiguous ->
   // n x num_classes probabilities, row-major. With flip_tta each is averaged
   // with its horizontal mirror.
-  absl::StatusOr<std::vector<float>> Run(const uint8_t* pixels, int64_t n, bool flip_tta);
+  absl::StatusOr<std::vector<float>> Run(const uint8_t* pixels, int64_t n,
+                                         bool flip_tta);
 
  private:
   struct Impl;
@@ -105,8 +107,9 @@ class ModelRunner {
 
 class Predictor {
  public:
-  Predictor(PredictorOptions options, ModelRegistry& models, ComputeDevice device,
-            backbones::WeightsCacheOptions weights, DeviceArbiter* arbiter);
+  Predictor(PredictorOptions options, ModelRegistry& models,
+            ComputeDevice device, backbones::WeightsCacheOptions weights,
+            DeviceArbiter* arbiter);
   ~Predictor();
   Predictor(const Predictor&) = delete;
   Predictor& operator=(const Predictor&) = delete;
@@ -127,7 +130,8 @@ class Predictor {
   bool Ready(const std::string& model_id);
   // Called on the predictor's thread when a model becomes ready (true) or is
   // unloaded (false); must not block.
-  void SetReadyListener(std::function<void(const std::string& model_id, bool ready)> listener);
+  void SetReadyListener(
+      std::function<void(const std::string& model_id, bool ready)> listener);
 
   struct Stats {
     int loaded_models = 0;

@@ -27,15 +27,17 @@ class Store;
 
 class ModelRegistry {
  public:
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Open(Store& store,
-                                                             const DataDir& data_dir);
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Open(
+      Store& store, const DataDir& data_dir);
 
   // Registers a version: copies `weights` into its folder. `info.id` empty =
   // "m-<8 hex>". ALREADY_EXISTS for a taken id.
-  absl::StatusOr<ModelInfo> Register(ModelInfo info, const std::filesystem::path& weights);
+  absl::StatusOr<ModelInfo> Register(ModelInfo info,
+                                     const std::filesystem::path& weights);
 
   absl::StatusOr<ModelInfo> Get(const std::string& id);
-  absl::StatusOr<std::vector<ModelInfo>> List(int page_size, const std::string& page_token,
+  absl::StatusOr<std::vector<ModelInfo>> List(int page_size,
+                                              const std::string& page_token,
                                               std::string* next_page_token);
   // FAILED_PRECONDITION while an alias points at it or `in_use` names a
   // user.
@@ -47,29 +49,34 @@ class ModelRegistry {
   // loading them), then registers it like Register. `id` / `display_name`
   // empty = chosen by the server / the archive's. INVALID_ARGUMENT for a bad
   // archive; nothing is left behind on any error.
-  absl::StatusOr<ModelInfo> Import(const std::filesystem::path& archive, const std::string& id,
+  absl::StatusOr<ModelInfo> Import(const std::filesystem::path& archive,
+                                   const std::string& id,
                                    const std::string& display_name);
 
   // Creates or moves an alias. INVALID_ARGUMENT for a malformed alias,
   // NOT_FOUND for an unknown model.
-  absl::StatusOr<AliasInfo> SetAlias(const std::string& alias, const std::string& model_id);
+  absl::StatusOr<AliasInfo> SetAlias(const std::string& alias,
+                                     const std::string& model_id);
   // NOT_FOUND for an unknown alias.
   absl::Status DeleteAlias(const std::string& alias);
   // The model id an alias points at; NOT_FOUND "alias 'x' not found".
   absl::StatusOr<std::string> ResolveAlias(const std::string& alias);
   // Aliases in name order.
-  absl::StatusOr<std::vector<AliasInfo>> ListAliases(int page_size, const std::string& page_token,
-                                                     std::string* next_page_token);
+  absl::StatusOr<std::vector<AliasInfo>> ListAliases(
+      int page_size, const std::string& page_token,
+      std::string* next_page_token);
   // Called after an alias is set, moved or deleted (model_id "" when
   // deleted), on the calling thread, outside the registry's lock; must not
   // block.
   void AddAliasListener(
-      std::function<void(const std::string& alias, const std::string& model_id)> listener);
+      std::function<void(const std::string& alias, const std::string& model_id)>
+          listener);
 
   int orphans_removed() const { return orphans_removed_; }
 
  private:
-  ModelRegistry(Store& store, const DataDir& data_dir) : store_(store), data_dir_(data_dir) {}
+  ModelRegistry(Store& store, const DataDir& data_dir)
+      : store_(store), data_dir_(data_dir) {}
 
   Store& store_;
   const DataDir& data_dir_;
@@ -77,7 +84,8 @@ class ModelRegistry {
   std::mutex mu_;
   std::mutex register_mu_;  // serialises Register
   std::function<std::string(const std::string&)> in_use_;
-  std::vector<std::function<void(const std::string&, const std::string&)>> alias_listeners_;
+  std::vector<std::function<void(const std::string&, const std::string&)>>
+      alias_listeners_;
 
   void NotifyAlias(const std::string& alias, const std::string& model_id);
 };

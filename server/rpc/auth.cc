@@ -1,12 +1,11 @@
 #include "server/rpc/auth.h"
 
-#include <sys/stat.h>
-
 #include <fstream>
 #include <sstream>
 #include <utility>
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -36,7 +35,9 @@ bool SameDigest(const std::string& a, const std::string& b) {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the token file ", path));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the token file ", path));
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
@@ -46,9 +47,12 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kViewer: return "viewer";
-    case Role::kTrainer: return "trainer";
-    case Role::kAdmin: return "admin";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kTrainer:
+      return "trainer";
+    case Role::kAdmin:
+      return "admin";
   }
   return "unknown";
 }
@@ -56,7 +60,8 @@ const char* RoleName(Role role) {
 absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text) {
   std::vector<TokenEntry> entries;
   int line_number = 0;
-  for (absl::string_view raw : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
+  for (absl::string_view raw :
+       absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
     ++line_number;
     const absl::string_view line = absl::StripAsciiWhitespace(raw);
     if (line.empty() || line[0] == '#') continue;
@@ -64,19 +69,20 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text) {
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() < 2 || fields.size() > 3) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "token file line ", line_number, ": expected TOKEN ROLE [NAME], got ", fields.size(),
-          " fields"));
+          "token file line ", line_number, ": expected TOKEN ROLE [NAME], got ",
+          fields.size(), " fields"));
     }
     const absl::string_view token = fields[0];
     if (token.size() < kMinTokenLength) {
-      return absl::InvalidArgumentError(absl::StrCat("token file line ", line_number,
-                                                     ": a token has at least ", kMinTokenLength,
-                                                     " characters"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token file line ", line_number, ": a token has at least ",
+          kMinTokenLength, " characters"));
     }
     for (const char c : token) {
       if (c < 0x21 || c > 0x7e) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "token file line ", line_number, ": a token is printable ASCII without spaces"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("token file line ", line_number,
+                         ": a token is printable ASCII without spaces"));
       }
     }
     TokenEntry entry;
@@ -89,17 +95,18 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text) {
       entry.role = Role::kAdmin;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "token file line ", line_number, ": role must be viewer, trainer or admin, got \"",
-          role, "\""));
+          "token file line ", line_number,
+          ": role must be viewer, trainer or admin, got \"", role, "\""));
     }
     entry.digest = Digest(std::string_view(token.data(), token.size()));
-    entry.name = fields.size() == 3 ? std::string(fields[2])
-                                    : absl::StrCat("token ", entries.size() + 1);
+    entry.name = fields.size() == 3
+                     ? std::string(fields[2])
+                     : absl::StrCat("token ", entries.size() + 1);
     for (const TokenEntry& other : entries) {
       if (other.digest == entry.digest) {
         return absl::InvalidArgumentError(
-            absl::StrCat("token file line ", line_number, ": the token of \"", other.name,
-                         "\" appears again"));
+            absl::StrCat("token file line ", line_number, ": the token of \"",
+                         other.name, "\" appears again"));
       }
     }
     entries.push_back(std::move(entry));
@@ -107,7 +114,8 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text) {
   return entries;
 }
 
-absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(std::string token_file) {
+absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(
+    std::string token_file) {
   std::unique_ptr<Authorizer> auth(new Authorizer(std::move(token_file)));
   if (!auth->enabled()) return auth;
   if (absl::Status s = auth->Reload(); !s.ok()) return s;
@@ -125,11 +133,14 @@ absl::Status Authorizer::Reload() {
         absl::StrCat("the token file ", token_file_, " holds no token"));
   }
   struct stat st {};
-  if (stat(token_file_.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    spdlog::warn("the token file {} is readable by others than its owner (mode {:o})",
-                 token_file_, st.st_mode & 0777);
+  if (stat(token_file_.c_str(), &st) == 0 &&
+      (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    spdlog::warn(
+        "the token file {} is readable by others than its owner (mode {:o})",
+        token_file_, st.st_mode & 0777);
   }
-  auto shared = std::make_shared<const std::vector<TokenEntry>>(std::move(*entries));
+  auto shared =
+      std::make_shared<const std::vector<TokenEntry>>(std::move(*entries));
   std::lock_guard<std::mutex> lock(mu_);
   entries_ = std::move(shared);
   return absl::OkStatus();
@@ -140,8 +151,8 @@ size_t Authorizer::token_count() const {
   return entries_ == nullptr ? 0 : entries_->size();
 }
 
-grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx, Role required,
-                               std::string_view method) const {
+grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx,
+                               Role required, std::string_view method) const {
   if (!enabled()) return grpc::Status::OK;
   std::shared_ptr<const std::vector<TokenEntry>> entries;
   {
@@ -151,9 +162,11 @@ grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx, Role required
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "this server requires a bearer token: send the metadata "
-                        "\"authorization: Bearer TOKEN\" (transferctl --token or TRANSFERD_TOKEN)");
+    return grpc::Status(
+        grpc::StatusCode::UNAUTHENTICATED,
+        "this server requires a bearer token: send the metadata "
+        "\"authorization: Bearer TOKEN\" (transferctl --token or "
+        "TRANSFERD_TOKEN)");
   }
   const std::string value(it->second.data(), it->second.size());
   constexpr std::string_view kScheme = "bearer ";
@@ -162,19 +175,22 @@ grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx, Role required
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "the authorization metadata must be \"Bearer TOKEN\"");
   }
-  const std::string digest = Digest(std::string_view(value).substr(kScheme.size()));
+  const std::string digest =
+      Digest(std::string_view(value).substr(kScheme.size()));
   const TokenEntry* match = nullptr;
   for (const TokenEntry& e : *entries) {  // every entry, match or not
     if (SameDigest(e.digest, digest)) match = &e;
   }
   if (match == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the bearer token is not valid");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the bearer token is not valid");
   }
   if (static_cast<int>(match->role) < static_cast<int>(required)) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("transferd.v1.", std::string(method), " needs the role ",
-                                     RoleName(required), "; the token of \"", match->name,
-                                     "\" has the role ", RoleName(match->role)));
+    return grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        absl::StrCat("transferd.v1.", std::string(method), " needs the role ",
+                     RoleName(required), "; the token of \"", match->name,
+                     "\" has the role ", RoleName(match->role)));
   }
   return grpc::Status::OK;
 }

@@ -45,7 +45,8 @@ class Authorizer {
  public:
   // Without a token file every call is admitted (the default, for loopback
   // use); otherwise the file must parse and hold at least one token.
-  static absl::StatusOr<std::unique_ptr<Authorizer>> Create(std::string token_file);
+  static absl::StatusOr<std::unique_ptr<Authorizer>> Create(
+      std::string token_file);
 
   bool enabled() const { return !token_file_.empty(); }
   const std::string& token_file() const { return token_file_; }
@@ -62,7 +63,8 @@ class Authorizer {
                      std::string_view method) const;
 
  private:
-  explicit Authorizer(std::string token_file) : token_file_(std::move(token_file)) {}
+  explicit Authorizer(std::string token_file)
+      : token_file_(std::move(token_file)) {}
 
   const std::string token_file_;
   mutable std::mutex mu_;

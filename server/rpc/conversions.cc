@@ -14,7 +14,9 @@ using google::protobuf::util::TimeUtil;
 
 google::protobuf::Timestamp Ts(std::chrono::system_clock::time_point t) {
   return TimeUtil::MillisecondsToTimestamp(
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          t.time_since_epoch())
+          .count());
 }
 
 void EpochToProto(const train::EpochReport& e, v1::EpochMetrics* out) {
@@ -30,7 +32,8 @@ void EpochToProto(const train::EpochReport& e, v1::EpochMetrics* out) {
   out->set_seconds(e.seconds);
 }
 
-void EvaluationToProto(const train::EvaluationReport& e, const std::vector<std::string>& classes,
+void EvaluationToProto(const train::EvaluationReport& e,
+                       const std::vector<std::string>& classes,
                        v1::Evaluation* out) {
   out->set_split(e.split);
   out->set_examples(e.examples);
@@ -44,7 +47,8 @@ void EvaluationToProto(const train::EvaluationReport& e, const std::vector<std::
   }
 }
 
-void SummaryToProto(const train::TrainableSummary& s, v1::TrainableSummary* out) {
+void SummaryToProto(const train::TrainableSummary& s,
+                    v1::TrainableSummary* out) {
   out->set_trainable_tensors(s.trainable_tensors);
   out->set_trainable_parameters(s.trainable_parameters);
   out->set_non_trainable_parameters(s.non_trainable_parameters);
@@ -52,20 +56,28 @@ void SummaryToProto(const train::TrainableSummary& s, v1::TrainableSummary* out)
 
 v1::JobState StateToProto(core::JobState state) {
   switch (state) {
-    case core::JobState::kQueued: return v1::JOB_STATE_QUEUED;
-    case core::JobState::kRunning: return v1::JOB_STATE_RUNNING;
-    case core::JobState::kSucceeded: return v1::JOB_STATE_SUCCEEDED;
-    case core::JobState::kFailed: return v1::JOB_STATE_FAILED;
-    case core::JobState::kCancelled: return v1::JOB_STATE_CANCELLED;
+    case core::JobState::kQueued:
+      return v1::JOB_STATE_QUEUED;
+    case core::JobState::kRunning:
+      return v1::JOB_STATE_RUNNING;
+    case core::JobState::kSucceeded:
+      return v1::JOB_STATE_SUCCEEDED;
+    case core::JobState::kFailed:
+      return v1::JOB_STATE_FAILED;
+    case core::JobState::kCancelled:
+      return v1::JOB_STATE_CANCELLED;
   }
   return v1::JOB_STATE_UNSPECIFIED;
 }
 
 v1::JobKind KindToProto(core::JobKind kind) {
   switch (kind) {
-    case core::JobKind::kTrain: return v1::JOB_KIND_TRAIN;
-    case core::JobKind::kFineTune: return v1::JOB_KIND_FINE_TUNE;
-    case core::JobKind::kPredict: return v1::JOB_KIND_PREDICT;
+    case core::JobKind::kTrain:
+      return v1::JOB_KIND_TRAIN;
+    case core::JobKind::kFineTune:
+      return v1::JOB_KIND_FINE_TUNE;
+    case core::JobKind::kPredict:
+      return v1::JOB_KIND_PREDICT;
   }
   return v1::JOB_KIND_UNSPECIFIED;
 }
@@ -73,27 +85,37 @@ v1::JobKind KindToProto(core::JobKind kind) {
 absl::StatusOr<core::JobState> StateFromProto(v1::JobState state,
                                               const char* field) {
   switch (state) {
-    case v1::JOB_STATE_QUEUED: return core::JobState::kQueued;
-    case v1::JOB_STATE_RUNNING: return core::JobState::kRunning;
-    case v1::JOB_STATE_SUCCEEDED: return core::JobState::kSucceeded;
-    case v1::JOB_STATE_FAILED: return core::JobState::kFailed;
-    case v1::JOB_STATE_CANCELLED: return core::JobState::kCancelled;
-    default: break;
+    case v1::JOB_STATE_QUEUED:
+      return core::JobState::kQueued;
+    case v1::JOB_STATE_RUNNING:
+      return core::JobState::kRunning;
+    case v1::JOB_STATE_SUCCEEDED:
+      return core::JobState::kSucceeded;
+    case v1::JOB_STATE_FAILED:
+      return core::JobState::kFailed;
+    case v1::JOB_STATE_CANCELLED:
+      return core::JobState::kCancelled;
+    default:
+      break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": unknown job state ", static_cast<int>(state)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": unknown job state ", static_cast<int>(state)));
 }
 
 absl::StatusOr<core::JobKind> KindFromProto(v1::JobKind kind,
                                             const char* field) {
   switch (kind) {
-    case v1::JOB_KIND_TRAIN: return core::JobKind::kTrain;
-    case v1::JOB_KIND_FINE_TUNE: return core::JobKind::kFineTune;
-    case v1::JOB_KIND_PREDICT: return core::JobKind::kPredict;
-    default: break;
+    case v1::JOB_KIND_TRAIN:
+      return core::JobKind::kTrain;
+    case v1::JOB_KIND_FINE_TUNE:
+      return core::JobKind::kFineTune;
+    case v1::JOB_KIND_PREDICT:
+      return core::JobKind::kPredict;
+    default:
+      break;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": unknown job kind ", static_cast<int>(kind)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": unknown job kind ", static_cast<int>(kind)));
 }
 
 void ToProto(const core::JobRecord& in, v1::Job* out) {
@@ -103,8 +125,10 @@ void ToProto(const core::JobRecord& in, v1::Job* out) {
   out->set_state(StateToProto(in.state));
   out->set_failure_reason(in.failure_reason);
   *out->mutable_create_time() = Ts(in.create_time);
-  if (in.start_time.time_since_epoch().count() != 0) *out->mutable_start_time() = Ts(in.start_time);
-  if (in.end_time.time_since_epoch().count() != 0) *out->mutable_end_time() = Ts(in.end_time);
+  if (in.start_time.time_since_epoch().count() != 0)
+    *out->mutable_start_time() = Ts(in.start_time);
+  if (in.end_time.time_since_epoch().count() != 0)
+    *out->mutable_end_time() = Ts(in.end_time);
   v1::JobProgress* p = out->mutable_progress();
   p->set_stage(in.progress.stage);
   p->set_stages(in.progress.stages);
@@ -113,9 +137,11 @@ void ToProto(const core::JobRecord& in, v1::Job* out) {
   p->set_step(in.progress.step);
   p->set_steps(in.progress.steps);
   p->set_eta_seconds(in.progress.eta_seconds);
-  for (const train::EpochReport& e : in.history) EpochToProto(e, out->add_history());
+  for (const train::EpochReport& e : in.history)
+    EpochToProto(e, out->add_history());
   SummaryToProto(in.trainable, out->mutable_trainable());
-  if (!in.result_model.empty()) out->set_result_model(absl::StrCat("models/", in.result_model));
+  if (!in.result_model.empty())
+    out->set_result_model(absl::StrCat("models/", in.result_model));
   // Class names are the dataset's; the confusion matrix carries them.
   std::vector<std::string> classes;
   for (const train::EvaluationReport& e : in.evaluations) {
@@ -189,14 +215,16 @@ void ToProto(const core::ModelInfo& in, v1::Model* out) {
   for (float v : in.preprocessing.std) p->add_std(v);
   p->set_scale(in.preprocessing.scale);
   p->set_input_size(in.preprocessing.input_size);
-  for (const train::EpochReport& e : in.history) EpochToProto(e, out->add_history());
+  for (const train::EpochReport& e : in.history)
+    EpochToProto(e, out->add_history());
   out->set_best_epoch(in.best_epoch);
   for (const train::EvaluationReport& e : in.evaluations) {
     EvaluationToProto(e, in.classes, out->add_evaluations());
   }
   out->set_size_bytes(in.size_bytes);
   out->set_parameters(in.parameters);
-  for (const std::string& a : in.aliases) out->add_aliases(absl::StrCat("aliases/", a));
+  for (const std::string& a : in.aliases)
+    out->add_aliases(absl::StrCat("aliases/", a));
 }
 
 void ToProto(const core::AliasInfo& in, v1::Alias* out) {
@@ -205,52 +233,72 @@ void ToProto(const core::AliasInfo& in, v1::Alias* out) {
   *out->mutable_update_time() = Ts(in.update_time);
 }
 
-// ---- Datasets -----------------------------------------------------------------
+// ---- Datasets
+// -----------------------------------------------------------------
 
 v1::Split SplitToProto(Split split) {
   switch (split) {
-    case Split::kTrain: return v1::SPLIT_TRAIN;
-    case Split::kValidation: return v1::SPLIT_VALIDATION;
-    case Split::kTest: return v1::SPLIT_TEST;
-    case Split::kNone: break;
+    case Split::kTrain:
+      return v1::SPLIT_TRAIN;
+    case Split::kValidation:
+      return v1::SPLIT_VALIDATION;
+    case Split::kTest:
+      return v1::SPLIT_TEST;
+    case Split::kNone:
+      break;
   }
   return v1::SPLIT_UNSPECIFIED;
 }
 
 v1::LabelSource LabelSourceToProto(LabelSource source) {
   switch (source) {
-    case LabelSource::kFilename: return v1::LABEL_SOURCE_FILENAME;
-    case LabelSource::kFolder: return v1::LABEL_SOURCE_FOLDER;
-    case LabelSource::kExplicit: return v1::LABEL_SOURCE_EXPLICIT;
-    case LabelSource::kAuto: break;
+    case LabelSource::kFilename:
+      return v1::LABEL_SOURCE_FILENAME;
+    case LabelSource::kFolder:
+      return v1::LABEL_SOURCE_FOLDER;
+    case LabelSource::kExplicit:
+      return v1::LABEL_SOURCE_EXPLICIT;
+    case LabelSource::kAuto:
+      break;
   }
   return v1::LABEL_SOURCE_UNSPECIFIED;
 }
 
 absl::StatusOr<LabelSource> LabelSourceFromProto(v1::LabelSource source) {
   switch (source) {
-    case v1::LABEL_SOURCE_UNSPECIFIED: return LabelSource::kAuto;
-    case v1::LABEL_SOURCE_FILENAME: return LabelSource::kFilename;
-    case v1::LABEL_SOURCE_FOLDER: return LabelSource::kFolder;
-    case v1::LABEL_SOURCE_EXPLICIT: return LabelSource::kExplicit;
-    default: break;
+    case v1::LABEL_SOURCE_UNSPECIFIED:
+      return LabelSource::kAuto;
+    case v1::LABEL_SOURCE_FILENAME:
+      return LabelSource::kFilename;
+    case v1::LABEL_SOURCE_FOLDER:
+      return LabelSource::kFolder;
+    case v1::LABEL_SOURCE_EXPLICIT:
+      return LabelSource::kExplicit;
+    default:
+      break;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("header.label_source: unknown value ", static_cast<int>(source)));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "header.label_source: unknown value ", static_cast<int>(source)));
 }
 
 v1::RejectReason RejectReasonToProto(core::RejectReason reason) {
   switch (reason) {
-    case core::RejectReason::kBadPath: return v1::REJECT_REASON_BAD_PATH;
+    case core::RejectReason::kBadPath:
+      return v1::REJECT_REASON_BAD_PATH;
     case core::RejectReason::kUnsupportedFormat:
       return v1::REJECT_REASON_UNSUPPORTED_FORMAT;
     case core::RejectReason::kTooManyPixels:
       return v1::REJECT_REASON_TOO_MANY_PIXELS;
-    case core::RejectReason::kCorrupt: return v1::REJECT_REASON_CORRUPT;
-    case core::RejectReason::kEmpty: return v1::REJECT_REASON_EMPTY;
-    case core::RejectReason::kTooLarge: return v1::REJECT_REASON_TOO_LARGE;
-    case core::RejectReason::kNoLabel: return v1::REJECT_REASON_NO_LABEL;
-    case core::RejectReason::kNoSplit: return v1::REJECT_REASON_NO_SPLIT;
+    case core::RejectReason::kCorrupt:
+      return v1::REJECT_REASON_CORRUPT;
+    case core::RejectReason::kEmpty:
+      return v1::REJECT_REASON_EMPTY;
+    case core::RejectReason::kTooLarge:
+      return v1::REJECT_REASON_TOO_LARGE;
+    case core::RejectReason::kNoLabel:
+      return v1::REJECT_REASON_NO_LABEL;
+    case core::RejectReason::kNoSplit:
+      return v1::REJECT_REASON_NO_SPLIT;
     case core::RejectReason::kSizeMismatch:
       return v1::REJECT_REASON_SIZE_MISMATCH;
   }

@@ -21,7 +21,8 @@ namespace v1 = transferd::v1;
 // Reads the stream message by message. The header opens a DatasetUpload;
 // each chunk goes straight into it, so memory holds one file at most. Any
 // error ends the call at once and the upload's destructor removes its files.
-class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
+class UploadReactor final
+    : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
   UploadReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
                 v1::UploadDatasetResponse* response)
@@ -36,8 +37,9 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequ
       return;
     }
     if (engine_.shutting_down()) {
-      Done(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is shutting down; the upload was discarded"));
+      Done(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          "the server is shutting down; the upload was discarded"));
       return;
     }
     absl::Status status = Handle();
@@ -54,7 +56,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequ
   absl::Status Handle() {
     if (request_.has_header()) {
       if (upload_ != nullptr) {
-        return absl::InvalidArgumentError("header: sent twice (it must come once, first)");
+        return absl::InvalidArgumentError(
+            "header: sent twice (it must come once, first)");
       }
       absl::StatusOr<core::UploadSpec> spec = SpecFromHeader(request_.header());
       if (!spec.ok()) return spec.status();
@@ -65,10 +68,12 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequ
       return absl::OkStatus();
     }
     if (!request_.has_chunk()) {
-      return absl::InvalidArgumentError("request carries neither a header nor a chunk");
+      return absl::InvalidArgumentError(
+          "request carries neither a header nor a chunk");
     }
     if (upload_ == nullptr) {
-      return absl::InvalidArgumentError("header: the first message must be the header");
+      return absl::InvalidArgumentError(
+          "header: the first message must be the header");
     }
     const v1::FileChunk& c = request_.chunk();
     core::UploadChunk chunk;
@@ -109,7 +114,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadDatasetRequ
 };
 
 // Answers one request at once.
-class RejectingReader final : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
+class RejectingReader final
+    : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
   explicit RejectingReader(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
@@ -117,19 +123,26 @@ class RejectingReader final : public grpc::ServerReadReactor<v1::UploadDatasetRe
 
 }  // namespace
 
-grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetsService::UploadDataset(
-    grpc::CallbackServerContext* ctx, v1::UploadDatasetResponse* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Datasets.UploadDataset"); !s.ok()) {
+grpc::ServerReadReactor<v1::UploadDatasetRequest>*
+DatasetsService::UploadDataset(grpc::CallbackServerContext* ctx,
+                               v1::UploadDatasetResponse* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kTrainer, "Datasets.UploadDataset");
+      !s.ok()) {
     return new RejectingReader(s);
   }
   return new UploadReactor(engine_, ctx, response);
 }
 
-grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContext* ctx,
-                                                      const v1::GetDatasetRequest* request,
-                                                      v1::Dataset* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.GetDataset"); !s.ok()) return Answer(ctx, s);
-  absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
+grpc::ServerUnaryReactor* DatasetsService::GetDataset(
+    grpc::CallbackServerContext* ctx, const v1::GetDatasetRequest* request,
+    v1::Dataset* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.GetDataset");
+      !s.ok())
+    return Answer(ctx, s);
+  absl::StatusOr<std::string> id =
+      IdFromName("name", "datasets", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::DatasetInfo> info = engine_.datasets().Get(*id);
   if (!info.ok()) return Answer(ctx, ToGrpcStatus(info.status()));
@@ -140,10 +153,13 @@ grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
     grpc::CallbackServerContext* ctx, const v1::ListDatasetsRequest* request,
     v1::ListDatasetsResponse* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.ListDatasets"); !s.ok()) return Answer(ctx, s);
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.ListDatasets");
+      !s.ok())
+    return Answer(ctx, s);
   std::string next;
-  absl::StatusOr<std::vector<core::DatasetInfo>> page =
-      engine_.datasets().List(request->page_size(), request->page_token(), &next);
+  absl::StatusOr<std::vector<core::DatasetInfo>> page = engine_.datasets().List(
+      request->page_size(), request->page_token(), &next);
   if (!page.ok()) return Answer(ctx, ToGrpcStatus(page.status()));
   for (const core::DatasetInfo& d : *page) ToProto(d, response->add_datasets());
   response->set_next_page_token(next);
@@ -153,8 +169,12 @@ grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
 grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(
     grpc::CallbackServerContext* ctx, const v1::DeleteDatasetRequest* request,
     google::protobuf::Empty* /*response*/) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kAdmin, "Datasets.DeleteDataset"); !s.ok()) return Answer(ctx, s);
-  absl::StatusOr<std::string> id = IdFromName("name", "datasets", request->name());
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kAdmin, "Datasets.DeleteDataset");
+      !s.ok())
+    return Answer(ctx, s);
+  absl::StatusOr<std::string> id =
+      IdFromName("name", "datasets", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   return Answer(ctx, ToGrpcStatus(engine_.datasets().Delete(*id)));
 }

@@ -14,14 +14,16 @@ class Authorizer;
 
 class DatasetsService final : public transferd::v1::Datasets::CallbackService {
  public:
-  DatasetsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
+  DatasetsService(core::Engine& engine, const Authorizer& auth)
+      : engine_(engine), auth_(auth) {}
 
   grpc::ServerReadReactor<transferd::v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* ctx,
       transferd::v1::UploadDatasetResponse* response) override;
-  grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* ctx,
-                                       const transferd::v1::GetDatasetRequest* request,
-                                       transferd::v1::Dataset* response) override;
+  grpc::ServerUnaryReactor* GetDataset(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::GetDatasetRequest* request,
+      transferd::v1::Dataset* response) override;
   grpc::ServerUnaryReactor* ListDatasets(
       grpc::CallbackServerContext* ctx,
       const transferd::v1::ListDatasetsRequest* request,

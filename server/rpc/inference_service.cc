@@ -1,7 +1,5 @@
 #include "server/rpc/inference_service.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,6 +8,7 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
@@ -27,15 +26,17 @@ namespace v1 = transferd::v1;
 // The call's deadline on the steady clock, capped at `cap` from now (the
 // server's --max-request-seconds): a client without a deadline cannot keep
 // work queued forever.
-std::chrono::steady_clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx,
-                                                     std::chrono::milliseconds cap) {
+std::chrono::steady_clock::time_point SteadyDeadline(
+    const grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap) {
   const auto deadline = ctx->deadline();
   const auto now = std::chrono::system_clock::now();
   const auto capped = std::chrono::steady_clock::now() + cap;
   if (deadline > now + std::chrono::hours(24 * 365)) return capped;
-  return std::min(capped, std::chrono::steady_clock::now() +
-                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                  deadline - now));
+  return std::min(
+      capped,
+      std::chrono::steady_clock::now() +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              deadline - now));
 }
 
 // The item's code is a google.rpc code: the one mapping (grpc_status.h).
@@ -46,7 +47,8 @@ void SetItemStatus(const absl::Status& status, v1::ItemStatus* out) {
 }
 
 void FillPrediction(const std::string& id, const core::ImageResult& r,
-                    const std::vector<std::string>& classes, v1::ImagePrediction* out) {
+                    const std::vector<std::string>& classes,
+                    v1::ImagePrediction* out) {
   out->set_id(id);
   SetItemStatus(r.status, out->mutable_status());
   if (!r.status.ok() || r.label < 0) return;
@@ -61,7 +63,8 @@ void FillPrediction(const std::string& id, const core::ImageResult& r,
 
 // A PredictStream refused before it started.
 class FinishedStream final
-    : public grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse> {
+    : public grpc::ServerBidiReactor<v1::PredictStreamRequest,
+                                     v1::PredictStreamResponse> {
  public:
   explicit FinishedStream(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
@@ -87,7 +90,8 @@ class PredictReactor final : public grpc::ServerUnaryReactor {
 // every answer is written, or on the first failed write or a cancel, after
 // the predictor answered everything it was given.
 class PredictStreamReactor final
-    : public grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse> {
+    : public grpc::ServerBidiReactor<v1::PredictStreamRequest,
+                                     v1::PredictStreamResponse> {
  public:
   PredictStreamReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
                        std::chrono::milliseconds max_request_time)
@@ -151,13 +155,15 @@ class PredictStreamReactor final
     const std::string request_id = request.request_id();
     const std::string image_id = request.image().id();
     absl::StatusOr<std::string> model =
-        engine_.ready() ? ModelIdFromName(engine_.models(), "model", request.model())
-                        : absl::UnavailableError("the server is starting or shutting down");
+        engine_.ready()
+            ? ModelIdFromName(engine_.models(), "model", request.model())
+            : absl::UnavailableError("the server is starting or shutting down");
     if (!model.ok()) {
       v1::PredictStreamResponse answer;
       answer.set_request_id(request_id);
       answer.mutable_prediction()->set_id(image_id);
-      SetItemStatus(model.status(), answer.mutable_prediction()->mutable_status());
+      SetItemStatus(model.status(),
+                    answer.mutable_prediction()->mutable_status());
       Answered(std::move(answer));
       return;
     }
@@ -167,7 +173,8 @@ class PredictStreamReactor final
     call.flip_tta = request.horizontal_flip_tta();
     call.deadline = SteadyDeadline(ctx_, max_request_time_);
     call.cancelled = cancelled_;
-    call.done = [this, request_id, image_id](absl::Status status, core::PredictOutcome out) {
+    call.done = [this, request_id, image_id](absl::Status status,
+                                             core::PredictOutcome out) {
       v1::PredictStreamResponse answer;
       answer.set_request_id(request_id);
       v1::ImagePrediction* p = answer.mutable_prediction();
@@ -208,7 +215,8 @@ class PredictStreamReactor final
     if (finished_ || in_flight_ > 0 || writing_ || reading_) return;
     if (broken_) {
       finished_ = true;
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled"));
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          "the stream was cancelled"));
     } else if (reads_done_ && answers_.empty()) {
       finished_ = true;
       Finish(grpc::Status::OK);
@@ -232,21 +240,27 @@ class PredictStreamReactor final
 
 }  // namespace
 
-grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext* ctx,
-                                                    const v1::PredictRequest* request,
-                                                    v1::PredictResponse* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.Predict"); !s.ok()) return Answer(ctx, s);
-  absl::StatusOr<std::string> model = ModelIdFromName(engine_.models(), "model", request->model());
+grpc::ServerUnaryReactor* InferenceService::Predict(
+    grpc::CallbackServerContext* ctx, const v1::PredictRequest* request,
+    v1::PredictResponse* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.Predict");
+      !s.ok())
+    return Answer(ctx, s);
+  absl::StatusOr<std::string> model =
+      ModelIdFromName(engine_.models(), "model", request->model());
   if (!model.ok()) return Answer(ctx, ToGrpcStatus(model.status()));
   auto* reactor = new PredictReactor();
   core::PredictCall call;
   call.model_id = *model;
   call.images.reserve(request->images_size());
-  for (const v1::Image& image : request->images()) call.images.push_back(image.data());
+  for (const v1::Image& image : request->images())
+    call.images.push_back(image.data());
   call.flip_tta = request->horizontal_flip_tta();
   call.deadline = SteadyDeadline(ctx, max_request_time_);
   call.cancelled = reactor->cancelled();
-  call.done = [reactor, request, response](absl::Status status, core::PredictOutcome out) {
+  call.done = [reactor, request, response](absl::Status status,
+                                           core::PredictOutcome out) {
     if (!status.ok()) {
       reactor->Finish(ToGrpcStatus(status));
       return;
@@ -264,7 +278,8 @@ grpc::ServerUnaryReactor* InferenceService::Predict(grpc::CallbackServerContext*
 
 grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse>*
 InferenceService::PredictStream(grpc::CallbackServerContext* ctx) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.PredictStream");
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.PredictStream");
       !s.ok()) {
     return new FinishedStream(s);
   }
@@ -278,7 +293,9 @@ void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
     health_ = health;
   }
   engine_.predictor().SetReadyListener(
-      [this](const std::string& model_id, bool ready) { ModelReady(model_id, ready); });
+      [this](const std::string& model_id, bool ready) {
+        ModelReady(model_id, ready);
+      });
   engine_.models().AddAliasListener(
       [this](const std::string& alias, const std::string& model_id) {
         AliasChanged(alias, model_id);
@@ -297,7 +314,8 @@ void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
   } while (!token.empty());
 }
 
-void InferenceService::AliasChanged(const std::string& alias, const std::string& model_id) {
+void InferenceService::AliasChanged(const std::string& alias,
+                                    const std::string& model_id) {
   bool ready = false;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -22,7 +22,8 @@ namespace transferd::rpc {
 
 class Authorizer;
 
-class InferenceService final : public transferd::v1::Inference::CallbackService {
+class InferenceService final
+    : public transferd::v1::Inference::CallbackService {
  public:
   // Predict deadlines are capped at `max_request_time` from arrival.
   InferenceService(core::Engine& engine, const Authorizer& auth,
@@ -34,15 +35,18 @@ class InferenceService final : public transferd::v1::Inference::CallbackService 
   // the aliases point at.
   void EngineReady(grpc::HealthCheckServiceInterface* health);
 
-  grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* ctx,
-                                    const transferd::v1::PredictRequest* request,
-                                    transferd::v1::PredictResponse* response) override;
+  grpc::ServerUnaryReactor* Predict(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::PredictRequest* request,
+      transferd::v1::PredictResponse* response) override;
   grpc::ServerBidiReactor<transferd::v1::PredictStreamRequest,
                           transferd::v1::PredictStreamResponse>*
   PredictStream(grpc::CallbackServerContext* ctx) override;
 
   // The health service name of an alias.
-  static std::string HealthName(const std::string& alias) { return "aliases/" + alias; }
+  static std::string HealthName(const std::string& alias) {
+    return "aliases/" + alias;
+  }
 
  private:
   void AliasChanged(const std::string& alias, const std::string& model_id);

@@ -19,11 +19,12 @@ struct ResolvedJob {
   std::string base_model;  // model id (FINE_TUNE)
 };
 
-// `default_precision` is the engine's ("fp32" or "bf16") for PRECISION_UNSPECIFIED.
-// FINE_TUNE takes the network from `base_model_config` (the base model's).
-absl::StatusOr<ResolvedJob> ResolveJobSpec(const transferd::v1::JobSpec& spec,
-                                           const std::string& default_precision,
-                                           const core::train::ModelConfig* base_model_config);
+// `default_precision` is the engine's ("fp32" or "bf16") for
+// PRECISION_UNSPECIFIED. FINE_TUNE takes the network from `base_model_config`
+// (the base model's).
+absl::StatusOr<ResolvedJob> ResolveJobSpec(
+    const transferd::v1::JobSpec& spec, const std::string& default_precision,
+    const core::train::ModelConfig* base_model_config);
 
 // The spec as it will run, every field set.
 transferd::v1::JobSpec ToResolvedSpec(const transferd::v1::JobSpec& spec,

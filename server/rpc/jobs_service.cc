@@ -13,9 +13,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
-#include "server/core/util/catalog_util.h"
 #include "server/core/jobs.h"
 #include "server/core/train/train_config.h"
+#include "server/core/util/catalog_util.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/job_spec.h"
@@ -32,7 +32,10 @@ namespace train = core::train;
 class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   WatchReactor(core::Engine& engine, std::string id, int64_t after, bool follow)
-      : jobs_(engine.jobs()), id_(std::move(id)), after_(after), follow_(follow) {
+      : jobs_(engine.jobs()),
+        id_(std::move(id)),
+        after_(after),
+        follow_(follow) {
     if (follow_) {
       handle_ = jobs_.Subscribe(id_, [this] { Pump(); });
     }
@@ -67,15 +70,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
     std::lock_guard<std::mutex> lock(mu_);
     if (writing_ || finished_) return;
     if (jobs_.stopping()) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                "the server is shutting down; reconnect with after_sequence = "
-                                "the last sequence received"));
+      FinishLocked(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          "the server is shutting down; reconnect with after_sequence = "
+          "the last sequence received"));
       return;
     }
     // Two rounds at most: a job can finish between reading its events and
     // reading its state; then its last events are read once more.
     for (int round = 0; round < 2 && pending_.empty(); ++round) {
-      absl::StatusOr<std::vector<core::JobEvent>> events = jobs_.Events(id_, after_, kPage);
+      absl::StatusOr<std::vector<core::JobEvent>> events =
+          jobs_.Events(id_, after_, kPage);
       if (!events.ok()) {
         FinishLocked(ToGrpcStatus(events.status()));
         return;
@@ -132,26 +137,31 @@ class FinishedWatch final : public grpc::ServerWriteReactor<v1::JobEvent> {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* JobsService::CreateJob(grpc::CallbackServerContext* ctx,
-                                                 const v1::CreateJobRequest* request,
-                                                 v1::Job* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Jobs.CreateJob"); !s.ok()) return Answer(ctx, s);
+grpc::ServerUnaryReactor* JobsService::CreateJob(
+    grpc::CallbackServerContext* ctx, const v1::CreateJobRequest* request,
+    v1::Job* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kTrainer, "Jobs.CreateJob");
+      !s.ok())
+    return Answer(ctx, s);
   v1::JobSpec spec = request->spec();
   // FINE_TUNE and PREDICT take the base model's network; an alias is
   // resolved now, so the job keeps the model it was given.
   std::optional<train::ModelConfig> base;
-  if ((spec.kind() == v1::JOB_KIND_FINE_TUNE || spec.kind() == v1::JOB_KIND_PREDICT) &&
+  if ((spec.kind() == v1::JOB_KIND_FINE_TUNE ||
+       spec.kind() == v1::JOB_KIND_PREDICT) &&
       !spec.base_model().empty()) {
     absl::StatusOr<std::string> id =
         ModelIdFromName(engine_.models(), "spec.base_model", spec.base_model());
     if (absl::IsNotFound(id.status())) {
-      id = absl::InvalidArgumentError(absl::StrCat("spec.base_model: ", id.status().message()));
+      id = absl::InvalidArgumentError(
+          absl::StrCat("spec.base_model: ", id.status().message()));
     }
     if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
     absl::StatusOr<core::ModelInfo> model = engine_.models().Get(*id);
     if (!model.ok()) {
-      return Answer(ctx, ToGrpcStatus(absl::InvalidArgumentError(
-                             absl::StrCat("spec.base_model: ", model.status().message()))));
+      return Answer(ctx, ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+                             "spec.base_model: ", model.status().message()))));
     }
     base = model->model;
     spec.set_base_model(absl::StrCat("models/", *id));
@@ -170,7 +180,8 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(grpc::CallbackServerContext* ct
   job.spec_blob = request->spec().SerializeAsString();
   job.resolved_blob = ToResolvedSpec(spec, *resolved).SerializeAsString();
   job.config = resolved->config;
-  absl::StatusOr<core::JobRecord> created = engine_.jobs().Create(std::move(job));
+  absl::StatusOr<core::JobRecord> created =
+      engine_.jobs().Create(std::move(job));
   if (!created.ok()) return Answer(ctx, ToGrpcStatus(created.status()));
   ToProto(*created, response);
   return Answer(ctx, grpc::Status::OK);
@@ -179,7 +190,9 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* JobsService::GetJob(grpc::CallbackServerContext* ctx,
                                               const v1::GetJobRequest* request,
                                               v1::Job* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.GetJob"); !s.ok()) return Answer(ctx, s);
+  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.GetJob");
+      !s.ok())
+    return Answer(ctx, s);
   absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::JobRecord> job = engine_.jobs().Get(*id);
@@ -193,22 +206,28 @@ grpc::ServerUnaryReactor* JobsService::GetJob(grpc::CallbackServerContext* ctx,
         e.mutable_confusion_matrix()->add_classes(c);
       }
     }
-  } else if (absl::StatusOr<core::DatasetInfo> d = engine_.datasets().Get(job->dataset_id);
+  } else if (absl::StatusOr<core::DatasetInfo> d =
+                 engine_.datasets().Get(job->dataset_id);
              d.ok()) {
     for (v1::Evaluation& e : *response->mutable_evaluations()) {
-      for (const std::string& c : d->classes) e.mutable_confusion_matrix()->add_classes(c);
+      for (const std::string& c : d->classes)
+        e.mutable_confusion_matrix()->add_classes(c);
     }
   }
   return Answer(ctx, grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx,
-                                                const v1::ListJobsRequest* request,
-                                                v1::ListJobsResponse* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.ListJobs"); !s.ok()) return Answer(ctx, s);
+grpc::ServerUnaryReactor* JobsService::ListJobs(
+    grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* request,
+    v1::ListJobsResponse* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.ListJobs");
+      !s.ok())
+    return Answer(ctx, s);
   std::optional<core::JobState> state;
   if (request->state() != v1::JOB_STATE_UNSPECIFIED) {
-    absl::StatusOr<core::JobState> s = StateFromProto(request->state(), "state");
+    absl::StatusOr<core::JobState> s =
+        StateFromProto(request->state(), "state");
     if (!s.ok()) return Answer(ctx, ToGrpcStatus(s.status()));
     state = *s;
   }
@@ -219,8 +238,8 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx
     kind = *k;
   }
   std::string next;
-  absl::StatusOr<std::vector<core::JobRecord>> jobs =
-      engine_.jobs().List(request->page_size(), request->page_token(), state, kind, &next);
+  absl::StatusOr<std::vector<core::JobRecord>> jobs = engine_.jobs().List(
+      request->page_size(), request->page_token(), state, kind, &next);
   if (!jobs.ok()) return Answer(ctx, ToGrpcStatus(jobs.status()));
   for (const core::JobRecord& j : *jobs) {
     v1::Job* out = response->add_jobs();
@@ -233,10 +252,13 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(grpc::CallbackServerContext* ctx
   return Answer(ctx, grpc::Status::OK);
 }
 
-grpc::ServerUnaryReactor* JobsService::CancelJob(grpc::CallbackServerContext* ctx,
-                                                 const v1::CancelJobRequest* request,
-                                                 v1::Job* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kTrainer, "Jobs.CancelJob"); !s.ok()) return Answer(ctx, s);
+grpc::ServerUnaryReactor* JobsService::CancelJob(
+    grpc::CallbackServerContext* ctx, const v1::CancelJobRequest* request,
+    v1::Job* response) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kTrainer, "Jobs.CancelJob");
+      !s.ok())
+    return Answer(ctx, s);
   absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
   absl::StatusOr<core::JobRecord> job = engine_.jobs().Cancel(*id);
@@ -245,10 +267,12 @@ grpc::ServerUnaryReactor* JobsService::CancelJob(grpc::CallbackServerContext* ct
   return Answer(ctx, grpc::Status::OK);
 }
 
-grpc::ServerWriteReactor<v1::JobEvent>* JobsService::WatchJob(grpc::CallbackServerContext* ctx,
-                                                              const v1::WatchJobRequest* request) {
+grpc::ServerWriteReactor<v1::JobEvent>* JobsService::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
   (void)ctx;
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.WatchJob"); !s.ok()) {
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.WatchJob");
+      !s.ok()) {
     return new FinishedWatch(s);
   }
   absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
@@ -259,17 +283,22 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobsService::WatchJob(grpc::CallbackServ
     return new FinishedWatch(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                           "after_sequence must be >= 0"));
   }
-  return new WatchReactor(engine_, *id, request->after_sequence(), request->follow());
+  return new WatchReactor(engine_, *id, request->after_sequence(),
+                          request->follow());
 }
 
 grpc::ServerUnaryReactor* JobsService::ListJobPredictions(
-    grpc::CallbackServerContext* ctx, const v1::ListJobPredictionsRequest* request,
+    grpc::CallbackServerContext* ctx,
+    const v1::ListJobPredictionsRequest* request,
     v1::ListJobPredictionsResponse* response) {
-  if (grpc::Status s = Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.ListJobPredictions"); !s.ok()) return Answer(ctx, s);
+  if (grpc::Status s =
+          Admit(ctx, engine_, auth_, Role::kViewer, "Jobs.ListJobPredictions");
+      !s.ok())
+    return Answer(ctx, s);
   absl::StatusOr<std::string> id = IdFromName("name", "jobs", request->name());
   if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  absl::StatusOr<core::PredictionsPage> page =
-      engine_.jobs().Predictions(*id, request->page_size(), request->page_token());
+  absl::StatusOr<core::PredictionsPage> page = engine_.jobs().Predictions(
+      *id, request->page_size(), request->page_token());
   if (!page.ok()) return Answer(ctx, ToGrpcStatus(page.status()));
   for (const std::string& c : page->classes) response->add_classes(c);
   for (const core::FilePredictionRecord& r : page->predictions) {

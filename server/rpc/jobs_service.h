@@ -13,24 +13,30 @@ class Authorizer;
 
 class JobsService final : public transferd::v1::Jobs::CallbackService {
  public:
-  JobsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
+  JobsService(core::Engine& engine, const Authorizer& auth)
+      : engine_(engine), auth_(auth) {}
 
-  grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
-                                      const transferd::v1::CreateJobRequest* request,
-                                      transferd::v1::Job* response) override;
+  grpc::ServerUnaryReactor* CreateJob(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::CreateJobRequest* request,
+      transferd::v1::Job* response) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
                                    const transferd::v1::GetJobRequest* request,
                                    transferd::v1::Job* response) override;
-  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
-                                     const transferd::v1::ListJobsRequest* request,
-                                     transferd::v1::ListJobsResponse* response) override;
-  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
-                                      const transferd::v1::CancelJobRequest* request,
-                                      transferd::v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ListJobsRequest* request,
+      transferd::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::CancelJobRequest* request,
+      transferd::v1::Job* response) override;
   grpc::ServerWriteReactor<transferd::v1::JobEvent>* WatchJob(
-      grpc::CallbackServerContext* ctx, const transferd::v1::WatchJobRequest* request) override;
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::WatchJobRequest* request) override;
   grpc::ServerUnaryReactor* ListJobPredictions(
-      grpc::CallbackServerContext* ctx, const transferd::v1::ListJobPredictionsRequest* request,
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ListJobPredictionsRequest* request,
       transferd::v1::ListJobPredictionsResponse* response) override;
 
  private:

@@ -14,30 +14,39 @@ class Authorizer;
 
 class ModelsService final : public transferd::v1::Models::CallbackService {
  public:
-  ModelsService(core::Engine& engine, const Authorizer& auth) : engine_(engine), auth_(auth) {}
+  ModelsService(core::Engine& engine, const Authorizer& auth)
+      : engine_(engine), auth_(auth) {}
 
-  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* ctx,
-                                     const transferd::v1::GetModelRequest* request,
-                                     transferd::v1::Model* response) override;
-  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx,
-                                       const transferd::v1::ListModelsRequest* request,
-                                       transferd::v1::ListModelsResponse* response) override;
-  grpc::ServerUnaryReactor* DeleteModel(grpc::CallbackServerContext* ctx,
-                                        const transferd::v1::DeleteModelRequest* request,
-                                        google::protobuf::Empty* response) override;
-  grpc::ServerUnaryReactor* SetAlias(grpc::CallbackServerContext* ctx,
-                                     const transferd::v1::SetAliasRequest* request,
-                                     transferd::v1::Alias* response) override;
-  grpc::ServerUnaryReactor* DeleteAlias(grpc::CallbackServerContext* ctx,
-                                        const transferd::v1::DeleteAliasRequest* request,
-                                        google::protobuf::Empty* response) override;
-  grpc::ServerUnaryReactor* ListAliases(grpc::CallbackServerContext* ctx,
-                                        const transferd::v1::ListAliasesRequest* request,
-                                        transferd::v1::ListAliasesResponse* response) override;
+  grpc::ServerUnaryReactor* GetModel(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::GetModelRequest* request,
+      transferd::v1::Model* response) override;
+  grpc::ServerUnaryReactor* ListModels(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ListModelsRequest* request,
+      transferd::v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteModel(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::DeleteModelRequest* request,
+      google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* SetAlias(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::SetAliasRequest* request,
+      transferd::v1::Alias* response) override;
+  grpc::ServerUnaryReactor* DeleteAlias(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::DeleteAliasRequest* request,
+      google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* ListAliases(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ListAliasesRequest* request,
+      transferd::v1::ListAliasesResponse* response) override;
   grpc::ServerWriteReactor<transferd::v1::ExportModelChunk>* ExportModel(
-      grpc::CallbackServerContext* ctx, const transferd::v1::ExportModelRequest* request) override;
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::ExportModelRequest* request) override;
   grpc::ServerReadReactor<transferd::v1::ImportModelRequest>* ImportModel(
-      grpc::CallbackServerContext* ctx, transferd::v1::Model* response) override;
+      grpc::CallbackServerContext* ctx,
+      transferd::v1::Model* response) override;
 
  private:
   core::Engine& engine_;

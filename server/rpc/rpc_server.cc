@@ -34,8 +34,8 @@ namespace {
 class DropReflectionPlugin final : public grpc::ServerBuilderOption {
  public:
   void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(
-      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
     plugins->erase(
         std::remove_if(plugins->begin(), plugins->end(),
                        [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
@@ -50,12 +50,14 @@ class DropReflectionPlugin final : public grpc::ServerBuilderOption {
 // requires).
 class HealthPortOnly final : public grpc::CallbackGenericService {
  public:
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext*) override {
     class Refuse final : public grpc::ServerGenericBidiReactor {
      public:
       Refuse() {
         Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                            "this port serves only grpc.health.v1.Health; transferd.v1 is on the "
+                            "this port serves only grpc.health.v1.Health; "
+                            "transferd.v1 is on the "
                             "main port"));
       }
       void OnDone() override { delete this; }
@@ -64,12 +66,14 @@ class HealthPortOnly final : public grpc::CallbackGenericService {
   }
 };
 
-absl::StatusOr<std::string> ReadPem(const std::string& what, const std::string& path) {
+absl::StatusOr<std::string> ReadPem(const std::string& what,
+                                    const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   if (in) text << in.rdbuf();
   if (!in || text.str().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot read the ", what, " ", path));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the ", what, " ", path));
   }
   return text.str();
 }
@@ -79,11 +83,13 @@ absl::StatusOr<std::string> ReadPem(const std::string& what, const std::string& 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     const RpcServer::Options& options) {
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
-    return absl::InvalidArgumentError("TLS needs both a certificate and a key file");
+    return absl::InvalidArgumentError(
+        "TLS needs both a certificate and a key file");
   }
   if (options.tls_cert_file.empty()) {
     if (!options.tls_client_ca_file.empty()) {
-      return absl::InvalidArgumentError("a client CA needs TLS (a certificate and a key file)");
+      return absl::InvalidArgumentError(
+          "a client CA needs TLS (a certificate and a key file)");
     }
     return grpc::InsecureServerCredentials();
   }
@@ -129,19 +135,21 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   server->options_ = options;
   server->auth_ = std::move(*auth);
   if (server->auth_->enabled()) {
-    spdlog::info("bearer tokens required: {} tokens from {}", server->auth_->token_count(),
-                 options.token_file);
+    spdlog::info("bearer tokens required: {} tokens from {}",
+                 server->auth_->token_count(), options.token_file);
   } else if (!absl::StartsWith(options.listen_address, "127.") &&
              !absl::StartsWith(options.listen_address, "localhost:") &&
              !absl::StartsWith(options.listen_address, "[::1]:")) {
-    spdlog::warn("no --token-file: every client that reaches {} may do anything",
-                 options.listen_address);
+    spdlog::warn(
+        "no --token-file: every client that reaches {} may do anything",
+        options.listen_address);
   }
-  spdlog::info("transport: {}{}", options.tls_cert_file.empty() ? "plaintext" : "TLS",
-               options.tls_client_ca_file.empty() ? "" : " with client certificates");
+  spdlog::info(
+      "transport: {}{}", options.tls_cert_file.empty() ? "plaintext" : "TLS",
+      options.tls_client_ca_file.empty() ? "" : " with client certificates");
 
   std::vector<std::string> implemented = {
-      "transferd.v1.Server", "transferd.v1.Datasets", "transferd.v1.Jobs",
+      "transferd.v1.Server", "transferd.v1.Datasets",  "transferd.v1.Jobs",
       "transferd.v1.Models", "transferd.v1.Inference", "grpc.health.v1.Health"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
@@ -156,18 +164,21 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   limits.set_max_dataset_bytes(datasets.max_dataset_bytes);
   limits.set_max_total_dataset_bytes(datasets.max_total_bytes);
   limits.set_min_free_disk_bytes(datasets.min_free_disk_bytes);
-  limits.set_max_images_per_request(engine.options().predictor.max_images_per_request);
+  limits.set_max_images_per_request(
+      engine.options().predictor.max_images_per_request);
   limits.set_shutdown_grace_seconds(static_cast<int32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(options.shutdown_grace)
           .count()));
 
-  server->server_service_ =
-      std::make_unique<ServerService>(engine, *server->auth_, limits, implemented);
-  server->datasets_service_ = std::make_unique<DatasetsService>(engine, *server->auth_);
+  server->server_service_ = std::make_unique<ServerService>(
+      engine, *server->auth_, limits, implemented);
+  server->datasets_service_ =
+      std::make_unique<DatasetsService>(engine, *server->auth_);
   server->jobs_service_ = std::make_unique<JobsService>(engine, *server->auth_);
-  server->models_service_ = std::make_unique<ModelsService>(engine, *server->auth_);
-  server->inference_service_ =
-      std::make_unique<InferenceService>(engine, *server->auth_, options.max_request_time);
+  server->models_service_ =
+      std::make_unique<ModelsService>(engine, *server->auth_);
+  server->inference_service_ = std::make_unique<InferenceService>(
+      engine, *server->auth_, options.max_request_time);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) {
@@ -180,16 +191,20 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   // Without this gRPC sets SO_REUSEPORT and a second server could bind the
   // same port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen_address, *credentials, &server->port_);
+  builder.AddListeningPort(options.listen_address, *credentials,
+                           &server->port_);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             static_cast<int>(options.min_ping_interval.count()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_concurrent_streams);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(options.min_ping_interval.count()));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   if (options.max_connection_idle.count() > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
-                               static_cast<int>(options.max_connection_idle.count()));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(options.max_connection_idle.count()));
   }
   grpc::ResourceQuota quota("transferd");
   quota.Resize(static_cast<size_t>(options.grpc_memory_bytes));
@@ -218,11 +233,13 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
     health_builder.SetOption(std::make_unique<DropReflectionPlugin>());
     health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     health_builder.AddListeningPort(options.health_listen_address,
-                                    grpc::InsecureServerCredentials(), &server->health_port_);
+                                    grpc::InsecureServerCredentials(),
+                                    &server->health_port_);
     health_builder.SetMaxReceiveMessageSize(64 * 1024);
     health_builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
     server->health_generic_ = std::make_unique<HealthPortOnly>();
-    health_builder.RegisterCallbackGenericService(server->health_generic_.get());
+    health_builder.RegisterCallbackGenericService(
+        server->health_generic_.get());
     server->health_server_ = health_builder.BuildAndStart();
     if (server->health_server_ == nullptr || server->health_port_ == 0) {
       server->server_->Shutdown();

@@ -13,7 +13,7 @@
 namespace grpc {
 class CallbackGenericService;
 class Server;
-}
+}  // namespace grpc
 
 namespace transferd::core {
 class Engine;
@@ -72,8 +72,8 @@ class RpcServer {
 
   // Builds and starts the server; UNAVAILABLE when the address cannot be
   // bound. Health reports NOT_SERVING until SetServing(true).
-  static absl::StatusOr<std::unique_ptr<RpcServer>> Start(const Options& options,
-                                                          core::Engine& engine);
+  static absl::StatusOr<std::unique_ptr<RpcServer>> Start(
+      const Options& options, core::Engine& engine);
   ~RpcServer();
 
   // The bound port.

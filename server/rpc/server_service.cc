@@ -6,8 +6,8 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include "server/core/util/build_info.h"
 #include "server/core/engine.h"
+#include "server/core/util/build_info.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/service_util.h"
 
@@ -15,7 +15,8 @@ namespace transferd::rpc {
 
 namespace v1 = transferd::v1;
 
-ServerService::ServerService(core::Engine& engine, const Authorizer& auth, v1::Limits limits,
+ServerService::ServerService(core::Engine& engine, const Authorizer& auth,
+                             v1::Limits limits,
                              std::vector<std::string> implemented)
     : engine_(engine),
       auth_(auth),
@@ -23,10 +24,11 @@ ServerService::ServerService(core::Engine& engine, const Authorizer& auth, v1::L
       implemented_(std::move(implemented)) {}
 
 grpc::ServerUnaryReactor* ServerService::GetServerInfo(
-    grpc::CallbackServerContext* ctx, const v1::GetServerInfoRequest* /*request*/,
-    v1::ServerInfo* response) {
+    grpc::CallbackServerContext* ctx,
+    const v1::GetServerInfoRequest* /*request*/, v1::ServerInfo* response) {
   // Answered while the engine starts too (it says what the server is).
-  if (grpc::Status s = auth_.Check(*ctx, Role::kViewer, "Server.GetServerInfo"); !s.ok()) {
+  if (grpc::Status s = auth_.Check(*ctx, Role::kViewer, "Server.GetServerInfo");
+      !s.ok()) {
     return Answer(ctx, s);
   }
   const core::BuildInfo& build = core::GetBuildInfo();
@@ -48,8 +50,9 @@ grpc::ServerUnaryReactor* ServerService::GetServerInfo(
   d->set_description(info.device.description);
   d->set_threads(info.device.threads);
   d->set_memory_bytes(info.device.memory_bytes);
-  d->set_default_precision(info.device.precision == "bf16" ? v1::PRECISION_BF16
-                                                          : v1::PRECISION_FP32);
+  d->set_default_precision(info.device.precision == "bf16"
+                               ? v1::PRECISION_BF16
+                               : v1::PRECISION_FP32);
 
   v1::CpuFeatures* c = response->mutable_cpu();
   c->set_avx2(info.cpu.avx2);

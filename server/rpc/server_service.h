@@ -18,7 +18,8 @@ class ServerService final : public transferd::v1::Server::CallbackService {
  public:
   // `limits` are the limits in force, `implemented` the services this build
   // implements (both reported verbatim).
-  ServerService(core::Engine& engine, const Authorizer& auth, transferd::v1::Limits limits,
+  ServerService(core::Engine& engine, const Authorizer& auth,
+                transferd::v1::Limits limits,
                 std::vector<std::string> implemented);
 
   grpc::ServerUnaryReactor* GetServerInfo(

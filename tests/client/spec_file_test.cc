@@ -3,7 +3,6 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
-
 #include <nlohmann/json.hpp>
 
 #include "transferd/v1/jobs.pb.h"
@@ -52,7 +51,8 @@ stages:
   EXPECT_DOUBLE_EQ(spec.model().alpha(), 0.25);
   EXPECT_EQ(spec.model().input_size(), 224);
   EXPECT_EQ(spec.model().precision(), transferd::v1::PRECISION_BF16);
-  EXPECT_EQ(spec.model().head().pooling(), transferd::v1::POOLING_GLOBAL_AVERAGE);
+  EXPECT_EQ(spec.model().head().pooling(),
+            transferd::v1::POOLING_GLOBAL_AVERAGE);
   EXPECT_EQ(spec.model().head().hidden_units(), 256);
   ASSERT_EQ(spec.stages_size(), 2);
   EXPECT_EQ(spec.stages(0).name(), "frozen");
@@ -67,7 +67,8 @@ stages:
 }
 
 TEST(SpecFileTest, ScalarsKeepTheirTypes) {
-  auto json = SpecTextToJson("a: 20\nb: 2e-5\nc: true\nd: ~\ne: block5_conv1\nf: '20'\n");
+  auto json = SpecTextToJson(
+      "a: 20\nb: 2e-5\nc: true\nd: ~\ne: block5_conv1\nf: '20'\n");
   ASSERT_TRUE(json.ok()) << json.status();
   const auto j = nlohmann::json::parse(*json);
   EXPECT_TRUE(j["a"].is_number_integer());
@@ -82,7 +83,8 @@ TEST(SpecFileTest, BadYamlNamesTheLine) {
   auto out = SpecTextToJson("recipe: keras-book\nstages:\n  - epochs: [1, 2\n");
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(out.status().message().find("line "), absl::string_view::npos) << out.status();
+  EXPECT_NE(out.status().message().find("line "), absl::string_view::npos)
+      << out.status();
 }
 
 TEST(SpecFileTest, TopLevelMustBeAMapping) {

@@ -87,7 +87,8 @@ nlohmann::json FindSplit(const nlohmann::json& splits,
 class TransferctlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
+    server_ =
+        new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -99,7 +100,8 @@ class TransferctlTest : public ::testing::Test {
 TransferdServer* TransferctlTest::server_ = nullptr;
 
 TEST_F(TransferctlTest, ServerInfoAsJson) {
-  RunResult r = Ctl({"--server", server_->address(), "server", "info", "--json"});
+  RunResult r =
+      Ctl({"--server", server_->address(), "server", "info", "--json"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   auto json = nlohmann::json::parse(r.out);
   EXPECT_EQ(json["device"]["name"], "cpu");
@@ -117,13 +119,15 @@ TEST_F(TransferctlTest, ServerInfoAsText) {
 }
 
 TEST_F(TransferctlTest, AddressFromEnvironment) {
-  RunResult r = Ctl({"server", "health"}, {"TRANSFERD_ADDR=" + server_->address()});
+  RunResult r =
+      Ctl({"server", "health"}, {"TRANSFERD_ADDR=" + server_->address()});
   ASSERT_EQ(r.status.code, 0) << r.err;
   EXPECT_EQ(r.out, "server: SERVING\n");
 }
 
 TEST_F(TransferctlTest, HealthJsonAndUnknownService) {
-  RunResult r = Ctl({"--server", server_->address(), "--json", "server", "health"});
+  RunResult r =
+      Ctl({"--server", server_->address(), "--json", "server", "health"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   auto json = nlohmann::json::parse(r.out);
   EXPECT_EQ(json["status"], "SERVING");
@@ -242,7 +246,8 @@ void MakeTrainingFolder(const fs::path& dir) {
     for (const char* label : {"cat", "dog"}) {
       for (int i = 0; i < per_class; ++i, ++n) {
         const fs::path path =
-            dir / split / (std::string(label) + "." + std::to_string(n) + ".jpg");
+            dir / split /
+            (std::string(label) + "." + std::to_string(n) + ".jpg");
         fs::create_directories(path.parent_path());
         // Cats reddish, dogs bluish: something to learn.
         const bool cat = std::string(label) == "cat";
@@ -276,12 +281,30 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
   ASSERT_EQ(up.status.code, 0) << up.err;
 
   // Followed in pipe mode: whole lines, Keras-like, no carriage returns.
-  RunResult train = testing::Run(
-      {testing::TransferctlBinary(), "--server", server, "train", "train-small",
-       "--id", "tiny-job", "--backbone", "mobilenet", "--alpha", "0.25",
-       "--weights", "none", "--input-size", "32", "--epochs", "2",
-       "--batch-size", "4", "--augment", "none", "--hidden-units", "8"},
-      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  RunResult train = testing::Run({testing::TransferctlBinary(),
+                                  "--server",
+                                  server,
+                                  "train",
+                                  "train-small",
+                                  "--id",
+                                  "tiny-job",
+                                  "--backbone",
+                                  "mobilenet",
+                                  "--alpha",
+                                  "0.25",
+                                  "--weights",
+                                  "none",
+                                  "--input-size",
+                                  "32",
+                                  "--epochs",
+                                  "2",
+                                  "--batch-size",
+                                  "4",
+                                  "--augment",
+                                  "none",
+                                  "--hidden-units",
+                                  "8"},
+                                 {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
   ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
   EXPECT_THAT(train.out, HasSubstr("Epoch 1/2"));
   EXPECT_THAT(train.out, HasSubstr("Epoch 2/2"));
@@ -290,7 +313,8 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
   EXPECT_THAT(train.out, HasSubstr("state: SUCCEEDED"));
   EXPECT_THAT(train.out, Not(HasSubstr("\r")));
 
-  RunResult show = Ctl({"--server", server, "--json", "jobs", "show", "tiny-job"});
+  RunResult show =
+      Ctl({"--server", server, "--json", "jobs", "show", "tiny-job"});
   ASSERT_EQ(show.status.code, 0) << show.err;
   const auto job = nlohmann::json::parse(show.out);
   EXPECT_EQ(job["name"], "jobs/tiny-job");
@@ -302,13 +326,15 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
   EXPECT_EQ(job["spec"]["stages"][0]["epochs"], 2);
   EXPECT_EQ(job["spec"]["stages"][0]["augmentation"]["enabled"], false);
 
-  RunResult show_text = Ctl({"--server", server, "jobs", "show", "jobs/tiny-job"});
+  RunResult show_text =
+      Ctl({"--server", server, "jobs", "show", "jobs/tiny-job"});
   ASSERT_EQ(show_text.status.code, 0) << show_text.err;
   EXPECT_THAT(show_text.out, HasSubstr("state       SUCCEEDED"));
   EXPECT_THAT(show_text.out, HasSubstr("VAL_ACC"));
   EXPECT_THAT(show_text.out, HasSubstr("model       " + model));
 
-  RunResult ls = Ctl({"--server", server, "--json", "jobs", "ls", "--state", "succeeded"});
+  RunResult ls =
+      Ctl({"--server", server, "--json", "jobs", "ls", "--state", "succeeded"});
   ASSERT_EQ(ls.status.code, 0) << ls.err;
   EXPECT_THAT(ls.out, HasSubstr("jobs/tiny-job"));
 
@@ -325,7 +351,8 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
   EXPECT_THAT(model_show.out, HasSubstr("classes     2: cat, dog"));
 
   // Watching a finished job replays its events, each once, in order.
-  RunResult watch = Ctl({"--server", server, "--json", "jobs", "watch", "tiny-job"});
+  RunResult watch =
+      Ctl({"--server", server, "--json", "jobs", "watch", "tiny-job"});
   ASSERT_EQ(watch.status.code, 0) << watch.err;
   const std::vector<nlohmann::json> events = JsonLines(watch.out);
   ASSERT_FALSE(events.empty());
@@ -341,7 +368,8 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
   EXPECT_EQ(events.back()["state_changed"]["state"], "JOB_STATE_SUCCEEDED");
 
   // A finished job cannot be cancelled: FAILED_PRECONDITION, exit code 1.
-  EXPECT_EQ(Ctl({"--server", server, "jobs", "cancel", "tiny-job"}).status.code, 1);
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "cancel", "tiny-job"}).status.code,
+            1);
 }
 
 TEST_F(TransferctlTest, InvalidHyperparameterNamesTheField) {
@@ -352,7 +380,8 @@ TEST_F(TransferctlTest, InvalidHyperparameterNamesTheField) {
   EXPECT_THAT(r.err, HasSubstr("learning_rate"));
   EXPECT_EQ(r.out, "");
 
-  RunResult missing = Ctl({"--server", server_->address(), "models", "show", "nope"});
+  RunResult missing =
+      Ctl({"--server", server_->address(), "models", "show", "nope"});
   EXPECT_EQ(missing.status.code, 1);
 }
 
@@ -662,14 +691,19 @@ TEST(TransferctlNoServerTest, HealthWaitsForAServerThatComesUpLate) {
   testing::TempDir dir;
   const int port = testing::FreeLoopbackPort();
   const std::string address = "127.0.0.1:" + std::to_string(port);
-  std::vector<std::string> argv = {testing::TransferctlBinary(), "--server",
-                                   address, "server", "health", "--wait", "60"};
+  std::vector<std::string> argv = {testing::TransferctlBinary(),
+                                   "--server",
+                                   address,
+                                   "server",
+                                   "health",
+                                   "--wait",
+                                   "60"};
   auto waiter = testing::Subprocess::Spawn(argv, {"TRANSFERD_ADDR="},
                                            dir.path() + "/ctl.log");
-  auto server = testing::Subprocess::Spawn(
-      {testing::TransferdBinary(), "--listen", address, "--data-dir",
-       dir.path() + "/data"},
-      {}, dir.path() + "/server.log");
+  auto server =
+      testing::Subprocess::Spawn({testing::TransferdBinary(), "--listen",
+                                  address, "--data-dir", dir.path() + "/data"},
+                                 {}, dir.path() + "/server.log");
   auto exit = waiter.Wait(std::chrono::seconds(90));
   ASSERT_TRUE(exit.has_value());
   EXPECT_EQ(exit->code, 0);
@@ -757,7 +791,8 @@ class FakeJobs final : public v1::Jobs::Service {
   }
   void SetLive(bool live) { live_ = live; }
 
-  grpc::Status CreateJob(grpc::ServerContext*, const v1::CreateJobRequest* request,
+  grpc::Status CreateJob(grpc::ServerContext*,
+                         const v1::CreateJobRequest* request,
                          v1::Job* job) override {
     std::lock_guard<std::mutex> lock(mu_);
     created_.push_back(*request);
@@ -773,7 +808,8 @@ class FakeJobs final : public v1::Jobs::Service {
     *job = job_;
     return grpc::Status::OK;
   }
-  grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* request,
+  grpc::Status WatchJob(grpc::ServerContext* ctx,
+                        const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -850,7 +886,8 @@ class FakeJobsServer {
   FakeJobsServer(v1::Job job, std::vector<v1::JobEvent> events)
       : jobs_(std::move(job), std::move(events)) {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
     builder.RegisterService(&jobs_);
     builder.RegisterService(&models_);
     server_ = builder.BuildAndStart();
@@ -862,7 +899,8 @@ class FakeJobsServer {
   ~FakeJobsServer() { Shutdown(); }
   void Shutdown() {
     if (server_ == nullptr) return;
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(1));
     server_.reset();
   }
 
@@ -893,8 +931,8 @@ TEST(WatchJobTest, ReconnectsAfterADroppedStreamWithoutLossOrRepeat) {
     EXPECT_EQ(after, seen.empty() ? 0 : seen.back());
   };
   absl::Status status = fake.client().WatchJob(
-      "jobs/j1", 0, true, [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); },
-      options);
+      "jobs/j1", 0, true,
+      [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); }, options);
   ASSERT_TRUE(status.ok()) << status;
   std::vector<int64_t> expected;
   for (int64_t i = 1; i <= 11; ++i) expected.push_back(i);
@@ -908,7 +946,9 @@ TEST(WatchJobTest, StartsAfterTheGivenSequence) {
   std::vector<int64_t> seen;
   ASSERT_TRUE(fake.client()
                   .WatchJob("jobs/j1", 9, false,
-                            [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); })
+                            [&](const v1::JobEvent& e) {
+                              seen.push_back(e.sequence());
+                            })
                   .ok());
   EXPECT_THAT(seen, ElementsAre(10, 11));
 }
@@ -923,8 +963,8 @@ TEST(WatchJobTest, ServerGoneIsAClearErrorAfterTheRetryBudget) {
   options.on_reconnect = [&](const absl::Status&, int64_t) { fake.Shutdown(); };
   const auto start = std::chrono::steady_clock::now();
   absl::Status status = fake.client().WatchJob(
-      "jobs/j1", 0, true, [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); },
-      options);
+      "jobs/j1", 0, true,
+      [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); }, options);
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(status.message()),
@@ -940,14 +980,17 @@ TEST(WatchJobTest, UnreachableAtTheStartFailsAtOnce) {
   options.address = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
   auto client = transferd::client::Client::Create(options);
   const auto start = std::chrono::steady_clock::now();
-  absl::Status status = client->WatchJob("jobs/j1", 0, true, [](const v1::JobEvent&) {});
+  absl::Status status =
+      client->WatchJob("jobs/j1", 0, true, [](const v1::JobEvent&) {});
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(status.message()), HasSubstr("cannot reach transferd"));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("cannot reach transferd"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
 TEST(WatchJobTest, CancelFlagEndsTheWatch) {
-  FakeJobsServer fake(FakeJob(v1::JOB_STATE_RUNNING), {StateEvent(1, v1::JOB_STATE_QUEUED)});
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_RUNNING),
+                      {StateEvent(1, v1::JOB_STATE_QUEUED)});
   fake.jobs().SetLive(true);
   std::atomic<bool> cancel{false};
   transferd::client::WatchOptions options;
@@ -962,24 +1005,25 @@ TEST(TransferctlJobsTest, WatchPrintsKerasLinesInPipeModeAcrossAReconnect) {
   fake.jobs().DropAfter(5);
   RunResult r = Ctl({"--server", fake.address(), "jobs", "watch", "j1"});
   ASSERT_EQ(r.status.code, 0) << r.err;
-  EXPECT_EQ(r.out,
-            "state: QUEUED\n"
-            "state: RUNNING\n"
-            "Stage 1/1 \"frozen-base\": 4 trainable tensors, 2,081 trainable "
-            "params, 3,228,864 non-trainable; backbone features cached\n"
-            "  trainable from none; default optimizer; 2 epochs; batch 4; "
-            "augmentation default\n"
-            "Epoch 1/2\n"
-            "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
-            "val_accuracy: 0.5500\n"
-            "checkpoint: epoch 1, 2.0 MiB\n"
-            "Epoch 2/2\n"
-            "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
-            "val_accuracy: 0.5500\n"
-            "checkpoint: epoch 2, 2.0 MiB\n"
-            "evaluation validation: 4 examples - loss: 0.5000 - accuracy: 0.7500\n"
-            "state: SUCCEEDED\n"
-            "model: models/m1\n");
+  EXPECT_EQ(
+      r.out,
+      "state: QUEUED\n"
+      "state: RUNNING\n"
+      "Stage 1/1 \"frozen-base\": 4 trainable tensors, 2,081 trainable "
+      "params, 3,228,864 non-trainable; backbone features cached\n"
+      "  trainable from none; default optimizer; 2 epochs; batch 4; "
+      "augmentation default\n"
+      "Epoch 1/2\n"
+      "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
+      "val_accuracy: 0.5500\n"
+      "checkpoint: epoch 1, 2.0 MiB\n"
+      "Epoch 2/2\n"
+      "4/4 - 3s - loss: 0.6931 - accuracy: 0.5000 - val_loss: 0.6900 - "
+      "val_accuracy: 0.5500\n"
+      "checkpoint: epoch 2, 2.0 MiB\n"
+      "evaluation validation: 4 examples - loss: 0.5000 - accuracy: 0.7500\n"
+      "state: SUCCEEDED\n"
+      "model: models/m1\n");
   EXPECT_THAT(r.err, HasSubstr("connection lost"));
   EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(0, 5));
 }
@@ -994,8 +1038,9 @@ TEST(TransferctlJobsTest, WatchDrawsAKerasBarOnATerminal) {
                              {"TRANSFERD_ADDR="});
   ASSERT_EQ(r.status.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("Epoch 1/2"));
-  EXPECT_THAT(r.out, HasSubstr("\r2/4 [==============>...............] - ETA: 2s - "
-                               "loss: 0.7000 - accuracy: 0.5000"));
+  EXPECT_THAT(r.out,
+              HasSubstr("\r2/4 [==============>...............] - ETA: 2s - "
+                        "loss: 0.7000 - accuracy: 0.5000"));
   // The bar's line is cleared and replaced by the epoch's summary.
   EXPECT_THAT(r.out, HasSubstr("\r\033[K4/4 - 3s - loss: 0.6931"));
   // Checkpoints are dim.
@@ -1029,9 +1074,12 @@ TEST(TransferctlJobsTest, ShowPrintsHistoryAndConfusionMatrix) {
   EXPECT_THAT(r.out, HasSubstr("stage 1     frozen-base: trainable from none"));
   EXPECT_THAT(r.out, HasSubstr("state       SUCCEEDED\n"));
   EXPECT_THAT(r.out, HasSubstr("progress    stage 1/1, epoch 2/2\n"));
-  EXPECT_THAT(r.out, HasSubstr("  EPOCH STAGE     LOSS      ACC VAL_LOSS  VAL_ACC         LR  SECONDS\n"
-                               "      1     1   0.6931   0.5000   0.6900   0.5500     0.0001      3.0\n"));
-  EXPECT_THAT(r.out, HasSubstr("evaluation  validation: 4 examples, loss 0.5000, accuracy 0.7500\n"));
+  EXPECT_THAT(r.out, HasSubstr("  EPOCH STAGE     LOSS      ACC VAL_LOSS  "
+                               "VAL_ACC         LR  SECONDS\n"
+                               "      1     1   0.6931   0.5000   0.6900   "
+                               "0.5500     0.0001      3.0\n"));
+  EXPECT_THAT(r.out, HasSubstr("evaluation  validation: 4 examples, loss "
+                               "0.5000, accuracy 0.7500\n"));
   // Class names come from the result model.
   EXPECT_THAT(r.out, HasSubstr("                      cat    dog\n"
                                "               cat      2      0\n"
@@ -1045,7 +1093,8 @@ TEST(TransferctlJobsTest, ShowPrintsHistoryAndConfusionMatrix) {
 
 TEST(TransferctlJobsTest, WatchAsJsonLines) {
   FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
-  RunResult r = Ctl({"--server", fake.address(), "--json", "jobs", "watch", "jobs/j1"});
+  RunResult r =
+      Ctl({"--server", fake.address(), "--json", "jobs", "watch", "jobs/j1"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   const std::vector<nlohmann::json> events = JsonLines(r.out);
   ASSERT_EQ(events.size(), 11u) << r.out;
@@ -1057,7 +1106,8 @@ TEST(TransferctlJobsTest, WatchAsJsonLines) {
 
 TEST(TransferctlJobsTest, FailedJobExitsOneWithTheReason) {
   FakeJobsServer fake(FakeJob(v1::JOB_STATE_FAILED),
-                      {StateEvent(1, v1::JOB_STATE_QUEUED), StateEvent(2, v1::JOB_STATE_RUNNING),
+                      {StateEvent(1, v1::JOB_STATE_QUEUED),
+                       StateEvent(2, v1::JOB_STATE_RUNNING),
                        StateEvent(3, v1::JOB_STATE_FAILED, "out of memory")});
   RunResult r = Ctl({"--server", fake.address(), "jobs", "watch", "j1"});
   EXPECT_EQ(r.status.code, 1);
@@ -1067,15 +1117,19 @@ TEST(TransferctlJobsTest, FailedJobExitsOneWithTheReason) {
 
 TEST(TransferctlJobsTest, CtrlCDetachesWithoutCancelling) {
   FakeJobsServer fake(FakeJob(v1::JOB_STATE_RUNNING),
-                      {StateEvent(1, v1::JOB_STATE_QUEUED), StateEvent(2, v1::JOB_STATE_RUNNING)});
+                      {StateEvent(1, v1::JOB_STATE_QUEUED),
+                       StateEvent(2, v1::JOB_STATE_RUNNING)});
   fake.jobs().SetLive(true);
   testing::TempDir temp;
   const std::string log = temp.path() + "/watch.log";
-  auto watch = testing::Subprocess::Spawn(
-      {testing::TransferctlBinary(), "--server", fake.address(), "jobs", "watch", "j1"},
-      {"TRANSFERD_ADDR="}, log);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (fake.jobs().watch_after().empty() && std::chrono::steady_clock::now() < deadline) {
+  auto watch =
+      testing::Subprocess::Spawn({testing::TransferctlBinary(), "--server",
+                                  fake.address(), "jobs", "watch", "j1"},
+                                 {"TRANSFERD_ADDR="}, log);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (fake.jobs().watch_after().empty() &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_FALSE(fake.jobs().watch_after().empty());
@@ -1090,8 +1144,10 @@ TEST(TransferctlJobsTest, CtrlCDetachesWithoutCancelling) {
   std::stringstream text;
   text << in.rdbuf();
   EXPECT_THAT(text.str(), HasSubstr("jobs/j1 RUNNING, stage 1/1, epoch 1/2"));
-  EXPECT_THAT(text.str(),
-              HasSubstr("detached; the job keeps running: transferctl jobs watch jobs/j1"));
+  EXPECT_THAT(
+      text.str(),
+      HasSubstr(
+          "detached; the job keeps running: transferctl jobs watch jobs/j1"));
 }
 
 TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
@@ -1103,13 +1159,45 @@ TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
                 "model": {"backbone": "vgg19", "inputSize": 224},
                 "stages": [{"epochs": 30, "batchSize": 20},
                            {"trainableFrom": "block4_conv1", "epochs": 50}]})");
-  RunResult r = Ctl({"--server", fake.address(), "train", "datasets/small", "--spec", spec_file,
-                     "--backbone", "vgg16", "--alpha", "0.5", "--weights", "none",
-                     "--precision", "bf16", "--pooling", "gap", "--hidden-units", "8",
-                     "--dropout", "0.25", "--epochs", "3", "--lr", "0.001", "--optimizer",
-                     "sgd", "--momentum", "0.9", "--augment", "none", "--fine-tune-from",
-                     "block5_conv1", "--fine-tune-epochs", "4", "--fine-tune-lr", "1e-5",
-                     "--id", "my-job", "--detach"});
+  RunResult r = Ctl({"--server",
+                     fake.address(),
+                     "train",
+                     "datasets/small",
+                     "--spec",
+                     spec_file,
+                     "--backbone",
+                     "vgg16",
+                     "--alpha",
+                     "0.5",
+                     "--weights",
+                     "none",
+                     "--precision",
+                     "bf16",
+                     "--pooling",
+                     "gap",
+                     "--hidden-units",
+                     "8",
+                     "--dropout",
+                     "0.25",
+                     "--epochs",
+                     "3",
+                     "--lr",
+                     "0.001",
+                     "--optimizer",
+                     "sgd",
+                     "--momentum",
+                     "0.9",
+                     "--augment",
+                     "none",
+                     "--fine-tune-from",
+                     "block5_conv1",
+                     "--fine-tune-epochs",
+                     "4",
+                     "--fine-tune-lr",
+                     "1e-5",
+                     "--id",
+                     "my-job",
+                     "--detach"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("transferctl jobs watch jobs/j1"));
   ASSERT_EQ(fake.jobs().created().size(), 1u);
@@ -1142,8 +1230,9 @@ TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
   EXPECT_FALSE(s.stages(1).optimizer().has_momentum());
 
   // finetune: FINE_TUNE of models/ID, no network.
-  RunResult tune = Ctl({"--server", fake.address(), "--json", "finetune", "m1", "small",
-                        "--epochs", "2", "--trainable-from", "100", "--detach"});
+  RunResult tune =
+      Ctl({"--server", fake.address(), "--json", "finetune", "m1", "small",
+           "--epochs", "2", "--trainable-from", "100", "--detach"});
   ASSERT_EQ(tune.status.code, 0) << tune.err;
   EXPECT_EQ(nlohmann::json::parse(tune.out)["name"], "jobs/j1");
   ASSERT_EQ(fake.jobs().created().size(), 2u);
@@ -1201,22 +1290,44 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
   ASSERT_EQ(up.status.code, 0) << up.err;
 
   // Two stages: 2 epochs with the base frozen, 1 fine-tuning the top.
-  RunResult train = testing::Run(
-      {testing::TransferctlBinary(), "--server", server, "train", "plot-small",
-       "--id", "plot-job", "--backbone", "mobilenet", "--alpha", "0.25",
-       "--weights", "none", "--input-size", "32", "--epochs", "2",
-       "--batch-size", "4", "--augment", "none", "--hidden-units", "8",
-       "--fine-tune-from", "conv_dw_13", "--fine-tune-epochs", "1",
-       "--fine-tune-lr", "1e-5"},
-      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  RunResult train = testing::Run({testing::TransferctlBinary(),
+                                  "--server",
+                                  server,
+                                  "train",
+                                  "plot-small",
+                                  "--id",
+                                  "plot-job",
+                                  "--backbone",
+                                  "mobilenet",
+                                  "--alpha",
+                                  "0.25",
+                                  "--weights",
+                                  "none",
+                                  "--input-size",
+                                  "32",
+                                  "--epochs",
+                                  "2",
+                                  "--batch-size",
+                                  "4",
+                                  "--augment",
+                                  "none",
+                                  "--hidden-units",
+                                  "8",
+                                  "--fine-tune-from",
+                                  "conv_dw_13",
+                                  "--fine-tune-epochs",
+                                  "1",
+                                  "--fine-tune-lr",
+                                  "1e-5"},
+                                 {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
   ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
   EXPECT_THAT(train.out, HasSubstr("Stage 2/2"));
 
   const fs::path png = fs::path(temp.path()) / "curves.png";
   const fs::path csv = fs::path(temp.path()) / "curves.csv";
-  RunResult plot = Ctl({"--server", server, "--json", "jobs", "plot", "plot-job", "-o",
-                        png.string(), "--csv", csv.string(), "--width", "800",
-                        "--height", "360"});
+  RunResult plot = Ctl({"--server", server, "--json", "jobs", "plot",
+                        "plot-job", "-o", png.string(), "--csv", csv.string(),
+                        "--width", "800", "--height", "360"});
   ASSERT_EQ(plot.status.code, 0) << plot.err;
   const auto json = nlohmann::json::parse(plot.out);
   EXPECT_EQ(json["png"], png.string());
@@ -1229,13 +1340,15 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
   EXPECT_EQ(image.rows, 360);
 
   // A header and one row per epoch of the job's history, stages 1, 1, 2.
-  RunResult show = Ctl({"--server", server, "--json", "jobs", "show", "plot-job"});
+  RunResult show =
+      Ctl({"--server", server, "--json", "jobs", "show", "plot-job"});
   ASSERT_EQ(show.status.code, 0) << show.err;
   const size_t epochs = nlohmann::json::parse(show.out)["history"].size();
   EXPECT_EQ(epochs, 3u);
   const std::vector<std::string> lines = FileLines(csv);
   ASSERT_EQ(lines.size(), epochs + 1);
-  EXPECT_EQ(lines[0], "epoch,stage,loss,accuracy,val_loss,val_accuracy,lr,seconds");
+  EXPECT_EQ(lines[0],
+            "epoch,stage,loss,accuracy,val_loss,val_accuracy,lr,seconds");
   EXPECT_THAT(lines[1], StartsWith("1,1,"));
   EXPECT_THAT(lines[2], StartsWith("2,1,"));
   EXPECT_THAT(lines[3], StartsWith("3,2,"));
@@ -1245,13 +1358,13 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
 
   // CSV only, plain output: no PNG needed.
   const fs::path only = fs::path(temp.path()) / "only.csv";
-  RunResult csv_only = Ctl({"--server", server, "jobs", "plot", "jobs/plot-job", "--csv",
-                            only.string()});
+  RunResult csv_only = Ctl({"--server", server, "jobs", "plot", "jobs/plot-job",
+                            "--csv", only.string()});
   ASSERT_EQ(csv_only.status.code, 0) << csv_only.err;
   EXPECT_THAT(csv_only.out, HasSubstr(only.string()));
   EXPECT_EQ(FileLines(only), lines);
-  RunResult csv_json = Ctl({"--server", server, "--json", "jobs", "plot", "plot-job",
-                            "--csv", only.string()});
+  RunResult csv_json = Ctl({"--server", server, "--json", "jobs", "plot",
+                            "plot-job", "--csv", only.string()});
   ASSERT_EQ(csv_json.status.code, 0) << csv_json.err;
   const auto csv_only_json = nlohmann::json::parse(csv_json.out);
   EXPECT_TRUE(csv_only_json["png"].is_null()) << csv_json.out;
@@ -1260,12 +1373,14 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
 
   // Neither output: a usage error; an unknown job: the server's NOT_FOUND;
   // an unwritable path: exit code 1 naming it.
-  EXPECT_EQ(Ctl({"--server", server, "jobs", "plot", "plot-job"}).status.code, 2);
-  RunResult missing = Ctl({"--server", server, "jobs", "plot", "nope", "--csv", only.string()});
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "plot", "plot-job"}).status.code,
+            2);
+  RunResult missing =
+      Ctl({"--server", server, "jobs", "plot", "nope", "--csv", only.string()});
   EXPECT_EQ(missing.status.code, 1);
   EXPECT_THAT(missing.err, HasSubstr("\"nope\" not found"));
-  RunResult unwritable = Ctl({"--server", server, "jobs", "plot", "plot-job", "-o",
-                              temp.path() + "/no/such/dir/curves.png"});
+  RunResult unwritable = Ctl({"--server", server, "jobs", "plot", "plot-job",
+                              "-o", temp.path() + "/no/such/dir/curves.png"});
   EXPECT_EQ(unwritable.status.code, 1);
   EXPECT_THAT(unwritable.err, HasSubstr("cannot write"));
 }
@@ -1274,41 +1389,70 @@ TEST(TransferctlJobsTest, PlotOfAJobWithoutHistoryIsAnError) {
   FakeJobsServer fake(FakeJob(v1::JOB_STATE_QUEUED), {});
   testing::TempDir temp;
   const std::string png = temp.path() + "/curves.png";
-  RunResult r = Ctl({"--server", fake.address(), "jobs", "plot", "j1", "-o", png});
+  RunResult r =
+      Ctl({"--server", fake.address(), "jobs", "plot", "j1", "-o", png});
   EXPECT_EQ(r.status.code, 1);
   EXPECT_EQ(r.out, "");
-  EXPECT_EQ(r.err, "transferctl: jobs/j1 has no finished epoch to plot yet (state QUEUED)\n");
+  EXPECT_EQ(r.err,
+            "transferctl: jobs/j1 has no finished epoch to plot yet (state "
+            "QUEUED)\n");
   EXPECT_FALSE(fs::exists(png));
 }
 
 TEST(TransferctlNoServerTest, PlotUsageErrorsExitTwo) {
   EXPECT_EQ(Ctl({"jobs", "plot"}).status.code, 2);
-  EXPECT_EQ(Ctl({"jobs", "plot", "j1", "-o", "x.png", "--width", "10"}).status.code, 2);
-  EXPECT_EQ(Ctl({"jobs", "plot", "j1", "-o", "x.png", "--height", "100000"}).status.code, 2);
+  EXPECT_EQ(
+      Ctl({"jobs", "plot", "j1", "-o", "x.png", "--width", "10"}).status.code,
+      2);
+  EXPECT_EQ(Ctl({"jobs", "plot", "j1", "-o", "x.png", "--height", "100000"})
+                .status.code,
+            2);
   RunResult help = Ctl({"jobs", "plot", "--help"});
   EXPECT_EQ(help.status.code, 0);
   EXPECT_THAT(help.out, HasSubstr("Examples:"));
   EXPECT_THAT(help.out, HasSubstr("--csv"));
 }
 
-// ---- models alias / aliases / unalias / export / import -----------------------
+// ---- models alias / aliases / unalias / export / import
+// -----------------------
 
 TEST_F(TransferctlTest, ModelsAliasExportImport) {
   testing::TempDir temp;
   const fs::path folder = fs::path(temp.path()) / "alias-small";
   MakeTrainingFolder(folder);
   const std::string& server = server_->address();
-  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(), "--id",
-                 "alias-small"}).status.code, 0);
-  RunResult train = testing::Run(
-      {testing::TransferctlBinary(), "--server", server, "train", "alias-small", "--id",
-       "alias-job", "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none",
-       "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--augment", "none",
-       "--hidden-units", "8"},
-      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(),
+                 "--id", "alias-small"})
+                .status.code,
+            0);
+  RunResult train = testing::Run({testing::TransferctlBinary(),
+                                  "--server",
+                                  server,
+                                  "train",
+                                  "alias-small",
+                                  "--id",
+                                  "alias-job",
+                                  "--backbone",
+                                  "mobilenet",
+                                  "--alpha",
+                                  "0.25",
+                                  "--weights",
+                                  "none",
+                                  "--input-size",
+                                  "32",
+                                  "--epochs",
+                                  "1",
+                                  "--batch-size",
+                                  "4",
+                                  "--augment",
+                                  "none",
+                                  "--hidden-units",
+                                  "8"},
+                                 {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
   ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
 
-  RunResult alias = Ctl({"--server", server, "models", "alias", "catdog", "alias-job"});
+  RunResult alias =
+      Ctl({"--server", server, "models", "alias", "catdog", "alias-job"});
   ASSERT_EQ(alias.status.code, 0) << alias.err;
   EXPECT_EQ(alias.out, "aliases/catdog -> models/alias-job\n");
   RunResult aliases = Ctl({"--server", server, "--json", "models", "aliases"});
@@ -1321,7 +1465,8 @@ TEST_F(TransferctlTest, ModelsAliasExportImport) {
   ASSERT_EQ(table.status.code, 0) << table.err;
   EXPECT_THAT(table.out, HasSubstr("ALIAS"));
   EXPECT_THAT(table.out, HasSubstr("aliases/catdog"));
-  RunResult show = Ctl({"--server", server, "models", "show", "aliases/catdog"});
+  RunResult show =
+      Ctl({"--server", server, "models", "show", "aliases/catdog"});
   ASSERT_EQ(show.status.code, 0) << show.err;
   EXPECT_THAT(show.out, HasSubstr("model       models/alias-job"));
   EXPECT_THAT(show.out, HasSubstr("aliases/catdog"));
@@ -1330,7 +1475,8 @@ TEST_F(TransferctlTest, ModelsAliasExportImport) {
   EXPECT_THAT(rm.err, HasSubstr("catdog"));
 
   const std::string tar = temp.path() + "/catdog.tar";
-  RunResult exported = Ctl({"--server", server, "models", "export", "aliases/catdog", "-o", tar});
+  RunResult exported = Ctl(
+      {"--server", server, "models", "export", "aliases/catdog", "-o", tar});
   ASSERT_EQ(exported.status.code, 0) << exported.err;
   EXPECT_THAT(exported.out, HasSubstr("verified"));
   EXPECT_TRUE(fs::exists(tar));
@@ -1338,23 +1484,25 @@ TEST_F(TransferctlTest, ModelsAliasExportImport) {
   auto sha256 = client::FileSha256(tar);
   ASSERT_TRUE(sha256.ok());
   EXPECT_THAT(exported.out, HasSubstr(*sha256));
-  RunResult exported_json =
-      Ctl({"--server", server, "--json", "models", "export", "alias-job", "-o", tar});
+  RunResult exported_json = Ctl({"--server", server, "--json", "models",
+                                 "export", "alias-job", "-o", tar});
   ASSERT_EQ(exported_json.status.code, 0) << exported_json.err;
   EXPECT_EQ(nlohmann::json::parse(exported_json.out)["sha256"], *sha256);
 
-  RunResult imported = Ctl({"--server", server, "models", "import", tar, "--id", "imported",
-                            "--name", "Imported copy"});
+  RunResult imported = Ctl({"--server", server, "models", "import", tar, "--id",
+                            "imported", "--name", "Imported copy"});
   ASSERT_EQ(imported.status.code, 0) << imported.err;
   EXPECT_THAT(imported.out, HasSubstr("models/imported"));
-  RunResult copy = Ctl({"--server", server, "--json", "models", "show", "imported"});
+  RunResult copy =
+      Ctl({"--server", server, "--json", "models", "show", "imported"});
   ASSERT_EQ(copy.status.code, 0) << copy.err;
   const auto model = nlohmann::json::parse(copy.out);
   EXPECT_EQ(model["display_name"], "Imported copy");
   EXPECT_EQ(model["source_job"], "");
   EXPECT_EQ(model["classes"], nlohmann::json({"cat", "dog"}));
   EXPECT_EQ(model["spec"]["backbone"], "mobilenet");
-  RunResult again = Ctl({"--server", server, "models", "import", tar, "--id", "imported"});
+  RunResult again =
+      Ctl({"--server", server, "models", "import", tar, "--id", "imported"});
   EXPECT_EQ(again.status.code, 1);
   EXPECT_THAT(again.err, HasSubstr("already exists"));
 
@@ -1363,15 +1511,18 @@ TEST_F(TransferctlTest, ModelsAliasExportImport) {
   RunResult bad = Ctl({"--server", server, "models", "import", junk});
   EXPECT_EQ(bad.status.code, 1);
   EXPECT_THAT(bad.err, HasSubstr("not a valid model archive"));
-  RunResult missing = Ctl({"--server", server, "models", "export", "aliases/nope", "-o",
-                           temp.path() + "/nope.tar"});
+  RunResult missing = Ctl({"--server", server, "models", "export",
+                           "aliases/nope", "-o", temp.path() + "/nope.tar"});
   EXPECT_EQ(missing.status.code, 1);
   EXPECT_FALSE(fs::exists(temp.path() + "/nope.tar"));
   EXPECT_FALSE(fs::exists(temp.path() + "/nope.tar.part"));
 
-  ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 0);
-  EXPECT_EQ(Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 1);
-  EXPECT_EQ(Ctl({"--server", server, "models", "rm", "alias-job"}).status.code, 0);
+  ASSERT_EQ(
+      Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 0);
+  EXPECT_EQ(
+      Ctl({"--server", server, "models", "unalias", "catdog"}).status.code, 1);
+  EXPECT_EQ(Ctl({"--server", server, "models", "rm", "alias-job"}).status.code,
+            0);
 }
 
 TEST(TransferctlNoServerTest, ModelsAliasUsageErrorsExitTwo) {
@@ -1386,23 +1537,46 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   const fs::path folder = fs::path(temp.path()) / "predict-small";
   MakeTrainingFolder(folder);
   const std::string& server = server_->address();
-  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(), "--id",
-                 "predict-small"}).status.code, 0);
-  RunResult train = testing::Run(
-      {testing::TransferctlBinary(), "--server", server, "train", "predict-small", "--id",
-       "predict-job", "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none",
-       "--input-size", "32", "--epochs", "1", "--batch-size", "4", "--augment", "none",
-       "--hidden-units", "8"},
-      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(Ctl({"--server", server, "datasets", "upload", folder.string(),
+                 "--id", "predict-small"})
+                .status.code,
+            0);
+  RunResult train = testing::Run({testing::TransferctlBinary(),
+                                  "--server",
+                                  server,
+                                  "train",
+                                  "predict-small",
+                                  "--id",
+                                  "predict-job",
+                                  "--backbone",
+                                  "mobilenet",
+                                  "--alpha",
+                                  "0.25",
+                                  "--weights",
+                                  "none",
+                                  "--input-size",
+                                  "32",
+                                  "--epochs",
+                                  "1",
+                                  "--batch-size",
+                                  "4",
+                                  "--augment",
+                                  "none",
+                                  "--hidden-units",
+                                  "8"},
+                                 {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
   ASSERT_EQ(train.status.code, 0) << train.out << train.err << server_->Log();
-  ASSERT_EQ(Ctl({"--server", server, "models", "alias", "predict-alias", "predict-job"})
-                .status.code, 0);
+  ASSERT_EQ(Ctl({"--server", server, "models", "alias", "predict-alias",
+                 "predict-job"})
+                .status.code,
+            0);
 
   // A folder (searched recursively) plus one named file: 4 validation
   // images and 1 training image, as JSON.
   const fs::path one = folder / "train" / "cat.0.jpg";
-  RunResult json = Ctl({"--server", server, "--json", "predict", "--model", "predict-alias",
-                        (folder / "validation").string(), one.string()});
+  RunResult json =
+      Ctl({"--server", server, "--json", "predict", "--model", "predict-alias",
+           (folder / "validation").string(), one.string()});
   ASSERT_EQ(json.status.code, 0) << json.out << json.err;
   const auto answer = nlohmann::json::parse(json.out);
   EXPECT_EQ(answer["model"], "models/predict-job");
@@ -1418,50 +1592,59 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
     served[fs::path(p["file"].get<std::string>()).filename().string()] =
         p["label"].get<std::string>();
   }
-  EXPECT_EQ(answer["predictions"][4]["file"], one.string());  // in the given order
+  EXPECT_EQ(answer["predictions"][4]["file"],
+            one.string());  // in the given order
 
   // A table; a file that is not an image gets its own error line, the
   // others are answered, and the exit code says something failed.
   const fs::path junk = fs::path(temp.path()) / "junk.jpg";
   WriteFile(junk, "this is not a JPEG");
-  RunResult table = Ctl({"--server", server, "predict", "--model", "models/predict-job", "--tta",
-                         one.string(), junk.string()});
+  RunResult table =
+      Ctl({"--server", server, "predict", "--model", "models/predict-job",
+           "--tta", one.string(), junk.string()});
   EXPECT_EQ(table.status.code, 1) << table.out << table.err;
   EXPECT_THAT(table.out, HasSubstr("FILE"));
   EXPECT_THAT(table.out, HasSubstr("PROBABILITY"));
   EXPECT_THAT(table.out, HasSubstr(one.string() + "  " + served["cat.0.jpg"]));
   EXPECT_THAT(table.out, HasSubstr("error        INVALID_ARGUMENT"));
-  EXPECT_THAT(table.out, HasSubstr("2 images, 1 error; model models/predict-job"));
+  EXPECT_THAT(table.out,
+              HasSubstr("2 images, 1 error; model models/predict-job"));
 
-  RunResult unknown = Ctl({"--server", server, "predict", "--model", "nope", one.string()});
+  RunResult unknown =
+      Ctl({"--server", server, "predict", "--model", "nope", one.string()});
   EXPECT_EQ(unknown.status.code, 1);
   EXPECT_THAT(unknown.err, HasSubstr("nope"));
 
   // A PREDICT job over the stored dataset's validation split, followed.
-  RunResult job = testing::Run(
-      {testing::TransferctlBinary(), "--server", server, "predict", "--model", "predict-alias",
-       "--dataset", "predict-small", "--split", "validation", "--id", "predict-run"},
-      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  RunResult job =
+      testing::Run({testing::TransferctlBinary(), "--server", server, "predict",
+                    "--model", "predict-alias", "--dataset", "predict-small",
+                    "--split", "validation", "--id", "predict-run"},
+                   {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
   ASSERT_EQ(job.status.code, 0) << job.out << job.err << server_->Log();
   EXPECT_THAT(job.out, HasSubstr("evaluation validation: 4 examples"));
   EXPECT_THAT(job.out, HasSubstr("state: SUCCEEDED"));
   EXPECT_THAT(job.out, HasSubstr("transferctl jobs results jobs/predict-run"));
 
   const std::string csv = temp.path() + "/results.csv";
-  RunResult written = Ctl({"--server", server, "jobs", "results", "predict-run", "--csv", csv});
+  RunResult written =
+      Ctl({"--server", server, "jobs", "results", "predict-run", "--csv", csv});
   ASSERT_EQ(written.status.code, 0) << written.err;
   EXPECT_EQ(written.out, csv + ": 4 rows\n");
   std::ifstream in(csv);
   std::string line;
   ASSERT_TRUE(std::getline(in, line));
-  EXPECT_EQ(line, "path,split,true_label,label,p_cat,p_dog,status_code,status_message");
+  EXPECT_EQ(
+      line,
+      "path,split,true_label,label,p_cat,p_dog,status_code,status_message");
   int rows = 0;
   while (std::getline(in, line)) {
     ++rows;
     const std::vector<std::string> f = absl::StrSplit(line, ',');
     ASSERT_EQ(f.size(), 8u) << line;
     EXPECT_EQ(f[1], "validation");
-    EXPECT_EQ(f[2], fs::path(f[0]).filename().string().substr(0, 3));  // cat.N.jpg -> cat
+    EXPECT_EQ(f[2], fs::path(f[0]).filename().string().substr(
+                        0, 3));  // cat.N.jpg -> cat
     // The job and the Predict RPC agree on every file.
     EXPECT_EQ(f[3], served[fs::path(f[0]).filename().string()]) << line;
     EXPECT_NEAR(std::stod(f[4]) + std::stod(f[5]), 1.0, 1e-5);
@@ -1469,7 +1652,8 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   }
   EXPECT_EQ(rows, 4);
 
-  RunResult results = Ctl({"--server", server, "--json", "jobs", "results", "predict-run"});
+  RunResult results =
+      Ctl({"--server", server, "--json", "jobs", "results", "predict-run"});
   ASSERT_EQ(results.status.code, 0) << results.err;
   const auto listed = nlohmann::json::parse(results.out);
   EXPECT_EQ(listed["classes"], nlohmann::json({"cat", "dog"}));
@@ -1479,30 +1663,54 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   EXPECT_THAT(text.out, HasSubstr("PATH"));
   EXPECT_THAT(text.out, HasSubstr("labelled files correct"));
   // Results of a training job: it is not a PREDICT job.
-  EXPECT_EQ(Ctl({"--server", server, "jobs", "results", "predict-job"}).status.code, 1);
-  ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "predict-alias"}).status.code, 0);
+  EXPECT_EQ(
+      Ctl({"--server", server, "jobs", "results", "predict-job"}).status.code,
+      1);
+  ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "predict-alias"})
+                .status.code,
+            0);
 }
 
 TEST(TransferctlNoServerTest, PredictUsageErrorsExitTwo) {
-  EXPECT_EQ(Ctl({"predict", "a.jpg"}).status.code, 2);              // no --model
-  EXPECT_EQ(Ctl({"predict", "--model", "m"}).status.code, 2);       // nothing to predict
-  EXPECT_EQ(Ctl({"predict", "--model", "m", "/no/such/file.jpg"}).status.code, 2);
-  EXPECT_EQ(Ctl({"predict", "--model", "m", "--split", "test", "/"}).status.code, 2);
-  EXPECT_EQ(Ctl({"predict", "--model", "m", "--dataset", "d", "--split", "everything"})
-                .status.code, 2);
+  EXPECT_EQ(Ctl({"predict", "a.jpg"}).status.code, 2);  // no --model
+  EXPECT_EQ(Ctl({"predict", "--model", "m"}).status.code,
+            2);  // nothing to predict
+  EXPECT_EQ(Ctl({"predict", "--model", "m", "/no/such/file.jpg"}).status.code,
+            2);
+  EXPECT_EQ(
+      Ctl({"predict", "--model", "m", "--split", "test", "/"}).status.code, 2);
+  EXPECT_EQ(Ctl({"predict", "--model", "m", "--dataset", "d", "--split",
+                 "everything"})
+                .status.code,
+            2);
   EXPECT_EQ(Ctl({"jobs", "results"}).status.code, 2);
 }
 
 TEST(TransferctlNoServerTest, EveryCommandsHelpHasExamplesAndExitCodes) {
   const std::vector<std::vector<std::string>> commands = {
-      {"server", "info"},     {"server", "health"},  {"datasets", "ls"},
-      {"datasets", "upload"}, {"datasets", "show"},  {"datasets", "rm"},
-      {"train"},              {"finetune"},          {"jobs", "ls"},
-      {"jobs", "show"},       {"jobs", "watch"},     {"jobs", "cancel"},
-      {"jobs", "plot"},       {"jobs", "results"},   {"models", "ls"},
-      {"models", "show"},     {"models", "rm"},      {"models", "alias"},
-      {"models", "unalias"},  {"models", "aliases"}, {"models", "export"},
-      {"models", "import"},   {"predict"}};
+      {"server", "info"},
+      {"server", "health"},
+      {"datasets", "ls"},
+      {"datasets", "upload"},
+      {"datasets", "show"},
+      {"datasets", "rm"},
+      {"train"},
+      {"finetune"},
+      {"jobs", "ls"},
+      {"jobs", "show"},
+      {"jobs", "watch"},
+      {"jobs", "cancel"},
+      {"jobs", "plot"},
+      {"jobs", "results"},
+      {"models", "ls"},
+      {"models", "show"},
+      {"models", "rm"},
+      {"models", "alias"},
+      {"models", "unalias"},
+      {"models", "aliases"},
+      {"models", "export"},
+      {"models", "import"},
+      {"predict"}};
   for (std::vector<std::string> command : commands) {
     const std::string name = absl::StrJoin(command, " ");
     command.push_back("--help");

@@ -1,12 +1,12 @@
 #include "common/dataset_layout.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <map>
 #include <numeric>
 #include <random>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 namespace transferd::common {
 namespace {
@@ -22,8 +22,10 @@ TEST(DatasetLayoutTest, TraversalAndOddNamesAreRejected) {
     absl::Status s = ValidateClientPath(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
   }
-  EXPECT_THAT(std::string(ValidateClientPath("x/../y.jpg").message()), HasSubstr(".."));
-  for (const char* good : {"cat.1.jpg", "train/cats/x.jpg", "a..b.jpg", "dir/.hidden.png"}) {
+  EXPECT_THAT(std::string(ValidateClientPath("x/../y.jpg").message()),
+              HasSubstr(".."));
+  for (const char* good :
+       {"cat.1.jpg", "train/cats/x.jpg", "a..b.jpg", "dir/.hidden.png"}) {
     EXPECT_TRUE(ValidateClientPath(good).ok()) << good;
   }
   EXPECT_TRUE(ValidateClientPath(std::string(255, 'x')).ok());
@@ -32,15 +34,16 @@ TEST(DatasetLayoutTest, TraversalAndOddNamesAreRejected) {
 // Found by tests/fuzz/fuzz_upload: a path that is not UTF-8 reached the
 // rejects' JSON and threw. Such paths are refused, by name.
 TEST(DatasetLayoutTest, PathsMustBeUtf8) {
-  EXPECT_TRUE(ValidateClientPath("train/chat-\xc3\xa9t\xc3\xa9.1.jpg").ok());  // chat-été
-  EXPECT_TRUE(ValidateClientPath("train/\xe7\x8c\xab.1.jpg").ok());             // 猫
-  EXPECT_TRUE(ValidateClientPath("train/\xf0\x9f\x90\x88.1.jpg").ok());       // 🐈
+  EXPECT_TRUE(ValidateClientPath("train/chat-\xc3\xa9t\xc3\xa9.1.jpg")
+                  .ok());  // chat-été
+  EXPECT_TRUE(ValidateClientPath("train/\xe7\x8c\xab.1.jpg").ok());      // 猫
+  EXPECT_TRUE(ValidateClientPath("train/\xf0\x9f\x90\x88.1.jpg").ok());  // 🐈
   for (const std::string& bad :
        {std::string("train/cat.1\x9c.png"), std::string("train/\xc3.jpg"),
-        std::string("train/\xc0\xaf.jpg"),            // overlong '/'
-        std::string("train/\xed\xa0\x80.jpg"),       // a surrogate
+        std::string("train/\xc0\xaf.jpg"),          // overlong '/'
+        std::string("train/\xed\xa0\x80.jpg"),      // a surrogate
         std::string("train/\xf4\x90\x80\x80.jpg"),  // past U+10FFFF
-        std::string("train/x.jpg\xe2\x82")}) {        // cut short at the end
+        std::string("train/x.jpg\xe2\x82")}) {      // cut short at the end
     absl::Status s = ValidateClientPath(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(std::string(s.message()), HasSubstr("UTF-8")) << bad;
@@ -62,8 +65,10 @@ TEST(DatasetLayoutTest, LabelsFromKaggleNamesAndClassFolders) {
   EXPECT_EQ(SplitFromFolder("validation/x.jpg"), Split::kValidation);
   EXPECT_EQ(SplitFromFolder("test/x.jpg"), Split::kTest);
   EXPECT_EQ(SplitFromFolder("cats/x.jpg"), std::nullopt);
-  EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dogs/b.jpg"}), LabelSource::kFolder);
-  EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dog.1.jpg"}), LabelSource::kFilename);
+  EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dogs/b.jpg"}),
+            LabelSource::kFolder);
+  EXPECT_EQ(DetectLabelSource({"cats/a.jpg", "dog.1.jpg"}),
+            LabelSource::kFilename);
   // The shared data's layout: split folders holding Kaggle names.
   EXPECT_EQ(DetectLabelSource({"train/cat.1.jpg", "validation/dog.2.jpg"}),
             LabelSource::kFilename);
@@ -84,8 +89,8 @@ struct Kaggle {
   }
 };
 
-std::map<std::pair<std::string, Split>, int> Count(const Kaggle& k,
-                                                  const std::vector<Split>& splits) {
+std::map<std::pair<std::string, Split>, int> Count(
+    const Kaggle& k, const std::vector<Split>& splits) {
   std::map<std::pair<std::string, Split>, int> counts;
   for (size_t i = 0; i < splits.size(); ++i) ++counts[{k.labels[i], splits[i]}];
   return counts;
@@ -100,12 +105,14 @@ TEST(DatasetLayoutTest, KerasBookPresetGivesExactCountsPerClass) {
     EXPECT_EQ((counts[{label, Split::kTrain}]), 1000);
     EXPECT_EQ((counts[{label, Split::kValidation}]), 500);
     EXPECT_EQ((counts[{label, Split::kTest}]), 500);
-    EXPECT_EQ((counts[{label, Split::kNone}]), 200);  // beyond the sum: not kept
+    EXPECT_EQ((counts[{label, Split::kNone}]),
+              200);  // beyond the sum: not kept
   }
   auto too_few = AssignSplits(Kaggle(1500).paths, Kaggle(1500).labels,
                               SplitPolicy::KerasBook());
   ASSERT_FALSE(too_few.ok());
-  EXPECT_THAT(std::string(too_few.status().message()), HasSubstr("class \"cat\" has 1500"));
+  EXPECT_THAT(std::string(too_few.status().message()),
+              HasSubstr("class \"cat\" has 1500"));
 }
 
 TEST(DatasetLayoutTest, RatiosAreStratifiedSeededAndOrderIndependent) {
@@ -154,8 +161,8 @@ TEST(DatasetLayoutTest, FoldersAndAllTrain) {
   folders.kind = SplitPolicy::Kind::kFolders;
   auto s = AssignSplits(paths, labels, folders);
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ(*s, (std::vector<Split>{Split::kTrain, Split::kValidation, Split::kTest,
-                                    Split::kNone}));
+  EXPECT_EQ(*s, (std::vector<Split>{Split::kTrain, Split::kValidation,
+                                    Split::kTest, Split::kNone}));
   auto all = AssignSplits(paths, labels, SplitPolicy{});
   EXPECT_EQ(std::count(all->begin(), all->end(), Split::kTrain), 4);
 }

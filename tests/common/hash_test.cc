@@ -1,5 +1,6 @@
-// OpenSSL-backed digests: SHA-256 against the FIPS 180-2 / NIST example vectors and MD5 against the
-// RFC 1321 test suite, one-shot and fed in pieces across block boundaries.
+// OpenSSL-backed digests: SHA-256 against the FIPS 180-2 / NIST example vectors
+// and MD5 against the RFC 1321 test suite, one-shot and fed in pieces across
+// block boundaries.
 #include "common/hash.h"
 
 #include <algorithm>

@@ -22,8 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_side = 4096;
   const auto header = ProbeImage(bytes, limits);
   if (header.ok()) {
-    if (header->width <= 0 || header->height <= 0 || header->width > limits.max_side ||
-        header->height > limits.max_side ||
+    if (header->width <= 0 || header->height <= 0 ||
+        header->width > limits.max_side || header->height > limits.max_side ||
         int64_t{header->width} * header->height > limits.max_pixels) {
       std::abort();  // the header check let through what it promises to refuse
     }
@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto decoded = DecodeImage(bytes, limits, /*min_side=*/16);
   if (decoded.ok()) {
     if (!header.ok()) std::abort();  // decoded what the header check refused
-    if (decoded->rgb.size() != static_cast<size_t>(decoded->width) * decoded->height * 3) {
+    if (decoded->rgb.size() !=
+        static_cast<size_t>(decoded->width) * decoded->height * 3) {
       std::abort();
     }
   }

@@ -16,8 +16,8 @@
 #include <string>
 #include <string_view>
 
-#include "server/core/util/data_dir.h"
 #include "server/core/datasets.h"
+#include "server/core/util/data_dir.h"
 #include "server/core/util/store.h"
 
 namespace fs = std::filesystem;
@@ -75,7 +75,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     in.remove_prefix(n);
     return out;
   };
-  auto byte = [&]() -> int { return in.empty() ? -1 : static_cast<uint8_t>(take(1)[0]); };
+  auto byte = [&]() -> int {
+    return in.empty() ? -1 : static_cast<uint8_t>(take(1)[0]);
+  };
 
   UploadSpec spec;
   spec.id = "fuzz";
@@ -97,7 +99,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n < 0) break;
     chunk.data = take(static_cast<size_t>(n));
     if (flags & 1) {
-      chunk.size = declared == 255 ? static_cast<int64_t>(chunk.data.size()) : int64_t{declared} * 97;
+      chunk.size = declared == 255 ? static_cast<int64_t>(chunk.data.size())
+                                   : int64_t{declared} * 97;
     }
     chunk.last = (flags & 2) != 0;
     if (!(*upload)->Add(chunk).ok()) break;

@@ -24,9 +24,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "tests/support/job_support.h"
+#include "tests/support/paths.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
-#include "tests/support/paths.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
@@ -36,8 +36,8 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
-using ::testing::HasSubstr;
 using testing::EncodeTestImage;
+using ::testing::HasSubstr;
 using testing::JpegHeader;
 using testing::PngHeader;
 using testing::TransferdServer;
@@ -46,12 +46,17 @@ using testing::TransferdServer;
 int64_t ProcStatus(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+    if (line.rfind(field + ":", 0) == 0)
+      return std::stoll(line.substr(field.size() + 1));
   }
   return -1;
 }
-int64_t RssMiB(TransferdServer& s) { return ProcStatus(s.process().pid(), "VmRSS") / 1024; }
-int64_t Threads(TransferdServer& s) { return ProcStatus(s.process().pid(), "Threads"); }
+int64_t RssMiB(TransferdServer& s) {
+  return ProcStatus(s.process().pid(), "VmRSS") / 1024;
+}
+int64_t Threads(TransferdServer& s) {
+  return ProcStatus(s.process().pid(), "Threads");
+}
 
 bool Serving(const TransferdServer& server) {
   client::ClientOptions o;
@@ -62,7 +67,8 @@ bool Serving(const TransferdServer& server) {
 
 // Polls `done` (the server frees resources asynchronously) for up to 30 s.
 bool Eventually(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
     if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -109,11 +115,13 @@ std::vector<Hostile> HostileImages() {
 class AbuseTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
+    server_ =
+        new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
     ASSERT_TRUE(server_->ok()) << server_->Log();
     testing::UploadImages(*server_, "tiny", testing::TinyDataset(8));
     v1::Job job;
-    grpc::Status s = testing::CreateJob(*server_, testing::SmallSpec("tiny", 1), &job, "tiny1");
+    grpc::Status s = testing::CreateJob(*server_, testing::SmallSpec("tiny", 1),
+                                        &job, "tiny1");
     ASSERT_TRUE(s.ok()) << s.error_message();
     const v1::Job done = testing::WaitForJob(*server_, "jobs/tiny1");
     ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.failure_reason();
@@ -136,7 +144,8 @@ class AbuseTest : public ::testing::Test {
     return r;
   }
 
-  static grpc::Status Predict(const v1::PredictRequest& request, v1::PredictResponse* response) {
+  static grpc::Status Predict(const v1::PredictRequest& request,
+                              v1::PredictResponse* response) {
     auto stub = v1::Inference::NewStub(testing::Channel(*server_));
     grpc::ClientContext ctx;
     testing::SetDeadline(ctx, 60);
@@ -168,11 +177,13 @@ TEST_F(AbuseTest, HostileImagesGetAPreciseStatusEachAndTheServerHolds) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   ASSERT_EQ(response.predictions_size(), static_cast<int>(images.size()));
   for (size_t i = 0; i < corpus.size(); ++i) {
-    const v1::ImagePrediction& bad = response.predictions(static_cast<int>(2 * i));
+    const v1::ImagePrediction& bad =
+        response.predictions(static_cast<int>(2 * i));
     EXPECT_EQ(bad.status().code(), grpc::INVALID_ARGUMENT) << corpus[i].name;
     EXPECT_FALSE(bad.status().message().empty()) << corpus[i].name;
     EXPECT_TRUE(bad.label().empty()) << corpus[i].name;
-    const v1::ImagePrediction& ok = response.predictions(static_cast<int>(2 * i + 1));
+    const v1::ImagePrediction& ok =
+        response.predictions(static_cast<int>(2 * i + 1));
     EXPECT_EQ(ok.status().code(), 0) << "the neighbour of " << corpus[i].name;
     EXPECT_EQ(ok.scores_size(), 2);
   }
@@ -185,7 +196,8 @@ TEST_F(AbuseTest, HostileImagesGetAPreciseStatusEachAndTheServerHolds) {
       v1::PredictResponse one;
       ASSERT_TRUE(Predict(Request({h.bytes}), &one).ok()) << h.name;
       ASSERT_EQ(one.predictions_size(), 1);
-      EXPECT_EQ(one.predictions(0).status().code(), grpc::INVALID_ARGUMENT) << h.name;
+      EXPECT_EQ(one.predictions(0).status().code(), grpc::INVALID_ARGUMENT)
+          << h.name;
     }
   }
 
@@ -197,24 +209,28 @@ TEST_F(AbuseTest, HostileImagesGetAPreciseStatusEachAndTheServerHolds) {
   EXPECT_EQ(Predict(unknown, &none).error_code(), grpc::NOT_FOUND);
   unknown.set_model("../../etc/passwd");
   EXPECT_EQ(Predict(unknown, &none).error_code(), grpc::INVALID_ARGUMENT);
-  EXPECT_EQ(Predict(Request(std::vector<std::string>(257, good)), &none).error_code(),
-            grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      Predict(Request(std::vector<std::string>(257, good)), &none).error_code(),
+      grpc::INVALID_ARGUMENT);
   EXPECT_EQ(Predict(Request({RandomBytes(9 << 20, 4)}), &none).error_code(),
             grpc::RESOURCE_EXHAUSTED);  // over --max-receive-message-bytes
 
   EXPECT_TRUE(Serving(*server_));
   const int64_t rss_after = RssMiB(*server_);
-  std::printf("hostile images: server RSS %lld -> %lld MiB\n", static_cast<long long>(rss_before),
+  std::printf("hostile images: server RSS %lld -> %lld MiB\n",
+              static_cast<long long>(rss_before),
               static_cast<long long>(rss_after));
   // Stated bound: hostile inputs cost the server under 64 MiB of lasting
   // memory (nothing they declare is ever allocated).
-  EXPECT_LT(rss_after - rss_before, 64) << rss_before << " -> " << rss_after << " MiB";
+  EXPECT_LT(rss_after - rss_before, 64)
+      << rss_before << " -> " << rss_after << " MiB";
 }
 
 TEST_F(AbuseTest, HostileUploadsAreRejectedPerFileAndLeaveNothingBehind) {
   auto stub = v1::Datasets::NewStub(testing::Channel(*server_));
   auto upload = [&](const std::string& id, const std::vector<Hostile>& files,
-                    v1::UploadDatasetResponse* response, size_t chunk = 64 * 1024) {
+                    v1::UploadDatasetResponse* response,
+                    size_t chunk = 64 * 1024) {
     grpc::ClientContext ctx;
     testing::SetDeadline(ctx, 120);
     auto writer = stub->UploadDataset(&ctx, response);
@@ -243,8 +259,10 @@ TEST_F(AbuseTest, HostileUploadsAreRejectedPerFileAndLeaveNothingBehind) {
   // Hostile names and contents next to good files.
   std::vector<Hostile> files;
   for (int i = 0; i < 4; ++i) {
-    files.push_back({absl::StrCat("train/cat.", i, ".png"), EncodeTestImage(32, 32, ".png", 40 + i)});
-    files.push_back({absl::StrCat("train/dog.", i, ".png"), EncodeTestImage(32, 32, ".png", 50 + i)});
+    files.push_back({absl::StrCat("train/cat.", i, ".png"),
+                     EncodeTestImage(32, 32, ".png", 40 + i)});
+    files.push_back({absl::StrCat("train/dog.", i, ".png"),
+                     EncodeTestImage(32, 32, ".png", 50 + i)});
   }
   const std::string good = EncodeTestImage(32, 32, ".png", 60);
   std::map<std::string, v1::RejectReason> expected = {
@@ -271,14 +289,17 @@ TEST_F(AbuseTest, HostileUploadsAreRejectedPerFileAndLeaveNothingBehind) {
     files.push_back({path, bytes});
   }
   v1::UploadDatasetResponse response;
-  grpc::Status s = upload("hostile", files, &response, 7);  // 7-byte chunks: many messages
+  grpc::Status s =
+      upload("hostile", files, &response, 7);  // 7-byte chunks: many messages
   ASSERT_TRUE(s.ok()) << s.error_message();
   std::map<std::string, v1::RejectReason> got;
-  for (const v1::RejectedFile& r : response.rejected()) got[r.path()] = r.reason();
+  for (const v1::RejectedFile& r : response.rejected())
+    got[r.path()] = r.reason();
   // Rejected names come back printable: NUL as "\0", cut after 300 bytes.
   auto shown = [](const std::string& path) {
     std::string out;
-    for (const char c : path.substr(0, 300)) out += c == '\0' ? std::string("\\0") : std::string(1, c);
+    for (const char c : path.substr(0, 300))
+      out += c == '\0' ? std::string("\\0") : std::string(1, c);
     return path.size() > 300 ? out + "..." : out;
   };
   for (const auto& [path, reason] : expected) {
@@ -305,20 +326,26 @@ TEST_F(AbuseTest, HostileUploadsAreRejectedPerFileAndLeaveNothingBehind) {
   EXPECT_EQ(writer->Finish().error_code(), grpc::RESOURCE_EXHAUSTED);
 
   EXPECT_TRUE(Serving(*server_));
-  EXPECT_TRUE(Eventually([] { return fs::is_empty(fs::path(server_->data_dir()) / "tmp"); }));
+  EXPECT_TRUE(Eventually(
+      [] { return fs::is_empty(fs::path(server_->data_dir()) / "tmp"); }));
 }
 
 // Starts `count` stream clients, kills each with SIGKILL once it streams.
-void KillClientsMidStream(const TransferdServer& server, const std::string& mode,
-                          const std::string& name, int count, const std::string& dir) {
+void KillClientsMidStream(const TransferdServer& server,
+                          const std::string& mode, const std::string& name,
+                          int count, const std::string& dir) {
   for (int i = 0; i < count; i += 10) {
     std::vector<std::unique_ptr<testing::Subprocess>> clients;
     std::vector<std::string> logs;
     for (int k = i; k < std::min(count, i + 10); ++k) {
       logs.push_back(absl::StrCat(dir, "/", mode, "-", k, ".log"));
-      const std::string target = mode == "upload" ? absl::StrCat(name, "-", k) : name;
-      clients.push_back(std::make_unique<testing::Subprocess>(testing::Subprocess::Spawn(
-          {testing::BinaryPath("transferd_stream_client"), server.address(), mode, target}, {}, logs.back())));
+      const std::string target =
+          mode == "upload" ? absl::StrCat(name, "-", k) : name;
+      clients.push_back(
+          std::make_unique<testing::Subprocess>(testing::Subprocess::Spawn(
+              {testing::BinaryPath("transferd_stream_client"), server.address(),
+               mode, target},
+              {}, logs.back())));
     }
     for (size_t k = 0; k < clients.size(); ++k) {
       EXPECT_TRUE(Eventually([&] {
@@ -326,7 +353,8 @@ void KillClientsMidStream(const TransferdServer& server, const std::string& mode
         std::stringstream text;
         text << in.rdbuf();
         return text.str().find("streaming") != std::string::npos;
-      })) << mode << " client " << k << " never streamed";
+      })) << mode
+          << " client " << k << " never streamed";
       clients[k]->Signal(SIGKILL);
       auto status = clients[k]->Wait(std::chrono::seconds(10));
       ASSERT_TRUE(status.has_value());
@@ -338,10 +366,12 @@ void KillClientsMidStream(const TransferdServer& server, const std::string& mode
 TEST_F(AbuseTest, ClientsKilledMidStreamLeaveNothingBehind) {
   // A job that runs for the whole test, for the watchers to follow.
   v1::Job job;
-  grpc::Status s = testing::CreateJob(*server_, testing::SmallSpec("tiny", 10000), &job, "long");
+  grpc::Status s = testing::CreateJob(
+      *server_, testing::SmallSpec("tiny", 10000), &job, "long");
   ASSERT_TRUE(s.ok()) << s.error_message();
   v1::PredictResponse warm;
-  ASSERT_TRUE(Predict(Request({EncodeTestImage(40, 40, ".png", 7)}), &warm).ok());
+  ASSERT_TRUE(
+      Predict(Request({EncodeTestImage(40, 40, ".png", 7)}), &warm).ok());
   const int64_t threads_before = Threads(*server_);
   const int64_t rss_before = RssMiB(*server_);
 
@@ -352,17 +382,24 @@ TEST_F(AbuseTest, ClientsKilledMidStreamLeaveNothingBehind) {
 
   EXPECT_TRUE(Serving(*server_));
   v1::PredictResponse after;
-  EXPECT_TRUE(Predict(Request({EncodeTestImage(40, 40, ".png", 8)}), &after).ok());
+  EXPECT_TRUE(
+      Predict(Request({EncodeTestImage(40, 40, ".png", 8)}), &after).ok());
   // gRPC and the engine notice the dead connections asynchronously.
-  EXPECT_TRUE(Eventually([&] { return Threads(*server_) <= threads_before + 4; }))
-      << threads_before << " -> " << Threads(*server_) << " threads";
-  EXPECT_TRUE(Eventually([&] { return fs::is_empty(fs::path(server_->data_dir()) / "tmp"); }))
-      << "a killed upload left files in tmp/";
+  EXPECT_TRUE(Eventually([&] {
+    return Threads(*server_) <= threads_before + 4;
+  })) << threads_before
+      << " -> " << Threads(*server_) << " threads";
+  EXPECT_TRUE(Eventually([&] {
+    return fs::is_empty(fs::path(server_->data_dir()) / "tmp");
+  })) << "a killed upload left files in tmp/";
   const int64_t rss_after = RssMiB(*server_);
-  std::printf("100 killed clients: threads %lld -> %lld, RSS %lld -> %lld MiB\n",
-              static_cast<long long>(threads_before), static_cast<long long>(Threads(*server_)),
-              static_cast<long long>(rss_before), static_cast<long long>(rss_after));
-  EXPECT_LT(rss_after - rss_before, 96) << rss_before << " -> " << rss_after << " MiB";
+  std::printf(
+      "100 killed clients: threads %lld -> %lld, RSS %lld -> %lld MiB\n",
+      static_cast<long long>(threads_before),
+      static_cast<long long>(Threads(*server_)),
+      static_cast<long long>(rss_before), static_cast<long long>(rss_after));
+  EXPECT_LT(rss_after - rss_before, 96)
+      << rss_before << " -> " << rss_after << " MiB";
 
   auto jobs = v1::Jobs::NewStub(testing::Channel(*server_));
   grpc::ClientContext ctx;
@@ -371,7 +408,8 @@ TEST_F(AbuseTest, ClientsKilledMidStreamLeaveNothingBehind) {
   cancel.set_name("jobs/long");
   v1::Job cancelled;
   EXPECT_TRUE(jobs->CancelJob(&ctx, cancel, &cancelled).ok());
-  EXPECT_EQ(testing::WaitForJob(*server_, "jobs/long").state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(testing::WaitForJob(*server_, "jobs/long").state(),
+            v1::JOB_STATE_CANCELLED);
 }
 
 TEST_F(AbuseTest, PredictSoakDoesNotLeak) {
@@ -383,7 +421,8 @@ TEST_F(AbuseTest, PredictSoakDoesNotLeak) {
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&, t] {
         auto stub = v1::Inference::NewStub(testing::Channel(*server_));
-        const v1::PredictRequest request = Request({images[static_cast<size_t>(t) % 2]});
+        const v1::PredictRequest request =
+            Request({images[static_cast<size_t>(t) % 2]});
         for (int i = 0; i < calls_per_thread; ++i) {
           grpc::ClientContext ctx;
           testing::SetDeadline(ctx, 60);
@@ -399,8 +438,9 @@ TEST_F(AbuseTest, PredictSoakDoesNotLeak) {
   const int64_t rss_warm = RssMiB(*server_);
   ASSERT_EQ(run(750), 0);  // 3000 calls
   const int64_t rss_end = RssMiB(*server_);
-  std::printf("soak: RSS %lld MiB after 1000 warm-up calls, %lld MiB after 3000 more\n",
-              static_cast<long long>(rss_warm), static_cast<long long>(rss_end));
+  std::printf(
+      "soak: RSS %lld MiB after 1000 warm-up calls, %lld MiB after 3000 more\n",
+      static_cast<long long>(rss_warm), static_cast<long long>(rss_end));
   // Stated bound: under 24 MiB of growth over 3000 calls after warm-up.
   EXPECT_LT(rss_end - rss_warm, 24) << rss_warm << " -> " << rss_end << " MiB";
   EXPECT_TRUE(Serving(*server_));

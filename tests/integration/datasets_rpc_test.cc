@@ -14,7 +14,6 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-
 #include "tests/support/shared_data.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
@@ -27,8 +26,8 @@ namespace {
 namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
 using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::EncodeTestImage;
+using ::testing::HasSubstr;
 using testing::TransferdServer;
 
 struct File {
@@ -39,9 +38,10 @@ struct File {
 class Uploader {
  public:
   explicit Uploader(const TransferdServer& server)
-      : stub_(v1::Datasets::NewStub(
-            grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()))) {
-    ctx_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+      : stub_(v1::Datasets::NewStub(grpc::CreateChannel(
+            server.address(), grpc::InsecureChannelCredentials()))) {
+    ctx_.set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::minutes(5));
     writer_ = stub_->UploadDataset(&ctx_, &response_);
   }
 
@@ -87,8 +87,8 @@ class Uploader {
 };
 
 std::unique_ptr<v1::Datasets::Stub> Stub(const TransferdServer& server) {
-  return v1::Datasets::NewStub(
-      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  return v1::Datasets::NewStub(grpc::CreateChannel(
+      server.address(), grpc::InsecureChannelCredentials()));
 }
 
 void Deadline(grpc::ClientContext& ctx) {
@@ -99,7 +99,8 @@ void Deadline(grpc::ClientContext& ctx) {
 // cancelled upload's files after it sees the cancellation) until it holds or
 // 20 s pass.
 bool Eventually(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
     if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -168,7 +169,8 @@ TEST(DatasetsRpcTest, UploadGetListDelete) {
     grpc::ClientContext ctx;
     Deadline(ctx);
     v1::ListDatasetsResponse list;
-    ASSERT_TRUE(stub->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
+    ASSERT_TRUE(
+        stub->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
     ASSERT_EQ(list.datasets_size(), 1);
     EXPECT_EQ(list.datasets(0).name(), "datasets/pets");
   }
@@ -178,7 +180,9 @@ TEST(DatasetsRpcTest, UploadGetListDelete) {
     v1::GetDatasetRequest req;
     req.set_name(bad);
     v1::Dataset d;
-    EXPECT_EQ(stub->GetDataset(&ctx, req, &d).error_code(), grpc::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(stub->GetDataset(&ctx, req, &d).error_code(),
+              grpc::INVALID_ARGUMENT)
+        << bad;
   }
   {
     grpc::ClientContext ctx;
@@ -214,7 +218,8 @@ TEST(DatasetsRpcTest, MalformedStreamsGetInvalidArgument) {
   {
     Uploader up(server);  // the stream ends inside a file
     ASSERT_TRUE(up.Header("inside"));
-    up.Send({"cat.1.jpg", EncodeTestImage(8, 8, ".jpg")}, 1000, /*finish=*/false);
+    up.Send({"cat.1.jpg", EncodeTestImage(8, 8, ".jpg")}, 1000,
+            /*finish=*/false);
     grpc::Status s = up.Finish();
     EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
     EXPECT_THAT(s.error_message(), HasSubstr("last"));
@@ -261,20 +266,21 @@ TEST(DatasetsRpcTest, LimitsGiveResourceExhaustedNamingTheLimit) {
   EXPECT_TRUE(Eventually([&] { return NoUploadLeft(server.data_dir()); }));
 
   // The limits are reported.
-  auto info_stub = v1::Server::NewStub(
-      grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  auto info_stub = v1::Server::NewStub(grpc::CreateChannel(
+      server.address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   Deadline(ctx);
   v1::ServerInfo info;
-  ASSERT_TRUE(info_stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
+  ASSERT_TRUE(
+      info_stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info).ok());
   EXPECT_EQ(info.limits().max_file_bytes(), 100000);
   EXPECT_EQ(info.limits().max_image_pixels(), 100'000'000);
   EXPECT_EQ(info.limits().min_free_disk_bytes(), 0);
 }
 
 TEST(DatasetsRpcTest, DiskFloorGivesResourceExhausted) {
-  TransferdServer server(TransferdServer::WithArgs(
-      {"--min-free-disk-bytes=1000000000000000000"}));
+  TransferdServer server(
+      TransferdServer::WithArgs({"--min-free-disk-bytes=1000000000000000000"}));
   ASSERT_TRUE(server.ok()) << server.Log();
   Uploader up(server);
   ASSERT_TRUE(up.Header("floor"));
@@ -291,12 +297,12 @@ TEST(DatasetsRpcTest, ACancelledUploadLeavesNoTrace) {
   Uploader up(server);
   ASSERT_TRUE(up.Header("cancelled"));
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(up.Send({absl::StrCat("cat.", i, ".jpg"), EncodeTestImage(32, 32, ".jpg", i)}));
+    ASSERT_TRUE(up.Send(
+        {absl::StrCat("cat.", i, ".jpg"), EncodeTestImage(32, 32, ".jpg", i)}));
   }
   // Files are being stored in tmp/ ...
-  ASSERT_TRUE(Eventually([&] {
-    return !fs::is_empty(fs::path(server.data_dir()) / "tmp");
-  }));
+  ASSERT_TRUE(Eventually(
+      [&] { return !fs::is_empty(fs::path(server.data_dir()) / "tmp"); }));
   up.Cancel();
   EXPECT_EQ(up.Finish().error_code(), grpc::CANCELLED);
   // ... and are gone once the server sees the cancellation.
@@ -304,7 +310,8 @@ TEST(DatasetsRpcTest, ACancelledUploadLeavesNoTrace) {
   grpc::ClientContext ctx;
   Deadline(ctx);
   v1::ListDatasetsResponse list;
-  ASSERT_TRUE(Stub(server)->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
+  ASSERT_TRUE(
+      Stub(server)->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
   EXPECT_EQ(list.datasets_size(), 0);
 }
 
@@ -317,11 +324,14 @@ TEST(DatasetsRpcTest, AnUploadInterruptedByKill9LeavesNoTraceAfterRestart) {
     Uploader up(server);
     ASSERT_TRUE(up.Header("crashed"));
     for (int i = 0; i < 5; ++i) {
-      ASSERT_TRUE(up.Send({absl::StrCat("cat.", i, ".jpg"), EncodeTestImage(32, 32, ".jpg", i)}));
+      ASSERT_TRUE(up.Send({absl::StrCat("cat.", i, ".jpg"),
+                           EncodeTestImage(32, 32, ".jpg", i)}));
     }
-    ASSERT_TRUE(Eventually([&] { return !fs::is_empty(fs::path(data_dir) / "tmp"); }));
+    ASSERT_TRUE(
+        Eventually([&] { return !fs::is_empty(fs::path(data_dir) / "tmp"); }));
     ASSERT_TRUE(server.Stop(SIGKILL, std::chrono::seconds(10)).has_value());
-    EXPECT_FALSE(fs::is_empty(fs::path(data_dir) / "tmp"));  // what the crash left
+    EXPECT_FALSE(
+        fs::is_empty(fs::path(data_dir) / "tmp"));  // what the crash left
   }
   TransferdServer again(TransferdServer::WithDataDir(data_dir));
   ASSERT_TRUE(again.ok()) << again.Log();
@@ -329,7 +339,8 @@ TEST(DatasetsRpcTest, AnUploadInterruptedByKill9LeavesNoTraceAfterRestart) {
   grpc::ClientContext ctx;
   Deadline(ctx);
   v1::ListDatasetsResponse list;
-  ASSERT_TRUE(Stub(again)->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
+  ASSERT_TRUE(
+      Stub(again)->ListDatasets(&ctx, v1::ListDatasetsRequest(), &list).ok());
   EXPECT_EQ(list.datasets_size(), 0);
 }
 
@@ -343,7 +354,8 @@ TEST(DatasetsRpcTest, SharedCatsAndDogsUploadWithNoReject) {
   Uploader up(server);
   ASSERT_TRUE(up.Header("cats-and-dogs"));
   std::vector<fs::path> files;
-  for (const char* split : {"train", "validation"}) {  // not SHA256SUMS beside them
+  for (const char* split :
+       {"train", "validation"}) {  // not SHA256SUMS beside them
     for (const auto& e : fs::recursive_directory_iterator(*data / split)) {
       if (e.is_regular_file()) files.push_back(e.path());
     }
@@ -351,7 +363,8 @@ TEST(DatasetsRpcTest, SharedCatsAndDogsUploadWithNoReject) {
   std::sort(files.begin(), files.end());
   for (const fs::path& f : files) {
     std::ifstream in(f, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string bytes((std::istreambuf_iterator<char>(in)),
+                      std::istreambuf_iterator<char>());
     ASSERT_TRUE(up.Send({fs::relative(f, *data).generic_string(), bytes}));
   }
   grpc::Status s = up.Finish();

@@ -24,8 +24,8 @@ namespace transferd {
 namespace {
 
 namespace v1 = transferd::v1;
-using ::testing::HasSubstr;
 using testing::Channel;
+using ::testing::HasSubstr;
 using testing::LabelledImage;
 using testing::SetDeadline;
 using testing::TransferdServer;
@@ -33,12 +33,14 @@ using testing::TransferdServer;
 class InferenceRpcTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TransferdServer(TransferdServer::WithArgs({"--predict-max-queue-delay-us=1000"}));
+    server_ = new TransferdServer(
+        TransferdServer::WithArgs({"--predict-max-queue-delay-us=1000"}));
     ASSERT_TRUE(server_->ok()) << server_->Log();
     images_ = new std::vector<LabelledImage>(testing::TinyDataset(12));
     testing::UploadImages(*server_, "tiny", *images_);
     v1::Job job;
-    grpc::Status s = testing::CreateJob(*server_, testing::SmallSpec("tiny", 3), &job, "train1");
+    grpc::Status s = testing::CreateJob(*server_, testing::SmallSpec("tiny", 3),
+                                        &job, "train1");
     ASSERT_TRUE(s.ok()) << s.error_message();
     job_ = new v1::Job(testing::WaitForJob(*server_, "jobs/train1"));
     ASSERT_EQ(job_->state(), v1::JOB_STATE_SUCCEEDED) << job_->failure_reason();
@@ -66,7 +68,8 @@ class InferenceRpcTest : public ::testing::Test {
     return -1;
   }
 
-  static grpc::Status Predict(const v1::PredictRequest& request, v1::PredictResponse* response) {
+  static grpc::Status Predict(const v1::PredictRequest& request,
+                              v1::PredictResponse* response) {
     auto stub = v1::Inference::NewStub(Channel(*server_));
     grpc::ClientContext ctx;
     SetDeadline(ctx);
@@ -113,10 +116,12 @@ TEST_F(InferenceRpcTest, ValidationImagesReproduceTheJobsValidationAccuracy) {
     EXPECT_EQ(p.status().code(), 0) << p.status().message();
     ASSERT_EQ(p.scores_size(), 2);
     EXPECT_EQ(p.scores(0).label(), "cat");
-    EXPECT_NEAR(p.scores(0).probability() + p.scores(1).probability(), 1.0, 1e-5);
+    EXPECT_NEAR(p.scores(0).probability() + p.scores(1).probability(), 1.0,
+                1e-5);
     correct += p.label() == validation[i].label;
   }
-  const double accuracy = static_cast<double>(correct) / static_cast<double>(validation.size());
+  const double accuracy =
+      static_cast<double>(correct) / static_cast<double>(validation.size());
   EXPECT_DOUBLE_EQ(accuracy, JobAccuracy(*job_, "validation"));
 
   // A PREDICT job over the stored validation split says the same.
@@ -158,7 +163,8 @@ TEST_F(InferenceRpcTest, ValidationImagesReproduceTheJobsValidationAccuracy) {
   EXPECT_EQ(pages, static_cast<int>((validation.size() + 4) / 5));
   ASSERT_EQ(labels.size(), validation.size());
   for (int i = 0; i < response.predictions_size(); ++i) {
-    EXPECT_EQ(labels[response.predictions(i).id()], response.predictions(i).label());
+    EXPECT_EQ(labels[response.predictions(i).id()],
+              response.predictions(i).label());
   }
   // A training job has no per-file predictions.
   grpc::ClientContext ctx;
@@ -203,7 +209,8 @@ TEST_F(InferenceRpcTest, BadImagesFailAloneAndTheServerKeepsServing) {
       EXPECT_EQ(p.status().code(), 0) << p.status().message();
       EXPECT_FALSE(p.label().empty());
     } else {
-      EXPECT_EQ(p.status().code(), grpc::StatusCode::INVALID_ARGUMENT) << p.id();
+      EXPECT_EQ(p.status().code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << p.id();
       EXPECT_FALSE(p.status().message().empty()) << p.id();
       EXPECT_TRUE(p.label().empty()) << p.id();
     }
@@ -216,9 +223,11 @@ TEST_F(InferenceRpcTest, BadImagesFailAloneAndTheServerKeepsServing) {
   EXPECT_THAT(s.error_message(), HasSubstr("images"));
   v1::PredictRequest unknown = request;
   unknown.set_model("models/nosuch");
-  EXPECT_EQ(Predict(unknown, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Predict(unknown, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
   unknown.set_model("aliases/nosuch");
-  EXPECT_EQ(Predict(unknown, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Predict(unknown, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
   unknown.set_model("catdog");
   s = Predict(unknown, &response);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -278,7 +287,8 @@ TEST_F(InferenceRpcTest, AnAliasIsServingOnceItsModelIsWarmAndPredictsByAlias) {
   }
   bool not_serving = false;
   while (!not_serving && watch->Read(&update)) {
-    not_serving = update.status() != grpc::health::v1::HealthCheckResponse::SERVING;
+    not_serving =
+        update.status() != grpc::health::v1::HealthCheckResponse::SERVING;
   }
   EXPECT_TRUE(not_serving);
   watch_ctx.TryCancel();
@@ -296,14 +306,16 @@ TEST_F(InferenceRpcTest, PredictStreamAnswersEveryRequestOnce) {
     r.set_request_id(absl::StrCat("r", i));
     r.set_model(i == 7 ? "models/nosuch" : job_->result_model());
     r.mutable_image()->set_id(absl::StrCat("img", i));
-    r.mutable_image()->set_data(i == 11 ? "garbage" : (*images_)[i % images_->size()].bytes);
+    r.mutable_image()->set_data(
+        i == 11 ? "garbage" : (*images_)[i % images_->size()].bytes);
     ASSERT_TRUE(stream->Write(r));
   }
   stream->WritesDone();
   std::map<std::string, v1::PredictStreamResponse> answers;
   v1::PredictStreamResponse response;
   while (stream->Read(&response)) {
-    EXPECT_EQ(answers.count(response.request_id()), 0u) << response.request_id();
+    EXPECT_EQ(answers.count(response.request_id()), 0u)
+        << response.request_id();
     answers[response.request_id()] = response;
   }
   grpc::Status s = stream->Finish();
@@ -315,9 +327,11 @@ TEST_F(InferenceRpcTest, PredictStreamAnswersEveryRequestOnce) {
     if (i == 7) {
       EXPECT_EQ(a.prediction().status().code(), grpc::StatusCode::NOT_FOUND);
     } else if (i == 11) {
-      EXPECT_EQ(a.prediction().status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_EQ(a.prediction().status().code(),
+                grpc::StatusCode::INVALID_ARGUMENT);
     } else {
-      EXPECT_EQ(a.prediction().status().code(), 0) << a.prediction().status().message();
+      EXPECT_EQ(a.prediction().status().code(), 0)
+          << a.prediction().status().message();
       EXPECT_EQ(a.model(), job_->result_model());
       EXPECT_FALSE(a.prediction().label().empty());
     }

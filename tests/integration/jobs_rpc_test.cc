@@ -25,9 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
-using ::testing::HasSubstr;
 using testing::Channel;
 using testing::CreateJob;
+using ::testing::HasSubstr;
 using testing::SetDeadline;
 using testing::SmallSpec;
 using testing::TransferdServer;
@@ -36,15 +36,17 @@ using testing::TransferdServer;
 // validation/ (none when with_validation is false).
 void Upload(const TransferdServer& server, const std::string& id, int per_class,
             bool with_validation = true) {
-  testing::UploadImages(server, id, testing::TinyDataset(per_class, with_validation));
+  testing::UploadImages(server, id,
+                        testing::TinyDataset(per_class, with_validation));
 }
 
 // Reads a job's events from `after` until the stream ends (follow: until the
 // job finishes); stops early once `until` returns true.
-std::vector<v1::JobEvent> Watch(const TransferdServer& server, const std::string& name,
-                                int64_t after, bool follow,
-                                const std::function<bool(const v1::JobEvent&)>& until = nullptr,
-                                grpc::Status* status = nullptr) {
+std::vector<v1::JobEvent> Watch(
+    const TransferdServer& server, const std::string& name, int64_t after,
+    bool follow,
+    const std::function<bool(const v1::JobEvent&)>& until = nullptr,
+    grpc::Status* status = nullptr) {
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;
   SetDeadline(ctx, 300);
@@ -83,7 +85,8 @@ void ExpectInvalid(const TransferdServer& server, const v1::JobSpec& spec,
                    const std::string& mentions) {
   v1::Job job;
   grpc::Status s = CreateJob(server, spec, &job);
-  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << mentions << ": " << s.error_message();
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT)
+      << mentions << ": " << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr(mentions));
 }
 
@@ -152,7 +155,8 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   std::vector<v1::JobEvent> other;
   std::thread second([&] { other = Watch(server, "jobs/first", 0, true); });
   grpc::Status watched;
-  std::vector<v1::JobEvent> events = Watch(server, "jobs/first", 0, true, nullptr, &watched);
+  std::vector<v1::JobEvent> events =
+      Watch(server, "jobs/first", 0, true, nullptr, &watched);
   second.join();
   ASSERT_TRUE(watched.ok()) << watched.error_message();
   ASSERT_FALSE(events.empty());
@@ -163,20 +167,24 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   }
   ASSERT_TRUE(events.back().has_state_changed()) << events.back().DebugString();
   EXPECT_EQ(events.back().state_changed().state(), v1::JOB_STATE_SUCCEEDED)
-      << GetJob(server, "jobs/first").failure_reason() << "\n" << server.Log();
+      << GetJob(server, "jobs/first").failure_reason() << "\n"
+      << server.Log();
 
   std::map<v1::JobEvent::EventCase, int> kinds;
   std::vector<int> stage_tensors;
   for (const v1::JobEvent& e : events) {
     ++kinds[e.event_case()];
-    if (e.has_stage_started()) stage_tensors.push_back(e.stage_started().trainable().trainable_tensors());
+    if (e.has_stage_started())
+      stage_tensors.push_back(
+          e.stage_started().trainable().trainable_tensors());
   }
   EXPECT_EQ(kinds[v1::JobEvent::kEpochEnd], 3);
   EXPECT_EQ(kinds[v1::JobEvent::kStageStarted], 2);
   EXPECT_GE(kinds[v1::JobEvent::kCheckpointSaved], 3);
   EXPECT_GE(kinds[v1::JobEvent::kStep], 3);
   ASSERT_EQ(stage_tensors.size(), 2u);
-  EXPECT_LT(stage_tensors[0], stage_tensors[1]);  // more is trainable in stage 2
+  EXPECT_LT(stage_tensors[0],
+            stage_tensors[1]);  // more is trainable in stage 2
 
   // A late watcher from sequence k gets exactly the rest.
   const std::vector<v1::JobEvent> rest = Watch(server, "jobs/first", 5, false);
@@ -197,7 +205,8 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   }
   const v1::Job done = GetJob(server, "jobs/first");
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
-  EXPECT_TRUE(done.resolved_spec().stages(1).batch_norm_inference());  // as stored
+  EXPECT_TRUE(
+      done.resolved_spec().stages(1).batch_norm_inference());  // as stored
   EXPECT_EQ(done.history_size(), 3);
   EXPECT_TRUE(done.history(0).has_val_accuracy());
   EXPECT_EQ(done.result_model(), "models/first");
@@ -216,7 +225,8 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   EXPECT_EQ(model.history_size(), 3);
   EXPECT_EQ(model.preprocessing().mode(), v1::Preprocessing::MODE_TF);
   EXPECT_GT(model.size_bytes(), 0);
-  EXPECT_TRUE(fs::exists(fs::path(server.data_dir()) / "models" / "first" / "weights.safetensors"));
+  EXPECT_TRUE(fs::exists(fs::path(server.data_dir()) / "models" / "first" /
+                         "weights.safetensors"));
 }
 
 TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
@@ -229,7 +239,8 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
   ASSERT_TRUE(CreateJob(server, SmallSpec("small", 1), &queued, "queued").ok());
 
   // Running: the dataset cannot be deleted.
-  Watch(server, "jobs/long", 0, true, [](const v1::JobEvent& e) { return e.has_step(); });
+  Watch(server, "jobs/long", 0, true,
+        [](const v1::JobEvent& e) { return e.has_step(); });
   {
     auto stub = v1::Datasets::NewStub(Channel(server));
     grpc::ClientContext ctx;
@@ -261,7 +272,8 @@ TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {
     v1::CancelJobRequest req;
     req.set_name("jobs/long");
     v1::Job j;
-    EXPECT_EQ(stub->CancelJob(&ctx, req, &j).error_code(), grpc::FAILED_PRECONDITION);
+    EXPECT_EQ(stub->CancelJob(&ctx, req, &j).error_code(),
+              grpc::FAILED_PRECONDITION);
   }
   {
     grpc::ClientContext ctx;
@@ -284,9 +296,10 @@ TEST(JobsRpcTest, Kill9MidJobThenRestartResumesFromTheCheckpoint) {
     v1::Job job;
     ASSERT_TRUE(CreateJob(server, SmallSpec("small", 6), &job, "durable").ok());
     // Kill it right after the second epoch's checkpoint.
-    const auto events = Watch(server, "jobs/durable", 0, true, [](const v1::JobEvent& e) {
-      return e.has_checkpoint_saved() && e.checkpoint_saved().epoch() == 2;
-    });
+    const auto events =
+        Watch(server, "jobs/durable", 0, true, [](const v1::JobEvent& e) {
+          return e.has_checkpoint_saved() && e.checkpoint_saved().epoch() == 2;
+        });
     ASSERT_FALSE(events.empty());
     seen = events.back().sequence();
     ASSERT_TRUE(server.Stop(SIGKILL, std::chrono::seconds(10)).has_value());
@@ -297,7 +310,8 @@ TEST(JobsRpcTest, Kill9MidJobThenRestartResumesFromTheCheckpoint) {
   const auto events = Watch(again, "jobs/durable", seen, true);
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.front().sequence(), seen + 1);
-  EXPECT_EQ(events.back().state_changed().state(), v1::JOB_STATE_SUCCEEDED) << again.Log();
+  EXPECT_EQ(events.back().state_changed().state(), v1::JOB_STATE_SUCCEEDED)
+      << again.Log();
   const v1::Job job = GetJob(again, "jobs/durable");
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_GE(job.resumes(), 1);

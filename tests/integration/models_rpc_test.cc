@@ -18,9 +18,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
+#include "tests/support/paths.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
-#include "tests/support/paths.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 #include "transferd/v1/models.grpc.pb.h"
@@ -31,17 +31,19 @@ namespace {
 namespace fs = std::filesystem;
 namespace v1 = transferd::v1;
 using ::testing::ElementsAre;
+using testing::EncodeTestImage;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using testing::EncodeTestImage;
 using testing::TransferdServer;
 
 std::shared_ptr<grpc::Channel> Channel(const TransferdServer& server) {
-  return grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  return grpc::CreateChannel(server.address(),
+                             grpc::InsecureChannelCredentials());
 }
 
 void Deadline(grpc::ClientContext& ctx, int seconds = 60) {
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(seconds));
 }
 
 std::string ReadAll(const fs::path& path) {
@@ -57,7 +59,8 @@ void WriteAll(const fs::path& path, const std::string& bytes) {
 
 std::set<std::string> Entries(const fs::path& dir) {
   std::set<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(dir))
+    out.insert(e.path().filename().string());
   return out;
 }
 
@@ -71,7 +74,8 @@ std::set<std::string> TmpAfterCalls(const TransferdServer& server) {
   return Entries(tmp);
 }
 
-void Upload(const TransferdServer& server, const std::string& id, int per_class) {
+void Upload(const TransferdServer& server, const std::string& id,
+            int per_class) {
   auto stub = v1::Datasets::NewStub(Channel(server));
   grpc::ClientContext ctx;
   Deadline(ctx);
@@ -86,8 +90,10 @@ void Upload(const TransferdServer& server, const std::string& id, int per_class)
     for (const char* label : {"cat", "dog"}) {
       for (int i = 0; i < n; ++i, ++seed) {
         v1::UploadDatasetRequest r;
-        r.mutable_chunk()->set_path(absl::StrCat(split, "/", label, ".", seed, ".png"));
-        r.mutable_chunk()->set_data(EncodeTestImage(40, 40, ".png", seed * 2 + (label[0] == 'd')));
+        r.mutable_chunk()->set_path(
+            absl::StrCat(split, "/", label, ".", seed, ".png"));
+        r.mutable_chunk()->set_data(
+            EncodeTestImage(40, 40, ".png", seed * 2 + (label[0] == 'd')));
         r.mutable_chunk()->set_last(true);
         ASSERT_TRUE(writer->Write(r));
       }
@@ -148,7 +154,8 @@ void TrainTiny(const TransferdServer& server, const std::string& id) {
 class ModelsRpcTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
+    server_ =
+        new TransferdServer(TransferdServer::WithArgs({"--threads", "1"}));
     if (!server_->ok()) return;
     Upload(*server_, "small", 4);
     TrainTiny(*server_, "tiny");
@@ -201,7 +208,8 @@ class ModelsRpcTest : public ::testing::Test {
     google::protobuf::Empty out;
     return models_->DeleteModel(&ctx, req, &out);
   }
-  v1::ListAliasesResponse ListAliases(int page_size = 0, const std::string& token = "") {
+  v1::ListAliasesResponse ListAliases(int page_size = 0,
+                                      const std::string& token = "") {
     grpc::ClientContext ctx;
     Deadline(ctx);
     v1::ListAliasesRequest req;
@@ -259,8 +267,9 @@ class ModelsRpcTest : public ::testing::Test {
   }
 
   // Streams `bytes` as ImportModel (header first, then 64 KiB messages).
-  grpc::Status Import(const std::string& bytes, const std::string& id, v1::Model* out,
-                      bool send_header = true, int64_t declared = -1,
+  grpc::Status Import(const std::string& bytes, const std::string& id,
+                      v1::Model* out, bool send_header = true,
+                      int64_t declared = -1,
                       const std::string& display_name = "") {
     grpc::ClientContext ctx;
     Deadline(ctx, 120);
@@ -269,8 +278,8 @@ class ModelsRpcTest : public ::testing::Test {
       v1::ImportModelRequest header;
       header.mutable_header()->set_model_id(id);
       header.mutable_header()->set_display_name(display_name);
-      header.mutable_header()->set_total_bytes(declared >= 0 ? declared
-                                                             : static_cast<int64_t>(bytes.size()));
+      header.mutable_header()->set_total_bytes(
+          declared >= 0 ? declared : static_cast<int64_t>(bytes.size()));
       if (!writer->Write(header)) return writer->Finish();
     }
     constexpr size_t kPiece = 64 * 1024;
@@ -285,8 +294,10 @@ class ModelsRpcTest : public ::testing::Test {
 
   // Runs the archive reader; its JSON output.
   static nlohmann::json PythonRead(const fs::path& archive) {
-    testing::RunResult r =
-        testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), archive.string()});
+    testing::RunResult r = testing::Run(
+        {testing::Python3(),
+         testing::SourcePath("tests/server/core/read_model_archive.py"),
+         archive.string()});
     EXPECT_TRUE(r.status.exited && r.status.code == 0) << r.out << r.err;
     if (!r.status.exited || r.status.code != 0) return nlohmann::json::object();
     return nlohmann::json::parse(r.out);
@@ -312,7 +323,9 @@ class ModelsRpcTest : public ::testing::Test {
     EXPECT_THAT(TmpAfterCalls(*server_), IsEmpty());
   }
 
-  fs::path Scratch(const std::string& name) const { return fs::path(temp_.path()) / name; }
+  fs::path Scratch(const std::string& name) const {
+    return fs::path(temp_.path()) / name;
+  }
 
   static TransferdServer* server_;
   std::unique_ptr<v1::Models::Stub> models_;
@@ -331,8 +344,10 @@ TEST_F(ModelsRpcTest, AliasesSetMoveListDeleteAndGetModelByAlias) {
 
   const v1::Model by_alias = MustGet("aliases/prod");
   EXPECT_EQ(by_alias.name(), "models/tiny");
-  EXPECT_THAT(by_alias.aliases(), ElementsAre("aliases/canary", "aliases/prod"));
-  EXPECT_THAT(MustGet("models/tiny").aliases(), ElementsAre("aliases/canary", "aliases/prod"));
+  EXPECT_THAT(by_alias.aliases(),
+              ElementsAre("aliases/canary", "aliases/prod"));
+  EXPECT_THAT(MustGet("models/tiny").aliases(),
+              ElementsAre("aliases/canary", "aliases/prod"));
 
   // Listed in name order, a page at a time.
   v1::ListAliasesResponse page = ListAliases(1);
@@ -352,8 +367,10 @@ TEST_F(ModelsRpcTest, AliasesSetMoveListDeleteAndGetModelByAlias) {
   EXPECT_EQ(DeleteModel("aliases/prod").error_code(), grpc::INVALID_ARGUMENT);
 
   // Errors.
-  EXPECT_EQ(SetAlias("aliases/x", "models/nosuch").error_code(), grpc::NOT_FOUND);
-  EXPECT_EQ(SetAlias("aliases/Bad Name", "models/tiny").error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(SetAlias("aliases/x", "models/nosuch").error_code(),
+            grpc::NOT_FOUND);
+  EXPECT_EQ(SetAlias("aliases/Bad Name", "models/tiny").error_code(),
+            grpc::INVALID_ARGUMENT);
   s = SetAlias("prod", "models/tiny");
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("alias"));
@@ -378,7 +395,8 @@ TEST_F(ModelsRpcTest, AliasesSetMoveListDeleteAndGetModelByAlias) {
   EXPECT_EQ(ListAliases().aliases_size(), 0);
 }
 
-TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransferd) {
+TEST_F(ModelsRpcTest,
+       ExportImportRoundTripIsIdenticalAndReadableWithoutTransferd) {
   const v1::Model original = MustGet("models/tiny");
   const fs::path archive = Scratch("tiny.tar");
   grpc::Status s = Export("models/tiny", archive);
@@ -388,7 +406,8 @@ TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransfer
   // Python's tarfile and a hand-written safetensors parser read it.
   const nlohmann::json py = PythonRead(archive);
   ASSERT_FALSE(py.empty());
-  EXPECT_EQ(py["members"], nlohmann::json({"model.json", "weights.safetensors"}));
+  EXPECT_EQ(py["members"],
+            nlohmann::json({"model.json", "weights.safetensors"}));
   EXPECT_EQ(py["id"], "tiny");
   EXPECT_EQ(py["classes"], nlohmann::json({"cat", "dog"}));
   EXPECT_EQ(py["model"]["backbone"], "mobilenet");
@@ -411,14 +430,16 @@ TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransfer
   EXPECT_EQ(original.source_job(), "jobs/tiny");
   EXPECT_EQ(copy.display_name(), original.display_name());
   EXPECT_EQ(copy.parent(), original.parent());
-  EXPECT_EQ(copy.spec().SerializeAsString(), original.spec().SerializeAsString());
+  EXPECT_EQ(copy.spec().SerializeAsString(),
+            original.spec().SerializeAsString());
   EXPECT_EQ(copy.spec().backbone(), "mobilenet");
   EXPECT_EQ(copy.preprocessing().SerializeAsString(),
             original.preprocessing().SerializeAsString());
   EXPECT_THAT(copy.classes(), ElementsAre("cat", "dog"));
   ASSERT_EQ(copy.history_size(), original.history_size());
   for (int i = 0; i < copy.history_size(); ++i) {
-    EXPECT_EQ(copy.history(i).SerializeAsString(), original.history(i).SerializeAsString());
+    EXPECT_EQ(copy.history(i).SerializeAsString(),
+              original.history(i).SerializeAsString());
   }
   ASSERT_EQ(copy.evaluations_size(), original.evaluations_size());
   for (int i = 0; i < copy.evaluations_size(); ++i) {
@@ -428,7 +449,8 @@ TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransfer
   EXPECT_EQ(copy.best_epoch(), original.best_epoch());
   EXPECT_EQ(copy.size_bytes(), original.size_bytes());
   EXPECT_EQ(copy.parameters(), original.parameters());
-  EXPECT_EQ(MustGet("models/tiny-copy").SerializeAsString(), copy.SerializeAsString());
+  EXPECT_EQ(MustGet("models/tiny-copy").SerializeAsString(),
+            copy.SerializeAsString());
   const fs::path models_dir = fs::path(server_->data_dir()) / "models";
   EXPECT_EQ(ReadAll(models_dir / "tiny-copy" / "weights.safetensors"),
             ReadAll(models_dir / "tiny" / "weights.safetensors"));
@@ -442,7 +464,8 @@ TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransfer
   // Export by alias; moving the alias moves GetModel and ExportModel.
   ASSERT_TRUE(SetAlias("aliases/serving", "models/tiny").ok());
   ASSERT_TRUE(Export("aliases/serving", Scratch("by-alias.tar")).ok());
-  EXPECT_EQ(ReadAll(Scratch("by-alias.tar")), ReadAll(archive));  // deterministic
+  EXPECT_EQ(ReadAll(Scratch("by-alias.tar")),
+            ReadAll(archive));  // deterministic
   ASSERT_TRUE(SetAlias("aliases/serving", "models/tiny-copy").ok());
   EXPECT_EQ(MustGet("aliases/serving").name(), "models/tiny-copy");
   EXPECT_THAT(MustGet("models/tiny").aliases(), IsEmpty());
@@ -453,14 +476,19 @@ TEST_F(ModelsRpcTest, ExportImportRoundTripIsIdenticalAndReadableWithoutTransfer
   ASSERT_TRUE(DeleteAlias("aliases/serving").ok());
 
   // Export errors.
-  EXPECT_EQ(Export("models/nosuch", Scratch("x.tar")).error_code(), grpc::NOT_FOUND);
-  EXPECT_EQ(Export("aliases/nosuch", Scratch("x.tar")).error_code(), grpc::NOT_FOUND);
-  EXPECT_EQ(Export("tiny", Scratch("x.tar")).error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(Export("models/nosuch", Scratch("x.tar")).error_code(),
+            grpc::NOT_FOUND);
+  EXPECT_EQ(Export("aliases/nosuch", Scratch("x.tar")).error_code(),
+            grpc::NOT_FOUND);
+  EXPECT_EQ(Export("tiny", Scratch("x.tar")).error_code(),
+            grpc::INVALID_ARGUMENT);
 
   // Import errors that are not about the archive.
   v1::Model again;
-  EXPECT_EQ(Import(ReadAll(archive), "tiny-copy", &again).error_code(), grpc::ALREADY_EXISTS);
-  EXPECT_EQ(Import(ReadAll(archive), "Bad Id", &again).error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(Import(ReadAll(archive), "tiny-copy", &again).error_code(),
+            grpc::ALREADY_EXISTS);
+  EXPECT_EQ(Import(ReadAll(archive), "Bad Id", &again).error_code(),
+            grpc::INVALID_ARGUMENT);
   // No id, the archive's taken: the server picks one; display name given.
   s = Import(ReadAll(archive), "", &again, true, -1, "Another copy");
   ASSERT_TRUE(s.ok()) << s.error_message();
@@ -476,32 +504,40 @@ TEST_F(ModelsRpcTest, BadImportsAreInvalidAndLeaveNothingBehind) {
   ASSERT_TRUE(Export("models/tiny", archive).ok());
   const std::string good = ReadAll(archive);
 
-  ExpectRefused("garbage", std::string(100000, 'g'), "not a valid model archive");
+  ExpectRefused("garbage", std::string(100000, 'g'),
+                "not a valid model archive");
   ExpectRefused("empty", "", "not a valid model archive");
-  ExpectRefused("truncated in the weights", good.substr(0, good.size() / 2 / 512 * 512),
-                "truncated");
+  ExpectRefused("truncated in the weights",
+                good.substr(0, good.size() / 2 / 512 * 512), "truncated");
   ExpectRefused("truncated mid-block", good.substr(0, good.size() - 700));
   // Tensors that do not fit the architecture model.json describes.
-  testing::RunResult r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite",
-                                       archive.string(), Scratch("wrong.tar").string(), "--set",
-                                       "model.head.hidden_units=16"});
+  testing::RunResult r = testing::Run(
+      {testing::Python3(),
+       testing::SourcePath("tests/server/core/read_model_archive.py"),
+       "--rewrite", archive.string(), Scratch("wrong.tar").string(), "--set",
+       "model.head.hidden_units=16"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   ExpectRefused("wrong tensors", ReadAll(Scratch("wrong.tar")), "does not fit");
-  r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite", archive.string(),
-                    Scratch("classes.tar").string(), "--set", "classes=[\"a\",\"b\",\"c\"]",
-                    "--set", "evaluations=[]"});
+  r = testing::Run(
+      {testing::Python3(),
+       testing::SourcePath("tests/server/core/read_model_archive.py"),
+       "--rewrite", archive.string(), Scratch("classes.tar").string(), "--set",
+       "classes=[\"a\",\"b\",\"c\"]", "--set", "evaluations=[]"});
   ASSERT_EQ(r.status.code, 0) << r.err;
-  ExpectRefused("three classes on a two-class head", ReadAll(Scratch("classes.tar")),
-                "does not fit");
-  r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite", archive.string(),
-                    Scratch("meta.tar").string(), "--set", "format=\"something-else\""});
+  ExpectRefused("three classes on a two-class head",
+                ReadAll(Scratch("classes.tar")), "does not fit");
+  r = testing::Run(
+      {testing::Python3(),
+       testing::SourcePath("tests/server/core/read_model_archive.py"),
+       "--rewrite", archive.string(), Scratch("meta.tar").string(), "--set",
+       "format=\"something-else\""});
   ASSERT_EQ(r.status.code, 0) << r.err;
   ExpectRefused("bad metadata", ReadAll(Scratch("meta.tar")), "format");
 
   // Stream-level mistakes.
   ExpectRefused("no header", good, "header", /*send_header=*/false);
-  ExpectRefused("fewer bytes than announced", good.substr(0, good.size() - 512), "announced",
-                true, static_cast<int64_t>(good.size()));
+  ExpectRefused("fewer bytes than announced", good.substr(0, good.size() - 512),
+                "announced", true, static_cast<int64_t>(good.size()));
   ExpectRefused("more bytes than announced", good, "total_bytes", true,
                 static_cast<int64_t>(good.size()) - 512);
 

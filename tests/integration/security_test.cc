@@ -15,8 +15,8 @@
 
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "tests/support/transferd_server.h"
 #include "tests/support/paths.h"
+#include "tests/support/transferd_server.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 
 namespace transferd {
@@ -38,7 +38,8 @@ void WriteFile(const std::string& path, const std::string& text) {
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
 }
 
-std::unique_ptr<client::Client> ClientWith(const std::string& address, const std::string& token,
+std::unique_ptr<client::Client> ClientWith(const std::string& address,
+                                           const std::string& token,
                                            client::ClientOptions options = {}) {
   options.address = address;
   options.token = token;
@@ -52,8 +53,10 @@ class TokenTest : public ::testing::Test {
  protected:
   void SetUp() override {
     token_file_ = temp_.path() + "/tokens";
-    WriteFile(token_file_, absl::StrCat("# role per token\n", kViewer, " viewer dashboards\n",
-                                        kTrainer, " trainer ci\n", kAdmin, " admin ops\n"));
+    WriteFile(
+        token_file_,
+        absl::StrCat("# role per token\n", kViewer, " viewer dashboards\n",
+                     kTrainer, " trainer ci\n", kAdmin, " admin ops\n"));
     server_ = std::make_unique<TransferdServer>(
         TransferdServer::WithArgs({"--token-file", token_file_}));
     ASSERT_TRUE(server_->ok()) << server_->Log();
@@ -86,10 +89,12 @@ TEST_F(TokenTest, RolesDecideWhatACallMayDo) {
   auto denied = viewer->CreateJob(create);
   EXPECT_EQ(Code(denied.status()), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(denied.status().message(), HasSubstr("needs the role trainer"));
-  EXPECT_THAT(denied.status().message(), HasSubstr("\"dashboards\" has the role viewer"));
+  EXPECT_THAT(denied.status().message(),
+              HasSubstr("\"dashboards\" has the role viewer"));
 
   auto trainer = ClientWith(addr, kTrainer);
-  EXPECT_EQ(Code(trainer->CreateJob(create).status()), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Code(trainer->CreateJob(create).status()),
+            absl::StatusCode::kInvalidArgument);
   const absl::Status trainer_delete = trainer->DeleteDataset("datasets/nope");
   EXPECT_EQ(Code(trainer_delete), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(trainer_delete.message(), HasSubstr("needs the role admin"));
@@ -97,13 +102,16 @@ TEST_F(TokenTest, RolesDecideWhatACallMayDo) {
             absl::StatusCode::kPermissionDenied);
 
   auto admin = ClientWith(addr, kAdmin);
-  EXPECT_EQ(Code(admin->DeleteDataset("datasets/nope")), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Code(admin->CreateJob(create).status()), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Code(admin->DeleteDataset("datasets/nope")),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Code(admin->CreateJob(create).status()),
+            absl::StatusCode::kInvalidArgument);
 
   // The server kept serving, and no token reached its log.
   EXPECT_TRUE(viewer->GetServerInfo().ok());
   const std::string log = server_->Log();
-  for (const char* token : {kViewer, kTrainer, kAdmin, "not-a-token-of-this-server"}) {
+  for (const char* token :
+       {kViewer, kTrainer, kAdmin, "not-a-token-of-this-server"}) {
     EXPECT_THAT(log, Not(HasSubstr(token)));
   }
 }
@@ -111,10 +119,12 @@ TEST_F(TokenTest, RolesDecideWhatACallMayDo) {
 TEST_F(TokenTest, SighupReloadsTheTokenFileAndKeepsItWhenInvalid) {
   const std::string& addr = server_->address();
   const std::string rotated = "viewer-token-rotated-0123456789";
-  WriteFile(token_file_, absl::StrCat(rotated, " viewer dashboards\n", kAdmin, " admin ops\n"));
+  WriteFile(token_file_, absl::StrCat(rotated, " viewer dashboards\n", kAdmin,
+                                      " admin ops\n"));
   server_->process().Signal(SIGHUP);
   // The reload is logged once done; wait for that line, not for a time.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (server_->Log().find("token file reloaded") == std::string::npos &&
          std::chrono::steady_clock::now() < deadline) {
     auto probe = ClientWith(addr, kAdmin)->GetServerInfo();  // paces the loop
@@ -130,7 +140,8 @@ TEST_F(TokenTest, SighupReloadsTheTokenFileAndKeepsItWhenInvalid) {
   // A broken file is refused; the tokens in force stay.
   WriteFile(token_file_, "short admin\n");
   server_->process().Signal(SIGHUP);
-  const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto deadline2 =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (server_->Log().find("token file not reloaded") == std::string::npos &&
          std::chrono::steady_clock::now() < deadline2) {
     ASSERT_TRUE(ClientWith(addr, rotated)->GetServerInfo().ok());
@@ -142,20 +153,22 @@ TEST_F(TokenTest, SighupReloadsTheTokenFileAndKeepsItWhenInvalid) {
 
 TEST_F(TokenTest, TransferctlSendsTheTokenFromFlagOrEnvironment) {
   const std::string& addr = server_->address();
-  RunResult none = testing::Run({testing::TransferctlBinary(), "--server", addr, "datasets", "ls"},
-                                {"TRANSFERD_TOKEN="});
+  RunResult none = testing::Run(
+      {testing::TransferctlBinary(), "--server", addr, "datasets", "ls"},
+      {"TRANSFERD_TOKEN="});
   EXPECT_EQ(none.status.code, 1);
   EXPECT_THAT(none.err, HasSubstr("bearer token"));
-  RunResult flag = testing::Run(
-      {testing::TransferctlBinary(), "--server", addr, "--token", kViewer, "datasets", "ls"},
-      {"TRANSFERD_TOKEN="});
+  RunResult flag = testing::Run({testing::TransferctlBinary(), "--server", addr,
+                                 "--token", kViewer, "datasets", "ls"},
+                                {"TRANSFERD_TOKEN="});
   EXPECT_EQ(flag.status.code, 0) << flag.err;
-  RunResult env = testing::Run({testing::TransferctlBinary(), "--server", addr, "datasets", "ls"},
-                               {std::string("TRANSFERD_TOKEN=") + kViewer});
-  EXPECT_EQ(env.status.code, 0) << env.err;
-  RunResult denied = testing::Run(
-      {testing::TransferctlBinary(), "--server", addr, "datasets", "rm", "nope"},
+  RunResult env = testing::Run(
+      {testing::TransferctlBinary(), "--server", addr, "datasets", "ls"},
       {std::string("TRANSFERD_TOKEN=") + kViewer});
+  EXPECT_EQ(env.status.code, 0) << env.err;
+  RunResult denied = testing::Run({testing::TransferctlBinary(), "--server",
+                                   addr, "datasets", "rm", "nope"},
+                                  {std::string("TRANSFERD_TOKEN=") + kViewer});
   EXPECT_EQ(denied.status.code, 1);
   EXPECT_THAT(denied.err, HasSubstr("needs the role admin"));
 }
@@ -164,19 +177,22 @@ TEST(TokenFileTest, AnInvalidTokenFileStopsTheStart) {
   testing::TempDir temp;
   const std::string file = temp.path() + "/tokens";
   WriteFile(file, "0123456789abcdef0123 superuser\n");
-  RunResult r = testing::Run({testing::TransferdBinary(), "--listen", "127.0.0.1:0", "--data-dir",
-                              temp.path() + "/data", "--token-file", file},
-                             {"TRANSFERD_CONFIG="}, std::chrono::seconds(60));
+  RunResult r =
+      testing::Run({testing::TransferdBinary(), "--listen", "127.0.0.1:0",
+                    "--data-dir", temp.path() + "/data", "--token-file", file},
+                   {"TRANSFERD_CONFIG="}, std::chrono::seconds(60));
   EXPECT_NE(r.status.code, 0);
-  EXPECT_THAT(r.err, HasSubstr("line 1: role must be viewer, trainer or admin"));
+  EXPECT_THAT(r.err,
+              HasSubstr("line 1: role must be viewer, trainer or admin"));
 }
 
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     certs_ = temp_.path() + "/certs";
-    RunResult made = testing::Run({"/bin/bash", testing::SourcePath("tests/support/make_test_certs.sh"),
-                                   certs_});
+    RunResult made = testing::Run(
+        {"/bin/bash", testing::SourcePath("tests/support/make_test_certs.sh"),
+         certs_});
     ASSERT_EQ(made.status.code, 0) << made.err;
   }
   client::ClientOptions Tls(const std::string& cert = "") const {
@@ -191,7 +207,8 @@ class TlsTest : public ::testing::Test {
   }
   TransferdServer::Options ServerOptions(std::vector<std::string> extra) const {
     TransferdServer::Options o;
-    o.args = {"--tls-cert", certs_ + "/server.crt", "--tls-key", certs_ + "/server.key"};
+    o.args = {"--tls-cert", certs_ + "/server.crt", "--tls-key",
+              certs_ + "/server.key"};
     o.args.insert(o.args.end(), extra.begin(), extra.end());
     o.client = Tls("client");
     return o;
@@ -206,23 +223,29 @@ TEST_F(TlsTest, ServerCertificateIsVerifiedAndPlaintextRefused) {
   ASSERT_TRUE(server.ok()) << server.Log();
   auto info = ClientWith(server.address(), "", Tls())->GetServerInfo();
   ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_FALSE(ClientWith(server.address(), "")->GetServerInfo().ok());  // plaintext
+  EXPECT_FALSE(
+      ClientWith(server.address(), "")->GetServerInfo().ok());  // plaintext
   client::ClientOptions untrusted = Tls();
   untrusted.tls_ca_file = certs_ + "/other-ca.crt";
-  EXPECT_FALSE(ClientWith(server.address(), "", untrusted)->GetServerInfo().ok());
+  EXPECT_FALSE(
+      ClientWith(server.address(), "", untrusted)->GetServerInfo().ok());
 
-  RunResult ctl = testing::Run({testing::TransferctlBinary(), "--server", server.address(),
-                                "--tls-ca", certs_ + "/ca.crt", "server", "info"},
-                               {"TRANSFERD_TOKEN="});
+  RunResult ctl =
+      testing::Run({testing::TransferctlBinary(), "--server", server.address(),
+                    "--tls-ca", certs_ + "/ca.crt", "server", "info"},
+                   {"TRANSFERD_TOKEN="});
   EXPECT_EQ(ctl.status.code, 0) << ctl.err;
 }
 
 TEST_F(TlsTest, ClientCertificatesAreRequiredWithAClientCa) {
-  TransferdServer server(ServerOptions({"--tls-client-ca", certs_ + "/ca.crt"}));
+  TransferdServer server(
+      ServerOptions({"--tls-client-ca", certs_ + "/ca.crt"}));
   ASSERT_TRUE(server.ok()) << server.Log();
-  EXPECT_TRUE(ClientWith(server.address(), "", Tls("client"))->GetServerInfo().ok());
+  EXPECT_TRUE(
+      ClientWith(server.address(), "", Tls("client"))->GetServerInfo().ok());
   EXPECT_FALSE(ClientWith(server.address(), "", Tls())->GetServerInfo().ok());
-  EXPECT_FALSE(ClientWith(server.address(), "", Tls("stranger"))->GetServerInfo().ok());
+  EXPECT_FALSE(
+      ClientWith(server.address(), "", Tls("stranger"))->GetServerInfo().ok());
   RunResult ctl = testing::Run(
       {testing::TransferctlBinary(), "--server", server.address(), "--tls-ca",
        certs_ + "/ca.crt", "--tls-cert", certs_ + "/client.crt", "--tls-key",
@@ -236,7 +259,8 @@ TEST_F(TlsTest, HealthPortAnswersPlaintextProbesAndNothingElse) {
   const std::string health_addr = "127.0.0.1:" + std::to_string(health_port);
   TransferdServer server(ServerOptions({"--health-listen", health_addr}));
   ASSERT_TRUE(server.ok()) << server.Log();
-  auto health = ClientWith(health_addr, "")->CheckHealth("", std::chrono::seconds(10));
+  auto health =
+      ClientWith(health_addr, "")->CheckHealth("", std::chrono::seconds(10));
   ASSERT_TRUE(health.ok()) << health.status();
   EXPECT_EQ(*health, client::HealthStatus::kServing);
   auto info = ClientWith(health_addr, "")->GetServerInfo();
@@ -245,11 +269,13 @@ TEST_F(TlsTest, HealthPortAnswersPlaintextProbesAndNothingElse) {
 
 TEST(PlaintextTest, NonLoopbackPlaintextNeedsTheFlag) {
   testing::TempDir temp;
-  const std::string addr = "0.0.0.0:" + std::to_string(testing::FreeLoopbackPort());
-  RunResult refused = testing::Run({testing::TransferdBinary(), "--listen", addr, "--data-dir",
-                                    temp.path() + "/data"},
-                                   {"TRANSFERD_CONFIG=", "TRANSFERD_ALLOW_PLAINTEXT="},
-                                   std::chrono::seconds(60));
+  const std::string addr =
+      "0.0.0.0:" + std::to_string(testing::FreeLoopbackPort());
+  RunResult refused =
+      testing::Run({testing::TransferdBinary(), "--listen", addr, "--data-dir",
+                    temp.path() + "/data"},
+                   {"TRANSFERD_CONFIG=", "TRANSFERD_ALLOW_PLAINTEXT="},
+                   std::chrono::seconds(60));
   EXPECT_EQ(refused.status.code, 2);
   EXPECT_THAT(refused.err, HasSubstr("--allow-plaintext"));
   TransferdServer::Options o;

@@ -1,8 +1,7 @@
 // The real transferd binary on loopback: readiness, GetServerInfo through the
-// client library, every contract service listed, an unknown method, reflection, logging, and
-// a clean SIGTERM shutdown that leaves an intact SQLite store.
+// client library, every contract service listed, an unknown method, reflection,
+// logging, and a clean SIGTERM shutdown that leaves an intact SQLite store.
 #include <signal.h>
-#include <sqlite3.h>
 
 #include <filesystem>
 #include <future>
@@ -13,6 +12,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
@@ -70,7 +70,8 @@ std::string Pragma(const std::string& db_path, const std::string& pragma) {
 }
 
 TEST(ServerLifecycleTest, ServesHealthAndServerInfo) {
-  TransferdServer server(TransferdServer::WithArgs({"--device", "cpu", "--threads", "1"}));
+  TransferdServer server(
+      TransferdServer::WithArgs({"--device", "cpu", "--threads", "1"}));
   ASSERT_TRUE(server.ok()) << server.Log();
   auto client = ClientFor(server);
 
@@ -115,7 +116,8 @@ TEST(ServerLifecycleTest, EveryContractServiceIsImplemented) {
   }
 }
 
-TEST(ServerLifecycleTest, UnknownMethodAnswersUnimplementedAndServerKeepsServing) {
+TEST(ServerLifecycleTest,
+     UnknownMethodAnswersUnimplementedAndServerKeepsServing) {
   TransferdServer server;
   ASSERT_TRUE(server.ok()) << server.Log();
   auto channel = ChannelFor(server);
@@ -147,10 +149,10 @@ std::pair<grpc::Status, std::string> ListServicesByReflection(
   grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx,
-                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                 grpc::StubOptions(), &request, &response,
-                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  stub.UnaryCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      grpc::StubOptions(), &request, &response,
+      [&done](grpc::Status s) { done.set_value(std::move(s)); });
   grpc::Status status = done.get_future().get();
   std::string bytes;
   std::vector<grpc::Slice> slices;
@@ -256,7 +258,8 @@ TEST(ServerLifecycleTest, NotServingDuringStartUpUntilTheStoreIsReady) {
   EXPECT_EQ(response.status(),
             grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 
-  ASSERT_EQ(sqlite3_exec(holder, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "COMMIT", nullptr, nullptr, nullptr),
+            SQLITE_OK);
   sqlite3_close(holder);
   ASSERT_TRUE(watch->Read(&response)) << server.Log();
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING)
@@ -281,8 +284,9 @@ TEST(ServerLifecycleTest, SigtermDuringStartUpExitsCleanly) {
   Deadline(ctx);
   ctx.set_wait_for_ready(true);
   grpc::health::v1::HealthCheckResponse response;
-  ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response)
-                  .ok());
+  ASSERT_TRUE(
+      health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response)
+          .ok());
   EXPECT_EQ(response.status(),
             grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   auto exit = server.Stop(SIGTERM, std::chrono::seconds(20));
@@ -294,10 +298,10 @@ TEST(ServerLifecycleTest, SigtermDuringStartUpExitsCleanly) {
 TEST(ServerLifecycleTest, SecondServerOnTheSameDataDirIsRefused) {
   TransferdServer first;
   ASSERT_TRUE(first.ok()) << first.Log();
-  auto result = testing::Run(
-      {testing::TransferdBinary(), "--listen",
-       "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort()),
-       "--data-dir", first.data_dir()});
+  auto result =
+      testing::Run({testing::TransferdBinary(), "--listen",
+                    "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort()),
+                    "--data-dir", first.data_dir()});
   EXPECT_TRUE(result.status.exited);
   EXPECT_EQ(result.status.code, 1);
   EXPECT_THAT(result.err, HasSubstr("in use by another transferd"));
@@ -319,7 +323,9 @@ TEST(ServerLifecycleTest, RestartKeepsTheStore) {
   }
   TransferdServer server(TransferdServer::WithDataDir(data));
   ASSERT_TRUE(server.ok()) << server.Log();
-  EXPECT_THAT(server.Log(), HasSubstr(absl::StrCat("schema v", core::Store::LatestSchemaVersion())));
+  EXPECT_THAT(
+      server.Log(),
+      HasSubstr(absl::StrCat("schema v", core::Store::LatestSchemaVersion())));
 }
 
 TEST(ServerLifecycleTest, UnusableAddressFailsAtStartWithAReason) {
@@ -343,7 +349,8 @@ TEST(ServerLifecycleTest, JsonLogsAreOneObjectPerLine) {
   int parsed = 0;
   bool saw_rpc_with_request_id = false;
   while (std::getline(lines, line)) {
-    auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    auto json =
+        nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     ASSERT_FALSE(json.is_discarded()) << line;
     ASSERT_TRUE(json.contains("ts") && json.contains("level") &&
                 json.contains("msg"))

@@ -19,9 +19,10 @@ std::vector<LabelledImage> TinyDataset(int per_class, bool with_validation) {
     const int n = std::string(split) == "train" ? per_class : per_class / 2;
     for (const char* label : {"cat", "dog"}) {
       for (int i = 0; i < n; ++i, ++seed) {
-        out.push_back({absl::StrCat(split, "/", label, ".", seed, ".png"),
-                       EncodeTestImage(40, 40, ".png", seed * 2 + (label[0] == 'd')), label,
-                       split});
+        out.push_back(
+            {absl::StrCat(split, "/", label, ".", seed, ".png"),
+             EncodeTestImage(40, 40, ".png", seed * 2 + (label[0] == 'd')),
+             label, split});
       }
     }
   }
@@ -29,11 +30,13 @@ std::vector<LabelledImage> TinyDataset(int per_class, bool with_validation) {
 }
 
 std::shared_ptr<grpc::Channel> Channel(const TransferdServer& server) {
-  return grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  return grpc::CreateChannel(server.address(),
+                             grpc::InsecureChannelCredentials());
 }
 
 void SetDeadline(grpc::ClientContext& ctx, int seconds) {
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::seconds(seconds));
 }
 
 void UploadImages(const TransferdServer& server, const std::string& id,
@@ -82,8 +85,8 @@ v1::JobSpec SmallSpec(const std::string& dataset, int epochs) {
   return spec;
 }
 
-grpc::Status CreateJob(const TransferdServer& server, const v1::JobSpec& spec, v1::Job* job,
-                       const std::string& id) {
+grpc::Status CreateJob(const TransferdServer& server, const v1::JobSpec& spec,
+                       v1::Job* job, const std::string& id) {
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;
   SetDeadline(ctx);

@@ -23,7 +23,8 @@ struct LabelledImage {
 
 // `per_class` 40x40 PNGs per class in train/ and half as many in validation/
 // (none when !with_validation); cats reddish, dogs bluish, deterministic.
-std::vector<LabelledImage> TinyDataset(int per_class, bool with_validation = true);
+std::vector<LabelledImage> TinyDataset(int per_class,
+                                       bool with_validation = true);
 
 std::shared_ptr<grpc::Channel> Channel(const TransferdServer& server);
 void SetDeadline(grpc::ClientContext& ctx, int seconds = 60);
@@ -36,10 +37,12 @@ void UploadImages(const TransferdServer& server, const std::string& id,
 // stage of Adam 1e-2, batch 4: learns TinyDataset in a few seconds.
 transferd::v1::JobSpec SmallSpec(const std::string& dataset, int epochs);
 
-grpc::Status CreateJob(const TransferdServer& server, const transferd::v1::JobSpec& spec,
+grpc::Status CreateJob(const TransferdServer& server,
+                       const transferd::v1::JobSpec& spec,
                        transferd::v1::Job* job, const std::string& id = "");
 
 // Follows the job's events until it ends, then returns it (GetJob).
-transferd::v1::Job WaitForJob(const TransferdServer& server, const std::string& name);
+transferd::v1::Job WaitForJob(const TransferdServer& server,
+                              const std::string& name);
 
 }  // namespace transferd::testing

@@ -1,8 +1,8 @@
 #include "tests/support/shared_data.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdlib>
+
+#include <gtest/gtest.h>
 
 namespace transferd::testing {
 

@@ -1,13 +1,8 @@
 #include "tests/support/subprocess.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +12,12 @@
 #include <filesystem>
 #include <map>
 #include <stdexcept>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 
 extern char** environ;
 
@@ -105,8 +106,8 @@ ExitStatus Decode(int wstatus) {
 Subprocess Subprocess::Spawn(const std::vector<std::string>& argv,
                              const std::vector<std::string>& env,
                              const std::string& log_path) {
-  int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                 0644);
+  int log =
+      open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) Die("open " + log_path);
   pid_t pid = ForkExec(argv, ChildEnv(env), log, log);
   close(log);

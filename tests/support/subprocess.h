@@ -3,12 +3,12 @@
 // capturing stdout and stderr.
 #pragma once
 
-#include <sys/types.h>
-
 #include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace transferd::testing {
 

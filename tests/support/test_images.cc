@@ -23,10 +23,12 @@ std::string EncodeTestImage(int width, int height, const std::string& ext,
   cv::Mat bgr(height, width, CV_8UC3);
   cv::RNG rng(static_cast<uint64_t>(seed) * 7919 + 17);
   // Smooth colour blocks plus a little noise: compresses like a photo.
-  bgr.setTo(cv::Scalar(rng.uniform(0, 256), rng.uniform(0, 256), rng.uniform(0, 256)));
-  cv::rectangle(bgr, cv::Rect(0, 0, width / 2, height / 2),
-                cv::Scalar(rng.uniform(0, 256), rng.uniform(0, 256), rng.uniform(0, 256)),
-                cv::FILLED);
+  bgr.setTo(cv::Scalar(rng.uniform(0, 256), rng.uniform(0, 256),
+                       rng.uniform(0, 256)));
+  cv::rectangle(
+      bgr, cv::Rect(0, 0, width / 2, height / 2),
+      cv::Scalar(rng.uniform(0, 256), rng.uniform(0, 256), rng.uniform(0, 256)),
+      cv::FILLED);
   cv::Mat noise(height, width, CV_8UC3);
   rng.fill(noise, cv::RNG::UNIFORM, 0, 16);
   bgr += noise;

@@ -52,8 +52,7 @@ class TransferdServer {
   Subprocess& process() { return *process_; }
 
   // Sends `signo` and waits up to `timeout` for the exit.
-  std::optional<ExitStatus> Stop(int signo,
-                                 std::chrono::milliseconds timeout);
+  std::optional<ExitStatus> Stop(int signo, std::chrono::milliseconds timeout);
 
  private:
   std::unique_ptr<TempDir> temp_;

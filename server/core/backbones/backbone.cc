@@ -1,9 +1,9 @@
 #include "server/core/backbones/backbone.h"
 
-#include <torch/torch.h>
-
 #include <atomic>
 #include <cmath>
+
+#include <torch/torch.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,9 +22,11 @@ void ConvBn::EnableFolding(bool on) { fold_conv_bn = on; }
 bool ConvBn::folds() const {
   if (!fold_conv_bn || bn_->is_training()) return false;
   if (!torch::GradMode::is_enabled()) return true;
-  const auto wants_grad = [](const torch::Tensor& t) { return t.defined() && t.requires_grad(); };
-  return !(wants_grad(conv_->weight) || wants_grad(conv_->bias) || wants_grad(bn_->weight) ||
-           wants_grad(bn_->bias));
+  const auto wants_grad = [](const torch::Tensor& t) {
+    return t.defined() && t.requires_grad();
+  };
+  return !(wants_grad(conv_->weight) || wants_grad(conv_->bias) ||
+           wants_grad(bn_->weight) || wants_grad(bn_->bias));
 }
 
 // BatchNorm in inference mode after a convolution is an affine map per output
@@ -37,13 +39,15 @@ std::pair<torch::Tensor, torch::Tensor> ConvBn::Fold() const {
       (o.affine() ? bn_->weight : torch::ones_like(bn_->running_var)) /
       torch::sqrt(bn_->running_var + o.eps());
   const torch::Tensor shift = o.affine() ? bn_->bias : torch::zeros_like(scale);
-  const torch::Tensor conv_bias = conv_->bias.defined() ? conv_->bias : torch::zeros_like(scale);
+  const torch::Tensor conv_bias =
+      conv_->bias.defined() ? conv_->bias : torch::zeros_like(scale);
   return {conv_->weight * scale.reshape({-1, 1, 1, 1}),
           (conv_bias - bn_->running_mean) * scale + shift};
 }
 
 torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
-  if (!fold_conv_bn || bn_->is_training()) return bn_->forward(conv_->forward(x));
+  if (!fold_conv_bn || bn_->is_training())
+    return bn_->forward(conv_->forward(x));
   const auto& o = conv_->options;
   const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
   TORCH_CHECK(padding != nullptr && o.padding_mode().index() == 0,
@@ -55,18 +59,23 @@ torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
     // and the BatchNorm's parameters through the weight-sized fold instead
     // of a BatchNorm backward over the activations.
     auto [weight, bias] = Fold();
-    return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(), o.groups());
+    return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(),
+                         o.groups());
   }
   // num_batches_tracked too: a train-mode BatchNorm forward updates the
   // running statistics inside the kernel without bumping their version
   // counters (LibTorch 1.13), but increments this counter in place.
-  const torch::Tensor* sources[] = {&conv_->weight,       &conv_->bias,
-                                    &bn_->weight,         &bn_->bias,
-                                    &bn_->running_mean,   &bn_->running_var,
+  const torch::Tensor* sources[] = {&conv_->weight,
+                                    &conv_->bias,
+                                    &bn_->weight,
+                                    &bn_->bias,
+                                    &bn_->running_mean,
+                                    &bn_->running_var,
                                     &bn_->num_batches_tracked};
   std::vector<std::pair<const void*, uint32_t>> key;
   for (const torch::Tensor* t : sources) {
-    key.emplace_back(t->defined() ? t->data_ptr() : nullptr, t->defined() ? t->_version() : 0);
+    key.emplace_back(t->defined() ? t->data_ptr() : nullptr,
+                     t->defined() ? t->_version() : 0);
   }
   torch::Tensor weight, bias;
   {
@@ -85,19 +94,22 @@ torch::Tensor ConvBn::operator()(const torch::Tensor& x) {
     weight = cache_->weight;
     bias = cache_->bias;
   }
-  return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(), o.groups());
+  return torch::conv2d(x, weight, bias, o.stride(), *padding, o.dilation(),
+                       o.groups());
 }
 
 void BackboneImpl::StartSegment() {
   const int next = static_cast<int>(layers_.size());
-  if (segment_starts_.empty() || segment_starts_.back() != next) segment_starts_.push_back(next);
+  if (segment_starts_.empty() || segment_starts_.back() != next)
+    segment_starts_.push_back(next);
 }
 
 int BackboneImpl::SegmentsBefore(int layer) const {
   int n = 0;
   for (size_t i = 0; i < segment_starts_.size(); ++i) {
-    const int end = i + 1 < segment_starts_.size() ? segment_starts_[i + 1]
-                                                    : static_cast<int>(layers_.size());
+    const int end = i + 1 < segment_starts_.size()
+                        ? segment_starts_[i + 1]
+                        : static_cast<int>(layers_.size());
     if (end > layer) break;
     ++n;
   }
@@ -142,7 +154,8 @@ absl::StatusOr<int> BackboneImpl::ResolveLayer(
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "no layer \"", name_or_index, "\" in ", spec_.name,
-      close.empty() ? "" : "; did you mean one of: " + absl::StrJoin(close, ", "),
+      close.empty() ? ""
+                    : "; did you mean one of: " + absl::StrJoin(close, ", "),
       "?"));
 }
 
@@ -158,8 +171,8 @@ absl::StatusOr<std::vector<int64_t>> BackboneImpl::OutputShape(int input_size) {
   const bool was_training = is_training();
   eval();
   auto param = parameters().front();
-  torch::Tensor out = forward(torch::zeros({1, 3, input_size, input_size},
-                                           param.options()));
+  torch::Tensor out =
+      forward(torch::zeros({1, 3, input_size, input_size}, param.options()));
   train(was_training);
   std::vector<int64_t> shape = {out.size(1), out.size(2), out.size(3)};
   shape_cache_[input_size] = shape;
@@ -237,9 +250,9 @@ absl::StatusOr<Backbone> CreateBackbone(const BackboneSpec& spec) {
   }
   std::vector<std::string> names;
   for (const auto& e : BackboneCatalog()) names.push_back(e.name);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown backbone \"", spec.name, "\"; available: ",
-      absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backbone \"", spec.name,
+                   "\"; available: ", absl::StrJoin(names, ", ")));
 }
 
 const std::vector<BackboneCatalogEntry>& BackboneCatalog() {
@@ -248,7 +261,11 @@ const std::vector<BackboneCatalogEntry>& BackboneCatalog() {
       {"vgg19", "VGG19", {}, 1.0, 224},
       {"resnet50", "ResNet50", {}, 1.0, 224},
       {"mobilenet", "MobileNet", {0.25, 0.5, 0.75, 1.0}, 1.0, 224},
-      {"mobilenet_v2", "MobileNetV2", {0.35, 0.5, 0.75, 1.0, 1.3, 1.4}, 1.0, 224},
+      {"mobilenet_v2",
+       "MobileNetV2",
+       {0.35, 0.5, 0.75, 1.0, 1.3, 1.4},
+       1.0,
+       224},
   };
   return *catalog;
 }

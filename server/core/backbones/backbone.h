@@ -11,13 +11,13 @@
 // kTorchvision follows torchvision's (symmetric padding, ResNet50 v1.5).
 #pragma once
 
-#include <torch/nn/module.h>
-#include <torch/types.h>
-
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 #include "server/core/backbones/preprocessing.h"
@@ -43,8 +43,9 @@ struct KerasLayer {
 };
 
 struct BackboneSpec {
-  std::string name;      // "vgg16", "vgg19", "resnet50", "mobilenet", "mobilenet_v2"
-  double alpha = 1.0;    // width multiplier (MobileNet, MobileNetV2)
+  std::string
+      name;  // "vgg16", "vgg19", "resnet50", "mobilenet", "mobilenet_v2"
+  double alpha = 1.0;  // width multiplier (MobileNet, MobileNetV2)
   Flavor flavor = Flavor::kKeras;
 };
 
@@ -52,7 +53,9 @@ class BackboneImpl : public torch::nn::Module {
  public:
   // x: N x 3 x H x W, already preprocessed. Returns the feature map
   // N x C x h x w (Keras' (h, w, C) in NCHW order).
-  torch::Tensor forward(torch::Tensor x) { return ForwardSegments(x, 0, num_segments()); }
+  torch::Tensor forward(torch::Tensor x) {
+    return ForwardSegments(x, 0, num_segments());
+  }
 
   // The backbone as a chain of segments (its blocks), so that a frozen prefix
   // can run once and its output be kept: segment i starts at layer index
@@ -60,7 +63,8 @@ class BackboneImpl : public torch::nn::Module {
   // starts. ForwardSegments(x, begin, end) runs segments [begin, end) on x,
   // the output of segment begin - 1 (the preprocessed images for begin 0);
   // ForwardSegments(ForwardSegments(x, 0, k), k, num_segments()) is forward(x).
-  virtual torch::Tensor ForwardSegments(torch::Tensor x, int begin, int end) = 0;
+  virtual torch::Tensor ForwardSegments(torch::Tensor x, int begin,
+                                        int end) = 0;
   int num_segments() const { return static_cast<int>(segment_starts_.size()); }
   const std::vector<int>& segment_starts() const { return segment_starts_; }
   // How many leading segments lie entirely before layer index `layer`: the
@@ -94,7 +98,8 @@ class BackboneImpl : public torch::nn::Module {
 
  protected:
   explicit BackboneImpl(BackboneSpec spec) : spec_(std::move(spec)) {}
-  void AddLayer(std::string name, KerasLayer::Kind kind = KerasLayer::Kind::kOther,
+  void AddLayer(std::string name,
+                KerasLayer::Kind kind = KerasLayer::Kind::kOther,
                 torch::nn::Module* module = nullptr, bool has_bias = false);
   // The next AddLayer begins a new segment (the first layer always does).
   void StartSegment();

@@ -1,10 +1,10 @@
 #include "server/core/backbones/keras_h5.h"
 
-#include <hdf5.h>
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <mutex>
+
+#include <hdf5.h>
+#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -27,7 +27,9 @@ absl::StatusOr<std::vector<std::string>> ReadStringsAttr(hid_t obj,
     return absl::InvalidArgumentError(absl::StrCat("missing attribute ", name));
   }
   hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
-  if (attr < 0) return absl::InvalidArgumentError(absl::StrCat("cannot open attribute ", name));
+  if (attr < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open attribute ", name));
   hid_t type = H5Aget_type(attr);
   hid_t space = H5Aget_space(attr);
   const hssize_t n = H5Sget_simple_extent_npoints(space);
@@ -38,7 +40,8 @@ absl::StatusOr<std::vector<std::string>> ReadStringsAttr(hid_t obj,
       hid_t mem = H5Tcopy(H5T_C_S1);
       H5Tset_size(mem, H5T_VARIABLE);
       if (H5Aread(attr, mem, ptrs.data()) < 0) {
-        status = absl::InvalidArgumentError(absl::StrCat("cannot read attribute ", name));
+        status = absl::InvalidArgumentError(
+            absl::StrCat("cannot read attribute ", name));
       } else {
         for (char* p : ptrs) out.emplace_back(p != nullptr ? p : "");
         H5Dvlen_reclaim(mem, space, H5P_DEFAULT, ptrs.data());
@@ -50,7 +53,8 @@ absl::StatusOr<std::vector<std::string>> ReadStringsAttr(hid_t obj,
       const size_t size = H5Tget_size(type);
       std::string buf(size * static_cast<size_t>(n), '\0');
       if (H5Aread(attr, type, buf.data()) < 0) {
-        status = absl::InvalidArgumentError(absl::StrCat("cannot read attribute ", name));
+        status = absl::InvalidArgumentError(
+            absl::StrCat("cannot read attribute ", name));
       } else {
         for (hssize_t i = 0; i < n; ++i) {
           std::string s = buf.substr(static_cast<size_t>(i) * size, size);
@@ -76,12 +80,14 @@ absl::StatusOr<std::unique_ptr<KerasH5File>> KerasH5File::Open(
   const std::string where = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
-    return absl::NotFoundError(absl::StrCat("weights file ", where, " not found"));
+    return absl::NotFoundError(
+        absl::StrCat("weights file ", where, " not found"));
   }
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, " is not an HDF5 file (or is truncated); expected a Keras .h5 "
-               "weights file"));
+        where,
+        " is not an HDF5 file (or is truncated); expected a Keras .h5 "
+        "weights file"));
   }
   hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (file < 0) {
@@ -94,7 +100,8 @@ absl::StatusOr<std::unique_ptr<KerasH5File>> KerasH5File::Open(
                    : H5Gopen2(file, "/", H5P_DEFAULT);
   std::unique_ptr<KerasH5File> f(new KerasH5File(where, file, root));
   if (root < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": cannot open the root group"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": cannot open the root group"));
   }
   auto names = ReadStringsAttr(root, "layer_names");
   if (!names.ok() || names->empty()) {
@@ -125,15 +132,15 @@ KerasH5File::LayerWeights(const std::string& layer) const {
   }
   hid_t group = H5Gopen2(root_, layer.c_str(), H5P_DEFAULT);
   if (group < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": layer \"", layer, "\" has no group (truncated file?)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": layer \"", layer, "\" has no group (truncated file?)"));
   }
   std::vector<std::pair<std::string, torch::Tensor>> out;
   absl::Status status;
   auto names = ReadStringsAttr(group, "weight_names");
   if (!names.ok()) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat(path_, ": layer \"", layer, "\": ", names.status().message()));
+    status = absl::InvalidArgumentError(absl::StrCat(
+        path_, ": layer \"", layer, "\": ", names.status().message()));
   } else {
     for (const std::string& wname : *names) {
       hid_t ds = H5Dopen2(group, wname.c_str(), H5P_DEFAULT);
@@ -149,15 +156,16 @@ KerasH5File::LayerWeights(const std::string& layer) const {
       if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
       std::vector<int64_t> shape(dims.begin(), dims.end());
       if (H5Tget_class(type) != H5T_FLOAT || rank < 0) {
-        status = absl::InvalidArgumentError(absl::StrCat(
-            path_, ": layer \"", layer, "\": ", wname, " is not a float array"));
+        status = absl::InvalidArgumentError(
+            absl::StrCat(path_, ": layer \"", layer, "\": ", wname,
+                         " is not a float array"));
       } else {
         torch::Tensor t = torch::empty(shape, torch::kFloat32);
         if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                     t.data_ptr<float>()) < 0) {
-          status = absl::InvalidArgumentError(absl::StrCat(
-              path_, ": layer \"", layer, "\": cannot read ", wname,
-              " (truncated or corrupt file?)"));
+          status = absl::InvalidArgumentError(
+              absl::StrCat(path_, ": layer \"", layer, "\": cannot read ",
+                           wname, " (truncated or corrupt file?)"));
         } else {
           out.emplace_back(wname, std::move(t));
         }

@@ -4,13 +4,13 @@
 // group has a `weight_names` attribute and the datasets at those paths.
 #pragma once
 
-#include <torch/types.h>
-
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 
@@ -29,8 +29,8 @@ class KerasH5File {
 
   // The layer's weights in file order: ("conv1/kernel:0", tensor in Keras
   // layout), as float32 CPU tensors.
-  absl::StatusOr<std::vector<std::pair<std::string, torch::Tensor>>> LayerWeights(
-      const std::string& layer) const;
+  absl::StatusOr<std::vector<std::pair<std::string, torch::Tensor>>>
+  LayerWeights(const std::string& layer) const;
 
   const std::string& path() const { return path_; }
 

@@ -1,14 +1,14 @@
 // Building blocks shared by the backbones.
 #pragma once
 
-#include <torch/nn/functional/padding.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/conv.h>
-
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include <torch/nn/functional/padding.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
 
 namespace transferd::core::backbones {
 
@@ -45,7 +45,9 @@ class ConvBn {
  public:
   ConvBn() = default;
   ConvBn(torch::nn::Conv2d conv, torch::nn::BatchNorm2d bn)
-      : conv_(std::move(conv)), bn_(std::move(bn)), cache_(std::make_shared<Cache>()) {}
+      : conv_(std::move(conv)),
+        bn_(std::move(bn)),
+        cache_(std::make_shared<Cache>()) {}
 
   torch::Tensor operator()(const torch::Tensor& x);
   explicit operator bool() const { return !conv_.is_empty(); }
@@ -83,8 +85,9 @@ inline torch::Tensor ZeroPad(const torch::Tensor& x, int64_t top,
         x, torch::nn::functional::PadFuncOptions({left, right, top, bottom}));
   }
   const int64_t h = x.size(2), w = x.size(3);
-  torch::Tensor out = torch::empty({x.size(0), x.size(1), h + top + bottom, w + left + right},
-                                   x.options().memory_format(x.suggest_memory_format()));
+  torch::Tensor out =
+      torch::empty({x.size(0), x.size(1), h + top + bottom, w + left + right},
+                   x.options().memory_format(x.suggest_memory_format()));
   if (top > 0) out.narrow(2, 0, top).zero_();
   if (bottom > 0) out.narrow(2, top + h, bottom).zero_();
   torch::Tensor rows = out.narrow(2, top, h);

@@ -8,9 +8,9 @@
 // MobileNetV2's a ZeroPadding2D from correct_pad() (bottom/right for even
 // sizes, both sides for odd ones). The torchvision flavour of MobileNetV2
 // pads symmetrically and uses epsilon 1e-5.
-#include <torch/torch.h>
-
 #include <cmath>
+
+#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/core/backbones/architectures.h"
@@ -32,7 +32,8 @@ torch::Tensor Relu6(torch::Tensor x) {
   return torch::hardtanh_(x, 0, 6);
 }
 
-// ---- MobileNet v1 -------------------------------------------------------------
+// ---- MobileNet v1
+// -------------------------------------------------------------
 
 class MobileNetImpl final : public BackboneImpl {
  public:
@@ -48,7 +49,7 @@ class MobileNetImpl final : public BackboneImpl {
     AddLayer("conv1_relu");
     stem_ = ConvBn(conv1_, bn1_);
 
-    const int filters[] = {64, 128, 128, 256, 256, 512, 512,
+    const int filters[] = {64,  128, 128, 256, 256,  512, 512,
                            512, 512, 512, 512, 1024, 1024};
     const int strides[] = {1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1};
     int64_t in = first;
@@ -61,7 +62,8 @@ class MobileNetImpl final : public BackboneImpl {
       if (b.stride == 2) AddLayer(absl::StrCat("conv_pad_", id));
       const std::string dw = absl::StrCat("conv_dw_", id);
       const std::string pw = absl::StrCat("conv_pw_", id);
-      b.dw = register_module(dw, MakeConv(in, in, 3, b.stride, b.stride == 1 ? 1 : 0, false, in));
+      b.dw = register_module(
+          dw, MakeConv(in, in, 3, b.stride, b.stride == 1 ? 1 : 0, false, in));
       AddLayer(dw, Kind::kDepthwise, b.dw.get());
       b.dw_bn = register_module(dw + "_bn", MakeBatchNorm(in, eps));
       AddLayer(dw + "_bn", Kind::kBatchNorm, b.dw_bn.get());
@@ -103,7 +105,8 @@ class MobileNetImpl final : public BackboneImpl {
   std::vector<Block> blocks_;
 };
 
-// ---- MobileNetV2 --------------------------------------------------------------
+// ---- MobileNetV2
+// --------------------------------------------------------------
 
 // Keras' (and torchvision's) _make_divisible.
 int64_t MakeDivisible(double v, int64_t divisor = 8) {
@@ -121,24 +124,28 @@ class MobileNetV2Impl final : public BackboneImpl {
     const double eps = keras_ ? 1e-3 : 1e-5;
     const int64_t first = MakeDivisible(32 * a);
     AddLayer("input_1", Kind::kInput);
-    conv1_ = register_module("Conv1", MakeConv(3, first, 3, 2, keras_ ? 0 : 1, false));
+    conv1_ = register_module("Conv1",
+                             MakeConv(3, first, 3, 2, keras_ ? 0 : 1, false));
     AddLayer("Conv1", Kind::kConv, conv1_.get());
     bn1_ = register_module("bn_Conv1", MakeBatchNorm(first, eps));
     AddLayer("bn_Conv1", Kind::kBatchNorm, bn1_.get());
     AddLayer("Conv1_relu");
     stem_ = ConvBn(conv1_, bn1_);
 
-    struct Cfg { int filters, stride, expansion; };
-    const Cfg cfg[] = {{16, 1, 1},  {24, 2, 6},  {24, 1, 6},  {32, 2, 6},
-                       {32, 1, 6},  {32, 1, 6},  {64, 2, 6},  {64, 1, 6},
-                       {64, 1, 6},  {64, 1, 6},  {96, 1, 6},  {96, 1, 6},
-                       {96, 1, 6},  {160, 2, 6}, {160, 1, 6}, {160, 1, 6},
+    struct Cfg {
+      int filters, stride, expansion;
+    };
+    const Cfg cfg[] = {{16, 1, 1}, {24, 2, 6},  {24, 1, 6},  {32, 2, 6},
+                       {32, 1, 6}, {32, 1, 6},  {64, 2, 6},  {64, 1, 6},
+                       {64, 1, 6}, {64, 1, 6},  {96, 1, 6},  {96, 1, 6},
+                       {96, 1, 6}, {160, 2, 6}, {160, 1, 6}, {160, 1, 6},
                        {320, 1, 6}};
     int64_t in = first;
     for (int id = 0; id < 17; ++id) {
       const Cfg& c = cfg[id];
       const int64_t out = MakeDivisible(static_cast<int64_t>(c.filters * a));
-      const std::string p = id == 0 ? "expanded_conv_" : absl::StrCat("block_", id, "_");
+      const std::string p =
+          id == 0 ? "expanded_conv_" : absl::StrCat("block_", id, "_");
       StartSegment();
       Block b;
       b.stride = c.stride;
@@ -146,21 +153,25 @@ class MobileNetV2Impl final : public BackboneImpl {
       int64_t hidden = in;
       if (id > 0) {
         hidden = in * c.expansion;
-        b.expand = register_module(p + "expand", MakeConv(in, hidden, 1, 1, 0, false));
+        b.expand =
+            register_module(p + "expand", MakeConv(in, hidden, 1, 1, 0, false));
         AddLayer(p + "expand", Kind::kConv, b.expand.get());
-        b.expand_bn = register_module(p + "expand_BN", MakeBatchNorm(hidden, eps));
+        b.expand_bn =
+            register_module(p + "expand_BN", MakeBatchNorm(hidden, eps));
         AddLayer(p + "expand_BN", Kind::kBatchNorm, b.expand_bn.get());
         AddLayer(p + "expand_relu");
       }
       if (c.stride == 2) AddLayer(p + "pad");
       const int64_t dw_pad = (c.stride == 1 || !keras_) ? 1 : 0;
-      b.dw = register_module(p + "depthwise",
-                             MakeConv(hidden, hidden, 3, c.stride, dw_pad, false, hidden));
+      b.dw = register_module(
+          p + "depthwise",
+          MakeConv(hidden, hidden, 3, c.stride, dw_pad, false, hidden));
       AddLayer(p + "depthwise", Kind::kDepthwise, b.dw.get());
       b.dw_bn = register_module(p + "depthwise_BN", MakeBatchNorm(hidden, eps));
       AddLayer(p + "depthwise_BN", Kind::kBatchNorm, b.dw_bn.get());
       AddLayer(p + "depthwise_relu");
-      b.project = register_module(p + "project", MakeConv(hidden, out, 1, 1, 0, false));
+      b.project =
+          register_module(p + "project", MakeConv(hidden, out, 1, 1, 0, false));
       AddLayer(p + "project", Kind::kConv, b.project.get());
       b.project_bn = register_module(p + "project_BN", MakeBatchNorm(out, eps));
       AddLayer(p + "project_BN", Kind::kBatchNorm, b.project_bn.get());
@@ -212,7 +223,8 @@ class MobileNetV2Impl final : public BackboneImpl {
     int stride = 1;
     bool residual = false;
     torch::nn::Conv2d expand{nullptr}, dw{nullptr}, project{nullptr};
-    torch::nn::BatchNorm2d expand_bn{nullptr}, dw_bn{nullptr}, project_bn{nullptr};
+    torch::nn::BatchNorm2d expand_bn{nullptr}, dw_bn{nullptr},
+        project_bn{nullptr};
     ConvBn expand_op, dw_op, project_op;
   };
   bool keras_ = true;

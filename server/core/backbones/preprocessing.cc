@@ -34,13 +34,18 @@ Preprocessing Preprocessing::Torch() {
   return p;
 }
 
-torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rgb) {
-  TORCH_CHECK(rgb.dim() == 4 && rgb.size(3) == 3, "expected N x H x W x 3 pixels");
-  if (rgb.device().is_cpu() && rgb.scalar_type() == torch::kUInt8 && rgb.is_contiguous()) {
+torch::Tensor ApplyPreprocessing(const Preprocessing& p,
+                                 const torch::Tensor& rgb) {
+  TORCH_CHECK(rgb.dim() == 4 && rgb.size(3) == 3,
+              "expected N x H x W x 3 pixels");
+  if (rgb.device().is_cpu() && rgb.scalar_type() == torch::kUInt8 &&
+      rgb.is_contiguous()) {
     // The same float operations as below, in the same order, per value.
-    torch::Tensor out = torch::empty({rgb.size(0), 3, rgb.size(1), rgb.size(2)},
-                                     torch::TensorOptions().dtype(torch::kFloat32)
-                                         .memory_format(torch::MemoryFormat::ChannelsLast));
+    torch::Tensor out =
+        torch::empty({rgb.size(0), 3, rgb.size(1), rgb.size(2)},
+                     torch::TensorOptions()
+                         .dtype(torch::kFloat32)
+                         .memory_format(torch::MemoryFormat::ChannelsLast));
     const int64_t pixels = rgb.numel() / 3;
     const uint8_t* in = rgb.data_ptr<uint8_t>();
     float* o = out.data_ptr<float>();
@@ -67,14 +72,18 @@ torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rg
   const torch::Tensor inv_std =
       torch::tensor({1.0f / p.std[0], 1.0f / p.std[1], 1.0f / p.std[2]}, opts)
           .view({1, 3, 1, 1});
-  return ((x * p.scale - mean) * inv_std).contiguous(torch::MemoryFormat::ChannelsLast);
+  return ((x * p.scale - mean) * inv_std)
+      .contiguous(torch::MemoryFormat::ChannelsLast);
 }
 
 const char* Preprocessing::ModeName(Mode mode) {
   switch (mode) {
-    case Mode::kCaffe: return "caffe";
-    case Mode::kTf: return "tf";
-    case Mode::kTorch: return "torch";
+    case Mode::kCaffe:
+      return "caffe";
+    case Mode::kTf:
+      return "tf";
+    case Mode::kTorch:
+      return "torch";
   }
   return "?";
 }

@@ -4,18 +4,18 @@
 // model so that training and serving can never disagree.
 #pragma once
 
-#include <torch/types.h>
-
 #include <array>
 #include <string>
+
+#include <torch/types.h>
 
 namespace transferd::core::backbones {
 
 struct Preprocessing {
   enum class Mode { kCaffe, kTf, kTorch };
   Mode mode = Mode::kTf;
-  bool bgr = false;                  // feed channels in BGR order
-  float scale = 1.0f;                // multiply raw [0,255] values first
+  bool bgr = false;                    // feed channels in BGR order
+  float scale = 1.0f;                  // multiply raw [0,255] values first
   std::array<float, 3> mean{0, 0, 0};  // subtracted after scaling, in fed order
   std::array<float, 3> std{1, 1, 1};   // divided after subtraction
 
@@ -30,6 +30,7 @@ struct Preprocessing {
 // (the bytes' own order). On the CPU this is one plain loop over the pixels:
 // the loader calls it from its worker threads, where tensor ops would start
 // an OpenMP team per thread and compete with training for the cores.
-torch::Tensor ApplyPreprocessing(const Preprocessing& p, const torch::Tensor& rgb);
+torch::Tensor ApplyPreprocessing(const Preprocessing& p,
+                                 const torch::Tensor& rgb);
 
 }  // namespace transferd::core::backbones

@@ -24,7 +24,8 @@ class ResNet50Impl final : public BackboneImpl {
 
     AddLayer("input_1", Kind::kInput);
     AddLayer("conv1_pad");
-    conv1_ = register_module("conv1_conv", MakeConv(3, 64, 7, 2, keras_ ? 0 : 3, bias));
+    conv1_ = register_module("conv1_conv",
+                             MakeConv(3, 64, 7, 2, keras_ ? 0 : 3, bias));
     AddLayer("conv1_conv", Kind::kConv, conv1_.get(), bias);
     bn1_ = register_module("conv1_bn", MakeBatchNorm(64, eps));
     AddLayer("conv1_bn", Kind::kBatchNorm, bn1_.get());
@@ -45,14 +46,18 @@ class ResNet50Impl final : public BackboneImpl {
         Block blk;
         blk.stride = stride;
         // Keras puts the stride on the 1x1 conv, torchvision on the 3x3.
-        blk.c1 = register_module(p + "1_conv", MakeConv(in, f, 1, keras_ ? stride : 1, 0, bias));
+        blk.c1 = register_module(
+            p + "1_conv", MakeConv(in, f, 1, keras_ ? stride : 1, 0, bias));
         blk.b1 = register_module(p + "1_bn", MakeBatchNorm(f, eps));
-        blk.c2 = register_module(p + "2_conv", MakeConv(f, f, 3, keras_ ? 1 : stride, 1, bias));
+        blk.c2 = register_module(
+            p + "2_conv", MakeConv(f, f, 3, keras_ ? 1 : stride, 1, bias));
         blk.b2 = register_module(p + "2_bn", MakeBatchNorm(f, eps));
-        blk.c3 = register_module(p + "3_conv", MakeConv(f, 4 * f, 1, 1, 0, bias));
+        blk.c3 =
+            register_module(p + "3_conv", MakeConv(f, 4 * f, 1, 1, 0, bias));
         blk.b3 = register_module(p + "3_bn", MakeBatchNorm(4 * f, eps));
         if (b == 0) {
-          blk.c0 = register_module(p + "0_conv", MakeConv(in, 4 * f, 1, stride, 0, bias));
+          blk.c0 = register_module(p + "0_conv",
+                                   MakeConv(in, 4 * f, 1, stride, 0, bias));
           blk.b0 = register_module(p + "0_bn", MakeBatchNorm(4 * f, eps));
         }
         // Keras' model.layers order (a topological order of the graph).

@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <torch/torch.h>
-
 #include <cstring>
 #include <fstream>
+
 #include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,11 +21,11 @@ struct DType {
 };
 
 constexpr DType kDTypes[] = {
-    {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
+    {"F32", torch::kFloat32, 4},   {"F16", torch::kFloat16, 2},
     {"BF16", torch::kBFloat16, 2}, {"F64", torch::kFloat64, 8},
-    {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},
-    {"U8", torch::kUInt8, 1},    {"BOOL", torch::kBool, 1},
+    {"I64", torch::kInt64, 8},     {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},     {"I8", torch::kInt8, 1},
+    {"U8", torch::kUInt8, 1},      {"BOOL", torch::kBool, 1},
 };
 
 const DType* FindDType(const std::string& name) {
@@ -46,7 +46,8 @@ constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
 
 }  // namespace
 
-absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) {
+absl::StatusOr<NamedTensors> ReadSafetensors(
+    const std::filesystem::path& path) {
   const std::string where = path.string();
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", where));
@@ -54,8 +55,8 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) 
   const auto file_size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
   if (file_size < 8) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": not a safetensors file (", file_size, " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": not a safetensors file (", file_size, " bytes)"));
   }
   unsigned char len_bytes[8];
   in.read(reinterpret_cast<char*>(len_bytes), 8);
@@ -63,8 +64,8 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) 
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
   if (header_len > kMaxHeaderBytes || header_len > file_size - 8) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": header length ", header_len, " exceeds the file (",
-        file_size, " bytes): truncated or not a safetensors file"));
+        where, ": header length ", header_len, " exceeds the file (", file_size,
+        " bytes): truncated or not a safetensors file"));
   }
   std::string header(header_len, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_len));
@@ -98,12 +99,15 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) 
     Entry e;
     e.name = it.key();
     e.dtype = FindDType(t["dtype"].get<std::string>());
-    if (e.dtype == nullptr) return bad("unsupported dtype " + t["dtype"].dump());
+    if (e.dtype == nullptr)
+      return bad("unsupported dtype " + t["dtype"].dump());
     int64_t numel = 1;
     for (const auto& d : t["shape"]) {
-      if (!d.is_number_unsigned()) return bad("shape must hold non-negative integers");
+      if (!d.is_number_unsigned())
+        return bad("shape must hold non-negative integers");
       const int64_t dim = d.get<int64_t>();
-      if (dim > 0 && numel > (int64_t{1} << 40) / dim) return bad("shape too large");
+      if (dim > 0 && numel > (int64_t{1} << 40) / dim)
+        return bad("shape too large");
       numel *= dim;
       e.shape.push_back(dim);
     }
@@ -137,7 +141,8 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) 
   NamedTensors out;
   const std::streamoff data_start = static_cast<std::streamoff>(8 + header_len);
   for (const Entry& e : entries) {
-    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+    torch::Tensor t =
+        torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
     in.seekg(data_start + static_cast<std::streamoff>(e.begin));
     in.read(static_cast<char*>(t.data_ptr()),
             static_cast<std::streamsize>(e.end - e.begin));
@@ -150,17 +155,17 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path) 
   return out;
 }
 
-absl::Status WriteSafetensors(const std::filesystem::path& path,
-                              const NamedTensors& tensors,
-                              const std::map<std::string, std::string>& metadata) {
+absl::Status WriteSafetensors(
+    const std::filesystem::path& path, const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   std::vector<torch::Tensor> data;
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     const DType* dtype = FindDType(tensor.scalar_type());
     if (dtype == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor \"", name, "\": dtype not supported by safetensors"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", name, "\": dtype not supported by safetensors"));
     }
     torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dtype->size;
@@ -175,7 +180,8 @@ absl::Status WriteSafetensors(const std::filesystem::path& path,
   while ((text.size() + 8) % 8 != 0) text.push_back(' ');
   unsigned char len_bytes[8];
   uint64_t len = text.size();
-  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(len >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len_bytes[i] = static_cast<unsigned char>(len >> (8 * i));
 
   const std::filesystem::path tmp = path.string() + ".tmp";
   {

@@ -4,11 +4,11 @@
 // third-party library.
 #pragma once
 
-#include <torch/types.h>
-
 #include <filesystem>
 #include <map>
 #include <string>
+
+#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 
@@ -24,8 +24,8 @@ absl::StatusOr<NamedTensors> ReadSafetensors(const std::filesystem::path& path);
 
 // Writes `tensors` (contiguous copies, CPU) with optional string metadata,
 // atomically (temporary file, fsync, rename).
-absl::Status WriteSafetensors(const std::filesystem::path& path,
-                              const NamedTensors& tensors,
-                              const std::map<std::string, std::string>& metadata = {});
+absl::Status WriteSafetensors(
+    const std::filesystem::path& path, const NamedTensors& tensors,
+    const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace transferd::core::backbones

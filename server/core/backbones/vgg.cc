@@ -13,9 +13,9 @@ namespace {
 class VggImpl final : public BackboneImpl {
  public:
   VggImpl(const BackboneSpec& spec, int depth) : BackboneImpl(spec) {
-    const std::vector<int> convs =
-        depth == 16 ? std::vector<int>{2, 2, 3, 3, 3}
-                    : std::vector<int>{2, 2, 4, 4, 4};
+    const std::vector<int> convs = depth == 16
+                                       ? std::vector<int>{2, 2, 3, 3, 3}
+                                       : std::vector<int>{2, 2, 4, 4, 4};
     const int filters[] = {64, 128, 256, 512, 512};
     AddLayer("input_1", KerasLayer::Kind::kInput);
     int64_t in = 3;
@@ -24,7 +24,8 @@ class VggImpl final : public BackboneImpl {
       std::vector<torch::nn::Conv2d> block;
       for (int i = 0; i < convs[b]; ++i) {
         const std::string name = absl::StrCat("block", b + 1, "_conv", i + 1);
-        auto conv = register_module(name, MakeConv(in, filters[b], 3, 1, 1, true));
+        auto conv =
+            register_module(name, MakeConv(in, filters[b], 3, 1, 1, true));
         AddLayer(name, KerasLayer::Kind::kConv, conv.get(), true);
         block.push_back(conv);
         in = filters[b];

@@ -1,8 +1,8 @@
 #include "server/core/backbones/weights.h"
 
-#include <torch/torch.h>
-
 #include <map>
+
+#include <torch/torch.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -23,7 +23,8 @@ std::string ShapeString(c10::IntArrayRef shape) {
 // The backbone's tensors by name: parameters and BatchNorm running stats.
 std::map<std::string, torch::Tensor> Targets(BackboneImpl& backbone) {
   std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : backbone.named_parameters()) targets[p.key()] = p.value();
+  for (const auto& p : backbone.named_parameters())
+    targets[p.key()] = p.value();
   for (const auto& b : backbone.named_buffers()) {
     if (absl::EndsWith(b.key(), "num_batches_tracked")) continue;
     targets[b.key()] = b.value();
@@ -59,7 +60,8 @@ absl::Status Commit(BackboneImpl& backbone,
 
 }  // namespace
 
-absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& path) {
+absl::Status LoadKerasH5(BackboneImpl& backbone,
+                         const std::filesystem::path& path) {
   if (backbone.spec().flavor != Flavor::kKeras) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Keras .h5 weights need the Keras flavour of ", backbone.spec().name));
@@ -72,8 +74,9 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
     if (layer.module == nullptr) continue;
     if (!file->HasLayer(layer.name)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          file->path(), ": layer \"", layer.name, "\" of ", backbone.spec().name,
-          " is missing (the file has ", file->layer_names().size(),
+          file->path(), ": layer \"", layer.name, "\" of ",
+          backbone.spec().name, " is missing (the file has ",
+          file->layer_names().size(),
           matched == 0 ? " layers, none of them ours: weights of another "
                          "architecture?)"
                        : " layers)"));
@@ -90,9 +93,9 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
     auto take = [&](const std::string& kind) -> absl::StatusOr<torch::Tensor> {
       auto it = by_kind.find(kind);
       if (it == by_kind.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            file->path(), ": layer \"", layer.name, "\" has no ", kind,
-            " (found ", by_kind.size(), " weights)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(file->path(), ": layer \"", layer.name, "\" has no ",
+                         kind, " (found ", by_kind.size(), " weights)"));
       }
       return it->second;
     };
@@ -105,7 +108,8 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
               file->path(), ": layer \"", layer.name, "\" kernel has shape ",
               ShapeString(k.sizes()), ", expected 4 dimensions"));
         }
-        staged[p + "weight"] = k.permute({3, 2, 0, 1}).contiguous();  // HWIO->OIHW
+        staged[p + "weight"] =
+            k.permute({3, 2, 0, 1}).contiguous();  // HWIO->OIHW
         if (layer.has_bias) {
           TRANSFERD_ASSIGN_OR_RETURN(staged[p + "bias"], take("bias"));
         }
@@ -114,10 +118,10 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
       case KerasLayer::Kind::kDepthwise: {
         TRANSFERD_ASSIGN_OR_RETURN(torch::Tensor k, take("depthwise_kernel"));
         if (k.dim() != 4) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              file->path(), ": layer \"", layer.name,
-              "\" depthwise_kernel has shape ", ShapeString(k.sizes()),
-              ", expected 4 dimensions"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(file->path(), ": layer \"", layer.name,
+                           "\" depthwise_kernel has shape ",
+                           ShapeString(k.sizes()), ", expected 4 dimensions"));
         }
         // (kh, kw, C, 1) -> (C, 1, kh, kw)
         staged[p + "weight"] = k.permute({2, 3, 0, 1}).contiguous();
@@ -129,8 +133,10 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
       case KerasLayer::Kind::kBatchNorm: {
         TRANSFERD_ASSIGN_OR_RETURN(staged[p + "weight"], take("gamma"));
         TRANSFERD_ASSIGN_OR_RETURN(staged[p + "bias"], take("beta"));
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_mean"], take("moving_mean"));
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_var"], take("moving_variance"));
+        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_mean"],
+                                   take("moving_mean"));
+        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_var"],
+                                   take("moving_variance"));
         break;
       }
       default:
@@ -141,7 +147,8 @@ absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& pa
 }
 
 absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
-                                       const std::string& weights, int input_size,
+                                       const std::string& weights,
+                                       int input_size,
                                        const WeightsCacheOptions& cache) {
   BackboneSpec spec;
   spec.name = name;
@@ -152,18 +159,20 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
     if (weights.empty() || weights.find('/') != std::string::npos ||
         weights.find('\\') != std::string::npos || weights == "." ||
         weights == ".." || weights.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "weights \"", weights, "\": expected imagenet, none, or the name of "
-          "a file in the server's weights folder"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("weights \"", weights,
+                       "\": expected imagenet, none, or the name of "
+                       "a file in the server's weights folder"));
     }
     if (absl::EndsWith(weights, ".safetensors")) {
       spec.flavor = Flavor::kTorchvision;
     } else if (absl::EndsWith(weights, ".h5")) {
       spec.flavor = Flavor::kKeras;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "weights \"", weights, "\": unknown format; expected a Keras .h5 or a "
-          "torchvision .safetensors file"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("weights \"", weights,
+                       "\": unknown format; expected a Keras .h5 or a "
+                       "torchvision .safetensors file"));
     }
   }
   TRANSFERD_ASSIGN_OR_RETURN(Backbone backbone, CreateBackbone(spec));
@@ -178,9 +187,9 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
   const std::filesystem::path file = cache.dir / weights;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(file, ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        "weights file ", weights, " is not in the weights folder ",
-        cache.dir.string()));
+    return absl::NotFoundError(absl::StrCat("weights file ", weights,
+                                            " is not in the weights folder ",
+                                            cache.dir.string()));
   }
   if (spec.flavor == Flavor::kTorchvision) {
     TRANSFERD_RETURN_IF_ERROR(LoadTorchvisionSafetensors(*backbone, file));
@@ -190,7 +199,8 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
   return backbone;
 }
 
-std::string TorchvisionName(const BackboneSpec& spec, const std::string& param) {
+std::string TorchvisionName(const BackboneSpec& spec,
+                            const std::string& param) {
   const std::vector<std::string> parts = absl::StrSplit(param, '.');
   if (parts.size() != 2) return {};
   const std::string& layer = parts[0];
@@ -223,7 +233,8 @@ std::string TorchvisionName(const BackboneSpec& spec, const std::string& param) 
         !absl::SimpleAtoi(p[1].substr(5), &block)) {
       return {};
     }
-    const std::string base = absl::StrCat("layer", stage - 1, ".", block - 1, ".");
+    const std::string base =
+        absl::StrCat("layer", stage - 1, ".", block - 1, ".");
     if (p[2] == "0") {
       return base + (p[3] == "conv" ? "downsample.0." : "downsample.1.") + leaf;
     }
@@ -244,7 +255,8 @@ std::string TorchvisionName(const BackboneSpec& spec, const std::string& param) 
     }
     int id = 0;
     std::vector<std::string> p = absl::StrSplit(layer, absl::MaxSplits('_', 2));
-    if (p.size() != 3 || p[0] != "block" || !absl::SimpleAtoi(p[1], &id)) return {};
+    if (p.size() != 3 || p[0] != "block" || !absl::SimpleAtoi(p[1], &id))
+      return {};
     const std::string base = absl::StrCat("features.", id + 1, ".conv.");
     const std::string& op = p[2];
     if (op == "expand") return base + "0.0." + leaf;
@@ -260,9 +272,9 @@ std::string TorchvisionName(const BackboneSpec& spec, const std::string& param) 
 absl::Status LoadTorchvisionSafetensors(BackboneImpl& backbone,
                                         const std::filesystem::path& path) {
   if (backbone.spec().flavor != Flavor::kTorchvision) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "torchvision weights need the torchvision flavour of ",
-        backbone.spec().name));
+    return absl::InvalidArgumentError(
+        absl::StrCat("torchvision weights need the torchvision flavour of ",
+                     backbone.spec().name));
   }
   TRANSFERD_ASSIGN_OR_RETURN(NamedTensors file, ReadSafetensors(path));
   std::map<std::string, torch::Tensor> staged;
@@ -273,7 +285,8 @@ absl::Status LoadTorchvisionSafetensors(BackboneImpl& backbone,
       return absl::InvalidArgumentError(absl::StrCat(
           path.string(), ": no tensor \"", key.empty() ? name : key, "\" for ",
           name, " of ", backbone.spec().name, " (expected shape ",
-          ShapeString(target.sizes()), "; torchvision weights of another "
+          ShapeString(target.sizes()),
+          "; torchvision weights of another "
           "architecture?)"));
     }
     staged[name] = it->second;

@@ -17,7 +17,8 @@ namespace transferd::core::backbones {
 // (C, 1, kh, kw), BatchNorm gamma/beta/moving_mean/moving_variance. Layers of
 // the file that the backbone lacks (a classifier top) are ignored. The
 // backbone must have the Keras flavour.
-absl::Status LoadKerasH5(BackboneImpl& backbone, const std::filesystem::path& path);
+absl::Status LoadKerasH5(BackboneImpl& backbone,
+                         const std::filesystem::path& path);
 
 // A safetensors file with torchvision's state_dict names ("features.0.weight",
 // "layer1.0.conv1.weight", ...) for vgg16, vgg19, resnet50 and mobilenet_v2;
@@ -35,7 +36,8 @@ absl::Status LoadTorchvisionSafetensors(BackboneImpl& backbone,
 //               flavour). Plain names only: no '/', no "..".
 // The flavour, and so the preprocessing, follows from the weights.
 absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
-                                       const std::string& weights, int input_size,
+                                       const std::string& weights,
+                                       int input_size,
                                        const WeightsCacheOptions& cache);
 
 // torchvision's name for one of the backbone's tensors ("block1_conv1.weight"

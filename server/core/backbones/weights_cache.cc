@@ -153,7 +153,8 @@ absl::StatusOr<ExpectedDigest> ExpectedDigestFor(
 
 absl::StatusOr<std::string> FileDigest(const std::string& algorithm,
                                        const fs::path& path) {
-  return algorithm == "sha256" ? common::Sha256File(path) : common::Md5File(path);
+  return algorithm == "sha256" ? common::Sha256File(path)
+                               : common::Md5File(path);
 }
 
 // "<size> <mtime in ns>": what a verification marker records of the file.

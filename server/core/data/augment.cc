@@ -1,9 +1,9 @@
 #include "server/core/data/augment.h"
 
+#include <cmath>
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
-
-#include <cmath>
 
 namespace transferd::core::data {
 namespace {
@@ -14,7 +14,9 @@ cv::Matx33d Rotation(double degrees) {
   const double t = degrees * M_PI / 180.0;
   return {std::cos(t), -std::sin(t), 0, std::sin(t), std::cos(t), 0, 0, 0, 1};
 }
-cv::Matx33d Shift(double rows, double cols) { return {1, 0, rows, 0, 1, cols, 0, 0, 1}; }
+cv::Matx33d Shift(double rows, double cols) {
+  return {1, 0, rows, 0, 1, cols, 0, 0, 1};
+}
 cv::Matx33d Shear(double degrees) {
   const double s = degrees * M_PI / 180.0;
   return {1, -std::sin(s), 0, 0, std::cos(s), 0, 0, 0, 1};
@@ -23,10 +25,14 @@ cv::Matx33d Zoom(double zx, double zy) { return {zx, 0, 0, 0, zy, 0, 0, 0, 1}; }
 
 int BorderMode(AugmentOptions::Fill fill) {
   switch (fill) {
-    case AugmentOptions::Fill::kNearest: return cv::BORDER_REPLICATE;
-    case AugmentOptions::Fill::kReflect: return cv::BORDER_REFLECT;
-    case AugmentOptions::Fill::kConstant: return cv::BORDER_CONSTANT;
-    case AugmentOptions::Fill::kWrap: return cv::BORDER_WRAP;
+    case AugmentOptions::Fill::kNearest:
+      return cv::BORDER_REPLICATE;
+    case AugmentOptions::Fill::kReflect:
+      return cv::BORDER_REFLECT;
+    case AugmentOptions::Fill::kConstant:
+      return cv::BORDER_CONSTANT;
+    case AugmentOptions::Fill::kWrap:
+      return cv::BORDER_WRAP;
   }
   return cv::BORDER_REPLICATE;
 }
@@ -90,8 +96,8 @@ void ApplyAffine(const uint8_t* src, int height, int width, const AffineDraw& d,
                  const AugmentOptions& o, uint8_t* dst) {
   // Keras maps each output coordinate to an input coordinate with
   // offset_center(rotation * shift * shear * zoom); flips come after.
-  const cv::Matx33d m = Rotation(d.theta) * Shift(d.tx, d.ty) * Shear(d.shear) *
-                        Zoom(d.zx, d.zy);
+  const cv::Matx33d m =
+      Rotation(d.theta) * Shift(d.tx, d.ty) * Shear(d.shear) * Zoom(d.zx, d.zy);
   const double cr = height / 2.0 - 0.5;
   const double cc = width / 2.0 - 0.5;
   const cv::Matx33d centered = Shift(cr, cc) * m * Shift(-cr, -cc);
@@ -102,7 +108,8 @@ void ApplyAffine(const uint8_t* src, int height, int width, const AffineDraw& d,
   cv::Mat out(height, width, CV_8UC3, dst);
   const cv::Scalar fill(o.cval, o.cval, o.cval);
   cv::warpAffine(in, out, inverse, out.size(),
-                 cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, BorderMode(o.fill), fill);
+                 cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, BorderMode(o.fill),
+                 fill);
   if (d.flip_horizontal && d.flip_vertical) {
     cv::flip(out, out, -1);
   } else if (d.flip_horizontal) {

@@ -21,7 +21,7 @@ struct AugmentOptions {
   bool horizontal_flip = false;   // with probability 1/2
   bool vertical_flip = false;
   Fill fill = Fill::kNearest;
-  double cval = 0;                // fill value for kConstant, 0..255
+  double cval = 0;  // fill value for kConstant, 0..255
 
   // The Keras book: rotation 40, shifts 0.2, shear 0.2, zoom 0.2,
   // horizontal flips, fill 'nearest'.
@@ -36,12 +36,12 @@ struct AugmentOptions {
 
 // One draw of the transform, in Keras' terms.
 struct AffineDraw {
-  double theta = 0;    // degrees
-  double tx = 0;       // rows (height shift), pixels
-  double ty = 0;       // columns (width shift), pixels
-  double shear = 0;    // degrees
-  double zx = 1;       // zoom along rows
-  double zy = 1;       // zoom along columns
+  double theta = 0;  // degrees
+  double tx = 0;     // rows (height shift), pixels
+  double ty = 0;     // columns (width shift), pixels
+  double shear = 0;  // degrees
+  double zx = 1;     // zoom along rows
+  double zy = 1;     // zoom along columns
   bool flip_horizontal = false;
   bool flip_vertical = false;
 };

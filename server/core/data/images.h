@@ -38,7 +38,7 @@ struct ImageHeader {
 };
 
 struct DecodedImage {
-  int width = 0;   // of the decoded (possibly reduced) image
+  int width = 0;  // of the decoded (possibly reduced) image
   int height = 0;
   int original_width = 0;
   int original_height = 0;
@@ -62,8 +62,8 @@ absl::StatusOr<DecodedImage> DecodeImage(std::string_view bytes,
 // size x size into `out` (size * size * 3 bytes, RGB): INTER_AREA when either
 // side shrinks, INTER_LINEAR otherwise. Training, evaluation and serving all
 // feed a model through this one function, so they see the same pixels.
-absl::Status DecodeResized(std::string_view bytes, const ImageLimits& limits, int size,
-                           uint8_t* out);
+absl::Status DecodeResized(std::string_view bytes, const ImageLimits& limits,
+                           int size, uint8_t* out);
 
 // The reason attached to a status from ProbeImage/DecodeImage, if any.
 std::optional<ImageError> ImageErrorOf(const absl::Status& status);

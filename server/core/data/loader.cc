@@ -1,19 +1,18 @@
 #include "server/core/data/loader.h"
 
 #include <sched.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <torch/torch.h>
-
-#include <algorithm>
 #include <fstream>
 #include <numeric>
 #include <random>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -37,15 +36,17 @@ absl::Status ReadFile(const std::string& path, std::string* out) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(std::vector<Example> examples,
-                                                       LoaderOptions options) {
-  if (examples.empty()) return absl::InvalidArgumentError("loader: no examples");
+absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(
+    std::vector<Example> examples, LoaderOptions options) {
+  if (examples.empty())
+    return absl::InvalidArgumentError("loader: no examples");
   if (options.batch_size < 1 || options.image_size < 1 || options.threads < 1 ||
       options.prefetch_batches < 1) {
     return absl::InvalidArgumentError(
         "loader: batch size, image size, threads and prefetch must be >= 1");
   }
-  auto loader = std::unique_ptr<Loader>(new Loader(std::move(examples), options));
+  auto loader =
+      std::unique_ptr<Loader>(new Loader(std::move(examples), options));
   for (int i = 0; i < options.threads; ++i) {
     loader->workers_.emplace_back([l = loader.get()] { l->Work(); });
   }
@@ -70,8 +71,9 @@ void Loader::StopWorkers() {
 
 int64_t Loader::batches_per_epoch() const {
   const int64_t n = static_cast<int64_t>(examples_.size());
-  return options_.drop_last ? n / options_.batch_size
-                            : (n + options_.batch_size - 1) / options_.batch_size;
+  return options_.drop_last
+             ? n / options_.batch_size
+             : (n + options_.batch_size - 1) / options_.batch_size;
 }
 
 void Loader::StartEpoch(int64_t epoch) {
@@ -94,7 +96,8 @@ void Loader::StartEpoch(int64_t epoch) {
 
 absl::StatusOr<std::optional<Batch>> Loader::Next() {
   std::unique_lock<std::mutex> lock(mu_);
-  if (epoch_ < 0) return absl::FailedPreconditionError("loader: StartEpoch first");
+  if (epoch_ < 0)
+    return absl::FailedPreconditionError("loader: StartEpoch first");
   if (next_to_take_ >= batches_per_epoch()) return std::optional<Batch>();
   const int64_t want = next_to_take_;
   cv_.wait(lock, [&] { return ready_.count(want) > 0; });
@@ -123,7 +126,9 @@ void Loader::Work() {
   if (sched_setscheduler(tid, SCHED_IDLE, &idle) != 0) {
     errno = 0;
     const int nice = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
-    if (errno == 0) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), std::min(19, nice + 10));
+    if (errno == 0)
+      setpriority(PRIO_PROCESS, static_cast<id_t>(tid),
+                  std::min(19, nice + 10));
   }
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -143,7 +148,8 @@ void Loader::Work() {
   }
 }
 
-std::shared_ptr<const std::vector<uint8_t>> DecodedImageCache::Get(int64_t example) const {
+std::shared_ptr<const std::vector<uint8_t>> DecodedImageCache::Get(
+    int64_t example) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = images_.find(example);
   return it == images_.end() ? nullptr : it->second;
@@ -154,7 +160,8 @@ void DecodedImageCache::Put(int64_t example, std::vector<uint8_t> pixels) {
   std::lock_guard<std::mutex> lock(mu_);
   if (used_ + size > budget_ || images_.count(example) > 0) return;
   used_ += size;
-  images_[example] = std::make_shared<const std::vector<uint8_t>>(std::move(pixels));
+  images_[example] =
+      std::make_shared<const std::vector<uint8_t>>(std::move(pixels));
 }
 
 int64_t DecodedImageCache::bytes() const {
@@ -191,17 +198,21 @@ absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
     if (cached != nullptr) {
       source = cached->data();
     } else {
-      if (absl::Status read = ReadFile(ex.path, &bytes); !read.ok()) return read;
-      if (absl::Status decoded = DecodeResized(bytes, options_.limits, s, resized.data());
+      if (absl::Status read = ReadFile(ex.path, &bytes); !read.ok())
+        return read;
+      if (absl::Status decoded =
+              DecodeResized(bytes, options_.limits, s, resized.data());
           !decoded.ok()) {
-        return absl::Status(decoded.code(), absl::StrCat(ex.path, ": ", decoded.message()));
+        return absl::Status(decoded.code(),
+                            absl::StrCat(ex.path, ": ", decoded.message()));
       }
       if (cache != nullptr) cache->Put(members[i], resized);
       source = resized.data();
     }
     if (options_.augment.enabled()) {
-      std::mt19937_64 rng(Mix(options_.seed ^ Mix(static_cast<uint64_t>(epoch) ^
-                                                  Mix(static_cast<uint64_t>(members[i])))));
+      std::mt19937_64 rng(
+          Mix(options_.seed ^ Mix(static_cast<uint64_t>(epoch) ^
+                                  Mix(static_cast<uint64_t>(members[i])))));
       const AffineDraw draw = DrawAffine(options_.augment, s, s, rng);
       ApplyAffine(source, s, s, draw, options_.augment, out);
     } else {

@@ -8,8 +8,6 @@
 // the thread count nor timing.
 #pragma once
 
-#include <torch/types.h>
-
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -20,11 +18,13 @@
 #include <thread>
 #include <vector>
 
+#include <torch/types.h>
+
 #include "absl/status/statusor.h"
+#include "server/core/backbones/preprocessing.h"
 #include "server/core/data/augment.h"
 #include "server/core/data/example.h"
 #include "server/core/data/images.h"
-#include "server/core/backbones/preprocessing.h"
 
 namespace transferd::core::data {
 
@@ -64,16 +64,16 @@ struct LoaderOptions {
 };
 
 struct Batch {
-  torch::Tensor images;  // N x 3 x S x S float32, channels-last memory
-  torch::Tensor labels;  // N int64
+  torch::Tensor images;           // N x 3 x S x S float32, channels-last memory
+  torch::Tensor labels;           // N int64
   std::vector<int64_t> examples;  // indices into the example list
 };
 
 class Loader {
  public:
   // INVALID_ARGUMENT for an empty list or nonsensical options.
-  static absl::StatusOr<std::unique_ptr<Loader>> Create(std::vector<Example> examples,
-                                                        LoaderOptions options);
+  static absl::StatusOr<std::unique_ptr<Loader>> Create(
+      std::vector<Example> examples, LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;

@@ -1,10 +1,10 @@
 #include "server/core/train/classifier.h"
 
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
+
+#include <torch/torch.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -31,7 +31,8 @@ size_t EditDistance(const std::string& a, const std::string& b) {
     row[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      row[j] = std::min(
+          {row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
       diagonal = up;
     }
   }
@@ -49,10 +50,12 @@ void KerasDenseInit(torch::nn::LinearImpl& dense) {
   if (dense.bias.defined()) dense.bias.zero_();
 }
 
-ClassifierImpl::ClassifierImpl(backbones::Backbone backbone, const HeadConfig& head,
-                               int num_classes,
+ClassifierImpl::ClassifierImpl(backbones::Backbone backbone,
+                               const HeadConfig& head, int num_classes,
                                const std::vector<int64_t>& feature_shape)
-    : backbone_(std::move(backbone)), head_config_(head), num_classes_(num_classes) {
+    : backbone_(std::move(backbone)),
+      head_config_(head),
+      num_classes_(num_classes) {
   register_module("backbone", backbone_);
   head_ = register_module("head", std::make_shared<torch::nn::Module>());
   int64_t features = feature_shape.at(0);
@@ -60,11 +63,13 @@ ClassifierImpl::ClassifierImpl(backbones::Backbone backbone, const HeadConfig& h
     features *= feature_shape.at(1) * feature_shape.at(2);
   }
   if (head.hidden_units > 0) {
-    hidden_ = head_->register_module("hidden", torch::nn::Linear(features, head.hidden_units));
+    hidden_ = head_->register_module(
+        "hidden", torch::nn::Linear(features, head.hidden_units));
     KerasDenseInit(*hidden_);
     features = head.hidden_units;
   }
-  output_ = head_->register_module("output", torch::nn::Linear(features, outputs()));
+  output_ =
+      head_->register_module("output", torch::nn::Linear(features, outputs()));
   KerasDenseInit(*output_);
 }
 
@@ -87,8 +92,10 @@ torch::Tensor ClassifierImpl::Head(const torch::Tensor& features) {
   return output_->forward(x);
 }
 
-torch::Tensor ClassifierImpl::ForwardFrom(const torch::Tensor& activations, int segment) {
-  return Head(backbone_->ForwardSegments(activations, segment, backbone_->num_segments()));
+torch::Tensor ClassifierImpl::ForwardFrom(const torch::Tensor& activations,
+                                          int segment) {
+  return Head(backbone_->ForwardSegments(activations, segment,
+                                         backbone_->num_segments()));
 }
 
 torch::Tensor ClassifierImpl::forward(const torch::Tensor& x) {
@@ -136,17 +143,20 @@ absl::StatusOr<int> ClassifierImpl::ResolveTrainableFrom(
       scored.emplace_back(EditDistance(trainable_from, layer.name), layer.name);
     }
   }
-  std::stable_sort(scored.begin(), scored.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(
+      scored.begin(), scored.end(),
+      [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> close;
-  for (size_t i = 0; i < scored.size() && i < 3; ++i) close.push_back(scored[i].second);
+  for (size_t i = 0; i < scored.size() && i < 3; ++i)
+    close.push_back(scored[i].second);
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown layer \"", trainable_from, "\" in ", backbone_->spec().name,
       "; did you mean ", absl::StrJoin(close, ", "),
       "? (a Keras layer name or index, \"none\" or \"all\")"));
 }
 
-absl::Status ClassifierImpl::SetTrainableFrom(const std::string& trainable_from) {
+absl::Status ClassifierImpl::SetTrainableFrom(
+    const std::string& trainable_from) {
   TRANSFERD_ASSIGN_OR_RETURN(int index, ResolveTrainableFrom(trainable_from));
   FreezeBackboneBefore(index);
   return absl::OkStatus();
@@ -178,8 +188,10 @@ void ClassifierImpl::train(bool on) {
   if (!on) return;
   const auto& layers = backbone_->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (static_cast<int>(i) >= first_trainable_ && !batch_norm_inference_) break;
-    if (layers[i].kind == backbones::KerasLayer::Kind::kBatchNorm && layers[i].module) {
+    if (static_cast<int>(i) >= first_trainable_ && !batch_norm_inference_)
+      break;
+    if (layers[i].kind == backbones::KerasLayer::Kind::kBatchNorm &&
+        layers[i].module) {
       layers[i].module->eval();
     }
   }
@@ -215,12 +227,14 @@ std::vector<torch::Tensor> ClassifierImpl::TrainableParameters() const {
   return out;
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> ClassifierImpl::NamedState() const {
+std::vector<std::pair<std::string, torch::Tensor>> ClassifierImpl::NamedState()
+    const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   auto add = [&](const std::string& key, const torch::Tensor& t) {
     if (IsBatchNormStat(key)) return;
     std::string name = key;
-    if (name.rfind(kBackbonePrefix, 0) == 0) name = name.substr(sizeof(kBackbonePrefix) - 1);
+    if (name.rfind(kBackbonePrefix, 0) == 0)
+      name = name.substr(sizeof(kBackbonePrefix) - 1);
     out.emplace_back(std::move(name), t);
   };
   for (const auto& p : named_parameters()) add(p.key(), p.value());
@@ -231,7 +245,8 @@ std::vector<std::pair<std::string, torch::Tensor>> ClassifierImpl::NamedState() 
 backbones::NamedTensors ClassifierImpl::StateTensors() const {
   backbones::NamedTensors out;
   for (const auto& [name, t] : NamedState()) {
-    out[name] = t.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    out[name] =
+        t.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true);
   }
   return out;
 }
@@ -245,19 +260,22 @@ backbones::NamedTensors ClassifierImpl::BackboneTensors() const {
   return out;
 }
 
-absl::Status ClassifierImpl::LoadStateTensors(const backbones::NamedTensors& tensors) {
+absl::Status ClassifierImpl::LoadStateTensors(
+    const backbones::NamedTensors& tensors) {
   auto state = NamedState();
   std::set<std::string> known;
   for (const auto& [name, t] : state) {
     known.insert(name);
     auto it = tensors.find(name);
     if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("missing tensor \"", name, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing tensor \"", name, "\""));
     }
     if (it->second.sizes() != t.sizes()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "tensor \"", name, "\" has shape [", absl::StrJoin(it->second.sizes(), ", "),
-          "], the model expects [", absl::StrJoin(t.sizes(), ", "), "]"));
+          "tensor \"", name, "\" has shape [",
+          absl::StrJoin(it->second.sizes(), ", "), "], the model expects [",
+          absl::StrJoin(t.sizes(), ", "), "]"));
     }
     if (!it->second.is_floating_point()) {
       return absl::InvalidArgumentError(
@@ -266,9 +284,9 @@ absl::Status ClassifierImpl::LoadStateTensors(const backbones::NamedTensors& ten
   }
   for (const auto& [name, t] : tensors) {
     if (known.count(name) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown tensor \"", name, "\" (not part of this ", backbone_->spec().name,
-          " classifier)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown tensor \"", name, "\" (not part of this ",
+                       backbone_->spec().name, " classifier)"));
     }
   }
   torch::NoGradGuard no_grad;
@@ -276,8 +294,9 @@ absl::Status ClassifierImpl::LoadStateTensors(const backbones::NamedTensors& ten
   return absl::OkStatus();
 }
 
-absl::Status ClassifierImpl::Save(const std::filesystem::path& path,
-                                  const std::map<std::string, std::string>& metadata) const {
+absl::Status ClassifierImpl::Save(
+    const std::filesystem::path& path,
+    const std::map<std::string, std::string>& metadata) const {
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = "transferd-classifier";
   meta["backbone"] = backbone_->spec().name;
@@ -286,19 +305,22 @@ absl::Status ClassifierImpl::Save(const std::filesystem::path& path,
 }
 
 absl::Status ClassifierImpl::Load(const std::filesystem::path& path) {
-  TRANSFERD_ASSIGN_OR_RETURN(backbones::NamedTensors tensors, backbones::ReadSafetensors(path));
+  TRANSFERD_ASSIGN_OR_RETURN(backbones::NamedTensors tensors,
+                             backbones::ReadSafetensors(path));
   absl::Status s = LoadStateTensors(tensors);
   if (!s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(path.string(), ": ", s.message()));
+    return absl::Status(s.code(),
+                        absl::StrCat(path.string(), ": ", s.message()));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_classes,
-                                           const backbones::WeightsCacheOptions& weights,
-                                           bool load_weights) {
+absl::StatusOr<Classifier> BuildClassifier(
+    const ModelConfig& model, int num_classes,
+    const backbones::WeightsCacheOptions& weights, bool load_weights) {
   auto field = [](const char* name, const absl::Status& s) {
-    return absl::Status(s.code(), absl::StrCat("model.", name, ": ", s.message()));
+    return absl::Status(s.code(),
+                        absl::StrCat("model.", name, ": ", s.message()));
   };
   const backbones::BackboneCatalogEntry* entry = nullptr;
   for (const auto& e : backbones::BackboneCatalog()) {
@@ -307,9 +329,9 @@ absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_cla
   if (entry == nullptr) {
     std::vector<std::string> names;
     for (const auto& e : backbones::BackboneCatalog()) names.push_back(e.name);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.backbone: unknown backbone \"", model.backbone,
-        "\"; available: ", absl::StrJoin(names, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.backbone: unknown backbone \"", model.backbone,
+                     "\"; available: ", absl::StrJoin(names, ", ")));
   }
   if (!entry->alphas.empty()) {
     bool ok = false;
@@ -321,21 +343,23 @@ absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_cla
     }
   }
   if (model.input_size < 32) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.input_size: ", model.input_size, " is below ", model.backbone,
-        "'s minimum of 32 pixels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.input_size: ", model.input_size, " is below ",
+                     model.backbone, "'s minimum of 32 pixels"));
   }
   if (model.input_size > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.input_size: ", model.input_size, " is above the maximum of 1024 pixels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.input_size: ", model.input_size,
+                     " is above the maximum of 1024 pixels"));
   }
   if (model.precision != "fp32" && model.precision != "bf16") {
     return absl::InvalidArgumentError(absl::StrCat(
         "model.precision: \"", model.precision, "\"; expected fp32 or bf16"));
   }
   if (model.head.hidden_units < 0 || model.head.hidden_units > 65536) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.head.hidden_units: ", model.head.hidden_units, " is outside 0..65536"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.head.hidden_units: ", model.head.hidden_units,
+                     " is outside 0..65536"));
   }
   if (!(model.head.dropout >= 0 && model.head.dropout < 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -343,18 +367,20 @@ absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_cla
   }
   if (num_classes < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "classes: a classifier needs at least 2 classes, the dataset has ", num_classes));
+        "classes: a classifier needs at least 2 classes, the dataset has ",
+        num_classes));
   }
   absl::StatusOr<backbones::Backbone> backbone;
   if (load_weights) {
-    backbone = backbones::BuildBackbone(model.backbone, model.alpha, model.weights,
-                                     model.input_size, weights);
+    backbone = backbones::BuildBackbone(
+        model.backbone, model.alpha, model.weights, model.input_size, weights);
   } else {
     backbones::BackboneSpec spec;
     spec.name = model.backbone;
     spec.alpha = model.alpha;
-    spec.flavor = absl::EndsWith(model.weights, ".safetensors") ? backbones::Flavor::kTorchvision
-                                                                 : backbones::Flavor::kKeras;
+    spec.flavor = absl::EndsWith(model.weights, ".safetensors")
+                      ? backbones::Flavor::kTorchvision
+                      : backbones::Flavor::kKeras;
     backbone = backbones::CreateBackbone(spec);
   }
   if (!backbone.ok()) {
@@ -364,7 +390,8 @@ absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_cla
     }
     return field("weights", backbone.status());
   }
-  absl::StatusOr<std::vector<int64_t>> shape = (*backbone)->OutputShape(model.input_size);
+  absl::StatusOr<std::vector<int64_t>> shape =
+      (*backbone)->OutputShape(model.input_size);
   if (!shape.ok()) return field("input_size", shape.status());
   Classifier classifier(*backbone, model.head, num_classes, *shape);
   if (load_weights && !model.init_weights_file.empty()) {

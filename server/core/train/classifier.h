@@ -21,15 +21,15 @@
 // ("head.hidden.weight", "head.output.bias"), BatchNorm statistics included.
 #pragma once
 
-#include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/pimpl.h>
-#include <torch/types.h>
-
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -61,7 +61,8 @@ class ClassifierImpl : public torch::nn::Module {
 
   // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
   // single logit for 2 classes, cross-entropy otherwise), in float32.
-  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
+  torch::Tensor Loss(const torch::Tensor& logits,
+                     const torch::Tensor& labels) const;
   // Predicted class per row (int64).
   torch::Tensor Predict(const torch::Tensor& logits) const;
   // N x num_classes probabilities (float32).
@@ -72,7 +73,8 @@ class ClassifierImpl : public torch::nn::Module {
   // error, without a field prefix). The head always stays trainable.
   absl::Status SetTrainableFrom(const std::string& trainable_from);
   // Index into backbone().layers() for a trainable_from value.
-  absl::StatusOr<int> ResolveTrainableFrom(const std::string& trainable_from) const;
+  absl::StatusOr<int> ResolveTrainableFrom(
+      const std::string& trainable_from) const;
   // Backbone layers with index < `first_trainable` are frozen.
   void FreezeBackboneBefore(int first_trainable);
   // True when no backbone parameter requires a gradient.
@@ -100,8 +102,9 @@ class ClassifierImpl : public torch::nn::Module {
   // changed on error.
   absl::Status LoadStateTensors(const backbones::NamedTensors& tensors);
 
-  absl::Status Save(const std::filesystem::path& path,
-                    const std::map<std::string, std::string>& metadata = {}) const;
+  absl::Status Save(
+      const std::filesystem::path& path,
+      const std::map<std::string, std::string>& metadata = {}) const;
   absl::Status Load(const std::filesystem::path& path);
 
   backbones::BackboneImpl& backbone() { return *backbone_; }
@@ -135,9 +138,9 @@ TORCH_MODULE(Classifier);
 // backbone's) initialisation follows the current torch seed. With
 // `load_weights` false nothing is read: the backbone gets the flavour its
 // weights would give it, with random initialisation (for DescribeStage).
-absl::StatusOr<Classifier> BuildClassifier(const ModelConfig& model, int num_classes,
-                                           const backbones::WeightsCacheOptions& weights,
-                                           bool load_weights = true);
+absl::StatusOr<Classifier> BuildClassifier(
+    const ModelConfig& model, int num_classes,
+    const backbones::WeightsCacheOptions& weights, bool load_weights = true);
 
 // Glorot-uniform kernel / zero bias, Keras' Dense default.
 void KerasDenseInit(torch::nn::LinearImpl& dense);

@@ -1,26 +1,28 @@
 #include "server/core/train/rmsprop.h"
 
+#include <cmath>
+#include <memory>
+
 #include <ATen/Parallel.h>
 #include <c10/util/string_utils.h>
 #include <torch/types.h>
 #include <torch/utils.h>
-
-#include <cmath>
-#include <memory>
 
 namespace transferd::core::train {
 
 namespace {
 
 bool Fusable(const torch::Tensor& t) {
-  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
-         t.layout() == torch::kStrided && t.is_contiguous();
+  return t.defined() && t.device().is_cpu() &&
+         t.scalar_type() == torch::kFloat32 && t.layout() == torch::kStrided &&
+         t.is_contiguous();
 }
 
 // square_avg = rho * square_avg + (1 - rho) * g^2;
 // p -= lr * g / (sqrt(square_avg) + eps), in the order RMSprop's ops apply it.
-void Update(float* __restrict p, const float* __restrict g, float* __restrict sq, int64_t n,
-            float rho, float one_minus_rho, float eps, float neg_lr) {
+void Update(float* __restrict p, const float* __restrict g,
+            float* __restrict sq, int64_t n, float rho, float one_minus_rho,
+            float eps, float neg_lr) {
   for (int64_t i = 0; i < n; ++i) {
     const float gi = g[i];
     const float s = sq[i] * rho + one_minus_rho * gi * gi;
@@ -33,16 +35,19 @@ void Update(float* __restrict p, const float* __restrict g, float* __restrict sq
 
 torch::Tensor FusedRMSprop::step(LossClosure closure) {
   for (const auto& group : param_groups_) {
-    const auto& o = static_cast<const torch::optim::RMSpropOptions&>(group.options());
+    const auto& o =
+        static_cast<const torch::optim::RMSpropOptions&>(group.options());
     if (o.momentum() != 0 || o.centered() || o.weight_decay() != 0) {
       return torch::optim::RMSprop::step(std::move(closure));
     }
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      if (!Fusable(p) || !Fusable(p.grad())) return torch::optim::RMSprop::step(std::move(closure));
+      if (!Fusable(p) || !Fusable(p.grad()))
+        return torch::optim::RMSprop::step(std::move(closure));
       auto it = state_.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
       if (it != state_.end() &&
-          !Fusable(static_cast<torch::optim::RMSpropParamState&>(*it->second).square_avg())) {
+          !Fusable(static_cast<torch::optim::RMSpropParamState&>(*it->second)
+                       .square_avg())) {
         return torch::optim::RMSprop::step(std::move(closure));
       }
     }
@@ -55,7 +60,8 @@ torch::Tensor FusedRMSprop::step(LossClosure closure) {
     loss = closure();
   }
   for (auto& group : param_groups_) {
-    const auto& o = static_cast<const torch::optim::RMSpropOptions&>(group.options());
+    const auto& o =
+        static_cast<const torch::optim::RMSpropOptions&>(group.options());
     const float rho = static_cast<float>(o.alpha());
     const float one_minus_rho = static_cast<float>(1 - o.alpha());
     const float eps = static_cast<float>(o.eps());
@@ -78,7 +84,8 @@ torch::Tensor FusedRMSprop::step(LossClosure closure) {
       const float* gp = p.grad().data_ptr<float>();
       float* sp = state.square_avg().data_ptr<float>();
       at::parallel_for(0, p.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-        Update(pp + begin, gp + begin, sp + begin, end - begin, rho, one_minus_rho, eps, neg_lr);
+        Update(pp + begin, gp + begin, sp + begin, end - begin, rho,
+               one_minus_rho, eps, neg_lr);
       });
     }
   }

@@ -14,16 +14,17 @@
 // may contract multiply-adds into FMA; this loop does not), tested.
 #pragma once
 
-#include <torch/optim/rmsprop.h>
-
 #include <utility>
 #include <vector>
+
+#include <torch/optim/rmsprop.h>
 
 namespace transferd::core::train {
 
 class FusedRMSprop : public torch::optim::RMSprop {
  public:
-  FusedRMSprop(std::vector<torch::Tensor> params, torch::optim::RMSpropOptions options)
+  FusedRMSprop(std::vector<torch::Tensor> params,
+               torch::optim::RMSpropOptions options)
       : torch::optim::RMSprop(std::move(params), std::move(options)) {}
 
   torch::Tensor step(LossClosure closure = nullptr) override;

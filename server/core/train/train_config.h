@@ -27,7 +27,7 @@ struct ModelConfig {
   double alpha = 1.0;
   std::string weights = "imagenet";  // "imagenet", "none" or a weights file
   int input_size = 150;
-  std::string precision = "fp32";    // "fp32" or "bf16" (autocast)
+  std::string precision = "fp32";  // "fp32" or "bf16" (autocast)
   HeadConfig head;
   // FINE_TUNE: the whole classifier's starting weights (a registered model's
   // safetensors file); empty = backbone weights above and a fresh head.
@@ -51,7 +51,8 @@ struct OptimizerConfig {
 };
 
 struct EarlyStopping {
-  std::string monitor;  // "val_loss", "val_accuracy", "loss", "accuracy"; empty = off
+  std::string
+      monitor;  // "val_loss", "val_accuracy", "loss", "accuracy"; empty = off
   int patience = 0;
   double min_delta = 0;
 };
@@ -59,9 +60,9 @@ struct EarlyStopping {
 struct LrSchedule {
   enum class Kind { kNone, kStep, kCosine, kReduceOnPlateau };
   Kind kind = Kind::kNone;
-  double factor = 0.1;  // kStep, kReduceOnPlateau
-  int step_epochs = 10; // kStep
-  int patience = 2;     // kReduceOnPlateau (monitors val_loss)
+  double factor = 0.1;   // kStep, kReduceOnPlateau
+  int step_epochs = 10;  // kStep
+  int patience = 2;      // kReduceOnPlateau (monitors val_loss)
   double min_lr = 0;
 };
 
@@ -114,9 +115,9 @@ struct TrainableSummary {
 };
 
 struct StepReport {
-  int stage = 0;  // 0-based
-  int epoch = 0;  // 1-based, counted over the whole job
-  int64_t step = 0, steps = 0;  // 1-based step within the epoch
+  int stage = 0;                  // 0-based
+  int epoch = 0;                  // 1-based, counted over the whole job
+  int64_t step = 0, steps = 0;    // 1-based step within the epoch
   double loss = 0, accuracy = 0;  // running means over the epoch so far
   double images_per_second = 0;
   double eta_seconds = 0;  // of the job
@@ -142,7 +143,8 @@ struct EvaluationReport {
 };
 
 struct TrainerCallbacks {
-  std::function<void(int stage, const TrainableSummary&, bool uses_feature_cache)>
+  std::function<void(int stage, const TrainableSummary&,
+                     bool uses_feature_cache)>
       stage_started;
   std::function<void(const StepReport&)> step;  // rate-limited by the trainer
   std::function<void(const EpochReport&)> epoch_end;

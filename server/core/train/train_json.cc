@@ -93,7 +93,8 @@ absl::StatusOr<T> Parse(const std::string& text, const char* what, F&& f) {
   try {
     return f(json::parse(text));
   } catch (const std::exception& e) {
-    return absl::DataLossError(absl::StrCat("stored ", what, " is malformed: ", e.what()));
+    return absl::DataLossError(
+        absl::StrCat("stored ", what, " is malformed: ", e.what()));
   }
 }
 
@@ -103,33 +104,32 @@ std::string ConfigToJson(const TrainConfig& c) {
   json stages = json::array();
   for (const StageConfig& s : c.stages) {
     const OptimizerConfig& o = s.optimizer;
-    stages.push_back(
-        {{"name", s.name},
-         {"trainable_from", s.trainable_from},
-         {"optimizer",
-          {{"kind", static_cast<int>(o.kind)},
-           {"learning_rate", o.learning_rate},
-           {"momentum", o.momentum},
-           {"rho", o.rho},
-           {"epsilon", o.epsilon},
-           {"beta1", o.beta1},
-           {"beta2", o.beta2},
-           {"weight_decay", o.weight_decay},
-           {"nesterov", o.nesterov}}},
-         {"epochs", s.epochs},
-         {"batch_size", s.batch_size},
-         {"augment", AugmentJson(s.augment)},
-         {"early_stopping",
-          {{"monitor", s.early_stopping.monitor},
-           {"patience", s.early_stopping.patience},
-           {"min_delta", s.early_stopping.min_delta}}},
-         {"lr_schedule",
-          {{"kind", static_cast<int>(s.lr_schedule.kind)},
-           {"factor", s.lr_schedule.factor},
-           {"step_epochs", s.lr_schedule.step_epochs},
-           {"patience", s.lr_schedule.patience},
-           {"min_lr", s.lr_schedule.min_lr}}},
-         {"batch_norm_inference", s.batch_norm_inference}});
+    stages.push_back({{"name", s.name},
+                      {"trainable_from", s.trainable_from},
+                      {"optimizer",
+                       {{"kind", static_cast<int>(o.kind)},
+                        {"learning_rate", o.learning_rate},
+                        {"momentum", o.momentum},
+                        {"rho", o.rho},
+                        {"epsilon", o.epsilon},
+                        {"beta1", o.beta1},
+                        {"beta2", o.beta2},
+                        {"weight_decay", o.weight_decay},
+                        {"nesterov", o.nesterov}}},
+                      {"epochs", s.epochs},
+                      {"batch_size", s.batch_size},
+                      {"augment", AugmentJson(s.augment)},
+                      {"early_stopping",
+                       {{"monitor", s.early_stopping.monitor},
+                        {"patience", s.early_stopping.patience},
+                        {"min_delta", s.early_stopping.min_delta}}},
+                      {"lr_schedule",
+                       {{"kind", static_cast<int>(s.lr_schedule.kind)},
+                        {"factor", s.lr_schedule.factor},
+                        {"step_epochs", s.lr_schedule.step_epochs},
+                        {"patience", s.lr_schedule.patience},
+                        {"min_lr", s.lr_schedule.min_lr}}},
+                      {"batch_norm_inference", s.batch_norm_inference}});
   }
   json out = {{"model", ModelJson(c.model)},
               {"stages", stages},
@@ -164,11 +164,15 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
       st.epochs = s.at("epochs").get<int>();
       st.batch_size = s.at("batch_size").get<int>();
       st.augment = AugmentFrom(s.at("augment"));
-      st.early_stopping.monitor = s.at("early_stopping").at("monitor").get<std::string>();
-      st.early_stopping.patience = s.at("early_stopping").at("patience").get<int>();
-      st.early_stopping.min_delta = s.at("early_stopping").at("min_delta").get<double>();
+      st.early_stopping.monitor =
+          s.at("early_stopping").at("monitor").get<std::string>();
+      st.early_stopping.patience =
+          s.at("early_stopping").at("patience").get<int>();
+      st.early_stopping.min_delta =
+          s.at("early_stopping").at("min_delta").get<double>();
       const json& l = s.at("lr_schedule");
-      st.lr_schedule.kind = static_cast<LrSchedule::Kind>(l.at("kind").get<int>());
+      st.lr_schedule.kind =
+          static_cast<LrSchedule::Kind>(l.at("kind").get<int>());
       st.lr_schedule.factor = l.at("factor").get<double>();
       st.lr_schedule.step_epochs = l.at("step_epochs").get<int>();
       st.lr_schedule.patience = l.at("patience").get<int>();
@@ -180,15 +184,19 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
     c.seed = j.at("seed").get<uint64_t>();
     c.selection_metric = j.at("selection_metric").get<std::string>();
     if (j.contains("predict")) {
-      c.predict_splits = j.at("predict").at("splits").get<std::vector<std::string>>();
+      c.predict_splits =
+          j.at("predict").at("splits").get<std::vector<std::string>>();
       c.predict_flip_tta = j.at("predict").at("flip_tta").get<bool>();
-      c.predict_classes = j.at("predict").at("classes").get<std::vector<std::string>>();
+      c.predict_classes =
+          j.at("predict").at("classes").get<std::vector<std::string>>();
     }
     return c;
   });
 }
 
-std::string ModelConfigToJson(const ModelConfig& model) { return ModelJson(model).dump(); }
+std::string ModelConfigToJson(const ModelConfig& model) {
+  return ModelJson(model).dump();
+}
 
 absl::StatusOr<ModelConfig> ModelConfigFromJson(const std::string& text) {
   return Parse<ModelConfig>(text, "model config",
@@ -201,15 +209,19 @@ std::string HistoryToJson(const std::vector<EpochReport>& history) {
   return out.dump();
 }
 
-absl::StatusOr<std::vector<EpochReport>> HistoryFromJson(const std::string& text) {
-  return Parse<std::vector<EpochReport>>(text, "metric history", [](const json& j) {
-    std::vector<EpochReport> out;
-    for (const json& e : j) out.push_back(EpochFrom(e));
-    return out;
-  });
+absl::StatusOr<std::vector<EpochReport>> HistoryFromJson(
+    const std::string& text) {
+  return Parse<std::vector<EpochReport>>(text, "metric history",
+                                         [](const json& j) {
+                                           std::vector<EpochReport> out;
+                                           for (const json& e : j)
+                                             out.push_back(EpochFrom(e));
+                                           return out;
+                                         });
 }
 
-std::string EvaluationsToJson(const std::vector<EvaluationReport>& evaluations) {
+std::string EvaluationsToJson(
+    const std::vector<EvaluationReport>& evaluations) {
   json out = json::array();
   for (const EvaluationReport& e : evaluations) {
     out.push_back({{"split", e.split},
@@ -222,21 +234,24 @@ std::string EvaluationsToJson(const std::vector<EvaluationReport>& evaluations) 
   return out.dump();
 }
 
-absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(const std::string& text) {
-  return Parse<std::vector<EvaluationReport>>(text, "evaluations", [](const json& j) {
-    std::vector<EvaluationReport> out;
-    for (const json& e : j) {
-      EvaluationReport r;
-      r.split = e.at("split").get<std::string>();
-      r.loss = e.at("loss").get<double>();
-      r.accuracy = e.at("accuracy").get<double>();
-      r.confusion = e.at("confusion").get<std::vector<std::vector<int64_t>>>();
-      r.roc_auc = e.at("roc_auc").get<double>();
-      r.examples = e.at("examples").get<int64_t>();
-      out.push_back(std::move(r));
-    }
-    return out;
-  });
+absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(
+    const std::string& text) {
+  return Parse<std::vector<EvaluationReport>>(
+      text, "evaluations", [](const json& j) {
+        std::vector<EvaluationReport> out;
+        for (const json& e : j) {
+          EvaluationReport r;
+          r.split = e.at("split").get<std::string>();
+          r.loss = e.at("loss").get<double>();
+          r.accuracy = e.at("accuracy").get<double>();
+          r.confusion =
+              e.at("confusion").get<std::vector<std::vector<int64_t>>>();
+          r.roc_auc = e.at("roc_auc").get<double>();
+          r.examples = e.at("examples").get<int64_t>();
+          out.push_back(std::move(r));
+        }
+        return out;
+      });
 }
 
 std::string SummaryToJson(const TrainableSummary& s) {
@@ -251,7 +266,8 @@ absl::StatusOr<TrainableSummary> SummaryFromJson(const std::string& text) {
     TrainableSummary s;
     s.trainable_tensors = j.at("trainable_tensors").get<int>();
     s.trainable_parameters = j.at("trainable_parameters").get<int64_t>();
-    s.non_trainable_parameters = j.at("non_trainable_parameters").get<int64_t>();
+    s.non_trainable_parameters =
+        j.at("non_trainable_parameters").get<int64_t>();
     return s;
   });
 }

@@ -19,10 +19,12 @@ std::string ModelConfigToJson(const ModelConfig& model);
 absl::StatusOr<ModelConfig> ModelConfigFromJson(const std::string& json);
 
 std::string HistoryToJson(const std::vector<EpochReport>& history);
-absl::StatusOr<std::vector<EpochReport>> HistoryFromJson(const std::string& json);
+absl::StatusOr<std::vector<EpochReport>> HistoryFromJson(
+    const std::string& json);
 
 std::string EvaluationsToJson(const std::vector<EvaluationReport>& evaluations);
-absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(const std::string& json);
+absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(
+    const std::string& json);
 
 std::string SummaryToJson(const TrainableSummary& summary);
 absl::StatusOr<TrainableSummary> SummaryFromJson(const std::string& json);

@@ -40,6 +40,7 @@ absl::StatusOr<std::map<std::string, std::string>> ReadSectionFile(
 
 // Area under the ROC curve of `scores` for the positive labels (label 1),
 // ties counted half (Mann-Whitney); -1 when one class is absent.
-double RocAuc(const std::vector<double>& scores, const std::vector<int64_t>& labels);
+double RocAuc(const std::vector<double>& scores,
+              const std::vector<int64_t>& labels);
 
 }  // namespace transferd::core::train

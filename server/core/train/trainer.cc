@@ -15,31 +15,30 @@
 // dataset, backbone, alpha, weights, input size, preprocessing, precision.
 #include "server/core/train/trainer.h"
 
-#include "server/core/util/torch_util.h"
-
-#include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <torch/torch.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <torch/torch.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "server/core/data/loader.h"
 #include "common/hash.h"
-#include "server/core/util/status_macros.h"
+#include "server/core/data/loader.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/rmsprop.h"
 #include "server/core/train/train_json.h"
 #include "server/core/train/train_util.h"
+#include "server/core/util/status_macros.h"
+#include "server/core/util/torch_util.h"
 
 namespace transferd::core::train {
 namespace {
@@ -54,7 +53,6 @@ constexpr double kStepReportInterval = 0.5;  // seconds
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
-
 
 bool HigherIsBetter(const std::string& metric) {
   return absl::EndsWith(metric, "accuracy");
@@ -71,13 +69,14 @@ absl::Status CheckMetric(const std::string& field, const std::string& metric,
                          bool has_validation) {
   if (metric != "val_loss" && metric != "val_accuracy" && metric != "loss" &&
       metric != "accuracy") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": unknown metric \"", metric,
-        "\"; expected val_accuracy, val_loss, accuracy or loss"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": unknown metric \"", metric,
+                     "\"; expected val_accuracy, val_loss, accuracy or loss"));
   }
   if (!has_validation && absl::StartsWith(metric, "val_")) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ": \"", metric, "\" needs validation data, and the dataset has none; use \"",
+        field, ": \"", metric,
+        "\" needs validation data, and the dataset has none; use \"",
         metric.substr(4), "\""));
   }
   return absl::OkStatus();
@@ -90,7 +89,8 @@ absl::Status ValidateStage(const StageConfig& s, const std::string& prefix,
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, what));
   };
-  if (s.epochs < 1) return bad(absl::StrCat("epochs must be > 0 (got ", s.epochs, ")"));
+  if (s.epochs < 1)
+    return bad(absl::StrCat("epochs must be > 0 (got ", s.epochs, ")"));
   if (s.epochs > 100000) return bad("epochs must be <= 100000");
   if (s.batch_size < 1) {
     return bad(absl::StrCat("batch_size must be > 0 (got ", s.batch_size, ")"));
@@ -104,25 +104,32 @@ absl::Status ValidateStage(const StageConfig& s, const std::string& prefix,
   if (!(o.weight_decay >= 0)) return bad("optimizer.weight_decay must be >= 0");
   if (!(o.epsilon >= 0)) return bad("optimizer.epsilon must be >= 0");
   if (!(o.rho >= 0 && o.rho < 1)) return bad("optimizer.rho must be in [0, 1)");
-  if (!(o.beta1 >= 0 && o.beta1 < 1)) return bad("optimizer.beta1 must be in [0, 1)");
-  if (!(o.beta2 >= 0 && o.beta2 < 1)) return bad("optimizer.beta2 must be in [0, 1)");
+  if (!(o.beta1 >= 0 && o.beta1 < 1))
+    return bad("optimizer.beta1 must be in [0, 1)");
+  if (!(o.beta2 >= 0 && o.beta2 < 1))
+    return bad("optimizer.beta2 must be in [0, 1)");
   if (o.nesterov && (o.kind != OptimizerKind::kSgd || !(o.momentum > 0))) {
     return bad("optimizer.nesterov needs the SGD optimizer with momentum > 0");
   }
   if (!s.early_stopping.monitor.empty()) {
     if (has_validation.has_value()) {
       TRANSFERD_RETURN_IF_ERROR(CheckMetric(prefix + "early_stopping.monitor",
-                                            s.early_stopping.monitor, *has_validation));
+                                            s.early_stopping.monitor,
+                                            *has_validation));
     } else {
-      TRANSFERD_RETURN_IF_ERROR(
-          CheckMetric(prefix + "early_stopping.monitor", s.early_stopping.monitor, true));
+      TRANSFERD_RETURN_IF_ERROR(CheckMetric(prefix + "early_stopping.monitor",
+                                            s.early_stopping.monitor, true));
     }
-    if (s.early_stopping.patience < 0) return bad("early_stopping.patience must be >= 0");
-    if (!(s.early_stopping.min_delta >= 0)) return bad("early_stopping.min_delta must be >= 0");
+    if (s.early_stopping.patience < 0)
+      return bad("early_stopping.patience must be >= 0");
+    if (!(s.early_stopping.min_delta >= 0))
+      return bad("early_stopping.min_delta must be >= 0");
   }
   const LrSchedule& l = s.lr_schedule;
-  if (l.kind == LrSchedule::Kind::kStep || l.kind == LrSchedule::Kind::kReduceOnPlateau) {
-    if (!(l.factor > 0 && l.factor <= 1)) return bad("lr_schedule.factor must be in (0, 1]");
+  if (l.kind == LrSchedule::Kind::kStep ||
+      l.kind == LrSchedule::Kind::kReduceOnPlateau) {
+    if (!(l.factor > 0 && l.factor <= 1))
+      return bad("lr_schedule.factor must be in (0, 1]");
   }
   if (l.kind == LrSchedule::Kind::kStep && l.step_epochs < 1) {
     return bad("lr_schedule.step_epochs must be > 0");
@@ -134,8 +141,8 @@ absl::Status ValidateStage(const StageConfig& s, const std::string& prefix,
   return absl::OkStatus();
 }
 
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const OptimizerConfig& o,
-                                                       std::vector<torch::Tensor> params) {
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(
+    const OptimizerConfig& o, std::vector<torch::Tensor> params) {
   switch (o.kind) {
     case OptimizerKind::kRmsprop:
       return std::make_unique<FusedRMSprop>(
@@ -170,14 +177,21 @@ std::string ExamplesDigest(const std::vector<data::Example>& examples) {
   return sha.HexDigest();
 }
 
-std::string CheckpointName(int epoch) { return absl::StrFormat("checkpoint-%06d.tdc", epoch); }
-std::string BestName(int epoch) { return absl::StrFormat("best-epoch-%06d.safetensors", epoch); }
+std::string CheckpointName(int epoch) {
+  return absl::StrFormat("checkpoint-%06d.tdc", epoch);
+}
+std::string BestName(int epoch) {
+  return absl::StrFormat("best-epoch-%06d.safetensors", epoch);
+}
 
 // Epoch number of "<prefix>NNNNNN<suffix>", or -1.
-int NumberedFile(const std::string& name, const std::string& prefix, const std::string& suffix) {
-  if (!absl::StartsWith(name, prefix) || !absl::EndsWith(name, suffix)) return -1;
+int NumberedFile(const std::string& name, const std::string& prefix,
+                 const std::string& suffix) {
+  if (!absl::StartsWith(name, prefix) || !absl::EndsWith(name, suffix))
+    return -1;
   int n = -1;
-  if (!absl::SimpleAtoi(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()),
+  if (!absl::SimpleAtoi(name.substr(prefix.size(), name.size() - prefix.size() -
+                                                       suffix.size()),
                         &n)) {
     return -1;
   }
@@ -193,8 +207,8 @@ struct RunState {
   std::vector<EpochReport> history;
   int best_epoch = 0;
   double best_value = 0;
-  std::string best_file;      // file name in the checkpoint folder
-  bool best_pristine = false; // best weights' backbone is the initial one
+  std::string best_file;       // file name in the checkpoint folder
+  bool best_pristine = false;  // best weights' backbone is the initial one
   int resumes = 0;
   // Early stopping and reduce-on-plateau of the current stage.
   bool es_init = false;
@@ -207,15 +221,23 @@ struct RunState {
 };
 
 json StateToJson(const RunState& s) {
-  return {{"stage", s.stage},           {"stage_epochs_done", s.stage_epochs_done},
-          {"global_epoch", s.global_epoch}, {"steps_done", s.steps_done},
+  return {{"stage", s.stage},
+          {"stage_epochs_done", s.stage_epochs_done},
+          {"global_epoch", s.global_epoch},
+          {"steps_done", s.steps_done},
           {"history", HistoryToJson(s.history)},
-          {"best_epoch", s.best_epoch}, {"best_value", s.best_value},
-          {"best_file", s.best_file},   {"best_pristine", s.best_pristine},
-          {"resumes", s.resumes},       {"es_init", s.es_init},
-          {"es_best", s.es_best},       {"es_wait", s.es_wait},
-          {"rop_init", s.rop_init},     {"rop_best", s.rop_best},
-          {"rop_wait", s.rop_wait},     {"lr", s.lr}};
+          {"best_epoch", s.best_epoch},
+          {"best_value", s.best_value},
+          {"best_file", s.best_file},
+          {"best_pristine", s.best_pristine},
+          {"resumes", s.resumes},
+          {"es_init", s.es_init},
+          {"es_best", s.es_best},
+          {"es_wait", s.es_wait},
+          {"rop_init", s.rop_init},
+          {"rop_best", s.rop_best},
+          {"rop_wait", s.rop_wait},
+          {"lr", s.lr}};
 }
 
 absl::StatusOr<RunState> StateFromJson(const json& j) {
@@ -225,7 +247,8 @@ absl::StatusOr<RunState> StateFromJson(const json& j) {
     s.stage_epochs_done = j.at("stage_epochs_done").get<int>();
     s.global_epoch = j.at("global_epoch").get<int>();
     s.steps_done = j.at("steps_done").get<int64_t>();
-    TRANSFERD_ASSIGN_OR_RETURN(s.history, HistoryFromJson(j.at("history").get<std::string>()));
+    TRANSFERD_ASSIGN_OR_RETURN(
+        s.history, HistoryFromJson(j.at("history").get<std::string>()));
     s.best_epoch = j.at("best_epoch").get<int>();
     s.best_value = j.at("best_value").get<double>();
     s.best_file = j.at("best_file").get<std::string>();
@@ -266,10 +289,12 @@ struct Trainer::Impl {
   std::string config_digest;
   bool bf16 = false;
 
-  std::map<std::string, torch::Tensor> features;  // split -> N x C x h x w (device)
-  std::map<std::string, torch::Tensor> labels;    // split -> N (device)
+  std::map<std::string, torch::Tensor>
+      features;  // split -> N x C x h x w (device)
+  std::map<std::string, torch::Tensor> labels;  // split -> N (device)
   int64_t features_computed = 0, features_loaded = 0, activations_kept = 0;
-  int prev_checkpoint_best_epoch = -1;  // best epoch of the older kept checkpoint
+  int prev_checkpoint_best_epoch =
+      -1;  // best epoch of the older kept checkpoint
   Clock::time_point run_start;
   int64_t steps_this_run = 0;
   int64_t total_steps = 0;
@@ -297,10 +322,13 @@ struct Trainer::Impl {
       auto it = decoded.find(key);
       if (it == decoded.end()) {
         // The budget is shared evenly by the splits that have files.
-        const int64_t splits = (data.train.empty() ? 0 : 1) + (data.validation.empty() ? 0 : 1) +
+        const int64_t splits = (data.train.empty() ? 0 : 1) +
+                               (data.validation.empty() ? 0 : 1) +
                                (data.test.empty() ? 0 : 1);
-        it = decoded.emplace(key, std::make_shared<data::DecodedImageCache>(
-                                      env.decoded_cache_bytes / std::max<int64_t>(1, splits)))
+        it = decoded
+                 .emplace(key, std::make_shared<data::DecodedImageCache>(
+                                   env.decoded_cache_bytes /
+                                   std::max<int64_t>(1, splits)))
                  .first;
       }
       o.decoded_cache = it->second;
@@ -308,7 +336,8 @@ struct Trainer::Impl {
     return data::Loader::Create(examples, o);
   }
   // Decoded images by example list (data.train / validation / test).
-  mutable std::map<const void*, std::shared_ptr<data::DecodedImageCache>> decoded;
+  mutable std::map<const void*, std::shared_ptr<data::DecodedImageCache>>
+      decoded;
 
   torch::Tensor LabelsOf(const std::string& split) {
     auto it = labels.find(split);
@@ -324,10 +353,12 @@ struct Trainer::Impl {
   // model in eval mode, without gradients, each batch under a background
   // device turn and autocast; the model's mode is restored afterwards. `fn`
   // returns false to stop early.
-  absl::Status ForEachEvalBatch(const std::string& split, const TrainerCallbacks& cb,
-                                const std::function<bool(const data::Batch&)>& fn) {
+  absl::Status ForEachEvalBatch(
+      const std::string& split, const TrainerCallbacks& cb,
+      const std::function<bool(const data::Batch&)>& fn) {
     TRANSFERD_ASSIGN_OR_RETURN(
-        auto loader, MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
+        auto loader,
+        MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
     loader->StartEpoch(0);
     const bool was_training = model->is_training();
     model->eval();
@@ -345,7 +376,8 @@ struct Trainer::Impl {
           break;
         }
         if (!*batch) break;
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        DeviceArbiter::Turn turn(env.arbiter,
+                                 DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
         if (!fn(**batch)) break;
       }
@@ -364,7 +396,8 @@ struct Trainer::Impl {
     const std::string digest = ExamplesDigest(examples);
     const fs::path dir = env.cache_dir / "features" / feature_key;
     const fs::path file = dir / (split + ".feat");
-    absl::StatusOr<std::map<std::string, std::string>> cached = ReadSectionFile(file);
+    absl::StatusOr<std::map<std::string, std::string>> cached =
+        ReadSectionFile(file);
     if (cached.ok() && cached->count("meta") && cached->count("features")) {
       try {
         const json meta = json::parse(cached->at("meta"));
@@ -372,7 +405,8 @@ struct Trainer::Impl {
         const std::string& bytes = cached->at("features");
         int64_t numel = 1;
         for (int64_t d : shape) numel *= d;
-        if (meta.at("examples").get<std::string>() == digest && shape.size() == 4 &&
+        if (meta.at("examples").get<std::string>() == digest &&
+            shape.size() == 4 &&
             shape[0] == static_cast<int64_t>(examples.size()) &&
             static_cast<int64_t>(bytes.size()) == numel * 4) {
           torch::Tensor t = torch::empty(shape, torch::kFloat32);
@@ -384,31 +418,35 @@ struct Trainer::Impl {
         }
         spdlog::info("feature cache {}: stale, recomputing", file.string());
       } catch (const json::exception& e) {
-        spdlog::warn("feature cache {}: {}; recomputing", file.string(), e.what());
+        spdlog::warn("feature cache {}: {}; recomputing", file.string(),
+                     e.what());
       }
     } else if (!cached.ok() && !absl::IsNotFound(cached.status())) {
-      spdlog::warn("feature cache: {}; recomputing", std::string(cached.status().message()));
+      spdlog::warn("feature cache: {}; recomputing",
+                   std::string(cached.status().message()));
     }
     std::vector<torch::Tensor> parts;
-    TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
-      parts.push_back(model->Features(batch.images.to(device))
-                          .to(torch::kFloat32)
-                          .to(torch::kCPU)
-                          .contiguous());
-      return true;
-    }));
+    TRANSFERD_RETURN_IF_ERROR(
+        ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+          parts.push_back(model->Features(batch.images.to(device))
+                              .to(torch::kFloat32)
+                              .to(torch::kCPU)
+                              .contiguous());
+          return true;
+        }));
     torch::Tensor all = torch::cat(parts, 0).contiguous();
     features_computed += all.size(0);
     std::error_code ec;
     fs::create_directories(dir, ec);
-    json meta = {{"examples", digest},
-                 {"shape", std::vector<int64_t>(all.sizes().begin(), all.sizes().end())},
-                 {"split", split},
-                 {"dataset", data.dataset_id}};
+    json meta = {
+        {"examples", digest},
+        {"shape", std::vector<int64_t>(all.sizes().begin(), all.sizes().end())},
+        {"split", split},
+        {"dataset", data.dataset_id}};
     std::string bytes(reinterpret_cast<const char*>(all.data_ptr<float>()),
                       static_cast<size_t>(all.numel()) * 4);
-    absl::StatusOr<int64_t> written =
-        WriteSectionFile(file, {{"meta", meta.dump()}, {"features", std::move(bytes)}});
+    absl::StatusOr<int64_t> written = WriteSectionFile(
+        file, {{"meta", meta.dump()}, {"features", std::move(bytes)}});
     if (!written.ok()) {
       spdlog::warn("feature cache: cannot store {}: {}", file.string(),
                    std::string(written.status().message()));
@@ -421,22 +459,26 @@ struct Trainer::Impl {
   // The output of the backbone's first `segments` segments for every image
   // of `split`, in eval mode, kept in memory (not on disk); undefined when
   // it would exceed env.activation_cache_bytes.
-  absl::StatusOr<torch::Tensor> PrefixActivations(const std::string& split, int segments,
+  absl::StatusOr<torch::Tensor> PrefixActivations(const std::string& split,
+                                                  int segments,
                                                   const TrainerCallbacks& cb) {
     std::vector<torch::Tensor> parts;
     bool fits = true;
-    TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
-      parts.push_back(model->backbone().ForwardSegments(batch.images.to(device), 0, segments));
-      if (parts.size() > 1) return true;
-      // The first batch tells the size of them all.
-      const int64_t bytes = parts.front().nbytes() / parts.front().size(0) *
-                            static_cast<int64_t>(Split(split).size());
-      if (bytes <= env.activation_cache_bytes) return true;
-      spdlog::info("not keeping {} activations: {} bytes exceed the {} allowed", split, bytes,
-                   env.activation_cache_bytes);
-      fits = false;
-      return false;
-    }));
+    TRANSFERD_RETURN_IF_ERROR(
+        ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+          parts.push_back(model->backbone().ForwardSegments(
+              batch.images.to(device), 0, segments));
+          if (parts.size() > 1) return true;
+          // The first batch tells the size of them all.
+          const int64_t bytes = parts.front().nbytes() / parts.front().size(0) *
+                                static_cast<int64_t>(Split(split).size());
+          if (bytes <= env.activation_cache_bytes) return true;
+          spdlog::info(
+              "not keeping {} activations: {} bytes exceed the {} allowed",
+              split, bytes, env.activation_cache_bytes);
+          fits = false;
+          return false;
+        }));
     if (!fits || parts.empty()) return torch::Tensor();
     torch::Tensor all = torch::cat(parts, 0);
     activations_kept += all.size(0);
@@ -447,8 +489,9 @@ struct Trainer::Impl {
   // mode over a split; from `feats` when defined: the output of the
   // backbone's first `segment` segments for every image of the split (all of
   // them by default: cached features).
-  absl::StatusOr<EvalOut> Evaluate(const std::string& split, const torch::Tensor& feats,
-                                   bool detailed, const TrainerCallbacks& cb,
+  absl::StatusOr<EvalOut> Evaluate(const std::string& split,
+                                   const torch::Tensor& feats, bool detailed,
+                                   const TrainerCallbacks& cb,
                                    int segment = -1) {
     if (segment < 0) segment = model->backbone().num_segments();
     EvalOut out;
@@ -459,7 +502,8 @@ struct Trainer::Impl {
     int64_t correct = 0;
     auto consume = [&](const torch::Tensor& logits, const torch::Tensor& y) {
       const int64_t n = y.size(0);
-      loss_sum += model->Loss(logits, y).item<double>() * static_cast<double>(n);
+      loss_sum +=
+          model->Loss(logits, y).item<double>() * static_cast<double>(n);
       const torch::Tensor pred = model->Predict(logits);
       correct += pred.eq(y).sum().item<int64_t>();
       out.n += n;
@@ -468,11 +512,15 @@ struct Trainer::Impl {
         const torch::Tensor l = y.to(torch::kCPU).contiguous();
         out.predictions.insert(out.predictions.end(), p.data_ptr<int64_t>(),
                                p.data_ptr<int64_t>() + n);
-        out.labels.insert(out.labels.end(), l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + n);
+        out.labels.insert(out.labels.end(), l.data_ptr<int64_t>(),
+                          l.data_ptr<int64_t>() + n);
         if (model->num_classes() == 2) {
-          const torch::Tensor s =
-              logits.select(1, 0).to(torch::kFloat64).to(torch::kCPU).contiguous();
-          out.positive_scores.insert(out.positive_scores.end(), s.data_ptr<double>(),
+          const torch::Tensor s = logits.select(1, 0)
+                                      .to(torch::kFloat64)
+                                      .to(torch::kCPU)
+                                      .contiguous();
+          out.positive_scores.insert(out.positive_scores.end(),
+                                     s.data_ptr<double>(),
                                      s.data_ptr<double>() + n);
         }
       }
@@ -480,18 +528,23 @@ struct Trainer::Impl {
     if (feats.defined()) {
       const torch::Tensor y_all = LabelsOf(split);
       for (int64_t begin = 0; begin < feats.size(0); begin += kEvalBatch) {
-        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
-        const int64_t end = std::min<int64_t>(begin + kEvalBatch, feats.size(0));
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        if (cb.cancelled && cb.cancelled())
+          return absl::CancelledError("training cancelled");
+        const int64_t end =
+            std::min<int64_t>(begin + kEvalBatch, feats.size(0));
+        DeviceArbiter::Turn turn(env.arbiter,
+                                 DeviceArbiter::Priority::kBackground);
         AutocastScope autocast(bf16, device);
         consume(model->ForwardFrom(feats.slice(0, begin, end), segment),
                 y_all.slice(0, begin, end));
       }
     } else {
-      TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
-        consume(model->forward(batch.images.to(device)), batch.labels.to(device));
-        return true;
-      }));
+      TRANSFERD_RETURN_IF_ERROR(
+          ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
+            consume(model->forward(batch.images.to(device)),
+                    batch.labels.to(device));
+            return true;
+          }));
     }
     model->train(was_training);
     if (out.n > 0) {
@@ -502,31 +555,36 @@ struct Trainer::Impl {
   }
 
   bool StagePristine(int stage) const {
-    if (!config.model.init_weights_file.empty() || feature_key.empty()) return false;
+    if (!config.model.init_weights_file.empty() || feature_key.empty())
+      return false;
     for (int s = 0; s < stage; ++s) {
       if (!stage_frozen[s]) return false;
     }
     return true;
   }
 
-  double ScheduledLr(const StageConfig& sc, int epoch_in_stage, const RunState& st) const {
+  double ScheduledLr(const StageConfig& sc, int epoch_in_stage,
+                     const RunState& st) const {
     const LrSchedule& l = sc.lr_schedule;
     const double base = sc.optimizer.learning_rate;
     switch (l.kind) {
       case LrSchedule::Kind::kNone:
         return base;
       case LrSchedule::Kind::kStep:
-        return std::max(l.min_lr, base * std::pow(l.factor, epoch_in_stage / l.step_epochs));
+        return std::max(l.min_lr, base * std::pow(l.factor, epoch_in_stage /
+                                                                l.step_epochs));
       case LrSchedule::Kind::kCosine:
         return l.min_lr + (base - l.min_lr) * 0.5 *
-                              (1 + std::cos(M_PI * epoch_in_stage / std::max(1, sc.epochs)));
+                              (1 + std::cos(M_PI * epoch_in_stage /
+                                            std::max(1, sc.epochs)));
       case LrSchedule::Kind::kReduceOnPlateau:
         return st.lr > 0 ? st.lr : base;
     }
     return base;
   }
 
-  absl::StatusOr<int64_t> SaveCheckpoint(const RunState& st, torch::optim::Optimizer& opt) {
+  absl::StatusOr<int64_t> SaveCheckpoint(const RunState& st,
+                                         torch::optim::Optimizer& opt) {
     json meta = StateToJson(st);
     meta["version"] = 1;
     meta["config_digest"] = config_digest;
@@ -549,9 +607,10 @@ struct Trainer::Impl {
     }
     const fs::path path = env.checkpoint_dir / CheckpointName(st.global_epoch);
     TRANSFERD_ASSIGN_OR_RETURN(
-        int64_t bytes, WriteSectionFile(path, {{"meta", meta.dump()},
-                                               {"model", model_bytes.str()},
-                                               {"optimizer", opt_bytes.str()}}));
+        int64_t bytes,
+        WriteSectionFile(path, {{"meta", meta.dump()},
+                                {"model", model_bytes.str()},
+                                {"optimizer", opt_bytes.str()}}));
     // Keep the newest two checkpoints and the best files they name.
     std::vector<std::pair<int, fs::path>> checkpoints;
     std::vector<std::pair<int, fs::path>> bests;
@@ -560,12 +619,14 @@ struct Trainer::Impl {
       const std::string name = entry.path().filename().string();
       if (int n = NumberedFile(name, "checkpoint-", ".tdc"); n >= 0) {
         checkpoints.emplace_back(n, entry.path());
-      } else if (int b = NumberedFile(name, "best-epoch-", ".safetensors"); b >= 0) {
+      } else if (int b = NumberedFile(name, "best-epoch-", ".safetensors");
+                 b >= 0) {
         bests.emplace_back(b, entry.path());
       }
     }
     std::sort(checkpoints.rbegin(), checkpoints.rend());
-    for (size_t i = 2; i < checkpoints.size(); ++i) fs::remove(checkpoints[i].second, ec);
+    for (size_t i = 2; i < checkpoints.size(); ++i)
+      fs::remove(checkpoints[i].second, ec);
     if (prev_checkpoint_best_epoch >= 0) {
       const int keep_from = std::min(prev_checkpoint_best_epoch, st.best_epoch);
       for (const auto& [n, p] : bests) {
@@ -582,22 +643,26 @@ struct Trainer::Impl {
     std::vector<std::pair<int, fs::path>> checkpoints;
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(env.checkpoint_dir, ec)) {
-      const int n = NumberedFile(entry.path().filename().string(), "checkpoint-", ".tdc");
+      const int n =
+          NumberedFile(entry.path().filename().string(), "checkpoint-", ".tdc");
       if (n >= 0) checkpoints.emplace_back(n, entry.path());
     }
     std::sort(checkpoints.rbegin(), checkpoints.rend());
     for (size_t i = 0; i < checkpoints.size(); ++i) {
       const fs::path& path = checkpoints[i].second;
-      absl::StatusOr<std::map<std::string, std::string>> sections = ReadSectionFile(path);
+      absl::StatusOr<std::map<std::string, std::string>> sections =
+          ReadSectionFile(path);
       if (!sections.ok()) {
-        spdlog::warn("skipping checkpoint: {}", std::string(sections.status().message()));
+        spdlog::warn("skipping checkpoint: {}",
+                     std::string(sections.status().message()));
         continue;
       }
       try {
         const json meta = json::parse(sections->at("meta"));
         if (meta.at("config_digest").get<std::string>() != config_digest) {
-          spdlog::warn("skipping checkpoint {}: written for another configuration",
-                       path.string());
+          spdlog::warn(
+              "skipping checkpoint {}: written for another configuration",
+              path.string());
           continue;
         }
         absl::StatusOr<RunState> st = StateFromJson(meta);
@@ -606,9 +671,11 @@ struct Trainer::Impl {
                        std::string(st.status().message()));
           continue;
         }
-        if (!st->best_file.empty() && !fs::exists(env.checkpoint_dir / st->best_file, ec)) {
-          spdlog::warn("skipping checkpoint {}: its best weights {} are missing",
-                       path.string(), st->best_file);
+        if (!st->best_file.empty() &&
+            !fs::exists(env.checkpoint_dir / st->best_file, ec)) {
+          spdlog::warn(
+              "skipping checkpoint {}: its best weights {} are missing",
+              path.string(), st->best_file);
           continue;
         }
         const std::string& model_bytes = sections->at("model");
@@ -633,14 +700,16 @@ struct Trainer::Impl {
           absl::StatusOr<std::map<std::string, std::string>> older =
               ReadSectionFile(checkpoints[i + 1].second);
           if (older.ok() && older->count("meta")) {
-            prev_checkpoint_best_epoch = std::min(
-                prev_checkpoint_best_epoch,
-                json::parse(older->at("meta")).value("best_epoch", st->best_epoch));
+            prev_checkpoint_best_epoch =
+                std::min(prev_checkpoint_best_epoch,
+                         json::parse(older->at("meta"))
+                             .value("best_epoch", st->best_epoch));
           } else {
             prev_checkpoint_best_epoch = -1;
           }
         }
-        spdlog::info("resuming from {} (epoch {})", path.string(), st->global_epoch);
+        spdlog::info("resuming from {} (epoch {})", path.string(),
+                     st->global_epoch);
         return *st;
       } catch (const std::exception& e) {
         spdlog::warn("skipping checkpoint {}: {}", path.string(), e.what());
@@ -657,7 +726,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   fs::create_directories(env.checkpoint_dir, ec);
   if (ec) {
     return absl::InternalError(absl::StrCat("cannot create checkpoint folder ",
-                                            env.checkpoint_dir.string(), ": ", ec.message()));
+                                            env.checkpoint_dir.string(), ": ",
+                                            ec.message()));
   }
   model->to(device);
   features.clear();
@@ -688,7 +758,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
     model->FreezeBackboneBefore(first_trainable[s]);
     model->SetBatchNormInference(sc.batch_norm_inference);
     auto optimizer = MakeOptimizer(sc.optimizer, model->TrainableParameters());
-    if (resumed && s == st.stage && st.stage_epochs_done > 0 && !optimizer_bytes.empty()) {
+    if (resumed && s == st.stage && st.stage_epochs_done > 0 &&
+        !optimizer_bytes.empty()) {
       torch::serialize::InputArchive ar;
       ar.load_from(optimizer_bytes.data(), optimizer_bytes.size(), device);
       optimizer->load(ar);
@@ -707,7 +778,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
     if (train_cached) {
       TRANSFERD_ASSIGN_OR_RETURN(train_feats, Features("train", cb));
     } else {
-      TRANSFERD_ASSIGN_OR_RETURN(loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
+      TRANSFERD_ASSIGN_OR_RETURN(
+          loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
     }
     // Validation from features (whole base frozen and never trained) or,
     // when only the top of the base trains, from the frozen bottom's output.
@@ -717,11 +789,13 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
     } else if (has_val && env.activation_cache_bytes > 0) {
       const int prefix = model->backbone().SegmentsBefore(first_trainable[s]);
       if (prefix > 0) {
-        TRANSFERD_ASSIGN_OR_RETURN(val_feats, PrefixActivations("validation", prefix, cb));
+        TRANSFERD_ASSIGN_OR_RETURN(val_feats,
+                                   PrefixActivations("validation", prefix, cb));
         if (val_feats.defined()) val_segment = prefix;
       }
     }
-    const torch::Tensor train_labels = train_cached ? LabelsOf("train") : torch::Tensor();
+    const torch::Tensor train_labels =
+        train_cached ? LabelsOf("train") : torch::Tensor();
     const int64_t steps = (n_train + sc.batch_size - 1) / sc.batch_size;
 
     bool stop = false;
@@ -745,25 +819,29 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       double data_seconds = 0, forward_seconds = 0, update_seconds = 0;
       auto last_report = Clock::now() - std::chrono::seconds(10);
       for (int64_t step = 1; step <= steps; ++step) {
-        if (cb.cancelled && cb.cancelled()) return absl::CancelledError("training cancelled");
+        if (cb.cancelled && cb.cancelled())
+          return absl::CancelledError("training cancelled");
         torch::Tensor x, y;
         auto phase_start = Clock::now();
         if (train_cached) {
           const int64_t begin = (step - 1) * sc.batch_size;
           const int64_t end = std::min<int64_t>(begin + sc.batch_size, n_train);
           const torch::Tensor idx =
-              torch::tensor(std::vector<int64_t>(order.begin() + begin, order.begin() + end),
+              torch::tensor(std::vector<int64_t>(order.begin() + begin,
+                                                 order.begin() + end),
                             torch::kInt64)
                   .to(device);
           x = train_feats.index_select(0, idx);
           y = train_labels.index_select(0, idx);
         } else {
-          TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+          TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch,
+                                     loader->Next());
           if (!batch) break;
           x = batch->images.to(device);
           y = batch->labels.to(device);
         }
-        DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+        DeviceArbiter::Turn turn(env.arbiter,
+                                 DeviceArbiter::Priority::kBackground);
         data_seconds += Seconds(phase_start);
         phase_start = Clock::now();
         // Gradients dropped rather than zeroed: backward then hands its
@@ -790,8 +868,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
         ++steps_this_run;
         if (cb.step &&
             (step == steps ||
-             std::chrono::duration<double>(Clock::now() - last_report).count() >=
-                 kStepReportInterval)) {
+             std::chrono::duration<double>(Clock::now() - last_report)
+                     .count() >= kStepReportInterval)) {
           last_report = Clock::now();
           StepReport r;
           r.stage = s;
@@ -800,9 +878,12 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
           r.steps = steps;
           r.loss = loss_sum / static_cast<double>(seen);
           r.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-          r.images_per_second = static_cast<double>(seen) / std::max(1e-9, Seconds(epoch_start));
-          r.eta_seconds = Seconds(run_start) / static_cast<double>(steps_this_run) *
-                          static_cast<double>(std::max<int64_t>(0, total_steps - st.steps_done));
+          r.images_per_second =
+              static_cast<double>(seen) / std::max(1e-9, Seconds(epoch_start));
+          r.eta_seconds = Seconds(run_start) /
+                          static_cast<double>(steps_this_run) *
+                          static_cast<double>(std::max<int64_t>(
+                              0, total_steps - st.steps_done));
           cb.step(r);
         }
       }
@@ -812,18 +893,20 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       report.stage = s;
       report.epoch = epoch;
       report.loss = seen ? loss_sum / static_cast<double>(seen) : 0;
-      report.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
+      report.accuracy =
+          seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
       report.learning_rate = lr;
       if (has_val) {
-        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v,
-                                   Evaluate("validation", val_feats, false, cb, val_segment));
+        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v, Evaluate("validation", val_feats,
+                                                       false, cb, val_segment));
         report.has_validation = true;
         report.val_loss = v.loss;
         report.val_accuracy = v.accuracy;
       }
       report.seconds = Seconds(epoch_start);
       spdlog::info(
-          "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward and update "
+          "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward "
+          "and update "
           "{:.1f}s + validation {:.1f}s",
           epoch, report.seconds, data_seconds, forward_seconds, update_seconds,
           Seconds(validation_start));
@@ -834,13 +917,15 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       // Best epoch.
       const double value = MetricOf(report, config.selection_metric);
       const bool higher = HigherIsBetter(config.selection_metric);
-      if (st.best_epoch == 0 || (higher ? value > st.best_value : value < st.best_value)) {
+      if (st.best_epoch == 0 ||
+          (higher ? value > st.best_value : value < st.best_value)) {
         st.best_epoch = epoch;
         st.best_value = value;
         st.best_file = BestName(epoch);
         st.best_pristine = pristine;
-        TRANSFERD_RETURN_IF_ERROR(model->Save(env.checkpoint_dir / st.best_file,
-                                              {{"epoch", std::to_string(epoch)}}));
+        TRANSFERD_RETURN_IF_ERROR(
+            model->Save(env.checkpoint_dir / st.best_file,
+                        {{"epoch", std::to_string(epoch)}}));
       }
       // Early stopping (Keras semantics: improvement beyond min_delta resets
       // the wait; `patience` epochs without one stop the stage).
@@ -848,7 +933,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
       if (!es.monitor.empty()) {
         const double v = MetricOf(report, es.monitor);
         const bool up = HigherIsBetter(es.monitor);
-        if (!st.es_init || (up ? v - es.min_delta > st.es_best : v + es.min_delta < st.es_best)) {
+        if (!st.es_init || (up ? v - es.min_delta > st.es_best
+                               : v + es.min_delta < st.es_best)) {
           st.es_init = true;
           st.es_best = v;
           st.es_wait = 0;
@@ -884,7 +970,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
 
   // The best weights, evaluated.
   TrainResult result;
-  if (st.best_file.empty()) return absl::InternalError("training produced no epoch");
+  if (st.best_file.empty())
+    return absl::InternalError("training produced no epoch");
   TRANSFERD_RETURN_IF_ERROR(model->Load(env.checkpoint_dir / st.best_file));
   model->FreezeBackboneBefore(first_trainable.back());
   result.trainable = model->Summary();
@@ -904,16 +991,19 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
     const int k = model->num_classes();
     r.confusion.assign(k, std::vector<int64_t>(k, 0));
     for (size_t i = 0; i < out.labels.size(); ++i) {
-      if (out.labels[i] >= 0 && out.labels[i] < k) ++r.confusion[out.labels[i]][out.predictions[i]];
+      if (out.labels[i] >= 0 && out.labels[i] < k)
+        ++r.confusion[out.labels[i]][out.predictions[i]];
     }
     if (k == 2) r.roc_auc = RocAuc(out.positive_scores, out.labels);
     result.evaluations.push_back(std::move(r));
   }
   result.weights_file = env.checkpoint_dir / "best.safetensors";
-  TRANSFERD_RETURN_IF_ERROR(model->Save(
-      result.weights_file, {{"epoch", std::to_string(st.best_epoch)},
-                            {"selection_metric", config.selection_metric},
-                            {"preprocessing", backbones::Preprocessing::ModeName(preprocessing.mode)}}));
+  TRANSFERD_RETURN_IF_ERROR(
+      model->Save(result.weights_file,
+                  {{"epoch", std::to_string(st.best_epoch)},
+                   {"selection_metric", config.selection_metric},
+                   {"preprocessing",
+                    backbones::Preprocessing::ModeName(preprocessing.mode)}}));
   result.history = st.history;
   result.best_epoch = st.best_epoch;
   result.resumes = st.resumes;
@@ -926,7 +1016,8 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, TrainData data,
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
+                                                         TrainData data,
                                                          TrainerEnv env) {
   const bool has_val = !data.validation.empty();
   if (config.stages.empty()) {
@@ -939,28 +1030,29 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, Tra
   for (const auto* split : {&data.train, &data.validation, &data.test}) {
     for (const auto& e : *split) {
       if (e.label < 0 || e.label >= num_classes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "dataset: example ", e.path, " has label ", e.label, " outside 0..",
-            num_classes - 1));
+        return absl::InvalidArgumentError(
+            absl::StrCat("dataset: example ", e.path, " has label ", e.label,
+                         " outside 0..", num_classes - 1));
       }
     }
   }
-  TRANSFERD_RETURN_IF_ERROR(CheckMetric("selection_metric", config.selection_metric, has_val));
+  TRANSFERD_RETURN_IF_ERROR(
+      CheckMetric("selection_metric", config.selection_metric, has_val));
   for (size_t i = 0; i < config.stages.size(); ++i) {
-    TRANSFERD_RETURN_IF_ERROR(
-        ValidateStage(config.stages[i], absl::StrCat("stages[", i, "]."), has_val));
+    TRANSFERD_RETURN_IF_ERROR(ValidateStage(
+        config.stages[i], absl::StrCat("stages[", i, "]."), has_val));
   }
   auto impl = std::make_unique<Impl>();
   try {
     torch::manual_seed(config.seed);
-    TRANSFERD_ASSIGN_OR_RETURN(impl->model,
-                               BuildClassifier(config.model, num_classes, env.weights));
+    TRANSFERD_ASSIGN_OR_RETURN(
+        impl->model, BuildClassifier(config.model, num_classes, env.weights));
     for (size_t i = 0; i < config.stages.size(); ++i) {
       absl::StatusOr<int> index =
           impl->model->ResolveTrainableFrom(config.stages[i].trainable_from);
       if (!index.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("stages[", i, "].trainable_from: ", index.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "stages[", i, "].trainable_from: ", index.status().message()));
       }
       impl->first_trainable.push_back(*index);
       impl->model->FreezeBackboneBefore(*index);
@@ -981,21 +1073,25 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config, Tra
       struct stat sb {};
       const fs::path file = env.weights.dir / m.weights;
       if (::stat(file.c_str(), &sb) == 0) {
-        weights_id = absl::StrCat(m.weights, ":", sb.st_size, ":", sb.st_mtim.tv_sec, ".",
-                                  sb.st_mtim.tv_nsec);
+        weights_id = absl::StrCat(m.weights, ":", sb.st_size, ":",
+                                  sb.st_mtim.tv_sec, ".", sb.st_mtim.tv_nsec);
       }
     }
     // Random weights are only reproducible from the seed.
-    if (m.weights == "none") weights_id = absl::StrCat("none:seed=", config.seed);
+    if (m.weights == "none")
+      weights_id = absl::StrCat("none:seed=", config.seed);
     const backbones::Preprocessing& p = impl->preprocessing;
     common::Sha256 sha;
     sha.Update(absl::StrCat(
         "transferd-features-v1\n", data.dataset_id, "\n", m.backbone, "\n",
-        absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size, "\n",
-        backbones::Preprocessing::ModeName(p.mode), p.bgr ? ":bgr" : ":rgb",
-        absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale, p.mean[0], p.mean[1],
-                        p.mean[2], p.std[0], p.std[1], p.std[2]),
-        "\n", m.precision, "\n", env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
+        absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size,
+        "\n", backbones::Preprocessing::ModeName(p.mode),
+        p.bgr ? ":bgr" : ":rgb",
+        absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale,
+                        p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1],
+                        p.std[2]),
+        "\n", m.precision, "\n",
+        env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
     impl->feature_key = data.dataset_id.empty() || !env.use_feature_cache
                             ? ""
                             : sha.HexDigest().substr(0, 32);
@@ -1018,22 +1114,26 @@ absl::StatusOr<TrainResult> Trainer::Run(const TrainerCallbacks& callbacks) {
   try {
     return impl_->Run(callbacks);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("training failed: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("training failed: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("training failed: ", e.what()));
   }
 }
 
 absl::StatusOr<TrainableSummary> DescribeStage(const ModelConfig& model,
-                                               const StageConfig& stage, int num_classes) {
+                                               const StageConfig& stage,
+                                               int num_classes) {
   TRANSFERD_RETURN_IF_ERROR(ValidateStage(stage, "", std::nullopt));
   try {
     TRANSFERD_ASSIGN_OR_RETURN(
         Classifier classifier,
-        BuildClassifier(model, num_classes, backbones::WeightsCacheOptions(), false));
+        BuildClassifier(model, num_classes, backbones::WeightsCacheOptions(),
+                        false));
     absl::Status s = classifier->SetTrainableFrom(stage.trainable_from);
     if (!s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("trainable_from: ", s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("trainable_from: ", s.message()));
     }
     return classifier->Summary();
   } catch (const std::exception& e) {

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/core/backbones/weights_cache.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
-#include "server/core/backbones/weights_cache.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core::train {

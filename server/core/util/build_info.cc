@@ -1,8 +1,7 @@
 #include "server/core/util/build_info.h"
 
-#include <torch/version.h>
-
 #include <ATen/Context.h>
+#include <torch/version.h>
 
 #include "build_info_values.h"
 

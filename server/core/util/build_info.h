@@ -6,10 +6,10 @@
 namespace transferd::core {
 
 struct BuildInfo {
-  std::string version;      // project version, e.g. "0.1.0"
-  std::string revision;     // git describe at configure time, or "unknown"
-  std::string build_type;   // CMake build type
-  std::string compiler;     // compiler id and version
+  std::string version;     // project version, e.g. "0.1.0"
+  std::string revision;    // git describe at configure time, or "unknown"
+  std::string build_type;  // CMake build type
+  std::string compiler;    // compiler id and version
   std::string torch_version;
   bool torch_cuda = false;  // LibTorch built with CUDA
 };

@@ -17,8 +17,11 @@ namespace transferd::core {
 namespace fs = std::filesystem;
 
 absl::Status ValidateResourceId(std::string_view what, std::string_view id) {
-  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  bool ok = !id.empty() && id.size() <= 63 && alnum(id.front()) && alnum(id.back());
+  const auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+  };
+  bool ok =
+      !id.empty() && id.size() <= 63 && alnum(id.front()) && alnum(id.back());
   for (char c : id) ok = ok && (alnum(c) || c == '-');
   if (ok) return absl::OkStatus();
   std::string shown;
@@ -32,7 +35,8 @@ absl::Status ValidateResourceId(std::string_view what, std::string_view id) {
 std::string RandomHex(int bytes) {
   std::random_device rd;
   std::string out;
-  for (int i = 0; i < bytes; ++i) absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
+  for (int i = 0; i < bytes; ++i)
+    absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
   return out;
 }
 
@@ -42,19 +46,22 @@ absl::StatusOr<int64_t> ParsePageToken(const std::string& token) {
   errno = 0;
   const long long offset = std::strtoll(token.c_str(), &end, 10);
   if (errno != 0 || end == nullptr || *end != '\0' || offset <= 0) {
-    return absl::InvalidArgumentError("page_token is not one this server returned");
+    return absl::InvalidArgumentError(
+        "page_token is not one this server returned");
   }
   return offset;
 }
 
 absl::StatusOr<int> ClampPageSize(int page_size) {
-  if (page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
+  if (page_size < 0)
+    return absl::InvalidArgumentError("page_size must not be negative");
   if (page_size == 0) return 50;
   return std::min(page_size, 1000);
 }
 
-absl::StatusOr<bool> ReadPage(Statement& query, int page_size,
-                              const std::function<absl::Status(const Statement&)>& row) {
+absl::StatusOr<bool> ReadPage(
+    Statement& query, int page_size,
+    const std::function<absl::Status(const Statement&)>& row) {
   for (int n = 0;; ++n) {
     TRANSFERD_ASSIGN_OR_RETURN(bool has_row, query.Step());
     if (!has_row) return false;
@@ -64,7 +71,9 @@ absl::StatusOr<bool> ReadPage(Statement& query, int page_size,
 }
 
 int64_t UnixMillis(std::chrono::system_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             t.time_since_epoch())
+      .count();
 }
 
 std::chrono::system_clock::time_point FromUnixMillis(int64_t ms) {
@@ -80,12 +89,14 @@ absl::Status SyncDirectory(const fs::path& dir) {
   if (fd < 0) return ErrnoError(absl::StrCat("open ", dir.string()));
   const int rc = ::fsync(fd);
   ::close(fd);
-  return rc == 0 ? absl::OkStatus() : ErrnoError(absl::StrCat("fsync ", dir.string()));
+  return rc == 0 ? absl::OkStatus()
+                 : ErrnoError(absl::StrCat("fsync ", dir.string()));
 }
 
 absl::Status WriteFileAtomically(const fs::path& path, std::string_view bytes) {
   const fs::path tmp = path.string() + ".tmp-" + RandomHex(4);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(absl::StrCat("create ", tmp.string()));
   size_t done = 0;
   while (done < bytes.size()) {
@@ -112,7 +123,8 @@ absl::Status WriteFileAtomically(const fs::path& path, std::string_view bytes) {
   return SyncDirectory(path.parent_path());
 }
 
-absl::StatusOr<int> RemoveUncatalogued(const fs::path& dir, const std::set<std::string>& known) {
+absl::StatusOr<int> RemoveUncatalogued(const fs::path& dir,
+                                       const std::set<std::string>& known) {
   int removed = 0;
   std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
@@ -121,7 +133,9 @@ absl::StatusOr<int> RemoveUncatalogued(const fs::path& dir, const std::set<std::
     fs::remove_all(e.path(), rm);
     if (!rm) ++removed;
   }
-  if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
+  if (ec)
+    return absl::InternalError(
+        absl::StrCat("cannot list ", dir.string(), ": ", ec.message()));
   return removed;
 }
 

@@ -40,14 +40,16 @@ absl::StatusOr<int> ClampPageSize(int page_size);
 // Reads one page from `query`, which must ask for page_size + 1 rows (the
 // extra row only tells whether another page follows): calls `row` on up to
 // page_size rows and returns whether more exist.
-absl::StatusOr<bool> ReadPage(Statement& query, int page_size,
-                              const std::function<absl::Status(const Statement&)>& row);
+absl::StatusOr<bool> ReadPage(
+    Statement& query, int page_size,
+    const std::function<absl::Status(const Statement&)>& row);
 
 // fsync of a directory (after a rename into it).
 absl::Status SyncDirectory(const std::filesystem::path& dir);
 // Writes a file atomically: temp file beside it, fsync, rename, fsync of the
 // directory.
-absl::Status WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes);
+absl::Status WriteFileAtomically(const std::filesystem::path& path,
+                                 std::string_view bytes);
 
 // Removes the entries of `dir` whose names are not in `known`; returns how
 // many were removed.

@@ -1,13 +1,14 @@
 #include "server/core/util/data_dir.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string>
 #include <system_error>
+
+#include <sys/file.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -39,7 +40,8 @@ absl::StatusOr<std::unique_ptr<DataDir>> DataDir::Open(const Options& options) {
         "data dir \"", options.root.string(), "\": ", ec.message()));
   }
   root = root.lexically_normal();
-  for (const char* sub : {"", "weights", "datasets", "models", "cache", "tmp"}) {
+  for (const char* sub :
+       {"", "weights", "datasets", "models", "cache", "tmp"}) {
     fs::create_directories(root / sub, ec);
     if (ec) {
       return absl::FailedPreconditionError(

@@ -1,9 +1,9 @@
 #include "server/core/util/store.h"
 
-#include <sqlite3.h>
-
 #include <exception>
 #include <utility>
+
+#include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/core/util/status_macros.h"
@@ -163,7 +163,8 @@ absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {
 // ---- Statement --------------------------------------------------------------
 
 Statement::Statement(Statement&& other) noexcept
-    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)),
+    : db_(other.db_),
+      stmt_(std::exchange(other.stmt_, nullptr)),
       bind_error_(other.bind_error_) {}
 
 Statement::~Statement() {
@@ -253,7 +254,8 @@ absl::StatusOr<Statement> StoreTxn::Prepare(std::string_view sql) {
                               &stmt, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(stmt);
-    return SqliteError(db_, rc, absl::StrCat("prepare \"", std::string(sql), "\""));
+    return SqliteError(db_, rc,
+                       absl::StrCat("prepare \"", std::string(sql), "\""));
   }
   return Statement(db_, stmt);
 }
@@ -314,10 +316,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const Options& options) {
                                conn.Prepare("PRAGMA quick_check"));
     TRANSFERD_ASSIGN_OR_RETURN(bool row, check.Step());
     if (!row || check.ColumnText(0) != "ok") {
-      return absl::DataLossError(
-          absl::StrCat("sqlite: ", options.path.string(),
-                       " failed its integrity check: ",
-                       row ? check.ColumnText(0) : "no result"));
+      return absl::DataLossError(absl::StrCat(
+          "sqlite: ", options.path.string(), " failed its integrity check: ",
+          row ? check.ColumnText(0) : "no result"));
     }
   }
   TRANSFERD_RETURN_IF_ERROR(store->Migrate());
@@ -330,7 +331,8 @@ int Store::BusyHandler(void* self, int attempt) {
   const auto now = std::chrono::steady_clock::now();
   if (attempt == 0) store->busy_since_ = now;
   if (store->cancelled_ && store->cancelled_()) return 0;
-  if (now - store->busy_since_ >= std::chrono::milliseconds(store->wait_ms_.load())) {
+  if (now - store->busy_since_ >=
+      std::chrono::milliseconds(store->wait_ms_.load())) {
     return 0;
   }
   // Another connection holds the lock: back off briefly and retry, as
@@ -347,15 +349,16 @@ absl::Status Store::Migrate() {
   StoreTxn conn(db_);
   int version = 0;
   {
-    TRANSFERD_ASSIGN_OR_RETURN(Statement q, conn.Prepare("PRAGMA user_version"));
+    TRANSFERD_ASSIGN_OR_RETURN(Statement q,
+                               conn.Prepare("PRAGMA user_version"));
     TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
     if (row) version = static_cast<int>(q.ColumnInt(0));
   }
   if (version > LatestSchemaVersion()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "database ", path_.string(), " has schema version ", version,
-        " but this transferd supports up to ", LatestSchemaVersion(),
-        "; run a newer transferd"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("database ", path_.string(), " has schema version ",
+                     version, " but this transferd supports up to ",
+                     LatestSchemaVersion(), "; run a newer transferd"));
   }
   for (const Migration& m : kMigrations) {
     if (m.version <= version) continue;
@@ -364,10 +367,9 @@ absl::Status Store::Migrate() {
       return txn.Exec(absl::StrCat("PRAGMA user_version=", m.version));
     });
     if (!status.ok()) {
-      return absl::Status(status.code(),
-                          absl::StrCat("migration to schema version ",
-                                       m.version, " failed: ",
-                                       status.message()));
+      return absl::Status(
+          status.code(), absl::StrCat("migration to schema version ", m.version,
+                                      " failed: ", status.message()));
     }
     version = m.version;
   }
@@ -397,7 +399,8 @@ absl::Status Store::Transaction(
   return status;
 }
 
-absl::StatusOr<std::optional<std::string>> Store::GetMeta(std::string_view key) {
+absl::StatusOr<std::optional<std::string>> Store::GetMeta(
+    std::string_view key) {
   std::optional<std::string> value;
   TRANSFERD_RETURN_IF_ERROR(Transaction([&](StoreTxn& txn) -> absl::Status {
     TRANSFERD_ASSIGN_OR_RETURN(

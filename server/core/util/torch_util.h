@@ -2,10 +2,10 @@
 // LibTorch: for .cc files only.
 #pragma once
 
+#include <algorithm>
+
 #include <ATen/autocast_mode.h>
 #include <torch/types.h>
-
-#include <algorithm>
 
 #include "server/core/device.h"
 
@@ -13,7 +13,8 @@ namespace transferd::core {
 
 inline torch::Device ToTorchDevice(const ComputeDevice& d) {
   if (d.kind == ComputeDevice::Kind::kCuda) {
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(std::max(d.index, 0)));
+    return torch::Device(torch::kCUDA,
+                         static_cast<c10::DeviceIndex>(std::max(d.index, 0)));
   }
   return torch::Device(torch::kCPU);
 }

@@ -8,8 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "tests/support/subprocess.h"
 #include "tests/support/paths.h"
+#include "tests/support/subprocess.h"
 
 namespace transferd::app {
 namespace {
@@ -73,17 +73,44 @@ TEST_F(ConfigTest, DefaultsAreLoopbackAndLocalDataDir) {
 }
 
 TEST_F(ConfigTest, FlagsSetEveryField) {
-  ParseOutcome out = Parse({"--listen", "0.0.0.0:6000", "--data-dir", "/srv/td",
-                            "--device", "cuda:1", "--threads", "3",
-                            "--log-format", "json", "--log-level", "debug",
-                            "--shutdown-grace", "7", "--reflection",
-                            "--max-receive-message-bytes", "1048576",
-                            "--max-send-message-bytes", "2097152",
-                            "--upload-chunk-bytes", "65536", "--allow-plaintext",
-                            "--health-listen", "0.0.0.0:6001", "--token-file", "/etc/td/tokens",
-                            "--max-concurrent-streams", "20", "--grpc-memory-bytes", "33554432",
-                            "--max-rpc-threads", "16", "--min-ping-seconds", "30",
-                            "--max-connection-idle-seconds", "600", "--max-request-seconds", "9"});
+  ParseOutcome out = Parse({"--listen",
+                            "0.0.0.0:6000",
+                            "--data-dir",
+                            "/srv/td",
+                            "--device",
+                            "cuda:1",
+                            "--threads",
+                            "3",
+                            "--log-format",
+                            "json",
+                            "--log-level",
+                            "debug",
+                            "--shutdown-grace",
+                            "7",
+                            "--reflection",
+                            "--max-receive-message-bytes",
+                            "1048576",
+                            "--max-send-message-bytes",
+                            "2097152",
+                            "--upload-chunk-bytes",
+                            "65536",
+                            "--allow-plaintext",
+                            "--health-listen",
+                            "0.0.0.0:6001",
+                            "--token-file",
+                            "/etc/td/tokens",
+                            "--max-concurrent-streams",
+                            "20",
+                            "--grpc-memory-bytes",
+                            "33554432",
+                            "--max-rpc-threads",
+                            "16",
+                            "--min-ping-seconds",
+                            "30",
+                            "--max-connection-idle-seconds",
+                            "600",
+                            "--max-request-seconds",
+                            "9"});
   ASSERT_TRUE(out.config.has_value()) << out.output;
   const ServerConfig& c = *out.config;
   EXPECT_EQ(c.rpc.listen_address, "0.0.0.0:6000");
@@ -109,25 +136,30 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
 }
 
 TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
-  for (const char* address : {"127.0.0.1:1", "127.8.9.10:1", "localhost:1", "[::1]:1"}) {
+  for (const char* address :
+       {"127.0.0.1:1", "127.8.9.10:1", "localhost:1", "[::1]:1"}) {
     EXPECT_TRUE(Parse({"--listen", address}).config.has_value()) << address;
   }
-  for (const char* address : {"0.0.0.0:1", "10.0.0.5:1", "[::]:1", "gpu-box:1"}) {
+  for (const char* address :
+       {"0.0.0.0:1", "10.0.0.5:1", "[::]:1", "gpu-box:1"}) {
     ParseOutcome out = Parse({"--listen", address});
     EXPECT_FALSE(out.config.has_value()) << address;
     EXPECT_EQ(out.exit_code, 2);
     EXPECT_THAT(out.output, HasSubstr("--allow-plaintext")) << address;
   }
   const std::string pem = WriteFile("not really PEM, only has to exist\n");
-  EXPECT_TRUE(Parse({"--listen", "0.0.0.0:1", "--tls-cert", pem, "--tls-key", pem})
-                  .config.has_value());
+  EXPECT_TRUE(
+      Parse({"--listen", "0.0.0.0:1", "--tls-cert", pem, "--tls-key", pem})
+          .config.has_value());
   ParseOutcome half = Parse({"--tls-cert", pem});
   EXPECT_EQ(half.exit_code, 2);
   EXPECT_THAT(half.output, HasSubstr("--tls-cert and --tls-key go together"));
   ParseOutcome ca = Parse({"--tls-client-ca", pem});
   EXPECT_EQ(ca.exit_code, 2);
   EXPECT_THAT(ca.output, HasSubstr("--tls-client-ca needs TLS"));
-  EXPECT_EQ(Parse({"--tls-cert", "/no/such/file.pem", "--tls-key", pem}).exit_code, 2);
+  EXPECT_EQ(
+      Parse({"--tls-cert", "/no/such/file.pem", "--tls-key", pem}).exit_code,
+      2);
 }
 
 TEST_F(ConfigTest, EnvironmentSetsEverySetting) {
@@ -219,17 +251,20 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadValue{"NegativeThreads", {"--threads", "-1"}, "--threads"},
         BadValue{"WordThreads", {"--threads", "many"}, "--threads"},
-        BadValue{"UnknownDevice", {"--device", "tpu"},
+        BadValue{"UnknownDevice",
+                 {"--device", "tpu"},
                  "expected auto, cpu, cuda or cuda:N"},
-        BadValue{"BadCudaIndex", {"--device", "cuda:x"},
+        BadValue{"BadCudaIndex",
+                 {"--device", "cuda:x"},
                  "expected auto, cpu, cuda or cuda:N"},
         BadValue{"LogFormat", {"--log-format", "xml"}, "--log-format"},
         BadValue{"LogLevel", {"--log-level", "loud"}, "--log-level"},
         BadValue{"ListenWithoutHost", {"--listen", "50051"}, "HOST:PORT"},
         BadValue{"ListenPortRange", {"--listen", "127.0.0.1:99999"}, "port"},
-        BadValue{"NegativeGrace", {"--shutdown-grace", "-5"},
-                 "--shutdown-grace"},
-        BadValue{"TinyMessages", {"--max-receive-message-bytes", "100"},
+        BadValue{
+            "NegativeGrace", {"--shutdown-grace", "-5"}, "--shutdown-grace"},
+        BadValue{"TinyMessages",
+                 {"--max-receive-message-bytes", "100"},
                  "--max-receive-message-bytes"},
         BadValue{"ChunkAboveMessage",
                  {"--max-receive-message-bytes", "131072",

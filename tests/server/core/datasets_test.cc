@@ -17,11 +17,11 @@ namespace transferd::core {
 namespace {
 
 namespace fs = std::filesystem;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using testing::EncodeTestImage;
 using common::LabelSource;
 using common::Split;
+using ::testing::ElementsAre;
+using testing::EncodeTestImage;
+using ::testing::HasSubstr;
 
 // Every regular file below `dir`.
 std::set<std::string> FilesUnder(const fs::path& dir) {
@@ -63,8 +63,8 @@ class DatasetsTest : public ::testing::Test {
 
   // Sends one file as chunks of at most `chunk` bytes.
   static absl::Status Send(DatasetUpload& upload, const std::string& path,
-                           const std::string& bytes, const std::string& label = "",
-                           size_t chunk = 1000) {
+                           const std::string& bytes,
+                           const std::string& label = "", size_t chunk = 1000) {
     size_t pos = 0;
     do {
       UploadChunk c;
@@ -113,7 +113,8 @@ std::map<std::string, int64_t> Counts(const DatasetInfo& d, Split split) {
   std::map<std::string, int64_t> out;
   for (const SplitCounts& s : d.splits) {
     if (s.split != split) continue;
-    for (size_t i = 0; i < d.classes.size(); ++i) out[d.classes[i]] = s.per_class[i];
+    for (size_t i = 0; i < d.classes.size(); ++i)
+      out[d.classes[i]] = s.per_class[i];
   }
   return out;
 }
@@ -125,7 +126,8 @@ TEST_F(DatasetsTest, KaggleNamesInSplitFolders) {
   for (const char* split : {"train", "validation", "test"}) {
     for (const char* label : {"cat", "dog"}) {
       for (int i = 0; i < 3; ++i) {
-        ASSERT_TRUE(Send(*upload, absl::StrCat(split, "/", label, ".", seed, ".jpg"),
+        ASSERT_TRUE(Send(*upload,
+                         absl::StrCat(split, "/", label, ".", seed, ".jpg"),
                          EncodeTestImage(40 + i, 30, ".jpg", seed))
                         .ok());
         ++seed;
@@ -140,15 +142,18 @@ TEST_F(DatasetsTest, KaggleNamesInSplitFolders) {
   EXPECT_EQ(result->accepted_files, 18);
   EXPECT_TRUE(result->rejected.empty());
   for (Split s : {Split::kTrain, Split::kValidation, Split::kTest}) {
-    EXPECT_EQ(Counts(d, s), (std::map<std::string, int64_t>{{"cat", 3}, {"dog", 3}}));
+    EXPECT_EQ(Counts(d, s),
+              (std::map<std::string, int64_t>{{"cat", 3}, {"dog", 3}}));
   }
   EXPECT_EQ(d.image_size.min_width, 40);
   EXPECT_EQ(d.image_size.max_width, 42);
   EXPECT_DOUBLE_EQ(d.image_size.mean_height, 30);
   // Stored under content hashes, nothing left in tmp/.
-  const std::set<std::string> files = FilesUnder(data_dir_->datasets_dir() / "kaggle");
+  const std::set<std::string> files =
+      FilesUnder(data_dir_->datasets_dir() / "kaggle");
   EXPECT_EQ(files.size(), 18u);
-  for (const std::string& f : files) EXPECT_THAT(f, ::testing::MatchesRegex("[0-9a-f]{64}\\.jpg"));
+  for (const std::string& f : files)
+    EXPECT_THAT(f, ::testing::MatchesRegex("[0-9a-f]{64}\\.jpg"));
   EXPECT_TRUE(fs::is_empty(data_dir_->tmp_dir()));
 
   // Get returns the same, and the loader's examples point at the stored files.
@@ -158,7 +163,8 @@ TEST_F(DatasetsTest, KaggleNamesInSplitFolders) {
   auto examples = catalog_->Examples("kaggle", Split::kTrain);
   ASSERT_TRUE(examples.ok());
   ASSERT_EQ(examples->size(), 6u);
-  for (const data::Example& e : *examples) EXPECT_TRUE(fs::exists(e.path)) << e.path;
+  for (const data::Example& e : *examples)
+    EXPECT_TRUE(fs::exists(e.path)) << e.path;
   EXPECT_EQ((*examples)[0].label, 0);
   EXPECT_EQ((*examples)[5].label, 1);
 }
@@ -169,7 +175,8 @@ TEST_F(DatasetsTest, ClassFoldersAnyNumberOfClasses) {
   int seed = 0;
   for (const char* label : {"daisy", "rose", "tulip"}) {
     for (int i = 0; i < 2; ++i) {
-      ASSERT_TRUE(Send(*upload, absl::StrCat("train/", label, "/img", i, ".png"),
+      ASSERT_TRUE(Send(*upload,
+                       absl::StrCat("train/", label, "/img", i, ".png"),
                        EncodeTestImage(20, 20, ".png", seed++))
                       .ok());
     }
@@ -179,7 +186,8 @@ TEST_F(DatasetsTest, ClassFoldersAnyNumberOfClasses) {
   EXPECT_EQ(result->dataset.label_source, LabelSource::kFolder);
   EXPECT_THAT(result->dataset.classes, ElementsAre("daisy", "rose", "tulip"));
   EXPECT_EQ(Counts(result->dataset, Split::kTrain),
-            (std::map<std::string, int64_t>{{"daisy", 2}, {"rose", 2}, {"tulip", 2}}));
+            (std::map<std::string, int64_t>{
+                {"daisy", 2}, {"rose", 2}, {"tulip", 2}}));
 }
 
 TEST_F(DatasetsTest, ExplicitLabelsAndRatios) {
@@ -200,7 +208,8 @@ TEST_F(DatasetsTest, ExplicitLabelsAndRatios) {
                     .ok());
   }
   // A file without a label is rejected, the rest go on.
-  ASSERT_TRUE(Send(*upload, "nolabel.jpg", EncodeTestImage(16, 16, ".jpg", 99)).ok());
+  ASSERT_TRUE(
+      Send(*upload, "nolabel.jpg", EncodeTestImage(16, 16, ".jpg", 99)).ok());
   auto result = upload->Commit();
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_THAT(result->dataset.classes, ElementsAre("a", "b"));
@@ -224,9 +233,10 @@ TEST_F(DatasetsTest, PerClassCountsKeepOnlyTheSum) {
   ASSERT_NE(upload, nullptr);
   for (int i = 0; i < 10; ++i) {
     for (const char* label : {"cat", "dog"}) {
-      ASSERT_TRUE(Send(*upload, absl::StrCat(label, ".", i, ".jpg"),
-                       EncodeTestImage(16, 16, ".jpg", i * 2 + (label[0] == 'd')))
-                      .ok());
+      ASSERT_TRUE(
+          Send(*upload, absl::StrCat(label, ".", i, ".jpg"),
+               EncodeTestImage(16, 16, ".jpg", i * 2 + (label[0] == 'd')))
+              .ok());
     }
   }
   auto result = upload->Commit();
@@ -248,9 +258,12 @@ TEST_F(DatasetsTest, BadFilesAreRejectedWithReasonsAndTheRestStored) {
   ASSERT_TRUE(Send(*upload, "cat.2.jpg", "GIF89a not an image").ok());
   ASSERT_TRUE(Send(*upload, "cat.3.jpg", good.substr(0, good.size() / 2)).ok());
   ASSERT_TRUE(Send(*upload, "cat.4.jpg", "").ok());
-  ASSERT_TRUE(Send(*upload, "cat.5.png", testing::PngHeader(60000, 60000)).ok());
-  ASSERT_TRUE(Send(*upload, "cat.6.jpg", testing::JpegHeader(60000, 60000)).ok());
-  ASSERT_TRUE(Send(*upload, "cat.7.png", testing::PngHeader((1u << 20) + 1, 1)).ok());
+  ASSERT_TRUE(
+      Send(*upload, "cat.5.png", testing::PngHeader(60000, 60000)).ok());
+  ASSERT_TRUE(
+      Send(*upload, "cat.6.jpg", testing::JpegHeader(60000, 60000)).ok());
+  ASSERT_TRUE(
+      Send(*upload, "cat.7.png", testing::PngHeader((1u << 20) + 1, 1)).ok());
   ASSERT_TRUE(Send(*upload, "../../etc/cat.8.jpg", good).ok());
   ASSERT_TRUE(Send(*upload, "/abs/cat.9.jpg", good).ok());
   ASSERT_TRUE(Send(*upload, std::string("cat.10\0.jpg", 11), good).ok());
@@ -285,7 +298,8 @@ TEST_F(DatasetsTest, BadFilesAreRejectedWithReasonsAndTheRestStored) {
   EXPECT_EQ(reasons["notes"], RejectReason::kNoLabel);
   EXPECT_EQ(reasons["cat.13.jpg"], RejectReason::kSizeMismatch);
   EXPECT_EQ(result->rejected.size(), 13u);
-  for (const RejectedFile& r : result->rejected) EXPECT_FALSE(r.message.empty());
+  for (const RejectedFile& r : result->rejected)
+    EXPECT_FALSE(r.message.empty());
 
   // Two entries, one stored file.
   EXPECT_EQ(result->accepted_files, 2);
@@ -305,14 +319,19 @@ TEST_F(DatasetsTest, BadFilesAreRejectedWithReasonsAndTheRestStored) {
 TEST_F(DatasetsTest, EveryFileUnderTheDataDirIsServerNamed) {
   auto upload = Begin(Spec("names"));
   ASSERT_NE(upload, nullptr);
-  ASSERT_TRUE(Send(*upload, "../../escape/cat.1.jpg", EncodeTestImage(8, 8, ".jpg", 1)).ok());
-  ASSERT_TRUE(Send(*upload, "cat.2.jpg", EncodeTestImage(8, 8, ".jpg", 2)).ok());
+  ASSERT_TRUE(
+      Send(*upload, "../../escape/cat.1.jpg", EncodeTestImage(8, 8, ".jpg", 1))
+          .ok());
+  ASSERT_TRUE(
+      Send(*upload, "cat.2.jpg", EncodeTestImage(8, 8, ".jpg", 2)).ok());
   ASSERT_TRUE(upload->Commit().ok());
   for (const std::string& f : FilesUnder(root_)) {
-    EXPECT_THAT(f, ::testing::MatchesRegex(
-                       "transferd\\.db.*|LOCK|datasets/names/[0-9a-f]{64}\\.jpg"));
+    EXPECT_THAT(f,
+                ::testing::MatchesRegex(
+                    "transferd\\.db.*|LOCK|datasets/names/[0-9a-f]{64}\\.jpg"));
   }
-  EXPECT_FALSE(fs::exists(fs::path(root_).parent_path().parent_path() / "escape"));
+  EXPECT_FALSE(
+      fs::exists(fs::path(root_).parent_path().parent_path() / "escape"));
 }
 
 TEST_F(DatasetsTest, MalformedChunkSequencesEndTheUpload) {
@@ -337,7 +356,8 @@ TEST_F(DatasetsTest, MalformedChunkSequencesEndTheUpload) {
   auto third = Begin(Spec("seq3"));
   ASSERT_NE(third, nullptr);
   ASSERT_TRUE(third->Add(open).ok());
-  EXPECT_EQ(third->Commit().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(third->Commit().status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(DatasetsTest, AnUploadThatEndsWithoutCommitLeavesNoTrace) {
@@ -395,7 +415,8 @@ TEST_F(DatasetsTest, PerFileCapIsResourceExhausted) {
   Open(limits);
   auto upload = Begin(Spec("cap"));
   ASSERT_NE(upload, nullptr);
-  const absl::Status declared = Send(*upload, "cat.1.jpg", std::string(3000, 'x'));
+  const absl::Status declared =
+      Send(*upload, "cat.1.jpg", std::string(3000, 'x'));
   EXPECT_EQ(declared.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(declared.message()), HasSubstr("--max-file-bytes"));
   // Undeclared size: caught as the bytes arrive.
@@ -460,7 +481,8 @@ TEST_F(DatasetsTest, ListPagesNewestFirstAndDeleteRemovesFiles) {
   for (const char* id : {"one", "two", "three"}) {
     auto upload = Begin(Spec(id));
     ASSERT_NE(upload, nullptr);
-    ASSERT_TRUE(Send(*upload, "cat.1.jpg", EncodeTestImage(8, 8, ".jpg", id[1])).ok());
+    ASSERT_TRUE(
+        Send(*upload, "cat.1.jpg", EncodeTestImage(8, 8, ".jpg", id[1])).ok());
     ASSERT_TRUE(upload->Commit().ok());
   }
   std::string token;

@@ -1,10 +1,9 @@
 #include "server/core/device.h"
 
 #include <ATen/Parallel.h>
-#include <torch/cuda.h>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "server/core/util/cpu_features.h"
 
@@ -53,7 +52,8 @@ TEST(DeviceTest, CudaWithoutCudaIsFailedPrecondition) {
   auto device = SelectDevice(Opts("cuda:0", 1));
   ASSERT_FALSE(device.ok());
   EXPECT_EQ(device.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(device.status().message()), HasSubstr("--device cpu"));
+  EXPECT_THAT(std::string(device.status().message()),
+              HasSubstr("--device cpu"));
 }
 
 TEST(DeviceTest, MalformedSpecsAreInvalidArgument) {

@@ -5,8 +5,6 @@
 // arbiter's turn order.
 #include "server/core/predictor.h"
 
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -15,11 +13,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
-#include "server/core/util/data_dir.h"
 #include "server/core/registry.h"
-#include "server/core/util/store.h"
 #include "server/core/train/classifier.h"
+#include "server/core/util/data_dir.h"
+#include "server/core/util/store.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_images.h"
 
@@ -71,7 +70,8 @@ class PredictorTest : public ::testing::Test {
 
   void Register(const std::string& id, uint64_t seed) {
     torch::manual_seed(seed);
-    auto classifier = train::BuildClassifier(SmallConfig(), 2, backbones::WeightsCacheOptions(), false);
+    auto classifier = train::BuildClassifier(
+        SmallConfig(), 2, backbones::WeightsCacheOptions(), false);
     ASSERT_TRUE(classifier.ok()) << classifier.status();
     const fs::path weights = fs::path(temp_.path()) / (id + ".safetensors");
     ASSERT_TRUE((*classifier)->Save(weights).ok());
@@ -88,15 +88,17 @@ class PredictorTest : public ::testing::Test {
   }
 
   void StartPredictor(PredictorOptions options) {
-    predictor_ = std::make_unique<Predictor>(options, *registry_, ComputeDevice(),
-                                             backbones::WeightsCacheOptions(), &arbiter_);
+    predictor_ = std::make_unique<Predictor>(
+        options, *registry_, ComputeDevice(), backbones::WeightsCacheOptions(),
+        &arbiter_);
     predictor_->Start();
   }
 
   // Submits and returns a future for the answer.
-  std::future<Answer> Submit(const std::string& model, std::vector<std::string> images,
-                             Clock::time_point deadline = Clock::time_point::max(),
-                             std::shared_ptr<std::atomic<bool>> cancelled = nullptr) {
+  std::future<Answer> Submit(
+      const std::string& model, std::vector<std::string> images,
+      Clock::time_point deadline = Clock::time_point::max(),
+      std::shared_ptr<std::atomic<bool>> cancelled = nullptr) {
     auto promise = std::make_shared<std::promise<Answer>>();
     PredictCall call;
     call.model_id = model;
@@ -111,7 +113,9 @@ class PredictorTest : public ::testing::Test {
     return f;
   }
 
-  static std::string Png(int seed) { return testing::EncodeTestImage(40, 40, ".png", seed); }
+  static std::string Png(int seed) {
+    return testing::EncodeTestImage(40, 40, ".png", seed);
+  }
 
   testing::TempDir temp_;
   std::unique_ptr<DataDir> data_dir_;
@@ -135,8 +139,9 @@ TEST_F(PredictorTest, BatchesConcurrentRequestsUpToMaxBatchSize) {
     ASSERT_EQ(a.outcome.images.size(), 1u);
     EXPECT_TRUE(a.outcome.images[0].status.ok());
     ASSERT_EQ(a.outcome.images[0].probabilities.size(), 2u);
-    EXPECT_NEAR(a.outcome.images[0].probabilities[0] + a.outcome.images[0].probabilities[1], 1.0,
-                1e-5);
+    EXPECT_NEAR(a.outcome.images[0].probabilities[0] +
+                    a.outcome.images[0].probabilities[1],
+                1.0, 1e-5);
     EXPECT_EQ(a.outcome.classes, (std::vector<std::string>{"cat", "dog"}));
   }
   const Predictor::Stats s = predictor_->stats();
@@ -156,17 +161,21 @@ TEST_F(PredictorTest, MatchesADirectForwardPassOfTheSameWeights) {
 
   auto info = registry_->Get("m1");
   ASSERT_TRUE(info.ok());
-  auto runner = ModelRunner::Load(*info, ComputeDevice(), backbones::WeightsCacheOptions());
+  auto runner = ModelRunner::Load(*info, ComputeDevice(),
+                                  backbones::WeightsCacheOptions());
   ASSERT_TRUE(runner.ok()) << runner.status();
   std::vector<uint8_t> pixels(3 * 32 * 32 * 3);
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(DecodeResized(images[i], ImageLimits(), 32, pixels.data() + i * 32 * 32 * 3).ok());
+    ASSERT_TRUE(DecodeResized(images[i], ImageLimits(), 32,
+                              pixels.data() + i * 32 * 32 * 3)
+                    .ok());
   }
   auto probs = (*runner)->Run(pixels.data(), 3, false);
   ASSERT_TRUE(probs.ok());
   for (int i = 0; i < 3; ++i) {
     for (int c = 0; c < 2; ++c) {
-      EXPECT_NEAR(a.outcome.images[i].probabilities[c], (*probs)[i * 2 + c], 1e-5);
+      EXPECT_NEAR(a.outcome.images[i].probabilities[c], (*probs)[i * 2 + c],
+                  1e-5);
     }
   }
 }
@@ -178,7 +187,9 @@ TEST_F(PredictorTest, BadImagesFailAloneAndUnknownModelsFailTheCall) {
   StartPredictor(o);
   std::string truncated = testing::EncodeTestImage(64, 64, ".jpg", 5);
   truncated.resize(truncated.size() / 2);
-  Answer a = Submit("m1", {Png(1), "not an image at all", truncated, "", Png(2)}).get();
+  Answer a =
+      Submit("m1", {Png(1), "not an image at all", truncated, "", Png(2)})
+          .get();
   ASSERT_TRUE(a.status.ok()) << a.status;
   ASSERT_EQ(a.outcome.images.size(), 5u);
   EXPECT_TRUE(a.outcome.images[0].status.ok());
@@ -207,7 +218,8 @@ TEST_F(PredictorTest, FullQueueIsResourceExhaustedAndStopAnswersTheRest) {
   std::future<Answer> queued = Submit("m1", {Png(1), Png(2)});
   Answer refused = Submit("m1", {Png(3)}).get();
   EXPECT_TRUE(absl::IsResourceExhausted(refused.status)) << refused.status;
-  EXPECT_THAT(std::string(refused.status.message()), HasSubstr("--predict-queue-images"));
+  EXPECT_THAT(std::string(refused.status.message()),
+              HasSubstr("--predict-queue-images"));
   predictor_->Stop();
   Answer stopped = queued.get();
   EXPECT_TRUE(absl::IsUnavailable(stopped.status)) << stopped.status;
@@ -221,12 +233,15 @@ TEST_F(PredictorTest, ExpiredAndCancelledRequestsAreNotComputed) {
   o.max_queue_delay = std::chrono::seconds(30);
   StartPredictor(o);
   // Answered at its deadline, long before the batch would have run.
-  Answer expired = Submit("m1", {Png(1)}, Clock::now() + std::chrono::milliseconds(50)).get();
+  Answer expired =
+      Submit("m1", {Png(1)}, Clock::now() + std::chrono::milliseconds(50))
+          .get();
   EXPECT_TRUE(absl::IsDeadlineExceeded(expired.status)) << expired.status;
   EXPECT_EQ(predictor_->stats().expired, 1);
 
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  std::future<Answer> gone = Submit("m1", {Png(2)}, Clock::time_point::max(), cancelled);
+  std::future<Answer> gone =
+      Submit("m1", {Png(2)}, Clock::time_point::max(), cancelled);
   cancelled->store(true);
   std::future<Answer> a = Submit("m1", {Png(3)});
   std::future<Answer> b = Submit("m1", {Png(4)});  // fills the batch of 3
@@ -302,7 +317,8 @@ TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
   for (auto& t : interactive) t.join();
   ASSERT_EQ(order.size(), 7u);
   // Background ran after at most kMaxInteractiveStreak interactive turns.
-  const auto pos = std::find(order.begin(), order.end(), "background") - order.begin();
+  const auto pos =
+      std::find(order.begin(), order.end(), "background") - order.begin();
   EXPECT_LE(pos, DeviceArbiter::kMaxInteractiveStreak);
   EXPECT_EQ(arbiter.interactive_turns(), 6);
   EXPECT_EQ(arbiter.background_turns(), 2);

@@ -3,27 +3,26 @@
 // and bad archives refused with nothing left behind.
 #include "server/core/registry.h"
 
-#include <torch/torch.h>
-
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
-#include "server/core/util/data_dir.h"
-#include "server/core/model_archive.h"
 #include "server/core/backbones/safetensors.h"
-#include "server/core/util/store.h"
+#include "server/core/model_archive.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_json.h"
-#include "tests/support/subprocess.h"
+#include "server/core/util/data_dir.h"
+#include "server/core/util/store.h"
 #include "tests/support/paths.h"
+#include "tests/support/subprocess.h"
 
 namespace transferd::core {
 namespace {
@@ -47,7 +46,8 @@ void WriteAll(const fs::path& path, const std::string& bytes) {
 
 std::set<std::string> Entries(const fs::path& dir) {
   std::set<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(dir))
+    out.insert(e.path().filename().string());
   return out;
 }
 
@@ -68,7 +68,8 @@ train::ModelConfig SmallConfig() {
 // Offset of the header of member `name` (headers sit on 512-byte blocks).
 size_t MemberHeader(const std::string& tar, const std::string& name) {
   for (size_t pos = 0; pos + 512 <= tar.size(); pos += 512) {
-    if (tar.compare(pos, name.size() + 1, name.c_str(), name.size() + 1) == 0) return pos;
+    if (tar.compare(pos, name.size() + 1, name.c_str(), name.size() + 1) == 0)
+      return pos;
   }
   return std::string::npos;
 }
@@ -77,7 +78,8 @@ size_t MemberHeader(const std::string& tar, const std::string& name) {
 void FixChecksum(std::string& tar, size_t header) {
   std::memset(tar.data() + header + 148, ' ', 8);
   unsigned sum = 0;
-  for (size_t i = 0; i < 512; ++i) sum += static_cast<unsigned char>(tar[header + i]);
+  for (size_t i = 0; i < 512; ++i)
+    sum += static_cast<unsigned char>(tar[header + i]);
   std::snprintf(tar.data() + header + 148, 8, "%06o", sum);
   tar[header + 155] = ' ';
 }
@@ -100,13 +102,18 @@ class RegistryTest : public ::testing::Test {
     registry_ = std::move(*registry);
   }
 
-  fs::path Scratch(const std::string& name) const { return fs::path(temp_.path()) / name; }
+  fs::path Scratch(const std::string& name) const {
+    return fs::path(temp_.path()) / name;
+  }
 
   // Registers a small random classifier under `id` with full metadata.
-  ModelInfo MakeModel(const std::string& id, std::vector<std::string> classes = {"cat", "dog"}) {
-    torch::manual_seed(static_cast<uint64_t>(std::hash<std::string>()(id) % 1000));
-    auto classifier = train::BuildClassifier(SmallConfig(), static_cast<int>(classes.size()),
-                                             backbones::WeightsCacheOptions(), false);
+  ModelInfo MakeModel(const std::string& id,
+                      std::vector<std::string> classes = {"cat", "dog"}) {
+    torch::manual_seed(
+        static_cast<uint64_t>(std::hash<std::string>()(id) % 1000));
+    auto classifier =
+        train::BuildClassifier(SmallConfig(), static_cast<int>(classes.size()),
+                               backbones::WeightsCacheOptions(), false);
     EXPECT_TRUE(classifier.ok()) << classifier.status();
     const fs::path weights = Scratch(id + ".safetensors");
     EXPECT_TRUE((*classifier)->Save(weights).ok());
@@ -141,7 +148,8 @@ class RegistryTest : public ::testing::Test {
     ev.accuracy = 0.75;
     ev.examples = 4;
     ev.roc_auc = 0.8125;
-    ev.confusion.assign(classes.size(), std::vector<int64_t>(classes.size(), 1));
+    ev.confusion.assign(classes.size(),
+                        std::vector<int64_t>(classes.size(), 1));
     info.evaluations.push_back(ev);
     const train::TrainableSummary s = (*classifier)->Summary();
     info.parameters = s.trainable_parameters + s.non_trainable_parameters;
@@ -163,12 +171,14 @@ class RegistryTest : public ::testing::Test {
   // Expects INVALID_ARGUMENT mentioning `mentions`, and no trace of it.
   void ExpectRefused(const fs::path& archive, const std::string& mentions) {
     SCOPED_TRACE(archive.filename().string());
-    const std::set<std::string> models_before = Entries(data_dir_->models_dir());
+    const std::set<std::string> models_before =
+        Entries(data_dir_->models_dir());
     std::string next;
     const size_t rows_before = registry_->List(1000, "", &next)->size();
     auto imported = registry_->Import(archive, "", "");
     ASSERT_FALSE(imported.ok());
-    EXPECT_EQ(imported.status().code(), absl::StatusCode::kInvalidArgument) << imported.status();
+    EXPECT_EQ(imported.status().code(), absl::StatusCode::kInvalidArgument)
+        << imported.status();
     EXPECT_THAT(std::string(imported.status().message()), HasSubstr(mentions));
     EXPECT_EQ(Entries(data_dir_->models_dir()), models_before);
     EXPECT_EQ(registry_->List(1000, "", &next)->size(), rows_before);
@@ -185,9 +195,10 @@ TEST_F(RegistryTest, AliasesSetMoveListAndDelete) {
   MakeModel("m1");
   MakeModel("m2");
   std::vector<std::pair<std::string, std::string>> heard;
-  registry_->AddAliasListener([&](const std::string& alias, const std::string& model) {
-    heard.emplace_back(alias, model);
-  });
+  registry_->AddAliasListener(
+      [&](const std::string& alias, const std::string& model) {
+        heard.emplace_back(alias, model);
+      });
 
   auto set = registry_->SetAlias("prod", "m1");
   ASSERT_TRUE(set.ok()) << set.status();
@@ -226,28 +237,33 @@ TEST_F(RegistryTest, AliasesSetMoveListAndDelete) {
   EXPECT_TRUE(next.empty());
 
   ASSERT_TRUE(registry_->DeleteAlias("canary").ok());
-  EXPECT_EQ(registry_->DeleteAlias("canary").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry_->DeleteAlias("canary").code(),
+            absl::StatusCode::kNotFound);
   auto gone = registry_->ResolveAlias("canary");
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(gone.status().message(), "alias 'canary' not found");
   EXPECT_THAT(registry_->Get("m1")->aliases, IsEmpty());
 
-  EXPECT_THAT(heard, ElementsAre(std::pair<std::string, std::string>("prod", "m1"),
-                                 std::pair<std::string, std::string>("canary", "m1"),
-                                 std::pair<std::string, std::string>("prod", "m2"),
-                                 std::pair<std::string, std::string>("canary", "")));
+  EXPECT_THAT(heard,
+              ElementsAre(std::pair<std::string, std::string>("prod", "m1"),
+                          std::pair<std::string, std::string>("canary", "m1"),
+                          std::pair<std::string, std::string>("prod", "m2"),
+                          std::pair<std::string, std::string>("canary", "")));
 }
 
 TEST_F(RegistryTest, AliasErrors) {
   MakeModel("m1");
   EXPECT_EQ(registry_->SetAlias("Not Valid", "m1").status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(registry_->SetAlias("-x", "m1").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry_->SetAlias("-x", "m1").status().code(),
+            absl::StatusCode::kInvalidArgument);
   auto missing = registry_->SetAlias("prod", "nosuch");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("nosuch"));
-  EXPECT_EQ(registry_->ResolveAlias("prod").status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(registry_->DeleteAlias("BAD").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry_->ResolveAlias("prod").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry_->DeleteAlias("BAD").code(),
+            absl::StatusCode::kInvalidArgument);
   std::string next;
   EXPECT_EQ(registry_->ListAliases(-1, "", &next).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -264,7 +280,8 @@ TEST_F(RegistryTest, DeleteRefusedWhileAnAliasPointsAtTheModel) {
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(refused.message()), HasSubstr("canary, prod"));
   EXPECT_TRUE(registry_->Get("m1").ok());
-  EXPECT_TRUE(fs::exists(data_dir_->models_dir() / "m1" / "weights.safetensors"));
+  EXPECT_TRUE(
+      fs::exists(data_dir_->models_dir() / "m1" / "weights.safetensors"));
   ASSERT_TRUE(registry_->DeleteAlias("prod").ok());
   refused = registry_->Delete("m1");
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
@@ -298,7 +315,8 @@ TEST_F(RegistryTest, ExportImportRoundTripKeepsTensorsAndMetadata) {
   EXPECT_EQ(copy->source_job, "");  // imports have no job
   EXPECT_EQ(copy->parent, "");
   EXPECT_EQ(copy->spec_blob, original.spec_blob);
-  EXPECT_EQ(train::ModelConfigToJson(copy->model), train::ModelConfigToJson(original.model));
+  EXPECT_EQ(train::ModelConfigToJson(copy->model),
+            train::ModelConfigToJson(original.model));
   EXPECT_EQ(copy->classes, original.classes);
   EXPECT_EQ(copy->preprocessing.mode, original.preprocessing.mode);
   EXPECT_EQ(copy->preprocessing.scale, original.preprocessing.scale);
@@ -354,10 +372,14 @@ TEST_F(RegistryTest, ExportImportRoundTripKeepsTensorsAndMetadata) {
 TEST_F(RegistryTest, PythonReadsTheArchiveWithoutTransferd) {
   const ModelInfo original = MakeModel("pyread");
   const fs::path archive = Export("pyread", "pyread.tar");
-  testing::RunResult r = testing::Run({testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), archive.string()});
+  testing::RunResult r = testing::Run(
+      {testing::Python3(),
+       testing::SourcePath("tests/server/core/read_model_archive.py"),
+       archive.string()});
   ASSERT_TRUE(r.status.exited && r.status.code == 0) << r.out << r.err;
   const nlohmann::json out = nlohmann::json::parse(r.out);
-  EXPECT_EQ(out["members"], nlohmann::json({"model.json", "weights.safetensors"}));
+  EXPECT_EQ(out["members"],
+            nlohmann::json({"model.json", "weights.safetensors"}));
   EXPECT_EQ(out["format"], kModelArchiveFormat);
   EXPECT_EQ(out["format_version"], kModelArchiveFormatVersion);
   EXPECT_EQ(out["id"], "pyread");
@@ -386,7 +408,8 @@ TEST_F(RegistryTest, PythonReadsTheArchiveWithoutTransferd) {
     const double sum = t.to(torch::kFloat64).sum().item<double>();
     const double abs_sum = t.to(torch::kFloat64).abs().sum().item<double>();
     EXPECT_NEAR(p["sum"].get<double>(), sum, 1e-9 * std::max(1.0, abs_sum));
-    EXPECT_NEAR(p["abs_sum"].get<double>(), abs_sum, 1e-9 * std::max(1.0, abs_sum));
+    EXPECT_NEAR(p["abs_sum"].get<double>(), abs_sum,
+                1e-9 * std::max(1.0, abs_sum));
   }
   EXPECT_TRUE(out["tensors"].contains("head.output.weight"));
 }
@@ -407,7 +430,8 @@ TEST_F(RegistryTest, ImportRefusesBadArchivesAndLeavesNothing) {
   // Truncated: mid-block, mid-weights, before the end-of-archive blocks.
   WriteAll(Scratch("cut-odd.tar"), bytes.substr(0, bytes.size() / 2 + 7));
   ExpectRefused(Scratch("cut-odd.tar"), "512-byte blocks");
-  WriteAll(Scratch("cut-weights.tar"), bytes.substr(0, (bytes.size() / 2) / 512 * 512));
+  WriteAll(Scratch("cut-weights.tar"),
+           bytes.substr(0, (bytes.size() / 2) / 512 * 512));
   ExpectRefused(Scratch("cut-weights.tar"), "truncated");
   WriteAll(Scratch("cut-end.tar"), bytes.substr(0, bytes.size() - 1024));
   ExpectRefused(Scratch("cut-end.tar"), "end-of-archive");
@@ -448,9 +472,12 @@ TEST_F(RegistryTest, ImportRefusesBadArchivesAndLeavesNothing) {
   ExpectRefused(Scratch("prefix.tar"), "prefix");
 
   // Metadata problems: the format, the architecture, the classes.
-  const auto python = [&](const std::string& name, std::vector<std::string> edits) {
-    std::vector<std::string> argv = {testing::Python3(), testing::SourcePath("tests/server/core/read_model_archive.py"), "--rewrite",
-                                     archive.string(), Scratch(name).string()};
+  const auto python = [&](const std::string& name,
+                          std::vector<std::string> edits) {
+    std::vector<std::string> argv = {
+        testing::Python3(),
+        testing::SourcePath("tests/server/core/read_model_archive.py"),
+        "--rewrite", archive.string(), Scratch(name).string()};
     argv.insert(argv.end(), edits.begin(), edits.end());
     testing::RunResult r = testing::Run(argv);
     EXPECT_TRUE(r.status.exited && r.status.code == 0) << r.err;
@@ -459,28 +486,41 @@ TEST_F(RegistryTest, ImportRefusesBadArchivesAndLeavesNothing) {
   // Unchanged but re-packed by Python's tarfile: accepted.
   auto repacked = registry_->Import(python("repacked.tar", {}), "repacked", "");
   ASSERT_TRUE(repacked.ok()) << repacked.status();
-  EXPECT_EQ(ReadAll(repacked->weights_file), ReadAll(registry_->Get("good")->weights_file));
+  EXPECT_EQ(ReadAll(repacked->weights_file),
+            ReadAll(registry_->Get("good")->weights_file));
 
   ExpectRefused(python("format.tar", {"--set", "format=\"keras\""}), "format");
-  ExpectRefused(python("version.tar", {"--set", "format_version=99"}), "format_version");
+  ExpectRefused(python("version.tar", {"--set", "format_version=99"}),
+                "format_version");
   ExpectRefused(python("hidden.tar", {"--set", "model.head.hidden_units=16"}),
                 "does not fit");
-  ExpectRefused(python("backbone.tar", {"--set", "model.backbone=\"vgg16\""}), "does not fit");
-  ExpectRefused(python("classes.tar", {"--set", "classes=[\"a\",\"b\",\"c\"]", "--set",
-                                          "evaluations=[]"}), "does not fit");
-  ExpectRefused(python("one-class.tar", {"--set", "classes=[\"a\"]"}), "classes");
-  ExpectRefused(python("unknown-backbone.tar", {"--set", "model.backbone=\"lenet\""}), "lenet");
+  ExpectRefused(python("backbone.tar", {"--set", "model.backbone=\"vgg16\""}),
+                "does not fit");
+  ExpectRefused(python("classes.tar", {"--set", "classes=[\"a\",\"b\",\"c\"]",
+                                       "--set", "evaluations=[]"}),
+                "does not fit");
+  ExpectRefused(python("one-class.tar", {"--set", "classes=[\"a\"]"}),
+                "classes");
+  ExpectRefused(
+      python("unknown-backbone.tar", {"--set", "model.backbone=\"lenet\""}),
+      "lenet");
   ExpectRefused(python("no-classes.tar", {"--set", "classes=7"}), "model.json");
-  ExpectRefused(python("preprocessing.tar", {"--set", "preprocessing.mode=\"magic\""}),
-                "preprocessing.mode");
-  ExpectRefused(python("size.tar", {"--set", "preprocessing.input_size=64"}), "input_size");
-  ExpectRefused(python("extra.tar", {"--add-member", "../../etc/passwd"}), "unexpected member");
-  ExpectRefused(python("no-weights.tar", {"--drop-member", "weights.safetensors"}),
-                "no weights.safetensors");
-  ExpectRefused(python("no-json.tar", {"--drop-member", "model.json"}), "no model.json");
+  ExpectRefused(
+      python("preprocessing.tar", {"--set", "preprocessing.mode=\"magic\""}),
+      "preprocessing.mode");
+  ExpectRefused(python("size.tar", {"--set", "preprocessing.input_size=64"}),
+                "input_size");
+  ExpectRefused(python("extra.tar", {"--add-member", "../../etc/passwd"}),
+                "unexpected member");
+  ExpectRefused(
+      python("no-weights.tar", {"--drop-member", "weights.safetensors"}),
+      "no weights.safetensors");
+  ExpectRefused(python("no-json.tar", {"--drop-member", "model.json"}),
+                "no model.json");
 
   // Tensors that are not safetensors at all (model.json without a hash).
-  std::string junk_weights = ReadAll(python("nohash.tar", {"--set", "weights={}"}));
+  std::string junk_weights =
+      ReadAll(python("nohash.tar", {"--set", "weights={}"}));
   const size_t data = MemberHeader(junk_weights, "weights.safetensors");
   ASSERT_NE(data, std::string::npos);
   std::memset(junk_weights.data() + data + 512, 'j', 64);

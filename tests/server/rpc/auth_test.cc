@@ -23,20 +23,23 @@ std::string Sha(const std::string& s) {
 
 TEST(TokenFileTest, ParsesRolesNamesAndComments) {
   auto entries = ParseTokenFile(
-      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer ci-bot\t\n"
+      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer "
+      "ci-bot\t\n"
       "zzzzzzzzzzzzzzzz-1 admin ops # trailing\n");
   // "# trailing" makes four fields on the last line: an error, not a comment.
   ASSERT_FALSE(entries.ok());
   EXPECT_THAT(entries.status().message(), HasSubstr("line 5"));
 
   entries = ParseTokenFile(
-      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer ci-bot\t\n"
+      "# tokens\n\n  0123456789abcdef viewer\nABCDEFGHIJKLMNOPQRST trainer "
+      "ci-bot\t\n"
       "zzzzzzzzzzzzzzzz-1 admin ops\n");
   ASSERT_TRUE(entries.ok()) << entries.status();
   ASSERT_EQ(entries->size(), 3u);
   EXPECT_EQ((*entries)[0].role, Role::kViewer);
   EXPECT_EQ((*entries)[0].name, "token 1");
-  EXPECT_EQ((*entries)[0].digest, Sha("0123456789abcdef"));  // only the digest is kept
+  EXPECT_EQ((*entries)[0].digest,
+            Sha("0123456789abcdef"));  // only the digest is kept
   EXPECT_EQ((*entries)[1].role, Role::kTrainer);
   EXPECT_EQ((*entries)[1].name, "ci-bot");
   EXPECT_EQ((*entries)[2].role, Role::kAdmin);
@@ -49,12 +52,15 @@ TEST(TokenFileTest, RejectsWhatWouldBeUnsafeOrAmbiguous) {
     ASSERT_FALSE(r.ok()) << text;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(r.status().message(), HasSubstr(why)) << text;
-    EXPECT_THAT(r.status().message(), ::testing::Not(HasSubstr("0123456789abcdef")));
+    EXPECT_THAT(r.status().message(),
+                ::testing::Not(HasSubstr("0123456789abcdef")));
   };
   expect_error("short admin\n", "at least 16 characters");
-  expect_error("0123456789abcdef root\n", "role must be viewer, trainer or admin");
+  expect_error("0123456789abcdef root\n",
+               "role must be viewer, trainer or admin");
   expect_error("0123456789abcdef\n", "expected TOKEN ROLE [NAME]");
-  expect_error("0123456789abcdef viewer a\n0123456789abcdef admin b\n", "appears again");
+  expect_error("0123456789abcdef viewer a\n0123456789abcdef admin b\n",
+               "appears again");
   expect_error(std::string("0123456789abcde\x01 viewer\n"), "printable ASCII");
 }
 

@@ -31,7 +31,8 @@ TEST(ToGrpcStatusTest, EveryCodeMapsToTheSameNamedCodeWithItsMessage) {
       {absl::StatusCode::kUnauthenticated, grpc::UNAUTHENTICATED},
   };
   for (const auto& [absl_code, grpc_code] : cases) {
-    grpc::Status s = ToGrpcStatus(absl::Status(absl_code, "spec.epochs must be >= 1"));
+    grpc::Status s =
+        ToGrpcStatus(absl::Status(absl_code, "spec.epochs must be >= 1"));
     EXPECT_EQ(s.error_code(), grpc_code) << absl::StatusCodeToString(absl_code);
     EXPECT_EQ(s.error_message(), "spec.epochs must be >= 1");
   }

@@ -2,12 +2,12 @@
 // shapes, layer resolution. No weight files needed.
 #include "server/core/backbones/backbone.h"
 
+#include <array>
+#include <vector>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-
-#include <array>
-#include <vector>
 
 #include "server/core/backbones/layers.h"
 #include "server/core/backbones/preprocessing.h"
@@ -69,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(
         Expected{"mobilenet_v2", 0.35, 410208, 154, 224, {1280, 7, 7}},
         Expected{"mobilenet_v2", 1.4, 4363712, 154, 224, {1792, 7, 7}}),
     [](const ::testing::TestParamInfo<Expected>& info) {
-      std::string alpha = std::to_string(static_cast<int>(info.param.alpha * 100));
+      std::string alpha =
+          std::to_string(static_cast<int>(info.param.alpha * 100));
       return info.param.name + "_" + alpha;
     });
 
@@ -107,7 +108,8 @@ TEST(BackboneTest, UnknownLayerSuggestsNeighbours) {
 TEST(BackboneTest, BadSpecsAreInvalidArgument) {
   BackboneSpec spec;
   spec.name = "vgg17";
-  EXPECT_EQ(CreateBackbone(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateBackbone(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
   spec.name = "mobilenet";
   spec.alpha = 0.3;
   auto bad_alpha = CreateBackbone(spec);
@@ -115,7 +117,8 @@ TEST(BackboneTest, BadSpecsAreInvalidArgument) {
   EXPECT_THAT(std::string(bad_alpha.status().message()), HasSubstr("0.25"));
   spec.alpha = 1.0;
   spec.flavor = Flavor::kTorchvision;
-  EXPECT_EQ(CreateBackbone(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateBackbone(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BackboneTest, SmallInputsWorkDownToTheMinimum) {
@@ -124,18 +127,22 @@ TEST(BackboneTest, SmallInputsWorkDownToTheMinimum) {
   auto shape = b->OutputShape(32);
   ASSERT_TRUE(shape.ok()) << shape.status();
   EXPECT_EQ(*shape, (std::vector<int64_t>{256, 1, 1}));
-  EXPECT_EQ(b->OutputShape(31).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->OutputShape(31).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BackboneTest, PreprocessingFollowsTheWeights) {
-  EXPECT_EQ(Make("vgg16")->DefaultPreprocessing().mode, Preprocessing::Mode::kCaffe);
-  EXPECT_EQ(Make("resnet50")->DefaultPreprocessing().mode, Preprocessing::Mode::kCaffe);
+  EXPECT_EQ(Make("vgg16")->DefaultPreprocessing().mode,
+            Preprocessing::Mode::kCaffe);
+  EXPECT_EQ(Make("resnet50")->DefaultPreprocessing().mode,
+            Preprocessing::Mode::kCaffe);
   EXPECT_EQ(Make("mobilenet", 0.25)->DefaultPreprocessing().mode,
             Preprocessing::Mode::kTf);
   EXPECT_EQ(Make("mobilenet_v2")->DefaultPreprocessing().mode,
             Preprocessing::Mode::kTf);
-  EXPECT_EQ(Make("vgg16", 1.0, Flavor::kTorchvision)->DefaultPreprocessing().mode,
-            Preprocessing::Mode::kTorch);
+  EXPECT_EQ(
+      Make("vgg16", 1.0, Flavor::kTorchvision)->DefaultPreprocessing().mode,
+      Preprocessing::Mode::kTorch);
 }
 
 TEST(BackboneTest, KerasInitIsGlorotUniform) {
@@ -188,13 +195,12 @@ TEST(PreprocessingTest, TorchIsRgbStandardised) {
   EXPECT_NEAR(x[0][2].item<float>(), (1 - 0.406f) / 0.225f, 1e-5);
 }
 
-
 TEST(PreprocessingTest, PixelLoopEqualsTensorOpsExactly) {
   torch::manual_seed(3);
-  const torch::Tensor rgb = torch::randint(0, 256, {2, 5, 7, 3}).to(torch::kUInt8);
+  const torch::Tensor rgb =
+      torch::randint(0, 256, {2, 5, 7, 3}).to(torch::kUInt8);
   // A non-contiguous view of the same pixels takes the tensor-op path.
-  const torch::Tensor strided =
-      torch::cat({rgb, rgb}, 3).narrow(3, 0, 3);
+  const torch::Tensor strided = torch::cat({rgb, rgb}, 3).narrow(3, 0, 3);
   ASSERT_FALSE(strided.is_contiguous());
   for (const Preprocessing& p :
        {Preprocessing::Tf(), Preprocessing::Caffe(), Preprocessing::Torch()}) {
@@ -202,7 +208,8 @@ TEST(PreprocessingTest, PixelLoopEqualsTensorOpsExactly) {
     const torch::Tensor reference = ApplyPreprocessing(p, strided);
     EXPECT_TRUE(fast.is_contiguous(torch::MemoryFormat::ChannelsLast));
     EXPECT_EQ(fast.sizes(), (std::vector<int64_t>{2, 3, 5, 7}));
-    EXPECT_TRUE(torch::equal(fast, reference)) << Preprocessing::ModeName(p.mode);
+    EXPECT_TRUE(torch::equal(fast, reference))
+        << Preprocessing::ModeName(p.mode);
   }
 }
 
@@ -222,7 +229,9 @@ struct Pair {
     bn->weight.uniform_(0.5, 1.5);
     bn->bias.uniform_(-1, 1);
   }
-  torch::Tensor Separate(const torch::Tensor& x) { return bn->forward(conv->forward(x)); }
+  torch::Tensor Separate(const torch::Tensor& x) {
+    return bn->forward(conv->forward(x));
+  }
 };
 
 TEST(ConvBnTest, FoldsOnlyWhenNothingNeedsTheSeparateLayers) {
@@ -249,17 +258,22 @@ TEST(ConvBnTest, FoldsOnlyWhenNothingNeedsTheSeparateLayers) {
 
 TEST(LayersTest, ZeroPadEqualsTorchPadInBothLayoutsWithGradients) {
   torch::manual_seed(3);
-  for (const auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
-    const torch::Tensor x = torch::randn({2, 5, 7, 6}).contiguous(format).requires_grad_();
-    for (const auto& p : std::vector<std::array<int64_t, 4>>{{0, 1, 0, 1}, {1, 1, 1, 1}, {3, 0, 2, 1}}) {
+  for (const auto format :
+       {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    const torch::Tensor x =
+        torch::randn({2, 5, 7, 6}).contiguous(format).requires_grad_();
+    for (const auto& p : std::vector<std::array<int64_t, 4>>{
+             {0, 1, 0, 1}, {1, 1, 1, 1}, {3, 0, 2, 1}}) {
       const torch::Tensor mine = ZeroPad(x, p[0], p[1], p[2], p[3]);
       const torch::Tensor ref = torch::nn::functional::pad(
           x, torch::nn::functional::PadFuncOptions({p[2], p[3], p[0], p[1]}));
       EXPECT_TRUE(torch::equal(mine, ref));
       EXPECT_TRUE(mine.is_contiguous(format));
       const torch::Tensor w = torch::randn_like(ref);
-      const torch::Tensor g_mine = torch::autograd::grad({(mine * w).sum()}, {x})[0];
-      const torch::Tensor g_ref = torch::autograd::grad({(ref * w).sum()}, {x})[0];
+      const torch::Tensor g_mine =
+          torch::autograd::grad({(mine * w).sum()}, {x})[0];
+      const torch::Tensor g_ref =
+          torch::autograd::grad({(ref * w).sum()}, {x})[0];
       EXPECT_TRUE(torch::equal(g_mine, g_ref));
     }
   }
@@ -282,8 +296,9 @@ TEST(ConvBnTest, FoldedEqualsConvThenBatchNorm) {
   ASSERT_TRUE(op.folds());
   EXPECT_TRUE(torch::allclose(op(x), pair.Separate(x), 1e-5, 1e-5));
   // Channels-last input gives the same values.
-  EXPECT_TRUE(torch::allclose(op(x.contiguous(torch::MemoryFormat::ChannelsLast)),
-                              pair.Separate(x), 1e-5, 1e-5));
+  EXPECT_TRUE(
+      torch::allclose(op(x.contiguous(torch::MemoryFormat::ChannelsLast)),
+                      pair.Separate(x), 1e-5, 1e-5));
 }
 
 TEST(ConvBnTest, RefoldsWhenAParameterOrStatisticChanges) {
@@ -328,8 +343,10 @@ TEST(ConvBnTest, TrainingStillGetsGradientsAndUpdatesStatistics) {
 TEST(BackboneTest, SegmentsComposeToTheForward) {
   torch::manual_seed(6);
   for (const auto& [name, alpha] :
-       {std::pair<const char*, double>{"vgg16", 1.0}, {"resnet50", 1.0},
-        {"mobilenet", 0.25}, {"mobilenet_v2", 0.35}}) {
+       {std::pair<const char*, double>{"vgg16", 1.0},
+        {"resnet50", 1.0},
+        {"mobilenet", 0.25},
+        {"mobilenet_v2", 0.35}}) {
     Backbone b = Make(name, alpha);
     ASSERT_NE(b, nullptr);
     b->eval();
@@ -340,8 +357,10 @@ TEST(BackboneTest, SegmentsComposeToTheForward) {
     ASSERT_GT(n, 4) << name;
     EXPECT_EQ(b->segment_starts().front(), 0);
     for (int k : {1, n / 2, n - 1}) {
-      const torch::Tensor split = b->ForwardSegments(b->ForwardSegments(x, 0, k), k, n);
-      EXPECT_TRUE(torch::equal(split, full)) << name << " split after segment " << k;
+      const torch::Tensor split =
+          b->ForwardSegments(b->ForwardSegments(x, 0, k), k, n);
+      EXPECT_TRUE(torch::equal(split, full))
+          << name << " split after segment " << k;
     }
   }
 }
@@ -350,13 +369,17 @@ TEST(BackboneTest, SegmentsBeforeAFirstTrainableLayer) {
   Backbone mobilenet = Make("mobilenet", 0.25);
   // The stem and blocks 1..11 lie before conv_dw_12 (block 12 starts with
   // its padding layer conv_pad_12).
-  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_dw_12")), 12);
-  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pad_12")), 12);
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_dw_12")),
+            12);
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pad_12")),
+            12);
   // A layer inside block 12: still only the segments before the block.
-  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pw_12")), 12);
+  EXPECT_EQ(mobilenet->SegmentsBefore(*mobilenet->ResolveLayer("conv_pw_12")),
+            12);
   EXPECT_EQ(mobilenet->SegmentsBefore(0), 0);
-  EXPECT_EQ(mobilenet->SegmentsBefore(static_cast<int>(mobilenet->layers().size())),
-            mobilenet->num_segments());
+  EXPECT_EQ(
+      mobilenet->SegmentsBefore(static_cast<int>(mobilenet->layers().size())),
+      mobilenet->num_segments());
   Backbone vgg = Make("vgg16");
   EXPECT_EQ(vgg->SegmentsBefore(*vgg->ResolveLayer("block5_conv1")), 4);
   EXPECT_EQ(vgg->num_segments(), 5);
@@ -365,20 +388,24 @@ TEST(BackboneTest, SegmentsBeforeAFirstTrainableLayer) {
 TEST(ConvBnTest, MobileNetFeaturesMatchUnfoldedInEvalMode) {
   FoldingOn restore;
   torch::manual_seed(5);
-  for (const auto& [name, alpha] : {std::pair<const char*, double>{"mobilenet", 0.25},
-                                    {"mobilenet_v2", 0.35}, {"resnet50", 1.0}}) {
+  for (const auto& [name, alpha] :
+       {std::pair<const char*, double>{"mobilenet", 0.25},
+        {"mobilenet_v2", 0.35},
+        {"resnet50", 1.0}}) {
     Backbone b = Make(name, alpha);
     ASSERT_NE(b, nullptr);
     {
       torch::NoGradGuard no_grad;
       for (auto& buffer : b->named_buffers()) {
-        if (buffer.key().find("running_mean") != std::string::npos) buffer.value().uniform_(-0.1, 0.1);
-        if (buffer.key().find("running_var") != std::string::npos) buffer.value().uniform_(0.5, 1.5);
+        if (buffer.key().find("running_mean") != std::string::npos)
+          buffer.value().uniform_(-0.1, 0.1);
+        if (buffer.key().find("running_var") != std::string::npos)
+          buffer.value().uniform_(0.5, 1.5);
       }
     }
     b->eval();
-    const torch::Tensor x =
-        torch::randn({2, 3, 96, 96}).contiguous(torch::MemoryFormat::ChannelsLast);
+    const torch::Tensor x = torch::randn({2, 3, 96, 96})
+                                .contiguous(torch::MemoryFormat::ChannelsLast);
     torch::NoGradGuard no_grad;
     const torch::Tensor folded = b->forward(x);
     ConvBn::EnableFolding(false);
@@ -386,7 +413,8 @@ TEST(ConvBnTest, MobileNetFeaturesMatchUnfoldedInEvalMode) {
     ConvBn::EnableFolding(true);
     const double scale = separate.abs().max().item<double>();
     ASSERT_GT(scale, 0);
-    EXPECT_LT((folded - separate).abs().max().item<double>(), 1e-4 * scale) << name;
+    EXPECT_LT((folded - separate).abs().max().item<double>(), 1e-4 * scale)
+        << name;
   }
 }
 

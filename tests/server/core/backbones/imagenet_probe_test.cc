@@ -3,14 +3,14 @@
 // pooled 224 px features separates cats from dogs (train folder -> validation
 // folder of ../shared/data/cats_and_dogs). A wrong transpose, padding or
 // preprocessing gives about 0.5-0.7; a correct pipeline about 0.93.
+#include <algorithm>
+#include <filesystem>
+
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
-
-#include <algorithm>
-#include <filesystem>
 
 #include "server/core/backbones/backbone.h"
 #include "server/core/backbones/weights.h"
@@ -30,7 +30,8 @@ struct Features {
 // pools globally.
 Features Extract(BackboneImpl& base, const fs::path& folder, bool bf16) {
   std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(folder)) files.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(folder))
+    files.push_back(e.path());
   std::sort(files.begin(), files.end());
   std::vector<torch::Tensor> feats;
   std::vector<float> labels;
@@ -38,20 +39,24 @@ Features Extract(BackboneImpl& base, const fs::path& folder, bool bf16) {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < files.size(); i += batch) {
     const size_t n = std::min(batch, files.size() - i);
-    torch::Tensor images = torch::empty({static_cast<int64_t>(n), 224, 224, 3}, torch::kUInt8);
+    torch::Tensor images =
+        torch::empty({static_cast<int64_t>(n), 224, 224, 3}, torch::kUInt8);
     for (size_t j = 0; j < n; ++j) {
       cv::Mat bgr = cv::imread(files[i + j].string(), cv::IMREAD_COLOR);
       EXPECT_FALSE(bgr.empty()) << files[i + j];
       cv::Mat rgb;
       cv::resize(bgr, bgr, cv::Size(224, 224), 0, 0, cv::INTER_AREA);
       cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-      std::memcpy(images[static_cast<int64_t>(j)].data_ptr(), rgb.data, 224 * 224 * 3);
-      labels.push_back(files[i + j].filename().string().rfind("dog", 0) == 0 ? 1.0f : 0.0f);
+      std::memcpy(images[static_cast<int64_t>(j)].data_ptr(), rgb.data,
+                  224 * 224 * 3);
+      labels.push_back(
+          files[i + j].filename().string().rfind("dog", 0) == 0 ? 1.0f : 0.0f);
     }
     // NCHW, as this test always ran: ApplyPreprocessing now gives
     // channels-last, for which oneDNN has no fast emulated-bf16 kernels on
     // CPUs without native bf16.
-    torch::Tensor x = ApplyPreprocessing(base.DefaultPreprocessing(), images).contiguous();
+    torch::Tensor x =
+        ApplyPreprocessing(base.DefaultPreprocessing(), images).contiguous();
     at::autocast::set_cpu_enabled(bf16);
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     feats.push_back(base.forward(x).to(torch::kFloat32).mean({2, 3}));
@@ -109,8 +114,8 @@ TEST(ImagenetProbeTest, RealMobileNetWeightsSeparateCatsFromDogs) {
     ASSERT_EQ(train.x.size(0), 2000);
     ASSERT_EQ(val.x.size(0), 1000);
     accuracy[bf16] = ProbeAccuracy(train, val);
-    std::printf("probe validation accuracy (%s): %.4f\n", bf16 ? "bf16" : "fp32",
-                accuracy[bf16]);
+    std::printf("probe validation accuracy (%s): %.4f\n",
+                bf16 ? "bf16" : "fp32", accuracy[bf16]);
   }
   RecordProperty("validation_accuracy_fp32", std::to_string(accuracy[0]));
   RecordProperty("validation_accuracy_bf16", std::to_string(accuracy[1]));

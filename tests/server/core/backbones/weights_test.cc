@@ -25,7 +25,8 @@ using ::testing::HasSubstr;
 fs::path ReferenceDir() {
   const char* dir = std::getenv("TRANSFERD_MODEL_REFERENCES");
   if (dir == nullptr || *dir == '\0') {
-    ADD_FAILURE() << "TRANSFERD_MODEL_REFERENCES is not set (run through ctest)";
+    ADD_FAILURE()
+        << "TRANSFERD_MODEL_REFERENCES is not set (run through ctest)";
     return {};
   }
   if (!fs::exists(fs::path(dir) / "vgg16.keras.h5")) {
@@ -75,7 +76,8 @@ TEST_P(TorchvisionParityTest, SafetensorsMatchTorchvision) {
   absl::Status loaded =
       LoadTorchvisionSafetensors(*b, dir / (name + ".torchvision.safetensors"));
   ASSERT_TRUE(loaded.ok()) << loaded;
-  ExpectMatchesReference(*b, dir / (name + ".torchvision.reference.safetensors"));
+  ExpectMatchesReference(*b,
+                         dir / (name + ".torchvision.reference.safetensors"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParityTest,
@@ -109,15 +111,18 @@ class BrokenFilesTest : public ::testing::Test {
   }
   std::vector<torch::Tensor> Snapshot() {
     std::vector<torch::Tensor> out;
-    for (const auto& p : backbone_->named_parameters()) out.push_back(p.value().clone());
-    for (const auto& p : backbone_->named_buffers()) out.push_back(p.value().clone());
+    for (const auto& p : backbone_->named_parameters())
+      out.push_back(p.value().clone());
+    for (const auto& p : backbone_->named_buffers())
+      out.push_back(p.value().clone());
     return out;
   }
   void ExpectUntouched() {
     auto after = Snapshot();
     ASSERT_EQ(after.size(), before_.size());
     for (size_t i = 0; i < after.size(); ++i) {
-      EXPECT_TRUE(torch::equal(after[i], before_[i])) << "tensor " << i << " changed";
+      EXPECT_TRUE(torch::equal(after[i], before_[i]))
+          << "tensor " << i << " changed";
     }
   }
   fs::path Write(const std::string& name, const std::string& bytes) {
@@ -138,13 +143,15 @@ class BrokenFilesTest : public ::testing::Test {
 
 TEST_F(BrokenFilesTest, TruncatedH5) {
   const std::string full = Read(dir_ / "mobilenet.keras.h5");
-  absl::Status s = LoadKerasH5(*backbone_, Write("t.h5", full.substr(0, full.size() / 2)));
+  absl::Status s =
+      LoadKerasH5(*backbone_, Write("t.h5", full.substr(0, full.size() / 2)));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   ExpectUntouched();
 }
 
 TEST_F(BrokenFilesTest, NotAnH5File) {
-  absl::Status s = LoadKerasH5(*backbone_, Write("x.h5", std::string(5000, 'x')));
+  absl::Status s =
+      LoadKerasH5(*backbone_, Write("x.h5", std::string(5000, 'x')));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("not an HDF5 file"));
   EXPECT_EQ(LoadKerasH5(*backbone_, dir_ / "absent.h5").code(),
@@ -164,31 +171,34 @@ TEST_F(BrokenFilesTest, WrongWidthNamesExpectedAndFoundShapes) {
   Backbone wider = Make("mobilenet", Flavor::kKeras, 0.5);
   absl::Status s = LoadKerasH5(*wider, dir_ / "mobilenet.keras.h5");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("conv1.weight has shape [8,3,3,3]"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("conv1.weight has shape [8,3,3,3]"));
   EXPECT_THAT(std::string(s.message()), HasSubstr("expects [16,3,3,3]"));
 }
 
 TEST_F(BrokenFilesTest, TruncatedAndCorruptSafetensors) {
   Backbone tv = Make("vgg16", Flavor::kTorchvision);
   const std::string full = Read(dir_ / "vgg16.torchvision.safetensors");
-  absl::Status truncated =
-      LoadTorchvisionSafetensors(*tv, Write("t.safetensors", full.substr(0, full.size() - 1000)));
+  absl::Status truncated = LoadTorchvisionSafetensors(
+      *tv, Write("t.safetensors", full.substr(0, full.size() - 1000)));
   EXPECT_EQ(truncated.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(truncated.message()), HasSubstr("outside"));
 
   std::string garbage = full;
   garbage[10] = '\x01';  // inside the JSON header
-  EXPECT_EQ(LoadTorchvisionSafetensors(*tv, Write("g.safetensors", garbage)).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      LoadTorchvisionSafetensors(*tv, Write("g.safetensors", garbage)).code(),
+      absl::StatusCode::kInvalidArgument);
   std::string huge_header = full;
   huge_header[7] = '\x7f';  // header length far beyond the file
-  EXPECT_EQ(LoadTorchvisionSafetensors(*tv, Write("h.safetensors", huge_header)).code(),
+  EXPECT_EQ(LoadTorchvisionSafetensors(*tv, Write("h.safetensors", huge_header))
+                .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(LoadTorchvisionSafetensors(*tv, Write("e.safetensors", "")).code(),
             absl::StatusCode::kInvalidArgument);
   // Another architecture's torchvision file.
-  absl::Status other =
-      LoadTorchvisionSafetensors(*tv, dir_ / "mobilenet_v2.torchvision.safetensors");
+  absl::Status other = LoadTorchvisionSafetensors(
+      *tv, dir_ / "mobilenet_v2.torchvision.safetensors");
   EXPECT_EQ(other.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(other.message()), HasSubstr("features."));
 }
@@ -221,7 +231,8 @@ TEST(BuildBackboneTest, WeightsNameTheFlavourAndTheFile) {
   WeightsCacheOptions cache;
   cache.dir = tmp.path();
   fs::copy_file(refs / "mobilenet.keras.h5", cache.dir / "mine.h5");
-  fs::copy_file(refs / "vgg16.torchvision.safetensors", cache.dir / "tv.safetensors");
+  fs::copy_file(refs / "vgg16.torchvision.safetensors",
+                cache.dir / "tv.safetensors");
 
   auto keras = BuildBackbone("mobilenet", 0.25, "mine.h5", 224, cache);
   ASSERT_TRUE(keras.ok()) << keras.status();
@@ -239,8 +250,9 @@ TEST(BuildBackboneTest, WeightsNameTheFlavourAndTheFile) {
               absl::StatusCode::kInvalidArgument)
         << bad;
   }
-  EXPECT_EQ(BuildBackbone("vgg16", 1.0, "absent.h5", 150, cache).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      BuildBackbone("vgg16", 1.0, "absent.h5", 150, cache).status().code(),
+      absl::StatusCode::kNotFound);
   EXPECT_EQ(BuildBackbone("vgg16", 1.0, "none", 16, cache).status().code(),
             absl::StatusCode::kInvalidArgument);
   // imagenet without the file and without downloads: a precise refusal.

@@ -1,9 +1,9 @@
 #include "server/core/data/augment.h"
 
+#include <vector>
+
 #include <gtest/gtest.h>
 #include <opencv2/core.hpp>
-
-#include <vector>
 
 namespace transferd::core::data {
 namespace {
@@ -49,7 +49,8 @@ TEST(AugmentTest, HorizontalFlipMirrorsTheImage) {
   for (int r = 0; r < h; ++r) {
     for (int c = 0; c < w; ++c) {
       for (int k = 0; k < 3; ++k) {
-        ASSERT_EQ(At(dst, w, r, c)[k], At(src, w, r, w - 1 - c)[k]) << r << "," << c;
+        ASSERT_EQ(At(dst, w, r, c)[k], At(src, w, r, w - 1 - c)[k])
+            << r << "," << c;
       }
     }
   }

@@ -133,7 +133,8 @@ TEST(ImagesTest, EverySharedImageDecodes) {
   if (!data) GTEST_SKIP() << "TRANSFERD_TEST_DATA not set";
   int decoded = 0;
   for (const char* split : {"train", "validation"}) {
-    for (const auto& entry : std::filesystem::directory_iterator(*data / split)) {
+    for (const auto& entry :
+         std::filesystem::directory_iterator(*data / split)) {
       std::ifstream in(entry.path(), std::ios::binary);
       const std::string bytes((std::istreambuf_iterator<char>(in)), {});
       auto image = DecodeImage(bytes, {}, 150);

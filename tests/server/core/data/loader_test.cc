@@ -1,14 +1,14 @@
 #include "server/core/data/loader.h"
 
+#include <filesystem>
+#include <fstream>
+#include <set>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
-
-#include <filesystem>
-#include <fstream>
-#include <set>
 
 #include "tests/support/subprocess.h"
 
@@ -27,7 +27,8 @@ class LoaderTest : public ::testing::Test {
       const int w = 40 + 13 * i, h = 30 + 7 * i;
       cv::Mat img(h, w, CV_8UC3, cv::Scalar(i * 10, 255 - i * 10, 128));
       img(cv::Rect(0, 0, w / 2, h / 2)).setTo(cv::Scalar(255, 255, 255));
-      const std::string path = dir_.path() + "/img" + std::to_string(i) + ".jpg";
+      const std::string path =
+          dir_.path() + "/img" + std::to_string(i) + ".jpg";
       ASSERT_TRUE(cv::imwrite(path, img));
       examples_.push_back({path, i % 3});
     }
@@ -73,7 +74,7 @@ TEST_F(LoaderTest, YieldsEveryExampleOnceInChannelsLastBatches) {
     EXPECT_EQ(b.images.size(2), 32);
     EXPECT_TRUE(b.images.is_contiguous(torch::MemoryFormat::ChannelsLast));
     EXPECT_EQ(b.images.scalar_type(), torch::kFloat32);
-    EXPECT_LE(b.images.max().item<float>(), 1.0f);   // tf preprocessing
+    EXPECT_LE(b.images.max().item<float>(), 1.0f);  // tf preprocessing
     EXPECT_GE(b.images.min().item<float>(), -1.0f);
     for (size_t i = 0; i < b.examples.size(); ++i) {
       EXPECT_EQ(b.labels[static_cast<int64_t>(i)].item<int64_t>(),
@@ -126,7 +127,8 @@ TEST_F(LoaderTest, DecodedImageCacheGivesTheSameBatchesWithoutRereadingFiles) {
   const auto again = Epoch(*cached, 2);
   ASSERT_EQ(again.size(), reference.size());
   for (size_t i = 0; i < again.size(); ++i) {
-    EXPECT_TRUE(torch::equal(again[i].images, reference[i].images)) << "batch " << i;
+    EXPECT_TRUE(torch::equal(again[i].images, reference[i].images))
+        << "batch " << i;
   }
   // A budget of one image keeps one image.
   auto small = std::make_shared<DecodedImageCache>(32 * 32 * 3);

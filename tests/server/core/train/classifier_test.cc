@@ -3,16 +3,16 @@
 // field-naming errors of DescribeStage.
 #include "server/core/train/classifier.h"
 
+#include <algorithm>
+#include <map>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <algorithm>
-#include <map>
-
 #include "server/core/backbones/layers.h"
-#include "server/core/train/trainer.h"
 #include "server/core/train/train_util.h"
+#include "server/core/train/trainer.h"
 #include "tests/server/core/train/train_test_util.h"
 #include "tests/support/subprocess.h"
 
@@ -75,25 +75,29 @@ TEST(DescribeStageTest, ErrorsNameTheField) {
   EXPECT_EQ(bad_layer.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(bad_layer.status().message()),
               StartsWith("trainable_from: unknown layer \"blok5_conv1\""));
-  EXPECT_THAT(std::string(bad_layer.status().message()), HasSubstr("block5_conv1"));
+  EXPECT_THAT(std::string(bad_layer.status().message()),
+              HasSubstr("block5_conv1"));
 
   ModelConfig small = Vgg16Notebook();
   small.input_size = 16;
   auto bad_size = DescribeStage(small, testing::Stage("none", 1), 2);
   ASSERT_FALSE(bad_size.ok());
-  EXPECT_THAT(std::string(bad_size.status().message()), StartsWith("model.input_size: "));
+  EXPECT_THAT(std::string(bad_size.status().message()),
+              StartsWith("model.input_size: "));
 
   StageConfig zero = testing::Stage("none", 1, 0);
   auto bad_batch = DescribeStage(Vgg16Notebook(), zero, 2);
   ASSERT_FALSE(bad_batch.ok());
-  EXPECT_EQ(std::string(bad_batch.status().message()), "batch_size must be > 0 (got 0)");
+  EXPECT_EQ(std::string(bad_batch.status().message()),
+            "batch_size must be > 0 (got 0)");
 
   ModelConfig bad_backbone = Vgg16Notebook();
   bad_backbone.backbone = "vgg17";
-  EXPECT_THAT(std::string(DescribeStage(bad_backbone, testing::Stage("none", 1), 2)
-                              .status()
-                              .message()),
-              StartsWith("model.backbone: "));
+  EXPECT_THAT(
+      std::string(DescribeStage(bad_backbone, testing::Stage("none", 1), 2)
+                      .status()
+                      .message()),
+      StartsWith("model.backbone: "));
 }
 
 TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
@@ -124,7 +128,8 @@ TEST(ClassifierTest, FrozenBatchNormStaysInInferenceMode) {
   const backbones::NamedTensors before = model->BackboneTensors();
   (void)model->forward(torch::randn({4, 3, 32, 32}));
   const backbones::NamedTensors after = model->BackboneTensors();
-  EXPECT_TRUE(torch::equal(before.at("conv1_bn.running_mean"), after.at("conv1_bn.running_mean")));
+  EXPECT_TRUE(torch::equal(before.at("conv1_bn.running_mean"),
+                           after.at("conv1_bn.running_mean")));
   EXPECT_FALSE(torch::equal(before.at("conv_pw_13_bn.running_mean"),
                             after.at("conv_pw_13_bn.running_mean")));
 
@@ -175,7 +180,8 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
     size_t k = 0;
     for (const auto& l : layers) {
       if (l.kind != backbones::KerasLayer::Kind::kBatchNorm) continue;
-      l.module->as<torch::nn::BatchNorm2dImpl>()->options.momentum(momenta[k++]);
+      l.module->as<torch::nn::BatchNorm2dImpl>()->options.momentum(
+          momenta[k++]);
     }
     model->train();
   }
@@ -191,10 +197,13 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
   // Gradients of the live parameters of the trainable conv/BatchNorm layers.
   const auto grads = [&] {
     std::map<std::string, torch::Tensor> out;
-    for (const char* layer : {"conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"}) {
-      const auto& module = layers[*model->backbone().ResolveLayer(layer)].module;
+    for (const char* layer :
+         {"conv_dw_13", "conv_dw_13_bn", "conv_pw_13", "conv_pw_13_bn"}) {
+      const auto& module =
+          layers[*model->backbone().ResolveLayer(layer)].module;
       for (const auto& p : module->named_parameters()) {
-        if (p.value().grad().defined()) out[std::string(layer) + "." + p.key()] = p.value().grad().clone();
+        if (p.value().grad().defined())
+          out[std::string(layer) + "." + p.key()] = p.value().grad().clone();
       }
     }
     return out;
@@ -211,7 +220,9 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
   for (const auto& [name, g] : folded) {
     EXPECT_GT(g.abs().max().item<double>(), 1e-6) << name;
     const double scale = separate.at(name).abs().max().item<double>();
-    EXPECT_LE((g - separate.at(name)).abs().max().item<double>(), 1e-4 * scale + 1e-8) << name;
+    EXPECT_LE((g - separate.at(name)).abs().max().item<double>(),
+              1e-4 * scale + 1e-8)
+        << name;
   }
   {
     torch::NoGradGuard no_grad;
@@ -220,17 +231,22 @@ TEST(ClassifierTest, BatchNormInferenceKeepsStatisticsButTrainsGammaAndBeta) {
     }
   }
   const backbones::NamedTensors after = model->BackboneTensors();
-  for (const char* stat : {"conv_dw_13_bn.running_mean", "conv_dw_13_bn.running_var",
-                           "conv_pw_13_bn.running_mean", "conv_pw_13_bn.running_var"}) {
+  for (const char* stat :
+       {"conv_dw_13_bn.running_mean", "conv_dw_13_bn.running_var",
+        "conv_pw_13_bn.running_mean", "conv_pw_13_bn.running_var"}) {
     EXPECT_TRUE(torch::equal(snapshot.at(stat), after.at(stat))) << stat;
   }
-  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.weight"), after.at("conv_pw_13_bn.weight")));
-  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.bias"), after.at("conv_pw_13_bn.bias")));
-  EXPECT_TRUE(torch::equal(snapshot.at("conv_pw_12.weight"), after.at("conv_pw_12.weight")));
+  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.weight"),
+                            after.at("conv_pw_13_bn.weight")));
+  EXPECT_FALSE(torch::equal(snapshot.at("conv_pw_13_bn.bias"),
+                            after.at("conv_pw_13_bn.bias")));
+  EXPECT_TRUE(torch::equal(snapshot.at("conv_pw_12.weight"),
+                           after.at("conv_pw_12.weight")));
 
   // Off again: the trainable part's BatchNorm uses batch statistics.
   model->SetBatchNormInference(false);
-  EXPECT_TRUE(layers[*model->backbone().ResolveLayer("conv_pw_13_bn")].module->is_training());
+  EXPECT_TRUE(layers[*model->backbone().ResolveLayer("conv_pw_13_bn")]
+                  .module->is_training());
 }
 
 TEST(ClassifierTest, HeadIsKerasInitialisedAndDeterministic) {
@@ -241,7 +257,8 @@ TEST(ClassifierTest, HeadIsKerasInitialisedAndDeterministic) {
   ASSERT_TRUE(a.ok() && b.ok());
   const auto ta = (*a)->StateTensors(), tb = (*b)->StateTensors();
   ASSERT_EQ(ta.size(), tb.size());
-  for (const auto& [name, t] : ta) EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+  for (const auto& [name, t] : ta)
+    EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
   const torch::Tensor w = ta.at("head.hidden.weight");
   EXPECT_EQ(w.sizes(), (std::vector<int64_t>{8, 256}));
   const double limit = std::sqrt(6.0 / (256 + 8));
@@ -268,12 +285,14 @@ TEST(ClassifierTest, SaveAndLoadRoundTrip) {
   ASSERT_TRUE((*a)->Save(path).ok());
   ASSERT_TRUE((*b)->Load(path).ok());
   const auto ta = (*a)->StateTensors(), tb = (*b)->StateTensors();
-  for (const auto& [name, t] : ta) EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+  for (const auto& [name, t] : ta)
+    EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
   const torch::Tensor x = torch::rand({2, 3, 32, 32});
   (*a)->eval();
   (*b)->eval();
   EXPECT_TRUE(torch::allclose((*a)->forward(x), (*b)->forward(x)));
-  EXPECT_EQ((*a)->Probabilities((*a)->forward(x)).sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ((*a)->Probabilities((*a)->forward(x)).sizes(),
+            (std::vector<int64_t>{2, 3}));
 
   // A two-class file does not fit a three-class model.
   torch::manual_seed(3);
@@ -292,8 +311,10 @@ TEST(TrainUtilTest, RocAuc) {
 
 TEST(TrainUtilTest, SectionFileDetectsTruncation) {
   transferd::testing::TempDir dir;
-  const std::filesystem::path path = std::filesystem::path(dir.path()) / "x.tdc";
-  auto written = WriteSectionFile(path, {{"a", "hello"}, {"b", std::string(1000, 'x')}});
+  const std::filesystem::path path =
+      std::filesystem::path(dir.path()) / "x.tdc";
+  auto written =
+      WriteSectionFile(path, {{"a", "hello"}, {"b", std::string(1000, 'x')}});
   ASSERT_TRUE(written.ok()) << written.status();
   EXPECT_EQ(*written, static_cast<int64_t>(std::filesystem::file_size(path)));
   auto read = ReadSectionFile(path);

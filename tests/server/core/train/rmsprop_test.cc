@@ -3,29 +3,30 @@
 // counters bumped, and state that loads into either optimizer.
 #include "server/core/train/rmsprop.h"
 
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
-#include <c10/util/string_utils.h>
-
 #include <sstream>
 #include <vector>
+
+#include <c10/util/string_utils.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 
 namespace transferd::core::train {
 namespace {
 
 std::vector<torch::Tensor> Params(int64_t seed) {
   torch::manual_seed(seed);
-  return {torch::randn({256, 1000}).requires_grad_(), torch::randn({256}).requires_grad_(),
+  return {torch::randn({256, 1000}).requires_grad_(),
+          torch::randn({256}).requires_grad_(),
           torch::randn({1, 256}).requires_grad_()};
 }
 
 // A few steps with seeded gradients; returns the parameters (and, in
 // `square_avgs`, the optimizer's state).
 template <typename Opt>
-std::vector<torch::Tensor> Train(const torch::optim::RMSpropOptions& options, int steps,
-                                 std::vector<torch::Tensor> params,
-                                 std::vector<torch::Tensor>* square_avgs = nullptr) {
+std::vector<torch::Tensor> Train(
+    const torch::optim::RMSpropOptions& options, int steps,
+    std::vector<torch::Tensor> params,
+    std::vector<torch::Tensor>* square_avgs = nullptr) {
   auto opt = std::make_unique<Opt>(params, options);
   torch::manual_seed(99);
   for (int s = 0; s < steps; ++s) {
@@ -36,9 +37,12 @@ std::vector<torch::Tensor> Train(const torch::optim::RMSpropOptions& options, in
   for (auto& p : params) {
     result.push_back(p.detach().clone());
     if (square_avgs != nullptr) {
-      const auto& state = opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      const auto& state =
+          opt->state().at(c10::guts::to_string(p.unsafeGetTensorImpl()));
       square_avgs->push_back(
-          static_cast<const torch::optim::RMSpropParamState&>(*state).square_avg().clone());
+          static_cast<const torch::optim::RMSpropParamState&>(*state)
+              .square_avg()
+              .clone());
     }
   }
   return result;
@@ -54,7 +58,8 @@ TEST(FusedRMSpropTest, FollowsTorchRMSpropUpToRounding) {
     const auto options = torch::optim::RMSpropOptions(lr).alpha(0.9).eps(1e-7);
     std::vector<torch::Tensor> fused_avg, plain_avg;
     const auto fused = Train<FusedRMSprop>(options, 30, Params(1), &fused_avg);
-    const auto plain = Train<torch::optim::RMSprop>(options, 30, Params(1), &plain_avg);
+    const auto plain =
+        Train<torch::optim::RMSprop>(options, 30, Params(1), &plain_avg);
     const auto start = Params(1);
     for (size_t i = 0; i < plain.size(); ++i) {
       EXPECT_FALSE(torch::equal(plain[i], start[i]));  // it did move
@@ -63,19 +68,22 @@ TEST(FusedRMSpropTest, FollowsTorchRMSpropUpToRounding) {
       // is rounded to the weight's float spacing either way).
       EXPECT_LT(RelativeError(fused_avg[i], plain_avg[i]), 1e-6) << i;
       EXPECT_LT(RelativeError(fused[i], plain[i]), 1e-6) << i;
-      EXPECT_LT(RelativeError(fused[i] - start[i], plain[i] - start[i]), 1e-3) << i;
+      EXPECT_LT(RelativeError(fused[i] - start[i], plain[i] - start[i]), 1e-3)
+          << i;
     }
   }
 }
 
 TEST(FusedRMSpropTest, FallsBackToRMSpropsOwnStep) {
   // Momentum, centring and weight decay are RMSprop's code path: bit-identical.
-  for (const auto& options : {torch::optim::RMSpropOptions(1e-3).momentum(0.9),
-                              torch::optim::RMSpropOptions(1e-3).centered(true),
-                              torch::optim::RMSpropOptions(1e-3).weight_decay(1e-2)}) {
+  for (const auto& options :
+       {torch::optim::RMSpropOptions(1e-3).momentum(0.9),
+        torch::optim::RMSpropOptions(1e-3).centered(true),
+        torch::optim::RMSpropOptions(1e-3).weight_decay(1e-2)}) {
     const auto fused = Train<FusedRMSprop>(options, 5, Params(2));
     const auto plain = Train<torch::optim::RMSprop>(options, 5, Params(2));
-    for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(torch::equal(fused[i], plain[i]));
+    for (size_t i = 0; i < plain.size(); ++i)
+      EXPECT_TRUE(torch::equal(fused[i], plain[i]));
   }
   // A non-contiguous parameter too.
   torch::manual_seed(3);

@@ -4,12 +4,12 @@
 // epoch on one CPU.
 #pragma once
 
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "server/core/train/train_config.h"
 
@@ -28,7 +28,8 @@ inline std::vector<data::Example> MakeImages(const std::filesystem::path& dir,
     cv::Mat img(size, size, CV_8UC3);
     const int lo = label ? 120 : 0, hi = label ? 255 : 150;
     rng.fill(img, cv::RNG::UNIFORM, cv::Scalar::all(lo), cv::Scalar::all(hi));
-    const std::filesystem::path path = dir / split / (std::to_string(i) + ".png");
+    const std::filesystem::path path =
+        dir / split / (std::to_string(i) + ".png");
     cv::imwrite(path.string(), img);
     out.push_back(data::Example{path.string(), label});
   }
@@ -41,7 +42,8 @@ inline TrainData MakeData(const std::filesystem::path& dir, int train = 16,
   d.dataset_id = "ds-test";
   d.classes = {"cat", "dog"};
   d.train = MakeImages(dir, "train", train, size, 1);
-  if (validation > 0) d.validation = MakeImages(dir, "validation", validation, size, 2);
+  if (validation > 0)
+    d.validation = MakeImages(dir, "validation", validation, size, 2);
   if (test > 0) d.test = MakeImages(dir, "test", test, size, 3);
   return d;
 }

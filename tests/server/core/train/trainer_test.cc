@@ -2,16 +2,16 @@
 // feature cache, checkpoints and resuming, and configuration errors.
 #include "server/core/train/trainer.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
 #include <chrono>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
-#include "server/core/data/loader.h"
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
 #include "server/core/backbones/safetensors.h"
+#include "server/core/data/loader.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_util.h"
 #include "tests/server/core/train/train_test_util.h"
@@ -41,7 +41,8 @@ class TrainerTest : public ::testing::Test {
     return env;
   }
 
-  absl::StatusOr<TrainResult> Train(const TrainConfig& config, const TrainerEnv& env,
+  absl::StatusOr<TrainResult> Train(const TrainConfig& config,
+                                    const TrainerEnv& env,
                                     const TrainerCallbacks& cb = {}) {
     auto trainer = Trainer::Create(config, data_, env);
     if (!trainer.ok()) return trainer.status();
@@ -53,15 +54,16 @@ class TrainerTest : public ::testing::Test {
   TrainData data_;
 };
 
-void ExpectSameHistory(const std::vector<EpochReport>& a, const std::vector<EpochReport>& b,
-                       double tolerance) {
+void ExpectSameHistory(const std::vector<EpochReport>& a,
+                       const std::vector<EpochReport>& b, double tolerance) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].epoch, b[i].epoch);
     EXPECT_EQ(a[i].stage, b[i].stage);
     EXPECT_NEAR(a[i].loss, b[i].loss, tolerance) << "epoch " << a[i].epoch;
     EXPECT_NEAR(a[i].accuracy, b[i].accuracy, 1e-9) << "epoch " << a[i].epoch;
-    EXPECT_NEAR(a[i].val_loss, b[i].val_loss, tolerance) << "epoch " << a[i].epoch;
+    EXPECT_NEAR(a[i].val_loss, b[i].val_loss, tolerance)
+        << "epoch " << a[i].epoch;
     EXPECT_NEAR(a[i].learning_rate, b[i].learning_rate, 1e-12);
   }
 }
@@ -91,8 +93,10 @@ TEST_F(TrainerTest, FrozenBaseStaysByteIdentical) {
   {
     torch::NoGradGuard g;
     for (auto& b : (*initial)->named_buffers()) {
-      if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.1, 0.1);
-      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
+      if (b.key().find("running_mean") != std::string::npos)
+        b.value().uniform_(-0.1, 0.1);
+      if (b.key().find("running_var") != std::string::npos)
+        b.value().uniform_(0.5, 1.5);
     }
   }
   const fs::path init_file = root_ / "init.safetensors";
@@ -226,7 +230,8 @@ TEST_F(TrainerTest, FeatureCacheIsWrittenReusedAndMatchesTheImagePath) {
   EXPECT_EQ(first->features_computed, 16 + 8 + 8);
   EXPECT_EQ(first->features_loaded, 0);
   int files = 0;
-  for (const auto& e : fs::recursive_directory_iterator(root_ / "cache" / "features")) {
+  for (const auto& e :
+       fs::recursive_directory_iterator(root_ / "cache" / "features")) {
     files += e.path().extension() == ".feat";
   }
   EXPECT_EQ(files, 3);
@@ -257,11 +262,13 @@ TEST_F(TrainerTest, FrozenBottomActivationsGiveTheSameValidation) {
   // the whole base every epoch.
   TrainConfig config;
   config.model = testing::TinyMobileNet();
-  config.stages = {testing::Stage("conv_dw_12", 2), testing::Stage("conv_dw_13", 1)};
+  config.stages = {testing::Stage("conv_dw_12", 2),
+                   testing::Stage("conv_dw_13", 1)};
   config.seed = 5;
   auto kept = Train(config, Env("kept"));
   ASSERT_TRUE(kept.ok()) << kept.status();
-  EXPECT_EQ(kept->activations_kept, 8 + 8);  // validation images, once per stage
+  EXPECT_EQ(kept->activations_kept,
+            8 + 8);  // validation images, once per stage
 
   TrainerEnv env = Env("full");
   env.activation_cache_bytes = 0;
@@ -298,9 +305,11 @@ TEST_F(TrainerTest, EpochOrderIsTheLoaderOrder) {
       auto batch = (*loader)->Next();
       ASSERT_TRUE(batch.ok());
       if (!*batch) break;
-      seen.insert(seen.end(), (*batch)->examples.begin(), (*batch)->examples.end());
+      seen.insert(seen.end(), (*batch)->examples.begin(),
+                  (*batch)->examples.end());
     }
-    EXPECT_EQ(seen, EpochOrder(data_.train.size(), 42, epoch)) << "epoch " << epoch;
+    EXPECT_EQ(seen, EpochOrder(data_.train.size(), 42, epoch))
+        << "epoch " << epoch;
   }
 }
 
@@ -335,7 +344,9 @@ TEST_F(TrainerTest, ResumesAfterCancelLikeAnUninterruptedRun) {
 
   std::vector<int> resumed_epochs;
   TrainerCallbacks cb2;
-  cb2.epoch_end = [&](const EpochReport& e) { resumed_epochs.push_back(e.epoch); };
+  cb2.epoch_end = [&](const EpochReport& e) {
+    resumed_epochs.push_back(e.epoch);
+  };
   auto resumed = Train(config, Env("resumed"), cb2);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed_epochs, (std::vector<int>{4}));
@@ -343,7 +354,8 @@ TEST_F(TrainerTest, ResumesAfterCancelLikeAnUninterruptedRun) {
   ExpectSameHistory(reference->history, resumed->history, 1e-5);
   EXPECT_EQ(resumed->best_epoch, reference->best_epoch);
   ASSERT_EQ(resumed->evaluations.size(), reference->evaluations.size());
-  EXPECT_NEAR(resumed->evaluations[0].loss, reference->evaluations[0].loss, 1e-5);
+  EXPECT_NEAR(resumed->evaluations[0].loss, reference->evaluations[0].loss,
+              1e-5);
 
   // Two checkpoints are kept.
   int checkpoints = 0;
@@ -362,14 +374,17 @@ TEST_F(TrainerTest, TruncatedNewestCheckpointFallsBackToThePreviousOne) {
   TrainerCallbacks cb;
   cb.epoch_end = [&](const EpochReport&) { ++ended; };
   cb.cancelled = [&] { return ended >= 3; };
-  EXPECT_EQ(Train(config, Env("torn"), cb).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(Train(config, Env("torn"), cb).status().code(),
+            absl::StatusCode::kCancelled);
   const fs::path newest = root_ / "jobs" / "torn" / "checkpoint-000003.tdc";
   ASSERT_TRUE(fs::exists(newest));
   fs::resize_file(newest, fs::file_size(newest) / 2);
 
   std::vector<int> resumed_epochs;
   TrainerCallbacks cb2;
-  cb2.epoch_end = [&](const EpochReport& e) { resumed_epochs.push_back(e.epoch); };
+  cb2.epoch_end = [&](const EpochReport& e) {
+    resumed_epochs.push_back(e.epoch);
+  };
   auto resumed = Train(config, Env("torn"), cb2);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed_epochs, (std::vector<int>{3, 4}));
@@ -405,23 +420,30 @@ TEST_F(TrainerTest, CreateErrorsNameTheField) {
   auto bad_layer = Trainer::Create(config, data_, Env("errors"));
   ASSERT_FALSE(bad_layer.ok());
   EXPECT_EQ(bad_layer.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad_layer.status().message()),
-              StartsWith("stages[1].trainable_from: unknown layer \"conv_pw_14\""));
+  EXPECT_THAT(
+      std::string(bad_layer.status().message()),
+      StartsWith("stages[1].trainable_from: unknown layer \"conv_pw_14\""));
 
   config.stages = {testing::Stage("none", 1, 0)};
-  EXPECT_THAT(std::string(Trainer::Create(config, data_, Env("errors")).status().message()),
-              StartsWith("stages[0].batch_size must be > 0"));
+  EXPECT_THAT(
+      std::string(
+          Trainer::Create(config, data_, Env("errors")).status().message()),
+      StartsWith("stages[0].batch_size must be > 0"));
 
   config.stages = {testing::Stage("none", 1)};
   config.model.input_size = 20;
-  EXPECT_THAT(std::string(Trainer::Create(config, data_, Env("errors")).status().message()),
-              StartsWith("model.input_size: "));
+  EXPECT_THAT(
+      std::string(
+          Trainer::Create(config, data_, Env("errors")).status().message()),
+      StartsWith("model.input_size: "));
 
   config.model = testing::TinyMobileNet();
   TrainData no_val = data_;
   no_val.validation.clear();
-  EXPECT_THAT(std::string(Trainer::Create(config, no_val, Env("errors")).status().message()),
-              StartsWith("selection_metric: \"val_accuracy\" needs validation data"));
+  EXPECT_THAT(
+      std::string(
+          Trainer::Create(config, no_val, Env("errors")).status().message()),
+      StartsWith("selection_metric: \"val_accuracy\" needs validation data"));
   config.selection_metric = "accuracy";
   EXPECT_TRUE(Trainer::Create(config, no_val, Env("errors")).ok());
 }

@@ -20,9 +20,9 @@ TEST(DataDirTest, CreatesLayout) {
   testing::TempDir tmp;
   auto dir = DataDir::Open({tmp.path() + "/d"});
   ASSERT_TRUE(dir.ok()) << dir.status();
-  for (const fs::path& p : {(*dir)->weights_dir(), (*dir)->datasets_dir(),
-                            (*dir)->models_dir(), (*dir)->cache_dir(),
-                            (*dir)->tmp_dir()}) {
+  for (const fs::path& p :
+       {(*dir)->weights_dir(), (*dir)->datasets_dir(), (*dir)->models_dir(),
+        (*dir)->cache_dir(), (*dir)->tmp_dir()}) {
     EXPECT_TRUE(fs::is_directory(p)) << p;
   }
   EXPECT_EQ((*dir)->database_path(), fs::path(tmp.path()) / "d/transferd.db");
@@ -62,7 +62,8 @@ TEST(DataDirTest, UncreatablePathIsAClearError) {
   auto dir = DataDir::Open({tmp.path() + "/file/sub"});
   ASSERT_FALSE(dir.ok());
   EXPECT_EQ(dir.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(dir.status().message()), HasSubstr("cannot create data dir"));
+  EXPECT_THAT(std::string(dir.status().message()),
+              HasSubstr("cannot create data dir"));
 }
 
 }  // namespace

@@ -1,11 +1,10 @@
 #include "server/core/util/store.h"
 
-#include <sqlite3.h>
-
 #include <fstream>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "server/core/util/status_macros.h"
 #include "tests/support/subprocess.h"
@@ -115,7 +114,8 @@ TEST_F(StoreTest, NewerSchemaIsRefused) {
   auto store = Store::Open(At(path()));
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(store.status().message()), HasSubstr("schema version 999"));
+  EXPECT_THAT(std::string(store.status().message()),
+              HasSubstr("schema version 999"));
 }
 
 TEST_F(StoreTest, NotADatabaseIsDataLoss) {
