@@ -481,6 +481,77 @@ absl::StatusOr<int64_t> Client::UploadChunkBytes() {
   return chunk_bytes;
 }
 
+namespace {
+
+// The first message of an upload: what is coming and where it goes.
+void FillUploadHeader(const UploadOptions& options, const UploadProgress& state,
+                      v1::UploadHeader* header) {
+  header->set_dataset_id(options.dataset_id);
+  header->set_display_name(options.display_name);
+  header->set_label_source(options.label_source);
+  if (options.split_policy.has_value()) {
+    *header->mutable_split_policy() = *options.split_policy;
+  }
+  header->set_expected_files(state.files_total);
+  header->set_expected_bytes(state.bytes_total);
+}
+
+// How sending one file ended.
+enum class FileSent { kAll, kServerEnded };
+
+// Sends `f` through `writer` as chunks of at most `chunk_bytes`, each built
+// in `chunk` (part of `request`), counting it in `state` and calling
+// `report()` after every chunk. kServerEnded: a Write failed, the call's
+// status says why. An error is a local failure (cancelled, unreadable
+// file): the caller abandons the call.
+template <class Cancelled, class Report>
+absl::StatusOr<FileSent> SendFile(
+    const LocalFile& f, int64_t chunk_bytes, const Cancelled& cancelled,
+    const Report& report, grpc::ClientWriter<v1::UploadDatasetRequest>& writer,
+    const v1::UploadDatasetRequest& request, v1::FileChunk* chunk,
+    UploadProgress& state) {
+  std::ifstream in(f.full, std::ios::binary);
+  if (!in) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot read ", f.full.string(), ": ", std::strerror(errno)));
+  }
+  bool first = true;
+  bool last = false;
+  while (!last) {
+    if (cancelled()) {
+      return absl::CancelledError(
+          "upload cancelled; the server keeps nothing of it");
+    }
+    chunk->Clear();
+    if (first) {
+      chunk->set_path(f.rel);
+      chunk->set_size(f.size);
+    }
+    // Read straight into the message: one chunk in memory at a time.
+    std::string* data = chunk->mutable_data();
+    data->resize(static_cast<size_t>(chunk_bytes));
+    in.read(data->data(), static_cast<std::streamsize>(chunk_bytes));
+    if (in.bad()) {
+      return absl::DataLossError(
+          absl::StrCat("error reading ", f.full.string()));
+    }
+    data->resize(static_cast<size_t>(in.gcount()));
+    // The file ends where reading does, not where the listing said: a
+    // file that changed meanwhile is sent as it is now and the server
+    // rejects just that file (SIZE_MISMATCH) instead of the whole upload.
+    last = in.eof() || in.peek() == std::ifstream::traits_type::eof();
+    chunk->set_last(last);
+    if (!writer.Write(request)) return FileSent::kServerEnded;
+    first = false;
+    state.bytes_sent += static_cast<int64_t>(data->size());
+    if (last) ++state.files_sent;
+    report();
+  }
+  return FileSent::kAll;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
@@ -492,20 +563,8 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
 
   // The server says how large chunks should be; an unreachable server fails
   // here, before anything is read.
-  int64_t chunk_bytes = kDefaultChunkBytes;
-  absl::StatusOr<v1::ServerInfo> info = GetServerInfo();
-  if (!info.ok() && IsUnreachable(info.status())) return info.status();
-  if (info.ok()) {
-    const v1::Limits& limits = info->limits();
-    if (limits.upload_chunk_bytes() > 0) {
-      chunk_bytes = limits.upload_chunk_bytes();
-    }
-    // A chunk must fit the server's receive limit with its framing.
-    if (limits.max_receive_message_bytes() > 2 * kFramingBytes) {
-      chunk_bytes = std::min(
-          chunk_bytes, limits.max_receive_message_bytes() - kFramingBytes);
-    }
-  }
+  absl::StatusOr<int64_t> chunk_bytes = UploadChunkBytes();
+  if (!chunk_bytes.ok()) return chunk_bytes.status();
 
   UploadProgress state;
   state.files_total = static_cast<int64_t>(files->size());
@@ -541,15 +600,7 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   };
 
   v1::UploadDatasetRequest request;
-  v1::UploadHeader* header = request.mutable_header();
-  header->set_dataset_id(options.dataset_id);
-  header->set_display_name(options.display_name);
-  header->set_label_source(options.label_source);
-  if (options.split_policy.has_value()) {
-    *header->mutable_split_policy() = *options.split_policy;
-  }
-  header->set_expected_files(state.files_total);
-  header->set_expected_bytes(state.bytes_total);
+  FillUploadHeader(options, state, request.mutable_header());
   if (!writer->Write(request)) return finish();
 
   const auto start = std::chrono::steady_clock::now();
@@ -564,43 +615,10 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
 
   v1::FileChunk* chunk = request.mutable_chunk();
   for (const LocalFile& f : *files) {
-    std::ifstream in(f.full, std::ios::binary);
-    if (!in) {
-      return abandon(absl::FailedPreconditionError(absl::StrCat(
-          "cannot read ", f.full.string(), ": ", std::strerror(errno))));
-    }
-    bool first = true;
-    bool last = false;
-    while (!last) {
-      if (cancelled()) {
-        return abandon(absl::CancelledError(
-            "upload cancelled; the server keeps nothing of it"));
-      }
-      chunk->Clear();
-      if (first) {
-        chunk->set_path(f.rel);
-        chunk->set_size(f.size);
-      }
-      // Read straight into the message: one chunk in memory at a time.
-      std::string* data = chunk->mutable_data();
-      data->resize(static_cast<size_t>(chunk_bytes));
-      in.read(data->data(), static_cast<std::streamsize>(chunk_bytes));
-      if (in.bad()) {
-        return abandon(absl::DataLossError(
-            absl::StrCat("error reading ", f.full.string())));
-      }
-      data->resize(static_cast<size_t>(in.gcount()));
-      // The file ends where reading does, not where the listing said: a
-      // file that changed meanwhile is sent as it is now and the server
-      // rejects just that file (SIZE_MISMATCH) instead of the whole upload.
-      last = in.eof() || in.peek() == std::ifstream::traits_type::eof();
-      chunk->set_last(last);
-      if (!writer->Write(request)) return finish();
-      first = false;
-      state.bytes_sent += static_cast<int64_t>(data->size());
-      if (last) ++state.files_sent;
-      report();
-    }
+    absl::StatusOr<FileSent> sent = SendFile(f, *chunk_bytes, cancelled, report,
+                                             *writer, request, chunk, state);
+    if (!sent.ok()) return abandon(sent.status());
+    if (*sent == FileSent::kServerEnded) return finish();
   }
   if (cancelled()) {
     return abandon(absl::CancelledError(
@@ -690,6 +708,69 @@ std::string Seconds(std::chrono::milliseconds ms) {
              : absl::StrCat(s);
 }
 
+// One WatchJob call for the events after `*last`, passing new ones to
+// `on_event` and advancing `*last`; `*received` tells whether any event
+// arrived. Returns the call's status.
+grpc::Status WatchOnce(v1::Jobs::Stub& jobs, const std::string& token,
+                       const std::string& name, bool follow,
+                       const std::atomic<bool>* cancel,
+                       const JobEventCallback& on_event, int64_t* last,
+                       bool* received) {
+  grpc::ClientContext ctx;
+  AddToken(ctx, token);
+  v1::WatchJobRequest request;
+  request.set_name(name);
+  request.set_after_sequence(*last);
+  request.set_follow(follow);
+  *received = false;
+  grpc::Status status;
+  {
+    CancelGuard guard(&ctx, cancel);
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
+        jobs.WatchJob(&ctx, request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+      *received = true;
+      // The server sends each event once; a resent one is skipped anyway,
+      // so a reconnect never shows an event twice.
+      if (event.sequence() <= *last) continue;
+      *last = event.sequence();
+      if (on_event) on_event(event);
+    }
+    status = reader->Finish();
+  }
+  return status;
+}
+
+// How waiting to reconnect ended.
+enum class Reconnect { kConnected, kCancelled, kGaveUp };
+
+// Pauses until `resume` (in slices, to notice a cancel), then waits for
+// `channel` to connect again, up to `give_up`.
+template <class Cancelled>
+Reconnect AwaitReconnect(grpc::Channel& channel,
+                         std::chrono::steady_clock::time_point resume,
+                         std::chrono::steady_clock::time_point give_up,
+                         const Cancelled& cancelled) {
+  using Clock = std::chrono::steady_clock;
+  while (Clock::now() < resume) {
+    if (cancelled()) return Reconnect::kCancelled;
+    std::this_thread::sleep_for(std::min<Clock::duration>(
+        std::chrono::milliseconds(50), resume - Clock::now()));
+  }
+  // (gRPC deadlines are system_clock time points.)
+  const auto slice = [&] {
+    return std::chrono::system_clock::now() +
+           std::min<Clock::duration>(std::chrono::milliseconds(100),
+                                     give_up - Clock::now());
+  };
+  while (!channel.WaitForConnected(slice())) {
+    if (cancelled()) return Reconnect::kCancelled;
+    if (Clock::now() >= give_up) return Reconnect::kGaveUp;
+  }
+  return Reconnect::kConnected;
+}
+
 }  // namespace
 
 absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
@@ -709,29 +790,10 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
   std::chrono::milliseconds backoff = options.initial_backoff;
   for (int attempt = 0;; ++attempt) {
     if (cancelled()) return stopped();
-    grpc::ClientContext ctx;
-    AddToken(ctx, options_.token);
-    v1::WatchJobRequest request;
-    request.set_name(name);
-    request.set_after_sequence(last);
-    request.set_follow(follow);
     bool received = false;
-    grpc::Status status;
-    {
-      CancelGuard guard(&ctx, options.cancel);
-      std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader =
-          stubs_->jobs->WatchJob(&ctx, request);
-      v1::JobEvent event;
-      while (reader->Read(&event)) {
-        received = true;
-        // The server sends each event once; a resent one is skipped anyway,
-        // so a reconnect never shows an event twice.
-        if (event.sequence() <= last) continue;
-        last = event.sequence();
-        if (on_event) on_event(event);
-      }
-      status = reader->Finish();
-    }
+    const grpc::Status status =
+        WatchOnce(*stubs_->jobs, options_.token, name, follow, options.cancel,
+                  on_event, &last, &received);
     if (cancelled()) return stopped();
     if (status.ok()) return absl::OkStatus();
     if (status.error_code() != grpc::UNAVAILABLE) {
@@ -768,20 +830,13 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
     // connect again, up to the end of the budget.
     const Clock::time_point resume = std::min(now + backoff, give_up);
     backoff = std::min(backoff * 2, options.max_backoff);
-    while (Clock::now() < resume) {
-      if (cancelled()) return stopped();
-      std::this_thread::sleep_for(std::min<Clock::duration>(
-          std::chrono::milliseconds(50), resume - Clock::now()));
-    }
-    // (gRPC deadlines are system_clock time points.)
-    const auto slice = [&] {
-      return std::chrono::system_clock::now() +
-             std::min<Clock::duration>(std::chrono::milliseconds(100),
-                                       give_up - Clock::now());
-    };
-    while (!stubs_->channel->WaitForConnected(slice())) {
-      if (cancelled()) return stopped();
-      if (Clock::now() >= give_up) return lost();
+    switch (AwaitReconnect(*stubs_->channel, resume, give_up, cancelled)) {
+      case Reconnect::kConnected:
+        break;
+      case Reconnect::kCancelled:
+        return stopped();
+      case Reconnect::kGaveUp:
+        return lost();
     }
   }
 }

@@ -210,15 +210,10 @@ void DrawLegendSample(cv::Mat& image, LegendKind kind, cv::Point left,
   }
 }
 
-// One figure: axes, ticks, stage boundaries, curves, legend, labels.
-PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
-                    const std::string& y_label,
-                    const std::vector<EpochPoint>& history,
-                    const Series& series) {
-  const Style style(box.size());
-  PlotPanel panel;
-  panel.title = title;
-
+// Sets the panel's epoch and value ranges; returns whether any validation
+// value exists.
+bool SetRanges(const std::vector<EpochPoint>& history, const Series& series,
+               PlotPanel* panel) {
   std::vector<double> epochs;
   for (const EpochPoint& p : history) epochs.push_back(p.epoch);
   std::vector<double> values = series.train;
@@ -232,57 +227,71 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
   {
     const double first = epochs.front(), last = epochs.back();
     const double margin = std::max(0.5, 0.05 * (last - first));
-    panel.x_min = first - margin;
-    panel.x_max = last + margin;
+    panel->x_min = first - margin;
+    panel->x_max = last + margin;
   }
-  std::tie(panel.y_min, panel.y_max) = Range(values, 0.05);
+  std::tie(panel->y_min, panel->y_max) = Range(values, 0.05);
+  return any_validation;
+}
 
-  // Ticks first: their labels set the margins.
+// Ticks, tick labels and text sizes: what sets a panel's margins.
+struct PanelLayout {
+  std::vector<double> x_ticks, y_ticks;
+  std::vector<std::string> y_labels;
+  int tick_text_height = 0;
+  cv::Size title_size, x_label_size;
+  int y_label_height = 0;
+};
+
+// Ticks first: their labels set the margins. Sets `panel->area`.
+PanelLayout LayOutPanel(cv::Rect box, const std::string& title,
+                        const std::string& y_label, const Style& style,
+                        PlotPanel* panel) {
+  PanelLayout layout;
   const int approx_ticks_x =
       std::clamp(box.width / static_cast<int>(80 * style.s), 2, 10);
   const int approx_ticks_y =
       std::clamp(box.height / static_cast<int>(60 * style.s), 2, 10);
   double x_step = 1, y_step = 1;
-  const std::vector<double> x_ticks = Ticks(
-      panel.x_min, panel.x_max, approx_ticks_x, /*integers=*/true, &x_step);
-  const std::vector<double> y_ticks = Ticks(
-      panel.y_min, panel.y_max, approx_ticks_y, /*integers=*/false, &y_step);
+  layout.x_ticks = Ticks(panel->x_min, panel->x_max, approx_ticks_x,
+                         /*integers=*/true, &x_step);
+  layout.y_ticks = Ticks(panel->y_min, panel->y_max, approx_ticks_y,
+                         /*integers=*/false, &y_step);
   const int y_decimals = Decimals(y_step);
-  std::vector<std::string> y_labels;
   int y_label_width = 0;
-  for (double t : y_ticks) {
-    y_labels.push_back(absl::StrFormat("%.*f", y_decimals, t));
-    y_label_width = std::max(
-        y_label_width, TextSize(y_labels.back(), style.tick_font, 1).width);
+  for (double t : layout.y_ticks) {
+    layout.y_labels.push_back(absl::StrFormat("%.*f", y_decimals, t));
+    y_label_width =
+        std::max(y_label_width,
+                 TextSize(layout.y_labels.back(), style.tick_font, 1).width);
   }
-  const int tick_text_height = TextSize("0", style.tick_font, 1).height;
-  const cv::Size title_size =
-      TextSize(title, style.title_font, style.text_thickness);
+  layout.tick_text_height = TextSize("0", style.tick_font, 1).height;
+  layout.title_size = TextSize(title, style.title_font, style.text_thickness);
   int label_baseline = 0;
-  const cv::Size x_label_size =
+  layout.x_label_size =
       TextSize("Epochs", style.label_font, 1, &label_baseline);
-  const int y_label_height =
+  layout.y_label_height =
       TextSize(y_label, style.label_font, 1).height + label_baseline;
 
-  const int left = style.pad + y_label_height + style.pad + y_label_width +
-                   style.tick_length + style.pad / 2;
+  const int left = style.pad + layout.y_label_height + style.pad +
+                   y_label_width + style.tick_length + style.pad / 2;
   const int right = 2 * style.pad;
-  const int top = style.pad + title_size.height + style.pad + style.pad / 2;
-  const int bottom = style.tick_length + style.pad / 2 + tick_text_height +
-                     style.pad + x_label_size.height + label_baseline +
-                     style.pad;
-  panel.area = cv::Rect(box.x + left, box.y + top,
-                        std::max(16, box.width - left - right),
-                        std::max(16, box.height - top - bottom));
+  const int top =
+      style.pad + layout.title_size.height + style.pad + style.pad / 2;
+  const int bottom = style.tick_length + style.pad / 2 +
+                     layout.tick_text_height + style.pad +
+                     layout.x_label_size.height + label_baseline + style.pad;
+  panel->area = cv::Rect(box.x + left, box.y + top,
+                         std::max(16, box.width - left - right),
+                         std::max(16, box.height - top - bottom));
+  return layout;
+}
+
+// Ticks and their labels.
+void DrawTicks(cv::Mat& image, const PanelLayout& layout, const Style& style,
+               const PlotPanel& panel) {
   const cv::Rect& a = panel.area;
-
-  // Title, centred over the axes.
-  PutText(image, title,
-          cv::Point(a.x + (a.width - title_size.width) / 2, box.y + style.pad),
-          style.title_font, style.text_thickness, kBlack);
-
-  // Ticks and their labels.
-  for (double t : x_ticks) {
+  for (double t : layout.x_ticks) {
     const int x = panel.Column(t);
     cv::line(image, cv::Point(x, a.y + a.height),
              cv::Point(x, a.y + a.height + style.tick_length), kBlack, 1,
@@ -294,38 +303,45 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
                       a.y + a.height + style.tick_length + style.pad / 2),
             style.tick_font, 1, kBlack);
   }
-  for (size_t i = 0; i < y_ticks.size(); ++i) {
-    const int y = panel.Row(y_ticks[i]);
+  for (size_t i = 0; i < layout.y_ticks.size(); ++i) {
+    const int y = panel.Row(layout.y_ticks[i]);
     cv::line(image, cv::Point(a.x - style.tick_length, y),
              cv::Point(a.x - 1, y), kBlack, 1, cv::LINE_8);
-    const cv::Size size = TextSize(y_labels[i], style.tick_font, 1);
-    PutText(image, y_labels[i],
+    const cv::Size size = TextSize(layout.y_labels[i], style.tick_font, 1);
+    PutText(image, layout.y_labels[i],
             cv::Point(a.x - style.tick_length - style.pad / 2 - size.width,
                       y - size.height / 2),
             style.tick_font, 1, kBlack);
   }
+}
 
-  // Axis labels.
+// Axis labels.
+void DrawAxisLabels(cv::Mat& image, cv::Rect box, const std::string& y_label,
+                    const PanelLayout& layout, const Style& style,
+                    const PlotPanel& panel) {
+  const cv::Rect& a = panel.area;
   PutText(image, "Epochs",
-          cv::Point(a.x + (a.width - x_label_size.width) / 2,
+          cv::Point(a.x + (a.width - layout.x_label_size.width) / 2,
                     a.y + a.height + style.tick_length + style.pad / 2 +
-                        tick_text_height + style.pad),
+                        layout.tick_text_height + style.pad),
           style.label_font, 1, kBlack);
-  PutVerticalText(
-      image, y_label,
-      cv::Point(box.x + style.pad + y_label_height / 2, a.y + a.height / 2),
-      style.label_font, 1);
+  PutVerticalText(image, y_label,
+                  cv::Point(box.x + style.pad + layout.y_label_height / 2,
+                            a.y + a.height / 2),
+                  style.label_font, 1);
+}
 
-  // What the legend should not hide: points along the curves, stage labels.
-  std::vector<cv::Point> obstacles;
-
-  // Stage boundaries: halfway between the stages' epochs, with the new
-  // stage's number at the top.
+// Stage boundaries: halfway between the stages' epochs, with the new
+// stage's number at the top.
+void DrawStageBoundaries(cv::Mat& image, const std::vector<EpochPoint>& history,
+                         const Style& style, PlotPanel* panel,
+                         std::vector<cv::Point>* obstacles) {
+  const cv::Rect& a = panel->area;
   for (size_t i = 1; i < history.size(); ++i) {
     if (history[i].stage == history[i - 1].stage) continue;
     const double at = (history[i - 1].epoch + history[i].epoch) / 2.0;
-    const int x = panel.Column(at);
-    panel.boundary_columns.push_back(x);
+    const int x = panel->Column(at);
+    panel->boundary_columns.push_back(x);
     DrawDashedVertical(image, x, a.y + 1, a.y + a.height - 2, style);
     const std::string text = absl::StrCat("stage ", history[i].stage + 1);
     const cv::Size size = TextSize(text, style.tick_font, 1);
@@ -333,11 +349,16 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
     if (at_point.x + size.width < a.x + a.width) {
       PutText(image, text, at_point, style.tick_font, 1, kBoundaryColor);
       for (int dx = 0; dx <= size.width; dx += std::max(1, size.width / 4)) {
-        obstacles.emplace_back(at_point.x + dx, at_point.y + size.height / 2);
+        obstacles->emplace_back(at_point.x + dx, at_point.y + size.height / 2);
       }
     }
   }
+}
 
+void DrawValidationCurve(cv::Mat& image, const std::vector<EpochPoint>& history,
+                         const Series& series, const Style& style,
+                         const PlotPanel& panel,
+                         std::vector<cv::Point>* obstacles) {
   // Validation: a line, broken where a value is missing or not finite.
   for (size_t i = 1; i < history.size(); ++i) {
     const std::optional<double>& v0 = series.validation[i - 1];
@@ -348,7 +369,7 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
     cv::line(image, p0, p1, kCurveColor, style.line_thickness, cv::LINE_AA);
     const int samples = std::max(1, static_cast<int>(cv::norm(p1 - p0) / 6));
     for (int k = 0; k <= samples; ++k) {
-      obstacles.push_back(p0 + (p1 - p0) * (static_cast<double>(k) / samples));
+      obstacles->push_back(p0 + (p1 - p0) * (static_cast<double>(k) / samples));
     }
   }
   // A lone validation value still shows, as a short tick of the line.
@@ -364,42 +385,31 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
     cv::line(image, p - cv::Point(style.marker_radius * 2, 0),
              p + cv::Point(style.marker_radius * 2, 0), kCurveColor,
              style.line_thickness, cv::LINE_AA);
-    obstacles.push_back(p);
+    obstacles->push_back(p);
   }
-  // Training: dots.
+}
+
+// Training: dots.
+void DrawTrainingDots(cv::Mat& image, const std::vector<EpochPoint>& history,
+                      const Series& series, const Style& style,
+                      const PlotPanel& panel,
+                      std::vector<cv::Point>* obstacles) {
   for (size_t i = 0; i < history.size(); ++i) {
     if (!std::isfinite(series.train[i])) continue;
     const cv::Point p(panel.Column(history[i].epoch),
                       panel.Row(series.train[i]));
     cv::circle(image, p, style.marker_radius, kCurveColor, cv::FILLED,
                cv::LINE_AA);
-    obstacles.push_back(p);
+    obstacles->push_back(p);
   }
+}
 
-  // The axes' frame, over the curves' ends.
-  cv::rectangle(image, cv::Rect(a.x - 1, a.y - 1, a.width + 2, a.height + 2),
-                kBlack, 1, cv::LINE_8);
-
-  // Legend, in the corner that hides the fewest points (matplotlib's
-  // "best", corners only; ties go to upper right, upper left, lower left,
-  // lower right).
-  std::vector<std::pair<LegendKind, std::string>> entries = {
-      {LegendKind::kMarker, series.train_label}};
-  if (any_validation)
-    entries.emplace_back(LegendKind::kLine, series.validation_label);
-  if (!panel.boundary_columns.empty())
-    entries.emplace_back(LegendKind::kDashed, "Stage boundary");
-  const int sample_width = static_cast<int>(std::lround(28 * style.s));
-  int text_width = 0;
-  for (const auto& entry : entries) {
-    text_width =
-        std::max(text_width, TextSize(entry.second, style.tick_font, 1).width);
-  }
-  const int row_height = tick_text_height + style.pad;
-  const cv::Size legend(
-      style.pad + sample_width + style.pad + text_width + style.pad,
-      style.pad / 2 + static_cast<int>(entries.size()) * row_height +
-          style.pad / 2);
+// The corner of the axes `a` where a legend of size `legend` hides the
+// fewest `obstacles` (matplotlib's "best", corners only; ties go to upper
+// right, upper left, lower left, lower right).
+cv::Rect BestLegendPlace(const cv::Rect& a, cv::Size legend,
+                         const std::vector<cv::Point>& obstacles,
+                         const Style& style) {
   const int inset = style.pad;
   const std::array<cv::Point, 4> corners = {
       cv::Point(a.x + a.width - inset - legend.width, a.y + inset),
@@ -423,6 +433,32 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
       best = r;
     }
   }
+  return best;
+}
+
+// Legend, in the corner that hides the fewest points.
+void DrawLegend(cv::Mat& image, const Series& series, bool any_validation,
+                int tick_text_height, const Style& style,
+                const PlotPanel& panel,
+                const std::vector<cv::Point>& obstacles) {
+  std::vector<std::pair<LegendKind, std::string>> entries = {
+      {LegendKind::kMarker, series.train_label}};
+  if (any_validation)
+    entries.emplace_back(LegendKind::kLine, series.validation_label);
+  if (!panel.boundary_columns.empty())
+    entries.emplace_back(LegendKind::kDashed, "Stage boundary");
+  const int sample_width = static_cast<int>(std::lround(28 * style.s));
+  int text_width = 0;
+  for (const auto& entry : entries) {
+    text_width =
+        std::max(text_width, TextSize(entry.second, style.tick_font, 1).width);
+  }
+  const int row_height = tick_text_height + style.pad;
+  const cv::Size legend(
+      style.pad + sample_width + style.pad + text_width + style.pad,
+      style.pad / 2 + static_cast<int>(entries.size()) * row_height +
+          style.pad / 2);
+  const cv::Rect best = BestLegendPlace(panel.area, legend, obstacles, style);
   cv::rectangle(image, best, kWhite, cv::FILLED);
   cv::rectangle(image, best, kLegendFrame, 1, cv::LINE_8);
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -436,6 +472,40 @@ PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
                       center_y - tick_text_height / 2),
             style.tick_font, 1, kBlack);
   }
+}
+
+// One figure: axes, ticks, stage boundaries, curves, legend, labels.
+PlotPanel DrawPanel(cv::Mat& image, cv::Rect box, const std::string& title,
+                    const std::string& y_label,
+                    const std::vector<EpochPoint>& history,
+                    const Series& series) {
+  const Style style(box.size());
+  PlotPanel panel;
+  panel.title = title;
+  const bool any_validation = SetRanges(history, series, &panel);
+  const PanelLayout layout = LayOutPanel(box, title, y_label, style, &panel);
+  const cv::Rect& a = panel.area;
+
+  // Title, centred over the axes.
+  PutText(image, title,
+          cv::Point(a.x + (a.width - layout.title_size.width) / 2,
+                    box.y + style.pad),
+          style.title_font, style.text_thickness, kBlack);
+  DrawTicks(image, layout, style, panel);
+  DrawAxisLabels(image, box, y_label, layout, style, panel);
+
+  // What the legend should not hide: points along the curves, stage labels.
+  std::vector<cv::Point> obstacles;
+  DrawStageBoundaries(image, history, style, &panel, &obstacles);
+  DrawValidationCurve(image, history, series, style, panel, &obstacles);
+  DrawTrainingDots(image, history, series, style, panel, &obstacles);
+
+  // The axes' frame, over the curves' ends.
+  cv::rectangle(image, cv::Rect(a.x - 1, a.y - 1, a.width + 2, a.height + 2),
+                kBlack, 1, cv::LINE_8);
+
+  DrawLegend(image, series, any_validation, layout.tick_text_height, style,
+             panel, obstacles);
   return panel;
 }
 

@@ -1,0 +1,126 @@
+// transferctl server: info (version, build, device, limits) and health.
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/client.h"
+#include "client/commands/commands.h"
+#include "client/commands/common.h"
+#include "client/commands/output.h"
+
+namespace transferd::client::commands {
+namespace {
+
+std::string Bytes(int64_t n) {
+  if (n <= 0) return "-";
+  if (n % (1024 * 1024) == 0) {
+    return absl::StrFormat("%d MiB", n / (1024 * 1024));
+  }
+  return absl::StrFormat("%d B", n);
+}
+
+int ServerInfo(const Globals& g) {
+  auto client = Connect(g);
+  auto info = client->GetServerInfo();
+  if (!info.ok()) return Fail(info.status());
+  if (g.json) {
+    PrintJson(*info);
+    return kOk;
+  }
+  const auto& b = info->build();
+  const auto& d = info->device();
+  const auto& c = info->cpu();
+  std::vector<std::string> features;
+  if (c.avx2()) features.push_back("avx2");
+  if (c.avx512f()) features.push_back("avx512f");
+  if (c.avx512_bf16()) features.push_back("avx512_bf16");
+  if (c.amx_tile()) features.push_back("amx_tile");
+  if (c.amx_bf16()) features.push_back("amx_bf16");
+  if (c.onednn()) features.push_back("onednn");
+  std::vector<std::string> backbones;
+  for (const auto& bb : info->backbones()) backbones.push_back(bb.name());
+  const auto& l = info->limits();
+  std::cout << absl::StrFormat(
+      "server      %s\n"
+      "version     %s (%s, %s)\n"
+      "libraries   torch %s%s, grpc %s, protobuf %s\n"
+      "device      %s: %s, %d threads\n"
+      "cpu         %d logical CPUs; %s\n"
+      "backbones   %s\n"
+      "limits      max message %s in / %s out, upload chunk %s, shutdown "
+      "grace %ds\n"
+      "services    %s\n"
+      "started     %s (store schema v%d)\n",
+      client->address(), info->version(), b.revision(), b.build_type(),
+      b.torch_version(), b.torch_cuda() ? " (CUDA)" : "", b.grpc_version(),
+      b.protobuf_version(), d.name(), d.description(), d.threads(),
+      c.logical_cpus(),
+      features.empty() ? "none" : absl::StrJoin(features, " "),
+      backbones.empty() ? "none yet" : absl::StrJoin(backbones, ", "),
+      Bytes(l.max_receive_message_bytes()), Bytes(l.max_send_message_bytes()),
+      Bytes(l.upload_chunk_bytes()), l.shutdown_grace_seconds(),
+      absl::StrJoin(info->implemented_services(), ", "),
+      google::protobuf::util::TimeUtil::ToString(info->start_time()),
+      info->store_schema_version());
+  return kOk;
+}
+
+int ServerHealth(const Globals& g, const std::string& service,
+                 double wait_seconds) {
+  auto client = Connect(g);
+  auto status = client->CheckHealth(
+      service,
+      std::chrono::milliseconds(static_cast<int64_t>(wait_seconds * 1000)));
+  if (!status.ok()) return Fail(status.status());
+  const char* name = transferd::client::HealthStatusName(*status);
+  if (g.json) {
+    google::protobuf::Struct out;
+    (*out.mutable_fields())["service"].set_string_value(service);
+    (*out.mutable_fields())["status"].set_string_value(name);
+    PrintJson(out);
+  } else {
+    std::cout << (service.empty() ? "server" : service) << ": " << name << "\n";
+  }
+  return *status == transferd::client::HealthStatus::kServing ? kOk
+                                                              : kNotServing;
+}
+
+struct HealthArgs {
+  std::string service;
+  double wait_seconds = 0;
+};
+
+}  // namespace
+
+void AddServerCommands(CLI::App& app, const Globals& g, int& rc) {
+  CLI::App* server =
+      app.add_subcommand("server", "Server information and health");
+  server->require_subcommand(1);
+  server->add_subcommand("info", "Version, build, device, backbones, limits")
+      ->footer("Example: transferctl --server gpu-box:50051 server info --json")
+      ->callback([&g, &rc] { rc = ServerInfo(g); });
+  auto args = std::make_shared<HealthArgs>();
+  CLI::App* health = server->add_subcommand(
+      "health", "grpc.health.v1 status; exit code 4 unless SERVING");
+  health->add_option("--service", args->service,
+                     "Service name to ask about (default: the whole server)");
+  health
+      ->add_option("--wait", args->wait_seconds,
+                   "Wait up to this many seconds for the server to come up "
+                   "and report SERVING")
+      ->check(CLI::NonNegativeNumber);
+  health->footer("Example: transferctl server health --wait 30");
+  health->callback([&g, &rc, args] {
+    rc = ServerHealth(g, args->service, args->wait_seconds);
+  });
+}
+
+}  // namespace transferd::client::commands
