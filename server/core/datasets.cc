@@ -379,22 +379,12 @@ absl::Status DatasetUpload::EndFile() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<UploadResult> DatasetUpload::Commit() {
-  if (dir_.empty())
-    return absl::FailedPreconditionError("the upload has already ended");
-  if (in_file_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the stream ended inside \"", DisplayPath(file_path_),
-                     "\" (its last chunk must set last)"));
-  }
-
-  // Labels.
+std::vector<DatasetUpload::Kept> DatasetUpload::LabelEntries(
+    LabelSource& source) {
   std::vector<std::string> paths;
   for (const Entry& e : entries_) paths.push_back(e.path);
-  LabelSource source = spec_.label_source;
   if (source == LabelSource::kAuto) source = common::DetectLabelSource(paths);
-  std::vector<Entry> labelled;
-  std::vector<std::string> labels;
+  std::vector<Kept> labelled;
   for (Entry& e : entries_) {
     absl::StatusOr<std::string> label =
         source == LabelSource::kExplicit
@@ -406,14 +396,19 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
                            std::string(label.status().message())});
       continue;
     }
-    labels.push_back(*std::move(label));
-    labelled.push_back(std::move(e));
+    labelled.push_back({std::move(e), *std::move(label), Split::kNone});
   }
   entries_.clear();
+  return labelled;
+}
 
-  // Splits.
-  paths.clear();
-  for (const Entry& e : labelled) paths.push_back(e.path);
+absl::StatusOr<std::vector<DatasetUpload::Kept>> DatasetUpload::SplitEntries(
+    std::vector<Kept> labelled) {
+  std::vector<std::string> paths, labels;
+  for (const Kept& k : labelled) {
+    paths.push_back(k.entry.path);
+    labels.push_back(k.label);
+  }
   common::SplitPolicy policy;
   if (spec_.split.has_value()) {
     policy = *spec_.split;
@@ -428,23 +423,18 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   }
   TRANSFERD_ASSIGN_OR_RETURN(std::vector<Split> splits,
                              common::AssignSplits(paths, labels, policy));
-
-  struct Kept {
-    Entry entry;
-    std::string label;
-    Split split;
-  };
   std::vector<Kept> kept;
   for (size_t i = 0; i < labelled.size(); ++i) {
     if (splits[i] == Split::kNone) {
       if (policy.kind == common::SplitPolicy::Kind::kFolders) {
         rejected_.push_back(
-            {DisplayPath(labelled[i].path), RejectReason::kNoSplit,
+            {DisplayPath(labelled[i].entry.path), RejectReason::kNoSplit,
              "not under a train/, validation/ (val/) or test/ folder"});
       }
       continue;  // per-class counts: beyond the requested sum, not stored
     }
-    kept.push_back({std::move(labelled[i]), std::move(labels[i]), splits[i]});
+    labelled[i].split = splits[i];
+    kept.push_back(std::move(labelled[i]));
   }
   if (kept.empty()) {
     std::string first;
@@ -461,15 +451,12 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     if (a.split != b.split) return a.split < b.split;
     return a.entry.path < b.entry.path;
   });
+  return kept;
+}
 
-  std::vector<std::string> classes;
-  for (const Kept& k : kept) classes.push_back(k.label);
-  std::sort(classes.begin(), classes.end());
-  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
-
-  // Files only the dropped entries used are not kept.
-  std::map<std::string, int64_t>
-      size_of;  // stored file -> bytes, of kept entries
+std::map<std::string, int64_t> DatasetUpload::DropUnusedFiles(
+    const std::vector<Kept>& kept) {
+  std::map<std::string, int64_t> size_of;  // stored file -> bytes
   for (const Kept& k : kept) size_of[k.entry.sha256] = k.entry.bytes;
   for (const std::string& file : stored_) {
     if (size_of.count(file) == 0) {
@@ -477,66 +464,61 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
       fs::remove(dir_ / file, ec);
     }
   }
-  int64_t bytes = 0;
-  for (const auto& [_, size] : size_of) bytes += size;
+  return size_of;
+}
 
-  // Kept entries whose bytes an earlier kept entry already had.
-  int64_t duplicates = static_cast<int64_t>(kept.size() - size_of.size());
+namespace {
 
-  DatasetInfo info;
-  info.id = spec_.id;
-  info.display_name =
-      spec_.display_name.empty() ? spec_.id : spec_.display_name;
-  info.create_time =
-      FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
-  info.label_source = source;
-  info.classes = classes;
-  info.files = static_cast<int64_t>(kept.size());
-  info.bytes = bytes;
-  info.rejected_files = static_cast<int64_t>(rejected_.size());
-  info.duplicate_files = duplicates;
-  info.image_size.min_width = info.image_size.min_height =
-      std::numeric_limits<int>::max();
+// The classes (sorted, unique) and image sizes of what Commit keeps.
+void SummariseKept(const std::vector<std::string>& labels,
+                   const std::vector<std::pair<int, int>>& sizes,
+                   DatasetInfo& info) {
+  info.classes = labels;
+  std::sort(info.classes.begin(), info.classes.end());
+  info.classes.erase(std::unique(info.classes.begin(), info.classes.end()),
+                     info.classes.end());
+  ImageSizeStats& s = info.image_size;
+  s.min_width = s.min_height = std::numeric_limits<int>::max();
   double sum_w = 0, sum_h = 0;
-  for (const Kept& k : kept) {
-    ImageSizeStats& s = info.image_size;
-    s.min_width = std::min(s.min_width, k.entry.width);
-    s.max_width = std::max(s.max_width, k.entry.width);
-    s.min_height = std::min(s.min_height, k.entry.height);
-    s.max_height = std::max(s.max_height, k.entry.height);
-    sum_w += k.entry.width;
-    sum_h += k.entry.height;
+  for (const auto& [width, height] : sizes) {
+    s.min_width = std::min(s.min_width, width);
+    s.max_width = std::max(s.max_width, width);
+    s.min_height = std::min(s.min_height, height);
+    s.max_height = std::max(s.max_height, height);
+    sum_w += width;
+    sum_h += height;
   }
-  info.image_size.mean_width = sum_w / static_cast<double>(kept.size());
-  info.image_size.mean_height = sum_h / static_cast<double>(kept.size());
-  for (size_t i = 0;
-       i < rejected_.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
-    info.rejects.push_back(rejected_[i]);
-  }
+  s.mean_width = sum_w / static_cast<double>(sizes.size());
+  s.mean_height = sum_h / static_cast<double>(sizes.size());
+}
 
-  // Make the files durable, then move the folder into place, then record it.
+}  // namespace
+
+absl::Status DatasetUpload::MoveIntoPlace() {
+  // Make the files durable, then move the folder into place.
   const fs::path final_dir = catalog_.data_dir_.datasets_dir() / spec_.id;
   TRANSFERD_RETURN_IF_ERROR(SyncFilesystemOf(dir_));
-  {
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);  // an orphan, never a catalogued dataset
-    fs::rename(dir_, final_dir, ec);
-    if (ec) {
-      return absl::InternalError(absl::StrCat("cannot move the upload into ",
-                                              final_dir.string(), ": ",
-                                              ec.message()));
-    }
+  std::error_code ec;
+  fs::remove_all(final_dir, ec);  // an orphan, never a catalogued dataset
+  fs::rename(dir_, final_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot move the upload into ",
+                                            final_dir.string(), ": ",
+                                            ec.message()));
   }
   dir_ = final_dir;  // an abort from here on removes the final folder
-  TRANSFERD_RETURN_IF_ERROR(SyncDirectory(catalog_.data_dir_.datasets_dir()));
+  return SyncDirectory(catalog_.data_dir_.datasets_dir());
+}
 
+absl::Status DatasetUpload::InsertRows(DatasetInfo& info,
+                                       const std::vector<Kept>& kept) {
   std::map<std::string, int64_t> class_index;
-  for (size_t i = 0; i < classes.size(); ++i)
-    class_index[classes[i]] = static_cast<int64_t>(i);
-  const std::string classes_json = nlohmann::json(classes).dump();
+  for (size_t i = 0; i < info.classes.size(); ++i) {
+    class_index[info.classes[i]] = static_cast<int64_t>(i);
+  }
+  const std::string classes_json = nlohmann::json(info.classes).dump();
   const std::string rejects_json = RejectsToJson(rejected_).dump();
-  TRANSFERD_RETURN_IF_ERROR(catalog_.store_.Transaction([&](StoreTxn& txn)
-                                                            -> absl::Status {
+  return catalog_.store_.Transaction([&](StoreTxn& txn) -> absl::Status {
     {
       TRANSFERD_ASSIGN_OR_RETURN(
           Statement exists, txn.Prepare("SELECT 1 FROM datasets WHERE id = ?"));
@@ -555,7 +537,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
     insert.Bind(1, info.id)
         .Bind(2, info.display_name)
         .Bind(3, UnixMillis(info.create_time))
-        .Bind(4, static_cast<int64_t>(source))
+        .Bind(4, static_cast<int64_t>(info.label_source))
         .Bind(5, classes_json)
         .Bind(6, info.files)
         .Bind(7, info.bytes)
@@ -589,7 +571,49 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
       TRANSFERD_RETURN_IF_ERROR(file.Run());
     }
     return ReadSplitCounts(txn, info);
-  }));
+  });
+}
+
+absl::StatusOr<UploadResult> DatasetUpload::Commit() {
+  if (dir_.empty())
+    return absl::FailedPreconditionError("the upload has already ended");
+  if (in_file_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the stream ended inside \"", DisplayPath(file_path_),
+                     "\" (its last chunk must set last)"));
+  }
+  LabelSource source = spec_.label_source;
+  std::vector<Kept> labelled = LabelEntries(source);
+  TRANSFERD_ASSIGN_OR_RETURN(std::vector<Kept> kept,
+                             SplitEntries(std::move(labelled)));
+  const std::map<std::string, int64_t> size_of = DropUnusedFiles(kept);
+
+  DatasetInfo info;
+  info.id = spec_.id;
+  info.display_name =
+      spec_.display_name.empty() ? spec_.id : spec_.display_name;
+  info.create_time =
+      FromUnixMillis(UnixMillis(std::chrono::system_clock::now()));
+  info.label_source = source;
+  info.files = static_cast<int64_t>(kept.size());
+  for (const auto& [_, size] : size_of) info.bytes += size;
+  info.rejected_files = static_cast<int64_t>(rejected_.size());
+  // Kept entries whose bytes an earlier kept entry already had.
+  info.duplicate_files = static_cast<int64_t>(kept.size() - size_of.size());
+  std::vector<std::string> labels;
+  std::vector<std::pair<int, int>> sizes;
+  for (const Kept& k : kept) {
+    labels.push_back(k.label);
+    sizes.emplace_back(k.entry.width, k.entry.height);
+  }
+  SummariseKept(labels, sizes, info);
+  for (size_t i = 0;
+       i < rejected_.size() && i < DatasetCatalog::kMaxStoredRejects; ++i) {
+    info.rejects.push_back(rejected_[i]);
+  }
+
+  TRANSFERD_RETURN_IF_ERROR(MoveIntoPlace());
+  TRANSFERD_RETURN_IF_ERROR(InsertRows(info, kept));
   committed_ = true;
   catalog_.EndUpload(spec_.id, stored_bytes_);
   dir_.clear();
@@ -598,7 +622,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   result.dataset = std::move(info);
   result.rejected = std::move(rejected_);
   result.accepted_files = static_cast<int64_t>(kept.size());
-  result.duplicate_files = duplicates;
+  result.duplicate_files = result.dataset.duplicate_files;
   return result;
 }
 

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -167,8 +168,26 @@ class DatasetUpload {
   DatasetUpload(DatasetCatalog& catalog, UploadSpec spec,
                 std::filesystem::path dir);
 
+  // A file Commit keeps: its entry, label and split.
+  struct Kept {
+    Entry entry;
+    std::string label;
+    common::Split split;
+  };
+
   absl::Status BeginFile(const UploadChunk& chunk);
   absl::Status EndFile();
+  // Commit's steps, in order. Each rejection is recorded in rejected_.
+  // Labels every entry (moving entries_ out); `source` is resolved from kAuto.
+  std::vector<Kept> LabelEntries(common::LabelSource& source);
+  // Splits the labelled files; INVALID_ARGUMENT when nothing is kept.
+  absl::StatusOr<std::vector<Kept>> SplitEntries(std::vector<Kept> labelled);
+  // Removes stored files no kept entry uses; returns each kept file's size.
+  std::map<std::string, int64_t> DropUnusedFiles(const std::vector<Kept>& kept);
+  // Moves dir_ into datasets/<id>, durably.
+  absl::Status MoveIntoPlace();
+  // Inserts the dataset's rows and reads its split counts into `info`.
+  absl::Status InsertRows(DatasetInfo& info, const std::vector<Kept>& kept);
   void Reject(RejectReason reason, std::string message);
   absl::Status CheckSpace(int64_t more_bytes) const;
   void Abort();

@@ -52,6 +52,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options) {
   TRANSFERD_ASSIGN_OR_RETURN(engine->device_, SelectDevice(options.device));
   TRANSFERD_ASSIGN_OR_RETURN(engine->data_dir_,
                              DataDir::Open(options.data_dir));
+  Executor::Options executor;
+  executor.threads = options.executor_threads;
+  executor.name = "engine-exec";
+  engine->executor_ = std::make_unique<Executor>(executor);
   engine->start_time_ = std::chrono::system_clock::now();
   return engine;
 }
@@ -98,6 +102,7 @@ absl::Status Engine::Start() {
   predictor_options.image_limits = options_.datasets.image;
   predictor_ = std::make_unique<Predictor>(predictor_options, *models_, device_,
                                            weights_cache(), &arbiter_);
+  predictor_->SetDecodeExecutor(executor_.get());
   predictor_->Start();
   if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();
@@ -152,6 +157,9 @@ absl::Status Engine::Shutdown() {
   BeginShutdown();
   ready_.store(false);
   absl::Status status;
+  // Work front ends handed over runs to its end while everything it uses is
+  // still there.
+  executor_.reset();
   jobs_.reset();
   // In-flight predictions finished while the RPC server drained.
   predictor_.reset();

@@ -21,6 +21,7 @@
 #include "server/core/registry.h"
 #include "server/core/util/cpu_features.h"
 #include "server/core/util/data_dir.h"
+#include "server/core/util/executor.h"
 #include "server/core/util/store.h"
 
 namespace transferd::core {
@@ -67,6 +68,8 @@ class Engine {
     PredictorOptions predictor;
     // Start the job worker in Start() (tests of the catalogs turn it off).
     bool run_jobs = true;
+    // Threads of executor(): slow work that front ends hand to the engine.
+    int executor_threads = 2;
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -99,6 +102,10 @@ class Engine {
   JobQueue& jobs() { return *jobs_; }
   Predictor& predictor() { return *predictor_; }
   DeviceArbiter& arbiter() { return arbiter_; }
+  // Where front ends run slow work (file I/O, SQLite reads, decoding, model
+  // checks) instead of on their own threads; valid from Create() until
+  // Shutdown(), which runs what is queued.
+  Executor& executor() { return *executor_; }
 
   // First step of shutdown: stop accepting new work; long-running work and
   // streams observe shutting_down() and finish. Idempotent.
@@ -114,6 +121,7 @@ class Engine {
 
   Options options_;
   std::unique_ptr<DataDir> data_dir_;
+  std::unique_ptr<Executor> executor_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<DatasetCatalog> datasets_;
   std::unique_ptr<ModelRegistry> models_;

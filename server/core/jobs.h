@@ -10,6 +10,10 @@
 // dies) while a job runs leaves it RUNNING in the store; the next start puts
 // it back at the head of the queue and the trainer resumes from its last good
 // checkpoint.
+//
+// The parts (server/core/jobs/): JobStore keeps the job tables, a JobRunner
+// per kind does the work (TrainingRunner, PredictionRunner); JobQueue is the
+// scheduler: the worker and notifier threads, cancellation and watchers.
 #pragma once
 
 #include <atomic>
@@ -31,112 +35,17 @@
 #include "server/core/backbones/weights_cache.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
+#include "server/core/jobs/job_runner.h"
+#include "server/core/jobs/job_types.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core {
 
 class DataDir;
 class DatasetCatalog;
+class JobStore;
 class ModelRegistry;
 class Store;
-
-enum class JobKind { kTrain = 1, kFineTune = 2, kPredict = 3 };
-enum class JobState {
-  kQueued = 1,
-  kRunning = 2,
-  kSucceeded = 3,
-  kFailed = 4,
-  kCancelled = 5
-};
-bool IsTerminal(JobState state);
-const char* JobStateName(JobState state);
-
-struct JobProgress {
-  int stage = 0, stages = 0;  // 0-based stage index
-  int epoch = 0, epochs = 0;  // over the whole job
-  int64_t step = 0, steps = 0;
-  double eta_seconds = 0;
-};
-
-struct JobEvent {
-  enum class Type {
-    kStateChanged = 1,
-    kStageStarted = 2,
-    kStep = 3,
-    kEpochEnd = 4,
-    kCheckpointSaved = 5,
-    kEvaluation = 6,
-    kLog = 7,
-  };
-  int64_t sequence = 0;
-  std::chrono::system_clock::time_point time;
-  Type type = Type::kLog;
-  // kStateChanged: state and message; kLog: level and message.
-  JobState state = JobState::kQueued;
-  std::string level;
-  std::string message;
-  // kStageStarted.
-  int stage = 0;
-  std::string stage_name;
-  train::TrainableSummary trainable;
-  bool uses_feature_cache = false;
-  // kStep, kEpochEnd, kCheckpointSaved (epoch, bytes), kEvaluation.
-  train::StepReport step;
-  train::EpochReport epoch;
-  int checkpoint_epoch = 0;
-  int64_t checkpoint_bytes = 0;
-  train::EvaluationReport evaluation;
-};
-
-// What the API layer hands over: the spec as the client sent it and as
-// resolved (both opaque here), and the engine's config.
-struct NewJob {
-  std::string id;  // empty: "j-<8 hex>"
-  JobKind kind = JobKind::kTrain;
-  std::string dataset_id;
-  std::string base_model;  // FINE_TUNE: the model id to start from
-  std::string spec_blob;
-  std::string resolved_blob;
-  train::TrainConfig config;
-};
-
-struct JobRecord {
-  std::string id;
-  JobKind kind = JobKind::kTrain;
-  JobState state = JobState::kQueued;
-  std::string failure_reason;
-  std::string dataset_id;
-  std::string base_model;
-  std::string spec_blob;
-  std::string resolved_blob;
-  train::TrainConfig config;
-  std::chrono::system_clock::time_point create_time, start_time,
-      end_time;  // 0 = not yet
-  JobProgress progress;
-  std::vector<train::EpochReport> history;
-  train::TrainableSummary trainable;
-  std::vector<train::EvaluationReport> evaluations;
-  std::string result_model;  // model id
-  int64_t last_event_sequence = 0;
-  int resumes = 0;
-};
-
-// One file's result in a PREDICT job.
-struct FilePredictionRecord {
-  std::string client_path;
-  std::string split;       // "train", "validation", "test"
-  std::string true_label;  // the dataset's label
-  std::string label;       // predicted class ("" when the file failed)
-  std::vector<float> probabilities;  // in the model's class order
-  int status_code = 0;               // absl::StatusCode; 0 = OK
-  std::string status_message;
-};
-
-struct PredictionsPage {
-  std::vector<std::string> classes;  // the model's, for probabilities
-  std::vector<FilePredictionRecord> predictions;
-  std::string next_page_token;
-};
 
 class JobQueue {
  public:
@@ -151,6 +60,13 @@ class JobQueue {
     int64_t decoded_cache_bytes = 0;
     // Shared with the predictor (null: the worker has the device alone).
     DeviceArbiter* arbiter = nullptr;
+    // What runs the jobs of each kind; a kind absent or null gets the real
+    // runner (TrainingRunner for TRAIN and FINE_TUNE, PredictionRunner for
+    // PREDICT). Tests put fakes here.
+    std::map<JobKind, std::shared_ptr<JobRunner>> runners;
+    // The time of creation, of every event and so of start and end (null:
+    // system_clock::now).
+    std::function<std::chrono::system_clock::time_point()> clock;
   };
 
   // Puts jobs a stopped server left RUNNING back in the queue (they resume
@@ -197,26 +113,26 @@ class JobQueue {
   void Unsubscribe(int64_t handle);
 
   // Minimum interval between stored step events.
-  static constexpr std::chrono::milliseconds kStepEventInterval{500};
+  static constexpr std::chrono::milliseconds kStepEventInterval =
+      ::transferd::core::kStepEventInterval;
 
  private:
-  explicit JobQueue(Env env) : env_(std::move(env)) {}
+  class RunContext;  // the JobContext of the running job
+
+  explicit JobQueue(Env env);
   void WorkerLoop();
   void NotifierLoop();
-  std::optional<std::string> NextQueued();
   void RunJob(const std::string& id);
-  absl::Status RunTraining(JobRecord& job);
-  absl::Status RunPrediction(JobRecord& job);
   absl::StatusOr<JobRecord> CreatePredict(NewJob job);
   // Stores a validated job QUEUED and wakes the worker.
   absl::StatusOr<JobRecord> Insert(NewJob job);
+  // Stores the event and wakes the job's watchers.
   absl::Status Append(const std::string& id, JobEvent event);
   absl::Status SetState(const std::string& id, JobState state,
                         const std::string& message);
-  absl::Status SaveRunState(const JobRecord& job);
-  std::string UserOf(const char* column, const std::string& value);
 
   Env env_;
+  std::unique_ptr<JobStore> store_;
   std::mutex mu_;
   std::condition_variable work_cv_;
   bool stopping_ = false;
@@ -235,9 +151,6 @@ class JobQueue {
   int64_t next_handle_ = 1;
   bool notifier_stopping_ = false;
   std::thread notifier_;
-
-  std::mutex seq_mu_;
-  std::map<std::string, int64_t> last_seq_;
 };
 
 }  // namespace transferd::core

@@ -557,12 +557,25 @@ void Predictor::Submit(PredictCall call) {
   absl::StatusOr<std::shared_ptr<const ModelInfo>> info =
       impl_->MetaOf(call.model_id);
   if (!info.ok()) return fail(info.status());
-  const int size = (*info)->preprocessing.input_size;
+  if (decode_executor_ == nullptr) {
+    DecodeAndQueue(std::move(call), *std::move(info));
+    return;
+  }
+  decode_executor_->Schedule(
+      [this, call = std::move(call), info = *std::move(info)]() mutable {
+        DecodeAndQueue(std::move(call), std::move(info));
+      });
+}
+
+void Predictor::DecodeAndQueue(PredictCall call,
+                               std::shared_ptr<const ModelInfo> info) {
+  const int n = static_cast<int>(call.images.size());
+  const int size = info->preprocessing.input_size;
   const size_t image_bytes = static_cast<size_t>(size) * size * 3;
 
   auto request = std::make_shared<Request>();
   request->outcome.model_id = call.model_id;
-  request->outcome.classes = (*info)->classes;
+  request->outcome.classes = info->classes;
   request->outcome.images.resize(n);
   std::vector<Item> items;
   const auto now = Clock::now();

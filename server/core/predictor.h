@@ -32,6 +32,7 @@
 #include "server/core/data/images.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
+#include "server/core/util/executor.h"
 
 namespace transferd::core {
 
@@ -77,7 +78,8 @@ struct PredictCall {
   // Called exactly once: a non-OK status is request-level (NOT_FOUND model,
   // RESOURCE_EXHAUSTED queue full, DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE
   // shutting down, INTERNAL); per-image problems are in the outcome. May run
-  // on the caller's thread before Submit returns, or on the predictor's.
+  // on the caller's thread before Submit returns, on the decode executor, or
+  // on the predictor's thread.
   std::function<void(absl::Status, PredictOutcome)> done;
 };
 
@@ -114,6 +116,10 @@ class Predictor {
   Predictor(const Predictor&) = delete;
   Predictor& operator=(const Predictor&) = delete;
 
+  // Where Submit decodes the images (nullptr, the default: on the caller's
+  // thread). The engine passes its executor so that front ends' threads
+  // never decode. Set before Start().
+  void SetDecodeExecutor(Executor* executor) { decode_executor_ = executor; }
   // Starts the batching thread.
   void Start();
   // Answers what is queued with UNAVAILABLE and joins the thread.
@@ -149,7 +155,11 @@ class Predictor {
 
  private:
   struct Impl;
+  // Decodes `call`'s images and queues them (Submit's slow half).
+  void DecodeAndQueue(PredictCall call, std::shared_ptr<const ModelInfo> info);
+
   const PredictorOptions options_;
+  Executor* decode_executor_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

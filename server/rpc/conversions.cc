@@ -3,6 +3,8 @@
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/util/status_macros.h"
+#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 
@@ -10,6 +12,7 @@ namespace train = core::train;
 using common::LabelSource;
 using common::Split;
 using common::SplitPolicy;
+using core::data::AugmentOptions;
 using google::protobuf::util::TimeUtil;
 
 google::protobuf::Timestamp Ts(std::chrono::system_clock::time_point t) {
@@ -233,7 +236,327 @@ void ToProto(const core::AliasInfo& in, v1::Alias* out) {
   *out->mutable_update_time() = Ts(in.update_time);
 }
 
-// ---- Datasets
+// ---- Jobs: the request and the resolved spec --------------------------------
+
+namespace {
+
+absl::Status Invalid(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " ", what));
+}
+
+absl::StatusOr<train::ModelOverrides> ModelFromProto(const v1::ModelSpec& m) {
+  train::ModelOverrides out;
+  out.backbone = m.backbone();
+  if (m.has_alpha()) out.alpha = m.alpha();
+  out.weights = m.weights();
+  if (m.has_input_size()) out.input_size = m.input_size();
+  switch (m.precision()) {
+    case v1::PRECISION_UNSPECIFIED:
+      break;
+    case v1::PRECISION_FP32:
+      out.precision = "fp32";
+      break;
+    case v1::PRECISION_BF16:
+      out.precision = "bf16";
+      break;
+    default:
+      return Invalid("spec.model.precision",
+                     "must be FP32 or BF16 (FP16 is not supported)");
+  }
+  switch (m.head().pooling()) {
+    case v1::POOLING_FLATTEN:
+      out.pooling = train::Pooling::kFlatten;
+      break;
+    case v1::POOLING_GLOBAL_AVERAGE:
+      out.pooling = train::Pooling::kGlobalAverage;
+      break;
+    default:
+      break;  // the recipe's
+  }
+  if (m.head().has_hidden_units()) out.hidden_units = m.head().hidden_units();
+  if (m.head().has_dropout()) out.dropout = m.head().dropout();
+  return out;
+}
+
+absl::Status OptimizerFromProto(const v1::OptimizerSpec& o,
+                                const std::string& f,
+                                train::StageOverrides& out) {
+  switch (o.kind()) {
+    case v1::OptimizerSpec::KIND_UNSPECIFIED:
+      break;
+    case v1::OptimizerSpec::KIND_RMSPROP:
+      out.optimizer = train::OptimizerKind::kRmsprop;
+      break;
+    case v1::OptimizerSpec::KIND_ADAM:
+      out.optimizer = train::OptimizerKind::kAdam;
+      break;
+    case v1::OptimizerSpec::KIND_SGD:
+      out.optimizer = train::OptimizerKind::kSgd;
+      break;
+    default:
+      return Invalid(f + ".optimizer.kind", "is unknown");
+  }
+  if (o.has_learning_rate()) out.learning_rate = o.learning_rate();
+  if (o.has_momentum()) out.momentum = o.momentum();
+  if (o.has_rho()) out.rho = o.rho();
+  if (o.has_epsilon()) out.epsilon = o.epsilon();
+  if (o.has_beta1()) out.beta1 = o.beta1();
+  if (o.has_beta2()) out.beta2 = o.beta2();
+  if (o.has_weight_decay()) out.weight_decay = o.weight_decay();
+  if (o.has_nesterov()) out.nesterov = o.nesterov();
+  return absl::OkStatus();
+}
+
+void AugmentationFromProto(const v1::AugmentationSpec& a,
+                           train::StageOverrides& out) {
+  using Fill = AugmentOptions::Fill;
+  out.augmentation_preset = a.preset();
+  if (a.has_enabled()) out.augmentation_enabled = a.enabled();
+  if (a.has_rotation_range()) out.rotation_range = a.rotation_range();
+  if (a.has_width_shift_range()) out.width_shift_range = a.width_shift_range();
+  if (a.has_height_shift_range()) {
+    out.height_shift_range = a.height_shift_range();
+  }
+  if (a.has_shear_range()) out.shear_range = a.shear_range();
+  if (a.has_zoom_range()) out.zoom_range = a.zoom_range();
+  if (a.has_horizontal_flip()) out.horizontal_flip = a.horizontal_flip();
+  if (a.has_vertical_flip()) out.vertical_flip = a.vertical_flip();
+  if (a.has_cval()) out.cval = a.cval();
+  switch (a.fill_mode()) {
+    case v1::FILL_MODE_NEAREST:
+      out.fill = Fill::kNearest;
+      break;
+    case v1::FILL_MODE_REFLECT:
+      out.fill = Fill::kReflect;
+      break;
+    case v1::FILL_MODE_CONSTANT:
+      out.fill = Fill::kConstant;
+      break;
+    case v1::FILL_MODE_WRAP:
+      out.fill = Fill::kWrap;
+      break;
+    default:
+      break;  // the preset's (nearest without one)
+  }
+}
+
+absl::Status ScheduleFromProto(const v1::LrScheduleSpec& l,
+                               const std::string& f,
+                               train::StageOverrides& out) {
+  using K = train::LrSchedule::Kind;
+  switch (l.kind()) {
+    case v1::LrScheduleSpec::KIND_UNSPECIFIED:
+      return absl::OkStatus();
+    case v1::LrScheduleSpec::KIND_STEP:
+      out.lr_kind = K::kStep;
+      break;
+    case v1::LrScheduleSpec::KIND_COSINE:
+      out.lr_kind = K::kCosine;
+      break;
+    case v1::LrScheduleSpec::KIND_REDUCE_ON_PLATEAU:
+      out.lr_kind = K::kReduceOnPlateau;
+      break;
+    default:
+      return Invalid(f + ".lr_schedule.kind", "is unknown");
+  }
+  out.lr_factor = l.factor();
+  out.lr_step_epochs = l.step_epochs();
+  out.lr_patience = l.patience();
+  out.lr_min_lr = l.min_lr();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<train::StageOverrides> StageFromProto(const v1::StageSpec& s,
+                                                     const std::string& f) {
+  train::StageOverrides out;
+  out.name = s.name();
+  out.trainable_from = s.trainable_from();
+  if (absl::Status st = OptimizerFromProto(s.optimizer(), f, out); !st.ok()) {
+    return st;
+  }
+  if (s.has_epochs()) out.epochs = s.epochs();
+  if (s.has_batch_size()) out.batch_size = s.batch_size();
+  if (s.has_batch_norm_inference()) {
+    out.batch_norm_inference = s.batch_norm_inference();
+  }
+  AugmentationFromProto(s.augmentation(), out);
+  if (!s.early_stopping().monitor().empty()) {
+    out.early_stopping.monitor = s.early_stopping().monitor();
+    out.early_stopping.patience = s.early_stopping().patience();
+    out.early_stopping.min_delta = s.early_stopping().min_delta();
+  }
+  if (absl::Status st = ScheduleFromProto(s.lr_schedule(), f, out); !st.ok()) {
+    return st;
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<common::Split>> PredictSplitsFromProto(
+    const v1::PredictJobOptions& p) {
+  std::vector<common::Split> out;
+  for (int i = 0; i < p.splits_size(); ++i) {
+    switch (p.splits(i)) {
+      case v1::SPLIT_TRAIN:
+        out.push_back(common::Split::kTrain);
+        break;
+      case v1::SPLIT_VALIDATION:
+        out.push_back(common::Split::kValidation);
+        break;
+      case v1::SPLIT_TEST:
+        out.push_back(common::Split::kTest);
+        break;
+      default:
+        return Invalid(absl::StrCat("spec.predict.splits[", i, "]"),
+                       "must be TRAIN, VALIDATION or TEST");
+    }
+  }
+  return out;
+}
+
+v1::FillMode FillToProto(AugmentOptions::Fill fill) {
+  switch (fill) {
+    case AugmentOptions::Fill::kNearest:
+      return v1::FILL_MODE_NEAREST;
+    case AugmentOptions::Fill::kReflect:
+      return v1::FILL_MODE_REFLECT;
+    case AugmentOptions::Fill::kConstant:
+      return v1::FILL_MODE_CONSTANT;
+    case AugmentOptions::Fill::kWrap:
+      return v1::FILL_MODE_WRAP;
+  }
+  return v1::FILL_MODE_UNSPECIFIED;
+}
+
+v1::LrScheduleSpec::Kind LrKindToProto(train::LrSchedule::Kind kind) {
+  using K = train::LrSchedule::Kind;
+  switch (kind) {
+    case K::kNone:
+      return v1::LrScheduleSpec::KIND_UNSPECIFIED;
+    case K::kStep:
+      return v1::LrScheduleSpec::KIND_STEP;
+    case K::kCosine:
+      return v1::LrScheduleSpec::KIND_COSINE;
+    case K::kReduceOnPlateau:
+      return v1::LrScheduleSpec::KIND_REDUCE_ON_PLATEAU;
+  }
+  return v1::LrScheduleSpec::KIND_UNSPECIFIED;
+}
+
+}  // namespace
+
+absl::StatusOr<train::JobRequest> JobRequestFromProto(
+    const v1::JobSpec& spec, std::string base_model_id) {
+  train::JobRequest out;
+  switch (spec.kind()) {
+    case v1::JOB_KIND_TRAIN:
+      out.kind = train::RequestKind::kTrain;
+      break;
+    case v1::JOB_KIND_FINE_TUNE:
+      out.kind = train::RequestKind::kFineTune;
+      break;
+    case v1::JOB_KIND_PREDICT:
+      out.kind = train::RequestKind::kPredict;
+      break;
+    default:
+      return Invalid("spec.kind", "must be TRAIN, FINE_TUNE or PREDICT");
+  }
+  absl::StatusOr<std::string> dataset =
+      IdFromName("spec.dataset", "datasets", spec.dataset());
+  if (!dataset.ok()) return dataset.status();
+  out.dataset_id = *std::move(dataset);
+  out.recipe = spec.recipe();
+  out.base_model_id = std::move(base_model_id);
+  if (out.kind == train::RequestKind::kPredict) {
+    TRANSFERD_ASSIGN_OR_RETURN(out.predict_splits,
+                               PredictSplitsFromProto(spec.predict()));
+    out.predict_flip_tta = spec.predict().horizontal_flip_tta();
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(out.model, ModelFromProto(spec.model()));
+  for (int i = 0; i < spec.stages_size(); ++i) {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        train::StageOverrides stage,
+        StageFromProto(spec.stages(i), absl::StrCat("spec.stages[", i, "]")));
+    out.stages.push_back(std::move(stage));
+  }
+  if (spec.has_seed()) out.seed = spec.seed();
+  out.selection_metric = spec.selection_metric();
+  return out;
+}
+
+v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
+                           const train::ResolvedJob& r) {
+  v1::JobSpec out;
+  out.set_kind(spec.kind());
+  out.set_dataset(spec.dataset());
+  out.set_recipe(spec.recipe());
+  out.set_base_model(spec.base_model());
+  out.set_seed(r.config.seed);
+  out.set_selection_metric(r.config.selection_metric);
+  const train::ModelConfig& m = r.config.model;
+  v1::ModelSpec* model = out.mutable_model();
+  model->set_backbone(m.backbone);
+  model->set_alpha(m.alpha);
+  model->set_weights(m.weights);
+  model->set_input_size(m.input_size);
+  model->set_precision(m.precision == "bf16" ? v1::PRECISION_BF16
+                                             : v1::PRECISION_FP32);
+  if (spec.kind() == v1::JOB_KIND_PREDICT)
+    *out.mutable_predict() = spec.predict();
+  model->mutable_head()->set_pooling(m.head.pooling == train::Pooling::kFlatten
+                                         ? v1::POOLING_FLATTEN
+                                         : v1::POOLING_GLOBAL_AVERAGE);
+  model->mutable_head()->set_hidden_units(m.head.hidden_units);
+  model->mutable_head()->set_dropout(m.head.dropout);
+  for (const train::StageConfig& s : r.config.stages) {
+    v1::StageSpec* st = out.add_stages();
+    st->set_name(s.name);
+    st->set_trainable_from(s.trainable_from);
+    v1::OptimizerSpec* o = st->mutable_optimizer();
+    o->set_kind(s.optimizer.kind == train::OptimizerKind::kRmsprop
+                    ? v1::OptimizerSpec::KIND_RMSPROP
+                : s.optimizer.kind == train::OptimizerKind::kAdam
+                    ? v1::OptimizerSpec::KIND_ADAM
+                    : v1::OptimizerSpec::KIND_SGD);
+    o->set_learning_rate(s.optimizer.learning_rate);
+    o->set_momentum(s.optimizer.momentum);
+    o->set_rho(s.optimizer.rho);
+    o->set_epsilon(s.optimizer.epsilon);
+    o->set_beta1(s.optimizer.beta1);
+    o->set_beta2(s.optimizer.beta2);
+    o->set_weight_decay(s.optimizer.weight_decay);
+    o->set_nesterov(s.optimizer.nesterov);
+    st->set_epochs(s.epochs);
+    st->set_batch_size(s.batch_size);
+    st->set_batch_norm_inference(s.batch_norm_inference);
+    v1::AugmentationSpec* a = st->mutable_augmentation();
+    a->set_enabled(s.augment.enabled());
+    a->set_rotation_range(s.augment.rotation_range);
+    a->set_width_shift_range(s.augment.width_shift_range);
+    a->set_height_shift_range(s.augment.height_shift_range);
+    a->set_shear_range(s.augment.shear_range);
+    a->set_zoom_range(s.augment.zoom_range);
+    a->set_horizontal_flip(s.augment.horizontal_flip);
+    a->set_vertical_flip(s.augment.vertical_flip);
+    a->set_fill_mode(FillToProto(s.augment.fill));
+    a->set_cval(s.augment.cval);
+    if (!s.early_stopping.monitor.empty()) {
+      st->mutable_early_stopping()->set_monitor(s.early_stopping.monitor);
+      st->mutable_early_stopping()->set_patience(s.early_stopping.patience);
+      st->mutable_early_stopping()->set_min_delta(s.early_stopping.min_delta);
+    }
+    if (s.lr_schedule.kind != train::LrSchedule::Kind::kNone) {
+      v1::LrScheduleSpec* l = st->mutable_lr_schedule();
+      l->set_kind(LrKindToProto(s.lr_schedule.kind));
+      l->set_factor(s.lr_schedule.factor);
+      l->set_step_epochs(s.lr_schedule.step_epochs);
+      l->set_patience(s.lr_schedule.patience);
+      l->set_min_lr(s.lr_schedule.min_lr);
+    }
+  }
+  return out;
+}
+
+// ---- Datasets ----
 // -----------------------------------------------------------------
 
 v1::Split SplitToProto(Split split) {

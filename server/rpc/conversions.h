@@ -14,6 +14,7 @@
 #include "server/core/datasets.h"
 #include "server/core/jobs.h"
 #include "server/core/model_info.h"
+#include "server/core/train/job_request.h"
 #include "transferd/v1/datasets.pb.h"
 #include "transferd/v1/jobs.pb.h"
 #include "transferd/v1/models.pb.h"
@@ -42,6 +43,16 @@ void ToProto(const core::JobRecord& in, v1::Job* out);
 void ToProto(const core::JobEvent& in, v1::JobEvent* out);
 void ToProto(const core::ModelInfo& in, v1::Model* out);
 void ToProto(const core::AliasInfo& in, v1::Alias* out);
+
+// The request of a CreateJob, resource names parsed and enums checked;
+// INVALID_ARGUMENT naming the field otherwise. `base_model_id` is the id the
+// caller resolved spec.base_model to (an alias is resolved when the job is
+// created, so the job keeps the model it was given); empty for none.
+absl::StatusOr<core::train::JobRequest> JobRequestFromProto(
+    const v1::JobSpec& spec, std::string base_model_id);
+// The spec as it will run, every field set.
+v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
+                           const core::train::ResolvedJob& resolved);
 
 v1::Split SplitToProto(common::Split split);
 v1::LabelSource LabelSourceToProto(common::LabelSource source);

@@ -18,7 +18,6 @@
 #include "server/core/util/catalog_util.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
-#include "server/rpc/job_spec.h"
 #include "server/rpc/service_util.h"
 namespace transferd::rpc {
 namespace {
@@ -33,6 +32,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   WatchReactor(core::Engine& engine, std::string id, int64_t after, bool follow)
       : jobs_(engine.jobs()),
+        executor_(engine.executor()),
         id_(std::move(id)),
         after_(after),
         follow_(follow) {
@@ -59,52 +59,117 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
   void OnCancel() override { End(grpc::Status::CANCELLED); }
 
   void OnDone() override {
+    // After Unsubscribe the notifier calls Pump no more.
     if (handle_ != 0) jobs_.Unsubscribe(handle_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      if (reading_) return;  // the read in flight deletes this
+    }
     delete this;
   }
 
  private:
   static constexpr int kPage = 100;
 
+  // Called on gRPC's threads and the queue's notifier: writes what is
+  // pending, or starts a read of the store on the engine's executor.
   void Pump() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (writing_ || finished_) return;
-    if (jobs_.stopping()) {
-      FinishLocked(grpc::Status(
-          grpc::StatusCode::UNAVAILABLE,
-          "the server is shutting down; reconnect with after_sequence = "
-          "the last sequence received"));
-      return;
+    bool read = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_ || finished_) return;
+      if (jobs_.stopping()) {
+        FinishLocked(grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            "the server is shutting down; reconnect with after_sequence = "
+            "the last sequence received"));
+        return;
+      }
+      if (!pending_.empty()) {
+        writing_ = true;
+        StartWrite(&pending_.front());
+        return;
+      }
+      if (reading_) {
+        read_again_ = true;  // events may have arrived after its query
+        return;
+      }
+      reading_ = true;
+      read = true;
     }
+    if (read) executor_.Schedule([this, after = after_] { Read(after); });
+  }
+
+  // What a read found: events to send, or the end of the stream, or
+  // nothing yet (following a job that can still change).
+  struct Found {
+    std::vector<v1::JobEvent> events;
+    bool end = false;
+    grpc::Status status;
+  };
+
+  // On the executor, without mu_: the store is read here, never on gRPC's
+  // threads or the notifier.
+  Found ReadStore(int64_t after) const {
+    Found found;
     // Two rounds at most: a job can finish between reading its events and
     // reading its state; then its last events are read once more.
-    for (int round = 0; round < 2 && pending_.empty(); ++round) {
+    for (int round = 0; round < 2; ++round) {
       absl::StatusOr<std::vector<core::JobEvent>> events =
-          jobs_.Events(id_, after_, kPage);
-      if (!events.ok()) {
-        FinishLocked(ToGrpcStatus(events.status()));
-        return;
-      }
+          jobs_.Events(id_, after, kPage);
+      if (!events.ok()) return {{}, true, ToGrpcStatus(events.status())};
       for (const core::JobEvent& e : *events) {
-        v1::JobEvent out;
-        ToProto(e, &out);
-        pending_.push_back(std::move(out));
+        ToProto(e, &found.events.emplace_back());
       }
-      if (!pending_.empty()) break;
+      if (!found.events.empty()) return found;
       // Caught up: done unless following a job that can still change.
       absl::StatusOr<core::JobRecord> job = jobs_.Get(id_);
-      if (!job.ok()) {
-        FinishLocked(ToGrpcStatus(job.status()));
-        return;
-      }
+      if (!job.ok()) return {{}, true, ToGrpcStatus(job.status())};
       const bool terminal = core::IsTerminal(job->state);
-      if (terminal && job->last_event_sequence > after_) continue;
-      if (!follow_ || terminal) FinishLocked(grpc::Status::OK);
-      return;  // following: the notifier calls Pump when events arrive
+      if (terminal && job->last_event_sequence > after) continue;
+      found.end = !follow_ || terminal;
+      return found;
     }
-    if (pending_.empty()) return;
-    writing_ = true;
-    StartWrite(&pending_.front());
+    return found;
+  }
+
+  void Read(int64_t after) {
+    Found found = ReadStore(after);
+    core::Executor& executor = executor_;
+    bool read_again = false;
+    {
+      // StartWrite and Finish are called with mu_ held: OnDone takes mu_
+      // before it deletes this, so it cannot run before the lock is let go.
+      std::lock_guard<std::mutex> lock(mu_);
+      reading_ = false;
+      if (done_) {
+        // OnDone ran meanwhile and left the deletion to this read.
+      } else if (finished_ || writing_) {
+        read_again_ = false;
+        return;
+      } else if (!found.events.empty()) {
+        for (v1::JobEvent& e : found.events) pending_.push_back(std::move(e));
+        writing_ = true;
+        StartWrite(&pending_.front());
+        read_again_ = false;
+        return;
+      } else if (found.end) {
+        FinishLocked(found.status);
+        return;
+      } else {
+        read_again = read_again_;
+        read_again_ = false;
+        reading_ = read_again;
+        if (!read_again) return;
+      }
+    }
+    if (read_again) {
+      // reading_ is set again: OnDone leaves the deletion to that read.
+      executor.Schedule([this, after] { Read(after); });
+      return;
+    }
+    delete this;
   }
 
   void End(const grpc::Status& status) {
@@ -119,13 +184,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
   }
 
   core::JobQueue& jobs_;
+  core::Executor& executor_;
   const std::string id_;
   std::mutex mu_;
   int64_t after_;
   const bool follow_;
   int64_t handle_ = 0;
   bool writing_ = false;
+  bool reading_ = false;     // a Read is scheduled or running
+  bool read_again_ = false;  // woken while reading
   bool finished_ = false;
+  bool done_ = false;  // OnDone ran while reading
   std::deque<v1::JobEvent> pending_;
 };
 
@@ -148,6 +217,7 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(
   // FINE_TUNE and PREDICT take the base model's network; an alias is
   // resolved now, so the job keeps the model it was given.
   std::optional<train::ModelConfig> base;
+  std::string base_model_id;
   if ((spec.kind() == v1::JOB_KIND_FINE_TUNE ||
        spec.kind() == v1::JOB_KIND_PREDICT) &&
       !spec.base_model().empty()) {
@@ -164,17 +234,29 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(
                              "spec.base_model: ", model.status().message()))));
     }
     base = model->model;
+    base_model_id = *id;
     spec.set_base_model(absl::StrCat("models/", *id));
   }
-  absl::StatusOr<ResolvedJob> resolved =
-      ResolveJobSpec(spec, engine_.device().precision, base ? &*base : nullptr);
+  absl::StatusOr<train::JobRequest> job_request =
+      JobRequestFromProto(spec, base_model_id);
+  if (!job_request.ok()) return Answer(ctx, ToGrpcStatus(job_request.status()));
+  absl::StatusOr<train::ResolvedJob> resolved = train::ResolveJob(
+      *job_request, engine_.device().precision, base ? &*base : nullptr);
   if (!resolved.ok()) return Answer(ctx, ToGrpcStatus(resolved.status()));
 
   core::NewJob job;
   job.id = request->job_id();
-  job.kind = spec.kind() == v1::JOB_KIND_FINE_TUNE ? core::JobKind::kFineTune
-             : spec.kind() == v1::JOB_KIND_PREDICT ? core::JobKind::kPredict
-                                                   : core::JobKind::kTrain;
+  switch (job_request->kind) {
+    case train::RequestKind::kTrain:
+      job.kind = core::JobKind::kTrain;
+      break;
+    case train::RequestKind::kFineTune:
+      job.kind = core::JobKind::kFineTune;
+      break;
+    case train::RequestKind::kPredict:
+      job.kind = core::JobKind::kPredict;
+      break;
+  }
   job.dataset_id = resolved->dataset_id;
   job.base_model = resolved->base_model;
   job.spec_blob = request->spec().SerializeAsString();

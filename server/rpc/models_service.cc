@@ -17,7 +17,7 @@
 #include "common/hash.h"
 #include "server/core/engine.h"
 #include "server/core/jobs.h"
-#include "server/core/model_archive.h"
+#include "server/core/model_transfer.h"
 #include "server/core/registry.h"
 #include "server/core/train/train_config.h"
 #include "server/core/util/catalog_util.h"
@@ -29,109 +29,108 @@ namespace {
 
 namespace v1 = transferd::v1;
 
-// ExportModel: the archive is written to tmp/ first, then streamed a chunk
-// at a time (one write in flight); the file is removed when the call ends,
-// however it ends.
+// ExportModel: the archive is written to tmp/ on the engine's executor, then
+// streamed a chunk at a time (one write in flight), each chunk read on the
+// executor too; the file is removed when the call ends, however it ends.
 class ExportReactor final
     : public grpc::ServerWriteReactor<v1::ExportModelChunk> {
  public:
   static constexpr int64_t kChunkBytes = 1 << 20;
 
-  ExportReactor(core::Engine& engine, const core::ModelInfo& model)
-      : engine_(engine) {
-    path_ =
-        engine.data_dir().tmp_dir() / ("export-" + core::RandomHex(8) + ".tar");
-    absl::StatusOr<int64_t> size = core::WriteModelArchive(model, path_);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!size.ok()) {
-      FinishLocked(ToGrpcStatus(size.status()));
-      return;
-    }
-    total_ = *size;
-    in_.open(path_, std::ios::binary);
-    if (!in_) {
-      FinishLocked(grpc::Status(grpc::StatusCode::INTERNAL,
-                                "cannot read the archive back"));
-      return;
-    }
-    buffer_.resize(static_cast<size_t>(std::min(kChunkBytes, total_)));
-    NextLocked();
+  ExportReactor(core::Engine& engine, core::ModelInfo model) : engine_(engine) {
+    engine_.executor().Schedule([this, model = std::move(model)] {
+      absl::StatusOr<std::unique_ptr<core::ModelExport>> exported =
+          core::ModelExport::Create(model, engine_.data_dir());
+      std::unique_lock<std::mutex> lock(mu_);
+      if (exported.ok()) export_ = *std::move(exported);
+      Act(lock, exported.ok() ? NextLocked()
+                              : FinishLocked(ToGrpcStatus(exported.status())));
+    });
   }
 
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
     if (!ok) {
-      FinishLocked(
-          grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      if (!finished_) {
+        finished_ = true;
+        Finish(
+            grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      }
       return;
     }
-    NextLocked();
+    reading_ = true;
+    engine_.executor().Schedule([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      reading_ = false;
+      Act(lock, NextLocked());
+    });
   }
 
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_ = true;
-    if (!writing_) FinishLocked(grpc::Status::CANCELLED);
+    // Otherwise the write or the executor's next step sees cancelled_.
+    if (!writing_ && !reading_ && export_ != nullptr && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::CANCELLED);
+    }
   }
 
   void OnDone() override {
-    in_.close();
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
+    export_.reset();  // removes the file
     delete this;
   }
 
  private:
-  void NextLocked() {
-    if (finished_) return;
-    if (cancelled_) {
-      FinishLocked(grpc::Status::CANCELLED);
-      return;
-    }
-    if (offset_ >= total_) {
-      FinishLocked(grpc::Status::OK);
-      return;
-    }
-    if (engine_.shutting_down()) {
-      FinishLocked(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                       "the server is shutting down; export again later"));
-      return;
-    }
-    const int64_t n = std::min<int64_t>(kChunkBytes, total_ - offset_);
-    if (!in_.read(buffer_.data(), n)) {
-      FinishLocked(grpc::Status(grpc::StatusCode::INTERNAL,
-                                "cannot read the archive back"));
-      return;
-    }
-    hash_.Update(buffer_.data(), static_cast<size_t>(n));
-    chunk_.Clear();
-    chunk_.set_data(buffer_.data(), static_cast<size_t>(n));
-    chunk_.set_offset(offset_);
-    chunk_.set_total_bytes(total_);
-    offset_ += n;
-    if (offset_ == total_) chunk_.set_sha256(hash_.HexDigest());
-    writing_ = true;
-    StartWrite(&chunk_);
+  // What an executor step does once it has let go of mu_: gRPC may call
+  // OnDone as soon as Finish is called, so nothing of this reactor may be
+  // touched after it (or after StartWrite, whose completion may finish).
+  struct Step {
+    enum { kNothing, kWrite, kFinish } what = kNothing;
+    grpc::Status status;
+  };
+
+  void Act(std::unique_lock<std::mutex>& lock, const Step& step) {
+    lock.unlock();
+    if (step.what == Step::kWrite) StartWrite(&chunk_);
+    if (step.what == Step::kFinish) Finish(step.status);
   }
 
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_) return;
+  Step FinishLocked(grpc::Status status) {
+    if (finished_) return {};
     finished_ = true;
-    Finish(status);
+    return {Step::kFinish, std::move(status)};
+  }
+
+  // With mu_ held: the next chunk into chunk_, or the end.
+  Step NextLocked() {
+    if (finished_) return {};
+    if (cancelled_) return FinishLocked(grpc::Status::CANCELLED);
+    if (export_->done()) return FinishLocked(grpc::Status::OK);
+    if (engine_.shutting_down()) {
+      return FinishLocked(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       "the server is shutting down; export again later"));
+    }
+    const int64_t offset = export_->offset();
+    absl::StatusOr<std::string_view> data = export_->Next(kChunkBytes);
+    if (!data.ok()) return FinishLocked(ToGrpcStatus(data.status()));
+    chunk_.Clear();
+    chunk_.set_data(data->data(), data->size());
+    chunk_.set_offset(offset);
+    chunk_.set_total_bytes(export_->total_bytes());
+    if (export_->done()) chunk_.set_sha256(export_->sha256());
+    writing_ = true;
+    return {Step::kWrite, grpc::Status::OK};
   }
 
   core::Engine& engine_;
-  std::filesystem::path path_;
   std::mutex mu_;
-  std::ifstream in_;
-  std::vector<char> buffer_;
-  common::Sha256 hash_;
+  std::unique_ptr<core::ModelExport> export_;
   v1::ExportModelChunk chunk_;
-  int64_t total_ = 0;
-  int64_t offset_ = 0;
   bool writing_ = false;
+  bool reading_ = false;
   bool cancelled_ = false;
   bool finished_ = false;
 };
@@ -143,22 +142,34 @@ class FinishedExport final
   void OnDone() override { delete this; }
 };
 
-// ImportModel: the header, then the archive's bytes into a file in tmp/
-// (bounded by the dataset size limit and the free-disk floor); at the end of
-// the stream the registry checks and registers it. The file is removed when
-// the call ends, however it ends.
+// ImportModel: the header, then the archive's bytes, into a core::ModelImport
+// (a file in tmp/, bounded by the dataset size limit and the free-disk
+// floor); at the end of the stream the registry checks and registers it.
+// Every message is handled on the engine's executor, one at a time (the next
+// read starts when the last one is handled); the file is removed when the
+// call ends, however it ends.
 class ImportReactor final
     : public grpc::ServerReadReactor<v1::ImportModelRequest> {
  public:
   ImportReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
                 v1::Model* response)
       : engine_(engine), ctx_(ctx), response_(response) {
-    max_bytes_ = engine.options().datasets.max_dataset_bytes;
-    min_free_ = engine.options().datasets.min_free_disk_bytes;
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
+    engine_.executor().Schedule([this, ok] { Handle(ok); });
+  }
+
+  void OnDone() override {
+    import_.reset();  // removes the file
+    delete this;
+  }
+
+ private:
+  // On the executor. Ends with StartRead or Finish, and touches nothing
+  // after either (the next callback, or OnDone, may run at once).
+  void Handle(bool ok) {
     if (!ok) {
       // The client half-closed (or went away: then Finish is a no-op).
       Done(ctx_->IsCancelled() ? grpc::Status::CANCELLED : Commit());
@@ -170,133 +181,58 @@ class ImportReactor final
           "the server is shutting down; the import was discarded"));
       return;
     }
-    absl::Status status = Handle();
-    if (!status.ok()) {
+    if (absl::Status status = Take(); !status.ok()) {
       Done(ToGrpcStatus(status));
       return;
     }
     StartRead(&request_);
   }
 
-  void OnDone() override {
-    Discard();
-    delete this;
-  }
-
- private:
-  static constexpr int64_t kDiskCheckEvery = 64ll << 20;
-
-  absl::Status CheckDisk(int64_t more) {
-    std::error_code ec;
-    const std::filesystem::space_info space =
-        std::filesystem::space(path_.parent_path(), ec);
-    if (ec) return absl::OkStatus();
-    if (static_cast<int64_t>(space.available) - more < min_free_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the import would leave less than min_free_disk_bytes (",
-                       min_free_, ") free on the data directory's disk"));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status Handle() {
+  absl::Status Take() {
     if (request_.has_header()) {
-      if (started_) {
+      if (import_ != nullptr) {
         return absl::InvalidArgumentError(
             "header: sent twice (it must come once, first)");
       }
-      started_ = true;
-      header_ = request_.header();
-      if (header_.total_bytes() < 0) {
-        return absl::InvalidArgumentError(
-            "header.total_bytes must not be negative");
-      }
-      if (header_.total_bytes() > max_bytes_) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("header.total_bytes: ", header_.total_bytes(),
-                         " is above the limit of ", max_bytes_,
-                         " bytes (max_dataset_bytes)"));
-      }
-      if (!header_.model_id().empty()) {
-        if (absl::Status s =
-                core::ValidateResourceId("header.model_id", header_.model_id());
-            !s.ok()) {
-          return s;
-        }
-        if (engine_.models().Get(header_.model_id()).ok()) {
-          return absl::AlreadyExistsError(absl::StrCat(
-              "model \"", header_.model_id(), "\" already exists"));
-        }
-      }
-      path_ = engine_.data_dir().tmp_dir() /
-              ("import-" + core::RandomHex(8) + ".tar");
-      out_.open(path_, std::ios::binary | std::ios::trunc);
-      if (!out_)
-        return absl::InternalError("cannot create the import's temporary file");
-      return CheckDisk(header_.total_bytes());
+      core::TransferLimits limits;
+      limits.max_bytes = engine_.options().datasets.max_dataset_bytes;
+      limits.min_free_disk_bytes =
+          engine_.options().datasets.min_free_disk_bytes;
+      core::ModelImportSpec spec;
+      spec.model_id = request_.header().model_id();
+      spec.display_name = request_.header().display_name();
+      spec.total_bytes = request_.header().total_bytes();
+      absl::StatusOr<std::unique_ptr<core::ModelImport>> import =
+          core::ModelImport::Begin(engine_.models(), engine_.data_dir(), limits,
+                                   std::move(spec));
+      if (!import.ok()) return import.status();
+      import_ = *std::move(import);
+      return absl::OkStatus();
     }
     if (request_.payload_case() != v1::ImportModelRequest::kData) {
       return absl::InvalidArgumentError(
           "request carries neither a header nor data");
     }
-    if (!started_)
+    if (import_ == nullptr) {
       return absl::InvalidArgumentError(
           "header: the first message must be the header");
-    const std::string& data = request_.data();
-    const int64_t after = received_ + static_cast<int64_t>(data.size());
-    if (after > max_bytes_) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the archive is larger than the limit of ", max_bytes_,
-                       " bytes (max_dataset_bytes)"));
     }
-    if (header_.total_bytes() > 0 && after > header_.total_bytes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("data: more than header.total_bytes (",
-                       header_.total_bytes(), ") bytes sent"));
-    }
-    if (after / kDiskCheckEvery != received_ / kDiskCheckEvery) {
-      if (absl::Status s = CheckDisk(0); !s.ok()) return s;
-    }
-    out_.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (!out_)
-      return absl::InternalError("cannot write the import's temporary file");
-    received_ = after;
-    return absl::OkStatus();
+    return import_->Append(request_.data());
   }
 
   grpc::Status Commit() {
-    if (!started_) {
+    if (import_ == nullptr) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "header: the stream ended before the header");
     }
-    if (header_.total_bytes() > 0 && received_ != header_.total_bytes()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("the stream ended after ", received_,
-                                       " of the ", header_.total_bytes(),
-                                       " bytes header.total_bytes announced"));
-    }
-    out_.close();
-    if (!out_)
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          "cannot write the archive");
-    absl::StatusOr<core::ModelInfo> model = engine_.models().Import(
-        path_, header_.model_id(), header_.display_name());
+    absl::StatusOr<core::ModelInfo> model = import_->Commit();
     if (!model.ok()) return ToGrpcStatus(model.status());
     ToProto(*model, response_);
     return grpc::Status::OK;
   }
 
-  void Discard() {
-    if (out_.is_open()) out_.close();
-    if (!path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove(path_, ec);
-      path_.clear();
-    }
-  }
-
   void Done(const grpc::Status& status) {
-    Discard();  // the temporary file goes before the answer
+    import_.reset();  // the temporary file goes before the answer
     Finish(status);
   }
 
@@ -304,13 +240,7 @@ class ImportReactor final
   grpc::CallbackServerContext* ctx_;
   v1::Model* response_;
   v1::ImportModelRequest request_;
-  v1::ImportModelHeader header_;
-  bool started_ = false;
-  std::filesystem::path path_;
-  std::ofstream out_;
-  int64_t received_ = 0;
-  int64_t max_bytes_ = 0;
-  int64_t min_free_ = 0;
+  std::unique_ptr<core::ModelImport> import_;
 };
 
 class FinishedImport final

@@ -110,10 +110,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return grpc::SslServerCredentials(ssl);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
-    const Options& options, core::Engine& engine) {
+// The message size limits: a chunk must fit in a message with room to spare.
+absl::Status CheckMessageSizes(const RpcServer::Options& options) {
   if (options.max_receive_message_bytes < 64 * 1024) {
     return absl::InvalidArgumentError(
         "max receive message size must be at least 65536 bytes");
@@ -125,18 +123,14 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
         "got ",
         options.upload_chunk_bytes));
   }
+  return absl::OkStatus();
+}
 
-  auto credentials = Credentials(options);
-  if (!credentials.ok()) return credentials.status();
-  auto auth = Authorizer::Create(options.token_file);
-  if (!auth.ok()) return auth.status();
-
-  std::unique_ptr<RpcServer> server(new RpcServer);
-  server->options_ = options;
-  server->auth_ = std::move(*auth);
-  if (server->auth_->enabled()) {
+// Logs how clients are authenticated and what the transport is.
+void LogSecurity(const RpcServer::Options& options, const Authorizer& auth) {
+  if (auth.enabled()) {
     spdlog::info("bearer tokens required: {} tokens from {}",
-                 server->auth_->token_count(), options.token_file);
+                 auth.token_count(), options.token_file);
   } else if (!absl::StartsWith(options.listen_address, "127.") &&
              !absl::StartsWith(options.listen_address, "localhost:") &&
              !absl::StartsWith(options.listen_address, "[::1]:")) {
@@ -147,13 +141,23 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   spdlog::info(
       "transport: {}{}", options.tls_cert_file.empty() ? "plaintext" : "TLS",
       options.tls_client_ca_file.empty() ? "" : " with client certificates");
+}
 
+// The services the server reports it implements.
+std::vector<std::string> ImplementedServices(
+    const RpcServer::Options& options) {
   std::vector<std::string> implemented = {
       "transferd.v1.Server", "transferd.v1.Datasets",  "transferd.v1.Jobs",
       "transferd.v1.Models", "transferd.v1.Inference", "grpc.health.v1.Health"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
+  return implemented;
+}
+
+// The limits the server reports to clients.
+v1::Limits ReportedLimits(const RpcServer::Options& options,
+                          core::Engine& engine) {
   v1::Limits limits;
   limits.set_max_receive_message_bytes(options.max_receive_message_bytes);
   limits.set_max_send_message_bytes(options.max_send_message_bytes);
@@ -169,6 +173,74 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   limits.set_shutdown_grace_seconds(static_cast<int32_t>(
       std::chrono::duration_cast<std::chrono::seconds>(options.shutdown_grace)
           .count()));
+  return limits;
+}
+
+// The main port's builder: plugins, listening port (bound into `*port` at
+// start), message sizes, streams and keepalive.
+void ConfigureTransport(
+    const RpcServer::Options& options,
+    const std::shared_ptr<grpc::ServerCredentials>& credentials, int* port,
+    grpc::ServerBuilder& builder) {
+  if (!options.reflection) {
+    builder.SetOption(std::make_unique<DropReflectionPlugin>());
+  }
+  // Without this gRPC sets SO_REUSEPORT and a second server could bind the
+  // same port silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(options.listen_address, credentials, port);
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             options.max_concurrent_streams);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      static_cast<int>(options.min_ping_interval.count()));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (options.max_connection_idle.count() > 0) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(options.max_connection_idle.count()));
+  }
+}
+
+// The plaintext health-only listener on `address`; null when it cannot
+// start. `*generic` answers every other method; `*port` is the bound port.
+std::unique_ptr<grpc::Server> StartHealthServer(
+    const std::string& address,
+    std::unique_ptr<grpc::CallbackGenericService>* generic, int* port) {
+  grpc::ServerBuilder health_builder;
+  health_builder.SetOption(std::make_unique<DropReflectionPlugin>());
+  health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  health_builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                                  port);
+  health_builder.SetMaxReceiveMessageSize(64 * 1024);
+  health_builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
+  *generic = std::make_unique<HealthPortOnly>();
+  health_builder.RegisterCallbackGenericService(generic->get());
+  return health_builder.BuildAndStart();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
+    const Options& options, core::Engine& engine) {
+  if (absl::Status sizes = CheckMessageSizes(options); !sizes.ok()) {
+    return sizes;
+  }
+
+  auto credentials = Credentials(options);
+  if (!credentials.ok()) return credentials.status();
+  auto auth = Authorizer::Create(options.token_file);
+  if (!auth.ok()) return auth.status();
+
+  std::unique_ptr<RpcServer> server(new RpcServer);
+  server->options_ = options;
+  server->auth_ = std::move(*auth);
+  LogSecurity(options, *server->auth_);
+
+  std::vector<std::string> implemented = ImplementedServices(options);
+  v1::Limits limits = ReportedLimits(options, engine);
 
   server->server_service_ = std::make_unique<ServerService>(
       engine, *server->auth_, limits, implemented);
@@ -185,27 +257,7 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   }
   grpc::ServerBuilder builder;
-  if (!options.reflection) {
-    builder.SetOption(std::make_unique<DropReflectionPlugin>());
-  }
-  // Without this gRPC sets SO_REUSEPORT and a second server could bind the
-  // same port silently.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options.listen_address, *credentials,
-                           &server->port_);
-  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                             options.max_concurrent_streams);
-  builder.AddChannelArgument(
-      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-      static_cast<int>(options.min_ping_interval.count()));
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  if (options.max_connection_idle.count() > 0) {
-    builder.AddChannelArgument(
-        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
-        static_cast<int>(options.max_connection_idle.count()));
-  }
+  ConfigureTransport(options, *credentials, &server->port_, builder);
   grpc::ResourceQuota quota("transferd");
   quota.Resize(static_cast<size_t>(options.grpc_memory_bytes));
   quota.SetMaxThreads(options.max_rpc_threads);
@@ -229,18 +281,9 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
                      " (address in use, or not a local address?)"));
   }
   if (!options.health_listen_address.empty()) {
-    grpc::ServerBuilder health_builder;
-    health_builder.SetOption(std::make_unique<DropReflectionPlugin>());
-    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    health_builder.AddListeningPort(options.health_listen_address,
-                                    grpc::InsecureServerCredentials(),
-                                    &server->health_port_);
-    health_builder.SetMaxReceiveMessageSize(64 * 1024);
-    health_builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
-    server->health_generic_ = std::make_unique<HealthPortOnly>();
-    health_builder.RegisterCallbackGenericService(
-        server->health_generic_.get());
-    server->health_server_ = health_builder.BuildAndStart();
+    server->health_server_ =
+        StartHealthServer(options.health_listen_address,
+                          &server->health_generic_, &server->health_port_);
     if (server->health_server_ == nullptr || server->health_port_ == 0) {
       server->server_->Shutdown();
       return absl::UnavailableError(absl::StrCat("cannot listen on ",

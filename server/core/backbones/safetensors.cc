@@ -44,6 +44,76 @@ const DType* FindDType(torch::ScalarType type) {
 
 constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
 
+// One tensor's header entry.
+struct Entry {
+  std::string name;
+  const DType* dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;
+};
+
+// Checks the header entry `t` of tensor `key` against the `data_size` bytes
+// of the data section.
+absl::StatusOr<Entry> ParseEntry(const std::string& where,
+                                 const std::string& key,
+                                 const nlohmann::json& t, uint64_t data_size) {
+  auto bad = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": tensor \"", key, "\": ", why));
+  };
+  if (!t.is_object() || !t.contains("dtype") || !t.contains("shape") ||
+      !t.contains("data_offsets") || !t["dtype"].is_string() ||
+      !t["shape"].is_array() || !t["data_offsets"].is_array() ||
+      t["data_offsets"].size() != 2) {
+    return bad("needs dtype, shape and data_offsets [begin, end]");
+  }
+  Entry e;
+  e.name = key;
+  e.dtype = FindDType(t["dtype"].get<std::string>());
+  if (e.dtype == nullptr) return bad("unsupported dtype " + t["dtype"].dump());
+  int64_t numel = 1;
+  for (const auto& d : t["shape"]) {
+    if (!d.is_number_unsigned())
+      return bad("shape must hold non-negative integers");
+    const int64_t dim = d.get<int64_t>();
+    if (dim > 0 && numel > (int64_t{1} << 40) / dim)
+      return bad("shape too large");
+    numel *= dim;
+    e.shape.push_back(dim);
+  }
+  const auto& off = t["data_offsets"];
+  if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
+    return bad("data_offsets must be non-negative integers");
+  }
+  e.begin = off[0].get<uint64_t>();
+  e.end = off[1].get<uint64_t>();
+  if (e.begin > e.end || e.end > data_size) {
+    return bad(absl::StrCat("data_offsets [", e.begin, ", ", e.end,
+                            "] outside the ", data_size,
+                            " data bytes (truncated file?)"));
+  }
+  if (e.end - e.begin != static_cast<uint64_t>(numel * e.dtype->size)) {
+    return bad(absl::StrCat(
+        "holds ", e.end - e.begin, " bytes but ", t["dtype"].get<std::string>(),
+        " ", t["shape"].dump(), " needs ", numel * e.dtype->size));
+  }
+  return e;
+}
+
+// The tensors' byte ranges may not overlap.
+absl::Status CheckNoOverlap(
+    const std::string& where,
+    std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": tensors overlap in the data section"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NamedTensors> ReadSafetensors(
@@ -76,67 +146,17 @@ absl::StatusOr<NamedTensors> ReadSafetensors(
   }
   const uint64_t data_size = file_size - 8 - header_len;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  struct Entry {
-    std::string name;
-    const DType* dtype;
-    std::vector<int64_t> shape;
-    uint64_t begin, end;
-  };
   std::vector<Entry> entries;
   for (auto it = json.begin(); it != json.end(); ++it) {
     if (it.key() == "__metadata__") continue;
-    const nlohmann::json& t = it.value();
-    auto bad = [&](const std::string& why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": tensor \"", it.key(), "\": ", why));
-    };
-    if (!t.is_object() || !t.contains("dtype") || !t.contains("shape") ||
-        !t.contains("data_offsets") || !t["dtype"].is_string() ||
-        !t["shape"].is_array() || !t["data_offsets"].is_array() ||
-        t["data_offsets"].size() != 2) {
-      return bad("needs dtype, shape and data_offsets [begin, end]");
-    }
-    Entry e;
-    e.name = it.key();
-    e.dtype = FindDType(t["dtype"].get<std::string>());
-    if (e.dtype == nullptr)
-      return bad("unsupported dtype " + t["dtype"].dump());
-    int64_t numel = 1;
-    for (const auto& d : t["shape"]) {
-      if (!d.is_number_unsigned())
-        return bad("shape must hold non-negative integers");
-      const int64_t dim = d.get<int64_t>();
-      if (dim > 0 && numel > (int64_t{1} << 40) / dim)
-        return bad("shape too large");
-      numel *= dim;
-      e.shape.push_back(dim);
-    }
-    const auto& off = t["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-      return bad("data_offsets must be non-negative integers");
-    }
-    e.begin = off[0].get<uint64_t>();
-    e.end = off[1].get<uint64_t>();
-    if (e.begin > e.end || e.end > data_size) {
-      return bad(absl::StrCat("data_offsets [", e.begin, ", ", e.end,
-                              "] outside the ", data_size,
-                              " data bytes (truncated file?)"));
-    }
-    if (e.end - e.begin != static_cast<uint64_t>(numel * e.dtype->size)) {
-      return bad(absl::StrCat("holds ", e.end - e.begin, " bytes but ",
-                              t["dtype"].get<std::string>(), " ",
-                              t["shape"].dump(), " needs ",
-                              numel * e.dtype->size));
-    }
-    ranges.emplace_back(e.begin, e.end);
-    entries.push_back(std::move(e));
+    absl::StatusOr<Entry> e =
+        ParseEntry(where, it.key(), it.value(), data_size);
+    if (!e.ok()) return e.status();
+    ranges.emplace_back(e->begin, e->end);
+    entries.push_back(*std::move(e));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": tensors overlap in the data section"));
-    }
+  if (absl::Status overlap = CheckNoOverlap(where, ranges); !overlap.ok()) {
+    return overlap;
   }
   NamedTensors out;
   const std::streamoff data_start = static_cast<std::streamoff>(8 + header_len);

@@ -58,6 +58,73 @@ absl::Status Commit(BackboneImpl& backbone,
   return absl::OkStatus();
 }
 
+// Stages the weights of `layer` from `file` under the backbone's tensor
+// names, converted to PyTorch's layouts.
+absl::Status StageKerasLayer(const KerasH5File& file, const KerasLayer& layer,
+                             std::map<std::string, torch::Tensor>* staged) {
+  TRANSFERD_ASSIGN_OR_RETURN(auto weights, file.LayerWeights(layer.name));
+  // Weight names end in "/kernel:0", "/gamma:0", ...
+  std::map<std::string, torch::Tensor> by_kind;
+  for (auto& [wname, tensor] : weights) {
+    std::string kind = wname.substr(wname.rfind('/') + 1);
+    kind = kind.substr(0, kind.find(':'));
+    by_kind[kind] = tensor;
+  }
+  auto take = [&](const std::string& kind) -> absl::StatusOr<torch::Tensor> {
+    auto it = by_kind.find(kind);
+    if (it == by_kind.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file.path(), ": layer \"", layer.name, "\" has no ",
+                       kind, " (found ", by_kind.size(), " weights)"));
+    }
+    return it->second;
+  };
+  const std::string p = layer.name + ".";
+  switch (layer.kind) {
+    case KerasLayer::Kind::kConv: {
+      TRANSFERD_ASSIGN_OR_RETURN(torch::Tensor k, take("kernel"));
+      if (k.dim() != 4) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            file.path(), ": layer \"", layer.name, "\" kernel has shape ",
+            ShapeString(k.sizes()), ", expected 4 dimensions"));
+      }
+      (*staged)[p + "weight"] =
+          k.permute({3, 2, 0, 1}).contiguous();  // HWIO->OIHW
+      if (layer.has_bias) {
+        TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "bias"], take("bias"));
+      }
+      break;
+    }
+    case KerasLayer::Kind::kDepthwise: {
+      TRANSFERD_ASSIGN_OR_RETURN(torch::Tensor k, take("depthwise_kernel"));
+      if (k.dim() != 4) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(file.path(), ": layer \"", layer.name,
+                         "\" depthwise_kernel has shape ",
+                         ShapeString(k.sizes()), ", expected 4 dimensions"));
+      }
+      // (kh, kw, C, 1) -> (C, 1, kh, kw)
+      (*staged)[p + "weight"] = k.permute({2, 3, 0, 1}).contiguous();
+      if (layer.has_bias) {
+        TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "bias"], take("bias"));
+      }
+      break;
+    }
+    case KerasLayer::Kind::kBatchNorm: {
+      TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "weight"], take("gamma"));
+      TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "bias"], take("beta"));
+      TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "running_mean"],
+                                 take("moving_mean"));
+      TRANSFERD_ASSIGN_OR_RETURN((*staged)[p + "running_var"],
+                                 take("moving_variance"));
+      break;
+    }
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status LoadKerasH5(BackboneImpl& backbone,
@@ -82,66 +149,7 @@ absl::Status LoadKerasH5(BackboneImpl& backbone,
                        : " layers)"));
     }
     ++matched;
-    TRANSFERD_ASSIGN_OR_RETURN(auto weights, file->LayerWeights(layer.name));
-    // Weight names end in "/kernel:0", "/gamma:0", ...
-    std::map<std::string, torch::Tensor> by_kind;
-    for (auto& [wname, tensor] : weights) {
-      std::string kind = wname.substr(wname.rfind('/') + 1);
-      kind = kind.substr(0, kind.find(':'));
-      by_kind[kind] = tensor;
-    }
-    auto take = [&](const std::string& kind) -> absl::StatusOr<torch::Tensor> {
-      auto it = by_kind.find(kind);
-      if (it == by_kind.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file->path(), ": layer \"", layer.name, "\" has no ",
-                         kind, " (found ", by_kind.size(), " weights)"));
-      }
-      return it->second;
-    };
-    const std::string p = layer.name + ".";
-    switch (layer.kind) {
-      case KerasLayer::Kind::kConv: {
-        TRANSFERD_ASSIGN_OR_RETURN(torch::Tensor k, take("kernel"));
-        if (k.dim() != 4) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              file->path(), ": layer \"", layer.name, "\" kernel has shape ",
-              ShapeString(k.sizes()), ", expected 4 dimensions"));
-        }
-        staged[p + "weight"] =
-            k.permute({3, 2, 0, 1}).contiguous();  // HWIO->OIHW
-        if (layer.has_bias) {
-          TRANSFERD_ASSIGN_OR_RETURN(staged[p + "bias"], take("bias"));
-        }
-        break;
-      }
-      case KerasLayer::Kind::kDepthwise: {
-        TRANSFERD_ASSIGN_OR_RETURN(torch::Tensor k, take("depthwise_kernel"));
-        if (k.dim() != 4) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(file->path(), ": layer \"", layer.name,
-                           "\" depthwise_kernel has shape ",
-                           ShapeString(k.sizes()), ", expected 4 dimensions"));
-        }
-        // (kh, kw, C, 1) -> (C, 1, kh, kw)
-        staged[p + "weight"] = k.permute({2, 3, 0, 1}).contiguous();
-        if (layer.has_bias) {
-          TRANSFERD_ASSIGN_OR_RETURN(staged[p + "bias"], take("bias"));
-        }
-        break;
-      }
-      case KerasLayer::Kind::kBatchNorm: {
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "weight"], take("gamma"));
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "bias"], take("beta"));
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_mean"],
-                                   take("moving_mean"));
-        TRANSFERD_ASSIGN_OR_RETURN(staged[p + "running_var"],
-                                   take("moving_variance"));
-        break;
-      }
-      default:
-        break;
-    }
+    TRANSFERD_RETURN_IF_ERROR(StageKerasLayer(*file, layer, &staged));
   }
   return Commit(backbone, staged, file->path());
 }

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/hash.h"
+#include "server/core/backbones/backbone.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::core::backbones {
@@ -297,6 +298,64 @@ absl::Status InitCurlOnce() {
   return absl::OkStatus();
 }
 
+// The transfer's settings: `weights.url` over HTTP(S) only, redirects
+// followed, time limits, the body written to `sink`.
+void SetDownloadOptions(CURL* handle, const OfficialWeights& weights,
+                        const WeightsCacheOptions& options, char* error_buffer,
+                        DownloadSink* sink) {
+  curl_easy_setopt(handle, CURLOPT_URL, weights.url.c_str());
+  curl_easy_setopt(handle, CURLOPT_ERRORBUFFER, error_buffer);
+  curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(handle, CURLOPT_MAXREDIRS, 10L);
+#if LIBCURL_VERSION_NUM >= 0x075500  // 7.85.0
+  curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+  curl_easy_setopt(handle, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
+  curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS,
+                   CURLPROTO_HTTP | CURLPROTO_HTTPS);
+#endif
+  curl_easy_setopt(handle, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(handle, CURLOPT_TIMEOUT,
+                   static_cast<long>(std::max(1, options.timeout_seconds)));
+  curl_easy_setopt(
+      handle, CURLOPT_CONNECTTIMEOUT,
+      static_cast<long>(std::clamp(options.timeout_seconds, 1, 30)));
+  curl_easy_setopt(handle, CURLOPT_USERAGENT, "transferd");
+  curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, &WriteToSink);
+  curl_easy_setopt(handle, CURLOPT_WRITEDATA, sink);
+}
+
+// The error for a failed transfer (`result`), most specific first: a local
+// write error, an HTTP error status, then libcurl's own message.
+absl::Status DownloadFailure(CURLcode result, CURL* handle,
+                             const OfficialWeights& weights,
+                             const DownloadSink& sink, const TempFile& temp,
+                             const char* error_buffer,
+                             const std::string& by_hand) {
+  const std::string what = absl::StrCat("downloading ", weights.file_name,
+                                        " from ", weights.url, " failed: ");
+  if (sink.write_errno != 0) {
+    return absl::InternalError(absl::StrCat(what, "cannot write ",
+                                            temp.path().string(), ": ",
+                                            std::strerror(sink.write_errno)));
+  }
+  if (result == CURLE_HTTP_RETURNED_ERROR) {
+    long code = 0;
+    curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &code);
+    if (code == 404 || code == 410) {
+      return absl::NotFoundError(absl::StrCat(
+          what, "the server answered HTTP ", code, " (no such file)", by_hand));
+    }
+    return absl::UnavailableError(
+        absl::StrCat(what, "the server answered HTTP ", code, by_hand));
+  }
+  const std::string detail =
+      error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(result);
+  return absl::UnavailableError(absl::StrCat(what, detail, by_hand));
+}
+
 // Downloads `weights` into `target` through a temporary file in the same
 // folder, checking `expected` before anything is renamed into place.
 absl::Status Download(const OfficialWeights& weights,
@@ -327,52 +386,12 @@ absl::Status Download(const OfficialWeights& weights,
   }
   char error_buffer[CURL_ERROR_SIZE] = {};
   CURL* handle = curl.get();
-  curl_easy_setopt(handle, CURLOPT_URL, weights.url.c_str());
-  curl_easy_setopt(handle, CURLOPT_ERRORBUFFER, error_buffer);
-  curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(handle, CURLOPT_MAXREDIRS, 10L);
-#if LIBCURL_VERSION_NUM >= 0x075500  // 7.85.0
-  curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-  curl_easy_setopt(handle, CURLOPT_PROTOCOLS, CURLPROTO_HTTP | CURLPROTO_HTTPS);
-  curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS,
-                   CURLPROTO_HTTP | CURLPROTO_HTTPS);
-#endif
-  curl_easy_setopt(handle, CURLOPT_FAILONERROR, 1L);
-  curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(handle, CURLOPT_TIMEOUT,
-                   static_cast<long>(std::max(1, options.timeout_seconds)));
-  curl_easy_setopt(
-      handle, CURLOPT_CONNECTTIMEOUT,
-      static_cast<long>(std::clamp(options.timeout_seconds, 1, 30)));
-  curl_easy_setopt(handle, CURLOPT_USERAGENT, "transferd");
-  curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, &WriteToSink);
-  curl_easy_setopt(handle, CURLOPT_WRITEDATA, &sink);
+  SetDownloadOptions(handle, weights, options, error_buffer, &sink);
 
   const CURLcode result = curl_easy_perform(handle);
   if (result != CURLE_OK) {
-    const std::string what = absl::StrCat("downloading ", weights.file_name,
-                                          " from ", weights.url, " failed: ");
-    if (sink.write_errno != 0) {
-      return absl::InternalError(absl::StrCat(what, "cannot write ",
-                                              temp.path().string(), ": ",
-                                              std::strerror(sink.write_errno)));
-    }
-    if (result == CURLE_HTTP_RETURNED_ERROR) {
-      long code = 0;
-      curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &code);
-      if (code == 404 || code == 410) {
-        return absl::NotFoundError(
-            absl::StrCat(what, "the server answered HTTP ", code,
-                         " (no such file)", by_hand));
-      }
-      return absl::UnavailableError(
-          absl::StrCat(what, "the server answered HTTP ", code, by_hand));
-    }
-    const std::string detail =
-        error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(result);
-    return absl::UnavailableError(absl::StrCat(what, detail, by_hand));
+    return DownloadFailure(result, handle, weights, sink, temp, error_buffer,
+                           by_hand);
   }
 
   const std::string found =

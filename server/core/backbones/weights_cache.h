@@ -20,9 +20,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "server/core/backbones/backbone.h"
 
 namespace transferd::core::backbones {
+
+// backbone.h (LibTorch): not included here, so that the engine's headers
+// (jobs.h, predictor.h, engine.h) stay free of LibTorch.
+struct BackboneSpec;
 
 // One file of keras.applications' ImageNet weights.
 struct OfficialWeights {

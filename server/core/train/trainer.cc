@@ -274,6 +274,50 @@ struct EvalOut {
   std::vector<double> positive_scores;  // 2 classes
 };
 
+// The stage Run is in: its optimizer and where its batches come from.
+// (Members are released in reverse order: train data before the optimizer.)
+struct StageState {
+  int index = 0;
+  const StageConfig* config = nullptr;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  bool pristine = false;      // backbone still the initial one
+  bool train_cached = false;  // steps train the head on cached features
+  torch::Tensor train_feats;  // when train_cached
+  torch::Tensor val_feats;    // cached validation features or activations
+  std::unique_ptr<data::Loader> loader;  // when !train_cached
+  int val_segment = -1;  // val_feats: output of this many segments (-1: all)
+  torch::Tensor train_labels;  // when train_cached
+  int64_t steps = 0;           // per epoch
+};
+
+// The epoch Run is in: its running totals.
+struct EpochState {
+  int epoch = 0;  // 1-based over the whole job
+  Clock::time_point start;
+  double lr = 0;
+  double loss_sum = 0;
+  int64_t correct = 0, seen = 0;
+  // Where the epoch's time goes, for the server log.
+  double data_seconds = 0, forward_seconds = 0, update_seconds = 0;
+};
+
+// Early stopping (Keras semantics: improvement beyond min_delta resets the
+// wait; `patience` epochs without one stop the stage). Whether to stop.
+bool EarlyStop(const EarlyStopping& es, const EpochReport& report,
+               RunState& st) {
+  if (es.monitor.empty()) return false;
+  const double v = MetricOf(report, es.monitor);
+  const bool up = HigherIsBetter(es.monitor);
+  if (!st.es_init ||
+      (up ? v - es.min_delta > st.es_best : v + es.min_delta < st.es_best)) {
+    st.es_init = true;
+    st.es_best = v;
+    st.es_wait = 0;
+    return false;
+  }
+  return ++st.es_wait >= std::max(1, es.patience);
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -718,10 +762,60 @@ struct Trainer::Impl {
     return std::nullopt;
   }
 
+  // Run: StartRun, then the newest checkpoint, then RunStage for every stage
+  // left, then FinishRun. A stage: StartStage, PrepareStageData, then per
+  // epoch RunEpoch (TrainSteps of TrainStep, then validation) and
+  // FinishEpoch (best weights, early stopping, schedule, checkpoint).
   absl::StatusOr<TrainResult> Run(const TrainerCallbacks& cb);
+  absl::Status StartRun();
+  absl::Status RunStage(int s, const std::string* resumed_optimizer,
+                        RunState& st, const TrainerCallbacks& cb);
+  void StartStage(StageState& ss, const std::string* resumed_optimizer,
+                  RunState& st);
+  absl::Status PrepareStageData(StageState& ss, const TrainerCallbacks& cb);
+  absl::StatusOr<EpochReport> RunEpoch(StageState& ss, int e, RunState& st,
+                                       const TrainerCallbacks& cb);
+  absl::Status TrainSteps(StageState& ss, EpochState& ep, RunState& st,
+                          const TrainerCallbacks& cb);
+  void TrainStep(StageState& ss, const torch::Tensor& x, const torch::Tensor& y,
+                 EpochState& ep);
+  StepReport StepReportOf(const StageState& ss, const EpochState& ep,
+                          int64_t step, const RunState& st) const;
+  absl::StatusOr<bool> FinishEpoch(StageState& ss, int e,
+                                   const EpochReport& report, RunState& st,
+                                   const TrainerCallbacks& cb);
+  absl::Status KeepIfBest(const EpochReport& report, bool pristine,
+                          RunState& st);
+  void UpdatePlateauLr(const LrSchedule& l, const EpochReport& report,
+                       RunState& st) const;
+  absl::StatusOr<TrainResult> FinishRun(const RunState& st,
+                                        const TrainerCallbacks& cb);
+  absl::StatusOr<EvaluationReport> EvaluateSplit(const std::string& split,
+                                                 bool cached,
+                                                 const TrainerCallbacks& cb);
 };
 
 absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
+  TRANSFERD_RETURN_IF_ERROR(StartRun());
+  RunState st;
+  std::string optimizer_bytes;
+  bool resumed = false;
+  if (std::optional<RunState> loaded = LoadCheckpoint(&optimizer_bytes)) {
+    st = std::move(*loaded);
+    ++st.resumes;
+    resumed = true;
+  }
+  const int num_stages = static_cast<int>(config.stages.size());
+  for (int s = st.stage; s < num_stages; ++s) {
+    TRANSFERD_RETURN_IF_ERROR(
+        RunStage(s, resumed ? &optimizer_bytes : nullptr, st, cb));
+    resumed = false;
+  }
+  return FinishRun(st, cb);
+}
+
+// The checkpoint folder, the model on the device and the run's counters.
+absl::Status Trainer::Impl::StartRun() {
   std::error_code ec;
   fs::create_directories(env.checkpoint_dir, ec);
   if (ec) {
@@ -736,265 +830,306 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   run_start = Clock::now();
   steps_this_run = 0;
 
-  const int num_stages = static_cast<int>(config.stages.size());
-  const bool has_val = !data.validation.empty();
   const int64_t n_train = static_cast<int64_t>(data.train.size());
   total_steps = 0;
   for (const auto& s : config.stages) {
     total_steps += s.epochs * ((n_train + s.batch_size - 1) / s.batch_size);
   }
+  return absl::OkStatus();
+}
 
-  RunState st;
-  std::string optimizer_bytes;
-  bool resumed = false;
-  if (std::optional<RunState> loaded = LoadCheckpoint(&optimizer_bytes)) {
-    st = std::move(*loaded);
-    ++st.resumes;
-    resumed = true;
+// Stage `s`, from the epoch `st` has reached. `resumed_optimizer`: the
+// optimizer state of the checkpoint the run resumed from, when this is the
+// first stage since.
+absl::Status Trainer::Impl::RunStage(int s,
+                                     const std::string* resumed_optimizer,
+                                     RunState& st, const TrainerCallbacks& cb) {
+  StageState ss;
+  ss.index = s;
+  ss.config = &config.stages[s];
+  StartStage(ss, resumed_optimizer, st);
+  ss.pristine = StagePristine(s) && stage_frozen[s];
+  ss.train_cached = ss.pristine && !ss.config->augment.enabled();
+  if (cb.stage_started) cb.stage_started(s, model->Summary(), ss.train_cached);
+  TRANSFERD_RETURN_IF_ERROR(PrepareStageData(ss, cb));
+
+  bool stop = false;
+  for (int e = st.stage_epochs_done; e < ss.config->epochs && !stop; ++e) {
+    TRANSFERD_ASSIGN_OR_RETURN(const EpochReport report,
+                               RunEpoch(ss, e, st, cb));
+    TRANSFERD_ASSIGN_OR_RETURN(stop, FinishEpoch(ss, e, report, st, cb));
   }
+  st.stage = s + 1;
+  st.stage_epochs_done = 0;
+  return absl::OkStatus();
+}
 
-  for (int s = st.stage; s < num_stages; ++s) {
-    const StageConfig& sc = config.stages[s];
-    model->FreezeBackboneBefore(first_trainable[s]);
-    model->SetBatchNormInference(sc.batch_norm_inference);
-    auto optimizer = MakeOptimizer(sc.optimizer, model->TrainableParameters());
-    if (resumed && s == st.stage && st.stage_epochs_done > 0 &&
-        !optimizer_bytes.empty()) {
-      torch::serialize::InputArchive ar;
-      ar.load_from(optimizer_bytes.data(), optimizer_bytes.size(), device);
-      optimizer->load(ar);
-    } else if (!(resumed && s == st.stage && st.stage_epochs_done > 0)) {
-      st.es_init = st.rop_init = false;
-      st.es_wait = st.rop_wait = 0;
-      st.lr = sc.optimizer.learning_rate;
+// The stage's trainable layers and optimizer: restored from the checkpoint
+// when resuming inside the stage, otherwise with the stage's early stopping
+// and schedule started afresh.
+void Trainer::Impl::StartStage(StageState& ss,
+                               const std::string* resumed_optimizer,
+                               RunState& st) {
+  const StageConfig& sc = *ss.config;
+  model->FreezeBackboneBefore(first_trainable[ss.index]);
+  model->SetBatchNormInference(sc.batch_norm_inference);
+  ss.optimizer = MakeOptimizer(sc.optimizer, model->TrainableParameters());
+  const bool continued = resumed_optimizer != nullptr && ss.index == st.stage &&
+                         st.stage_epochs_done > 0;
+  if (continued && !resumed_optimizer->empty()) {
+    torch::serialize::InputArchive ar;
+    ar.load_from(resumed_optimizer->data(), resumed_optimizer->size(), device);
+    ss.optimizer->load(ar);
+  } else if (!continued) {
+    st.es_init = st.rop_init = false;
+    st.es_wait = st.rop_wait = 0;
+    st.lr = sc.optimizer.learning_rate;
+  }
+}
+
+// Where the stage's training batches and validation come from.
+absl::Status Trainer::Impl::PrepareStageData(StageState& ss,
+                                             const TrainerCallbacks& cb) {
+  const StageConfig& sc = *ss.config;
+  const bool has_val = !data.validation.empty();
+  const bool val_cached = ss.pristine && has_val;
+  if (ss.train_cached) {
+    TRANSFERD_ASSIGN_OR_RETURN(ss.train_feats, Features("train", cb));
+  } else {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        ss.loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
+  }
+  // Validation from features (whole base frozen and never trained) or,
+  // when only the top of the base trains, from the frozen bottom's output.
+  if (val_cached) {
+    TRANSFERD_ASSIGN_OR_RETURN(ss.val_feats, Features("validation", cb));
+  } else if (has_val && env.activation_cache_bytes > 0) {
+    const int prefix =
+        model->backbone().SegmentsBefore(first_trainable[ss.index]);
+    if (prefix > 0) {
+      TRANSFERD_ASSIGN_OR_RETURN(ss.val_feats,
+                                 PrefixActivations("validation", prefix, cb));
+      if (ss.val_feats.defined()) ss.val_segment = prefix;
     }
-    const bool pristine = StagePristine(s) && stage_frozen[s];
-    const bool train_cached = pristine && !sc.augment.enabled();
-    const bool val_cached = pristine && has_val;
-    if (cb.stage_started) cb.stage_started(s, model->Summary(), train_cached);
+  }
+  ss.train_labels = ss.train_cached ? LabelsOf("train") : torch::Tensor();
+  const int64_t n_train = static_cast<int64_t>(data.train.size());
+  ss.steps = (n_train + sc.batch_size - 1) / sc.batch_size;
+  return absl::OkStatus();
+}
 
-    torch::Tensor train_feats, val_feats;
-    std::unique_ptr<data::Loader> loader;
-    if (train_cached) {
-      TRANSFERD_ASSIGN_OR_RETURN(train_feats, Features("train", cb));
+// Epoch `e` of the stage (0-based within it): its training steps and
+// validation.
+absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
+    StageState& ss, int e, RunState& st, const TrainerCallbacks& cb) {
+  EpochState ep;
+  ep.epoch = st.global_epoch + 1;
+  ep.start = Clock::now();
+  torch::manual_seed(EpochTorchSeed(config.seed, ep.epoch));
+  ep.lr = ScheduledLr(*ss.config, e, st);
+  for (auto& group : ss.optimizer->param_groups()) {
+    group.options().set_lr(ep.lr);
+  }
+  model->train();
+  TRANSFERD_RETURN_IF_ERROR(TrainSteps(ss, ep, st, cb));
+
+  const auto validation_start = Clock::now();
+  EpochReport report;
+  report.stage = ss.index;
+  report.epoch = ep.epoch;
+  report.loss = ep.seen ? ep.loss_sum / static_cast<double>(ep.seen) : 0;
+  report.accuracy =
+      ep.seen ? static_cast<double>(ep.correct) / static_cast<double>(ep.seen)
+              : 0;
+  report.learning_rate = ep.lr;
+  if (!data.validation.empty()) {
+    TRANSFERD_ASSIGN_OR_RETURN(EvalOut v, Evaluate("validation", ss.val_feats,
+                                                   false, cb, ss.val_segment));
+    report.has_validation = true;
+    report.val_loss = v.loss;
+    report.val_accuracy = v.accuracy;
+  }
+  report.seconds = Seconds(ep.start);
+  spdlog::info(
+      "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward "
+      "and update "
+      "{:.1f}s + validation {:.1f}s",
+      ep.epoch, report.seconds, ep.data_seconds, ep.forward_seconds,
+      ep.update_seconds, Seconds(validation_start));
+  return report;
+}
+
+// The epoch's training steps, each on a batch from the cached features (in
+// the epoch's order) or the loader, under a background device turn.
+absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
+                                       RunState& st,
+                                       const TrainerCallbacks& cb) {
+  const int64_t batch_size = ss.config->batch_size;
+  const int64_t n_train = static_cast<int64_t>(data.train.size());
+  std::vector<int64_t> order;
+  if (ss.train_cached) {
+    order = EpochOrder(static_cast<size_t>(n_train), config.seed, ep.epoch);
+  } else {
+    ss.loader->StartEpoch(ep.epoch);
+  }
+  auto last_report = Clock::now() - std::chrono::seconds(10);
+  for (int64_t step = 1; step <= ss.steps; ++step) {
+    if (cb.cancelled && cb.cancelled())
+      return absl::CancelledError("training cancelled");
+    torch::Tensor x, y;
+    const auto phase_start = Clock::now();
+    if (ss.train_cached) {
+      const int64_t begin = (step - 1) * batch_size;
+      const int64_t end = std::min<int64_t>(begin + batch_size, n_train);
+      const torch::Tensor idx =
+          torch::tensor(
+              std::vector<int64_t>(order.begin() + begin, order.begin() + end),
+              torch::kInt64)
+              .to(device);
+      x = ss.train_feats.index_select(0, idx);
+      y = ss.train_labels.index_select(0, idx);
     } else {
-      TRANSFERD_ASSIGN_OR_RETURN(
-          loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
+      TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch,
+                                 ss.loader->Next());
+      if (!batch) break;
+      x = batch->images.to(device);
+      y = batch->labels.to(device);
     }
-    // Validation from features (whole base frozen and never trained) or,
-    // when only the top of the base trains, from the frozen bottom's output.
-    int val_segment = -1;
-    if (val_cached) {
-      TRANSFERD_ASSIGN_OR_RETURN(val_feats, Features("validation", cb));
-    } else if (has_val && env.activation_cache_bytes > 0) {
-      const int prefix = model->backbone().SegmentsBefore(first_trainable[s]);
-      if (prefix > 0) {
-        TRANSFERD_ASSIGN_OR_RETURN(val_feats,
-                                   PrefixActivations("validation", prefix, cb));
-        if (val_feats.defined()) val_segment = prefix;
-      }
+    DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
+    ep.data_seconds += Seconds(phase_start);
+    TrainStep(ss, x, y, ep);
+    ++st.steps_done;
+    ++steps_this_run;
+    if (cb.step &&
+        (step == ss.steps ||
+         std::chrono::duration<double>(Clock::now() - last_report).count() >=
+             kStepReportInterval)) {
+      last_report = Clock::now();
+      cb.step(StepReportOf(ss, ep, step, st));
     }
-    const torch::Tensor train_labels =
-        train_cached ? LabelsOf("train") : torch::Tensor();
-    const int64_t steps = (n_train + sc.batch_size - 1) / sc.batch_size;
-
-    bool stop = false;
-    for (int e = st.stage_epochs_done; e < sc.epochs && !stop; ++e) {
-      const int epoch = st.global_epoch + 1;
-      const auto epoch_start = Clock::now();
-      torch::manual_seed(EpochTorchSeed(config.seed, epoch));
-      const double lr = ScheduledLr(sc, e, st);
-      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      model->train();
-
-      std::vector<int64_t> order;
-      if (train_cached) {
-        order = EpochOrder(static_cast<size_t>(n_train), config.seed, epoch);
-      } else {
-        loader->StartEpoch(epoch);
-      }
-      double loss_sum = 0;
-      int64_t correct = 0, seen = 0;
-      // Where the epoch's time goes, for the server log.
-      double data_seconds = 0, forward_seconds = 0, update_seconds = 0;
-      auto last_report = Clock::now() - std::chrono::seconds(10);
-      for (int64_t step = 1; step <= steps; ++step) {
-        if (cb.cancelled && cb.cancelled())
-          return absl::CancelledError("training cancelled");
-        torch::Tensor x, y;
-        auto phase_start = Clock::now();
-        if (train_cached) {
-          const int64_t begin = (step - 1) * sc.batch_size;
-          const int64_t end = std::min<int64_t>(begin + sc.batch_size, n_train);
-          const torch::Tensor idx =
-              torch::tensor(std::vector<int64_t>(order.begin() + begin,
-                                                 order.begin() + end),
-                            torch::kInt64)
-                  .to(device);
-          x = train_feats.index_select(0, idx);
-          y = train_labels.index_select(0, idx);
-        } else {
-          TRANSFERD_ASSIGN_OR_RETURN(std::optional<data::Batch> batch,
-                                     loader->Next());
-          if (!batch) break;
-          x = batch->images.to(device);
-          y = batch->labels.to(device);
-        }
-        DeviceArbiter::Turn turn(env.arbiter,
-                                 DeviceArbiter::Priority::kBackground);
-        data_seconds += Seconds(phase_start);
-        phase_start = Clock::now();
-        // Gradients dropped rather than zeroed: backward then hands its
-        // fresh gradient tensors over instead of adding them into zeros.
-        for (auto& group : optimizer->param_groups()) {
-          for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
-        }
-        torch::Tensor logits;
-        {
-          AutocastScope autocast(bf16, device);
-          logits = train_cached ? model->Head(x) : model->forward(x);
-        }
-        torch::Tensor loss = model->Loss(logits, y);
-        const int64_t n = y.size(0);
-        loss_sum += loss.item<double>() * static_cast<double>(n);
-        forward_seconds += Seconds(phase_start);
-        phase_start = Clock::now();
-        loss.backward();
-        optimizer->step();
-        correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
-        update_seconds += Seconds(phase_start);
-        seen += n;
-        ++st.steps_done;
-        ++steps_this_run;
-        if (cb.step &&
-            (step == steps ||
-             std::chrono::duration<double>(Clock::now() - last_report)
-                     .count() >= kStepReportInterval)) {
-          last_report = Clock::now();
-          StepReport r;
-          r.stage = s;
-          r.epoch = epoch;
-          r.step = step;
-          r.steps = steps;
-          r.loss = loss_sum / static_cast<double>(seen);
-          r.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
-          r.images_per_second =
-              static_cast<double>(seen) / std::max(1e-9, Seconds(epoch_start));
-          r.eta_seconds = Seconds(run_start) /
-                          static_cast<double>(steps_this_run) *
-                          static_cast<double>(std::max<int64_t>(
-                              0, total_steps - st.steps_done));
-          cb.step(r);
-        }
-      }
-
-      const auto validation_start = Clock::now();
-      EpochReport report;
-      report.stage = s;
-      report.epoch = epoch;
-      report.loss = seen ? loss_sum / static_cast<double>(seen) : 0;
-      report.accuracy =
-          seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0;
-      report.learning_rate = lr;
-      if (has_val) {
-        TRANSFERD_ASSIGN_OR_RETURN(EvalOut v, Evaluate("validation", val_feats,
-                                                       false, cb, val_segment));
-        report.has_validation = true;
-        report.val_loss = v.loss;
-        report.val_accuracy = v.accuracy;
-      }
-      report.seconds = Seconds(epoch_start);
-      spdlog::info(
-          "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward "
-          "and update "
-          "{:.1f}s + validation {:.1f}s",
-          epoch, report.seconds, data_seconds, forward_seconds, update_seconds,
-          Seconds(validation_start));
-      st.history.push_back(report);
-      st.global_epoch = epoch;
-      st.stage_epochs_done = e + 1;
-
-      // Best epoch.
-      const double value = MetricOf(report, config.selection_metric);
-      const bool higher = HigherIsBetter(config.selection_metric);
-      if (st.best_epoch == 0 ||
-          (higher ? value > st.best_value : value < st.best_value)) {
-        st.best_epoch = epoch;
-        st.best_value = value;
-        st.best_file = BestName(epoch);
-        st.best_pristine = pristine;
-        TRANSFERD_RETURN_IF_ERROR(
-            model->Save(env.checkpoint_dir / st.best_file,
-                        {{"epoch", std::to_string(epoch)}}));
-      }
-      // Early stopping (Keras semantics: improvement beyond min_delta resets
-      // the wait; `patience` epochs without one stop the stage).
-      const EarlyStopping& es = sc.early_stopping;
-      if (!es.monitor.empty()) {
-        const double v = MetricOf(report, es.monitor);
-        const bool up = HigherIsBetter(es.monitor);
-        if (!st.es_init || (up ? v - es.min_delta > st.es_best
-                               : v + es.min_delta < st.es_best)) {
-          st.es_init = true;
-          st.es_best = v;
-          st.es_wait = 0;
-        } else if (++st.es_wait >= std::max(1, es.patience)) {
-          stop = true;
-        }
-      }
-      // Reduce on plateau (val_loss, or loss without validation).
-      if (sc.lr_schedule.kind == LrSchedule::Kind::kReduceOnPlateau) {
-        const double v = has_val ? report.val_loss : report.loss;
-        if (!st.rop_init || v < st.rop_best - 1e-4) {
-          st.rop_init = true;
-          st.rop_best = v;
-          st.rop_wait = 0;
-        } else if (++st.rop_wait >= std::max(1, sc.lr_schedule.patience)) {
-          st.lr = std::max(sc.lr_schedule.min_lr, lr * sc.lr_schedule.factor);
-          st.rop_wait = 0;
-        }
-        if (st.lr <= 0) st.lr = lr;
-      }
-      if (stop || e + 1 == sc.epochs) {
-        st.stage = s + 1;
-        st.stage_epochs_done = 0;
-      }
-      if (cb.epoch_end) cb.epoch_end(report);
-      TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *optimizer));
-      if (cb.checkpoint_saved) cb.checkpoint_saved(epoch, bytes);
-    }
-    st.stage = s + 1;
-    st.stage_epochs_done = 0;
-    resumed = false;
   }
+  return absl::OkStatus();
+}
 
-  // The best weights, evaluated.
+// One optimizer step on the batch (x, y).
+void Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
+                              const torch::Tensor& y, EpochState& ep) {
+  auto phase_start = Clock::now();
+  // Gradients dropped rather than zeroed: backward then hands its
+  // fresh gradient tensors over instead of adding them into zeros.
+  for (auto& group : ss.optimizer->param_groups()) {
+    for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
+  }
+  torch::Tensor logits;
+  {
+    AutocastScope autocast(bf16, device);
+    logits = ss.train_cached ? model->Head(x) : model->forward(x);
+  }
+  torch::Tensor loss = model->Loss(logits, y);
+  const int64_t n = y.size(0);
+  ep.loss_sum += loss.item<double>() * static_cast<double>(n);
+  ep.forward_seconds += Seconds(phase_start);
+  phase_start = Clock::now();
+  loss.backward();
+  ss.optimizer->step();
+  ep.correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
+  ep.update_seconds += Seconds(phase_start);
+  ep.seen += n;
+}
+
+StepReport Trainer::Impl::StepReportOf(const StageState& ss,
+                                       const EpochState& ep, int64_t step,
+                                       const RunState& st) const {
+  StepReport r;
+  r.stage = ss.index;
+  r.epoch = ep.epoch;
+  r.step = step;
+  r.steps = ss.steps;
+  r.loss = ep.loss_sum / static_cast<double>(ep.seen);
+  r.accuracy = static_cast<double>(ep.correct) / static_cast<double>(ep.seen);
+  r.images_per_second =
+      static_cast<double>(ep.seen) / std::max(1e-9, Seconds(ep.start));
+  r.eta_seconds =
+      Seconds(run_start) / static_cast<double>(steps_this_run) *
+      static_cast<double>(std::max<int64_t>(0, total_steps - st.steps_done));
+  return r;
+}
+
+// After epoch `e` of the stage: its report into `st`, the best weights,
+// early stopping and the schedule, then the epoch_end event and a
+// checkpoint. Whether the stage stops early.
+absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
+                                                const EpochReport& report,
+                                                RunState& st,
+                                                const TrainerCallbacks& cb) {
+  const StageConfig& sc = *ss.config;
+  st.history.push_back(report);
+  st.global_epoch = report.epoch;
+  st.stage_epochs_done = e + 1;
+  TRANSFERD_RETURN_IF_ERROR(KeepIfBest(report, ss.pristine, st));
+  const bool stop = EarlyStop(sc.early_stopping, report, st);
+  UpdatePlateauLr(sc.lr_schedule, report, st);
+  if (stop || e + 1 == sc.epochs) {
+    st.stage = ss.index + 1;
+    st.stage_epochs_done = 0;
+  }
+  if (cb.epoch_end) cb.epoch_end(report);
+  TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *ss.optimizer));
+  if (cb.checkpoint_saved) cb.checkpoint_saved(report.epoch, bytes);
+  return stop;
+}
+
+// Saves the weights as the best so far when the epoch beats the best on the
+// selection metric. `pristine`: the backbone is still the initial one.
+absl::Status Trainer::Impl::KeepIfBest(const EpochReport& report, bool pristine,
+                                       RunState& st) {
+  const double value = MetricOf(report, config.selection_metric);
+  const bool higher = HigherIsBetter(config.selection_metric);
+  if (st.best_epoch == 0 ||
+      (higher ? value > st.best_value : value < st.best_value)) {
+    st.best_epoch = report.epoch;
+    st.best_value = value;
+    st.best_file = BestName(report.epoch);
+    st.best_pristine = pristine;
+    TRANSFERD_RETURN_IF_ERROR(
+        model->Save(env.checkpoint_dir / st.best_file,
+                    {{"epoch", std::to_string(report.epoch)}}));
+  }
+  return absl::OkStatus();
+}
+
+// Reduce on plateau (val_loss, or loss without validation): the learning
+// rate of the next epoch.
+void Trainer::Impl::UpdatePlateauLr(const LrSchedule& l,
+                                    const EpochReport& report,
+                                    RunState& st) const {
+  if (l.kind != LrSchedule::Kind::kReduceOnPlateau) return;
+  const double lr = report.learning_rate;
+  const double v = !data.validation.empty() ? report.val_loss : report.loss;
+  if (!st.rop_init || v < st.rop_best - 1e-4) {
+    st.rop_init = true;
+    st.rop_best = v;
+    st.rop_wait = 0;
+  } else if (++st.rop_wait >= std::max(1, l.patience)) {
+    st.lr = std::max(l.min_lr, lr * l.factor);
+    st.rop_wait = 0;
+  }
+  if (st.lr <= 0) st.lr = lr;
+}
+
+// The best weights, evaluated and saved as best.safetensors.
+absl::StatusOr<TrainResult> Trainer::Impl::FinishRun(
+    const RunState& st, const TrainerCallbacks& cb) {
   TrainResult result;
   if (st.best_file.empty())
     return absl::InternalError("training produced no epoch");
   TRANSFERD_RETURN_IF_ERROR(model->Load(env.checkpoint_dir / st.best_file));
   model->FreezeBackboneBefore(first_trainable.back());
   result.trainable = model->Summary();
-  const bool cached = st.best_pristine;
   for (const char* split : {"validation", "test"}) {
     if (Split(split).empty()) continue;
-    torch::Tensor feats;
-    if (cached) {
-      TRANSFERD_ASSIGN_OR_RETURN(feats, Features(split, cb));
-    }
-    TRANSFERD_ASSIGN_OR_RETURN(EvalOut out, Evaluate(split, feats, true, cb));
-    EvaluationReport r;
-    r.split = split;
-    r.loss = out.loss;
-    r.accuracy = out.accuracy;
-    r.examples = out.n;
-    const int k = model->num_classes();
-    r.confusion.assign(k, std::vector<int64_t>(k, 0));
-    for (size_t i = 0; i < out.labels.size(); ++i) {
-      if (out.labels[i] >= 0 && out.labels[i] < k)
-        ++r.confusion[out.labels[i]][out.predictions[i]];
-    }
-    if (k == 2) r.roc_auc = RocAuc(out.positive_scores, out.labels);
+    TRANSFERD_ASSIGN_OR_RETURN(EvaluationReport r,
+                               EvaluateSplit(split, st.best_pristine, cb));
     result.evaluations.push_back(std::move(r));
   }
   result.weights_file = env.checkpoint_dir / "best.safetensors";
@@ -1011,6 +1146,30 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   result.activations_kept = activations_kept;
   result.features_loaded = features_loaded;
   return result;
+}
+
+// The final evaluation of `split`, from cached features when `cached` (the
+// best weights' backbone is the initial one).
+absl::StatusOr<EvaluationReport> Trainer::Impl::EvaluateSplit(
+    const std::string& split, bool cached, const TrainerCallbacks& cb) {
+  torch::Tensor feats;
+  if (cached) {
+    TRANSFERD_ASSIGN_OR_RETURN(feats, Features(split, cb));
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(EvalOut out, Evaluate(split, feats, true, cb));
+  EvaluationReport r;
+  r.split = split;
+  r.loss = out.loss;
+  r.accuracy = out.accuracy;
+  r.examples = out.n;
+  const int k = model->num_classes();
+  r.confusion.assign(k, std::vector<int64_t>(k, 0));
+  for (size_t i = 0; i < out.labels.size(); ++i) {
+    if (out.labels[i] >= 0 && out.labels[i] < k)
+      ++r.confusion[out.labels[i]][out.predictions[i]];
+  }
+  if (k == 2) r.roc_auc = RocAuc(out.positive_scores, out.labels);
+  return r;
 }
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -15,8 +15,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "common/hash.h"
 #include "server/core/backbones/safetensors.h"
 #include "server/core/model_archive.h"
+#include "server/core/model_transfer.h"
 #include "server/core/train/classifier.h"
 #include "server/core/train/train_json.h"
 #include "server/core/util/data_dir.h"
@@ -530,6 +532,92 @@ TEST_F(RegistryTest, ImportRefusesBadArchivesAndLeavesNothing) {
   // The good model is still the only one (plus the re-packed copy).
   std::string next;
   EXPECT_EQ(registry_->List(100, "", &next)->size(), 2u);
+}
+
+// ---- ModelExport and ModelImport (model_transfer.h) ------------------------
+
+TEST_F(RegistryTest, TransferRoundTripInPiecesAndNothingLeftInTmp) {
+  const ModelInfo model = MakeModel("m-transfer");
+  absl::StatusOr<std::unique_ptr<ModelExport>> exported =
+      ModelExport::Create(model, *data_dir_);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_EQ(Entries(data_dir_->tmp_dir()).size(), 1u);  // the archive
+  std::string archive;
+  while (!(*exported)->done()) {
+    absl::StatusOr<std::string_view> piece = (*exported)->Next(1000);
+    ASSERT_TRUE(piece.ok()) << piece.status();
+    ASSERT_LE(piece->size(), 1000u);
+    archive.append(*piece);
+  }
+  EXPECT_EQ(static_cast<int64_t>(archive.size()), (*exported)->total_bytes());
+  const std::string sha256 = (*exported)->sha256();
+  exported->reset();
+  EXPECT_THAT(Entries(data_dir_->tmp_dir()), IsEmpty());
+  WriteAll(Scratch("copy.tar"), archive);
+  EXPECT_EQ(*common::Sha256File(Scratch("copy.tar")), sha256);
+
+  TransferLimits limits{1ll << 30, 0};
+  ModelImportSpec spec{"m-imported", "Imported", 0};
+  spec.total_bytes = static_cast<int64_t>(archive.size());
+  absl::StatusOr<std::unique_ptr<ModelImport>> import =
+      ModelImport::Begin(*registry_, *data_dir_, limits, spec);
+  ASSERT_TRUE(import.ok()) << import.status();
+  for (size_t at = 0; at < archive.size(); at += 777) {
+    ASSERT_TRUE((*import)->Append(archive.substr(at, 777)).ok());
+  }
+  absl::StatusOr<ModelInfo> imported = (*import)->Commit();
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->id, "m-imported");
+  EXPECT_EQ(imported->display_name, "Imported");
+  EXPECT_EQ(imported->classes, model.classes);
+  EXPECT_EQ(imported->history.size(), model.history.size());
+  EXPECT_EQ((*import)->Commit().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  import->reset();
+  EXPECT_THAT(Entries(data_dir_->tmp_dir()), IsEmpty());
+}
+
+TEST_F(RegistryTest, ImportLimitsAndBadSpecsLeaveNothingBehind) {
+  MakeModel("m-taken");
+  TransferLimits limits{4096, 0};
+  auto begin = [&](ModelImportSpec spec) {
+    return ModelImport::Begin(*registry_, *data_dir_, limits, std::move(spec))
+        .status();
+  };
+  EXPECT_EQ(begin({"", "", -1}).message(),
+            "header.total_bytes must not be negative");
+  EXPECT_EQ(begin({"", "", 5000}).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(begin({"Bad Id!", "", 0}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(begin({"m-taken", "", 0}).code(), absl::StatusCode::kAlreadyExists);
+  // The free-disk floor: no disk has this much free.
+  TransferLimits floor{4096, int64_t{1} << 62};
+  EXPECT_EQ(
+      ModelImport::Begin(*registry_, *data_dir_, floor, {}).status().code(),
+      absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(Entries(data_dir_->tmp_dir()), IsEmpty());
+
+  auto announced =
+      ModelImport::Begin(*registry_, *data_dir_, limits, {"", "", 100});
+  ASSERT_TRUE(announced.ok()) << announced.status();
+  EXPECT_TRUE((*announced)->Append(std::string(60, 'x')).ok());
+  EXPECT_THAT((*announced)->Append(std::string(60, 'x')).message(),
+              HasSubstr("more than header.total_bytes (100)"));
+  EXPECT_THAT((*announced)->Commit().status().message(),
+              HasSubstr("the stream ended after 60 of the 100 bytes"));
+  announced->reset();
+
+  auto unbounded = ModelImport::Begin(*registry_, *data_dir_, limits, {});
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status();
+  EXPECT_EQ((*unbounded)->Append(std::string(5000, 'x')).code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE((*unbounded)->Append("not a tar").ok());
+  EXPECT_EQ((*unbounded)->Commit().status().code(),
+            absl::StatusCode::kInvalidArgument);
+  unbounded->reset();
+  EXPECT_THAT(Entries(data_dir_->tmp_dir()), IsEmpty());
+  std::string next;
+  EXPECT_EQ(registry_->List(100, "", &next)->size(), 1u);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "common/hash.h"
+#include "server/core/backbones/backbone.h"
 #include "tests/support/subprocess.h"
 
 namespace transferd::core::backbones {

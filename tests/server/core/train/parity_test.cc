@@ -109,8 +109,9 @@ TEST(TrainerParityTest, EpochLossesMatchPyTorch) {
   EXPECT_EQ(cached, (std::vector<bool>{true, false}));
 
   const auto python = transferd::testing::Run(
-      {testing::Python3(),
-       testing::SourcePath("tests/server/core/train/parity_reference.py"),
+      {transferd::testing::Python3(),
+       transferd::testing::SourcePath(
+           "tests/server/core/train/parity_reference.py"),
        root.string()},
       {}, std::chrono::seconds(120));
   ASSERT_TRUE(python.status.exited && python.status.code == 0) << python.err;
