@@ -630,7 +630,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
 
 DatasetCatalog::DatasetCatalog(Store& store, const DataDir& data_dir,
                                DatasetLimits limits)
-    : store_(store), data_dir_(data_dir), limits_(std::move(limits)) {}
+    : store_(store), data_dir_(data_dir), limits_(limits) {}
 
 DatasetCatalog::~DatasetCatalog() = default;
 
@@ -642,7 +642,7 @@ absl::StatusOr<std::unique_ptr<DatasetCatalog>> DatasetCatalog::Open(
     return absl::InvalidArgumentError("dataset limits must be positive");
   }
   std::unique_ptr<DatasetCatalog> catalog(
-      new DatasetCatalog(store, data_dir, std::move(limits)));
+      new DatasetCatalog(store, data_dir, limits));
   TRANSFERD_RETURN_IF_ERROR(catalog->RemoveOrphans());
   return catalog;
 }

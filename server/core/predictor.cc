@@ -354,6 +354,105 @@ struct Predictor::Impl {
     RunCallbacks(finished);
   }
 
+  // Loop's steps. With mu held unless said otherwise.
+
+  // A warm or unload request, run without mu.
+  void RunOp(const Op& op) {
+    if (op.kind == Op::Kind::kWarm) {
+      absl::StatusOr<ModelRunner*> r = EnsureLoaded(op.model_id);
+      if (!r.ok()) {
+        spdlog::warn("predictor: warming model {}: {}", op.model_id,
+                     std::string(r.status().message()));
+      }
+    } else {
+      Unload(op.model_id);
+    }
+  }
+
+  // Requests whose deadline passed are answered now, not computed: ends
+  // them into `expired` and drops finished items; returns the earliest
+  // deadline still waiting.
+  Clock::time_point ExpireQueued(Finished& expired) {
+    Clock::time_point earliest_deadline = Clock::time_point::max();
+    const auto now = Clock::now();
+    for (auto& [id, q] : queues) {
+      for (auto it = q.begin(); it != q.end();) {
+        Request& r = *it->request;
+        if (!r.finished && now >= r.call.deadline) {
+          ++stats.expired;
+          End(it->request,
+              absl::DeadlineExceededError(
+                  "the deadline passed while the request was queued"),
+              expired);
+        }
+        if (r.finished) {
+          it = q.erase(it);
+          --stats.queued;
+        } else {
+          earliest_deadline = std::min(earliest_deadline, r.call.deadline);
+          ++it;
+        }
+      }
+    }
+    return earliest_deadline;
+  }
+
+  // The model whose oldest image has waited longest; queues.end() if none.
+  std::map<std::string, std::deque<Item>>::iterator OldestQueue() {
+    auto next = queues.end();
+    for (auto it = queues.begin(); it != queues.end(); ++it) {
+      if (it->second.empty()) continue;
+      if (next == queues.end() ||
+          it->second.front().enqueued < next->second.front().enqueued) {
+        next = it;
+      }
+    }
+    return next;
+  }
+
+  // Up to max_batch_size live items from the front of `q`; cancelled and
+  // expired ones are ended into `finished`.
+  std::vector<Item> TakeBatch(std::deque<Item>& q, Finished& finished) {
+    std::vector<Item> batch;
+    const auto now = Clock::now();
+    while (!q.empty() &&
+           static_cast<int>(batch.size()) < options.max_batch_size) {
+      Item item = std::move(q.front());
+      q.pop_front();
+      --stats.queued;
+      Request& r = *item.request;
+      if (r.finished) continue;
+      if (r.call.cancelled != nullptr && r.call.cancelled->load()) {
+        ++stats.cancelled;
+        End(item.request,
+            absl::CancelledError("the client cancelled the request"), finished);
+        continue;
+      }
+      if (now >= r.call.deadline) {
+        ++stats.expired;
+        End(item.request,
+            absl::DeadlineExceededError(
+                "the deadline passed while the request was queued"),
+            finished);
+        continue;
+      }
+      batch.push_back(std::move(item));
+    }
+    return batch;
+  }
+
+  // Stopping: whatever waits is answered.
+  void AnswerQueuedUnavailable(Finished& finished) {
+    for (auto& [id, q] : queues) {
+      for (Item& item : q) {
+        End(item.request, absl::UnavailableError("the server is shutting down"),
+            finished);
+      }
+    }
+    queues.clear();
+    stats.queued = 0;
+  }
+
   void Loop() {
     std::unique_lock<std::mutex> lock(mu);
     while (!stopping) {
@@ -361,58 +460,19 @@ struct Predictor::Impl {
         Op op = std::move(ops.front());
         ops.pop_front();
         lock.unlock();
-        if (op.kind == Op::Kind::kWarm) {
-          absl::StatusOr<ModelRunner*> r = EnsureLoaded(op.model_id);
-          if (!r.ok()) {
-            spdlog::warn("predictor: warming model {}: {}", op.model_id,
-                         std::string(r.status().message()));
-          }
-        } else {
-          Unload(op.model_id);
-        }
+        RunOp(op);
         lock.lock();
         continue;
       }
-      // Requests whose deadline passed are answered now, not computed.
-      Clock::time_point earliest_deadline = Clock::time_point::max();
-      {
-        Finished expired;
-        const auto now = Clock::now();
-        for (auto& [id, q] : queues) {
-          for (auto it = q.begin(); it != q.end();) {
-            Request& r = *it->request;
-            if (!r.finished && now >= r.call.deadline) {
-              ++stats.expired;
-              End(it->request,
-                  absl::DeadlineExceededError(
-                      "the deadline passed while the request was queued"),
-                  expired);
-            }
-            if (r.finished) {
-              it = q.erase(it);
-              --stats.queued;
-            } else {
-              earliest_deadline = std::min(earliest_deadline, r.call.deadline);
-              ++it;
-            }
-          }
-        }
-        if (!expired.empty()) {
-          lock.unlock();
-          RunCallbacks(expired);
-          lock.lock();
-          continue;
-        }
+      Finished expired;
+      const Clock::time_point earliest_deadline = ExpireQueued(expired);
+      if (!expired.empty()) {
+        lock.unlock();
+        RunCallbacks(expired);
+        lock.lock();
+        continue;
       }
-      // The model whose oldest image has waited longest.
-      auto next = queues.end();
-      for (auto it = queues.begin(); it != queues.end(); ++it) {
-        if (it->second.empty()) continue;
-        if (next == queues.end() ||
-            it->second.front().enqueued < next->second.front().enqueued) {
-          next = it;
-        }
-      }
+      auto next = OldestQueue();
       if (next == queues.end()) {
         cv.wait(lock);
         continue;
@@ -425,49 +485,16 @@ struct Predictor::Impl {
         continue;
       }
       const std::string model_id = next->first;
-      std::vector<Item> batch;
       Finished finished;
-      const auto now = Clock::now();
-      while (!q.empty() &&
-             static_cast<int>(batch.size()) < options.max_batch_size) {
-        Item item = std::move(q.front());
-        q.pop_front();
-        --stats.queued;
-        Request& r = *item.request;
-        if (r.finished) continue;
-        if (r.call.cancelled != nullptr && r.call.cancelled->load()) {
-          ++stats.cancelled;
-          End(item.request,
-              absl::CancelledError("the client cancelled the request"),
-              finished);
-          continue;
-        }
-        if (now >= r.call.deadline) {
-          ++stats.expired;
-          End(item.request,
-              absl::DeadlineExceededError(
-                  "the deadline passed while the request was queued"),
-              finished);
-          continue;
-        }
-        batch.push_back(std::move(item));
-      }
+      std::vector<Item> batch = TakeBatch(q, finished);
       if (q.empty()) queues.erase(next);
       lock.unlock();
       RunCallbacks(finished);
       if (!batch.empty()) RunBatch(model_id, batch);
       lock.lock();
     }
-    // Stopping: whatever waits is answered.
     Finished finished;
-    for (auto& [id, q] : queues) {
-      for (Item& item : q) {
-        End(item.request, absl::UnavailableError("the server is shutting down"),
-            finished);
-      }
-    }
-    queues.clear();
-    stats.queued = 0;
+    AnswerQueuedUnavailable(finished);
     lock.unlock();
     RunCallbacks(finished);
     loaded.clear();
@@ -478,7 +505,7 @@ Predictor::Predictor(PredictorOptions options, ModelRegistry& models,
                      ComputeDevice device,
                      backbones::WeightsCacheOptions weights,
                      DeviceArbiter* arbiter)
-    : options_(std::move(options)),
+    : options_(options),
       impl_(std::make_unique<Impl>(options_, models, std::move(device),
                                    std::move(weights), arbiter)) {}
 

@@ -42,9 +42,12 @@ class ExportReactor final
       absl::StatusOr<std::unique_ptr<core::ModelExport>> exported =
           core::ModelExport::Create(model, engine_.data_dir());
       std::unique_lock<std::mutex> lock(mu_);
-      if (exported.ok()) export_ = *std::move(exported);
-      Act(lock, exported.ok() ? NextLocked()
-                              : FinishLocked(ToGrpcStatus(exported.status())));
+      if (!exported.ok()) {
+        Act(lock, FinishLocked(ToGrpcStatus(exported.status())));
+        return;
+      }
+      export_ = *std::move(exported);
+      Act(lock, NextLocked());
     });
   }
 

@@ -25,7 +25,7 @@ class FusedRMSprop : public torch::optim::RMSprop {
  public:
   FusedRMSprop(std::vector<torch::Tensor> params,
                torch::optim::RMSpropOptions options)
-      : torch::optim::RMSprop(std::move(params), std::move(options)) {}
+      : torch::optim::RMSprop(std::move(params), options) {}
 
   torch::Tensor step(LossClosure closure = nullptr) override;
 };

@@ -1175,9 +1175,11 @@ absl::StatusOr<EvaluationReport> Trainer::Impl::EvaluateSplit(
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
-                                                         TrainData data,
-                                                         TrainerEnv env) {
+namespace {
+
+// Create's checks of the config and the data, before anything is built.
+absl::Status CheckConfigAndData(const TrainConfig& config,
+                                const TrainData& data) {
   const bool has_val = !data.validation.empty();
   if (config.stages.empty()) {
     return absl::InvalidArgumentError("stages: at least one stage is required");
@@ -1201,6 +1203,56 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
     TRANSFERD_RETURN_IF_ERROR(ValidateStage(
         config.stages[i], absl::StrCat("stages[", i, "]."), has_val));
   }
+  return absl::OkStatus();
+}
+
+// Feature cache key: everything that determines a backbone feature.
+std::string FeatureKey(const TrainConfig& config, const TrainData& data,
+                       const TrainerEnv& env,
+                       const backbones::Preprocessing& p) {
+  const ModelConfig& m = config.model;
+  std::string weights_id = m.weights;
+  if (m.weights != "none" && m.weights != "imagenet") {
+    struct stat sb {};
+    const fs::path file = env.weights.dir / m.weights;
+    if (::stat(file.c_str(), &sb) == 0) {
+      weights_id = absl::StrCat(m.weights, ":", sb.st_size, ":",
+                                sb.st_mtim.tv_sec, ".", sb.st_mtim.tv_nsec);
+    }
+  }
+  // Random weights are only reproducible from the seed.
+  if (m.weights == "none") weights_id = absl::StrCat("none:seed=", config.seed);
+  common::Sha256 sha;
+  sha.Update(absl::StrCat(
+      "transferd-features-v1\n", data.dataset_id, "\n", m.backbone, "\n",
+      absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size,
+      "\n", backbones::Preprocessing::ModeName(p.mode), p.bgr ? ":bgr" : ":rgb",
+      absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale, p.mean[0],
+                      p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]),
+      "\n", m.precision, "\n",
+      env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
+  return data.dataset_id.empty() || !env.use_feature_cache
+             ? ""
+             : sha.HexDigest().substr(0, 32);
+}
+
+// The digest a checkpoint must match to be resumed.
+std::string ConfigDigest(const TrainConfig& config, const TrainData& data) {
+  common::Sha256 sha;
+  sha.Update(ConfigToJson(config));
+  sha.Update(absl::StrCat("\n", data.dataset_id, "\n", data.train.size(), "/",
+                          data.validation.size(), "/", data.test.size(), "\n",
+                          ExamplesDigest(data.train)));
+  return sha.HexDigest();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
+                                                         TrainData data,
+                                                         TrainerEnv env) {
+  TRANSFERD_RETURN_IF_ERROR(CheckConfigAndData(config, data));
+  const int num_classes = static_cast<int>(data.classes.size());
   auto impl = std::make_unique<Impl>();
   try {
     torch::manual_seed(config.seed);
@@ -1223,46 +1275,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
   impl->device = ToTorchDevice(env.device);
   impl->preprocessing = impl->model->backbone().DefaultPreprocessing();
   impl->bf16 = config.model.precision == "bf16";
-
-  // Feature cache key: everything that determines a backbone feature.
-  {
-    const ModelConfig& m = config.model;
-    std::string weights_id = m.weights;
-    if (m.weights != "none" && m.weights != "imagenet") {
-      struct stat sb {};
-      const fs::path file = env.weights.dir / m.weights;
-      if (::stat(file.c_str(), &sb) == 0) {
-        weights_id = absl::StrCat(m.weights, ":", sb.st_size, ":",
-                                  sb.st_mtim.tv_sec, ".", sb.st_mtim.tv_nsec);
-      }
-    }
-    // Random weights are only reproducible from the seed.
-    if (m.weights == "none")
-      weights_id = absl::StrCat("none:seed=", config.seed);
-    const backbones::Preprocessing& p = impl->preprocessing;
-    common::Sha256 sha;
-    sha.Update(absl::StrCat(
-        "transferd-features-v1\n", data.dataset_id, "\n", m.backbone, "\n",
-        absl::StrFormat("%.6f", m.alpha), "\n", weights_id, "\n", m.input_size,
-        "\n", backbones::Preprocessing::ModeName(p.mode),
-        p.bgr ? ":bgr" : ":rgb",
-        absl::StrFormat(":%.9g:%.9g,%.9g,%.9g:%.9g,%.9g,%.9g", p.scale,
-                        p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1],
-                        p.std[2]),
-        "\n", m.precision, "\n",
-        env.device.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu"));
-    impl->feature_key = data.dataset_id.empty() || !env.use_feature_cache
-                            ? ""
-                            : sha.HexDigest().substr(0, 32);
-  }
-  {
-    common::Sha256 sha;
-    sha.Update(ConfigToJson(config));
-    sha.Update(absl::StrCat("\n", data.dataset_id, "\n", data.train.size(), "/",
-                            data.validation.size(), "/", data.test.size(), "\n",
-                            ExamplesDigest(data.train)));
-    impl->config_digest = sha.HexDigest();
-  }
+  impl->feature_key = FeatureKey(config, data, env, impl->preprocessing);
+  impl->config_digest = ConfigDigest(config, data);
   impl->config = std::move(config);
   impl->data = std::move(data);
   impl->env = std::move(env);
