@@ -56,6 +56,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options) {
   executor.threads = options.executor_threads;
   executor.name = "engine-exec";
   engine->executor_ = std::make_unique<Executor>(executor);
+  Executor::Options decode;
+  decode.threads = options.predict_decode_threads;
+  decode.name = "predict-decode";
+  engine->decode_executor_ = std::make_unique<Executor>(decode);
   engine->start_time_ = std::chrono::system_clock::now();
   return engine;
 }
@@ -102,7 +106,7 @@ absl::Status Engine::Start() {
   predictor_options.image_limits = options_.datasets.image;
   predictor_ = std::make_unique<Predictor>(predictor_options, *models_, device_,
                                            weights_cache(), &arbiter_);
-  predictor_->SetDecodeExecutor(executor_.get());
+  predictor_->SetDecodeExecutor(decode_executor_.get());
   predictor_->Start();
   if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();
@@ -161,7 +165,9 @@ absl::Status Engine::Shutdown() {
   // still there.
   executor_.reset();
   jobs_.reset();
-  // In-flight predictions finished while the RPC server drained.
+  // In-flight predictions finished while the RPC server drained; what is
+  // still decoding is queued, then answered as the predictor stops.
+  decode_executor_.reset();
   predictor_.reset();
   models_.reset();
   datasets_.reset();

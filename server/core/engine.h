@@ -70,6 +70,10 @@ class Engine {
     bool run_jobs = true;
     // Threads of executor(): slow work that front ends hand to the engine.
     int executor_threads = 2;
+    // Threads that decode Predict's images: a pool of their own, so that
+    // front ends' slow work on executor() (a stalled watcher's reads, an
+    // upload, an export) never holds up a prediction.
+    int predict_decode_threads = 2;
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -122,6 +126,7 @@ class Engine {
   Options options_;
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<Executor> decode_executor_;  // Predict's decoding only
   std::unique_ptr<Store> store_;
   std::unique_ptr<DatasetCatalog> datasets_;
   std::unique_ptr<ModelRegistry> models_;

@@ -117,8 +117,9 @@ class Predictor {
   Predictor& operator=(const Predictor&) = delete;
 
   // Where Submit decodes the images (nullptr, the default: on the caller's
-  // thread). The engine passes its executor so that front ends' threads
-  // never decode. Set before Start().
+  // thread). The engine passes a pool of its own so that front ends'
+  // threads never decode and their slow work never delays a prediction.
+  // Set before Start().
   void SetDecodeExecutor(Executor* executor) { decode_executor_ = executor; }
   // Starts the batching thread.
   void Start();

@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/util/status_macros.h"
-#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 
@@ -122,6 +121,11 @@ absl::StatusOr<core::JobKind> KindFromProto(v1::JobKind kind,
 }
 
 void ToProto(const core::JobRecord& in, v1::Job* out) {
+  ToProto(core::api::JobView{in, {}}, out);
+}
+
+void ToProto(const core::api::JobView& view, v1::Job* out) {
+  const core::JobRecord& in = view.job;
   out->set_name(absl::StrCat("jobs/", in.id));
   out->mutable_spec()->ParseFromString(in.spec_blob);
   out->mutable_resolved_spec()->ParseFromString(in.resolved_blob);
@@ -145,13 +149,21 @@ void ToProto(const core::JobRecord& in, v1::Job* out) {
   SummaryToProto(in.trainable, out->mutable_trainable());
   if (!in.result_model.empty())
     out->set_result_model(absl::StrCat("models/", in.result_model));
-  // Class names are the dataset's; the confusion matrix carries them.
-  std::vector<std::string> classes;
   for (const train::EvaluationReport& e : in.evaluations) {
-    EvaluationToProto(e, classes, out->add_evaluations());
+    EvaluationToProto(e, view.classes, out->add_evaluations());
   }
   out->set_last_event_sequence(in.last_event_sequence);
   out->set_resumes(in.resumes);
+}
+
+void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out) {
+  out->set_path(in.client_path);
+  out->set_split(SplitToProto(in.split));
+  out->set_true_label(in.true_label);
+  out->set_label(in.label);
+  for (float p : in.probabilities) out->add_probabilities(p);
+  out->mutable_status()->set_code(in.status_code);
+  out->mutable_status()->set_message(in.status_message);
 }
 
 void ToProto(const core::JobEvent& in, v1::JobEvent* out) {
@@ -444,8 +456,7 @@ v1::LrScheduleSpec::Kind LrKindToProto(train::LrSchedule::Kind kind) {
 
 }  // namespace
 
-absl::StatusOr<train::JobRequest> JobRequestFromProto(
-    const v1::JobSpec& spec, std::string base_model_id) {
+absl::StatusOr<train::JobRequest> JobRequestFromProto(const v1::JobSpec& spec) {
   train::JobRequest out;
   switch (spec.kind()) {
     case v1::JOB_KIND_TRAIN:
@@ -461,11 +472,11 @@ absl::StatusOr<train::JobRequest> JobRequestFromProto(
       return Invalid("spec.kind", "must be TRAIN, FINE_TUNE or PREDICT");
   }
   absl::StatusOr<std::string> dataset =
-      IdFromName("spec.dataset", "datasets", spec.dataset());
+      core::api::IdFromName("spec.dataset", "datasets", spec.dataset());
   if (!dataset.ok()) return dataset.status();
   out.dataset_id = *std::move(dataset);
   out.recipe = spec.recipe();
-  out.base_model_id = std::move(base_model_id);
+  out.base_model_name = spec.base_model();
   if (out.kind == train::RequestKind::kPredict) {
     TRANSFERD_ASSIGN_OR_RETURN(out.predict_splits,
                                PredictSplitsFromProto(spec.predict()));
@@ -483,13 +494,13 @@ absl::StatusOr<train::JobRequest> JobRequestFromProto(
   return out;
 }
 
-v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
-                           const train::ResolvedJob& r) {
+v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const train::ResolvedJob& r,
+                           const std::string& base_model) {
   v1::JobSpec out;
   out.set_kind(spec.kind());
   out.set_dataset(spec.dataset());
   out.set_recipe(spec.recipe());
-  out.set_base_model(spec.base_model());
+  out.set_base_model(base_model);
   out.set_seed(r.config.seed);
   out.set_selection_metric(r.config.selection_metric);
   const train::ModelConfig& m = r.config.model;

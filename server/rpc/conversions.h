@@ -11,6 +11,7 @@
 #include <google/protobuf/timestamp.pb.h>
 
 #include "absl/status/statusor.h"
+#include "server/core/api/engine_api.h"
 #include "server/core/datasets.h"
 #include "server/core/jobs.h"
 #include "server/core/model_info.h"
@@ -40,19 +41,23 @@ void SummaryToProto(const core::train::TrainableSummary& s,
                     v1::TrainableSummary* out);
 
 void ToProto(const core::JobRecord& in, v1::Job* out);
+// The record, its confusion matrices naming the view's classes.
+void ToProto(const core::api::JobView& in, v1::Job* out);
+void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out);
 void ToProto(const core::JobEvent& in, v1::JobEvent* out);
 void ToProto(const core::ModelInfo& in, v1::Model* out);
 void ToProto(const core::AliasInfo& in, v1::Alias* out);
 
 // The request of a CreateJob, resource names parsed and enums checked;
-// INVALID_ARGUMENT naming the field otherwise. `base_model_id` is the id the
-// caller resolved spec.base_model to (an alias is resolved when the job is
-// created, so the job keeps the model it was given); empty for none.
+// INVALID_ARGUMENT naming the field otherwise. spec.base_model is kept as a
+// name (EngineApi::CreateJob resolves it).
 absl::StatusOr<core::train::JobRequest> JobRequestFromProto(
-    const v1::JobSpec& spec, std::string base_model_id);
-// The spec as it will run, every field set.
+    const v1::JobSpec& spec);
+// The spec as it will run, every field set; `base_model` is the resolved
+// "models/{id}" (empty for none).
 v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
-                           const core::train::ResolvedJob& resolved);
+                           const core::train::ResolvedJob& resolved,
+                           const std::string& base_model);
 
 v1::Split SplitToProto(common::Split split);
 v1::LabelSource LabelSourceToProto(common::LabelSource source);

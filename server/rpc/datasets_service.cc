@@ -5,10 +5,9 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
+#include "server/core/api/engine_api.h"
 #include "server/core/datasets.h"
-#include "server/core/engine.h"
+#include "server/core/util/executor.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
@@ -24,19 +23,30 @@ namespace v1 = transferd::v1;
 class UploadReactor final
     : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
-  UploadReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
+  UploadReactor(core::api::EngineApi& api, grpc::CallbackServerContext* ctx,
                 v1::UploadDatasetResponse* response)
-      : engine_(engine), ctx_(ctx), response_(response) {
+      : api_(api), ctx_(ctx), response_(response) {
     StartRead(&request_);
   }
 
+  // Each message is handled on the engine's executor (checking and
+  // decoding images, writing files, the commit's SQLite transaction), never
+  // on gRPC's threads; the next read starts once it is handled.
   void OnReadDone(bool ok) override {
+    api_.executor().Schedule([this, ok] { HandleRead(ok); });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Ends with StartRead or Finish and touches nothing after either.
+  void HandleRead(bool ok) {
     if (!ok) {
       // The client half-closed (or went away: then Finish is a no-op).
       Done(ctx_->IsCancelled() ? grpc::Status::CANCELLED : Commit());
       return;
     }
-    if (engine_.shutting_down()) {
+    if (api_.shutting_down()) {
       Done(grpc::Status(
           grpc::StatusCode::UNAVAILABLE,
           "the server is shutting down; the upload was discarded"));
@@ -50,9 +60,6 @@ class UploadReactor final
     StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
-
- private:
   absl::Status Handle() {
     if (request_.has_header()) {
       if (upload_ != nullptr) {
@@ -62,7 +69,7 @@ class UploadReactor final
       absl::StatusOr<core::UploadSpec> spec = SpecFromHeader(request_.header());
       if (!spec.ok()) return spec.status();
       absl::StatusOr<std::unique_ptr<core::DatasetUpload>> upload =
-          engine_.datasets().BeginUpload(*std::move(spec));
+          api_.BeginUpload(*std::move(spec));
       if (!upload.ok()) return upload.status();
       upload_ = *std::move(upload);
       return absl::OkStatus();
@@ -106,7 +113,7 @@ class UploadReactor final
     Finish(status);
   }
 
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   grpc::CallbackServerContext* ctx_;
   v1::UploadDatasetResponse* response_;
   v1::UploadDatasetRequest request_;
@@ -127,24 +134,21 @@ grpc::ServerReadReactor<v1::UploadDatasetRequest>*
 DatasetsService::UploadDataset(grpc::CallbackServerContext* ctx,
                                v1::UploadDatasetResponse* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kTrainer, "Datasets.UploadDataset");
+          Admit(ctx, api_, auth_, Role::kTrainer, "Datasets.UploadDataset");
       !s.ok()) {
     return new RejectingReader(s);
   }
-  return new UploadReactor(engine_, ctx, response);
+  return new UploadReactor(api_, ctx, response);
 }
 
 grpc::ServerUnaryReactor* DatasetsService::GetDataset(
     grpc::CallbackServerContext* ctx, const v1::GetDatasetRequest* request,
     v1::Dataset* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.GetDataset");
+          Admit(ctx, api_, auth_, Role::kViewer, "Datasets.GetDataset");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> id =
-      IdFromName("name", "datasets", request->name());
-  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  absl::StatusOr<core::DatasetInfo> info = engine_.datasets().Get(*id);
+  absl::StatusOr<core::DatasetInfo> info = api_.GetDataset(request->name());
   if (!info.ok()) return Answer(ctx, ToGrpcStatus(info.status()));
   ToProto(*info, response);
   return Answer(ctx, grpc::Status::OK);
@@ -154,15 +158,16 @@ grpc::ServerUnaryReactor* DatasetsService::ListDatasets(
     grpc::CallbackServerContext* ctx, const v1::ListDatasetsRequest* request,
     v1::ListDatasetsResponse* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Datasets.ListDatasets");
+          Admit(ctx, api_, auth_, Role::kViewer, "Datasets.ListDatasets");
       !s.ok())
     return Answer(ctx, s);
-  std::string next;
-  absl::StatusOr<std::vector<core::DatasetInfo>> page = engine_.datasets().List(
-      request->page_size(), request->page_token(), &next);
+  absl::StatusOr<core::api::Page<core::DatasetInfo>> page =
+      api_.ListDatasets({request->page_size(), request->page_token()});
   if (!page.ok()) return Answer(ctx, ToGrpcStatus(page.status()));
-  for (const core::DatasetInfo& d : *page) ToProto(d, response->add_datasets());
-  response->set_next_page_token(next);
+  for (const core::DatasetInfo& d : page->items) {
+    ToProto(d, response->add_datasets());
+  }
+  response->set_next_page_token(page->next_page_token);
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -170,13 +175,10 @@ grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(
     grpc::CallbackServerContext* ctx, const v1::DeleteDatasetRequest* request,
     google::protobuf::Empty* /*response*/) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kAdmin, "Datasets.DeleteDataset");
+          Admit(ctx, api_, auth_, Role::kAdmin, "Datasets.DeleteDataset");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> id =
-      IdFromName("name", "datasets", request->name());
-  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  return Answer(ctx, ToGrpcStatus(engine_.datasets().Delete(*id)));
+  return Answer(ctx, ToGrpcStatus(api_.DeleteDataset(request->name())));
 }
 
 }  // namespace transferd::rpc

@@ -1,12 +1,12 @@
-// transferd.v1.Datasets over the engine's dataset catalog: the upload stream
+// transferd.v1.Datasets over the engine API: the upload stream
 // as a callback read reactor feeding a core::DatasetUpload chunk by chunk.
 #pragma once
 
 #include "transferd/v1/datasets.grpc.pb.h"
 
-namespace transferd::core {
-class Engine;
-}
+namespace transferd::core::api {
+class EngineApi;
+}  // namespace transferd::core::api
 
 namespace transferd::rpc {
 
@@ -14,8 +14,8 @@ class Authorizer;
 
 class DatasetsService final : public transferd::v1::Datasets::CallbackService {
  public:
-  DatasetsService(core::Engine& engine, const Authorizer& auth)
-      : engine_(engine), auth_(auth) {}
+  DatasetsService(core::api::EngineApi& api, const Authorizer& auth)
+      : api_(api), auth_(auth) {}
 
   grpc::ServerReadReactor<transferd::v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* ctx,
@@ -34,7 +34,7 @@ class DatasetsService final : public transferd::v1::Datasets::CallbackService {
       google::protobuf::Empty* response) override;
 
  private:
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   const Authorizer& auth_;
 };
 

@@ -11,9 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/engine.h"
-#include "server/core/predictor.h"
-#include "server/core/registry.h"
+#include "server/core/api/engine_api.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
 
@@ -93,9 +91,10 @@ class PredictStreamReactor final
     : public grpc::ServerBidiReactor<v1::PredictStreamRequest,
                                      v1::PredictStreamResponse> {
  public:
-  PredictStreamReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
+  PredictStreamReactor(core::api::EngineApi& api,
+                       grpc::CallbackServerContext* ctx,
                        std::chrono::milliseconds max_request_time)
-      : engine_(engine),
+      : api_(api),
         ctx_(ctx),
         max_request_time_(max_request_time),
         cancelled_(std::make_shared<std::atomic<bool>>(false)) {
@@ -154,21 +153,7 @@ class PredictStreamReactor final
   void Submit(v1::PredictStreamRequest request) {
     const std::string request_id = request.request_id();
     const std::string image_id = request.image().id();
-    absl::StatusOr<std::string> model =
-        engine_.ready()
-            ? ModelIdFromName(engine_.models(), "model", request.model())
-            : absl::UnavailableError("the server is starting or shutting down");
-    if (!model.ok()) {
-      v1::PredictStreamResponse answer;
-      answer.set_request_id(request_id);
-      answer.mutable_prediction()->set_id(image_id);
-      SetItemStatus(model.status(),
-                    answer.mutable_prediction()->mutable_status());
-      Answered(std::move(answer));
-      return;
-    }
     core::PredictCall call;
-    call.model_id = *model;
     call.images.push_back(std::move(*request.mutable_image()->mutable_data()));
     call.flip_tta = request.horizontal_flip_tta();
     call.deadline = SteadyDeadline(ctx_, max_request_time_);
@@ -187,7 +172,7 @@ class PredictStreamReactor final
       }
       Answered(std::move(answer));
     };
-    engine_.predictor().Submit(std::move(call));
+    api_.Predict(request.model(), std::move(call));
   }
 
   // One request is answered: queue its response and read more if paused.
@@ -223,7 +208,7 @@ class PredictStreamReactor final
     }
   }
 
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   grpc::CallbackServerContext* ctx_;
   const std::chrono::milliseconds max_request_time_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
@@ -244,15 +229,11 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
     grpc::CallbackServerContext* ctx, const v1::PredictRequest* request,
     v1::PredictResponse* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.Predict");
+          Admit(ctx, api_, auth_, Role::kTrainer, "Inference.Predict");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> model =
-      ModelIdFromName(engine_.models(), "model", request->model());
-  if (!model.ok()) return Answer(ctx, ToGrpcStatus(model.status()));
   auto* reactor = new PredictReactor();
   core::PredictCall call;
-  call.model_id = *model;
   call.images.reserve(request->images_size());
   for (const v1::Image& image : request->images())
     call.images.push_back(image.data());
@@ -272,18 +253,18 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
     }
     reactor->Finish(grpc::Status::OK);
   };
-  engine_.predictor().Submit(std::move(call));
+  api_.Predict(request->model(), std::move(call));
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::PredictStreamRequest, v1::PredictStreamResponse>*
 InferenceService::PredictStream(grpc::CallbackServerContext* ctx) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kTrainer, "Inference.PredictStream");
+          Admit(ctx, api_, auth_, Role::kTrainer, "Inference.PredictStream");
       !s.ok()) {
     return new FinishedStream(s);
   }
-  return new PredictStreamReactor(engine_, ctx, max_request_time_);
+  return new PredictStreamReactor(api_, ctx, max_request_time_);
 }
 
 void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
@@ -292,25 +273,25 @@ void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
     if (health_ != nullptr || health == nullptr) return;
     health_ = health;
   }
-  engine_.predictor().SetReadyListener(
-      [this](const std::string& model_id, bool ready) {
-        ModelReady(model_id, ready);
-      });
-  engine_.models().AddAliasListener(
+  api_.SetModelReadyListener([this](const std::string& model_id, bool ready) {
+    ModelReady(model_id, ready);
+  });
+  api_.AddAliasListener(
       [this](const std::string& alias, const std::string& model_id) {
         AliasChanged(alias, model_id);
       });
   std::string token;
   do {
-    std::string next;
-    absl::StatusOr<std::vector<core::AliasInfo>> page =
-        engine_.models().ListAliases(1000, token, &next);
+    absl::StatusOr<core::api::Page<core::AliasInfo>> page =
+        api_.ListAliases({1000, token});
     if (!page.ok()) {
       spdlog::warn("aliases: {}", std::string(page.status().message()));
       break;
     }
-    for (const core::AliasInfo& a : *page) AliasChanged(a.alias, a.model_id);
-    token = next;
+    for (const core::AliasInfo& a : page->items) {
+      AliasChanged(a.alias, a.model_id);
+    }
+    token = page->next_page_token;
   } while (!token.empty());
 }
 
@@ -323,11 +304,11 @@ void InferenceService::AliasChanged(const std::string& alias,
       aliases_.erase(alias);
     } else {
       aliases_[alias] = model_id;
-      ready = engine_.predictor().Ready(model_id);
+      ready = api_.ModelReady(model_id);
     }
     if (health_ != nullptr) health_->SetServingStatus(HealthName(alias), ready);
   }
-  if (!model_id.empty() && !ready) engine_.predictor().Warm(model_id);
+  if (!model_id.empty() && !ready) api_.WarmModel(model_id);
 }
 
 void InferenceService::ModelReady(const std::string& model_id, bool ready) {

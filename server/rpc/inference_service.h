@@ -1,4 +1,4 @@
-// transferd.v1.Inference over the engine's predictor, and the per-alias
+// transferd.v1.Inference over the engine API (the predictor), and the per-alias
 // health statuses: the grpc.health.v1 service name "aliases/{alias}" is
 // SERVING once the model the alias points at is loaded and warmed.
 #pragma once
@@ -14,9 +14,9 @@ namespace grpc {
 class HealthCheckServiceInterface;
 }  // namespace grpc
 
-namespace transferd::core {
-class Engine;
-}  // namespace transferd::core
+namespace transferd::core::api {
+class EngineApi;
+}  // namespace transferd::core::api
 
 namespace transferd::rpc {
 
@@ -26,9 +26,9 @@ class InferenceService final
     : public transferd::v1::Inference::CallbackService {
  public:
   // Predict deadlines are capped at `max_request_time` from arrival.
-  InferenceService(core::Engine& engine, const Authorizer& auth,
+  InferenceService(core::api::EngineApi& api, const Authorizer& auth,
                    std::chrono::milliseconds max_request_time)
-      : engine_(engine), auth_(auth), max_request_time_(max_request_time) {}
+      : api_(api), auth_(auth), max_request_time_(max_request_time) {}
 
   // Once the engine is ready: publishes a health status per alias, keeps it
   // current as aliases move and models load or unload, and warms the models
@@ -52,7 +52,7 @@ class InferenceService final
   void AliasChanged(const std::string& alias, const std::string& model_id);
   void ModelReady(const std::string& model_id, bool ready);
 
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   const Authorizer& auth_;
   const std::chrono::milliseconds max_request_time_;
   std::mutex mu_;

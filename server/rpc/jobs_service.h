@@ -1,11 +1,11 @@
-// transferd.v1.Jobs over the engine's job queue.
+// transferd.v1.Jobs over the engine API (job queue and event log).
 #pragma once
 
 #include "transferd/v1/jobs.grpc.pb.h"
 
-namespace transferd::core {
-class Engine;
-}  // namespace transferd::core
+namespace transferd::core::api {
+class EngineApi;
+}  // namespace transferd::core::api
 
 namespace transferd::rpc {
 
@@ -13,8 +13,8 @@ class Authorizer;
 
 class JobsService final : public transferd::v1::Jobs::CallbackService {
  public:
-  JobsService(core::Engine& engine, const Authorizer& auth)
-      : engine_(engine), auth_(auth) {}
+  JobsService(core::api::EngineApi& api, const Authorizer& auth)
+      : api_(api), auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateJob(
       grpc::CallbackServerContext* ctx,
@@ -40,7 +40,7 @@ class JobsService final : public transferd::v1::Jobs::CallbackService {
       transferd::v1::ListJobPredictionsResponse* response) override;
 
  private:
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   const Authorizer& auth_;
 };
 

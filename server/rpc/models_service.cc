@@ -12,15 +12,9 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "common/hash.h"
-#include "server/core/engine.h"
-#include "server/core/jobs.h"
+#include "server/core/api/engine_api.h"
 #include "server/core/model_transfer.h"
-#include "server/core/registry.h"
-#include "server/core/train/train_config.h"
-#include "server/core/util/catalog_util.h"
+#include "server/core/util/executor.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
@@ -37,10 +31,10 @@ class ExportReactor final
  public:
   static constexpr int64_t kChunkBytes = 1 << 20;
 
-  ExportReactor(core::Engine& engine, core::ModelInfo model) : engine_(engine) {
-    engine_.executor().Schedule([this, model = std::move(model)] {
+  ExportReactor(core::api::EngineApi& api, core::ModelInfo model) : api_(api) {
+    api_.executor().Schedule([this, model = std::move(model)] {
       absl::StatusOr<std::unique_ptr<core::ModelExport>> exported =
-          core::ModelExport::Create(model, engine_.data_dir());
+          api_.ExportModel(model);
       std::unique_lock<std::mutex> lock(mu_);
       if (!exported.ok()) {
         Act(lock, FinishLocked(ToGrpcStatus(exported.status())));
@@ -63,7 +57,7 @@ class ExportReactor final
       return;
     }
     reading_ = true;
-    engine_.executor().Schedule([this] {
+    api_.executor().Schedule([this] {
       std::unique_lock<std::mutex> lock(mu_);
       reading_ = false;
       Act(lock, NextLocked());
@@ -111,7 +105,7 @@ class ExportReactor final
     if (finished_) return {};
     if (cancelled_) return FinishLocked(grpc::Status::CANCELLED);
     if (export_->done()) return FinishLocked(grpc::Status::OK);
-    if (engine_.shutting_down()) {
+    if (api_.shutting_down()) {
       return FinishLocked(
           grpc::Status(grpc::StatusCode::UNAVAILABLE,
                        "the server is shutting down; export again later"));
@@ -128,7 +122,7 @@ class ExportReactor final
     return {Step::kWrite, grpc::Status::OK};
   }
 
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   std::mutex mu_;
   std::unique_ptr<core::ModelExport> export_;
   v1::ExportModelChunk chunk_;
@@ -154,14 +148,14 @@ class FinishedExport final
 class ImportReactor final
     : public grpc::ServerReadReactor<v1::ImportModelRequest> {
  public:
-  ImportReactor(core::Engine& engine, grpc::CallbackServerContext* ctx,
+  ImportReactor(core::api::EngineApi& api, grpc::CallbackServerContext* ctx,
                 v1::Model* response)
-      : engine_(engine), ctx_(ctx), response_(response) {
+      : api_(api), ctx_(ctx), response_(response) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
-    engine_.executor().Schedule([this, ok] { Handle(ok); });
+    api_.executor().Schedule([this, ok] { Handle(ok); });
   }
 
   void OnDone() override {
@@ -178,7 +172,7 @@ class ImportReactor final
       Done(ctx_->IsCancelled() ? grpc::Status::CANCELLED : Commit());
       return;
     }
-    if (engine_.shutting_down()) {
+    if (api_.shutting_down()) {
       Done(grpc::Status(
           grpc::StatusCode::UNAVAILABLE,
           "the server is shutting down; the import was discarded"));
@@ -197,17 +191,12 @@ class ImportReactor final
         return absl::InvalidArgumentError(
             "header: sent twice (it must come once, first)");
       }
-      core::TransferLimits limits;
-      limits.max_bytes = engine_.options().datasets.max_dataset_bytes;
-      limits.min_free_disk_bytes =
-          engine_.options().datasets.min_free_disk_bytes;
       core::ModelImportSpec spec;
       spec.model_id = request_.header().model_id();
       spec.display_name = request_.header().display_name();
       spec.total_bytes = request_.header().total_bytes();
       absl::StatusOr<std::unique_ptr<core::ModelImport>> import =
-          core::ModelImport::Begin(engine_.models(), engine_.data_dir(), limits,
-                                   std::move(spec));
+          api_.BeginModelImport(std::move(spec));
       if (!import.ok()) return import.status();
       import_ = *std::move(import);
       return absl::OkStatus();
@@ -239,7 +228,7 @@ class ImportReactor final
     Finish(status);
   }
 
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   grpc::CallbackServerContext* ctx_;
   v1::Model* response_;
   v1::ImportModelRequest request_;
@@ -259,13 +248,10 @@ grpc::ServerUnaryReactor* ModelsService::GetModel(
     grpc::CallbackServerContext* ctx, const v1::GetModelRequest* request,
     v1::Model* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Models.GetModel");
+          Admit(ctx, api_, auth_, Role::kViewer, "Models.GetModel");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> id =
-      ModelIdFromName(engine_.models(), "name", request->name());
-  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  absl::StatusOr<core::ModelInfo> model = engine_.models().Get(*id);
+  absl::StatusOr<core::ModelInfo> model = api_.GetModel(request->name());
   if (!model.ok()) return Answer(ctx, ToGrpcStatus(model.status()));
   ToProto(*model, response);
   return Answer(ctx, grpc::Status::OK);
@@ -275,15 +261,16 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(
     grpc::CallbackServerContext* ctx, const v1::ListModelsRequest* request,
     v1::ListModelsResponse* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Models.ListModels");
+          Admit(ctx, api_, auth_, Role::kViewer, "Models.ListModels");
       !s.ok())
     return Answer(ctx, s);
-  std::string next;
-  absl::StatusOr<std::vector<core::ModelInfo>> models =
-      engine_.models().List(request->page_size(), request->page_token(), &next);
+  absl::StatusOr<core::api::Page<core::ModelInfo>> models =
+      api_.ListModels({request->page_size(), request->page_token()});
   if (!models.ok()) return Answer(ctx, ToGrpcStatus(models.status()));
-  for (const core::ModelInfo& m : *models) ToProto(m, response->add_models());
-  response->set_next_page_token(next);
+  for (const core::ModelInfo& m : models->items) {
+    ToProto(m, response->add_models());
+  }
+  response->set_next_page_token(models->next_page_token);
   return Answer(ctx, grpc::Status::OK);
 }
 
@@ -291,29 +278,20 @@ grpc::ServerUnaryReactor* ModelsService::DeleteModel(
     grpc::CallbackServerContext* ctx, const v1::DeleteModelRequest* request,
     google::protobuf::Empty*) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kAdmin, "Models.DeleteModel");
+          Admit(ctx, api_, auth_, Role::kAdmin, "Models.DeleteModel");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> id =
-      IdFromName("name", "models", request->name());
-  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  return Answer(ctx, ToGrpcStatus(engine_.models().Delete(*id)));
+  return Answer(ctx, ToGrpcStatus(api_.DeleteModel(request->name())));
 }
 
 grpc::ServerUnaryReactor* ModelsService::SetAlias(
     grpc::CallbackServerContext* ctx, const v1::SetAliasRequest* request,
     v1::Alias* response) {
-  if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kAdmin, "Models.SetAlias");
+  if (grpc::Status s = Admit(ctx, api_, auth_, Role::kAdmin, "Models.SetAlias");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> alias =
-      IdFromName("alias", "aliases", request->alias());
-  if (!alias.ok()) return Answer(ctx, ToGrpcStatus(alias.status()));
-  absl::StatusOr<std::string> id =
-      IdFromName("model", "models", request->model());
-  if (!id.ok()) return Answer(ctx, ToGrpcStatus(id.status()));
-  absl::StatusOr<core::AliasInfo> set = engine_.models().SetAlias(*alias, *id);
+  absl::StatusOr<core::AliasInfo> set =
+      api_.SetAlias(request->alias(), request->model());
   if (!set.ok()) return Answer(ctx, ToGrpcStatus(set.status()));
   ToProto(*set, response);
   return Answer(ctx, grpc::Status::OK);
@@ -323,55 +301,49 @@ grpc::ServerUnaryReactor* ModelsService::DeleteAlias(
     grpc::CallbackServerContext* ctx, const v1::DeleteAliasRequest* request,
     google::protobuf::Empty*) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kAdmin, "Models.DeleteAlias");
+          Admit(ctx, api_, auth_, Role::kAdmin, "Models.DeleteAlias");
       !s.ok())
     return Answer(ctx, s);
-  absl::StatusOr<std::string> alias =
-      IdFromName("alias", "aliases", request->alias());
-  if (!alias.ok()) return Answer(ctx, ToGrpcStatus(alias.status()));
-  return Answer(ctx, ToGrpcStatus(engine_.models().DeleteAlias(*alias)));
+  return Answer(ctx, ToGrpcStatus(api_.DeleteAlias(request->alias())));
 }
 
 grpc::ServerUnaryReactor* ModelsService::ListAliases(
     grpc::CallbackServerContext* ctx, const v1::ListAliasesRequest* request,
     v1::ListAliasesResponse* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Models.ListAliases");
+          Admit(ctx, api_, auth_, Role::kViewer, "Models.ListAliases");
       !s.ok())
     return Answer(ctx, s);
-  std::string next;
-  absl::StatusOr<std::vector<core::AliasInfo>> aliases =
-      engine_.models().ListAliases(request->page_size(), request->page_token(),
-                                   &next);
+  absl::StatusOr<core::api::Page<core::AliasInfo>> aliases =
+      api_.ListAliases({request->page_size(), request->page_token()});
   if (!aliases.ok()) return Answer(ctx, ToGrpcStatus(aliases.status()));
-  for (const core::AliasInfo& a : *aliases) ToProto(a, response->add_aliases());
-  response->set_next_page_token(next);
+  for (const core::AliasInfo& a : aliases->items) {
+    ToProto(a, response->add_aliases());
+  }
+  response->set_next_page_token(aliases->next_page_token);
   return Answer(ctx, grpc::Status::OK);
 }
 
 grpc::ServerWriteReactor<v1::ExportModelChunk>* ModelsService::ExportModel(
     grpc::CallbackServerContext* ctx, const v1::ExportModelRequest* request) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kViewer, "Models.ExportModel");
+          Admit(ctx, api_, auth_, Role::kViewer, "Models.ExportModel");
       !s.ok()) {
     return new FinishedExport(s);
   }
-  absl::StatusOr<std::string> id =
-      ModelIdFromName(engine_.models(), "name", request->name());
-  if (!id.ok()) return new FinishedExport(ToGrpcStatus(id.status()));
-  absl::StatusOr<core::ModelInfo> model = engine_.models().Get(*id);
+  absl::StatusOr<core::ModelInfo> model = api_.GetModel(request->name());
   if (!model.ok()) return new FinishedExport(ToGrpcStatus(model.status()));
-  return new ExportReactor(engine_, *model);
+  return new ExportReactor(api_, *model);
 }
 
 grpc::ServerReadReactor<v1::ImportModelRequest>* ModelsService::ImportModel(
     grpc::CallbackServerContext* ctx, v1::Model* response) {
   if (grpc::Status s =
-          Admit(ctx, engine_, auth_, Role::kTrainer, "Models.ImportModel");
+          Admit(ctx, api_, auth_, Role::kTrainer, "Models.ImportModel");
       !s.ok()) {
     return new FinishedImport(s);
   }
-  return new ImportReactor(engine_, ctx, response);
+  return new ImportReactor(api_, ctx, response);
 }
 
 }  // namespace transferd::rpc

@@ -1,12 +1,12 @@
-// transferd.v1.Models over the engine's registry: models, aliases, and
-// export and import of archives (server/core/model_archive.h).
+// transferd.v1.Models over the engine API (the model registry): models,
+// aliases, and export and import of archives (server/core/model_archive.h).
 #pragma once
 
 #include "transferd/v1/models.grpc.pb.h"
 
-namespace transferd::core {
-class Engine;
-}  // namespace transferd::core
+namespace transferd::core::api {
+class EngineApi;
+}  // namespace transferd::core::api
 
 namespace transferd::rpc {
 
@@ -14,8 +14,8 @@ class Authorizer;
 
 class ModelsService final : public transferd::v1::Models::CallbackService {
  public:
-  ModelsService(core::Engine& engine, const Authorizer& auth)
-      : engine_(engine), auth_(auth) {}
+  ModelsService(core::api::EngineApi& api, const Authorizer& auth)
+      : api_(api), auth_(auth) {}
 
   grpc::ServerUnaryReactor* GetModel(
       grpc::CallbackServerContext* ctx,
@@ -49,7 +49,7 @@ class ModelsService final : public transferd::v1::Models::CallbackService {
       transferd::v1::Model* response) override;
 
  private:
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   const Authorizer& auth_;
 };
 

@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
 #include "server/rpc/auth.h"
 #include "server/rpc/datasets_service.h"
@@ -242,15 +243,17 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   std::vector<std::string> implemented = ImplementedServices(options);
   v1::Limits limits = ReportedLimits(options, engine);
 
-  server->server_service_ = std::make_unique<ServerService>(
-      engine, *server->auth_, limits, implemented);
+  server->api_ = std::make_unique<core::api::EngineApi>(engine);
+  core::api::EngineApi& api = *server->api_;
+  server->server_service_ =
+      std::make_unique<ServerService>(api, *server->auth_, limits, implemented);
   server->datasets_service_ =
-      std::make_unique<DatasetsService>(engine, *server->auth_);
-  server->jobs_service_ = std::make_unique<JobsService>(engine, *server->auth_);
+      std::make_unique<DatasetsService>(api, *server->auth_);
+  server->jobs_service_ = std::make_unique<JobsService>(api, *server->auth_);
   server->models_service_ =
-      std::make_unique<ModelsService>(engine, *server->auth_);
+      std::make_unique<ModelsService>(api, *server->auth_);
   server->inference_service_ = std::make_unique<InferenceService>(
-      engine, *server->auth_, options.max_request_time);
+      api, *server->auth_, options.max_request_time);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) {

@@ -17,7 +17,10 @@ class Server;
 
 namespace transferd::core {
 class Engine;
+namespace api {
+class EngineApi;
 }
+}  // namespace transferd::core
 
 namespace transferd::rpc {
 
@@ -98,6 +101,7 @@ class RpcServer {
 
   Options options_;
   int port_ = 0;
+  std::unique_ptr<core::api::EngineApi> api_;  // what every service calls
   std::unique_ptr<ServerService> server_service_;
   std::unique_ptr<DatasetsService> datasets_service_;
   std::unique_ptr<JobsService> jobs_service_;

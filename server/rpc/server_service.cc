@@ -6,6 +6,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
 #include "server/core/util/build_info.h"
 #include "server/rpc/auth.h"
@@ -15,10 +16,10 @@ namespace transferd::rpc {
 
 namespace v1 = transferd::v1;
 
-ServerService::ServerService(core::Engine& engine, const Authorizer& auth,
+ServerService::ServerService(core::api::EngineApi& api, const Authorizer& auth,
                              v1::Limits limits,
                              std::vector<std::string> implemented)
-    : engine_(engine),
+    : api_(api),
       auth_(auth),
       limits_(std::move(limits)),
       implemented_(std::move(implemented)) {}
@@ -32,7 +33,7 @@ grpc::ServerUnaryReactor* ServerService::GetServerInfo(
     return Answer(ctx, s);
   }
   const core::BuildInfo& build = core::GetBuildInfo();
-  const core::EngineInfo info = engine_.Info();
+  const core::EngineInfo info = api_.Info();
 
   response->set_version(build.version);
   v1::BuildInfo* b = response->mutable_build();

@@ -6,9 +6,9 @@
 
 #include "transferd/v1/server.grpc.pb.h"
 
-namespace transferd::core {
-class Engine;
-}
+namespace transferd::core::api {
+class EngineApi;
+}  // namespace transferd::core::api
 
 namespace transferd::rpc {
 
@@ -18,7 +18,7 @@ class ServerService final : public transferd::v1::Server::CallbackService {
  public:
   // `limits` are the limits in force, `implemented` the services this build
   // implements (both reported verbatim).
-  ServerService(core::Engine& engine, const Authorizer& auth,
+  ServerService(core::api::EngineApi& api, const Authorizer& auth,
                 transferd::v1::Limits limits,
                 std::vector<std::string> implemented);
 
@@ -28,7 +28,7 @@ class ServerService final : public transferd::v1::Server::CallbackService {
       transferd::v1::ServerInfo* response) override;
 
  private:
-  core::Engine& engine_;
+  core::api::EngineApi& api_;
   const Authorizer& auth_;
   transferd::v1::Limits limits_;
   std::vector<std::string> implemented_;

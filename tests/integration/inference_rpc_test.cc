@@ -3,9 +3,12 @@
 // accuracy exactly (no train/serve skew), and so does a PREDICT job over the
 // same split; bad images fail alone with a precise status while the server
 // keeps serving; an alias has its own health status, SERVING once its model
-// is loaded and warmed; PredictStream answers every request once.
+// is loaded and warmed; PredictStream answers every request once; stalled
+// watchers and uploads do not hold Predict up.
 #include <map>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -16,6 +19,7 @@
 #include "tests/support/job_support.h"
 #include "tests/support/test_images.h"
 #include "tests/support/transferd_server.h"
+#include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
 #include "transferd/v1/models.grpc.pb.h"
@@ -336,6 +340,86 @@ TEST_F(InferenceRpcTest, PredictStreamAnswersEveryRequestOnce) {
       EXPECT_FALSE(a.prediction().label().empty());
     }
   }
+  ExpectServing();
+}
+
+// Watchers that never read and an upload stalled in the middle of a file
+// hold streams open on the same server while a job trains; Predict is
+// answered all the same (its decoding has threads of its own, the engine's
+// executor takes the watchers' reads and the upload's steps), and the
+// stalled upload leaves nothing behind once cancelled.
+TEST_F(InferenceRpcTest, StalledWatchersAndUploadsDoNotHoldUpPredict) {
+  v1::Job slow;
+  grpc::Status s = testing::CreateJob(
+      *server_, testing::SmallSpec("tiny", 1000), &slow, "slow1");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  auto jobs = v1::Jobs::NewStub(Channel(*server_));
+  constexpr int kWatchers = 16;
+  std::vector<std::unique_ptr<grpc::ClientContext>> watch_ctx;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::JobEvent>>> watchers;
+  for (int i = 0; i < kWatchers; ++i) {
+    watch_ctx.push_back(std::make_unique<grpc::ClientContext>());
+    v1::WatchJobRequest request;
+    request.set_name(i % 2 == 0 ? "jobs/slow1" : "jobs/train1");
+    request.set_follow(i % 2 == 0);
+    watchers.push_back(jobs->WatchJob(watch_ctx.back().get(), request));
+  }
+  // The first event of one watcher: the streams are open (none is read
+  // further).
+  v1::JobEvent first;
+  ASSERT_TRUE(watchers[0]->Read(&first));
+
+  auto datasets = v1::Datasets::NewStub(Channel(*server_));
+  grpc::ClientContext upload_ctx;
+  v1::UploadDatasetResponse upload_response;
+  auto upload = datasets->UploadDataset(&upload_ctx, &upload_response);
+  v1::UploadDatasetRequest header;
+  header.mutable_header()->set_dataset_id("stalled");
+  ASSERT_TRUE(upload->Write(header));
+  v1::UploadDatasetRequest chunk;
+  const std::string& bytes = (*images_)[0].bytes;
+  chunk.mutable_chunk()->set_path("train/cat.1.png");
+  chunk.mutable_chunk()->set_size(static_cast<int64_t>(bytes.size()));
+  chunk.mutable_chunk()->set_data(bytes.substr(0, bytes.size() / 2));
+  ASSERT_TRUE(upload->Write(chunk));  // and the rest never comes
+
+  for (int round = 0; round < 3; ++round) {
+    v1::PredictRequest request;
+    request.set_model(job_->result_model());
+    for (const LabelledImage& image : Validation()) {
+      v1::Image* i = request.add_images();
+      i->set_id(image.path);
+      i->set_data(image.bytes);
+    }
+    v1::PredictResponse response;
+    s = Predict(request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(response.predictions_size(), request.images_size());
+    for (const v1::ImagePrediction& p : response.predictions()) {
+      EXPECT_EQ(p.status().code(), 0) << p.status().message();
+    }
+  }
+
+  upload_ctx.TryCancel();
+  EXPECT_EQ(upload->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (int i = 0; i < kWatchers; ++i) watch_ctx[i]->TryCancel();
+  for (auto& w : watchers) (void)w->Finish();
+  grpc::ClientContext cancel_ctx;
+  SetDeadline(cancel_ctx);
+  v1::CancelJobRequest cancel;
+  cancel.set_name("jobs/slow1");
+  v1::Job cancelled;
+  ASSERT_TRUE(jobs->CancelJob(&cancel_ctx, cancel, &cancelled).ok());
+  EXPECT_EQ(testing::WaitForJob(*server_, "jobs/slow1").state(),
+            v1::JOB_STATE_CANCELLED);
+  grpc::ClientContext get_ctx;
+  SetDeadline(get_ctx);
+  v1::GetDatasetRequest get;
+  get.set_name("datasets/stalled");
+  v1::Dataset dataset;
+  EXPECT_EQ(datasets->GetDataset(&get_ctx, get, &dataset).error_code(),
+            grpc::StatusCode::NOT_FOUND);
   ExpectServing();
 }
 

@@ -540,7 +540,13 @@ absl::StatusOr<PredictionsPage> JobStore::Predictions(
       FilePredictionRecord r;
       last = q.ColumnInt(0);
       r.client_path = q.ColumnText(1);
-      r.split = common::SplitName(static_cast<common::Split>(q.ColumnInt(2)));
+      const int64_t split = q.ColumnInt(2);
+      if (split < static_cast<int64_t>(common::Split::kNone) ||
+          split > static_cast<int64_t>(common::Split::kTest)) {
+        return absl::DataLossError(absl::StrCat(
+            "predictions of job ", id, ": split ", split, " is not a split"));
+      }
+      r.split = static_cast<common::Split>(split);
       r.true_label = q.ColumnText(3);
       r.label = q.ColumnText(4);
       try {

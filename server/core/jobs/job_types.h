@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dataset_layout.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core {
@@ -97,7 +98,7 @@ struct JobRecord {
 // One file's result in a PREDICT job.
 struct FilePredictionRecord {
   std::string client_path;
-  std::string split;       // "train", "validation", "test"
+  common::Split split = common::Split::kNone;
   std::string true_label;  // the dataset's label
   std::string label;       // predicted class ("" when the file failed)
   std::vector<float> probabilities;  // in the model's class order

@@ -112,7 +112,9 @@ std::optional<train::EvaluationReport> EvaluateSplit(
   double loss = 0;
   int64_t correct = 0;
   for (const FilePredictionRecord& r : rows) {
-    if (r.split != split || r.status_code != 0) continue;
+    if (std::string_view(common::SplitName(r.split)) != split ||
+        r.status_code != 0)
+      continue;
     const auto t = std::find(classes.begin(), classes.end(), r.true_label);
     if (t == classes.end()) return std::nullopt;
     const int64_t truth = t - classes.begin();
@@ -236,7 +238,7 @@ std::vector<FilePredictionRecord> PredictionPass::Rows(
     const DatasetFile& f = files_[begin + i];
     FilePredictionRecord& r = rows[i];
     r.client_path = f.client_path;
-    r.split = common::SplitName(f.split);
+    r.split = f.split;
     if (f.label >= 0 &&
         f.label < static_cast<int64_t>(dataset_.classes.size())) {
       r.true_label = dataset_.classes[f.label];

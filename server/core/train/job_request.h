@@ -66,8 +66,12 @@ struct StageOverrides {
 struct JobRequest {
   RequestKind kind = RequestKind::kTrain;
   std::string dataset_id;
-  std::string recipe;         // "keras-book", "tf-tutorial" or empty
-  std::string base_model_id;  // FINE_TUNE and PREDICT
+  std::string recipe;  // "keras-book", "tf-tutorial" or empty
+  // FINE_TUNE and PREDICT: the base model as the client named it
+  // ("models/{id}" or "aliases/{alias}"), and the id the engine resolved it
+  // to (api::EngineApi::CreateJob), which ResolveJob reads.
+  std::string base_model_name;
+  std::string base_model_id;
   ModelOverrides model;
   std::vector<StageOverrides> stages;
   std::optional<uint64_t> seed;  // default 42

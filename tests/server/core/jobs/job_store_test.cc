@@ -182,7 +182,7 @@ TEST_F(JobStoreTest, PredictionRowsReadBackInPages) {
   std::vector<FilePredictionRecord> rows(3);
   for (int i = 0; i < 3; ++i) {
     rows[i].client_path = "f" + std::to_string(i) + ".jpg";
-    rows[i].split = i == 2 ? "test" : "train";
+    rows[i].split = i == 2 ? common::Split::kTest : common::Split::kTrain;
     rows[i].true_label = "cat";
     rows[i].label = i == 1 ? "dog" : "cat";
     rows[i].probabilities = {0.25f + 0.5f * (i != 1), 0.75f - 0.5f * (i != 1)};
@@ -205,14 +205,14 @@ TEST_F(JobStoreTest, PredictionRowsReadBackInPages) {
   ASSERT_EQ(page->predictions.size(), 2u);
   EXPECT_EQ(page->next_page_token, "2");
   EXPECT_EQ(page->predictions[0].client_path, "f0.jpg");
-  EXPECT_EQ(page->predictions[0].split, "train");
+  EXPECT_EQ(page->predictions[0].split, common::Split::kTrain);
   EXPECT_THAT(page->predictions[0].probabilities, ElementsAre(0.75f, 0.25f));
   EXPECT_EQ(page->predictions[1].status_code, 3);
   EXPECT_EQ(page->predictions[1].status_message, "corrupt");
   page = jobs_->Predictions("j-p", 2, page->next_page_token);
   ASSERT_TRUE(page.ok()) << page.status();
   ASSERT_EQ(page->predictions.size(), 1u);
-  EXPECT_EQ(page->predictions[0].split, "test");
+  EXPECT_EQ(page->predictions[0].split, common::Split::kTest);
   EXPECT_EQ(page->next_page_token, "");
 
   absl::StatusOr<PredictionsPage> other = jobs_->Predictions("j-t", 0, "");
