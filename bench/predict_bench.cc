@@ -26,18 +26,26 @@
 //                 [--server-args "ARGS"] [--server-env "K=V ..."]
 //                 [--transferd PATH] [--keep]
 //                 [--no-training] [--training-concurrency 1,8]
+//                 [--metrics-cost ROUNDS]
 //
 // Unless --no-training, the served rows at --training-concurrency are then
 // measured again while a training job runs on the same server (MobileNet
 // alpha 0.25 at 128 px, every layer trainable, batch 16, on generated
 // images): what serving costs with the device shared, and the job's own
 // images/s with and without the load.
+//
+// With --metrics-cost R it measures instead what the Prometheus metrics cost
+// on the hot path: served c=32 images/s and c=1 p50 with the server's
+// metrics on (the default) and off (--no-metrics), on servers started in
+// alternation (on, off, off, on, ...) for R rounds each, and prints the
+// medians and their difference (target: within 2%).
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -118,6 +126,10 @@ struct Options {
   // Served rows again while a training job keeps the device busy.
   bool while_training = true;
   std::vector<int> training_concurrency = {1, 8};
+  // Instead of the rows above: served c=32 throughput and c=1 p50 with the
+  // server's metrics on and off (--no-metrics), alternating servers for
+  // this many rounds each.
+  int metrics_cost_rounds = 0;
 };
 
 std::vector<std::string> Split(const std::string& s, char sep) {
@@ -154,7 +166,8 @@ std::vector<std::string> SplitWords(const std::string& s) {
       "  [--server-args \"ARGS\"] [--server-env \"K=V ...\"] [--transferd "
       "PATH] "
       "[--keep]\n"
-      "  [--no-training] [--training-concurrency 1,8]\n",
+      "  [--no-training] [--training-concurrency 1,8]\n"
+      "  [--metrics-cost ROUNDS]\n",
       why);
   std::exit(2);
 }
@@ -205,7 +218,9 @@ Options ParseOptions(int argc, char** argv) {
       for (const std::string& c : Split(value(), ',')) {
         o.training_concurrency.push_back(std::atoi(c.c_str()));
       }
-    } else
+    } else if (a == "--metrics-cost")
+      o.metrics_cost_rounds = std::atoi(value().c_str());
+    else
       Usage(("unknown argument " + a).c_str());
   }
   if (o.window_seconds <= 0 || o.warmup_seconds < 0 || o.offline_seconds <= 0) {
@@ -833,6 +848,101 @@ void PrintRow(const Row& r) {
 
 }  // namespace
 
+// Several connections: gRPC channels with identical arguments share one
+// TCP connection (global subchannel pool), so each gets a distinct
+// argument. One connection is read by one server poller at a time; a
+// handful spreads 32 streams without a connection per thread.
+std::vector<std::shared_ptr<grpc::Channel>> Connect(const Server& server,
+                                                    int count) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < count; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("transferd.bench.connection", i);
+    channels.push_back(grpc::CreateCustomChannel(
+        server.address(), grpc::InsecureChannelCredentials(), args));
+    if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
+                                           std::chrono::seconds(10))) {
+      Fail("cannot connect to " + server.address());
+    }
+  }
+  return channels;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return Percentile(v, 0.5);
+}
+
+// --metrics-cost: the same served rows on a server with metrics and one
+// without, alternated so that drift (thermal, other load) falls on both.
+void MetricsCost(const Options& o, const std::vector<ModelSetup>& models,
+                 const fs::path& data_root, const fs::path& temp) {
+  struct Samples {
+    std::vector<double> c32, c1_p50;
+  };
+  // [model][metrics on?]
+  std::vector<std::array<Samples, 2>> samples(models.size());
+  std::string command_lines[2];
+  for (int round = 0; round < o.metrics_cost_rounds; ++round) {
+    for (int k = 0; k < 2; ++k) {
+      const bool on = (round % 2 == 0) == (k == 0);
+      Options so = o;
+      if (!on) so.server_args.push_back("--no-metrics");
+      Server server(so, data_root, temp / "transferd.log");
+      if (!server.WaitServing(std::chrono::seconds(120))) {
+        Fail("transferd did not report SERVING\n" + server.command_line() +
+             "\nlog:\n" + server.LogTail());
+      }
+      command_lines[on ? 1 : 0] = server.command_line();
+      const std::vector<std::shared_ptr<grpc::Channel>> channels =
+          Connect(server, o.channels);
+      for (size_t m = 0; m < models.size(); ++m) {
+        const ModelSetup& model = models[m];
+        v1::PredictRequest request;
+        request.set_model("models/" + model.info.id);
+        v1::Image* image = request.add_images();
+        image->set_id("bench.jpg");
+        image->set_data(MakeJpeg(o.image_size > 0 ? o.image_size
+                                                  : model.config.input_size));
+        auto stub = v1::Inference::NewStub(channels[0]);
+        FirstPredict(*stub, request, server);
+        const Row c32 = Served(o, server, channels, request, 32);
+        const Row c1 = Served(o, server, channels, request, 1);
+        if (c32.errors > 0 || c1.errors > 0) {
+          Fail("errors while measuring: " + c32.first_error + c1.first_error);
+        }
+        samples[m][on ? 1 : 0].c32.push_back(c32.images_per_second);
+        samples[m][on ? 1 : 0].c1_p50.push_back(c1.p50);
+        std::printf(
+            "  round %d, metrics %-3s %-12s c=32 %8.1f images/s, c=1 "
+            "p50 %7.2f ms\n",
+            round + 1, on ? "on" : "off",
+            model.label.substr(0, model.label.find(' ')).c_str(),
+            c32.images_per_second, c1.p50);
+        std::fflush(stdout);
+      }
+      server.Stop();
+    }
+  }
+  std::printf("\nmetrics cost (medians of %d rounds; on: %s)\n",
+              o.metrics_cost_rounds, command_lines[1].c_str());
+  std::printf("  %-14s %14s %14s %8s %12s %12s %8s\n", "model", "c=32 on i/s",
+              "c=32 off i/s", "diff", "c=1 p50 on", "c=1 p50 off", "diff");
+  for (size_t m = 0; m < models.size(); ++m) {
+    const double on32 = Median(samples[m][1].c32);
+    const double off32 = Median(samples[m][0].c32);
+    const double on1 = Median(samples[m][1].c1_p50);
+    const double off1 = Median(samples[m][0].c1_p50);
+    const double d32 = (on32 - off32) / off32 * 100;
+    const double d1 = (on1 - off1) / off1 * 100;
+    std::printf("  %-14s %14.1f %14.1f %+7.2f%% %10.2f ms %10.2f ms %+7.2f%%\n",
+                models[m].label.substr(0, models[m].label.find(' ')).c_str(),
+                on32, off32, d32, on1, off1, d1);
+    std::printf("  target: throughput within 2%% (%s), p50 within 2%% (%s)\n",
+                d32 >= -2 ? "PASS" : "MISS", d1 <= 2 ? "PASS" : "MISS");
+  }
+}
+
 int main(int argc, char** argv) {
   const Options o = ParseOptions(argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -858,26 +968,27 @@ int main(int argc, char** argv) {
     models.push_back(Describe(name, device.precision));
   RegisterModels(data_root, temp, models);
 
+  if (o.metrics_cost_rounds > 0) {
+    std::printf(
+        "predict_bench --metrics-cost: device %s (%s), %d torch threads, "
+        "precision %s; CPUs available: %u; windows %.0f s warm-up + %.0f s "
+        "measured per row\n",
+        device.name.c_str(), device.description.c_str(), device.threads,
+        device.precision.c_str(), std::thread::hardware_concurrency(),
+        o.warmup_seconds, o.window_seconds);
+    MetricsCost(o, models, data_root, temp);
+    std::error_code ec;
+    if (!o.keep) fs::remove_all(temp, ec);
+    return 0;
+  }
+
   Server server(o, data_root, temp / "transferd.log");
   if (!server.WaitServing(std::chrono::seconds(120))) {
     Fail("transferd did not report SERVING\n" + server.command_line() +
          "\nlog:\n" + server.LogTail());
   }
-  // Several connections: gRPC channels with identical arguments share one
-  // TCP connection (global subchannel pool), so each gets a distinct
-  // argument. One connection is read by one server poller at a time; a
-  // handful spreads 32 streams without a connection per thread.
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < o.channels; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("transferd.bench.connection", i);
-    channels.push_back(grpc::CreateCustomChannel(
-        server.address(), grpc::InsecureChannelCredentials(), args));
-    if (!channels.back()->WaitForConnected(std::chrono::system_clock::now() +
-                                           std::chrono::seconds(10))) {
-      Fail("cannot connect to " + server.address());
-    }
-  }
+  const std::vector<std::shared_ptr<grpc::Channel>> channels =
+      Connect(server, o.channels);
 
   std::printf(
       "predict_bench: %s, device %s (%s), %d torch threads, precision %s\n",

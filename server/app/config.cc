@@ -58,7 +58,64 @@ struct Binding {
   int min_ping_seconds = 10;
   int max_connection_idle_seconds = 0;
   int max_request_seconds = 300;
+  CLI::Option* http_listen = nullptr;
+  bool no_metrics = false;
 };
+
+// The HTTP port's settings (one listener for metrics, probes, dashboard and
+// REST); TLS and tokens are gRPC's.
+void BindHttp(Binding& b) {
+  b.http_listen =
+      b.app
+          .add_option("--http-listen", b.config.http.listen_address,
+                      "Serve HTTP (/metrics, /healthz, /readyz) on this "
+                      "address; given without a value: 127.0.0.1:8080. Off "
+                      "by default. Uses the gRPC TLS settings and tokens")
+          ->envname("TRANSFERD_HTTP_LISTEN")
+          ->expected(0, 1)
+          ->check(kListenAddress | CLI::IsMember({""}));
+  b.app
+      .add_flag("--no-metrics", b.no_metrics,
+                "Count no metrics (/metrics then answers 404); only to "
+                "measure what counting costs (bench/predict_bench "
+                "--metrics-cost)")
+      ->envname("TRANSFERD_NO_METRICS");
+  b.app
+      .add_flag("--metrics-require-token", b.config.http.metrics_require_token,
+                "Require a viewer token on /metrics too (by default it is "
+                "open, like Prometheus scrape targets usually are)")
+      ->envname("TRANSFERD_METRICS_REQUIRE_TOKEN");
+}
+
+bool IsLoopback(const std::string& address);
+
+// The HTTP settings after parsing; a usage error message, or "".
+std::string FinishHttp(const Binding& b, ServerConfig& config) {
+  config.engine.metrics = !b.no_metrics;
+  http::HttpServer::Options& http = config.http;
+  if (b.http_listen->count() > 0 && http.listen_address.empty()) {
+    http.listen_address = "127.0.0.1:8080";
+  }
+  if (http.listen_address.empty()) {
+    return http.metrics_require_token
+               ? "--metrics-require-token needs --http-listen"
+               : "";
+  }
+  http.tls_cert_file = config.rpc.tls_cert_file;
+  http.tls_key_file = config.rpc.tls_key_file;
+  http.tls_client_ca_file = config.rpc.tls_client_ca_file;
+  if (http.metrics_require_token && config.rpc.token_file.empty()) {
+    return "--metrics-require-token needs --token-file";
+  }
+  if (http.tls_cert_file.empty() && !config.rpc.allow_plaintext &&
+      !IsLoopback(http.listen_address)) {
+    return absl::StrCat("--http-listen ", http.listen_address,
+                        " is not a loopback address: serve it over TLS "
+                        "(--tls-cert, --tls-key) or allow plaintext "
+                        "explicitly with --allow-plaintext");
+  }
+  return "";
+}
 
 void Bind(Binding& b) {
   CLI::App& app = b.app;
@@ -359,6 +416,7 @@ absl::StatusOr<std::vector<std::string>> ConfigFileArgs(
 ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   Binding b;
   Bind(b);
+  BindHttp(b);
 
   // Precedence flag > environment > config file > default, by building one
   // argument list in increasing precedence: file, environment, command line.
@@ -429,6 +487,9 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
                                    "--max-receive-message-bytes (",
                                    config.rpc.max_receive_message_bytes, ")"));
   }
+  if (std::string error = FinishHttp(b, config); !error.empty()) {
+    return UsageError(error);
+  }
   outcome.config = std::move(config);
   return outcome;
 }
@@ -436,6 +497,7 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
 std::vector<SettingDoc> DescribeSettings() {
   Binding b;
   Bind(b);
+  BindHttp(b);
   std::vector<SettingDoc> docs;
   for (const CLI::Option* opt : b.app.get_options()) {
     if (opt->get_lnames().empty()) continue;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "server/core/engine.h"
+#include "server/http/http_server.h"
 #include "server/rpc/rpc_server.h"
 
 namespace transferd::app {
@@ -21,6 +22,7 @@ struct LogOptions {
 struct ServerConfig {
   core::Engine::Options engine;
   rpc::RpcServer::Options rpc;
+  http::HttpServer::Options http;  // listen_address empty: no HTTP port
   LogOptions log;
   std::string config_file;  // the file read, empty when none
 };

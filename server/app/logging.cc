@@ -2,18 +2,30 @@
 
 #include <chrono>
 #include <memory>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "server/core/util/log.h"
 
 namespace transferd::app {
 namespace {
 
-// {"ts":"2026-11-28T04:16:52.123456Z","level":"info","thread":123,"msg":"..."}
+// Fields whose values are numbers in JSON.
+bool NumericField(std::string_view key) {
+  return key == "duration_ms" || key == "status" || key == "epoch" ||
+         key == "bytes";
+}
+
+// {"ts":"2026-11-28T04:16:52.123456Z","level":"info","thread":123,
+//  "msg":"rpc","method":"...","request_id":"...",...}: every field of a
+// structured line (core/util/log.h) is its own key.
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg,
@@ -26,7 +38,19 @@ class JsonFormatter final : public spdlog::formatter {
         std::string(spdlog::level::to_string_view(msg.level).data(),
                     spdlog::level::to_string_view(msg.level).size());
     line["thread"] = msg.thread_id;
-    line["msg"] = std::string(msg.payload.data(), msg.payload.size());
+    const core::ParsedPayload parsed = core::ParsePayload(
+        std::string_view(msg.payload.data(), msg.payload.size()));
+    line["msg"] = std::string(parsed.message);
+    for (const auto& [key, value] : parsed.fields) {
+      const std::string k(key);
+      if (k == "ts" || k == "level" || k == "thread" || k == "msg") continue;
+      double number = 0;
+      if (NumericField(key) && absl::SimpleAtod(std::string(value), &number)) {
+        line[k] = number;
+      } else {
+        line[k] = std::string(value);
+      }
+    }
     const std::string text =
         line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     dest.append(text.data(), text.data() + text.size());
@@ -34,6 +58,39 @@ class JsonFormatter final : public spdlog::formatter {
   }
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
+  }
+};
+
+// %* in text mode: the message, then each field as key=value (quoted when
+// it holds a space, a quote or an '=').
+class FieldsFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const core::ParsedPayload parsed = core::ParsePayload(
+        std::string_view(msg.payload.data(), msg.payload.size()));
+    Append(dest, parsed.message);
+    for (const auto& [key, value] : parsed.fields) {
+      dest.push_back(' ');
+      Append(dest, key);
+      dest.push_back('=');
+      const bool quote = value.empty() ||
+                         value.find_first_of(" \"=") != std::string_view::npos;
+      if (quote) dest.push_back('"');
+      for (char c : value) {
+        if (quote && (c == '"' || c == '\\')) dest.push_back('\\');
+        dest.push_back(c);
+      }
+      if (quote) dest.push_back('"');
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<FieldsFlag>();
+  }
+
+ private:
+  static void Append(spdlog::memory_buf_t& dest, std::string_view text) {
+    dest.append(text.data(), text.data() + text.size());
   }
 };
 
@@ -47,7 +104,10 @@ void SetUpLogging(const LogOptions& options) {
     logger = std::make_shared<spdlog::logger>("transferd", sink);
   } else {
     auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %v");
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<FieldsFlag>('*').set_pattern(
+        "%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ %*");
+    sink->set_formatter(std::move(formatter));
     logger = std::make_shared<spdlog::logger>("transferd", sink);
   }
   logger->set_level(spdlog::level::from_str(options.level));

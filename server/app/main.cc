@@ -24,14 +24,19 @@
 
 #include "server/app/config.h"
 #include "server/app/logging.h"
+#include "server/auth/auth.h"
+#include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/cpu_features.h"
+#include "server/http/http_server.h"
 #include "server/rpc/rpc_server.h"
 
 namespace {
 
 using transferd::core::Engine;
+using transferd::core::api::EngineApi;
+using transferd::http::HttpServer;
 
 int g_signal_pipe[2] = {-1, -1};
 
@@ -91,6 +96,21 @@ class Lifecycle {
   RpcServer& server_;
 };
 
+// The HTTP port, when configured: same tokens as gRPC, the same engine API.
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(
+    const transferd::app::ServerConfig& config, EngineApi& api, Engine& engine,
+    const RpcServer& rpc) {
+  if (config.http.listen_address.empty()) return nullptr;
+  auto http =
+      HttpServer::Start(config.http, api, engine.metrics(), rpc.authorizer());
+  if (!http.ok()) return http.status();
+  spdlog::info("serving HTTP{} on {} (port {}): /metrics{}, /healthz, /readyz",
+               (*http)->tls() ? "S" : "", config.http.listen_address,
+               (*http)->port(),
+               config.http.metrics_require_token ? " (token)" : "");
+  return http;
+}
+
 int Run(const transferd::app::ServerConfig& config) {
   const auto& build = transferd::core::GetBuildInfo();
   spdlog::info("transferd {} ({}, {}, torch {}) starting", build.version,
@@ -118,6 +138,13 @@ int Run(const transferd::app::ServerConfig& config) {
   spdlog::info("listening on {} (port {}), NOT_SERVING until ready{}",
                config.rpc.listen_address, (*server)->port(),
                config.rpc.reflection ? ", reflection on" : "");
+
+  EngineApi api(**engine);
+  auto http = StartHttp(config, api, **engine, **server);
+  if (!http.ok()) {
+    spdlog::critical("cannot start: {}", http.status().ToString());
+    return 1;
+  }
 
   Lifecycle lifecycle(**engine, **server);
   std::promise<int> stop_signal;
@@ -168,6 +195,9 @@ int Run(const transferd::app::ServerConfig& config) {
   signal_thread.join();
   (*server)->Shutdown();
   server->reset();
+  // After gRPC drained (readyz said 503 meanwhile), before the engine goes.
+  if (*http != nullptr) (*http)->Shutdown();
+  http->reset();
   if (absl::Status status = (*engine)->Shutdown(); !status.ok()) {
     spdlog::error("store close: {}", status.ToString());
     return 1;

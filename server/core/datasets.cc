@@ -20,6 +20,8 @@
 #include "common/hash.h"
 #include "server/core/util/catalog_util.h"
 #include "server/core/util/data_dir.h"
+#include "server/core/util/log.h"
+#include "server/core/util/metrics.h"
 #include "server/core/util/status_macros.h"
 #include "server/core/util/store.h"
 
@@ -227,8 +229,39 @@ void DatasetUpload::Abort() {
   catalog_.EndUpload(spec_.id, stored_bytes_);
 }
 
+const char* RejectReasonLabel(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kBadPath:
+      return "bad_path";
+    case RejectReason::kUnsupportedFormat:
+      return "unsupported_format";
+    case RejectReason::kTooManyPixels:
+      return "too_many_pixels";
+    case RejectReason::kCorrupt:
+      return "corrupt";
+    case RejectReason::kEmpty:
+      return "empty";
+    case RejectReason::kTooLarge:
+      return "too_large";
+    case RejectReason::kNoLabel:
+      return "no_label";
+    case RejectReason::kNoSplit:
+      return "no_split";
+    case RejectReason::kSizeMismatch:
+      return "size_mismatch";
+  }
+  return "unknown";
+}
+
 void DatasetUpload::Reject(RejectReason reason, std::string message) {
-  rejected_.push_back({DisplayPath(file_path_), reason, std::move(message)});
+  Rejected({DisplayPath(file_path_), reason, std::move(message)});
+}
+
+void DatasetUpload::Rejected(RejectedFile file) {
+  if (catalog_.metrics_ != nullptr) {
+    catalog_.metrics_->UploadRejected(RejectReasonLabel(file.reason));
+  }
+  rejected_.push_back(std::move(file));
 }
 
 absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
@@ -252,6 +285,9 @@ absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
           " bytes (--max-file-bytes)"));
     }
     file_data_.append(chunk.data);
+  }
+  if (catalog_.metrics_ != nullptr) {
+    catalog_.metrics_->UploadBytes(static_cast<int64_t>(chunk.data.size()));
   }
   if (chunk.last) return EndFile();
   return absl::OkStatus();
@@ -375,6 +411,7 @@ absl::Status DatasetUpload::EndFile() {
     std::lock_guard<std::mutex> lock(catalog_.mu_);
     catalog_.reserved_bytes_ += size;
   }
+  if (catalog_.metrics_ != nullptr) catalog_.metrics_->UploadFileAccepted();
   entries_.push_back(std::move(entry));
   return absl::OkStatus();
 }
@@ -392,8 +429,8 @@ std::vector<DatasetUpload::Kept> DatasetUpload::LabelEntries(
         : source == LabelSource::kFolder ? common::LabelFromFolder(e.path)
                                          : common::LabelFromFilename(e.path);
     if (!label.ok()) {
-      rejected_.push_back({DisplayPath(e.path), RejectReason::kNoLabel,
-                           std::string(label.status().message())});
+      Rejected({DisplayPath(e.path), RejectReason::kNoLabel,
+                std::string(label.status().message())});
       continue;
     }
     labelled.push_back({std::move(e), *std::move(label), Split::kNone});
@@ -427,9 +464,8 @@ absl::StatusOr<std::vector<DatasetUpload::Kept>> DatasetUpload::SplitEntries(
   for (size_t i = 0; i < labelled.size(); ++i) {
     if (splits[i] == Split::kNone) {
       if (policy.kind == common::SplitPolicy::Kind::kFolders) {
-        rejected_.push_back(
-            {DisplayPath(labelled[i].entry.path), RejectReason::kNoSplit,
-             "not under a train/, validation/ (val/) or test/ folder"});
+        Rejected({DisplayPath(labelled[i].entry.path), RejectReason::kNoSplit,
+                  "not under a train/, validation/ (val/) or test/ folder"});
       }
       continue;  // per-class counts: beyond the requested sum, not stored
     }
@@ -617,6 +653,11 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   committed_ = true;
   catalog_.EndUpload(spec_.id, stored_bytes_);
   dir_.clear();
+  LogFields(spdlog::level::info, "dataset stored",
+            {{"dataset", info.id},
+             {"files", std::to_string(info.files)},
+             {"bytes", std::to_string(info.bytes)},
+             {"rejected", std::to_string(info.rejected_files)}});
 
   UploadResult result;
   result.dataset = std::move(info);

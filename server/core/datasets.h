@@ -38,6 +38,7 @@ namespace transferd::core {
 class DataDir;
 class Store;
 class DatasetCatalog;
+class Metrics;
 
 struct DatasetLimits {
   // Largest single file, bytes.
@@ -66,6 +67,9 @@ enum class RejectReason {
   kNoSplit = 8,
   kSizeMismatch = 9,
 };
+
+// "bad_path", "unsupported_format", ... (metric labels).
+const char* RejectReasonLabel(RejectReason reason);
 
 struct RejectedFile {
   std::string path;  // as sent, truncated to 300 bytes, NULs shown as \0
@@ -188,7 +192,8 @@ class DatasetUpload {
   absl::Status MoveIntoPlace();
   // Inserts the dataset's rows and reads its split counts into `info`.
   absl::Status InsertRows(DatasetInfo& info, const std::vector<Kept>& kept);
-  void Reject(RejectReason reason, std::string message);
+  void Reject(RejectReason reason, std::string message);  // the open file
+  void Rejected(RejectedFile file);
   absl::Status CheckSpace(int64_t more_bytes) const;
   void Abort();
 
@@ -250,6 +255,9 @@ class DatasetCatalog {
 
   // Asked before a delete; returns the user (e.g. "jobs/7") or "" if none.
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);
+  // Where uploads count bytes, accepted files and rejects (null: nowhere).
+  // Set before the first upload.
+  void SetMetrics(Metrics* metrics) { metrics_ = metrics; }
 
   // Sum of the stored bytes of all datasets.
   absl::StatusOr<int64_t> TotalBytes();
@@ -268,6 +276,7 @@ class DatasetCatalog {
   DatasetLimits limits_;
   int orphans_removed_ = 0;
 
+  Metrics* metrics_ = nullptr;
   std::mutex mu_;
   std::set<std::string> uploading_;  // ids of uploads in progress
   int64_t reserved_bytes_ = 0;       // bytes written by uploads in progress

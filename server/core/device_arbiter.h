@@ -7,8 +7,10 @@
 // work waits, background gets one turn.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 
 namespace transferd::core {
@@ -34,7 +36,26 @@ class DeviceArbiter {
     DeviceArbiter* arbiter_;
   };
 
+  // Told how long each turn waited (metrics); set before the device is
+  // shared.
+  void SetWaitObserver(
+      std::function<void(bool interactive, double seconds)> observer) {
+    observer_ = std::move(observer);
+  }
+
   void Acquire(Priority priority) {
+    const auto start = std::chrono::steady_clock::now();
+    AcquireTurn(priority);
+    if (observer_) {
+      observer_(priority == Priority::kInteractive,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                              start)
+                    .count());
+    }
+  }
+
+ private:
+  void AcquireTurn(Priority priority) {
     std::unique_lock<std::mutex> lock(mu_);
     if (priority == Priority::kInteractive) {
       ++interactive_waiting_;
@@ -58,6 +79,7 @@ class DeviceArbiter {
     busy_ = true;
   }
 
+ public:
   void Release() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -81,6 +103,7 @@ class DeviceArbiter {
   }
 
  private:
+  std::function<void(bool, double)> observer_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool busy_ = false;

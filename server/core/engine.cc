@@ -2,10 +2,12 @@
 
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/core/backbones/backbone.h"
+#include "server/core/util/build_info.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::core {
@@ -61,6 +63,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options) {
   decode.name = "predict-decode";
   engine->decode_executor_ = std::make_unique<Executor>(decode);
   engine->start_time_ = std::chrono::system_clock::now();
+  if (options.metrics) {
+    const BuildInfo& build = GetBuildInfo();
+    engine->metrics_ = std::make_unique<Metrics>(Metrics::BuildLabels{
+        build.version, build.revision, build.torch_version});
+    Metrics& m = *engine->metrics_;
+    const ComputeDevice& d = engine->device_;
+    m.SetDevice(d.kind == ComputeDevice::Kind::kCuda ? "cuda" : "cpu", d.name,
+                d.precision);
+    m.SetQueueCapacity(options.predictor.max_queued_images);
+    engine->arbiter_.SetWaitObserver([&m](bool interactive, double seconds) {
+      m.TurnWaited(interactive, seconds);
+    });
+    Engine* raw = engine.get();
+    m.AddScrapeHook([raw](Metrics& metrics) { raw->ScrapeInto(metrics); });
+  }
   return engine;
 }
 
@@ -90,6 +107,7 @@ absl::Status Engine::Start() {
   instance_id_ = *id;
   TRANSFERD_ASSIGN_OR_RETURN(
       datasets_, DatasetCatalog::Open(**store, *data_dir_, options_.datasets));
+  datasets_->SetMetrics(metrics_.get());
   TRANSFERD_ASSIGN_OR_RETURN(models_, ModelRegistry::Open(**store, *data_dir_));
   JobQueue::Env jobs_env;
   jobs_env.store = store->get();
@@ -101,12 +119,14 @@ absl::Status Engine::Start() {
   jobs_env.loader_threads = options_.loader_threads;
   jobs_env.decoded_cache_bytes = options_.decoded_cache_bytes;
   jobs_env.arbiter = &arbiter_;
+  jobs_env.metrics = metrics_.get();
   TRANSFERD_ASSIGN_OR_RETURN(jobs_, JobQueue::Open(jobs_env));
   PredictorOptions predictor_options = options_.predictor;
   predictor_options.image_limits = options_.datasets.image;
   predictor_ = std::make_unique<Predictor>(predictor_options, *models_, device_,
                                            weights_cache(), &arbiter_);
   predictor_->SetDecodeExecutor(decode_executor_.get());
+  predictor_->SetMetrics(metrics_.get());
   predictor_->Start();
   if (options_.run_jobs) jobs_->Start();
   backbones_ = DescribeBackbones();
@@ -116,6 +136,31 @@ absl::Status Engine::Start() {
 }
 
 Engine::~Engine() { (void)Shutdown(); }
+
+void Engine::ScrapeInto(Metrics& metrics) {
+  metrics.SetReady(ready() && !shutting_down());
+  std::error_code ec;
+  const std::filesystem::space_info space =
+      std::filesystem::space(data_dir_->root(), ec);
+  if (!ec) {
+    metrics.SetDataDirFree(static_cast<int64_t>(space.available),
+                           options_.datasets.min_free_disk_bytes);
+  }
+  // The catalogs are there while ready (Shutdown clears ready_ first).
+  if (!ready()) return;
+  if (absl::StatusOr<std::map<JobState, int64_t>> counts =
+          jobs_->CountByState();
+      counts.ok()) {
+    std::map<std::string, int64_t> by_name;
+    for (const auto& [state, n] : *counts) {
+      by_name[absl::AsciiStrToLower(JobStateName(state))] = n;
+    }
+    metrics.SetJobsByState(by_name);
+  }
+  if (absl::StatusOr<int64_t> bytes = datasets_->TotalBytes(); bytes.ok()) {
+    metrics.SetStoredBytes(*bytes);
+  }
+}
 
 EngineInfo Engine::Info() const {
   EngineInfo info;

@@ -22,6 +22,7 @@
 #include "server/core/util/cpu_features.h"
 #include "server/core/util/data_dir.h"
 #include "server/core/util/executor.h"
+#include "server/core/util/metrics.h"
 #include "server/core/util/store.h"
 
 namespace transferd::core {
@@ -68,6 +69,8 @@ class Engine {
     PredictorOptions predictor;
     // Start the job worker in Start() (tests of the catalogs turn it off).
     bool run_jobs = true;
+    // Count Prometheus metrics (metrics()); off only to measure their cost.
+    bool metrics = true;
     // Threads of executor(): slow work that front ends hand to the engine.
     int executor_threads = 2;
     // Threads that decode Predict's images: a pool of their own, so that
@@ -110,6 +113,9 @@ class Engine {
   // checks) instead of on their own threads; valid from Create() until
   // Shutdown(), which runs what is queued.
   Executor& executor() { return *executor_; }
+  // The server's metrics (null when Options::metrics is off); valid from
+  // Create() on, and outlives every component that records into it.
+  Metrics* metrics() { return metrics_.get(); }
 
   // First step of shutdown: stop accepting new work; long-running work and
   // streams observe shutting_down() and finish. Idempotent.
@@ -122,8 +128,12 @@ class Engine {
 
  private:
   Engine() = default;
+  // Values read at each scrape: readiness, jobs by state, stored bytes, free
+  // disk.
+  void ScrapeInto(Metrics& metrics);
 
   Options options_;
+  std::unique_ptr<Metrics> metrics_;  // first: destroyed last
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<Executor> decode_executor_;  // Predict's decoding only

@@ -21,6 +21,8 @@
 #include "server/core/train/trainer.h"
 #include "server/core/util/catalog_util.h"
 #include "server/core/util/data_dir.h"
+#include "server/core/util/log.h"
+#include "server/core/util/metrics.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::core {
@@ -79,10 +81,14 @@ class JobQueue::RunContext : public JobContext {
   }
   DeviceArbiter* arbiter() override { return queue_->env_.arbiter; }
   JobStore& store() override { return *queue_->store_; }
+  Metrics* metrics() override { return queue_->env_.metrics; }
+  JobSeries* series() override { return series_; }
+  void set_series(JobSeries* series) { series_ = series; }
 
  private:
   JobQueue* queue_;
   std::string id_;
+  JobSeries* series_ = nullptr;
 };
 
 JobQueue::JobQueue(Env env)
@@ -262,6 +268,9 @@ absl::StatusOr<JobRecord> JobQueue::Cancel(const std::string& id) {
     }
     TRANSFERD_RETURN_IF_ERROR(
         SetState(id, JobState::kCancelled, "cancelled while queued"));
+    if (env_.metrics != nullptr) {
+      env_.metrics->JobFinished(JobKindLabel(job.kind), "cancelled");
+    }
   }
   return Get(id);
 }
@@ -355,21 +364,15 @@ void JobQueue::RunJob(const std::string& id) {
     running_.clear();
     return;
   }
-  absl::Status status = job.status();
-  if (job.ok()) {
-    const bool resuming = job->state == JobState::kRunning;
-    if (resuming) ++job->resumes;
-    status = SetState(id, JobState::kRunning,
-                      resuming ? "resumed after a server restart" : "started");
-    if (status.ok()) {
-      // Kinds other than PREDICT and FINE_TUNE train, as they always did.
-      auto runner = env_.runners.find(job->kind);
-      if (runner == env_.runners.end())
-        runner = env_.runners.find(JobKind::kTrain);
-      RunContext ctx(this, id);
-      status = runner->second->Run(*job, ctx);
-    }
+  if (!job.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.clear();
+    LogFields(spdlog::level::err, "job cannot be read",
+              {{"job", id}, {"message", std::string(job.status().message())}});
+    (void)SetState(id, JobState::kFailed, std::string(job.status().message()));
+    return;
   }
+  const absl::Status status = StartAndRun(*job);
   bool stopping, cancelled;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -377,19 +380,80 @@ void JobQueue::RunJob(const std::string& id) {
     cancelled = cancel_running_;
     running_.clear();
   }
-  if (status.ok()) {
-    (void)SetState(id, JobState::kSucceeded, "succeeded");
-    std::error_code ec;
-    fs::remove_all(env_.data_dir->models_dir() / "jobs" / id, ec);
-  } else if (absl::IsCancelled(status) && cancelled) {
-    (void)SetState(id, JobState::kCancelled, "cancelled");
-  } else if (absl::IsCancelled(status) && stopping) {
-    spdlog::info("job {} interrupted by shutdown; it resumes at the next start",
-                 id);
-  } else {
-    spdlog::warn("job {} failed: {}", id, std::string(status.message()));
-    (void)SetState(id, JobState::kFailed, std::string(status.message()));
+  EndRun(*job, status, stopping, cancelled);
+}
+
+namespace {
+
+// The job's fields in log lines, and `more`.
+std::vector<LogField> JobFields(const JobRecord& job,
+                                std::vector<LogField> more = {}) {
+  std::vector<LogField> fields = {{"job", job.id},
+                                  {"kind", JobKindLabel(job.kind)},
+                                  {"dataset", job.dataset_id},
+                                  {"model", job.base_model},
+                                  {"trace_id", job.trace_id}};
+  for (LogField& f : more) fields.push_back(std::move(f));
+  return fields;
+}
+
+}  // namespace
+
+absl::Status JobQueue::StartAndRun(JobRecord& job) {
+  const bool resuming = job.state == JobState::kRunning;
+  if (resuming) ++job.resumes;
+  TRANSFERD_RETURN_IF_ERROR(
+      SetState(job.id, JobState::kRunning,
+               resuming ? "resumed after a server restart" : "started"));
+  LogFields(spdlog::level::info, resuming ? "job resumed" : "job started",
+            JobFields(job));
+  // Kinds other than PREDICT and FINE_TUNE train, as they always did.
+  auto runner = env_.runners.find(job.kind);
+  if (runner == env_.runners.end()) runner = env_.runners.find(JobKind::kTrain);
+  RunContext ctx(this, job.id);
+  std::unique_ptr<JobSeries> series;
+  if (env_.metrics != nullptr) {
+    if (resuming) env_.metrics->JobResumed();
+    // Training progress gauges; a PREDICT job has no epochs.
+    if (job.kind != JobKind::kPredict) {
+      series = env_.metrics->Job(job.id);  // they go when the run ends
+      ctx.set_series(series.get());
+    }
   }
+  return runner->second->Run(job, ctx);
+}
+
+void JobQueue::EndRun(const JobRecord& job, const absl::Status& status,
+                      bool stopping, bool cancelled) {
+  auto finished = [&](const char* state) {
+    if (env_.metrics != nullptr) {
+      env_.metrics->JobFinished(JobKindLabel(job.kind), state);
+    }
+  };
+  if (status.ok()) {
+    finished("succeeded");
+    (void)SetState(job.id, JobState::kSucceeded, "succeeded");
+    LogFields(spdlog::level::info, "job succeeded", JobFields(job));
+    std::error_code ec;
+    fs::remove_all(env_.data_dir->models_dir() / "jobs" / job.id, ec);
+  } else if (absl::IsCancelled(status) && cancelled) {
+    finished("cancelled");
+    (void)SetState(job.id, JobState::kCancelled, "cancelled");
+    LogFields(spdlog::level::info, "job cancelled", JobFields(job));
+  } else if (absl::IsCancelled(status) && stopping) {
+    LogFields(spdlog::level::info,
+              "job interrupted by shutdown; it resumes at the next start",
+              JobFields(job));
+  } else {
+    LogFields(spdlog::level::warn, "job failed",
+              JobFields(job, {{"message", std::string(status.message())}}));
+    finished("failed");
+    (void)SetState(job.id, JobState::kFailed, std::string(status.message()));
+  }
+}
+
+absl::StatusOr<std::map<JobState, int64_t>> JobQueue::CountByState() {
+  return store_->CountByState();
 }
 
 absl::StatusOr<JobRecord> JobQueue::CreatePredict(NewJob job) {

@@ -44,6 +44,7 @@ namespace transferd::core {
 class DataDir;
 class DatasetCatalog;
 class JobStore;
+class Metrics;
 class ModelRegistry;
 class Store;
 
@@ -60,6 +61,9 @@ class JobQueue {
     int64_t decoded_cache_bytes = 0;
     // Shared with the predictor (null: the worker has the device alone).
     DeviceArbiter* arbiter = nullptr;
+    // Job gauges, finished jobs, resumes, step and checkpoint durations
+    // (null: none).
+    Metrics* metrics = nullptr;
     // What runs the jobs of each kind; a kind absent or null gets the real
     // runner (TrainingRunner for TRAIN and FINE_TUNE, PredictionRunner for
     // PREDICT). Tests put fakes here.
@@ -110,6 +114,8 @@ class JobQueue {
   int64_t Subscribe(const std::string& id, std::function<void()> wake);
   // True once Stop() began: watchers end their streams.
   bool stopping();
+  // How many jobs are in each state (metrics).
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState();
   void Unsubscribe(int64_t handle);
 
   // Minimum interval between stored step events.
@@ -123,6 +129,10 @@ class JobQueue {
   void WorkerLoop();
   void NotifierLoop();
   void RunJob(const std::string& id);
+  // RunJob's halves: marks `job` RUNNING and runs it; records its end.
+  absl::Status StartAndRun(JobRecord& job);
+  void EndRun(const JobRecord& job, const absl::Status& status, bool stopping,
+              bool cancelled);
   absl::StatusOr<JobRecord> CreatePredict(NewJob job);
   // Stores a validated job QUEUED and wakes the worker.
   absl::StatusOr<JobRecord> Insert(NewJob job);

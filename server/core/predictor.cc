@@ -16,6 +16,8 @@
 #include "server/core/backbones/preprocessing.h"
 #include "server/core/registry.h"
 #include "server/core/train/classifier.h"
+#include "server/core/util/log.h"
+#include "server/core/util/metrics.h"
 #include "server/core/util/status_macros.h"
 #include "server/core/util/torch_util.h"
 
@@ -197,6 +199,19 @@ struct Predictor::Impl {
   Stats stats;
   std::function<void(const std::string&, bool)> ready_listener;
   std::thread thread;
+  Metrics* metrics = nullptr;  // set before Start()
+  // Each model's metric series, while the model exists (guarded by mu).
+  std::map<std::string, std::shared_ptr<ModelSeries>> series;
+
+  // `id`'s series (null with metrics off or once the model was forgotten);
+  // mu held.
+  ModelSeries* SeriesOf(const std::string& id) {
+    if (metrics == nullptr) return nullptr;
+    auto it = series.find(id);
+    if (it != series.end()) return it->second.get();
+    if (meta.count(id) == 0) return nullptr;  // unknown or deleted
+    return (series[id] = metrics->Model(id)).get();
+  }
 
   // Worker thread only.
   std::map<std::string, Loaded> loaded;
@@ -240,17 +255,25 @@ struct Predictor::Impl {
       DeviceArbiter::Turn turn(arbiter, DeviceArbiter::Priority::kInteractive);
       TRANSFERD_RETURN_IF_ERROR(runner->Run(zeros.data(), 1, false).status());
     }
-    spdlog::info("predictor: model {} loaded and warmed in {} ms ({} MiB)", id,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(
-                     Clock::now() - start)
-                     .count(),
-                 runner->bytes() >> 20);
+    LogFields(
+        spdlog::level::info, "model loaded and warmed",
+        {{"model", id},
+         {"duration_ms",
+          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             Clock::now() - start)
+                             .count())},
+         {"bytes", std::to_string(runner->bytes())}});
     ModelRunner* raw = runner.get();
+    const int64_t bytes = runner->bytes();
     loaded[id] = Loaded{std::move(runner), Clock::now()};
     {
       std::lock_guard<std::mutex> lock(mu);
       ready.insert(id);
       ++stats.loads;
+      if (ModelSeries* m = SeriesOf(id)) {
+        m->Loaded(std::chrono::duration<double>(Clock::now() - start).count(),
+                  bytes);
+      }
     }
     Notify(id, true);
     EvictBeyondBudget(id);
@@ -272,8 +295,9 @@ struct Predictor::Impl {
       std::lock_guard<std::mutex> lock(mu);
       ready.erase(id);
       ++stats.unloads;
+      if (ModelSeries* m = SeriesOf(id)) m->Unloaded();
     }
-    spdlog::info("predictor: model {} unloaded", id);
+    LogFields(spdlog::level::info, "model unloaded", {{"model", id}});
     Notify(id, false);
   }
 
@@ -299,8 +323,9 @@ struct Predictor::Impl {
     Finished finished;
     absl::StatusOr<ModelRunner*> runner = EnsureLoaded(model_id);
     if (!runner.ok()) {
-      spdlog::warn("predictor: model {}: {}", model_id,
-                   std::string(runner.status().message()));
+      LogFields(spdlog::level::warn, "model cannot be loaded",
+                {{"model", model_id},
+                 {"message", std::string(runner.status().message())}});
       std::lock_guard<std::mutex> lock(mu);
       for (Item& item : batch) End(item.request, runner.status(), finished);
     } else {
@@ -322,14 +347,21 @@ struct Predictor::Impl {
                       image_bytes);
         }
         absl::StatusOr<std::vector<float>> probs;
+        double compute_seconds = 0;
         {
           DeviceArbiter::Turn turn(arbiter,
                                    DeviceArbiter::Priority::kInteractive);
+          const auto start = Clock::now();
           probs = r.Run(pixels.data(), static_cast<int64_t>(part.size()), tta);
+          compute_seconds =
+              std::chrono::duration<double>(Clock::now() - start).count();
         }
         std::lock_guard<std::mutex> lock(mu);
         ++stats.batches;
         stats.images += static_cast<int64_t>(part.size());
+        if (ModelSeries* m = SeriesOf(model_id)) {
+          m->Batch(static_cast<int>(part.size()), compute_seconds);
+        }
         for (size_t i = 0; i < part.size(); ++i) {
           Request& req = *part[i]->request;
           if (req.finished) continue;
@@ -361,8 +393,9 @@ struct Predictor::Impl {
     if (op.kind == Op::Kind::kWarm) {
       absl::StatusOr<ModelRunner*> r = EnsureLoaded(op.model_id);
       if (!r.ok()) {
-        spdlog::warn("predictor: warming model {}: {}", op.model_id,
-                     std::string(r.status().message()));
+        LogFields(spdlog::level::warn, "model cannot be warmed",
+                  {{"model", op.model_id},
+                   {"message", std::string(r.status().message())}});
       }
     } else {
       Unload(op.model_id);
@@ -393,6 +426,9 @@ struct Predictor::Impl {
           ++it;
         }
       }
+      if (ModelSeries* m = SeriesOf(id)) {
+        m->QueueDepth(static_cast<int64_t>(q.size()));
+      }
     }
     return earliest_deadline;
   }
@@ -412,9 +448,11 @@ struct Predictor::Impl {
 
   // Up to max_batch_size live items from the front of `q`; cancelled and
   // expired ones are ended into `finished`.
-  std::vector<Item> TakeBatch(std::deque<Item>& q, Finished& finished) {
+  std::vector<Item> TakeBatch(const std::string& model_id, std::deque<Item>& q,
+                              Finished& finished) {
     std::vector<Item> batch;
     const auto now = Clock::now();
+    ModelSeries* series = SeriesOf(model_id);
     while (!q.empty() &&
            static_cast<int>(batch.size()) < options.max_batch_size) {
       Item item = std::move(q.front());
@@ -436,8 +474,13 @@ struct Predictor::Impl {
             finished);
         continue;
       }
+      if (series != nullptr) {
+        series->Queued(
+            std::chrono::duration<double>(now - item.enqueued).count());
+      }
       batch.push_back(std::move(item));
     }
+    if (series != nullptr) series->QueueDepth(static_cast<int64_t>(q.size()));
     return batch;
   }
 
@@ -448,6 +491,9 @@ struct Predictor::Impl {
         End(item.request, absl::UnavailableError("the server is shutting down"),
             finished);
       }
+    }
+    for (const auto& [id, q] : queues) {
+      if (ModelSeries* m = SeriesOf(id)) m->QueueDepth(0);
     }
     queues.clear();
     stats.queued = 0;
@@ -486,7 +532,7 @@ struct Predictor::Impl {
       }
       const std::string model_id = next->first;
       Finished finished;
-      std::vector<Item> batch = TakeBatch(q, finished);
+      std::vector<Item> batch = TakeBatch(model_id, q, finished);
       if (q.empty()) queues.erase(next);
       lock.unlock();
       RunCallbacks(finished);
@@ -527,6 +573,12 @@ void Predictor::Stop() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
+void Predictor::SetMetrics(Metrics* metrics) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  metrics_ = metrics;
+  impl_->metrics = metrics;
+}
+
 void Predictor::SetReadyListener(
     std::function<void(const std::string&, bool)> listener) {
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -545,6 +597,8 @@ void Predictor::Forget(const std::string& model_id) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->meta.erase(model_id);
+    impl_->series.erase(model_id);
+    if (impl_->metrics != nullptr) impl_->metrics->RemoveModel(model_id);
     impl_->ops.push_back({Op::Kind::kForget, model_id});
   }
   impl_->cv.notify_all();
@@ -584,6 +638,7 @@ void Predictor::Submit(PredictCall call) {
   absl::StatusOr<std::shared_ptr<const ModelInfo>> info =
       impl_->MetaOf(call.model_id);
   if (!info.ok()) return fail(info.status());
+  if (metrics_ != nullptr) CountAnswer(call);
   if (decode_executor_ == nullptr) {
     DecodeAndQueue(std::move(call), *std::move(info));
     return;
@@ -592,6 +647,35 @@ void Predictor::Submit(PredictCall call) {
       [this, call = std::move(call), info = *std::move(info)]() mutable {
         DecodeAndQueue(std::move(call), std::move(info));
       });
+}
+
+// Wraps call.done so that the answer is counted in the model's series:
+// request outcome, each image's outcome (a request-level failure counts for
+// all of them) and the time from here to the answer.
+void Predictor::CountAnswer(PredictCall& call) {
+  std::shared_ptr<ModelSeries> series;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->SeriesOf(call.model_id) != nullptr) {
+      series = impl_->series[call.model_id];
+    }
+  }
+  if (series == nullptr) return;
+  const size_t images = call.images.size();
+  call.done = [series, images, start = Clock::now(),
+               done = std::move(call.done)](absl::Status status,
+                                            PredictOutcome outcome) {
+    std::vector<absl::StatusCode> codes(images, status.code());
+    if (status.ok()) {
+      for (size_t i = 0; i < images && i < outcome.images.size(); ++i) {
+        codes[i] = outcome.images[i].status.code();
+      }
+    }
+    series->RequestDone(
+        status, codes,
+        std::chrono::duration<double>(Clock::now() - start).count());
+    done(std::move(status), std::move(outcome));
+  };
 }
 
 void Predictor::DecodeAndQueue(PredictCall call,
@@ -651,6 +735,9 @@ void Predictor::DecodeAndQueue(PredictCall call,
     std::deque<Item>& q = impl_->queues[request->call.model_id];
     for (Item& item : items) q.push_back(std::move(item));
     impl_->stats.queued += static_cast<int64_t>(items.size());
+    if (ModelSeries* m = impl_->SeriesOf(request->call.model_id)) {
+      m->QueueDepth(static_cast<int64_t>(q.size()));
+    }
   }
   impl_->cv.notify_all();
 }

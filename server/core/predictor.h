@@ -36,6 +36,7 @@
 
 namespace transferd::core {
 
+class Metrics;
 class ModelRegistry;
 struct ModelInfo;
 
@@ -121,6 +122,9 @@ class Predictor {
   // threads never decode and their slow work never delays a prediction.
   // Set before Start().
   void SetDecodeExecutor(Executor* executor) { decode_executor_ = executor; }
+  // Where each model's requests, images, queueing, batches and loads are
+  // counted (null, the default: nowhere). Set before Start().
+  void SetMetrics(Metrics* metrics);
   // Starts the batching thread.
   void Start();
   // Answers what is queued with UNAVAILABLE and joins the thread.
@@ -156,11 +160,13 @@ class Predictor {
 
  private:
   struct Impl;
+  void CountAnswer(PredictCall& call);
   // Decodes `call`'s images and queues them (Submit's slow half).
   void DecodeAndQueue(PredictCall call, std::shared_ptr<const ModelInfo> info);
 
   const PredictorOptions options_;
   Executor* decode_executor_ = nullptr;
+  Metrics* metrics_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

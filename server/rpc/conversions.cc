@@ -154,6 +154,7 @@ void ToProto(const core::api::JobView& view, v1::Job* out) {
   }
   out->set_last_event_sequence(in.last_event_sequence);
   out->set_resumes(in.resumes);
+  out->set_trace_id(in.trace_id);
 }
 
 void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out) {
@@ -170,6 +171,7 @@ void ToProto(const core::JobEvent& in, v1::JobEvent* out) {
   using Type = core::JobEvent::Type;
   out->set_sequence(in.sequence);
   *out->mutable_time() = Ts(in.time);
+  out->set_trace_id(in.trace_id);
   switch (in.type) {
     case Type::kStateChanged:
       out->mutable_state_changed()->set_state(StateToProto(in.state));

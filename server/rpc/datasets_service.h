@@ -7,14 +7,15 @@
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
 
 namespace transferd::rpc {
 
-class Authorizer;
-
 class DatasetsService final : public transferd::v1::Datasets::CallbackService {
  public:
-  DatasetsService(core::api::EngineApi& api, const Authorizer& auth)
+  DatasetsService(core::api::EngineApi& api, const auth::Authorizer& auth)
       : api_(api), auth_(auth) {}
 
   grpc::ServerReadReactor<transferd::v1::UploadDatasetRequest>* UploadDataset(
@@ -35,7 +36,7 @@ class DatasetsService final : public transferd::v1::Datasets::CallbackService {
 
  private:
   core::api::EngineApi& api_;
-  const Authorizer& auth_;
+  const auth::Authorizer& auth_;
 };
 
 // The catalog's view of a dataset as the API's message.

@@ -17,16 +17,17 @@ class HealthCheckServiceInterface;
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
 
 namespace transferd::rpc {
-
-class Authorizer;
 
 class InferenceService final
     : public transferd::v1::Inference::CallbackService {
  public:
   // Predict deadlines are capped at `max_request_time` from arrival.
-  InferenceService(core::api::EngineApi& api, const Authorizer& auth,
+  InferenceService(core::api::EngineApi& api, const auth::Authorizer& auth,
                    std::chrono::milliseconds max_request_time)
       : api_(api), auth_(auth), max_request_time_(max_request_time) {}
 
@@ -53,7 +54,7 @@ class InferenceService final
   void ModelReady(const std::string& model_id, bool ready);
 
   core::api::EngineApi& api_;
-  const Authorizer& auth_;
+  const auth::Authorizer& auth_;
   const std::chrono::milliseconds max_request_time_;
   std::mutex mu_;
   grpc::HealthCheckServiceInterface* health_ = nullptr;

@@ -14,6 +14,7 @@
 #include "server/core/util/executor.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
+#include "server/rpc/request_context.h"
 #include "server/rpc/service_util.h"
 namespace transferd::rpc {
 namespace {
@@ -202,6 +203,7 @@ grpc::ServerUnaryReactor* JobsService::CreateJob(
   if (!job_request.ok()) return Answer(ctx, ToGrpcStatus(job_request.status()));
   core::api::JobSubmission submission;
   submission.job_id = request->job_id();
+  submission.trace_id = TraceId(*ctx);
   submission.request = *std::move(job_request);
   submission.spec_blob = request->spec().SerializeAsString();
   submission.encode_resolved = [request](const train::ResolvedJob& resolved,

@@ -6,14 +6,15 @@
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
 
 namespace transferd::rpc {
 
-class Authorizer;
-
 class JobsService final : public transferd::v1::Jobs::CallbackService {
  public:
-  JobsService(core::api::EngineApi& api, const Authorizer& auth)
+  JobsService(core::api::EngineApi& api, const auth::Authorizer& auth)
       : api_(api), auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateJob(
@@ -41,7 +42,7 @@ class JobsService final : public transferd::v1::Jobs::CallbackService {
 
  private:
   core::api::EngineApi& api_;
-  const Authorizer& auth_;
+  const auth::Authorizer& auth_;
 };
 
 }  // namespace transferd::rpc

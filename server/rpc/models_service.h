@@ -7,14 +7,15 @@
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
 
 namespace transferd::rpc {
 
-class Authorizer;
-
 class ModelsService final : public transferd::v1::Models::CallbackService {
  public:
-  ModelsService(core::api::EngineApi& api, const Authorizer& auth)
+  ModelsService(core::api::EngineApi& api, const auth::Authorizer& auth)
       : api_(api), auth_(auth) {}
 
   grpc::ServerUnaryReactor* GetModel(
@@ -50,7 +51,7 @@ class ModelsService final : public transferd::v1::Models::CallbackService {
 
  private:
   core::api::EngineApi& api_;
-  const Authorizer& auth_;
+  const auth::Authorizer& auth_;
 };
 
 }  // namespace transferd::rpc

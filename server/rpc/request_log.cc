@@ -7,7 +7,10 @@
 #include <grpcpp/server_context.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "server/core/util/log.h"
+#include "server/core/util/metrics.h"
 #include "server/rpc/request_context.h"
 
 namespace transferd::rpc {
@@ -71,10 +74,37 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+// The method label: the services' own methods by name, anything else (an
+// unknown method a client made up) as "other", so the label stays bounded.
+std::string MethodLabel(const std::string& method) {
+  for (const char* prefix :
+       {"/transferd.v1.", "/grpc.health.v1.", "/grpc.reflection."}) {
+    if (absl::StartsWith(method, prefix)) return method.substr(1);
+  }
+  return "other";
+}
+
 class RequestLogInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit RequestLogInterceptor(grpc::experimental::ServerRpcInfo* info)
-      : info_(info), start_(std::chrono::steady_clock::now()) {}
+  RequestLogInterceptor(grpc::experimental::ServerRpcInfo* info,
+                        core::Metrics* metrics)
+      : info_(info), start_(std::chrono::steady_clock::now()) {
+    if (metrics != nullptr) {
+      rpc_ = &metrics->Rpc(MethodLabel(info_->method()));
+      rpc_->Started();
+    }
+  }
+
+  ~RequestLogInterceptor() override {
+    // A call torn down without a status (the client went away).
+    if (rpc_ != nullptr) rpc_->Finished("CANCELLED", Seconds());
+  }
+
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                         start_)
+        .count();
+  }
 
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -102,9 +132,11 @@ class RequestLogInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(
             InterceptionHookPoints::PRE_SEND_STATUS)) {
       grpc::Status status = methods->GetSendStatus();
-      const double ms = std::chrono::duration<double, std::milli>(
-                            std::chrono::steady_clock::now() - start_)
-                            .count();
+      const double ms = Seconds() * 1000;
+      if (rpc_ != nullptr) {
+        rpc_->Finished(CodeName(status.error_code()), ms / 1000);
+        rpc_ = nullptr;
+      }
       const std::string_view method = info_->method();
       const auto level = method.rfind("/grpc.health.", 0) == 0
                              ? spdlog::level::debug
@@ -113,11 +145,14 @@ class RequestLogInterceptor final : public grpc::experimental::Interceptor {
                                  status.error_code() == grpc::DATA_LOSS
                              ? spdlog::level::err
                              : spdlog::level::info;
-      spdlog::log(level, "rpc {} request_id={} peer={} code={} ms={:.1f}{}{}",
-                  method, request_id_, info_->server_context()->peer(),
-                  CodeName(status.error_code()), ms,
-                  status.ok() ? "" : " message=",
-                  status.ok() ? "" : status.error_message());
+      core::LogFields(level, "rpc",
+                      {{"method", std::string(method)},
+                       {"request_id", request_id_},
+                       {"peer", info_->server_context()->peer()},
+                       {"code", CodeName(status.error_code())},
+                       {"duration_ms", absl::StrFormat("%.1f", ms)},
+                       {"trace_id", TraceId(*info_->server_context())},
+                       {"message", status.ok() ? "" : status.error_message()}});
     }
     methods->Proceed();
   }
@@ -126,22 +161,59 @@ class RequestLogInterceptor final : public grpc::experimental::Interceptor {
   grpc::experimental::ServerRpcInfo* info_;
   std::chrono::steady_clock::time_point start_;
   std::string request_id_;
+  core::RpcSeries* rpc_ = nullptr;  // until the call is counted
 };
 
 class RequestLogInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
+  explicit RequestLogInterceptorFactory(core::Metrics* metrics)
+      : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new RequestLogInterceptor(info);
+    return new RequestLogInterceptor(info, metrics_);
   }
+
+ private:
+  core::Metrics* metrics_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-MakeRequestLogInterceptorFactory() {
-  return std::make_unique<RequestLogInterceptorFactory>();
+MakeRequestLogInterceptorFactory(core::Metrics* metrics) {
+  return std::make_unique<RequestLogInterceptorFactory>(metrics);
+}
+
+std::string TraceIdOf(std::string_view traceparent) {
+  // version "-" trace-id "-" parent-id "-" flags, lower-case hex.
+  if (traceparent.size() < 55) return "";
+  auto hex = [](std::string_view s) {
+    for (char c : s) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+  };
+  const std::string_view version = traceparent.substr(0, 2);
+  const std::string_view trace = traceparent.substr(3, 32);
+  const std::string_view parent = traceparent.substr(36, 16);
+  if (!hex(version) || version == "ff" || traceparent[2] != '-' ||
+      traceparent[35] != '-' || traceparent[52] != '-' || !hex(trace) ||
+      !hex(parent) || !hex(traceparent.substr(53, 2))) {
+    return "";
+  }
+  // Version 00 has exactly these fields; later versions may append more.
+  if (version == "00" && traceparent.size() != 55) return "";
+  if (trace.find_first_not_of('0') == std::string_view::npos) return "";
+  if (parent.find_first_not_of('0') == std::string_view::npos) return "";
+  return std::string(trace);
+}
+
+std::string TraceId(const grpc::ServerContextBase& ctx) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find(kTraceparentKey);
+  if (it == md.end()) return "";
+  return TraceIdOf(std::string_view(it->second.data(), it->second.size()));
 }
 
 std::string RequestId(const grpc::CallbackServerContext& ctx) {

@@ -16,15 +16,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/auth/auth.h"
 #include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
-#include "server/rpc/auth.h"
 #include "server/rpc/datasets_service.h"
 #include "server/rpc/inference_service.h"
 #include "server/rpc/jobs_service.h"
 #include "server/rpc/models_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
+#include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 namespace {
@@ -274,7 +275,7 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
-  interceptors.push_back(MakeRequestLogInterceptorFactory());
+  interceptors.push_back(MakeRequestLogInterceptorFactory(engine.metrics()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
   server->server_ = builder.BuildAndStart();

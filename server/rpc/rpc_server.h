@@ -22,9 +22,12 @@ class EngineApi;
 }
 }  // namespace transferd::core
 
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
+
 namespace transferd::rpc {
 
-class Authorizer;
 class ServerService;
 class DatasetsService;
 class JobsService;
@@ -88,6 +91,8 @@ class RpcServer {
   // Re-reads the token file (SIGHUP); the tokens in force stay on error.
   absl::Status ReloadTokens();
   size_t token_count() const;
+  // The tokens and roles in force; the HTTP port checks the same ones.
+  const auth::Authorizer& authorizer() const { return *auth_; }
 
   // The health-only listener's port (0 when there is none).
   int health_port() const { return health_port_; }
@@ -107,7 +112,7 @@ class RpcServer {
   std::unique_ptr<JobsService> jobs_service_;
   std::unique_ptr<ModelsService> models_service_;
   std::unique_ptr<InferenceService> inference_service_;
-  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<auth::Authorizer> auth_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::CallbackGenericService> health_generic_;
   std::unique_ptr<grpc::Server> health_server_;

@@ -9,15 +9,14 @@
 #include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
 #include "server/core/util/build_info.h"
-#include "server/rpc/auth.h"
 #include "server/rpc/service_util.h"
 
 namespace transferd::rpc {
 
 namespace v1 = transferd::v1;
 
-ServerService::ServerService(core::api::EngineApi& api, const Authorizer& auth,
-                             v1::Limits limits,
+ServerService::ServerService(core::api::EngineApi& api,
+                             const auth::Authorizer& auth, v1::Limits limits,
                              std::vector<std::string> implemented)
     : api_(api),
       auth_(auth),
@@ -28,7 +27,8 @@ grpc::ServerUnaryReactor* ServerService::GetServerInfo(
     grpc::CallbackServerContext* ctx,
     const v1::GetServerInfoRequest* /*request*/, v1::ServerInfo* response) {
   // Answered while the engine starts too (it says what the server is).
-  if (grpc::Status s = auth_.Check(*ctx, Role::kViewer, "Server.GetServerInfo");
+  if (grpc::Status s =
+          CheckCaller(auth_, *ctx, Role::kViewer, "Server.GetServerInfo");
       !s.ok()) {
     return Answer(ctx, s);
   }

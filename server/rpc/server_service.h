@@ -9,16 +9,17 @@
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
+namespace transferd::auth {
+class Authorizer;
+}  // namespace transferd::auth
 
 namespace transferd::rpc {
-
-class Authorizer;
 
 class ServerService final : public transferd::v1::Server::CallbackService {
  public:
   // `limits` are the limits in force, `implemented` the services this build
   // implements (both reported verbatim).
-  ServerService(core::api::EngineApi& api, const Authorizer& auth,
+  ServerService(core::api::EngineApi& api, const auth::Authorizer& auth,
                 transferd::v1::Limits limits,
                 std::vector<std::string> implemented);
 
@@ -29,7 +30,7 @@ class ServerService final : public transferd::v1::Server::CallbackService {
 
  private:
   core::api::EngineApi& api_;
-  const Authorizer& auth_;
+  const auth::Authorizer& auth_;
   transferd::v1::Limits limits_;
   std::vector<std::string> implemented_;
 };

@@ -8,13 +8,22 @@
 #include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
-#include "server/rpc/auth.h"
+#include "server/auth/auth.h"
 
 namespace transferd::core::api {
 class EngineApi;
 }  // namespace transferd::core::api
 
 namespace transferd::rpc {
+
+using auth::Authorizer;
+using auth::Role;
+
+// The role check of one call: its "authorization" metadata against `auth`
+// (UNAUTHENTICATED / PERMISSION_DENIED naming "transferd.v1.<method>").
+grpc::Status CheckCaller(const Authorizer& auth,
+                         const grpc::ServerContextBase& ctx, Role role,
+                         std::string_view method);
 
 // The gate of every transferd.v1 method but GetServerInfo: the caller's
 // token must carry `role` (UNAUTHENTICATED / PERMISSION_DENIED naming

@@ -1,7 +1,8 @@
 // transferd.v1.Jobs and Models against the real binary: field-level spec
 // errors, a small real training job watched to the end, late and concurrent
-// watchers, cancellation, a dataset in use, and a kill -9 in the middle of a
-// job followed by a restart that resumes it from its checkpoint.
+// watchers, cancellation, a dataset in use, a caller's trace id carried by
+// its job, and a kill -9 in the middle of a job followed by a restart that
+// resumes it from its checkpoint.
 #include <signal.h>
 
 #include <filesystem>
@@ -227,6 +228,36 @@ TEST(JobsRpcTest, TrainsWatchedToTheEndAndRegistersTheModel) {
   EXPECT_GT(model.size_bytes(), 0);
   EXPECT_TRUE(fs::exists(fs::path(server.data_dir()) / "models" / "first" /
                          "weights.safetensors"));
+}
+
+// A CreateJob carrying a W3C traceparent: the job and each of its events
+// carry the trace id; a job created without one carries none.
+TEST(JobsRpcTest, TheCreatingCallsTraceIdReachesTheJobAndItsEvents) {
+  TransferdServer server;
+  ASSERT_TRUE(server.ok()) << server.Log();
+  Upload(server, "small", 4);
+  auto stub = v1::Jobs::NewStub(Channel(server));
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  ctx.AddMetadata("traceparent",
+                  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+  v1::CreateJobRequest req;
+  req.set_job_id("traced");
+  *req.mutable_spec() = SmallSpec("small", 1);
+  v1::Job job;
+  ASSERT_TRUE(stub->CreateJob(&ctx, req, &job).ok());
+  EXPECT_EQ(job.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+  const std::vector<v1::JobEvent> events =
+      Watch(server, "jobs/traced", 0, /*follow=*/true);
+  ASSERT_GE(events.size(), 2u);
+  for (const v1::JobEvent& e : events) {
+    EXPECT_EQ(e.trace_id(), "0af7651916cd43dd8448eb211c80319c")
+        << e.ShortDebugString();
+  }
+  v1::Job plain;
+  ASSERT_TRUE(CreateJob(server, SmallSpec("small", 1), &plain, "plain").ok());
+  EXPECT_EQ(plain.trace_id(), "");
+  EXPECT_EQ(testing::WaitForJob(server, "jobs/plain").trace_id(), "");
 }
 
 TEST(JobsRpcTest, CancelStopsARunningJobAndDeleteWaitsForIt) {

@@ -338,16 +338,28 @@ TEST(ServerLifecycleTest, UnusableAddressFailsAtStartWithAReason) {
   EXPECT_THAT(result.err, HasSubstr("cannot listen on " + holder.address()));
 }
 
-TEST(ServerLifecycleTest, JsonLogsAreOneObjectPerLine) {
+// In JSON mode every line is one object, and the fields of a structured
+// line are keys of their own (not inside msg): the access log's method,
+// request id, peer, code, duration and the caller's W3C trace id.
+TEST(ServerLifecycleTest, JsonLogsAreOneObjectPerLineWithFieldsAsKeys) {
   TransferdServer server(TransferdServer::WithArgs({"--log-format", "json"}));
   ASSERT_TRUE(server.ok()) << server.Log();
   ASSERT_TRUE(ClientFor(server)->GetServerInfo().ok());
+  {
+    auto stub = v1::Jobs::NewStub(ChannelFor(server));
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    ctx.AddMetadata("traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    v1::ListJobsResponse response;
+    ASSERT_TRUE(stub->ListJobs(&ctx, v1::ListJobsRequest(), &response).ok());
+  }
   auto exit = server.Stop(SIGTERM, std::chrono::seconds(20));
   ASSERT_TRUE(exit.has_value());
   std::istringstream lines(server.Log());
   std::string line;
   int parsed = 0;
-  bool saw_rpc_with_request_id = false;
+  nlohmann::json info_call, traced_call;
   while (std::getline(lines, line)) {
     auto json =
         nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
@@ -355,15 +367,27 @@ TEST(ServerLifecycleTest, JsonLogsAreOneObjectPerLine) {
     ASSERT_TRUE(json.contains("ts") && json.contains("level") &&
                 json.contains("msg"))
         << line;
-    const std::string msg = json["msg"];
-    if (msg.find("GetServerInfo") != std::string::npos &&
-        msg.find("request_id=") != std::string::npos) {
-      saw_rpc_with_request_id = true;
+    if (json["msg"] == "rpc" &&
+        json.value("method", "") == "/transferd.v1.Server/GetServerInfo") {
+      info_call = json;
+    }
+    if (json["msg"] == "rpc" &&
+        json.value("method", "") == "/transferd.v1.Jobs/ListJobs") {
+      traced_call = json;
     }
     ++parsed;
   }
   EXPECT_GE(parsed, 4);
-  EXPECT_TRUE(saw_rpc_with_request_id) << server.Log();
+  ASSERT_TRUE(info_call.is_object()) << server.Log();
+  EXPECT_EQ(info_call.value("code", ""), "OK");
+  EXPECT_EQ(info_call.value("request_id", "").size(), 16u) << info_call;
+  EXPECT_THAT(info_call.value("peer", ""), HasSubstr("127.0.0.1"));
+  ASSERT_TRUE(info_call.contains("duration_ms"));
+  EXPECT_TRUE(info_call["duration_ms"].is_number());
+  EXPECT_FALSE(info_call.contains("trace_id"));
+  ASSERT_TRUE(traced_call.is_object()) << server.Log();
+  EXPECT_EQ(traced_call.value("trace_id", ""),
+            "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 TEST(ServerLifecycleTest, ClientRequestIdIsEchoedAndLogged) {

@@ -119,6 +119,7 @@ absl::StatusOr<JobView> EngineApi::CreateJob(const JobSubmission& submission) {
                         base ? &*base : nullptr));
   NewJob job;
   job.id = submission.job_id;
+  job.trace_id = submission.trace_id;
   switch (request.kind) {
     case train::RequestKind::kTrain:
       job.kind = JobKind::kTrain;
@@ -282,7 +283,11 @@ absl::Status EngineApi::DeleteModel(const std::string& name) {
   // Only "models/{id}": deleting through an alias would be ambiguous.
   TRANSFERD_ASSIGN_OR_RETURN(std::string id,
                              IdFromName("name", "models", name));
-  return engine_.models().Delete(id);
+  TRANSFERD_RETURN_IF_ERROR(engine_.models().Delete(id));
+  // Unloaded, its metadata and metric series gone: an import that reuses
+  // the id is served fresh.
+  engine_.predictor().Forget(id);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<AliasInfo> EngineApi::SetAlias(const std::string& alias_name,

@@ -78,6 +78,9 @@ struct JobQuery {
 // resolved), so the front end that parsed the request supplies both.
 struct JobSubmission {
   std::string job_id;  // empty: chosen by the server
+  // W3C trace id of the call (its traceparent), or "": the job's events and
+  // log lines carry it.
+  std::string trace_id;
   // request.base_model_name ("models/{id}" or "aliases/{alias}") is resolved
   // here: the job keeps the model the alias named when it was created.
   train::JobRequest request;

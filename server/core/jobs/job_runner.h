@@ -18,7 +18,9 @@ namespace transferd::core {
 class DataDir;
 class DatasetCatalog;
 class DeviceArbiter;
+class JobSeries;
 class JobStore;
+class Metrics;
 class ModelRegistry;
 
 // Minimum interval between stored step events.
@@ -42,6 +44,10 @@ class JobContext {
   virtual DeviceArbiter* arbiter() = 0;
   // The job tables, for runners that keep rows of their own (predictions).
   virtual JobStore& store() = 0;
+  // Where the runner records step and checkpoint durations, and this job's
+  // gauges (null: metrics are off).
+  virtual Metrics* metrics() { return nullptr; }
+  virtual JobSeries* series() { return nullptr; }
 };
 
 class JobRunner {

@@ -81,6 +81,7 @@ std::string EventToJson(const JobEvent& e) {
           json::parse(train::EvaluationsToJson({e.evaluation}))[0];
       break;
   }
+  if (!e.trace_id.empty()) j["trace_id"] = e.trace_id;
   return j.dump();
 }
 
@@ -89,6 +90,7 @@ absl::StatusOr<JobEvent> EventFromJson(const std::string& text) {
     const json j = json::parse(text);
     JobEvent e;
     e.type = static_cast<JobEvent::Type>(j.at("type").get<int>());
+    e.trace_id = j.value("trace_id", "");
     switch (e.type) {
       case JobEvent::Type::kStateChanged:
         e.state = static_cast<JobState>(j.at("state").get<int>());
@@ -149,7 +151,7 @@ constexpr const char* kJobColumns =
     "resolved_blob, config, "
     "create_time_ms, start_time_ms, end_time_ms, progress, history, trainable, "
     "evaluations, "
-    "result_model, last_event_sequence, resumes";
+    "result_model, last_event_sequence, resumes, trace_id";
 
 absl::StatusOr<JobRecord> ReadJob(const Statement& q) {
   JobRecord r;
@@ -180,6 +182,7 @@ absl::StatusOr<JobRecord> ReadJob(const Statement& q) {
   r.result_model = q.ColumnText(16);
   r.last_event_sequence = q.ColumnInt(17);
   r.resumes = static_cast<int>(q.ColumnInt(18));
+  r.trace_id = q.ColumnText(19);
   return r;
 }
 
@@ -209,11 +212,14 @@ absl::StatusOr<std::vector<std::string>> JobStore::Load() {
       store_->Transaction([&](StoreTxn& txn) -> absl::Status {
         TRANSFERD_ASSIGN_OR_RETURN(
             Statement s,
-            txn.Prepare("SELECT id, last_event_sequence FROM jobs"));
+            txn.Prepare("SELECT id, last_event_sequence, trace_id FROM jobs"));
         while (true) {
           TRANSFERD_ASSIGN_OR_RETURN(bool row, s.Step());
           if (!row) break;
           last_seq_[s.ColumnText(0)] = s.ColumnInt(1);
+          if (std::string trace = s.ColumnText(2); !trace.empty()) {
+            trace_[s.ColumnText(0)] = std::move(trace);
+          }
         }
         TRANSFERD_ASSIGN_OR_RETURN(
             Statement r,
@@ -257,6 +263,7 @@ absl::Status JobStore::Insert(const NewJob& job) {
   record.spec_blob = job.spec_blob;
   record.resolved_blob = job.resolved_blob;
   record.config = job.config;
+  record.trace_id = job.trace_id;
   record.create_time = clock_();
   record.progress.stages = static_cast<int>(job.config.stages.size());
   for (const train::StageConfig& s : job.config.stages)
@@ -274,7 +281,7 @@ absl::Status JobStore::Insert(const NewJob& job) {
             txn.Prepare(absl::StrCat(
                 "INSERT INTO jobs (ord, ", kJobColumns,
                 ") VALUES ((SELECT COALESCE(MAX(ord), 0) + 1 FROM jobs),"
-                "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
+                "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")));
         q.Bind(1, record.id)
             .Bind(2, static_cast<int64_t>(record.kind))
             .Bind(3, static_cast<int64_t>(record.state))
@@ -293,12 +300,14 @@ absl::Status JobStore::Insert(const NewJob& job) {
             .Bind(16, std::string_view("[]"))
             .Bind(17, std::string_view(""))
             .Bind(18, int64_t{0})
-            .Bind(19, int64_t{0});
+            .Bind(19, int64_t{0})
+            .Bind(20, record.trace_id);
         return q.Run();
       }));
   {
     std::lock_guard<std::mutex> lock(seq_mu_);
     last_seq_[record.id] = 0;
+    if (!record.trace_id.empty()) trace_[record.id] = record.trace_id;
   }
   return absl::OkStatus();
 }
@@ -378,6 +387,9 @@ absl::Status JobStore::Append(const std::string& id, JobEvent event) {
   {
     std::lock_guard<std::mutex> lock(seq_mu_);
     seq = ++last_seq_[id];
+    if (auto trace = trace_.find(id); trace != trace_.end()) {
+      event.trace_id = trace->second;
+    }
   }
   event.time = clock_();
   const std::string body = EventToJson(event);
@@ -456,6 +468,28 @@ std::optional<std::string> JobStore::NextQueued() {
   });
   if (!s.ok()) spdlog::error("job queue: {}", std::string(s.message()));
   return next;
+}
+
+absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
+  std::map<JobState, int64_t> counts;
+  TRANSFERD_RETURN_IF_ERROR(
+      store_->Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q,
+            txn.Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+        while (true) {
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (!row) break;
+          const int64_t state = q.ColumnInt(0);
+          if (state < static_cast<int64_t>(JobState::kQueued) ||
+              state > static_cast<int64_t>(JobState::kCancelled)) {
+            continue;
+          }
+          counts[static_cast<JobState>(state)] = q.ColumnInt(1);
+        }
+        return absl::OkStatus();
+      }));
+  return counts;
 }
 
 absl::StatusOr<int64_t> JobStore::NextPredictionIndex(const std::string& id) {

@@ -44,6 +44,8 @@ class JobStore {
                                               std::string* next_page_token);
   // The oldest job left RUNNING, else the oldest QUEUED one.
   std::optional<std::string> NextQueued();
+  // How many jobs are in each state (states without jobs are absent).
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState();
   // "jobs/<id>" of the oldest unfinished job whose `column` is `value`; ""
   // when none.
   std::string UserOf(const char* column, const std::string& value);
@@ -77,6 +79,7 @@ class JobStore {
   Clock clock_;
   std::mutex seq_mu_;
   std::map<std::string, int64_t> last_seq_;
+  std::map<std::string, std::string> trace_;  // job id -> trace id, if any
 };
 
 }  // namespace transferd::core

@@ -8,6 +8,18 @@ bool IsTerminal(JobState state) {
          state == JobState::kCancelled;
 }
 
+const char* JobKindLabel(JobKind kind) {
+  switch (kind) {
+    case JobKind::kTrain:
+      return "train";
+    case JobKind::kFineTune:
+      return "fine_tune";
+    case JobKind::kPredict:
+      return "predict";
+  }
+  return "unknown";
+}
+
 const char* JobStateName(JobState state) {
   switch (state) {
     case JobState::kQueued:

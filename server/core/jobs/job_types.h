@@ -24,6 +24,8 @@ enum class JobState {
 };
 bool IsTerminal(JobState state);
 const char* JobStateName(JobState state);
+// "train", "fine_tune", "predict" (metric labels).
+const char* JobKindLabel(JobKind kind);
 
 struct JobProgress {
   int stage = 0, stages = 0;  // 0-based stage index
@@ -60,6 +62,8 @@ struct JobEvent {
   int checkpoint_epoch = 0;
   int64_t checkpoint_bytes = 0;
   train::EvaluationReport evaluation;
+  // The job's trace id (set by the store from the job's record).
+  std::string trace_id;
 };
 
 // What the API layer hands over: the spec as the client sent it and as
@@ -72,6 +76,7 @@ struct NewJob {
   std::string spec_blob;
   std::string resolved_blob;
   train::TrainConfig config;
+  std::string trace_id;  // W3C trace id of the creating call, or ""
 };
 
 struct JobRecord {
@@ -84,6 +89,7 @@ struct JobRecord {
   std::string spec_blob;
   std::string resolved_blob;
   train::TrainConfig config;
+  std::string trace_id;  // W3C trace id of the call that created it, or ""
   std::chrono::system_clock::time_point create_time, start_time,
       end_time;  // 0 = not yet
   JobProgress progress;

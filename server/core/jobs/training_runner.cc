@@ -2,6 +2,7 @@
 #include "server/core/jobs/training_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "server/core/registry.h"
 #include "server/core/train/trainer.h"
 #include "server/core/util/data_dir.h"
+#include "server/core/util/metrics.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::core {
@@ -57,11 +59,23 @@ absl::StatusOr<train::TrainData> LoadData(DatasetCatalog& datasets,
   return data;
 }
 
-// Callbacks that keep `job`'s run state and report through `ctx`. They
-// refer to `job`, `ctx` and `last_step`, which must outlive the run.
-train::TrainerCallbacks MakeCallbacks(
-    JobRecord& job, JobContext& ctx,
-    std::chrono::steady_clock::time_point& last_step) {
+// When the callbacks last saw things happen (steady clock).
+struct RunTimes {
+  using Time = std::chrono::steady_clock::time_point;
+  Time last_event;  // the last stored step event
+  Time epoch_end;   // the epoch_end callback returned (the checkpoint follows)
+};
+
+double SecondsSince(RunTimes::Time t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t)
+      .count();
+}
+
+// Callbacks that keep `job`'s run state and report through `ctx` (events,
+// and metrics when it has them). They refer to `job`, `ctx` and `times`,
+// which must outlive the run.
+train::TrainerCallbacks MakeCallbacks(JobRecord& job, JobContext& ctx,
+                                      RunTimes& times) {
   train::TrainerCallbacks callbacks;
   callbacks.cancelled = [&ctx] { return ctx.Cancelled(); };
   callbacks.stage_started =
@@ -83,8 +97,13 @@ train::TrainerCallbacks MakeCallbacks(
     job.progress.steps = step.steps;
     job.progress.eta_seconds = step.eta_seconds;
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_step < kStepEventInterval && step.step != step.steps) return;
-    last_step = now;
+    if (JobSeries* series = ctx.series()) {
+      series->Progress(step.stage + 1, step.epoch, step.step);
+      series->ImagesPerSecond(step.images_per_second);
+    }
+    if (now - times.last_event < kStepEventInterval && step.step != step.steps)
+      return;
+    times.last_event = now;
     JobEvent e;
     e.type = JobEvent::Type::kStep;
     e.step = step;
@@ -102,8 +121,23 @@ train::TrainerCallbacks MakeCallbacks(
     e.type = JobEvent::Type::kEpochEnd;
     e.epoch = epoch;
     (void)ctx.Append(e);
+    if (JobSeries* series = ctx.series()) {
+      series->Epoch(epoch.loss, epoch.accuracy,
+                    epoch.has_validation ? epoch.val_loss : -1,
+                    epoch.has_validation ? epoch.val_accuracy : -1);
+    }
+    times.epoch_end = std::chrono::steady_clock::now();
   };
+  if (Metrics* metrics = ctx.metrics()) {
+    callbacks.step_duration = [metrics](double seconds) {
+      metrics->TrainingStep(seconds);
+    };
+  }
   callbacks.checkpoint_saved = [&](int epoch, int64_t bytes) {
+    // The trainer writes the checkpoint right after epoch_end returns.
+    if (ctx.metrics() != nullptr) {
+      ctx.metrics()->CheckpointWritten(SecondsSince(times.epoch_end));
+    }
     JobEvent e;
     e.type = JobEvent::Type::kCheckpointSaved;
     e.checkpoint_epoch = epoch;
@@ -161,8 +195,9 @@ absl::Status TrainingRunner::Run(JobRecord& job, JobContext& ctx) {
   TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
                              train::Trainer::Create(job.config, data, env));
 
-  auto last_step = std::chrono::steady_clock::now() - kStepEventInterval;
-  const train::TrainerCallbacks callbacks = MakeCallbacks(job, ctx, last_step);
+  RunTimes times;
+  times.last_event = std::chrono::steady_clock::now() - kStepEventInterval;
+  const train::TrainerCallbacks callbacks = MakeCallbacks(job, ctx, times);
   TRANSFERD_ASSIGN_OR_RETURN(train::TrainResult result,
                              trainer->Run(callbacks));
   job.history = result.history;

@@ -147,6 +147,9 @@ struct TrainerCallbacks {
                      bool uses_feature_cache)>
       stage_started;
   std::function<void(const StepReport&)> step;  // rate-limited by the trainer
+  // Every step: seconds from asking for the batch to the end of the
+  // optimizer step (data wait, device turn and compute).
+  std::function<void(double seconds)> step_duration;
   std::function<void(const EpochReport&)> epoch_end;
   std::function<void(int epoch, int64_t bytes)> checkpoint_saved;
   // Polled between batches: true stops the run with CANCELLED.

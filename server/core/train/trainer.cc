@@ -998,6 +998,7 @@ absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
     DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
     ep.data_seconds += Seconds(phase_start);
     TrainStep(ss, x, y, ep);
+    if (cb.step_duration) cb.step_duration(Seconds(phase_start));
     ++st.steps_done;
     ++steps_this_run;
     if (cb.step &&

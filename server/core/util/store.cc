@@ -136,6 +136,11 @@ constexpr Migration kMigrations[] = {
         PRIMARY KEY (job_id, idx)
       ) STRICT, WITHOUT ROWID;
     )sql"},
+    // The W3C trace id of the call that created a job (server/core/jobs),
+    // carried into its events and logs; "" for none.
+    {6, R"sql(
+      ALTER TABLE jobs ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+    )sql"},
 };
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {

@@ -162,6 +162,46 @@ TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
       2);
 }
 
+// The HTTP port is off unless asked for, loopback when asked for without an
+// address, and follows gRPC's rules: its TLS files, plaintext only on
+// loopback unless allowed, a token file behind --metrics-require-token.
+TEST_F(ConfigTest, HttpPortIsOffByDefaultAndSharesGrpcSecurity) {
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->http.listen_address, "");
+  out = Parse({"--http-listen"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->http.listen_address, "127.0.0.1:8080");
+  out = Parse({"--http-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->http.listen_address, "127.0.0.1:0");
+
+  out = Parse({"--http-listen", "0.0.0.0:8080"});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("--http-listen 0.0.0.0:8080"));
+  EXPECT_TRUE(Parse({"--http-listen", "0.0.0.0:8080", "--allow-plaintext"})
+                  .config.has_value());
+  const std::string pem = WriteFile("not really PEM, only has to exist\n");
+  out = Parse({"--listen", "0.0.0.0:1", "--http-listen", "0.0.0.0:8080",
+               "--tls-cert", pem, "--tls-key", pem});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->http.tls_cert_file, pem);
+  EXPECT_EQ(out.config->http.tls_key_file, pem);
+
+  out = Parse({"--http-listen", "--metrics-require-token"});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("--metrics-require-token needs "
+                                    "--token-file"));
+  out = Parse({"--metrics-require-token"});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("needs --http-listen"));
+
+  SetEnv("TRANSFERD_HTTP_LISTEN", "127.0.0.1:9100");
+  out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->http.listen_address, "127.0.0.1:9100");
+}
+
 TEST_F(ConfigTest, EnvironmentSetsEverySetting) {
   // Every documented setting has an environment variable (Kubernetes passes
   // configuration that way).

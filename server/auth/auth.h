@@ -1,6 +1,8 @@
-// Bearer-token authentication and roles, checked at the edge of every
-// transferd.v1 method (so it works on plaintext and TLS listeners alike;
-// gRPC's AuthMetadataProcessor only runs on secure ones).
+// Bearer-token authentication and roles, shared by the front ends: checked
+// at the edge of every transferd.v1 method (rpc/service_util.h; so it works
+// on plaintext and TLS listeners alike, where gRPC's AuthMetadataProcessor
+// only runs on secure ones) and of every HTTP route (server/http). One
+// Authorizer serves both, so a reload (SIGHUP) applies to both.
 //
 // The token file has one token per line: `TOKEN ROLE [NAME]`, where ROLE is
 // viewer, trainer or admin and NAME (optional) identifies the holder in logs.
@@ -13,16 +15,14 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <grpcpp/server_context.h>
-#include <grpcpp/support/status.h>
-
 #include "absl/status/statusor.h"
 
-namespace transferd::rpc {
+namespace transferd::auth {
 
 // Each role includes the ones before it.
 enum class Role {
@@ -55,12 +55,19 @@ class Authorizer {
   absl::Status Reload();
   size_t token_count() const;
 
-  // OK when the call's "authorization: Bearer TOKEN" metadata names a token
-  // whose role includes `required`; UNAUTHENTICATED without a valid token,
-  // PERMISSION_DENIED when the role is too small. `method` names the call in
-  // the message ("Models.DeleteModel").
-  grpc::Status Check(const grpc::ServerContextBase& ctx, Role required,
-                     std::string_view method) const;
+  // How the caller presented itself: the value of its "authorization"
+  // metadata or header (nullopt when absent), and the word for where it goes
+  // ("metadata" for gRPC, "header" for HTTP), used in the messages.
+  struct Caller {
+    std::optional<std::string> authorization;
+    const char* carrier = "metadata";
+  };
+  // OK when `caller` sends "Bearer TOKEN" with a token whose role includes
+  // `required` (always, without a token file); UNAUTHENTICATED without a
+  // valid token, PERMISSION_DENIED when the role is too small, naming the
+  // call `what` ("transferd.v1.Models.DeleteModel", "GET /api/v1/jobs").
+  absl::Status Check(const Caller& caller, Role required,
+                     std::string_view what) const;
 
  private:
   explicit Authorizer(std::string token_file)
@@ -71,4 +78,4 @@ class Authorizer {
   std::shared_ptr<const std::vector<TokenEntry>> entries_;
 };
 
-}  // namespace transferd::rpc
+}  // namespace transferd::auth

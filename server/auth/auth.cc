@@ -1,4 +1,4 @@
-#include "server/rpc/auth.h"
+#include "server/auth/auth.h"
 
 #include <fstream>
 #include <sstream>
@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/hash.h"
 
-namespace transferd::rpc {
+namespace transferd::auth {
 namespace {
 
 constexpr size_t kMinTokenLength = 16;
@@ -151,29 +151,26 @@ size_t Authorizer::token_count() const {
   return entries_ == nullptr ? 0 : entries_->size();
 }
 
-grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx,
-                               Role required, std::string_view method) const {
-  if (!enabled()) return grpc::Status::OK;
+absl::Status Authorizer::Check(const Caller& caller, Role required,
+                               std::string_view what) const {
+  if (!enabled()) return absl::OkStatus();
   std::shared_ptr<const std::vector<TokenEntry>> entries;
   {
     std::lock_guard<std::mutex> lock(mu_);
     entries = entries_;
   }
-  const auto& metadata = ctx.client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return grpc::Status(
-        grpc::StatusCode::UNAUTHENTICATED,
-        "this server requires a bearer token: send the metadata "
-        "\"authorization: Bearer TOKEN\" (transferctl --token or "
-        "TRANSFERD_TOKEN)");
+  if (!caller.authorization.has_value()) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "this server requires a bearer token: send the ", caller.carrier,
+        " \"authorization: Bearer TOKEN\" (transferctl --token or "
+        "TRANSFERD_TOKEN)"));
   }
-  const std::string value(it->second.data(), it->second.size());
+  const std::string& value = *caller.authorization;
   constexpr std::string_view kScheme = "bearer ";
   if (value.size() <= kScheme.size() ||
       absl::AsciiStrToLower(value.substr(0, kScheme.size())) != kScheme) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "the authorization metadata must be \"Bearer TOKEN\"");
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the authorization ", caller.carrier, " must be \"Bearer TOKEN\""));
   }
   const std::string digest =
       Digest(std::string_view(value).substr(kScheme.size()));
@@ -182,17 +179,15 @@ grpc::Status Authorizer::Check(const grpc::ServerContextBase& ctx,
     if (SameDigest(e.digest, digest)) match = &e;
   }
   if (match == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "the bearer token is not valid");
+    return absl::UnauthenticatedError("the bearer token is not valid");
   }
   if (static_cast<int>(match->role) < static_cast<int>(required)) {
-    return grpc::Status(
-        grpc::StatusCode::PERMISSION_DENIED,
-        absl::StrCat("transferd.v1.", std::string(method), " needs the role ",
-                     RoleName(required), "; the token of \"", match->name,
-                     "\" has the role ", RoleName(match->role)));
+    return absl::PermissionDeniedError(
+        absl::StrCat(std::string(what), " needs the role ", RoleName(required),
+                     "; the token of \"", match->name, "\" has the role ",
+                     RoleName(match->role)));
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
-}  // namespace transferd::rpc
+}  // namespace transferd::auth

@@ -1,6 +1,6 @@
 // The token file's rules; the checks on live calls are in
 // tests/integration/security_test.cc.
-#include "server/rpc/auth.h"
+#include "server/auth/auth.h"
 
 #include <fstream>
 
@@ -10,7 +10,7 @@
 #include "common/hash.h"
 #include "tests/support/subprocess.h"
 
-namespace transferd::rpc {
+namespace transferd::auth {
 namespace {
 
 using ::testing::HasSubstr;
@@ -88,4 +88,4 @@ TEST(AuthorizerTest, ReloadKeepsTheTokensInForceWhenTheFileBreaks) {
 }
 
 }  // namespace
-}  // namespace transferd::rpc
+}  // namespace transferd::auth
