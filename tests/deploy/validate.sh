@@ -7,11 +7,16 @@
 # 1.27+; a standalone `kustomize` binary is used when kubectl is missing) and
 # validates every object strictly with validate.mjs: the Kubernetes OpenAPI
 # schemas shipped by the npm package kubernetes-models, plus a check that
-# rejects unknown (misspelled) fields. Checks the Dockerfiles' syntax
-# (lint-dockerfiles.mjs; they cannot be built here) and that they agree with
-# the manifests. Then corrupts the rendered manifests and a Dockerfile on
-# purpose and asserts that the checks reject them, so a validator that passes
-# everything cannot go unnoticed.
+# rejects unknown (misspelled) fields; the Prometheus Operator's
+# ServiceMonitor and PrometheusRule (the monitoring overlay) against
+# hand-written schemas in validate.mjs, as strictly. Checks that the metrics
+# port is wired end to end (monitoring.mjs wiring), the alerting rules with
+# `promtool check rules` and their behaviour with `promtool test rules`
+# (alerts.test.yaml). Checks the Dockerfiles' syntax (lint-dockerfiles.mjs;
+# they cannot be built here) and that they agree with the manifests. Then
+# corrupts the rendered manifests, the rules and a Dockerfile on purpose and
+# asserts that the checks reject them, so a validator that passes everything
+# cannot go unnoticed.
 #
 # Installs its npm packages (package-lock.json) into tests/deploy/node_modules
 # with `npm ci` when they are missing or older than the lock file.
@@ -34,6 +39,11 @@ elif command -v kustomize >/dev/null; then
 else
   die "kubectl (1.27 or newer, for its built-in kustomize v5) or kustomize is required"
 fi
+# promtool ships with Prometheus (Debian package `prometheus`, which
+# scripts/install-deps installs); PROMTOOL overrides the one on PATH.
+promtool=${PROMTOOL:-promtool}
+command -v "$promtool" >/dev/null ||
+  die "promtool is required to check the alerting rules (Debian: apt-get install prometheus; scripts/install-deps installs it)"
 
 if [[ ! -d "$here/node_modules" || "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]]; then
   echo "== npm ci (tests/deploy/node_modules)"
@@ -68,7 +78,8 @@ echo "== strictness self-check"
 check "every field kubernetes-models declares is seen by the unknown-field check" \
   "${validator[@]}" --self-check
 
-for overlay in cpu gpu; do
+# monitoring: the cpu overlay plus deploy/k8s/components/monitoring.
+for overlay in cpu gpu monitoring; do
   echo "== overlay $overlay"
   out="$work/$overlay.yaml"
   if render "deploy/k8s/overlays/$overlay" >"$out" 2>"$work/render.err"; then
@@ -94,8 +105,42 @@ for overlay in cpu gpu; do
       check "gpu: image transferd:cuda, TRANSFERD_DEVICE cuda:0, one nvidia.com/gpu, GPU node selector and toleration" \
         bash -c 'grep -qF "image: transferd:cuda" "$1" && grep -qF "TRANSFERD_DEVICE: cuda:0" "$1" && grep -qF "nvidia.com/gpu: 1" "$1" && grep -qF "nvidia.com/gpu.present: \"true\"" "$1" && grep -qF "key: nvidia.com/gpu" "$1"' _ "$out"
       ;;
+    monitoring)
+      # The cpu overlay's objects are all there, plus exactly the two
+      # monitoring ones: the component adds, it does not replace.
+      check "monitoring: the cpu overlay's objects plus one ServiceMonitor and one PrometheusRule, image transferd:cpu" \
+        bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 2 )) ]] &&
+          [[ $(grep -cx "kind: ServiceMonitor" "$1") -eq 1 && $(grep -cx "kind: PrometheusRule" "$1") -eq 1 ]] &&
+          grep -qF "image: transferd:cpu" "$1" && grep -qE "^ +(- )?interval: 15s$" "$1"' _ "$out" "$work/cpu.yaml"
+      ;;
   esac
+  # Every overlay serves metrics: TRANSFERD_HTTP_LISTEN -> container port
+  # http -> Service port http -> NetworkPolicy (-> ServiceMonitor).
+  if node "$here/monitoring.mjs" wiring <"$out" >"$work/out" 2>&1; then
+    pass "$overlay: metrics port wired ($(cat "$work/out"))"
+  else
+    fail "$overlay: metrics port wired"
+    sed 's/^/    /' "$work/out"
+  fi
 done
+
+# The PrometheusRule's spec.groups is a Prometheus rule file: promtool parses
+# its PromQL and annotation templates, and runs the unit tests of
+# alerts.test.yaml on it (those without the annotations, see there).
+echo "== alerting rules (promtool)"
+mon="$work/monitoring.yaml"
+mkdir -p "$work/rules"
+if [[ -s "$mon" ]] && node "$here/monitoring.mjs" rules <"$mon" >"$work/rules/all.yaml" 2>"$work/out"; then
+  check "promtool check rules: the PrometheusRule's $(grep -c -- '- alert:' "$work/rules/all.yaml") alerts parse (PromQL, templates)" \
+    "$promtool" check rules "$work/rules/all.yaml"
+  node "$here/monitoring.mjs" rules --no-annotations <"$mon" >"$work/rules/transferd.yaml"
+  cp "$here/alerts.test.yaml" "$work/rules/alerts.test.yaml"
+  check "promtool test rules: the alerts fire and stay quiet as tests/deploy/alerts.test.yaml expects" \
+    "$promtool" test rules "$work/rules/alerts.test.yaml"
+else
+  fail "extract the PrometheusRule's rules from the monitoring overlay"
+  sed 's/^/    /' "$work/out"
+fi
 
 # The images cannot be built here (no Docker engine): check their syntax, and
 # that they agree with the manifests (user, port, data dir, listen address).
@@ -115,16 +160,17 @@ if [[ -s "$work/cpu.yaml" ]]; then
     bash -c 'for f in runAsUser runAsGroup fsGroup; do grep -qxF "        $f: 10001" "$1" || { echo "no $f: 10001"; exit 1; }; done' _ "$work/cpu.yaml"
 fi
 
-# Negative checks: each corrupts the rendered cpu overlay with sed and expects
-# the validator to fail, naming what is wrong (so it failed for that reason).
+# Negative checks: each corrupts a rendered overlay ($src: cpu, then
+# monitoring) with sed and expects the validator to fail, naming what is
+# wrong (so it failed for that reason).
 echo "== negative checks (the validator must reject these)"
-cpu="$work/cpu.yaml"
+src="$work/cpu.yaml"
 # reject DESCRIPTION SED-SCRIPT EXPECTED-TEXT-IN-ERROR
 reject() {
   local what=$1 script=$2 expect=$3 bad="$work/bad.yaml"
-  if [[ ! -s "$cpu" ]]; then fail "$what (no rendered cpu overlay)"; return; fi
-  sed -e "$script" "$cpu" >"$bad"
-  if cmp -s "$cpu" "$bad"; then fail "$what (the sed script changed nothing)"; return; fi
+  if [[ ! -s "$src" ]]; then fail "$what (no rendered $(basename "$src" .yaml) overlay)"; return; fi
+  sed -e "$script" "$src" >"$bad"
+  if cmp -s "$src" "$bad"; then fail "$what (the sed script changed nothing)"; return; fi
   if "${validator[@]}" <"$bad" >"$work/out" 2>&1; then
     fail "$what: the validator accepted it"
     sed 's/^/    /' "$work/out"
@@ -149,6 +195,48 @@ reject "invalid enum (imagePullPolicy Sometimes)" \
   's/imagePullPolicy: IfNotPresent/imagePullPolicy: Sometimes/' "must be equal to one of the allowed values"
 reject "unknown kind (NetworkPolicyy)" \
   's/^kind: NetworkPolicy$/kind: NetworkPolicyy/' "unknown kind"
+# The custom resources: hand-written schemas in validate.mjs, not skipped.
+src="$work/monitoring.yaml"
+reject "ServiceMonitor: misspelled endpoint field intervall" \
+  '/^kind: ServiceMonitor$/,/^---/s/^\( *\)interval:/\1intervall:/' "unknown field spec.endpoints[0].intervall"
+reject "ServiceMonitor: interval not a duration (15 seconds)" \
+  '/^kind: ServiceMonitor$/,/^---/s/interval: 15s/interval: 15 seconds/' "spec.endpoints[0].interval must match"
+reject "ServiceMonitor: misspelled selector field matchLabelz" \
+  '/^kind: ServiceMonitor$/,/^---/s/^\( *\)matchLabels:/\1matchLabelz:/' "unknown field spec.selector.matchLabelz"
+reject "PrometheusRule: misspelled top-level field (spec -> spc)" \
+  '/^kind: PrometheusRule$/,/^---/s/^spec:/spc:/' "unknown field spc"
+reject "PrometheusRule: alert without a severity label" \
+  '/^kind: PrometheusRule$/,/^---/{0,/severity: critical/s/severity: critical/priority: critical/}' "labels.severity must be one of"
+reject "PrometheusRule: unknown apiVersion (monitoring.coreos.com/v2)" \
+  '/^apiVersion: monitoring.coreos.com\/v1$/{N;s/v1\nkind: PrometheusRule$/v2\nkind: PrometheusRule/}' "unknown kind monitoring.coreos.com/v2/PrometheusRule"
+
+# The same for promtool: a corrupted copy of a rule file must fail the given
+# promtool command, with EXPECTED-TEXT in its output.
+# reject_rules DESCRIPTION RULE-FILE SED-SCRIPT EXPECTED-TEXT PROMTOOL-ARGS...
+reject_rules() {
+  local what=$1 file=$2 script=$3 expect=$4 saved="$work/rules/saved.yaml"
+  shift 4
+  if [[ ! -s "$file" ]]; then fail "$what (no rule file)"; return; fi
+  cp "$file" "$saved"
+  sed -i -e "$script" "$file"
+  if cmp -s "$file" "$saved"; then
+    fail "$what (the sed script changed nothing)"
+  elif "$promtool" "$@" >"$work/out" 2>&1; then
+    fail "$what: promtool accepted it"
+  elif ! grep -qF -- "$expect" "$work/out"; then
+    fail "$what: rejected, but promtool's output does not mention '$expect'"
+    sed 's/^/    /' "$work/out"
+  else
+    pass "$what: rejected ($(grep -m1 -F -- "$expect" "$work/out" | sed 's/^ *//' | cut -c1-140))"
+  fi
+  cp "$saved" "$file"
+}
+reject_rules "rules: broken PromQL (a trailing comma in histogram_quantile)" "$work/rules/all.yaml" \
+  's/histogram_quantile(0.99,/histogram_quantile(0.99,,/' "could not parse expression" check rules "$work/rules/all.yaml"
+reject_rules "rules: broken annotation template ({{ \$labels.kind })" "$work/rules/all.yaml" \
+  '0,/{{ \$labels.kind }}/s/{{ \$labels.kind }}/{{ $labels.kind }/' "template:" check rules "$work/rules/all.yaml"
+reject_rules "rules: a valid but wrong threshold (queue > 8 instead of > 0.8) fails the unit tests" "$work/rules/transferd.yaml" \
+  's/> 0.8$/> 8/' "alertname: TransferdInferenceQueueNearlyFull" test rules "$work/rules/alerts.test.yaml"
 sed -e 's/^RUN groupadd/RUNN groupadd/' deploy/docker/Dockerfile >"$work/Dockerfile.bad"
 if node "$here/lint-dockerfiles.mjs" "$work/Dockerfile.bad" >"$work/out" 2>&1; then
   fail "Dockerfile with an unknown instruction (RUNN): the linter accepted it"

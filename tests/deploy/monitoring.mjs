@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// Checks of the metrics wiring in rendered manifests (the output of
+// `kubectl kustomize`), for validate.sh. Two modes, input from stdin:
+//
+//   node monitoring.mjs wiring   the HTTP metrics port is wired end to end:
+//                                TRANSFERD_HTTP_LISTEN (all interfaces) ->
+//                                container port `http` -> Service port `http`
+//                                -> admitted by the NetworkPolicy, and, when
+//                                there is a ServiceMonitor, that it selects
+//                                that Service and scrapes that port at
+//                                /metrics. validate.mjs checks each object's
+//                                schema; this checks that they fit together,
+//                                which no schema can (a renamed port or a
+//                                selector that matches nothing is valid YAML
+//                                and scrapes nothing).
+//   node monitoring.mjs rules [--no-annotations]
+//                                prints the spec.groups of every
+//                                PrometheusRule as one Prometheus rule file,
+//                                for `promtool check rules` / `test rules`;
+//                                --no-annotations leaves the alerts'
+//                                annotations out (for alerts.test.yaml).
+//
+// Prints what it checked (wiring) or the rule file (rules); on a problem
+// prints it on stderr and exits 1.
+import fs from "node:fs";
+import { parseAllDocuments, stringify } from "yaml";
+
+class Problem extends Error {}
+
+function load() {
+  const docs = parseAllDocuments(fs.readFileSync(0, "utf8"));
+  for (const d of docs) if (d.errors.length) throw new Problem(`YAML error: ${d.errors[0].message}`);
+  return docs.map((d) => d.toJS()).filter((o) => o && typeof o === "object");
+}
+
+const ofKind = (objs, kind) => objs.filter((o) => o.kind === kind);
+const name = (o) => `${o.kind}/${o.metadata?.name}`;
+// matchLabels only: the manifests use no matchExpressions.
+const selects = (matchLabels, labels) =>
+  Object.keys(matchLabels ?? {}).length > 0 &&
+  Object.entries(matchLabels).every(([k, v]) => labels?.[k] === v);
+
+function wiring(objs) {
+  const notes = [];
+  const sets = ofKind(objs, "StatefulSet");
+  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
+  const sts = sets[0];
+  const pod = sts.spec.template;
+  const container = pod.spec.containers.find((c) => c.name === "transferd");
+  if (!container) throw new Problem(`${name(sts)}: no container named transferd`);
+
+  // The listen address, from env or from a ConfigMap in envFrom.
+  let listen = container.env?.find((e) => e.name === "TRANSFERD_HTTP_LISTEN")?.value;
+  if (listen === undefined) {
+    for (const ref of container.envFrom ?? []) {
+      const cm = ofKind(objs, "ConfigMap").find((c) => c.metadata.name === ref.configMapRef?.name);
+      if (cm?.data?.TRANSFERD_HTTP_LISTEN !== undefined) listen = cm.data.TRANSFERD_HTTP_LISTEN;
+    }
+  }
+  if (listen === undefined) throw new Problem("TRANSFERD_HTTP_LISTEN is not set (env or envFrom ConfigMap)");
+  const m = /^(.*):(\d+)$/.exec(String(listen));
+  if (!m) throw new Problem(`TRANSFERD_HTTP_LISTEN ${JSON.stringify(listen)} is not HOST:PORT`);
+  const [host, port] = [m[1], Number(m[2])];
+  if (!["0.0.0.0", "[::]", ""].includes(host)) {
+    throw new Problem(`TRANSFERD_HTTP_LISTEN ${listen}: must listen on all interfaces (0.0.0.0), or nothing outside the pod can scrape it`);
+  }
+  notes.push(`TRANSFERD_HTTP_LISTEN ${listen}`);
+
+  const cport = container.ports?.find((p) => p.name === "http");
+  if (!cport) throw new Problem(`${name(sts)}: container transferd has no port named http`);
+  if (cport.containerPort !== port) {
+    throw new Problem(`${name(sts)}: container port http is ${cport.containerPort}, TRANSFERD_HTTP_LISTEN says ${port}`);
+  }
+  notes.push(`container port http ${port}`);
+
+  const services = ofKind(objs, "Service").filter((s) => selects(s.spec.selector, pod.metadata.labels));
+  if (services.length !== 1) throw new Problem(`expected one Service selecting the pods, found ${services.length}`);
+  const svc = services[0];
+  const sport = svc.spec.ports?.find((p) => p.name === "http");
+  if (!sport) throw new Problem(`${name(svc)}: no port named http`);
+  if (sport.targetPort !== "http" && sport.targetPort !== port) {
+    throw new Problem(`${name(svc)}: port http targets ${sport.targetPort}, not the container port http (${port})`);
+  }
+  notes.push(`${name(svc)} port http ${sport.port}`);
+
+  for (const np of ofKind(objs, "NetworkPolicy")) {
+    if (!selects(np.spec.podSelector?.matchLabels, pod.metadata.labels)) continue;
+    if (!(np.spec.policyTypes ?? ["Ingress"]).includes("Ingress")) continue;
+    const admits = (np.spec.ingress ?? []).some(
+      (rule) => !rule.ports || rule.ports.some((p) => p.port === port || p.port === "http"),
+    );
+    if (!admits) throw new Problem(`${name(np)} does not admit ingress to port ${port}: Prometheus could not scrape`);
+    notes.push(`${name(np)} admits ${port}`);
+  }
+
+  for (const sm of ofKind(objs, "ServiceMonitor")) {
+    if (!selects(sm.spec.selector?.matchLabels, svc.metadata.labels)) {
+      throw new Problem(`${name(sm)}: selector ${JSON.stringify(sm.spec.selector)} does not match ${name(svc)}'s labels`);
+    }
+    for (const ep of sm.spec.endpoints) {
+      if (ep.port !== "http") throw new Problem(`${name(sm)}: endpoint port ${ep.port}, not the Service's port http`);
+      if (ep.path !== "/metrics") throw new Problem(`${name(sm)}: endpoint path ${ep.path}, not /metrics`);
+    }
+    const jobLabel = sm.spec.jobLabel;
+    if (jobLabel && svc.metadata.labels?.[jobLabel] !== "transferd") {
+      // The PrometheusRule's alerts select job="transferd".
+      throw new Problem(`${name(sm)}: jobLabel ${jobLabel} is not "transferd" on ${name(svc)}`);
+    }
+    notes.push(`${name(sm)} scrapes ${name(svc)} port http /metrics`);
+  }
+  console.log(notes.join("; "));
+}
+
+function rules(objs, flags) {
+  const groups = ofKind(objs, "PrometheusRule").flatMap((r) => r.spec.groups ?? []);
+  if (groups.length === 0) throw new Problem("no PrometheusRule with groups in the input");
+  if (flags.includes("--no-annotations")) {
+    for (const g of groups) for (const r of g.rules ?? []) delete r.annotations;
+  }
+  process.stdout.write(stringify({ groups }, { lineWidth: 0 }));
+}
+
+const modes = { wiring: [], rules: ["--no-annotations"] };
+const [modeName, ...flags] = process.argv.slice(2);
+if (!(modeName in modes) || flags.some((f) => !modes[modeName].includes(f))) {
+  console.error("usage: monitoring.mjs wiring|rules [--no-annotations]  < rendered-manifests.yaml");
+  process.exit(2);
+}
+try {
+  ({ wiring, rules })[modeName](load(), flags);
+} catch (e) {
+  if (!(e instanceof Problem)) throw e;
+  console.error(`monitoring.mjs ${process.argv[2]}: ${e.message}`);
+  process.exit(1);
+}
