@@ -138,6 +138,11 @@ struct Request {
   PredictOutcome outcome;
   int remaining = 0;  // images still to compute; guarded by Impl::mu
   bool finished = false;
+  // The model's metric series (null with metrics off) and when Submit took
+  // the call.
+  std::shared_ptr<ModelSeries> series;
+  Clock::time_point submitted;
+  size_t images = 0;  // as submitted
 };
 
 struct Item {
@@ -145,11 +150,33 @@ struct Item {
   int index = 0;
   std::vector<uint8_t> pixels;
   Clock::time_point enqueued;
+  Clock::time_point taken;  // into a batch
 };
 
 struct Meta {
   std::shared_ptr<const ModelInfo> info;
+  std::shared_ptr<ModelSeries> series;  // null with metrics off
 };
+
+// The answer of `request`, counted in its model's series: the request's
+// outcome, each image's (a request-level failure counts for all of them) and
+// the time from Submit to here. Then the caller's callback.
+void Answer(Request& request, absl::Status status) {
+  if (request.series != nullptr) {
+    std::vector<absl::StatusCode> codes(request.images, status.code());
+    if (status.ok()) {
+      for (size_t i = 0; i < codes.size() && i < request.outcome.images.size();
+           ++i) {
+        codes[i] = request.outcome.images[i].status.code();
+      }
+    }
+    request.series->RequestDone(
+        status, codes,
+        std::chrono::duration<double>(Clock::now() - request.submitted)
+            .count());
+  }
+  request.call.done(std::move(status), std::move(request.outcome));
+}
 
 struct Loaded {
   std::unique_ptr<ModelRunner> runner;
@@ -165,9 +192,7 @@ struct Op {
 using Finished = std::vector<std::pair<std::shared_ptr<Request>, absl::Status>>;
 
 void RunCallbacks(Finished& finished) {
-  for (auto& [request, status] : finished) {
-    request->call.done(status, std::move(request->outcome));
-  }
+  for (auto& [request, status] : finished) Answer(*request, std::move(status));
   finished.clear();
 }
 
@@ -200,33 +225,29 @@ struct Predictor::Impl {
   std::function<void(const std::string&, bool)> ready_listener;
   std::thread thread;
   Metrics* metrics = nullptr;  // set before Start()
-  // Each model's metric series, while the model exists (guarded by mu).
-  std::map<std::string, std::shared_ptr<ModelSeries>> series;
 
-  // `id`'s series (null with metrics off or once the model was forgotten);
-  // mu held.
+  // `id`'s metric series, kept with its metadata while the model exists
+  // (null with metrics off, or for a model not known or forgotten); mu held.
   ModelSeries* SeriesOf(const std::string& id) {
-    if (metrics == nullptr) return nullptr;
-    auto it = series.find(id);
-    if (it != series.end()) return it->second.get();
-    if (meta.count(id) == 0) return nullptr;  // unknown or deleted
-    return (series[id] = metrics->Model(id)).get();
+    auto it = meta.find(id);
+    return it == meta.end() ? nullptr : it->second.series.get();
   }
 
   // Worker thread only.
   std::map<std::string, Loaded> loaded;
 
-  absl::StatusOr<std::shared_ptr<const ModelInfo>> MetaOf(
-      const std::string& id) {
+  // The model's metadata and series, read from the registry once.
+  absl::StatusOr<Meta> MetaOf(const std::string& id) {
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = meta.find(id);
-      if (it != meta.end()) return it->second.info;
+      if (it != meta.end()) return it->second;
     }
     TRANSFERD_ASSIGN_OR_RETURN(ModelInfo info, models.Get(id));
-    auto shared = std::make_shared<const ModelInfo>(std::move(info));
+    Meta m{std::make_shared<const ModelInfo>(std::move(info)),
+           metrics != nullptr ? metrics->Model(id) : nullptr};
     std::lock_guard<std::mutex> lock(mu);
-    return meta.emplace(id, Meta{shared}).first->second.info;
+    return meta.emplace(id, std::move(m)).first->second;
   }
 
   // Finishes `r` with `status` unless it already ended; mu held.
@@ -243,8 +264,8 @@ struct Predictor::Impl {
       it->second.last_used = Clock::now();
       return it->second.runner.get();
     }
-    TRANSFERD_ASSIGN_OR_RETURN(std::shared_ptr<const ModelInfo> info,
-                               MetaOf(id));
+    TRANSFERD_ASSIGN_OR_RETURN(Meta model, MetaOf(id));
+    const std::shared_ptr<const ModelInfo>& info = model.info;
     const auto start = Clock::now();
     TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner,
                                ModelRunner::Load(*info, device, weights));
@@ -320,6 +341,12 @@ struct Predictor::Impl {
   }
 
   void RunBatch(const std::string& model_id, std::vector<Item>& batch) {
+    for (const Item& item : batch) {
+      if (item.request->series != nullptr) {
+        item.request->series->Queued(
+            std::chrono::duration<double>(item.taken - item.enqueued).count());
+      }
+    }
     Finished finished;
     absl::StatusOr<ModelRunner*> runner = EnsureLoaded(model_id);
     if (!runner.ok()) {
@@ -359,7 +386,7 @@ struct Predictor::Impl {
         std::lock_guard<std::mutex> lock(mu);
         ++stats.batches;
         stats.images += static_cast<int64_t>(part.size());
-        if (ModelSeries* m = SeriesOf(model_id)) {
+        if (ModelSeries* m = part.front()->request->series.get()) {
           m->Batch(static_cast<int>(part.size()), compute_seconds);
         }
         for (size_t i = 0; i < part.size(); ++i) {
@@ -452,7 +479,6 @@ struct Predictor::Impl {
                               Finished& finished) {
     std::vector<Item> batch;
     const auto now = Clock::now();
-    ModelSeries* series = SeriesOf(model_id);
     while (!q.empty() &&
            static_cast<int>(batch.size()) < options.max_batch_size) {
       Item item = std::move(q.front());
@@ -474,13 +500,12 @@ struct Predictor::Impl {
             finished);
         continue;
       }
-      if (series != nullptr) {
-        series->Queued(
-            std::chrono::duration<double>(now - item.enqueued).count());
-      }
+      item.taken = now;
       batch.push_back(std::move(item));
     }
-    if (series != nullptr) series->QueueDepth(static_cast<int64_t>(q.size()));
+    if (ModelSeries* m = SeriesOf(model_id)) {
+      m->QueueDepth(static_cast<int64_t>(q.size()));
+    }
     return batch;
   }
 
@@ -575,7 +600,6 @@ void Predictor::Stop() {
 
 void Predictor::SetMetrics(Metrics* metrics) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  metrics_ = metrics;
   impl_->metrics = metrics;
 }
 
@@ -596,8 +620,7 @@ void Predictor::Warm(const std::string& model_id) {
 void Predictor::Forget(const std::string& model_id) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->meta.erase(model_id);
-    impl_->series.erase(model_id);
+    impl_->meta.erase(model_id);  // and with it the model's series
     if (impl_->metrics != nullptr) impl_->metrics->RemoveModel(model_id);
     impl_->ops.push_back({Op::Kind::kForget, model_id});
   }
@@ -635,56 +658,32 @@ void Predictor::Submit(PredictCall call) {
       return fail(absl::UnavailableError("the predictor is not running"));
     }
   }
-  absl::StatusOr<std::shared_ptr<const ModelInfo>> info =
-      impl_->MetaOf(call.model_id);
-  if (!info.ok()) return fail(info.status());
-  if (metrics_ != nullptr) CountAnswer(call);
+  const Clock::time_point submitted = Clock::now();
+  absl::StatusOr<Meta> meta = impl_->MetaOf(call.model_id);
+  if (!meta.ok()) return fail(meta.status());
   if (decode_executor_ == nullptr) {
-    DecodeAndQueue(std::move(call), *std::move(info));
+    DecodeAndQueue(std::move(call), meta->info, meta->series, submitted);
     return;
   }
-  decode_executor_->Schedule(
-      [this, call = std::move(call), info = *std::move(info)]() mutable {
-        DecodeAndQueue(std::move(call), std::move(info));
-      });
-}
-
-// Wraps call.done so that the answer is counted in the model's series:
-// request outcome, each image's outcome (a request-level failure counts for
-// all of them) and the time from here to the answer.
-void Predictor::CountAnswer(PredictCall& call) {
-  std::shared_ptr<ModelSeries> series;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    if (impl_->SeriesOf(call.model_id) != nullptr) {
-      series = impl_->series[call.model_id];
-    }
-  }
-  if (series == nullptr) return;
-  const size_t images = call.images.size();
-  call.done = [series, images, start = Clock::now(),
-               done = std::move(call.done)](absl::Status status,
-                                            PredictOutcome outcome) {
-    std::vector<absl::StatusCode> codes(images, status.code());
-    if (status.ok()) {
-      for (size_t i = 0; i < images && i < outcome.images.size(); ++i) {
-        codes[i] = outcome.images[i].status.code();
-      }
-    }
-    series->RequestDone(
-        status, codes,
-        std::chrono::duration<double>(Clock::now() - start).count());
-    done(std::move(status), std::move(outcome));
-  };
+  decode_executor_->Schedule([this, call = std::move(call),
+                              meta = *std::move(meta), submitted]() mutable {
+    DecodeAndQueue(std::move(call), std::move(meta.info),
+                   std::move(meta.series), submitted);
+  });
 }
 
 void Predictor::DecodeAndQueue(PredictCall call,
-                               std::shared_ptr<const ModelInfo> info) {
+                               std::shared_ptr<const ModelInfo> info,
+                               std::shared_ptr<ModelSeries> series,
+                               Clock::time_point submitted) {
   const int n = static_cast<int>(call.images.size());
   const int size = info->preprocessing.input_size;
   const size_t image_bytes = static_cast<size_t>(size) * size * 3;
 
   auto request = std::make_shared<Request>();
+  request->series = std::move(series);
+  request->submitted = submitted;
+  request->images = static_cast<size_t>(n);
   request->outcome.model_id = call.model_id;
   request->outcome.classes = info->classes;
   request->outcome.images.resize(n);
@@ -710,7 +709,7 @@ void Predictor::DecodeAndQueue(PredictCall call,
   request->call = std::move(call);
   if (items.empty()) {
     request->finished = true;
-    request->call.done(absl::OkStatus(), std::move(request->outcome));
+    Answer(*request, absl::OkStatus());
     return;
   }
   {
@@ -729,14 +728,15 @@ void Predictor::DecodeAndQueue(PredictCall call,
     if (!refused.ok()) {
       lock.unlock();
       request->finished = true;
-      request->call.done(refused, PredictOutcome());
+      request->outcome = PredictOutcome();
+      Answer(*request, refused);
       return;
     }
     std::deque<Item>& q = impl_->queues[request->call.model_id];
     for (Item& item : items) q.push_back(std::move(item));
     impl_->stats.queued += static_cast<int64_t>(items.size());
-    if (ModelSeries* m = impl_->SeriesOf(request->call.model_id)) {
-      m->QueueDepth(static_cast<int64_t>(q.size()));
+    if (request->series != nullptr) {
+      request->series->QueueDepth(static_cast<int64_t>(q.size()));
     }
   }
   impl_->cv.notify_all();

@@ -38,6 +38,7 @@ namespace transferd::core {
 
 class Metrics;
 class ModelRegistry;
+class ModelSeries;
 struct ModelInfo;
 
 struct PredictorOptions {
@@ -160,13 +161,14 @@ class Predictor {
 
  private:
   struct Impl;
-  void CountAnswer(PredictCall& call);
-  // Decodes `call`'s images and queues them (Submit's slow half).
-  void DecodeAndQueue(PredictCall call, std::shared_ptr<const ModelInfo> info);
+  // Decodes `call`'s images and queues them (Submit's slow half); `series`
+  // (may be null) counts its answer.
+  void DecodeAndQueue(PredictCall call, std::shared_ptr<const ModelInfo> info,
+                      std::shared_ptr<ModelSeries> series,
+                      std::chrono::steady_clock::time_point submitted);
 
   const PredictorOptions options_;
   Executor* decode_executor_ = nullptr;
-  Metrics* metrics_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -145,14 +145,16 @@ class RequestLogInterceptor final : public grpc::experimental::Interceptor {
                                  status.error_code() == grpc::DATA_LOSS
                              ? spdlog::level::err
                              : spdlog::level::info;
-      core::LogFields(level, "rpc",
-                      {{"method", std::string(method)},
-                       {"request_id", request_id_},
-                       {"peer", info_->server_context()->peer()},
-                       {"code", CodeName(status.error_code())},
-                       {"duration_ms", absl::StrFormat("%.1f", ms)},
-                       {"trace_id", TraceId(*info_->server_context())},
-                       {"message", status.ok() ? "" : status.error_message()}});
+      if (spdlog::should_log(level))
+        core::LogFields(
+            level, "rpc",
+            {{"method", std::string(method)},
+             {"request_id", request_id_},
+             {"peer", info_->server_context()->peer()},
+             {"code", CodeName(status.error_code())},
+             {"duration_ms", absl::StrFormat("%.1f", ms)},
+             {"trace_id", TraceId(*info_->server_context())},
+             {"message", status.ok() ? "" : status.error_message()}});
     }
     methods->Proceed();
   }
