@@ -96,6 +96,30 @@ class Lifecycle {
   RpcServer& server_;
 };
 
+// The signal thread: SIGHUP re-reads the token file and the server keeps
+// running; the first SIGINT/SIGTERM (or a wake-up without a signal, 0)
+// begins shutdown. Returns the signal.
+int WaitForStop(RpcServer& server, Lifecycle& lifecycle,
+                std::chrono::milliseconds grace) {
+  int signo = WaitForShutdownSignal();
+  for (; signo == SIGHUP; signo = WaitForShutdownSignal()) {
+    if (absl::Status s = server.ReloadTokens(); s.ok()) {
+      spdlog::info("SIGHUP: token file reloaded: {} tokens",
+                   server.token_count());
+    } else {
+      spdlog::error(
+          "SIGHUP: token file not reloaded, the tokens in force stay: {}",
+          std::string(s.message()));
+    }
+  }
+  if (signo != 0) {
+    spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signo),
+                 grace.count());
+  }
+  lifecycle.BeginShutdown();
+  return signo;
+}
+
 // The HTTP port, when configured: same tokens as gRPC, the same engine API.
 absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(
     const transferd::app::ServerConfig& config, EngineApi& api, Engine& engine,
@@ -149,24 +173,8 @@ int Run(const transferd::app::ServerConfig& config) {
   Lifecycle lifecycle(**engine, **server);
   std::promise<int> stop_signal;
   std::thread signal_thread([&] {
-    int signo = WaitForShutdownSignal();
-    // SIGHUP re-reads the token file; the server keeps running.
-    for (; signo == SIGHUP; signo = WaitForShutdownSignal()) {
-      if (absl::Status s = (*server)->ReloadTokens(); s.ok()) {
-        spdlog::info("SIGHUP: token file reloaded: {} tokens",
-                     (*server)->token_count());
-      } else {
-        spdlog::error(
-            "SIGHUP: token file not reloaded, the tokens in force stay: {}",
-            std::string(s.message()));
-      }
-    }
-    if (signo != 0) {
-      spdlog::info("received {}, shutting down (grace {} ms)", strsignal(signo),
-                   config.rpc.shutdown_grace.count());
-    }
-    lifecycle.BeginShutdown();
-    stop_signal.set_value(signo);
+    stop_signal.set_value(
+        WaitForStop(**server, lifecycle, config.rpc.shutdown_grace));
   });
 
   int exit_code = 0;

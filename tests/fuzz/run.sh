@@ -18,13 +18,15 @@ command -v ccache >/dev/null && cxx=(ccache clang++)
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/transferd-ccache}
 # As in scripts/build: a clone at another path hits the same cache entries.
 export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
-cflags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -I. $(pkg-config --cflags opencv4))
-libs=($(pkg-config --libs opencv4 sqlite3 absl_status absl_statusor absl_strings absl_str_format absl_cord libcrypto) -lpthread)
+cflags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -I. $(pkg-config --cflags opencv4 spdlog prometheus-cpp-core))
+libs=($(pkg-config --libs opencv4 sqlite3 absl_status absl_statusor absl_strings absl_str_format absl_cord libcrypto spdlog prometheus-cpp-core) -lpthread)
 
 # The project's sources under test: instrumented for coverage and ASan.
+# (log.cc and metrics.cc: the upload's structured log line and counters.)
 sources=(server/core/data/images.cc common/dataset_layout.cc server/core/datasets.cc
          server/core/util/data_dir.cc server/core/util/store.cc common/hash.cc
-         server/core/util/catalog_util.cc)
+         server/core/util/catalog_util.cc server/core/util/log.cc
+         server/core/util/metrics.cc)
 objects=()
 for src in "${sources[@]}"; do
   obj="$out/obj/$(echo "$src" | tr / _).o"
