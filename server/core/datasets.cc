@@ -229,37 +229,13 @@ void DatasetUpload::Abort() {
   catalog_.EndUpload(spec_.id, stored_bytes_);
 }
 
-const char* RejectReasonLabel(RejectReason reason) {
-  switch (reason) {
-    case RejectReason::kBadPath:
-      return "bad_path";
-    case RejectReason::kUnsupportedFormat:
-      return "unsupported_format";
-    case RejectReason::kTooManyPixels:
-      return "too_many_pixels";
-    case RejectReason::kCorrupt:
-      return "corrupt";
-    case RejectReason::kEmpty:
-      return "empty";
-    case RejectReason::kTooLarge:
-      return "too_large";
-    case RejectReason::kNoLabel:
-      return "no_label";
-    case RejectReason::kNoSplit:
-      return "no_split";
-    case RejectReason::kSizeMismatch:
-      return "size_mismatch";
-  }
-  return "unknown";
-}
-
 void DatasetUpload::Reject(RejectReason reason, std::string message) {
   Rejected({DisplayPath(file_path_), reason, std::move(message)});
 }
 
 void DatasetUpload::Rejected(RejectedFile file) {
   if (catalog_.metrics_ != nullptr) {
-    catalog_.metrics_->UploadRejected(RejectReasonLabel(file.reason));
+    catalog_.metrics_->UploadRejected(RejectReasonName(file.reason));
   }
   rejected_.push_back(std::move(file));
 }

@@ -68,9 +68,6 @@ enum class RejectReason {
   kSizeMismatch = 9,
 };
 
-// "bad_path", "unsupported_format", ... (metric labels).
-const char* RejectReasonLabel(RejectReason reason);
-
 struct RejectedFile {
   std::string path;  // as sent, truncated to 300 bytes, NULs shown as \0
   RejectReason reason = RejectReason::kCorrupt;

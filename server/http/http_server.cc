@@ -51,47 +51,6 @@ absl::Status CheckReadable(const std::string& path, const char* what) {
       absl::StrCat("cannot read the ", what, " file ", path));
 }
 
-const char* StatusName(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kOk:
-      return "OK";
-    case absl::StatusCode::kCancelled:
-      return "CANCELLED";
-    case absl::StatusCode::kUnknown:
-      return "UNKNOWN";
-    case absl::StatusCode::kInvalidArgument:
-      return "INVALID_ARGUMENT";
-    case absl::StatusCode::kDeadlineExceeded:
-      return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kNotFound:
-      return "NOT_FOUND";
-    case absl::StatusCode::kAlreadyExists:
-      return "ALREADY_EXISTS";
-    case absl::StatusCode::kPermissionDenied:
-      return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted:
-      return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kFailedPrecondition:
-      return "FAILED_PRECONDITION";
-    case absl::StatusCode::kAborted:
-      return "ABORTED";
-    case absl::StatusCode::kOutOfRange:
-      return "OUT_OF_RANGE";
-    case absl::StatusCode::kUnimplemented:
-      return "UNIMPLEMENTED";
-    case absl::StatusCode::kInternal:
-      return "INTERNAL";
-    case absl::StatusCode::kUnavailable:
-      return "UNAVAILABLE";
-    case absl::StatusCode::kDataLoss:
-      return "DATA_LOSS";
-    case absl::StatusCode::kUnauthenticated:
-      return "UNAUTHENTICATED";
-    default:
-      return "UNKNOWN";
-  }
-}
-
 // The error body every route answers with; `http_status` 0: the standard
 // mapping of the code.
 void SetError(httplib::Response& res, const absl::Status& status,
@@ -99,7 +58,7 @@ void SetError(httplib::Response& res, const absl::Status& status,
   res.status = http_status != 0 ? http_status : HttpStatusFor(status.code());
   nlohmann::json body = {{"error",
                           {{"code", res.status},
-                           {"status", StatusName(status.code())},
+                           {"status", absl::StatusCodeToString(status.code())},
                            {"message", std::string(status.message())}}}};
   res.set_content(
       body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),

@@ -101,7 +101,7 @@ absl::StatusOr<JobView> EngineApi::CreateJob(const JobSubmission& submission) {
   if (request.kind != train::RequestKind::kTrain &&
       !request.base_model_name.empty()) {
     absl::StatusOr<std::string> id =
-        ResolveModel("spec.base_model", request.base_model_name);
+        ModelIdOf("spec.base_model", request.base_model_name);
     absl::StatusOr<ModelInfo> model =
         id.ok() ? engine_.models().Get(*id) : id.status();
     if (!model.ok()) {
@@ -243,8 +243,8 @@ JobView EngineApi::View(JobRecord job) {
 
 // ---- Models and aliases ----
 
-absl::StatusOr<std::string> EngineApi::ResolveModel(std::string_view field,
-                                                    const std::string& name) {
+absl::StatusOr<std::string> EngineApi::ModelIdOf(std::string_view field,
+                                                 const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
   if (absl::StartsWith(name, kAliases)) {
     std::string alias = name.substr(kAliasesLength);
@@ -259,13 +259,22 @@ absl::StatusOr<std::string> EngineApi::ResolveModel(std::string_view field,
         ": expected \"models/{id}\" or \"aliases/{alias}\", got \"",
         name.substr(0, 200), "\""));
   }
-  TRANSFERD_ASSIGN_OR_RETURN(std::string id, IdFromName(field, "models", name));
-  TRANSFERD_RETURN_IF_ERROR(engine_.models().Get(id).status());
+  return IdFromName(field, "models", name);
+}
+
+absl::StatusOr<std::string> EngineApi::ResolveModel(std::string_view field,
+                                                    const std::string& name) {
+  TRANSFERD_ASSIGN_OR_RETURN(std::string id, ModelIdOf(field, name));
+  // An alias names an existing model (one cannot be deleted while an alias
+  // points at it); "models/{id}" is checked.
+  if (!absl::StartsWith(name, kAliases)) {
+    TRANSFERD_RETURN_IF_ERROR(engine_.models().Get(id).status());
+  }
   return id;
 }
 
 absl::StatusOr<ModelInfo> EngineApi::GetModel(const std::string& name) {
-  TRANSFERD_ASSIGN_OR_RETURN(std::string id, ResolveModel("name", name));
+  TRANSFERD_ASSIGN_OR_RETURN(std::string id, ModelIdOf("name", name));
   return engine_.models().Get(id);
 }
 
@@ -336,7 +345,9 @@ absl::StatusOr<std::unique_ptr<ModelImport>> EngineApi::BeginModelImport(
 // ---- Inference ----
 
 void EngineApi::Predict(const std::string& model_name, PredictCall call) {
-  absl::StatusOr<std::string> id = ResolveModel("model", model_name);
+  // An unknown "models/{id}" is answered by the predictor, whose cached
+  // metadata spares the registry read on every call.
+  absl::StatusOr<std::string> id = ModelIdOf("model", model_name);
   if (!id.ok()) {
     call.done(id.status(), {});
     return;

@@ -189,6 +189,11 @@ class EngineApi {
           listener);
 
  private:
+  // The model id `name` names: "models/{id}" parsed (not looked up),
+  // "aliases/{alias}" resolved; INVALID_ARGUMENT starting with `field`,
+  // NOT_FOUND for an unknown alias, UNAVAILABLE when not ready.
+  absl::StatusOr<std::string> ModelIdOf(std::string_view field,
+                                        const std::string& name);
   // The class names of `job`'s confusion matrices; `datasets` caches the
   // dataset lookups of one listing.
   std::vector<std::string> ClassesOf(
