@@ -304,23 +304,28 @@ TEST_F(EngineApiTest, PredictIsAnsweredWhileTheExecutorIsBlocked) {
   Register();
   // Every executor thread (Engine::Options::executor_threads, 2) waits
   // until released, and more work is queued behind them.
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<void> both_blocked;
-  std::atomic<int> blocked{0};
+  // The tasks outlive this body (those queued behind run at TearDown): what
+  // they touch is shared, not on this stack.
+  struct Gate {
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::promise<void> both_blocked;
+    std::atomic<int> blocked{0};
+  };
+  auto gate = std::make_shared<Gate>();
   for (int i = 0; i < 8; ++i) {
-    api_->executor().Schedule([released, &blocked, &both_blocked] {
-      if (++blocked == 2) both_blocked.set_value();
-      released.wait();
+    api_->executor().Schedule([gate] {
+      if (++gate->blocked == 2) gate->both_blocked.set_value();
+      gate->released.wait();
     });
   }
-  both_blocked.get_future().wait();
+  gate->both_blocked.get_future().wait();
 
   // Were it decoded on the executor, it would wait for the release below.
   std::future<Answer> pending = Predict("models/m-1");
   const std::future_status waited = pending.wait_for(std::chrono::seconds(60));
-  const int blocked_meanwhile = blocked.load();
-  release.set_value();
+  const int blocked_meanwhile = gate->blocked.load();
+  gate->release.set_value();
   ASSERT_EQ(waited, std::future_status::ready);
   EXPECT_EQ(blocked_meanwhile, 2);  // nothing queued behind them had run
   Answer a = pending.get();
