@@ -1,8 +1,11 @@
 #include "server/rpc/conversions.h"
 
+#include <google/protobuf/stubs/common.h>
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/engine.h"
+#include "server/core/util/build_info.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::rpc {
@@ -248,6 +251,83 @@ void ToProto(const core::AliasInfo& in, v1::Alias* out) {
   out->set_name(absl::StrCat("aliases/", in.alias));
   out->set_model(absl::StrCat("models/", in.model_id));
   *out->mutable_update_time() = Ts(in.update_time);
+}
+
+// ---- Server and inference ---------------------------------------------------
+
+void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
+  const core::BuildInfo& build = core::GetBuildInfo();
+  out->set_version(build.version);
+  v1::BuildInfo* b = out->mutable_build();
+  b->set_revision(build.revision);
+  b->set_build_type(build.build_type);
+  b->set_compiler(build.compiler);
+  b->set_torch_version(build.torch_version);
+  b->set_protobuf_version(
+      google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
+  b->set_torch_cuda(build.torch_cuda);
+
+  v1::DeviceInfo* d = out->mutable_device();
+  d->set_name(info.device.name);
+  d->set_description(info.device.description);
+  d->set_threads(info.device.threads);
+  d->set_memory_bytes(info.device.memory_bytes);
+  d->set_default_precision(info.device.precision == "bf16"
+                               ? v1::PRECISION_BF16
+                               : v1::PRECISION_FP32);
+
+  v1::CpuFeatures* c = out->mutable_cpu();
+  c->set_avx2(info.cpu.avx2);
+  c->set_avx512f(info.cpu.avx512f);
+  c->set_avx512_bf16(info.cpu.avx512_bf16);
+  c->set_amx_tile(info.cpu.amx_tile);
+  c->set_amx_bf16(info.cpu.amx_bf16);
+  c->set_onednn(info.cpu.onednn);
+  c->set_logical_cpus(info.cpu.logical_cpus);
+
+  out->clear_backbones();
+  for (const core::BackboneDescription& bb : info.backbones) {
+    v1::BackboneInfo* o = out->add_backbones();
+    o->set_name(bb.name);
+    o->set_keras_name(bb.keras_name);
+    for (double a : bb.alphas) o->add_alphas(a);
+    o->set_default_input_size(bb.default_input_size);
+    o->set_min_input_size(bb.min_input_size);
+    o->set_parameters(bb.parameters);
+    for (const std::string& w : bb.weights_available) {
+      o->add_weights_available(w);
+    }
+  }
+  *out->mutable_start_time() =
+      google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(
+              info.start_time.time_since_epoch())
+              .count());
+  out->set_store_schema_version(info.store_schema_version);
+}
+
+int32_t ItemCode(absl::StatusCode code) {
+  // absl::StatusCode is google.rpc.Code, number for number (absl's
+  // status.h); anything outside it is INTERNAL, as ToGrpcStatus maps it.
+  const int n = static_cast<int>(code);
+  return n >= 0 && n <= 16 ? n
+                           : static_cast<int32_t>(absl::StatusCode::kInternal);
+}
+
+void PredictionToProto(const std::string& id, const core::ImageResult& r,
+                       const std::vector<std::string>& classes,
+                       v1::ImagePrediction* out) {
+  out->set_id(id);
+  out->mutable_status()->set_code(ItemCode(r.status.code()));
+  out->mutable_status()->set_message(std::string(r.status.message()));
+  if (!r.status.ok() || r.label < 0) return;
+  out->set_label(classes[r.label]);
+  out->set_probability(r.probabilities[r.label]);
+  for (size_t c = 0; c < classes.size() && c < r.probabilities.size(); ++c) {
+    v1::ClassScore* s = out->add_scores();
+    s->set_label(classes[c]);
+    s->set_probability(r.probabilities[c]);
+  }
 }
 
 // ---- Jobs: the request and the resolved spec --------------------------------

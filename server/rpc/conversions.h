@@ -15,10 +15,17 @@
 #include "server/core/datasets.h"
 #include "server/core/jobs.h"
 #include "server/core/model_info.h"
+#include "server/core/predictor.h"
 #include "server/core/train/job_request.h"
 #include "transferd/v1/datasets.pb.h"
+#include "transferd/v1/inference.pb.h"
 #include "transferd/v1/jobs.pb.h"
 #include "transferd/v1/models.pb.h"
+#include "transferd/v1/server.pb.h"
+
+namespace transferd::core {
+struct EngineInfo;
+}  // namespace transferd::core
 
 namespace transferd::rpc {
 
@@ -58,6 +65,17 @@ absl::StatusOr<core::train::JobRequest> JobRequestFromProto(
 v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
                            const core::train::ResolvedJob& resolved,
                            const std::string& base_model);
+
+// What the engine says of itself (build, device, CPU, backbones, start time,
+// store version) into `out`; the rest of `out` (limits, services, the gRPC
+// version) is left as it is.
+void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out);
+// The google.rpc code of a per-image status.
+int32_t ItemCode(absl::StatusCode code);
+// One image's answer: its status, and its label and class scores when OK.
+void PredictionToProto(const std::string& id, const core::ImageResult& r,
+                       const std::vector<std::string>& classes,
+                       v1::ImagePrediction* out);
 
 v1::Split SplitToProto(common::Split split);
 v1::LabelSource LabelSourceToProto(common::LabelSource source);

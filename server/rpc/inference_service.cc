@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/api/engine_api.h"
+#include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
 
@@ -35,28 +36,6 @@ std::chrono::steady_clock::time_point SteadyDeadline(
       std::chrono::steady_clock::now() +
           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
               deadline - now));
-}
-
-// The item's code is a google.rpc code: the one mapping (grpc_status.h).
-void SetItemStatus(const absl::Status& status, v1::ItemStatus* out) {
-  const grpc::Status mapped = ToGrpcStatus(status);
-  out->set_code(static_cast<int32_t>(mapped.error_code()));
-  out->set_message(mapped.error_message());
-}
-
-void FillPrediction(const std::string& id, const core::ImageResult& r,
-                    const std::vector<std::string>& classes,
-                    v1::ImagePrediction* out) {
-  out->set_id(id);
-  SetItemStatus(r.status, out->mutable_status());
-  if (!r.status.ok() || r.label < 0) return;
-  out->set_label(classes[r.label]);
-  out->set_probability(r.probabilities[r.label]);
-  for (size_t c = 0; c < classes.size() && c < r.probabilities.size(); ++c) {
-    v1::ClassScore* s = out->add_scores();
-    s->set_label(classes[c]);
-    s->set_probability(r.probabilities[c]);
-  }
 }
 
 // A PredictStream refused before it started.
@@ -164,11 +143,12 @@ class PredictStreamReactor final
       answer.set_request_id(request_id);
       v1::ImagePrediction* p = answer.mutable_prediction();
       if (!status.ok()) {
-        p->set_id(image_id);
-        SetItemStatus(status, p->mutable_status());
+        core::ImageResult failed;
+        failed.status = status;
+        PredictionToProto(image_id, failed, {}, p);
       } else {
         answer.set_model(absl::StrCat("models/", out.model_id));
-        FillPrediction(image_id, out.images.at(0), out.classes, p);
+        PredictionToProto(image_id, out.images.at(0), out.classes, p);
       }
       Answered(std::move(answer));
     };
@@ -248,8 +228,8 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
     }
     response->set_model(absl::StrCat("models/", out.model_id));
     for (int i = 0; i < request->images_size(); ++i) {
-      FillPrediction(request->images(i).id(), out.images.at(i), out.classes,
-                     response->add_predictions());
+      PredictionToProto(request->images(i).id(), out.images.at(i), out.classes,
+                        response->add_predictions());
     }
     reactor->Finish(grpc::Status::OK);
   };

@@ -241,13 +241,18 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   server->auth_ = std::move(*auth);
   LogSecurity(options, *server->auth_);
 
-  std::vector<std::string> implemented = ImplementedServices(options);
-  v1::Limits limits = ReportedLimits(options, engine);
+  v1::ServerInfo static_info;
+  static_info.mutable_build()->set_grpc_version(grpc::Version());
+  *static_info.mutable_limits() = ReportedLimits(options, engine);
+  for (std::string& s : ImplementedServices(options)) {
+    static_info.add_implemented_services(std::move(s));
+  }
+  server->static_info_ = static_info.SerializeAsString();
 
   server->api_ = std::make_unique<core::api::EngineApi>(engine);
   core::api::EngineApi& api = *server->api_;
   server->server_service_ =
-      std::make_unique<ServerService>(api, *server->auth_, limits, implemented);
+      std::make_unique<ServerService>(api, *server->auth_, static_info);
   server->datasets_service_ =
       std::make_unique<DatasetsService>(api, *server->auth_);
   server->jobs_service_ = std::make_unique<JobsService>(api, *server->auth_);

@@ -94,6 +94,12 @@ class RpcServer {
   // The tokens and roles in force; the HTTP port checks the same ones.
   const auth::Authorizer& authorizer() const { return *auth_; }
 
+  // What GetServerInfo reports besides the engine's own description (the
+  // limits, the implemented services, the gRPC version): a serialized
+  // transferd.v1.ServerInfo, which the HTTP port's /api/v1/server completes
+  // the same way.
+  const std::string& static_server_info() const { return static_info_; }
+
   // The health-only listener's port (0 when there is none).
   int health_port() const { return health_port_; }
 
@@ -117,6 +123,7 @@ class RpcServer {
   std::unique_ptr<grpc::CallbackGenericService> health_generic_;
   std::unique_ptr<grpc::Server> health_server_;
   int health_port_ = 0;
+  std::string static_info_;
   bool shut_down_ = false;
 };
 

@@ -1,9 +1,6 @@
 // transferd.v1.Server: describes the running server.
 #pragma once
 
-#include <string>
-#include <vector>
-
 #include "transferd/v1/server.grpc.pb.h"
 
 namespace transferd::core::api {
@@ -17,11 +14,11 @@ namespace transferd::rpc {
 
 class ServerService final : public transferd::v1::Server::CallbackService {
  public:
-  // `limits` are the limits in force, `implemented` the services this build
-  // implements (both reported verbatim).
+  // `static_info`: what the engine does not know (the limits in force, the
+  // services this build implements, library versions), reported verbatim
+  // with the engine's own description (ServerInfoToProto).
   ServerService(core::api::EngineApi& api, const auth::Authorizer& auth,
-                transferd::v1::Limits limits,
-                std::vector<std::string> implemented);
+                transferd::v1::ServerInfo static_info);
 
   grpc::ServerUnaryReactor* GetServerInfo(
       grpc::CallbackServerContext* ctx,
@@ -31,8 +28,7 @@ class ServerService final : public transferd::v1::Server::CallbackService {
  private:
   core::api::EngineApi& api_;
   const auth::Authorizer& auth_;
-  transferd::v1::Limits limits_;
-  std::vector<std::string> implemented_;
+  const transferd::v1::ServerInfo static_info_;
 };
 
 }  // namespace transferd::rpc
