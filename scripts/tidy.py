@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""clang-tidy over server/rpc and server/core with a result cache.
+"""clang-tidy over server/rpc, server/core, server/http and server/auth with a result cache.
 
 Reads BUILD_DIR/compile_commands.json (the precompiled <torch/torch.h> is
 GCC's: clang gets `-include torch/torch.h` instead), and skips a file whose
@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIRS = ("server/rpc/", "server/core/")
+DIRS = ("server/rpc/", "server/core/", "server/http/", "server/auth/")
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                      "transferd-tidy")
 

@@ -101,6 +101,9 @@ std::string FinishHttp(const Binding& b, ServerConfig& config) {
                ? "--metrics-require-token needs --http-listen"
                : "";
   }
+  // Same body and time limits as gRPC's.
+  http.max_body_bytes = config.rpc.max_receive_message_bytes;
+  http.max_request_time = std::chrono::seconds(b.max_request_seconds);
   http.tls_cert_file = config.rpc.tls_cert_file;
   http.tls_key_file = config.rpc.tls_key_file;
   http.tls_client_ca_file = config.rpc.tls_client_ca_file;

@@ -125,13 +125,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(
     const transferd::app::ServerConfig& config, EngineApi& api, Engine& engine,
     const RpcServer& rpc) {
   if (config.http.listen_address.empty()) return nullptr;
+  HttpServer::Options options = config.http;
+  options.server_info_base = rpc.static_server_info();
   auto http =
-      HttpServer::Start(config.http, api, engine.metrics(), rpc.authorizer());
+      HttpServer::Start(options, api, engine.metrics(), rpc.authorizer());
   if (!http.ok()) return http.status();
-  spdlog::info("serving HTTP{} on {} (port {}): /metrics{}, /healthz, /readyz",
-               (*http)->tls() ? "S" : "", config.http.listen_address,
-               (*http)->port(),
-               config.http.metrics_require_token ? " (token)" : "");
+  spdlog::info(
+      "serving HTTP{} on {} (port {}): dashboard /, JSON API /api/v1/, "
+      "/metrics{}, /healthz, /readyz",
+      (*http)->tls() ? "S" : "", config.http.listen_address, (*http)->port(),
+      config.http.metrics_require_token ? " (token)" : "");
   return http;
 }
 

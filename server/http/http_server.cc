@@ -6,7 +6,6 @@
 #include <fstream>
 #include <utility>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/numbers.h"
@@ -15,6 +14,10 @@
 #include "server/core/api/engine_api.h"
 #include "server/core/util/log.h"
 #include "server/core/util/metrics.h"
+#include "server/http/assets.h"
+#include "server/http/event_stream.h"
+#include "server/http/http_util.h"
+#include "server/http/json_api.h"
 
 namespace transferd::http {
 namespace {
@@ -51,20 +54,6 @@ absl::Status CheckReadable(const std::string& path, const char* what) {
       absl::StrCat("cannot read the ", what, " file ", path));
 }
 
-// The error body every route answers with; `http_status` 0: the standard
-// mapping of the code.
-void SetError(httplib::Response& res, const absl::Status& status,
-              int http_status = 0) {
-  res.status = http_status != 0 ? http_status : HttpStatusFor(status.code());
-  nlohmann::json body = {{"error",
-                          {{"code", res.status},
-                           {"status", absl::StatusCodeToString(status.code())},
-                           {"message", std::string(status.message())}}}};
-  res.set_content(
-      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-      "application/json");
-}
-
 auth::Authorizer::Caller CallerOf(const httplib::Request& req) {
   auth::Authorizer::Caller caller;
   caller.carrier = "header";
@@ -73,6 +62,18 @@ auth::Authorizer::Caller CallerOf(const httplib::Request& req) {
   }
   return caller;
 }
+
+bool IsAsset(const std::string& path) {
+  for (const Asset& asset : DashboardAssets()) {
+    if (asset.path == path) return true;
+  }
+  return false;
+}
+
+constexpr char kContentSecurityPolicy[] =
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'";
 
 }  // namespace
 
@@ -150,15 +151,20 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   } else {
     server->server_ = std::make_unique<httplib::Server>();
   }
-  const int threads = std::max(1, options.threads);
+  const int threads = std::max(2, options.threads);
+  server->streams_ = std::make_unique<EventStreams>(api, threads / 2);
   server->server_->new_task_queue = [threads] {
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
-  server->server_->set_payload_max_length(1 << 20);
+  server->server_->set_payload_max_length(
+      static_cast<size_t>(std::max<int64_t>(options.max_body_bytes, 1024)));
   server->server_->set_read_timeout(std::chrono::seconds(10));
   server->server_->set_write_timeout(std::chrono::seconds(10));
-  server->server_->set_keep_alive_timeout(30);
+  // An idle keep-alive connection holds a thread: let it go soon.
+  server->server_->set_keep_alive_timeout(5);
+  server->Guard();
   server->Route();
+  server->HandleErrorsAndLog();
 
   httplib::Server& s = *server->server_;
   if (address->port == 0) {
@@ -179,22 +185,50 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   return server;
 }
 
+void HttpServer::Guard() {
+  httplib::Server& s = *server_;
+  // Every response: no sniffing, no framing, no referrer, and a
+  // Content-Security-Policy without inline scripts or styles (the page's
+  // scripts and styles are its own files; images it shows are blob: URLs of
+  // the files the user chose). No CORS header is ever sent.
+  s.set_post_routing_handler(
+      [](const httplib::Request&, httplib::Response& res) {
+        res.set_header("X-Content-Type-Options", "nosniff");
+        res.set_header("X-Frame-Options", "DENY");
+        res.set_header("Referrer-Policy", "no-referrer");
+        res.set_header("Content-Security-Policy", kContentSecurityPolicy);
+      });
+  // Every path but the probes, the page's own files and (unless asked)
+  // /metrics needs a token; a request from a page of another origin is
+  // refused whatever it carries.
+  s.set_pre_routing_handler([this](const httplib::Request& req,
+                                   httplib::Response& res) {
+    const std::string host = req.has_header("X-Forwarded-Host")
+                                 ? req.get_header_value("X-Forwarded-Host")
+                                 : req.get_header_value("Host");
+    if (!SameOrigin(req.get_header_value("Origin"), host)) {
+      SetError(res, absl::PermissionDeniedError(absl::StrCat(
+                        "cross-origin request refused: Origin ",
+                        req.get_header_value("Origin").substr(0, 100),
+                        " is not this server (", host.substr(0, 100), ")")));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    const bool open_path =
+        req.path == "/healthz" || req.path == "/readyz" ||
+        (req.path == "/metrics" && !options_.metrics_require_token) ||
+        (req.method == "GET" && IsAsset(req.path));
+    if (open_path) return httplib::Server::HandlerResponse::Unhandled;
+    absl::Status allowed =
+        auth_->Check(CallerOf(req), auth::Role::kViewer,
+                     absl::StrCat(req.method, " ", req.path));
+    if (allowed.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    SetError(res, allowed);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+}
+
 void HttpServer::Route() {
   httplib::Server& s = *server_;
-  // Every path but the probes and (unless asked) /metrics needs a token.
-  s.set_pre_routing_handler(
-      [this](const httplib::Request& req, httplib::Response& res) {
-        const bool open_path =
-            req.path == "/healthz" || req.path == "/readyz" ||
-            (req.path == "/metrics" && !options_.metrics_require_token);
-        if (open_path) return httplib::Server::HandlerResponse::Unhandled;
-        absl::Status allowed =
-            auth_->Check(CallerOf(req), auth::Role::kViewer,
-                         absl::StrCat(req.method, " ", req.path));
-        if (allowed.ok()) return httplib::Server::HandlerResponse::Unhandled;
-        SetError(res, allowed);
-        return httplib::Server::HandlerResponse::Handled;
-      });
   s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
@@ -213,8 +247,27 @@ void HttpServer::Route() {
                       "text/plain; version=0.0.4; charset=utf-8");
     });
   }
+  // The dashboard: its files, served to anyone (they hold no data; every
+  // call they make carries the token the user enters).
+  for (const Asset& asset : DashboardAssets()) {
+    s.Get(std::string(asset.path),
+          [&asset](const httplib::Request&, httplib::Response& res) {
+            res.set_header("Cache-Control", "no-cache");
+            res.set_content(asset.body.data(), asset.body.size(),
+                            std::string(asset.content_type).c_str());
+          });
+  }
+  JsonApiOptions api_options;
+  api_options.max_request_time = options_.max_request_time;
+  api_options.server_info_base = options_.server_info_base;
+  AddJsonApiRoutes(s, *api_, *auth_, api_options, *streams_);
+}
+
+void HttpServer::HandleErrorsAndLog() {
+  httplib::Server& s = *server_;
   // Unknown paths, and methods a path does not take.
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  s.set_error_handler([max_body = options_.max_body_bytes](
+                          const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // a route's own error
     if (res.status == 404) {
       SetError(res,
@@ -225,6 +278,12 @@ void HttpServer::Route() {
                absl::UnimplementedError(
                    absl::StrCat(req.method, " is not supported on ", req.path)),
                405);
+    } else if (res.status == 413) {
+      SetError(res,
+               absl::ResourceExhaustedError(absl::StrCat(
+                   "the request body is larger than the limit of ", max_body,
+                   " bytes (--max-receive-message-bytes)")),
+               413);
     }
   });
   s.set_exception_handler([](const httplib::Request& req,
@@ -253,6 +312,7 @@ void HttpServer::Route() {
 }
 
 void HttpServer::Shutdown() {
+  if (streams_ != nullptr) streams_->Stop();
   if (server_ != nullptr) server_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -21,6 +21,7 @@
 // (INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -46,6 +47,8 @@ class Authorizer;
 
 namespace transferd::http {
 
+class EventStreams;
+
 // The HTTP status for a gRPC/absl code (google/rpc/code.proto's mapping).
 int HttpStatusFor(absl::StatusCode code);
 
@@ -62,8 +65,16 @@ class HttpServer {
     // /metrics needs a viewer token too.
     bool metrics_require_token = false;
     // Threads serving connections (each keep-alive connection holds one
-    // while it is open).
-    int threads = 8;
+    // while it is open; at most half of them serve event streams).
+    int threads = 16;
+    // The largest request body (a Predict's images): gRPC's
+    // --max-receive-message-bytes. Larger bodies get 413.
+    int64_t max_body_bytes = 64 << 20;
+    // The cap on a Predict call's time (--max-request-seconds).
+    std::chrono::milliseconds max_request_time{300000};
+    // A serialized transferd.v1.ServerInfo with what the engine does not
+    // know (RpcServer::static_server_info()), for /api/v1/server.
+    std::string server_info_base;
   };
 
   // Binds and starts serving. UNAVAILABLE when the address cannot be bound,
@@ -83,12 +94,19 @@ class HttpServer {
 
  private:
   HttpServer() = default;
+  // Security headers, the origin check and the token check.
+  void Guard();
+  // Probes, /metrics, the dashboard's files and the JSON API.
   void Route();
+  // JSON error bodies for unknown routes, exceptions and oversized bodies;
+  // the access log.
+  void HandleErrorsAndLog();
 
   Options options_;
   core::api::EngineApi* api_ = nullptr;
   core::Metrics* metrics_ = nullptr;
   const auth::Authorizer* auth_ = nullptr;
+  std::unique_ptr<EventStreams> streams_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
