@@ -29,127 +29,18 @@ absent, unless CI=true, where scripts/install-deps installs them).
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
-SKIP = 77
-TOKEN = "dashboard-admin-token-0123456789"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from transferd_fixture import (TOKEN, Server, fail, job_spec, link_subset, remove,  # noqa: E402
+                               shared_paths, skip, stage, temp_root)
+
 VIEWER = "dashboard-viewer-token-0123456789"
 CAT = "cat.1050.jpg"  # validation split, not among the 100 + 50 per class used
-
-
-def fail(message):
-    print("FAIL: " + message, file=sys.stderr)
-    sys.exit(1)
-
-
-def skip(message):
-    print("SKIP: " + message)
-    sys.exit(SKIP)
-
-
-def shared_paths():
-    data = os.environ.get("TRANSFERD_TEST_DATA")
-    weights = os.environ.get("TRANSFERD_TEST_WEIGHTS")
-    if not data or not weights:
-        skip("TRANSFERD_TEST_DATA and TRANSFERD_TEST_WEIGHTS are not set")
-    weights_file = os.path.join(weights, "mobilenet_2_5_224_tf_no_top.h5")
-    for path in (os.path.join(data, "train"), os.path.join(data, "validation", CAT), weights_file):
-        if not os.path.exists(path):
-            fail(f"{path} is missing (TRANSFERD_TEST_DATA={data}, TRANSFERD_TEST_WEIGHTS={weights})")
-    return data, weights_file
-
-
-def link_subset(src, dst, per_class):
-    """per_class images of each class and split, as links (nothing copied)."""
-    for split, n in (("train", per_class), ("validation", per_class // 2)):
-        os.makedirs(os.path.join(dst, split))
-        names = sorted(os.listdir(os.path.join(src, split)),
-                       key=lambda f: (f.split(".")[0], int(f.split(".")[1])))
-        seen = {}
-        for name in names:
-            cls = name.split(".")[0]
-            if seen.get(cls, 0) < n:
-                seen[cls] = seen.get(cls, 0) + 1
-                os.symlink(os.path.realpath(os.path.join(src, split, name)),
-                           os.path.join(dst, split, name))
-
-
-class Server:
-    def __init__(self, binary, data_dir, token_file):
-        self.log_path = os.path.join(data_dir, "transferd.log")
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--http-listen=127.0.0.1:0",
-             "--token-file", token_file, "--data-dir", os.path.join(data_dir, "data")],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        self.grpc_port = self.http_port = None
-        while time.monotonic() < deadline and not (self.grpc_port and self.http_port):
-            if self.proc.poll() is not None:
-                fail("transferd exited:\n" + self.text())
-            text = self.text()
-            m = re.search(r"serving transferd\.v1 on .* \(port (\d+)\)", text)
-            h = re.search(r"serving HTTP on .* \(port (\d+)\)", text)
-            self.grpc_port = m and int(m.group(1))
-            self.http_port = h and int(h.group(1))
-            time.sleep(0.05)  # polling the log for the bound ports
-        if not (self.grpc_port and self.http_port):
-            fail("transferd did not report its ports:\n" + self.text())
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(self.url + "/readyz", timeout=5).status == 200:
-                    return
-            except urllib.error.URLError:
-                time.sleep(0.1)  # polling readiness
-        fail("transferd did not become ready:\n" + self.text())
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def api(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + "/api/v1/" + path, data=data, method=method,
-                                     headers={"Authorization": "Bearer " + TOKEN,
-                                              "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as res:
-                return json.load(res)
-        except urllib.error.HTTPError as e:
-            fail(f"{method} {path}: {e.code} {e.read().decode()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                fail("transferd did not stop on SIGTERM")
-
-
-def stage(name, trainable_from, optimizer, lr, epochs):
-    return {"name": name, "trainable_from": trainable_from, "epochs": epochs, "batch_size": 16,
-            "optimizer": {"kind": optimizer, "learning_rate": lr}}
-
-
-def job_spec(weights, stages, input_size=160):
-    return {"kind": "JOB_KIND_TRAIN", "dataset": "datasets/cd", "seed": "1",
-            "model": {"backbone": "mobilenet", "alpha": 0.25, "weights": weights,
-                      "input_size": input_size, "precision": "PRECISION_FP32",
-                      "head": {"pooling": "POOLING_GLOBAL_AVERAGE", "hidden_units": 0, "dropout": 0}},
-            "stages": stages}
 
 
 class Browser:
@@ -233,25 +124,15 @@ def main():
     args = parser.parse_args()
     OUT = args.out
     os.makedirs(OUT, exist_ok=True)
-    data, weights_file = shared_paths()
+    data, weights_file = shared_paths(os.path.join("validation", CAT))
     browser = Browser("")  # skips early when Chromium is missing
 
-    tmp = tempfile.mkdtemp(prefix="transferd-dashboard-")
+    tmp = temp_root("transferd-dashboard-")
     server = None
     try:
-        os.makedirs(os.path.join(tmp, "data", "weights"))
-        os.symlink(weights_file, os.path.join(tmp, "data", "weights", os.path.basename(weights_file)))
-        token_file = os.path.join(tmp, "tokens")
-        with open(token_file, "w") as f:
-            f.write(f"{TOKEN} admin dashboard-test\n{VIEWER} viewer dashboard-viewer\n")
-        os.chmod(token_file, 0o600)
         link_subset(data, os.path.join(tmp, "images"), 100)
-        server = Server(args.transferd, tmp, token_file)
-        env = dict(os.environ, TRANSFERD_ADDR=f"127.0.0.1:{server.grpc_port}", TRANSFERD_TOKEN=TOKEN)
-        upload = subprocess.run([args.transferctl, "datasets", "upload", os.path.join(tmp, "images"),
-                                 "--id", "cd"], env=env, capture_output=True, text=True, timeout=300)
-        if upload.returncode != 0:
-            fail("upload failed: " + upload.stdout + upload.stderr)
+        server = Server(args.transferd, tmp, {TOKEN: "admin", VIEWER: "viewer"}, weights_file)
+        server.transferctl(args.transferctl, "datasets", "upload", os.path.join(tmp, "images"), "--id", "cd")
 
         # A long job holds the worker while the page opens the next one's view.
         server.api("POST", "jobs", {"job_id": "blocker", "spec": job_spec(
@@ -270,7 +151,7 @@ def main():
         try:
             browser.driver.quit()
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)
     print("PASS: dashboard: token refused and accepted, cancel, live curves, predict, "
           "phone width, keyboard, server gone; screenshots in " + OUT)
 
@@ -350,7 +231,7 @@ def run_browser(b, server):
     b.wait("the predict view", lambda: b.count("#predict-files") == 1)
     if d.find_element(By.ID, "predict-model").get_attribute("value") != model:
         fail("the predict view did not preselect " + model)
-    broken = os.path.join(os.path.dirname(server.log_path), "broken.jpg")
+    broken = os.path.join(server.root, "broken.jpg")
     with open(broken, "wb") as f:
         f.write(b"this is not a JPEG")
     cat = os.path.join(os.environ["TRANSFERD_TEST_DATA"], "validation", CAT)
