@@ -26,7 +26,7 @@
 //                 [--server-args "ARGS"] [--server-env "K=V ..."]
 //                 [--transferd PATH] [--keep]
 //                 [--no-training] [--training-concurrency 1,8]
-//                 [--metrics-cost ROUNDS]
+//                 [--metrics-cost ROUNDS] [--protocols v1,oip-grpc,oip-rest]
 //
 // Unless --no-training, the served rows at --training-concurrency are then
 // measured again while a training job runs on the same server (MobileNet
@@ -34,12 +34,20 @@
 // images): what serving costs with the device shared, and the job's own
 // images/s with and without the load.
 //
+// --protocols adds, at each concurrency, rows for the Open Inference
+// Protocol (KServe v2) next to transferd.v1's in the same run: "oip-grpc"
+// (ModelInfer, the JPEG as a raw BYTES tensor, as Triton's clients send it)
+// and "oip-rest" (POST /v2/models/{id}/infer with binary tensor data both
+// ways, one keep-alive connection per thread), with the target oip c=32
+// throughput >= 0.95x transferd.v1's.
+//
 // With --metrics-cost R it measures instead what the Prometheus metrics cost
 // on the hot path: served c=32 images/s and c=1 p50 with the server's
 // metrics on (the default) and off (--no-metrics), on servers started in
 // alternation (on, off, off, on, ...) for R rounds each, and prints the
 // medians and their difference (target: within 2%).
 #include <fcntl.h>
+#include <httplib.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -75,6 +83,7 @@
 
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
 #include "server/core/backbones/preprocessing.h"
 #include "server/core/backbones/weights_cache.h"
 #include "server/core/data/images.h"
@@ -131,6 +140,10 @@ struct Options {
   // server's metrics on and off (--no-metrics), alternating servers for
   // this many rounds each.
   int metrics_cost_rounds = 0;
+  // The served protocols measured side by side at each concurrency:
+  // "v1" (transferd.v1 Predict), "oip-grpc" (the Open Inference Protocol's
+  // ModelInfer, raw BYTES), "oip-rest" (its REST form, binary tensor data).
+  std::vector<std::string> protocols = {"v1"};
 };
 
 std::vector<std::string> Split(const std::string& s, char sep) {
@@ -168,7 +181,7 @@ std::vector<std::string> SplitWords(const std::string& s) {
       "PATH] "
       "[--keep]\n"
       "  [--no-training] [--training-concurrency 1,8]\n"
-      "  [--metrics-cost ROUNDS]\n",
+      "  [--metrics-cost ROUNDS] [--protocols v1,oip-grpc,oip-rest]\n",
       why);
   std::exit(2);
 }
@@ -221,6 +234,8 @@ Options ParseOptions(int argc, char** argv) {
       }
     } else if (a == "--metrics-cost")
       o.metrics_cost_rounds = std::atoi(value().c_str());
+    else if (a == "--protocols")
+      o.protocols = Split(value(), ',');
     else
       Usage(("unknown argument " + a).c_str());
   }
@@ -228,6 +243,10 @@ Options ParseOptions(int argc, char** argv) {
     Usage("seconds must be positive");
   }
   if (o.channels < 1) Usage("--channels must be >= 1");
+  for (const std::string& p : o.protocols) {
+    if (p != "v1" && p != "oip-grpc" && p != "oip-rest")
+      Usage("--protocols takes v1, oip-grpc, oip-rest");
+  }
   for (int c : o.concurrency) {
     if (c < 1) Usage("--concurrency values must be >= 1");
   }
@@ -404,6 +423,11 @@ class Server {
     std::vector<std::string> args = {
         o.transferd,        "--listen",    address_, "--data-dir",
         data_root.string(), "--log-level", "warn"};
+    if (std::find(o.protocols.begin(), o.protocols.end(), "oip-rest") !=
+        o.protocols.end()) {
+      http_port_ = FreeLoopbackPort();
+      args.push_back("--http-listen=127.0.0.1:" + std::to_string(http_port_));
+    }
     if (o.threads > 0) {
       args.push_back("--threads");
       args.push_back(std::to_string(o.threads));
@@ -448,6 +472,7 @@ class Server {
   ~Server() { Stop(); }
 
   const std::string& address() const { return address_; }
+  int http_port() const { return http_port_; }
   const std::string& command_line() const { return command_line_; }
   pid_t pid() const { return pid_; }
 
@@ -524,6 +549,7 @@ class Server {
  private:
   fs::path log_path_;
   std::string address_;
+  int http_port_ = 0;
   std::string command_line_;
   pid_t pid_ = -1;
 };
@@ -643,45 +669,32 @@ struct ThreadResult {
   std::string first_error;
 };
 
-// One client thread: Predict calls back to back until `end`; latencies of
-// calls that complete within [window_start, end] are kept.
-void ClientLoop(v1::Inference::Stub* stub, const v1::PredictRequest* request,
-                Clock::time_point window_start, Clock::time_point end,
-                ThreadResult* out) {
-  v1::PredictResponse response;
+// One call of a load generator's thread: "" on success, else what failed.
+using Caller = std::function<std::string()>;
+
+// One client thread: calls back to back until `end`; latencies of calls
+// that complete within [window_start, end] are kept.
+void ClientLoop(Caller* call, Clock::time_point window_start,
+                Clock::time_point end, ThreadResult* out) {
   while (true) {
     const auto t0 = Clock::now();
     if (t0 >= end) break;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(30));
-    response.Clear();
-    const grpc::Status s = stub->Predict(&ctx, *request, &response);
+    const std::string error = (*call)();
     const auto t1 = Clock::now();
     if (t1 < window_start || t1 > end) continue;
-    if (s.ok() && response.predictions_size() == 1 &&
-        response.predictions(0).status().code() == 0) {
+    if (error.empty()) {
       out->ms.push_back(Seconds(t1 - t0) * 1e3);
     } else {
       ++out->errors;
-      if (out->first_error.empty()) {
-        out->first_error =
-            s.ok()
-                ? "image status " + response.predictions(0).status().message()
-                : std::to_string(s.error_code()) + " " + s.error_message();
-      }
+      if (out->first_error.empty()) out->first_error = error;
     }
   }
 }
 
-Row Served(const Options& o, Server& server,
-           const std::vector<std::shared_ptr<grpc::Channel>>& channels,
-           const v1::PredictRequest& request, int concurrency) {
-  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
-  for (int i = 0; i < concurrency; ++i) {
-    stubs.push_back(v1::Inference::NewStub(
-        channels[static_cast<size_t>(i) % channels.size()]));
-  }
+// A closed loop of callers.size() threads, each with its own caller.
+Row Served(const Options& o, Server& server, std::vector<Caller> callers,
+           const std::string& name) {
+  const int concurrency = static_cast<int>(callers.size());
   const auto start = Clock::now();
   const auto window_start =
       start + std::chrono::duration_cast<Clock::duration>(
@@ -692,9 +705,8 @@ Row Served(const Options& o, Server& server,
   std::vector<ThreadResult> results(static_cast<size_t>(concurrency));
   std::vector<std::thread> threads;
   for (int i = 0; i < concurrency; ++i) {
-    threads.emplace_back(ClientLoop, stubs[static_cast<size_t>(i)].get(),
-                         &request, window_start, end,
-                         &results[static_cast<size_t>(i)]);
+    threads.emplace_back(ClientLoop, &callers[static_cast<size_t>(i)],
+                         window_start, end, &results[static_cast<size_t>(i)]);
   }
   std::this_thread::sleep_until(window_start);
   const double server_cpu0 = server.CpuSeconds();
@@ -712,13 +724,111 @@ Row Served(const Options& o, Server& server,
     if (first_error.empty()) first_error = r.first_error;
   }
   const double images = static_cast<double>(all.size());
-  Row row = Summarise("served c=" + std::to_string(concurrency), std::move(all),
-                      images, o.window_seconds);
+  Row row = Summarise(name + " c=" + std::to_string(concurrency),
+                      std::move(all), images, o.window_seconds);
   row.errors = errors;
   row.first_error = first_error;
   row.server_cores = (server_cpu1 - server_cpu0) / o.window_seconds;
   row.client_cores = (client_cpu1 - client_cpu0) / o.window_seconds;
   return row;
+}
+
+// transferd.v1 Predict, one image per call.
+Row Served(const Options& o, Server& server,
+           const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+           const v1::PredictRequest& request, int concurrency) {
+  std::vector<Caller> callers;
+  for (int i = 0; i < concurrency; ++i) {
+    std::shared_ptr<v1::Inference::Stub> stub = v1::Inference::NewStub(
+        channels[static_cast<size_t>(i) % channels.size()]);
+    callers.push_back([stub, &request]() -> std::string {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+      v1::PredictResponse response;
+      const grpc::Status s = stub->Predict(&ctx, request, &response);
+      if (!s.ok()) {
+        return std::to_string(s.error_code()) + " " + s.error_message();
+      }
+      if (response.predictions_size() != 1 ||
+          response.predictions(0).status().code() != 0) {
+        return "image status " + response.predictions(0).status().message();
+      }
+      return "";
+    });
+  }
+  return Served(o, server, std::move(callers), "served");
+}
+
+// The Open Inference Protocol's ModelInfer (gRPC), one image per call as
+// raw BYTES: what a Triton client sends.
+Row ServedOipGrpc(const Options& o, Server& server,
+                  const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                  const inference::ModelInferRequest& request,
+                  int concurrency) {
+  std::vector<Caller> callers;
+  for (int i = 0; i < concurrency; ++i) {
+    std::shared_ptr<inference::GRPCInferenceService::Stub> stub =
+        inference::GRPCInferenceService::NewStub(
+            channels[static_cast<size_t>(i) % channels.size()]);
+    callers.push_back([stub, &request]() -> std::string {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+      inference::ModelInferResponse response;
+      const grpc::Status s = stub->ModelInfer(&ctx, request, &response);
+      if (!s.ok()) {
+        return std::to_string(s.error_code()) + " " + s.error_message();
+      }
+      return response.raw_output_contents_size() == 2 ? "" : "no outputs";
+    });
+  }
+  return Served(o, server, std::move(callers), "oip grpc");
+}
+
+// A BYTES tensor element in raw form: its 4-byte little-endian length, then
+// its bytes.
+std::string RawBytesElement(const std::string& bytes) {
+  std::string out(4, '\0');
+  for (int b = 0; b < 4; ++b) {
+    out[static_cast<size_t>(b)] =
+        static_cast<char>((bytes.size() >> (8 * b)) & 0xff);
+  }
+  return out + bytes;
+}
+
+// Its REST form with binary tensor data both ways (one keep-alive
+// connection per thread).
+Row ServedOipRest(const Options& o, Server& server, const std::string& model,
+                  const std::string& jpeg, int concurrency) {
+  const std::string element = RawBytesElement(jpeg);
+  const std::string header =
+      "{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\","
+      "\"shape\":[1],\"parameters\":{\"binary_data_size\":" +
+      std::to_string(element.size()) +
+      "}}],\"parameters\":{\"binary_data_output\":true}}";
+  auto body = std::make_shared<const std::string>(header + element);
+  const std::string path = "/v2/models/" + model + "/infer";
+  const httplib::Headers headers = {
+      {"Inference-Header-Content-Length", std::to_string(header.size())}};
+  std::vector<Caller> callers;
+  for (int i = 0; i < concurrency; ++i) {
+    auto client =
+        std::make_shared<httplib::Client>("127.0.0.1", server.http_port());
+    client->set_keep_alive(true);
+    client->set_tcp_nodelay(true);
+    client->set_read_timeout(std::chrono::seconds(30));
+    callers.push_back([client, body, path, headers]() -> std::string {
+      httplib::Result res = client->Post(path.c_str(), headers, *body,
+                                         "application/octet-stream");
+      if (!res) return "HTTP error " + httplib::to_string(res.error());
+      if (res->status != 200) {
+        return std::to_string(res->status) + " " + res->body.substr(0, 200);
+      }
+      return "";
+    });
+  }
+  return Served(o, server, std::move(callers), "oip rest-binary");
 }
 
 // The first call loads and warms the model on the server; UNAVAILABLE is
@@ -1121,8 +1231,28 @@ int main(int argc, char** argv) {
     image->set_data(jpeg);
     auto stub = v1::Inference::NewStub(channels[0]);
     FirstPredict(*stub, request, server);
-    for (int c : o.concurrency)
+    // The same image as the Open Inference Protocol's raw BYTES tensor.
+    inference::ModelInferRequest oip_request;
+    oip_request.set_model_name(m.info.id);
+    auto* input = oip_request.add_inputs();
+    input->set_name("images");
+    input->set_datatype("BYTES");
+    input->add_shape(1);
+    oip_request.add_raw_input_contents(RawBytesElement(jpeg));
+    auto has = [&](const char* p) {
+      return std::find(o.protocols.begin(), o.protocols.end(), p) !=
+             o.protocols.end();
+    };
+    // Protocols side by side at each concurrency, in the same run.
+    for (int c : o.concurrency) {
       rows.push_back(Served(o, server, channels, request, c));
+      if (has("oip-grpc")) {
+        rows.push_back(ServedOipGrpc(o, server, channels, oip_request, c));
+      }
+      if (has("oip-rest")) {
+        rows.push_back(ServedOipRest(o, server, m.info.id, jpeg, c));
+      }
+    }
 
     std::printf("\n%s (model %s, %lld parameters, precision %s)\n",
                 m.label.c_str(), m.info.id.c_str(),
@@ -1169,6 +1299,23 @@ int main(int argc, char** argv) {
           "%.1f / %.1f = "
           "%.2f (>= 0.90) %s\n",
           c32->images_per_second, offline32, ratio, pass ? "PASS" : "MISS");
+    }
+    for (const char* protocol : {"oip grpc", "oip rest-binary"}) {
+      const Row* v1_c32 = find(32);
+      const Row* oip_c32 = nullptr;
+      for (const Row& r : rows) {
+        if (r.name == std::string(protocol) + " c=32") oip_c32 = &r;
+      }
+      if (v1_c32 == nullptr || oip_c32 == nullptr) continue;
+      const double ratio =
+          oip_c32->images_per_second / v1_c32->images_per_second;
+      const bool pass = ratio >= 0.95;
+      all_pass = all_pass && pass;
+      std::printf(
+          "  target: %s c=32 throughput / transferd.v1 c=32 = %.1f / %.1f = "
+          "%.3f (>= 0.95) %s\n",
+          protocol, oip_c32->images_per_second, v1_c32->images_per_second,
+          ratio, pass ? "PASS" : "MISS");
     }
     if (const Row* c1 = find(1)) {
       const double ratio = c1->p50 / one_forward;

@@ -68,9 +68,10 @@ void BindHttp(Binding& b) {
   b.http_listen =
       b.app
           .add_option("--http-listen", b.config.http.listen_address,
-                      "Serve HTTP (/metrics, /healthz, /readyz) on this "
-                      "address; given without a value: 127.0.0.1:8080. Off "
-                      "by default. Uses the gRPC TLS settings and tokens")
+                      "Serve HTTP (dashboard, /api/v1, /v2, /metrics, "
+                      "/healthz, /readyz) on this address; given without a "
+                      "value: 127.0.0.1:8080. Off by default. Uses the gRPC "
+                      "TLS settings and tokens")
           ->envname("TRANSFERD_HTTP_LISTEN")
           ->expected(0, 1)
           ->check(kListenAddress | CLI::IsMember({""}));
@@ -80,6 +81,12 @@ void BindHttp(Binding& b) {
                 "measure what counting costs (bench/predict_bench "
                 "--metrics-cost)")
       ->envname("TRANSFERD_NO_METRICS");
+  b.app
+      .add_option("--http-threads", b.config.http.threads,
+                  "Threads serving HTTP connections: each open keep-alive "
+                  "connection holds one, event streams at most a quarter")
+      ->envname("TRANSFERD_HTTP_THREADS")
+      ->check(CLI::Range(4, 1024));
   b.app
       .add_flag("--metrics-require-token", b.config.http.metrics_require_token,
                 "Require a viewer token on /metrics too (by default it is "

@@ -627,6 +627,10 @@ void Predictor::Forget(const std::string& model_id) {
   impl_->cv.notify_all();
 }
 
+bool Predictor::Known(const std::string& model_id) {
+  return impl_->MetaOf(model_id).ok();
+}
+
 bool Predictor::Ready(const std::string& model_id) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->ready.count(model_id) > 0;
@@ -672,14 +676,44 @@ void Predictor::Submit(PredictCall call) {
   });
 }
 
+namespace {
+
+// One image's model input: an encoded file decoded and resized to
+// size x size, or (`raw`) pixels of that size taken as they are.
+absl::Status PixelsOf(const std::string& image, bool raw,
+                      const ImageLimits& limits, int size,
+                      std::vector<uint8_t>* out) {
+  const size_t image_bytes = static_cast<size_t>(size) * size * 3;
+  if (!raw) {
+    out->resize(image_bytes);
+    return DecodeResized(image, limits, size, out->data());
+  }
+  if (image.size() != image_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pixels: ", image.size(), " bytes, not ", image_bytes,
+                     " (", size, "x", size, "x3)"));
+  }
+  out->assign(image.begin(), image.end());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 void Predictor::DecodeAndQueue(PredictCall call,
                                std::shared_ptr<const ModelInfo> info,
                                std::shared_ptr<ModelSeries> series,
                                Clock::time_point submitted) {
   const int n = static_cast<int>(call.images.size());
   const int size = info->preprocessing.input_size;
-  const size_t image_bytes = static_cast<size_t>(size) * size * 3;
 
+  if (call.pixel_size > 0 && call.pixel_size != size) {
+    call.done(
+        absl::InvalidArgumentError(absl::StrCat(
+            "pixels: model ", call.model_id, " takes ", size, "x", size,
+            "x3 images, not ", call.pixel_size, "x", call.pixel_size, "x3")),
+        PredictOutcome());
+    return;
+  }
   auto request = std::make_shared<Request>();
   request->series = std::move(series);
   request->submitted = submitted;
@@ -691,9 +725,8 @@ void Predictor::DecodeAndQueue(PredictCall call,
   const auto now = Clock::now();
   for (int i = 0; i < n; ++i) {
     Item item;
-    item.pixels.resize(image_bytes);
-    absl::Status decoded = DecodeResized(call.images[i], options_.image_limits,
-                                         size, item.pixels.data());
+    absl::Status decoded = PixelsOf(call.images[i], call.pixel_size > 0,
+                                    options_.image_limits, size, &item.pixels);
     if (!decoded.ok()) {
       request->outcome.images[i].status = decoded;
       continue;

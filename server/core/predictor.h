@@ -72,6 +72,12 @@ struct PredictOutcome {
 struct PredictCall {
   std::string model_id;
   std::vector<std::string> images;  // encoded JPEG/PNG bytes
+  // > 0: `images` hold already-sized pixels instead of encoded files, each
+  // pixel_size x pixel_size x 3 RGB bytes, row-major (HWC), used as they are
+  // (nothing decoded or resized). It must be the model's input size
+  // (INVALID_ARGUMENT, request-level, otherwise; a wrong byte count fails
+  // that image alone).
+  int pixel_size = 0;
   bool flip_tta = false;
   std::chrono::steady_clock::time_point deadline =
       std::chrono::steady_clock::time_point::max();
@@ -140,6 +146,9 @@ class Predictor {
   void Forget(const std::string& model_id);
   // Loaded and warmed.
   bool Ready(const std::string& model_id);
+  // Whether `model_id` names a registered model, from the predictor's cached
+  // metadata (a registry read only the first time).
+  bool Known(const std::string& model_id);
   // Called on the predictor's thread when a model becomes ready (true) or is
   // unloaded (false); must not block.
   void SetReadyListener(

@@ -18,6 +18,7 @@
 #include "server/http/event_stream.h"
 #include "server/http/http_util.h"
 #include "server/http/json_api.h"
+#include "server/http/oip_rest.h"
 
 namespace transferd::http {
 namespace {
@@ -151,17 +152,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   } else {
     server->server_ = std::make_unique<httplib::Server>();
   }
-  const int threads = std::max(2, options.threads);
-  server->streams_ = std::make_unique<EventStreams>(api, threads / 2);
-  server->server_->new_task_queue = [threads] {
-    return new httplib::ThreadPool(static_cast<size_t>(threads));
-  };
-  server->server_->set_payload_max_length(
-      static_cast<size_t>(std::max<int64_t>(options.max_body_bytes, 1024)));
-  server->server_->set_read_timeout(std::chrono::seconds(10));
-  server->server_->set_write_timeout(std::chrono::seconds(10));
-  // An idle keep-alive connection holds a thread: let it go soon.
-  server->server_->set_keep_alive_timeout(5);
+  server->Configure();
   server->Guard();
   server->Route();
   server->HandleErrorsAndLog();
@@ -183,6 +174,26 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     }
   });
   return server;
+}
+
+void HttpServer::Configure() {
+  const int threads = std::max(4, options_.threads);
+  streams_ = std::make_unique<EventStreams>(*api_, threads / 4);
+  server_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(threads));
+  };
+  server_->set_payload_max_length(
+      static_cast<size_t>(std::max<int64_t>(options_.max_body_bytes, 1024)));
+  server_->set_read_timeout(std::chrono::seconds(10));
+  server_->set_write_timeout(std::chrono::seconds(10));
+  // An idle keep-alive connection holds a thread: let it go soon.
+  server_->set_keep_alive_timeout(5);
+  // Headers and body go out in separate writes: without TCP_NODELAY, Nagle
+  // holds the body until the client's delayed ACK (tens of ms per answer).
+  server_->set_tcp_nodelay(true);
+  // A client that keeps its connection busy keeps it (httplib's default
+  // closes it after 5 requests).
+  server_->set_keep_alive_max_count(10000);
 }
 
 void HttpServer::Guard() {
@@ -215,6 +226,7 @@ void HttpServer::Guard() {
     }
     const bool open_path =
         req.path == "/healthz" || req.path == "/readyz" ||
+        IsOipHealthPath(req.path) ||
         (req.path == "/metrics" && !options_.metrics_require_token) ||
         (req.method == "GET" && IsAsset(req.path));
     if (open_path) return httplib::Server::HandlerResponse::Unhandled;
@@ -261,6 +273,7 @@ void HttpServer::Route() {
   api_options.max_request_time = options_.max_request_time;
   api_options.server_info_base = options_.server_info_base;
   AddJsonApiRoutes(s, *api_, *auth_, api_options, *streams_);
+  AddOipRoutes(s, *api_, *auth_, options_.max_request_time);
 }
 
 void HttpServer::HandleErrorsAndLog() {

@@ -65,8 +65,8 @@ class HttpServer {
     // /metrics needs a viewer token too.
     bool metrics_require_token = false;
     // Threads serving connections (each keep-alive connection holds one
-    // while it is open; at most half of them serve event streams).
-    int threads = 16;
+    // while it is open; at most a quarter of them serve event streams).
+    int threads = 64;
     // The largest request body (a Predict's images): gRPC's
     // --max-receive-message-bytes. Larger bodies get 413.
     int64_t max_body_bytes = 64 << 20;
@@ -94,6 +94,8 @@ class HttpServer {
 
  private:
   HttpServer() = default;
+  // Threads, limits, timeouts and the event streams' bound.
+  void Configure();
   // Security headers, the origin check and the token check.
   void Guard();
   // Probes, /metrics, the dashboard's files and the JSON API.

@@ -21,23 +21,6 @@ namespace {
 
 namespace v1 = transferd::v1;
 
-// The call's deadline on the steady clock (max when it has none).
-// The call's deadline on the steady clock, capped at `cap` from now (the
-// server's --max-request-seconds): a client without a deadline cannot keep
-// work queued forever.
-std::chrono::steady_clock::time_point SteadyDeadline(
-    const grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap) {
-  const auto deadline = ctx->deadline();
-  const auto now = std::chrono::system_clock::now();
-  const auto capped = std::chrono::steady_clock::now() + cap;
-  if (deadline > now + std::chrono::hours(24 * 365)) return capped;
-  return std::min(
-      capped,
-      std::chrono::steady_clock::now() +
-          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              deadline - now));
-}
-
 // A PredictStream refused before it started.
 class FinishedStream final
     : public grpc::ServerBidiReactor<v1::PredictStreamRequest,
@@ -45,19 +28,6 @@ class FinishedStream final
  public:
   explicit FinishedStream(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
-};
-
-// A unary Predict: finished by the predictor's callback; a client that goes
-// away sets the flag that makes the predictor drop its queued images.
-class PredictReactor final : public grpc::ServerUnaryReactor {
- public:
-  PredictReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
-  void OnCancel() override { cancelled_->store(true); }
-  void OnDone() override { delete this; }
-  std::shared_ptr<std::atomic<bool>> cancelled() const { return cancelled_; }
-
- private:
-  std::shared_ptr<std::atomic<bool>> cancelled_;
 };
 
 // PredictStream: each request becomes one predictor call; answers are
@@ -212,7 +182,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
           Admit(ctx, api_, auth_, Role::kTrainer, "Inference.Predict");
       !s.ok())
     return Answer(ctx, s);
-  auto* reactor = new PredictReactor();
+  auto* reactor = new CancellableReactor();
   core::PredictCall call;
   call.images.reserve(request->images_size());
   for (const v1::Image& image : request->images())

@@ -23,6 +23,7 @@
 #include "server/rpc/inference_service.h"
 #include "server/rpc/jobs_service.h"
 #include "server/rpc/models_service.h"
+#include "server/rpc/oip_service.h"
 #include "server/rpc/request_log.h"
 #include "server/rpc/server_service.h"
 #include "server/rpc/service_util.h"
@@ -148,9 +149,13 @@ void LogSecurity(const RpcServer::Options& options, const Authorizer& auth) {
 // The services the server reports it implements.
 std::vector<std::string> ImplementedServices(
     const RpcServer::Options& options) {
-  std::vector<std::string> implemented = {
-      "transferd.v1.Server", "transferd.v1.Datasets",  "transferd.v1.Jobs",
-      "transferd.v1.Models", "transferd.v1.Inference", "grpc.health.v1.Health"};
+  std::vector<std::string> implemented = {"transferd.v1.Server",
+                                          "transferd.v1.Datasets",
+                                          "transferd.v1.Jobs",
+                                          "transferd.v1.Models",
+                                          "transferd.v1.Inference",
+                                          "grpc.health.v1.Health",
+                                          "inference.GRPCInferenceService"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
@@ -223,6 +228,18 @@ std::unique_ptr<grpc::Server> StartHealthServer(
   return health_builder.BuildAndStart();
 }
 
+// What GetServerInfo reports besides the engine's own description.
+v1::ServerInfo StaticServerInfo(const RpcServer::Options& options,
+                                core::Engine& engine) {
+  v1::ServerInfo info;
+  info.mutable_build()->set_grpc_version(grpc::Version());
+  *info.mutable_limits() = ReportedLimits(options, engine);
+  for (std::string& s : ImplementedServices(options)) {
+    info.add_implemented_services(std::move(s));
+  }
+  return info;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
@@ -241,12 +258,7 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   server->auth_ = std::move(*auth);
   LogSecurity(options, *server->auth_);
 
-  v1::ServerInfo static_info;
-  static_info.mutable_build()->set_grpc_version(grpc::Version());
-  *static_info.mutable_limits() = ReportedLimits(options, engine);
-  for (std::string& s : ImplementedServices(options)) {
-    static_info.add_implemented_services(std::move(s));
-  }
+  const v1::ServerInfo static_info = StaticServerInfo(options, engine);
   server->static_info_ = static_info.SerializeAsString();
 
   server->api_ = std::make_unique<core::api::EngineApi>(engine);
@@ -260,6 +272,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
       std::make_unique<ModelsService>(api, *server->auth_);
   server->inference_service_ = std::make_unique<InferenceService>(
       api, *server->auth_, options.max_request_time);
+  server->oip_service_ = std::make_unique<OipService>(api, *server->auth_,
+                                                      options.max_request_time);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) {
@@ -277,6 +291,7 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   builder.RegisterService(server->jobs_service_.get());
   builder.RegisterService(server->models_service_.get());
   builder.RegisterService(server->inference_service_.get());
+  builder.RegisterService(server->oip_service_.get());
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;

@@ -29,6 +29,7 @@ class Authorizer;
 namespace transferd::rpc {
 
 class ServerService;
+class OipService;
 class DatasetsService;
 class JobsService;
 class ModelsService;
@@ -118,6 +119,7 @@ class RpcServer {
   std::unique_ptr<JobsService> jobs_service_;
   std::unique_ptr<ModelsService> models_service_;
   std::unique_ptr<InferenceService> inference_service_;
+  std::unique_ptr<OipService> oip_service_;
   std::unique_ptr<auth::Authorizer> auth_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::CallbackGenericService> health_generic_;

@@ -2,6 +2,9 @@
 // (role, then readiness) and finishing a unary call.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -32,6 +35,27 @@ grpc::Status CheckCaller(const Authorizer& auth,
 grpc::Status Admit(const grpc::CallbackServerContext* ctx,
                    const core::api::EngineApi& api, const Authorizer& auth,
                    Role role, std::string_view method);
+
+// The call's deadline on the steady clock, capped at `cap` from now (the
+// server's --max-request-seconds): a client without a deadline cannot keep
+// work queued forever.
+std::chrono::steady_clock::time_point SteadyDeadline(
+    const grpc::CallbackServerContext* ctx, std::chrono::milliseconds cap);
+
+// A unary call finished later by whoever answers it (the predictor); a
+// client that goes away sets the flag that makes the predictor drop its
+// queued images.
+class CancellableReactor final : public grpc::ServerUnaryReactor {
+ public:
+  CancellableReactor()
+      : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
+  void OnCancel() override { cancelled_->store(true); }
+  void OnDone() override { delete this; }
+  std::shared_ptr<std::atomic<bool>> cancelled() const { return cancelled_; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+};
 
 // Finishes a unary call with `status`.
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx,

@@ -407,7 +407,9 @@ class StalledReader {
 
 TEST(HttpApiTest, StalledEventStreamsAreBoundedAndCostTheTrainerNothing) {
   const int port = testing::FreeLoopbackPort();
-  TransferdServer server(TransferdServer::WithArgs(HttpArgs(port)));
+  std::vector<std::string> args = HttpArgs(port);
+  args.push_back("--http-threads=16");
+  TransferdServer server(TransferdServer::WithArgs(args));
   ASSERT_TRUE(server.ok()) << server.Log();
   Http http(port);
   testing::UploadImages(server, "tiny", testing::TinyDataset(8));
@@ -420,16 +422,16 @@ TEST(HttpApiTest, StalledEventStreamsAreBoundedAndCostTheTrainerNothing) {
       testing::CreateJob(server, testing::SmallSpec("tiny", 4), &job, "slow")
           .ok());
 
-  // The listener's 16 threads serve at most 8 streams: 8 readers that never
-  // read hold them all; the 9th is refused, other routes still answer.
+  // The listener's 16 threads serve at most 4 streams: 4 readers that never
+  // read hold them all; the 5th is refused, other routes still answer.
   std::vector<std::unique_ptr<StalledReader>> stalled;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 4; ++i) {
     stalled.push_back(
         std::make_unique<StalledReader>(port, "/api/v1/jobs/slow/events"));
     ASSERT_TRUE(stalled.back()->connected());
   }
   // The readers' requests are served in the order the listener accepts
-  // them; wait (bounded) until all 8 streams are open.
+  // them; wait (bounded) until all 4 streams are open.
   int refused = 0;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -273,6 +273,32 @@ absl::StatusOr<std::string> EngineApi::ResolveModel(std::string_view field,
   return id;
 }
 
+absl::StatusOr<std::string> EngineApi::ResolveServingName(
+    const std::string& name, const std::string& version) {
+  TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  if (absl::Status valid = ValidateResourceId("model name", name);
+      !valid.ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        "model '", name.substr(0, 200), "' not found (", valid.message(), ")"));
+  }
+  absl::StatusOr<std::string> id = engine_.models().ResolveAlias(name);
+  if (absl::IsNotFound(id.status())) {
+    // The predictor's cached metadata: no registry read per call.
+    if (!engine_.predictor().Known(name)) {
+      return absl::NotFoundError(absl::StrCat(
+          "model '", name, "' not found: neither an alias nor a model id"));
+    }
+    id = name;
+  }
+  if (!id.ok()) return id.status();
+  if (!version.empty() && version != *id) {
+    return absl::NotFoundError(absl::StrCat(
+        "model '", name, "' has no version '", version.substr(0, 200),
+        "'; its version is '", *id, "' (the model id it names)"));
+  }
+  return id;
+}
+
 absl::StatusOr<ModelInfo> EngineApi::GetModel(const std::string& name) {
   TRANSFERD_ASSIGN_OR_RETURN(std::string id, ModelIdOf("name", name));
   return engine_.models().Get(id);

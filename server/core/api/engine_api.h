@@ -151,6 +151,11 @@ class EngineApi {
   // or alias.
   absl::StatusOr<std::string> ResolveModel(std::string_view field,
                                            const std::string& name);
+  // A model named the Open Inference Protocol's way: `name` is an alias, else
+  // a model id; `version`, when not empty, is the model id the name must
+  // resolve to. Returns the model id; NOT_FOUND naming what is missing.
+  absl::StatusOr<std::string> ResolveServingName(const std::string& name,
+                                                 const std::string& version);
   // `name` as for ResolveModel.
   absl::StatusOr<ModelInfo> GetModel(const std::string& name);
   absl::StatusOr<Page<ModelInfo>> ListModels(const PageRequest& page);
