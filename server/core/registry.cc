@@ -426,6 +426,7 @@ absl::StatusOr<AliasInfo> ModelRegistry::SetAlias(const std::string& alias,
   if (!found)
     return absl::NotFoundError(
         absl::StrCat("model \"", model_id, "\" not found"));
+  CacheAlias(alias, model_id);
   NotifyAlias(alias, model_id);
   return out;
 }
@@ -444,13 +445,35 @@ absl::Status ModelRegistry::DeleteAlias(const std::string& alias) {
       }));
   if (!deleted)
     return absl::NotFoundError(absl::StrCat("alias '", alias, "' not found"));
+  CacheAlias(alias, std::nullopt);
   NotifyAlias(alias, "");
   return absl::OkStatus();
+}
+
+void ModelRegistry::CacheAlias(const std::string& alias,
+                               std::optional<std::string> model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++alias_generation_;
+  if (alias_cache_.size() >= kAliasCacheEntries) alias_cache_.clear();
+  alias_cache_[alias] = std::move(model);
 }
 
 absl::StatusOr<std::string> ModelRegistry::ResolveAlias(
     const std::string& alias) {
   TRANSFERD_RETURN_IF_ERROR(ValidateResourceId("alias", alias));
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = alias_cache_.find(alias);
+    if (it != alias_cache_.end()) {
+      if (!it->second.has_value()) {
+        return absl::NotFoundError(
+            absl::StrCat("alias '", alias, "' not found"));
+      }
+      return *it->second;
+    }
+    generation = alias_generation_;
+  }
   std::optional<std::string> model_id;
   TRANSFERD_RETURN_IF_ERROR(
       store_.Transaction([&](StoreTxn& txn) -> absl::Status {
@@ -462,6 +485,13 @@ absl::StatusOr<std::string> ModelRegistry::ResolveAlias(
         if (row) model_id = q.ColumnText(0);
         return absl::OkStatus();
       }));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (alias_generation_ == generation) {
+      if (alias_cache_.size() >= kAliasCacheEntries) alias_cache_.clear();
+      alias_cache_[alias] = model_id;
+    }
+  }
   if (!model_id.has_value())
     return absl::NotFoundError(absl::StrCat("alias '", alias, "' not found"));
   return *std::move(model_id);

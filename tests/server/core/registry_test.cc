@@ -253,6 +253,27 @@ TEST_F(RegistryTest, AliasesSetMoveListAndDelete) {
                           std::pair<std::string, std::string>("canary", "")));
 }
 
+// ResolveAlias answers from memory after the first read; every write
+// through the registry keeps those answers true, the missing ones too.
+TEST_F(RegistryTest, ResolvedAliasesFollowEveryWrite) {
+  MakeModel("m1");
+  MakeModel("m2");
+  EXPECT_EQ(registry_->ResolveAlias("live").status().code(),
+            absl::StatusCode::kNotFound);  // remembered as missing
+  ASSERT_TRUE(registry_->SetAlias("live", "m1").ok());
+  EXPECT_EQ(*registry_->ResolveAlias("live"), "m1");
+  EXPECT_EQ(*registry_->ResolveAlias("live"), "m1");  // from memory
+  ASSERT_TRUE(registry_->SetAlias("live", "m2").ok());
+  EXPECT_EQ(*registry_->ResolveAlias("live"), "m2");
+  ASSERT_TRUE(registry_->DeleteAlias("live").ok());
+  EXPECT_EQ(registry_->ResolveAlias("live").status().code(),
+            absl::StatusCode::kNotFound);
+  // A refused write changes nothing.
+  EXPECT_FALSE(registry_->SetAlias("live", "nope").ok());
+  EXPECT_EQ(registry_->ResolveAlias("live").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(RegistryTest, AliasErrors) {
   MakeModel("m1");
   EXPECT_EQ(registry_->SetAlias("Not Valid", "m1").status().code(),
