@@ -426,7 +426,7 @@ absl::StatusOr<AliasInfo> ModelRegistry::SetAlias(const std::string& alias,
   if (!found)
     return absl::NotFoundError(
         absl::StrCat("model \"", model_id, "\" not found"));
-  CacheAlias(alias, model_id);
+  ForgetAlias(alias);
   NotifyAlias(alias, model_id);
   return out;
 }
@@ -445,17 +445,17 @@ absl::Status ModelRegistry::DeleteAlias(const std::string& alias) {
       }));
   if (!deleted)
     return absl::NotFoundError(absl::StrCat("alias '", alias, "' not found"));
-  CacheAlias(alias, std::nullopt);
+  ForgetAlias(alias);
   NotifyAlias(alias, "");
   return absl::OkStatus();
 }
 
-void ModelRegistry::CacheAlias(const std::string& alias,
-                               std::optional<std::string> model) {
+void ModelRegistry::ForgetAlias(const std::string& alias) {
+  // Forgotten, not stored: two writers may finish out of order, the store
+  // alone knows which came last; the next read asks it.
   std::lock_guard<std::mutex> lock(mu_);
   ++alias_generation_;
-  if (alias_cache_.size() >= kAliasCacheEntries) alias_cache_.clear();
-  alias_cache_[alias] = std::move(model);
+  alias_cache_.erase(alias);
 }
 
 absl::StatusOr<std::string> ModelRegistry::ResolveAlias(

@@ -87,14 +87,14 @@ class ModelRegistry {
   std::function<std::string(const std::string&)> in_use_;
   std::vector<std::function<void(const std::string&, const std::string&)>>
       alias_listeners_;
-  // ResolveAlias's answers (nullopt: no such alias), kept current by
-  // SetAlias and DeleteAlias (this process is the store's only writer);
+  // ResolveAlias's answers (nullopt: no such alias), forgotten by SetAlias
+  // and DeleteAlias (this process is the store's only writer);
   // `alias_generation_` changes with every write, so a read that raced one
   // is not cached. Cleared beyond kAliasCacheEntries names.
   static constexpr size_t kAliasCacheEntries = 4096;
   std::unordered_map<std::string, std::optional<std::string>> alias_cache_;
   uint64_t alias_generation_ = 0;
-  void CacheAlias(const std::string& alias, std::optional<std::string> model);
+  void ForgetAlias(const std::string& alias);
 
   void NotifyAlias(const std::string& alias, const std::string& model_id);
 };

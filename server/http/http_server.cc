@@ -6,8 +6,11 @@
 #include <fstream>
 #include <utility>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/auth/auth.h"
@@ -76,6 +79,65 @@ constexpr char kContentSecurityPolicy[] =
     "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'";
 
+// The host part of a Host header ("127.0.0.1:8080" -> "127.0.0.1",
+// "[::1]:8080" -> "::1").
+std::string HostName(const std::string& host) {
+  if (!host.empty() && host.front() == '[') {
+    const size_t end = host.find(']');
+    return end == std::string::npos ? host : host.substr(1, end - 1);
+  }
+  const size_t colon = host.find(':');
+  return colon == std::string::npos ? host : host.substr(0, colon);
+}
+
+bool IsIpLiteral(const std::string& name) {
+  in6_addr v6;
+  in_addr v4;
+  return inet_pton(AF_INET, name.c_str(), &v4) == 1 ||
+         inet_pton(AF_INET6, name.c_str(), &v6) == 1;
+}
+
+// What a browser page of another site could make a user's browser send:
+//  - Fetch Metadata: Sec-Fetch-Site other than same-origin or none (typed or
+//    bookmarked) is another site's <img>, form, script or fetch; refused
+//    except for the page's own files and the probes (`exempt`);
+//  - an Origin header naming another host than the request's (browsers
+//    without Fetch Metadata);
+//  - on a loopback listener without tokens (`names_allowed` false), a Host
+//    that is a DNS name other than localhost: a DNS rebinding attack makes
+//    another site's page same-origin with this server, and only the name
+//    it uses tells it apart; X-Forwarded-Host counts only when names are
+//    allowed (with tokens a rebinding page has none; off loopback, without
+//    tokens, the network is trusted anyway).
+absl::Status CheckBrowserRequest(const httplib::Request& req,
+                                 bool names_allowed, bool exempt) {
+  const std::string site = req.get_header_value("Sec-Fetch-Site");
+  if (!exempt && !site.empty() && site != "same-origin" && site != "none") {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cross-site request refused (Sec-Fetch-Site: ", site.substr(0, 40),
+        ")"));
+  }
+  const std::string host = names_allowed && req.has_header("X-Forwarded-Host")
+                               ? req.get_header_value("X-Forwarded-Host")
+                               : req.get_header_value("Host");
+  if (!SameOrigin(req.get_header_value("Origin"), host)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cross-origin request refused: Origin ",
+                     req.get_header_value("Origin").substr(0, 100),
+                     " is not this server (", host.substr(0, 100), ")"));
+  }
+  const std::string name = HostName(host);
+  if (!names_allowed && !exempt && !name.empty() && name != "localhost" &&
+      !IsIpLiteral(name)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "host name \"", name.substr(0, 100),
+        "\" refused: a loopback listener without --token-file answers only "
+        "IP addresses and localhost (protection against DNS rebinding); use "
+        "an address, or set a token file"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int HttpStatusFor(absl::StatusCode code) {
@@ -121,6 +183,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   }
   std::unique_ptr<HttpServer> server(new HttpServer);
   server->options_ = options;
+  server->loopback_ = address->host == "localhost" || address->host == "::1" ||
+                      absl::StartsWith(address->host, "127.");
   server->api_ = &api;
   server->metrics_ = metrics;
   server->auth_ = &auth;
@@ -172,7 +236,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     if (!raw->server_->listen_after_bind()) {
       spdlog::error("http: the listener on port {} stopped", raw->port_);
     }
+    raw->listener_done_ = true;
   });
+  // stop() does nothing before the listener runs: a Shutdown right after
+  // Start would otherwise wait forever.
+  while (!server->server_->is_running() && !server->listener_done_) {
+    std::this_thread::yield();
+  }
   return server;
 }
 
@@ -210,33 +280,32 @@ void HttpServer::Guard() {
         res.set_header("Content-Security-Policy", kContentSecurityPolicy);
       });
   // Every path but the probes, the page's own files and (unless asked)
-  // /metrics needs a token; a request from a page of another origin is
-  // refused whatever it carries.
-  s.set_pre_routing_handler([this](const httplib::Request& req,
-                                   httplib::Response& res) {
-    const std::string host = req.has_header("X-Forwarded-Host")
-                                 ? req.get_header_value("X-Forwarded-Host")
-                                 : req.get_header_value("Host");
-    if (!SameOrigin(req.get_header_value("Origin"), host)) {
-      SetError(res, absl::PermissionDeniedError(absl::StrCat(
-                        "cross-origin request refused: Origin ",
-                        req.get_header_value("Origin").substr(0, 100),
-                        " is not this server (", host.substr(0, 100), ")")));
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const bool open_path =
-        req.path == "/healthz" || req.path == "/readyz" ||
-        IsOipHealthPath(req.path) ||
-        (req.path == "/metrics" && !options_.metrics_require_token) ||
-        (req.method == "GET" && IsAsset(req.path));
-    if (open_path) return httplib::Server::HandlerResponse::Unhandled;
-    absl::Status allowed =
-        auth_->Check(CallerOf(req), auth::Role::kViewer,
-                     absl::StrCat(req.method, " ", req.path));
-    if (allowed.ok()) return httplib::Server::HandlerResponse::Unhandled;
-    SetError(res, allowed);
-    return httplib::Server::HandlerResponse::Handled;
-  });
+  // /metrics needs a token; a request another site's page made is refused
+  // whatever it carries (CheckBrowserRequest). (httplib still reads and
+  // drops the body of a refused request: it is never taken for the next
+  // one; http_api_test checks it.)
+  s.set_pre_routing_handler(
+      [this](const httplib::Request& req, httplib::Response& res) {
+        const bool probe = req.path == "/healthz" || req.path == "/readyz" ||
+                           IsOipHealthPath(req.path);
+        const bool page = req.method == "GET" && IsAsset(req.path);
+        if (absl::Status s = CheckBrowserRequest(
+                req, auth_->enabled() || !loopback_, /*exempt=*/probe || page);
+            !s.ok()) {
+          SetError(res, s);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        const bool open_path =
+            probe || page ||
+            (req.path == "/metrics" && !options_.metrics_require_token);
+        if (open_path) return httplib::Server::HandlerResponse::Unhandled;
+        absl::Status allowed =
+            auth_->Check(CallerOf(req), auth::Role::kViewer,
+                         absl::StrCat(req.method, " ", req.path));
+        if (allowed.ok()) return httplib::Server::HandlerResponse::Unhandled;
+        SetError(res, allowed);
+        return httplib::Server::HandlerResponse::Handled;
+      });
 }
 
 void HttpServer::Route() {

@@ -21,6 +21,7 @@
 // (INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -111,8 +112,10 @@ class HttpServer {
   std::unique_ptr<EventStreams> streams_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listener_done_{false};
   int port_ = 0;
   bool tls_ = false;
+  bool loopback_ = false;  // listening on a loopback address only
 };
 
 }  // namespace transferd::http

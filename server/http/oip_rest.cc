@@ -24,6 +24,8 @@ namespace {
 
 using json = nlohmann::json;
 
+constexpr int kMaxJsonDepth = 16;
+
 // The protocol's error body: {"error": "message"}.
 void Fail(httplib::Response& res, const absl::Status& status) {
   res.status = HttpStatusFor(status.code());
@@ -138,9 +140,10 @@ absl::Status ParseInput(const json& in, const std::string& body,
     }
     t->add_shape(d.get<int64_t>());
   }
-  const json params = in.value("parameters", json::object());
-  if (params.is_object() && params.contains("binary_data_size")) {
-    const json& size = params["binary_data_size"];
+  const auto params = in.find("parameters");
+  if (params != in.end() && params->is_object() &&
+      params->contains("binary_data_size")) {
+    const json& size = (*params)["binary_data_size"];
     if (!size.is_number_unsigned() ||
         size.get<uint64_t>() > body.size() - *binary_at) {
       return Invalid(absl::StrCat(
@@ -183,8 +186,21 @@ absl::StatusOr<RestRequest> ParseBody(const httplib::Request& req) {
                                   req.body.size(), "-byte body"));
     }
   }
-  const json body = json::parse(req.body.substr(0, header_length), nullptr,
-                                /*allow_exceptions=*/false);
+  // Tensors nest a few levels ([N,S,S,3] pixels: 7 with the object around
+  // them); deeper bodies are refused while parsing, before anything walks
+  // them recursively.
+  bool too_deep = false;
+  const json body = json::parse(
+      req.body.substr(0, header_length),
+      [&too_deep](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxJsonDepth) too_deep = true;
+        return depth <= kMaxJsonDepth;
+      },
+      /*allow_exceptions=*/false);
+  if (too_deep) {
+    return Invalid(absl::StrCat("the JSON is nested deeper than ",
+                                kMaxJsonDepth, " levels"));
+  }
   if (!body.is_object() || !body.contains("inputs") ||
       !body["inputs"].is_array()) {
     return Invalid(
@@ -210,19 +226,24 @@ absl::StatusOr<RestRequest> ParseBody(const httplib::Request& req) {
                                 " bytes of binary data are not claimed by "
                                 "any input's binary_data_size"));
   }
-  for (const json& o : body.value("outputs", json::array())) {
+  const auto outputs = body.find("outputs");
+  for (const json& o : outputs != body.end() && outputs->is_array()
+                           ? *outputs
+                           : json::array()) {
     if (!o.is_object() || !o.contains("name") || !o["name"].is_string()) {
       return Invalid("each output asked for needs a name");
     }
     auto* r = out.request.add_outputs();
     r->set_name(o["name"].get<std::string>());
-    const json params = o.value("parameters", json::object());
-    if (params.is_object()) {
-      for (const auto& [key, value] : params.items()) {
+    const auto params = o.find("parameters");
+    bool binary = false;
+    if (params != o.end() && params->is_object()) {
+      for (const auto& [key, value] : params->items()) {
         ParameterFromJson(value, &(*r->mutable_parameters())[key]);
       }
+      binary = Flag(*params, "binary_data");
     }
-    out.binary_outputs.emplace_back(r->name(), Flag(params, "binary_data"));
+    out.binary_outputs.emplace_back(r->name(), binary);
   }
   return out;
 }

@@ -379,6 +379,109 @@ TEST(HttpApiTest, TokensRolesOriginsAndTheBodyLimit) {
   EXPECT_EQ(http.Get("/api/v1/jobs").status, 200);  // still serving
 }
 
+// Sends `bytes` on a new connection and reads until `until` arrives, the
+// server closes it, or 30 s pass.
+std::string RawExchange(int port, const std::string& bytes,
+                        const std::string& until) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string got;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::write(fd, bytes.data(), bytes.size()) ==
+          static_cast<ssize_t>(bytes.size())) {
+    char buffer[4096];
+    while (got.find(until) == std::string::npos) {
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n <= 0) break;
+      got.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+TEST(HttpApiTest, BrowserAttacksAreRefused) {
+  testing::TempDir dir;
+  const std::string tokens = absl::StrCat(dir.path(), "/tokens");
+  std::ofstream(tokens) << "admin-token-0123456789 admin a\n";
+  ::chmod(tokens.c_str(), 0600);
+  const int port = testing::FreeLoopbackPort();
+  TransferdServer::Options options =
+      TransferdServer::WithArgs({absl::StrCat("--http-listen=127.0.0.1:", port),
+                                 "--token-file=" + tokens});
+  options.client.token = "admin-token-0123456789";
+  TransferdServer server(options);
+  ASSERT_TRUE(server.ok()) << server.Log();
+  Http http(port);
+  http.token = "admin-token-0123456789";
+
+  // Another site's page (Fetch Metadata), even with a token it could not
+  // have: refused; the page itself may be linked from anywhere.
+  Answer cross = http.Call("GET", "/api/v1/jobs", "", "",
+                           {{"Sec-Fetch-Site", "cross-site"}});
+  EXPECT_EQ(cross.status, 403);
+  EXPECT_THAT(cross.body["error"]["message"].get<std::string>(),
+              HasSubstr("cross-site request refused"));
+  EXPECT_EQ(http.Call("GET", "/v2/models/x/ready", "", "",
+                      {{"Sec-Fetch-Site", "same-site"}})
+                .status,
+            403);
+  EXPECT_EQ(
+      http.Call("GET", "/", "", "", {{"Sec-Fetch-Site", "cross-site"}}).status,
+      200);
+  EXPECT_EQ(http.Call("GET", "/api/v1/jobs", "", "",
+                      {{"Sec-Fetch-Site", "same-origin"}})
+                .status,
+            200);
+
+  // A refused request's body is never read as a request: everything the
+  // connection answers until the server closes it (idle, 5 s) is the 401.
+  const std::string smuggled =
+      "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  const std::string got = RawExchange(
+      port,
+      absl::StrCat("POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Content-Type: application/json\r\nContent-Length: ",
+                   smuggled.size(), "\r\n\r\n", smuggled),
+      /*until=*/"(read until closed)");
+  EXPECT_THAT(got, ::testing::StartsWith("HTTP/1.1 401"));
+  EXPECT_THAT(got, Not(HasSubstr("ready")));
+  EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << got;
+
+  // Too deeply nested JSON is refused before anything walks it.
+  Answer deep = http.Call(
+      "POST", "/v2/models/x/infer",
+      absl::StrCat("{\"inputs\": [{\"name\": \"images\", \"datatype\": "
+                   "\"BYTES\", \"shape\": [1], \"data\": ",
+                   std::string(100000, '['), std::string(100000, ']'), "}]}"));
+  EXPECT_EQ(deep.status, 400);
+  EXPECT_THAT(deep.text, HasSubstr("nested deeper than 16"));
+  EXPECT_EQ(http.Get("/api/v1/jobs").status, 200);
+}
+
+TEST(HttpApiTest, WithoutTokensOnlyAddressesAreAnswered) {
+  const int port = testing::FreeLoopbackPort();
+  TransferdServer server(TransferdServer::WithArgs(HttpArgs(port)));
+  ASSERT_TRUE(server.ok()) << server.Log();
+  Http http(port);
+  // A DNS rebinding page reaches 127.0.0.1 under its own name.
+  Answer rebound = http.Call("GET", "/api/v1/models", "", "",
+                             {{"Host", absl::StrCat("evil.example:", port)}});
+  EXPECT_EQ(rebound.status, 403);
+  EXPECT_THAT(rebound.body["error"]["message"].get<std::string>(),
+              HasSubstr("DNS rebinding"));
+  EXPECT_EQ(http.Call("GET", "/api/v1/models", "", "",
+                      {{"Host", absl::StrCat("localhost:", port)}})
+                .status,
+            200);
+  EXPECT_EQ(http.Get("/api/v1/models").status, 200);  // Host: 127.0.0.1
+}
+
 // A connection that asks for a job's events and never reads them.
 class StalledReader {
  public:
