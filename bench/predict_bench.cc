@@ -96,6 +96,7 @@
 #include "server/core/util/data_dir.h"
 #include "server/core/util/metrics.h"
 #include "server/core/util/store.h"
+#include "server/rpc/oip_conversions.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.pb.h"
 
@@ -792,15 +793,11 @@ Row ServedOipGrpc(const Options& o, Server& server,
   return Served(o, server, std::move(callers), "oip grpc");
 }
 
-// A BYTES tensor element in raw form: its 4-byte little-endian length, then
-// its bytes.
+// A BYTES tensor element in raw form (the protocol's framing).
 std::string RawBytesElement(const std::string& bytes) {
-  std::string out(4, '\0');
-  for (int b = 0; b < 4; ++b) {
-    out[static_cast<size_t>(b)] =
-        static_cast<char>((bytes.size() >> (8 * b)) & 0xff);
-  }
-  return out + bytes;
+  std::string out;
+  transferd::rpc::oip::AppendBytesElement(bytes, &out);
+  return out;
 }
 
 // Its REST form with binary tensor data both ways (one keep-alive

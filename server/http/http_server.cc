@@ -58,15 +58,6 @@ absl::Status CheckReadable(const std::string& path, const char* what) {
       absl::StrCat("cannot read the ", what, " file ", path));
 }
 
-auth::Authorizer::Caller CallerOf(const httplib::Request& req) {
-  auth::Authorizer::Caller caller;
-  caller.carrier = "header";
-  if (req.has_header("Authorization")) {
-    caller.authorization = req.get_header_value("Authorization");
-  }
-  return caller;
-}
-
 bool IsAsset(const std::string& path) {
   for (const Asset& asset : DashboardAssets()) {
     if (asset.path == path) return true;
@@ -299,9 +290,7 @@ void HttpServer::Guard() {
             probe || page ||
             (req.path == "/metrics" && !options_.metrics_require_token);
         if (open_path) return httplib::Server::HandlerResponse::Unhandled;
-        absl::Status allowed =
-            auth_->Check(CallerOf(req), auth::Role::kViewer,
-                         absl::StrCat(req.method, " ", req.path));
+        absl::Status allowed = CheckRole(*auth_, req, auth::Role::kViewer);
         if (allowed.ok()) return httplib::Server::HandlerResponse::Unhandled;
         SetError(res, allowed);
         return httplib::Server::HandlerResponse::Handled;

@@ -21,6 +21,16 @@ void SetError(httplib::Response& res, const absl::Status& status,
       "application/json");
 }
 
+absl::Status CheckRole(const auth::Authorizer& auth,
+                       const httplib::Request& req, auth::Role role) {
+  auth::Authorizer::Caller caller;
+  caller.carrier = "header";
+  if (req.has_header("Authorization")) {
+    caller.authorization = req.get_header_value("Authorization");
+  }
+  return auth.Check(caller, role, absl::StrCat(req.method, " ", req.path));
+}
+
 std::string ToJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/auth/auth.h"
 
 namespace google::protobuf {
 class Message;
@@ -20,6 +21,11 @@ namespace transferd::http {
 // status's code (HttpStatusFor).
 void SetError(httplib::Response& res, const absl::Status& status,
               int http_status = 0);
+
+// The caller's role check on the HTTP port: its "Authorization: Bearer"
+// header against `auth`, the call named "METHOD /path" in the messages.
+absl::Status CheckRole(const auth::Authorizer& auth,
+                       const httplib::Request& req, auth::Role role);
 
 // The message as proto3 JSON with the .proto's field names (snake_case, as
 // in docs/api.md), every scalar field printed (zeros too), enums by name;

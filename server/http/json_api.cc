@@ -38,13 +38,7 @@ struct Context {
 // returns false. (The listener already checked a viewer token.)
 bool Allowed(const Context& c, const httplib::Request& req,
              httplib::Response& res, Role role) {
-  auth::Authorizer::Caller caller;
-  caller.carrier = "header";
-  if (req.has_header("Authorization")) {
-    caller.authorization = req.get_header_value("Authorization");
-  }
-  absl::Status s =
-      c.auth.Check(caller, role, absl::StrCat(req.method, " ", req.path));
+  absl::Status s = CheckRole(c.auth, req, role);
   if (s.ok()) return true;
   SetError(res, s);
   return false;

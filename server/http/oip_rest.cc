@@ -17,6 +17,7 @@
 #include "server/auth/auth.h"
 #include "server/core/api/engine_api.h"
 #include "server/http/http_server.h"
+#include "server/http/http_util.h"
 #include "server/rpc/oip_conversions.h"
 
 namespace transferd::http {
@@ -42,13 +43,7 @@ void Reply(httplib::Response& res, const json& body) {
 
 bool Allowed(const auth::Authorizer& auth, const httplib::Request& req,
              httplib::Response& res, auth::Role role) {
-  auth::Authorizer::Caller caller;
-  caller.carrier = "header";
-  if (req.has_header("Authorization")) {
-    caller.authorization = req.get_header_value("Authorization");
-  }
-  absl::Status s =
-      auth.Check(caller, role, absl::StrCat(req.method, " ", req.path));
+  absl::Status s = CheckRole(auth, req, role);
   if (s.ok()) return true;
   Fail(res, s);
   return false;
