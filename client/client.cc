@@ -796,15 +796,20 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
                   on_event, &last, &received);
     if (cancelled()) return stopped();
     if (status.ok()) return absl::OkStatus();
-    if (status.error_code() != grpc::UNAVAILABLE) {
+    // UNAVAILABLE: the server went away (shutdown, restart, network) or is
+    // not ready yet. CANCELLED that this client did not ask for: a server in
+    // its shutdown grace period cancels the calls it has not answered, such
+    // as a reconnect that reached it just before it closed. Both mean "try
+    // again"; any other status is the watch's answer.
+    if (status.error_code() != grpc::UNAVAILABLE &&
+        status.error_code() != grpc::CANCELLED) {
       return FromGrpc(status, options_.address, true);
     }
-    // UNAVAILABLE: the server went away (shutdown, restart, network) or is
-    // not ready yet. Nothing reachable at the very first attempt is the
-    // usual "cannot reach" error, at once.
-    // (The server's own "starting or shutting down" answer proves it was
-    // reached: that one is retried.)
+    // Nothing reachable at the very first attempt is the usual "cannot
+    // reach" error, at once. (The server's own "starting or shutting down"
+    // answer proves it was reached: that one is retried.)
     if (attempt == 0 && !received && !Connected(stubs_->channel) &&
+        status.error_code() == grpc::UNAVAILABLE &&
         !absl::StrContains(status.error_message(), "shutting down")) {
       return FromGrpc(status, options_.address, false);
     }
@@ -823,8 +828,11 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
     };
     if (now >= give_up) return lost();
     if (options.on_reconnect) {
-      options.on_reconnect(absl::UnavailableError(status.error_message()),
-                           last);
+      options.on_reconnect(
+          absl::UnavailableError(status.error_message().empty()
+                                     ? "the server cancelled the stream"
+                                     : status.error_message()),
+          last);
     }
     // Pause (in slices, to notice a cancel), then wait for the channel to
     // connect again, up to the end of the budget.

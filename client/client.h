@@ -126,10 +126,12 @@ using JobEventCallback = std::function<void(const transferd::v1::JobEvent&)>;
 
 // How WatchJob behaves when the stream breaks.
 struct WatchOptions {
-  // Reconnect attempts after a dropped stream (UNAVAILABLE: the server
-  // restarted or the network hiccuped) stop after this long without getting
-  // the stream back; then WatchJob returns UNAVAILABLE.
-  std::chrono::milliseconds reconnect_for{30000};
+  // Reconnect attempts after a dropped stream (UNAVAILABLE or a CANCELLED
+  // this client did not ask for: the server restarted, was killed, or the
+  // network hiccuped) stop after this long without getting the stream back;
+  // then WatchJob returns UNAVAILABLE. Long enough for a restart that loads
+  // a large model or a rescheduled Kubernetes pod.
+  std::chrono::milliseconds reconnect_for{120000};
   // First pause between attempts; doubled each time up to max_backoff.
   std::chrono::milliseconds initial_backoff{250};
   std::chrono::milliseconds max_backoff{4000};

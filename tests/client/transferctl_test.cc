@@ -713,6 +713,85 @@ TEST(TransferctlNoServerTest, HealthWaitsForAServerThatComesUpLate) {
   EXPECT_EQ(server_exit->code, 0);
 }
 
+// Polls the real server until `job` has reached `epoch` (or ended).
+v1::Job AwaitEpoch(const std::string& address, const std::string& job,
+                   int epoch) {
+  transferd::client::ClientOptions options;
+  options.address = address;
+  auto client = transferd::client::Client::Create(options);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (std::chrono::steady_clock::now() < give_up) {
+    absl::StatusOr<v1::Job> now = client->GetJob(job);
+    if (now.ok() && (now->progress().epoch() >= epoch ||
+                     now->state() == v1::JOB_STATE_SUCCEEDED ||
+                     now->state() == v1::JOB_STATE_FAILED)) {
+      return *now;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << job << " did not reach epoch " << epoch;
+  return v1::Job();
+}
+
+// `transferctl train` follows its job through a graceful restart of the
+// server (SIGTERM, started again at once on the same port and data dir) and
+// through a kill -9, each time resuming the stream, and exits with the job's
+// real end: SUCCEEDED, exit code 0.
+TEST(TransferctlRestartTest, FollowSurvivesAGracefulRestartAndAKill) {
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "images";
+  MakeTrainingFolder(folder);
+  TransferdServer::Options options =
+      TransferdServer::WithArgs({"--threads", "1"});
+  options.data_dir = temp.path() + "/data";
+  options.listen = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  auto server = std::make_unique<TransferdServer>(options);
+  ASSERT_TRUE(server->ok()) << server->Log();
+  const std::string address = server->address();
+  ASSERT_EQ(Ctl({"--server", address, "datasets", "upload", folder.string(),
+                 "--id", "restart-small"})
+                .status.code,
+            0);
+  // Enough epochs (~20 ms each here) that the job still runs after two
+  // restarts (~1 s each); resumes() == 2 below checks that it did.
+  const std::string log = temp.path() + "/follow.log";
+  auto follower = testing::Subprocess::Spawn(
+      {testing::TransferctlBinary(), "--server", address, "train",
+       "restart-small", "--id", "long-job", "--backbone", "mobilenet",
+       "--alpha", "0.25", "--weights", "none", "--input-size", "32",
+       "--epochs", "400", "--batch-size", "4", "--augment", "keras-book",
+       "--hidden-units", "8", "--seed", "7"},
+      {"TRANSFERD_ADDR="}, log);
+  AwaitEpoch(address, "jobs/long-job", 3);
+  const std::optional<testing::ExitStatus> stopped =
+      server->Stop(SIGTERM, std::chrono::seconds(30));
+  ASSERT_TRUE(stopped.has_value());
+  ASSERT_EQ(stopped->code, 0);
+  server = std::make_unique<TransferdServer>(options);
+  ASSERT_TRUE(server->ok()) << server->Log();
+  const v1::Job resumed = AwaitEpoch(address, "jobs/long-job", 0);
+  ASSERT_EQ(resumed.state(), v1::JOB_STATE_RUNNING);
+  AwaitEpoch(address, "jobs/long-job", resumed.progress().epoch() + 3);
+  ASSERT_TRUE(server->Stop(SIGKILL, std::chrono::seconds(30)).has_value());
+  server = std::make_unique<TransferdServer>(options);
+  ASSERT_TRUE(server->ok()) << server->Log();
+
+  const std::optional<testing::ExitStatus> exit =
+      follower.Wait(std::chrono::minutes(5));
+  ASSERT_TRUE(exit.has_value());
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)),
+                        std::istreambuf_iterator<char>());
+  EXPECT_EQ(exit->code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("state: SUCCEEDED"));
+  EXPECT_THAT(out, HasSubstr("model: models/long-job"));
+  EXPECT_THAT(out, Not(HasSubstr("CANCELLED")));
+  EXPECT_THAT(out, HasSubstr("connection lost"));
+  const v1::Job done = AwaitEpoch(address, "jobs/long-job", 400);
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.resumes(), 2);
+}
+
 // ---- WatchJob and the job commands against a scripted Jobs service ---------
 
 v1::JobEvent StateEvent(int64_t sequence, v1::JobState state,
@@ -785,9 +864,13 @@ class FakeJobs final : public v1::Jobs::Service {
   FakeJobs(v1::Job job, std::vector<v1::JobEvent> events)
       : job_(std::move(job)), events_(std::move(events)) {}
 
-  void DropAfter(int64_t sequence) {
+  // Ends the stream after `sequence` once, with `code` (UNAVAILABLE: the
+  // server is going away; CANCELLED: a server in its shutdown grace period
+  // cancelling the calls it has not answered).
+  void DropAfter(int64_t sequence,
+                 grpc::StatusCode code = grpc::UNAVAILABLE) {
     std::lock_guard<std::mutex> lock(mu_);
-    drop_after_.insert(sequence);
+    drop_after_[sequence] = code;
   }
   void SetLive(bool live) { live_ = live; }
 
@@ -819,8 +902,13 @@ class FakeJobs final : public v1::Jobs::Service {
       if (e.sequence() <= request->after_sequence()) continue;
       if (!writer->Write(e)) return grpc::Status::CANCELLED;
       std::lock_guard<std::mutex> lock(mu_);
-      if (drop_after_.erase(e.sequence()) > 0) {
-        return grpc::Status(grpc::UNAVAILABLE, "the server is shutting down");
+      if (auto drop = drop_after_.find(e.sequence());
+          drop != drop_after_.end()) {
+        const grpc::StatusCode code = drop->second;
+        drop_after_.erase(drop);
+        return code == grpc::CANCELLED
+                   ? grpc::Status::CANCELLED
+                   : grpc::Status(code, "the server is shutting down");
       }
     }
     while (live_ && !ctx->IsCancelled()) {
@@ -843,7 +931,7 @@ class FakeJobs final : public v1::Jobs::Service {
   const std::vector<v1::JobEvent> events_;
   std::atomic<bool> live_{false};
   std::mutex mu_;
-  std::set<int64_t> drop_after_;
+  std::map<int64_t, grpc::StatusCode> drop_after_;
   std::vector<int64_t> watch_after_;
   std::vector<v1::CreateJobRequest> created_;
 };
@@ -939,6 +1027,28 @@ TEST(WatchJobTest, ReconnectsAfterADroppedStreamWithoutLossOrRepeat) {
   EXPECT_EQ(seen, expected);
   EXPECT_EQ(reconnects, 2);
   EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(0, 3, 7));
+}
+
+// A server shutting down cancels the calls it has not answered; unless the
+// client itself cancelled, that is a stream to get back, not the job's end.
+TEST(WatchJobTest, ServerCancelledStreamIsResumedNotTheEnd) {
+  FakeJobsServer fake(FakeJob(v1::JOB_STATE_SUCCEEDED), SucceededEvents());
+  fake.jobs().DropAfter(4, grpc::CANCELLED);
+  std::vector<int64_t> seen;
+  std::vector<absl::StatusCode> why;
+  transferd::client::WatchOptions options;
+  options.initial_backoff = std::chrono::milliseconds(10);
+  options.on_reconnect = [&](const absl::Status& s, int64_t) {
+    why.push_back(s.code());
+  };
+  absl::Status status = fake.client().WatchJob(
+      "jobs/j1", 0, true,
+      [&](const v1::JobEvent& e) { seen.push_back(e.sequence()); }, options);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(seen.size(), 11u);
+  EXPECT_EQ(seen.back(), 11);
+  EXPECT_THAT(why, ElementsAre(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(fake.jobs().watch_after(), ElementsAre(0, 4));
 }
 
 TEST(WatchJobTest, StartsAfterTheGivenSequence) {
