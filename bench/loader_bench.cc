@@ -14,14 +14,30 @@
 
 int main(int argc, char** argv) {
   using namespace transferd::core;
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: loader_bench DIR [--epochs N]\n");
+  constexpr char kUsage[] =
+      "usage: loader_bench DIR [--epochs N]\n"
+      "Loader throughput (images/s) on DIR's JPEGs at 150 px, batch 20, with "
+      "and without\nthe keras-book augmentation, 1 and 2 threads, as JSON "
+      "lines (default: 2 epochs).\n";
+  if (argc >= 2 && (!std::strcmp(argv[1], "--help") ||
+                    !std::strcmp(argv[1], "-h"))) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (argc < 2 || argv[1][0] == '-' ||
+      !std::filesystem::is_directory(argv[1])) {
+    std::fputs(kUsage, stderr);
     return 2;
   }
   int epochs = 2;
   for (int i = 2; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--epochs") && i + 1 < argc)
+    if (!std::strcmp(argv[i], "--epochs") && i + 1 < argc) {
       epochs = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "loader_bench: unknown argument \"%s\"\n%s",
+                   argv[i], kUsage);
+      return 2;
+    }
   }
   std::vector<data::Example> examples;
   for (const auto& e : std::filesystem::directory_iterator(argv[1])) {

@@ -172,22 +172,21 @@ std::vector<std::string> SplitWords(const std::string& s) {
   return out;
 }
 
+constexpr char kUsage[] =
+    "usage: predict_bench [--window-seconds S] [--warmup-seconds S] "
+    "[--offline-seconds S]\n"
+    "  [--models mobilenet,vgg16] [--concurrency 1,8,32] [--channels K]\n"
+    "  [--threads N] [--precision auto|fp32|bf16] [--image-size PX]\n"
+    "  [--offline-batches 8,16]\n"
+    "  [--server-args \"ARGS\"] [--server-env \"K=V ...\"] [--transferd "
+    "PATH] [--keep]\n"
+    "  [--no-training] [--training-concurrency 1,8]\n"
+    "  [--metrics-cost ROUNDS] [--protocols v1,oip-grpc,oip-rest]\n"
+    "  [--protocol-rounds R]\n"
+    "bench/README.md says what each row measures.\n";
+
 [[noreturn]] void Usage(const char* why) {
-  std::fprintf(
-      stderr,
-      "predict_bench: %s\n"
-      "usage: predict_bench [--window-seconds S] [--warmup-seconds S] "
-      "[--offline-seconds S]\n"
-      "  [--models mobilenet,vgg16] [--concurrency 1,8,32] [--channels K]\n"
-      "  [--threads N] [--precision auto|fp32|bf16] [--image-size PX]\n"
-      "  [--offline-batches 8,16]\n"
-      "  [--server-args \"ARGS\"] [--server-env \"K=V ...\"] [--transferd "
-      "PATH] "
-      "[--keep]\n"
-      "  [--no-training] [--training-concurrency 1,8]\n"
-      "  [--metrics-cost ROUNDS] [--protocols v1,oip-grpc,oip-rest]\n"
-      "  [--protocol-rounds R]\n",
-      why);
+  std::fprintf(stderr, "predict_bench: %s\n%s", why, kUsage);
   std::exit(2);
 }
 
@@ -199,6 +198,10 @@ Options ParseOptions(int argc, char** argv) {
       if (i + 1 >= argc) Usage(("missing value after " + a).c_str());
       return argv[++i];
     };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
     if (a == "--window-seconds")
       o.window_seconds = std::atof(value().c_str());
     else if (a == "--warmup-seconds")

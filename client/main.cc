@@ -6,10 +6,14 @@
 // service) is not SERVING. Ctrl-C while following a job detaches: exit 0.
 //
 // The commands live in client/commands/, one file per group.
+#include <cstdio>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 #include "client/commands/commands.h"
 #include "client/commands/common.h"
+#include "client_build_info.h"  // generated: TRANSFERD_VERSION, _REVISION
 
 namespace {
 
@@ -31,6 +35,10 @@ int main(int argc, char** argv) {
       "transferctl"};
   app.footer(kExitCodesHelp);
   app.require_subcommand(1);
+  app.set_version_flag("--version",
+                       "transferctl " TRANSFERD_VERSION " (" TRANSFERD_REVISION
+                       ")",
+                       "Print the version and exit");
   commands::Globals g;
   commands::AddGlobalOptions(app, g);
 
@@ -49,6 +57,13 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      if (const std::string unknown = commands::UnknownCommandMessage(app);
+          !unknown.empty()) {
+        std::fputs(unknown.c_str(), stderr);
+        return commands::kUsage;
+      }
+    }
     const int code = app.exit(e);
     return code == 0 ? commands::kOk : commands::kUsage;
   }

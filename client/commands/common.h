@@ -37,6 +37,12 @@ void AddGlobalOptions(CLI::App& app, Globals& g);
 // every subcommand is registered.
 void AllowGlobalOptionsAfterSubcommands(CLI::App& app);
 
+// After a parse error of `app`: when the deepest command given expects a
+// subcommand and got a word that is none of them ("serve", "lss", "list"),
+// a message naming the word, the closest command and the valid ones; else
+// empty.
+std::string UnknownCommandMessage(CLI::App& app);
+
 std::unique_ptr<Client> Connect(const Globals& g);
 
 // Prints `status` on stderr; the exit code for it.

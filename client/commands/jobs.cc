@@ -271,8 +271,14 @@ std::string JsonQuote(absl::string_view text) {
   return out + "\"";
 }
 
-// Prints why `path` could not be written and returns false.
+// Writes `bytes` to `path` ("-": standard output); prints why it could not
+// and returns false.
 bool WriteOutput(const std::string& path, const std::string& bytes) {
+  if (path == "-") {
+    std::cout.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    std::cout.flush();
+    return static_cast<bool>(std::cout);
+  }
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (out) out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (out) out.close();
@@ -287,6 +293,12 @@ int JobsPlot(const Globals& g, const PlotArgs& a) {
     std::fprintf(
         stderr,
         "transferctl: jobs plot needs -o FILE.png, --csv FILE.csv or both\n");
+    return kUsage;
+  }
+  if (a.png == "-" && a.csv == "-") {
+    std::fprintf(stderr,
+                 "transferctl: jobs plot: -o - and --csv - would both write "
+                 "to standard output; give one of them a file\n");
     return kUsage;
   }
   auto client = Connect(g);
@@ -316,6 +328,8 @@ int JobsPlot(const Globals& g, const PlotArgs& a) {
       !WriteOutput(a.csv, transferd::client::CurvesCsv(history))) {
     return kServerError;
   }
+  // What went to standard output is the output: no summary after it.
+  if (a.png == "-" || a.csv == "-") return kOk;
   if (g.json) {
     std::cout << absl::StrFormat("{\"png\": %s, \"csv\": %s, \"epochs\": %d}\n",
                                  a.png.empty() ? "null" : JsonQuote(a.png),
@@ -525,9 +539,10 @@ void AddJobsPlotCommand(CLI::App* jobs, const Globals& g, int& rc,
       "plot",
       "Training and validation accuracy and loss per epoch as a PNG (and CSV)");
   jobs_plot->add_option("JOB", plot_args.job, "ID or jobs/ID")->required();
-  jobs_plot->add_option("-o,--output", plot_args.png, "PNG file to write");
+  jobs_plot->add_option("-o,--output", plot_args.png,
+                        "PNG file to write (- = stdout)");
   jobs_plot->add_option("--csv", plot_args.csv,
-                        "CSV file to write the numbers to");
+                        "CSV file to write the numbers to (- = stdout)");
   jobs_plot->add_option("--width", plot_args.width, "Image width in pixels")
       ->check(CLI::Range(transferd::client::kMinPlotWidth,
                          transferd::client::kMaxPlotSide))

@@ -404,6 +404,52 @@ TEST(TransferctlNoServerTest, UsageErrorsExitTwo) {
   RunResult help = Ctl({"--help"});
   EXPECT_EQ(help.status.code, 0);
   EXPECT_THAT(help.out, HasSubstr("Exit codes"));
+  // The range is said in words, not as a 300-digit number.
+  RunResult zero = Ctl({"--timeout", "0", "server", "info"});
+  EXPECT_EQ(zero.status.code, 2);
+  EXPECT_THAT(zero.err, HasSubstr("must be a number of seconds > 0 and at "
+                                  "most 604800 (a week), got \"0\""));
+  EXPECT_LT(zero.err.size(), 200u) << zero.err;
+  RunResult version = Ctl({"--version"});
+  EXPECT_EQ(version.status.code, 0);
+  EXPECT_THAT(version.out, StartsWith("transferctl 0."));
+}
+
+// A mistyped command names the word and the closest command, at every level;
+// a group given no command lists its commands.
+TEST(TransferctlNoServerTest, MistypedCommandSuggestsTheClosest) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{"serve", "info"},
+       "transferctl: \"serve\" is not a command of transferctl; did you "
+       "mean \"transferctl server\"?\n"},
+      {{"datasets", "lss"},
+       "transferctl: \"lss\" is not a command of transferctl datasets; did "
+       "you mean \"transferctl datasets ls\"?\n"},
+      {{"models", "list"},
+       "transferctl: \"list\" is not a command of transferctl models; did "
+       "you mean \"transferctl models ls\"?\n"},
+      {{"--server", "127.0.0.1:1", "jobs", "wacth", "j1"},
+       "transferctl: \"wacth\" is not a command of transferctl jobs; did "
+       "you mean \"transferctl jobs watch\"?\n"},
+      {{"frobnicate"},
+       "transferctl: \"frobnicate\" is not a command of transferctl\n"},
+      {{"jobs"},
+       "transferctl: transferctl jobs needs a command: ls, show, watch, "
+       "cancel, plot, results."},
+  };
+  for (const Case& c : cases) {
+    RunResult r = Ctl(c.args);
+    EXPECT_EQ(r.status.code, 2) << absl::StrJoin(c.args, " ");
+    EXPECT_THAT(r.err, StartsWith(c.expected)) << absl::StrJoin(c.args, " ");
+    EXPECT_THAT(r.err, Not(HasSubstr("A subcommand is required")));
+  }
+  EXPECT_THAT(Ctl({"datasets", "lss"}).err,
+              HasSubstr("Commands: ls, upload, show, rm. Run \"transferctl "
+                        "datasets --help\" for more."));
 }
 
 TEST(TransferctlNoServerTest, DatasetUsageErrorsExitTwo) {
@@ -1480,6 +1526,21 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
   EXPECT_TRUE(csv_only_json["png"].is_null()) << csv_json.out;
   EXPECT_EQ(csv_only_json["csv"], only.string());
   EXPECT_EQ(csv_only_json["epochs"], 3);
+  // "-" is standard output, and then nothing else is printed there (run in
+  // the temporary folder: no file named "-" may appear).
+  RunResult csv_stdout =
+      testing::Run({"/bin/sh", "-c",
+                    "cd '" + temp.path() + "' && exec " +
+                        testing::TransferctlBinary() + " --server " + server +
+                        " jobs plot plot-job --csv -"},
+                   {"TRANSFERD_ADDR="});
+  ASSERT_EQ(csv_stdout.status.code, 0) << csv_stdout.err;
+  EXPECT_EQ(csv_stdout.out, absl::StrJoin(lines, "\n") + "\n");
+  EXPECT_FALSE(fs::exists(fs::path(temp.path()) / "-"));
+  EXPECT_EQ(Ctl({"--server", server, "jobs", "plot", "plot-job", "-o", "-",
+                 "--csv", "-"})
+                .status.code,
+            2);
 
   // Neither output: a usage error; an unknown job: the server's NOT_FOUND;
   // an unwritable path: exit code 1 naming it.
