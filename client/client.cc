@@ -4,6 +4,7 @@
 #include <array>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include <google/protobuf/empty.pb.h>
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/ascii.h"
@@ -22,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "common/dataset_layout.h"
 #include "common/hash.h"
+#include "common/stream_protocol.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/inference.grpc.pb.h"
@@ -65,11 +68,76 @@ std::string ConnectFailure(const std::string& detail) {
   return "no connection";
 }
 
-absl::Status FromGrpc(const grpc::Status& status, const std::string& address,
+bool UsesTls(const ClientOptions& o) {
+  return o.tls || !o.tls_ca_file.empty() || !o.tls_cert_file.empty() ||
+         !o.tls_key_file.empty() || !o.tls_server_name.empty();
+}
+
+// What went wrong setting up a connection when it was TLS's doing, in words
+// a user can act on; empty when the failure was not about TLS.
+std::string TlsFailure(const std::string& detail, const ClientOptions& o) {
+  const bool tls = UsesTls(o);
+  const std::string trust =
+      o.tls_ca_file.empty() ? std::string("the system's root certificates")
+                            : absl::StrCat("--tls-ca ", o.tls_ca_file);
+  if (absl::StrContains(detail, "wrong version number")) {
+    return "TLS handshake failed: the server does not speak TLS (a plaintext "
+           "server?); connect without --tls and the --tls-* options";
+  }
+  if (absl::StrContains(detail, "certificate verify failed") ||
+      absl::StrContains(detail, "CERTIFICATE_VERIFY_FAILED")) {
+    return absl::StrCat(
+        "TLS handshake failed: the server's certificate is not signed by a "
+        "CA in ",
+        trust, " (or has expired); give the CA that signed it with --tls-ca");
+  }
+  if (absl::StrContains(detail, "Peer name") &&
+      absl::StrContains(detail, "not in peer certificate")) {
+    std::string name = o.tls_server_name;
+    if (name.empty()) name = o.address.substr(0, o.address.rfind(':'));
+    return absl::StrCat(
+        "TLS: the server's certificate is not valid for the name \"", name,
+        "\"; connect with a name it carries (--server HOST or "
+        "--tls-server-name)");
+  }
+  if (absl::StrContains(detail, "Ssl handshake failed") ||
+      absl::StrContains(detail, "Handshake failed")) {
+    return absl::StrCat("TLS handshake failed (",
+                        detail.substr(detail.find("andshake failed") - 1),
+                        ")");
+  }
+  if (absl::StrContains(detail, "Socket closed")) {
+    // The server hung up while the connection was being set up: the usual
+    // sign of a TLS server spoken to in plaintext, or of a server that
+    // requires a client certificate this client did not (validly) offer.
+    if (!tls) {
+      return "the server closed the connection during setup: it likely "
+             "expects TLS; connect with --tls-ca CA.crt (or --tls)";
+    }
+    return o.tls_cert_file.empty()
+               ? "the server closed the TLS connection during the handshake: "
+                 "it likely requires a client certificate; give one with "
+                 "--tls-cert and --tls-key"
+               : absl::StrCat("the server closed the TLS connection during "
+                              "the handshake: it likely does not accept the "
+                              "client certificate ",
+                              o.tls_cert_file,
+                              " (not signed by a CA it trusts?)");
+  }
+  return "";
+}
+
+absl::Status FromGrpc(const grpc::Status& status, const ClientOptions& options,
                       bool connected) {
   if (status.ok()) return absl::OkStatus();
+  const std::string& address = options.address;
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   if (status.error_code() == grpc::UNAVAILABLE && !connected) {
+    if (const std::string tls = TlsFailure(status.error_message(), options);
+        !tls.empty()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to transferd at ", address, ": ", tls));
+    }
     return absl::UnavailableError(absl::StrCat(
         "cannot reach transferd at ", address, " (",
         ConnectFailure(status.error_message()),
@@ -108,7 +176,7 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
   Response response;
   grpc::Status status = call(&ctx, &response);
   if (!status.ok())
-    return FromGrpc(status, options.address, Connected(channel));
+    return FromGrpc(status, options, Connected(channel));
   return response;
 }
 
@@ -204,6 +272,13 @@ const char* HealthStatusName(HealthStatus status) {
     default:
       return "UNKNOWN";
   }
+}
+
+void QuietGrpcLogs() {
+  if (const char* v = std::getenv("GRPC_VERBOSITY"); v != nullptr && *v) {
+    return;
+  }
+  gpr_set_log_function([](gpr_log_func_args*) {});
 }
 
 bool IsUnreachable(const absl::Status& status) {
@@ -409,7 +484,7 @@ absl::StatusOr<HealthStatus> Client::CheckHealth(
       return HealthStatus::kServiceUnknown;
     }
     if (!status.ok()) {
-      return FromGrpc(status, options_.address, Connected(stubs_->channel));
+      return FromGrpc(status, options_, Connected(stubs_->channel));
     }
     return FromProto(response.status());
   }
@@ -431,7 +506,7 @@ absl::StatusOr<HealthStatus> Client::CheckHealth(
   }
   grpc::Status status = reader->Finish();
   if (last.has_value()) return *last;
-  return FromGrpc(status, options_.address, false);
+  return FromGrpc(status, options_, false);
 }
 
 absl::StatusOr<v1::ListDatasetsResponse> Client::ListDatasets(
@@ -552,6 +627,22 @@ absl::StatusOr<FileSent> SendFile(
 
 }  // namespace
 
+namespace {
+
+// After an upload's header: waits for the server's initial metadata, which
+// says the header was accepted (common/stream_protocol.h); false when the
+// server has ended the call instead (then Finish() says why).
+template <class Request>
+bool UploadAccepted(grpc::ClientContext& ctx,
+                    grpc::ClientWriter<Request>& writer) {
+  writer.WaitForInitialMetadata();
+  const auto& metadata = ctx.GetServerInitialMetadata();
+  const auto it = metadata.find(common::kUploadAcceptedMetadata);
+  return it != metadata.end() && it->second == common::kUploadAcceptedValue;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
@@ -584,7 +675,7 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   const auto finish = [&]() -> absl::StatusOr<v1::UploadDatasetResponse> {
     grpc::Status status = writer->Finish();
     if (!status.ok()) {
-      return FromGrpc(status, options_.address, Connected(stubs_->channel));
+      return FromGrpc(status, options_, Connected(stubs_->channel));
     }
     return response;
   };
@@ -602,6 +693,9 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   v1::UploadDatasetRequest request;
   FillUploadHeader(options, state, request.mutable_header());
   if (!writer->Write(request)) return finish();
+  // Nothing more is sent until the server has checked the header (role, id,
+  // quota): a refusal comes now, not after the whole upload.
+  if (!UploadAccepted(ctx, *writer)) return finish();
 
   const auto start = std::chrono::steady_clock::now();
   const auto report = [&] {
@@ -803,7 +897,7 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
     // again"; any other status is the watch's answer.
     if (status.error_code() != grpc::UNAVAILABLE &&
         status.error_code() != grpc::CANCELLED) {
-      return FromGrpc(status, options_.address, true);
+      return FromGrpc(status, options_, true);
     }
     // Nothing reachable at the very first attempt is the usual "cannot
     // reach" error, at once. (The server's own "starting or shutting down"
@@ -811,7 +905,7 @@ absl::Status Client::WatchJob(const std::string& name, int64_t after_sequence,
     if (attempt == 0 && !received && !Connected(stubs_->channel) &&
         status.error_code() == grpc::UNAVAILABLE &&
         !absl::StrContains(status.error_message(), "shutting down")) {
-      return FromGrpc(status, options_.address, false);
+      return FromGrpc(status, options_, false);
     }
     const Clock::time_point now = Clock::now();
     if (received || !broken_since.has_value()) {
@@ -979,7 +1073,7 @@ absl::StatusOr<ExportResult> Client::ExportModel(
   }
   grpc::Status status = reader->Finish();
   if (!status.ok())
-    return fail(FromGrpc(status, options_.address, Connected(stubs_->channel)));
+    return fail(FromGrpc(status, options_, Connected(stubs_->channel)));
   out.close();
   if (!out)
     return fail(
@@ -1031,7 +1125,7 @@ absl::StatusOr<v1::Model> Client::ImportModel(
   const auto finish = [&]() -> absl::StatusOr<v1::Model> {
     grpc::Status status = writer->Finish();
     if (!status.ok())
-      return FromGrpc(status, options_.address, Connected(stubs_->channel));
+      return FromGrpc(status, options_, Connected(stubs_->channel));
     return response;
   };
   v1::ImportModelRequest request;
@@ -1040,6 +1134,7 @@ absl::StatusOr<v1::Model> Client::ImportModel(
   header->set_display_name(display_name);
   header->set_total_bytes(size);
   if (!writer->Write(request)) return finish();
+  if (!UploadAccepted(ctx, *writer)) return finish();
   int64_t sent = 0;
   while (sent < size) {
     std::string* data = request.mutable_data();

@@ -248,4 +248,10 @@ class Client {
 // away): the CLI's exit code 3.
 bool IsUnreachable(const absl::Status& status);
 
+// Drops gRPC's own log lines ("E1205 ... Handshake failed ..."): every
+// failure reaches the user as a status whose message says what went wrong.
+// With GRPC_VERBOSITY set in the environment they are kept, for debugging.
+// Call once, before the first channel.
+void QuietGrpcLogs();
+
 }  // namespace transferd::client

@@ -29,6 +29,7 @@ constexpr char kExitCodesHelp[] =
 
 int main(int argc, char** argv) {
   namespace commands = transferd::client::commands;
+  transferd::client::QuietGrpcLogs();
   CLI::App app{
       "transferctl: client of the transferd training and inference "
       "server",

@@ -89,6 +89,7 @@ struct SpecArgs {
   Flag<int32_t> fine_tune_epochs;
   Flag<double> fine_tune_lr;
   Flag<uint64_t> seed;
+  Flag<std::string> selection_metric;
   Flag<std::string> id, spec_file;
   bool detach = false;
 };
@@ -141,6 +142,11 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--fine-tune-lr", a.fine_tune_lr, "Learning rate of stage 2");
   AddFlag(cmd, "--seed", a.seed,
           "Seed of initialisation, shuffling and augmentation");
+  AddFlag(cmd, "--selection-metric", a.selection_metric,
+          "Metric that picks the best epoch, whose weights are kept: "
+          "val_accuracy (default), val_loss, accuracy or loss (a dataset "
+          "without a validation split needs accuracy or loss)")
+      ->check(CLI::IsMember({"val_accuracy", "val_loss", "accuracy", "loss"}));
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
           "A JobSpec in JSON or YAML (proto field names) to start from; flags "
@@ -264,6 +270,9 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a,
   }
   if (a.recipe.set()) spec.set_recipe(a.recipe.value);
   if (a.seed.set()) spec.set_seed(a.seed.value);
+  if (a.selection_metric.set()) {
+    spec.set_selection_metric(a.selection_metric.value);
+  }
 
   ApplyModelFlags(a, *spec.mutable_model());
   if (kind == v1::JOB_KIND_FINE_TUNE && spec.model().ByteSizeLong() == 0) {

@@ -2,8 +2,10 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <string_view>
 
+#include <grpc/support/log.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -94,6 +96,18 @@ class FieldsFlag final : public spdlog::custom_flag_formatter {
   }
 };
 
+// gRPC's own log lines go through the same logger, so --log-format json
+// stays one JSON object per line: message, source=grpc, file and line.
+void GrpcLog(gpr_log_func_args* args) {
+  spdlog::level::level_enum level = spdlog::level::debug;
+  if (args->severity == GPR_LOG_SEVERITY_INFO) level = spdlog::level::info;
+  if (args->severity == GPR_LOG_SEVERITY_ERROR) level = spdlog::level::warn;
+  core::LogFields(level, args->message == nullptr ? "" : args->message,
+                  {{"source", "grpc"},
+                   {"file", args->file == nullptr ? "" : args->file},
+                   {"line", std::to_string(args->line)}});
+}
+
 }  // namespace
 
 void SetUpLogging(const LogOptions& options) {
@@ -113,6 +127,7 @@ void SetUpLogging(const LogOptions& options) {
   logger->set_level(spdlog::level::from_str(options.level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(std::move(logger));
+  gpr_set_log_function(GrpcLog);
 }
 
 }  // namespace transferd::app

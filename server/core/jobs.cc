@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/backbones/weights.h"
 #include "server/core/datasets.h"
 #include "server/core/jobs/job_store.h"
 #include "server/core/jobs/prediction_runner.h"
@@ -226,6 +227,13 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
   // Layer names and sizes, checked on a randomly initialised model.
   TRANSFERD_RETURN_IF_ERROR(
       CheckStages(config, static_cast<int>(dataset->classes.size())));
+  // The pretrained weights a new model starts from must be there (or may be
+  // downloaded): refused now, not failed once the job runs.
+  if (job.config.model.init_weights_file.empty()) {
+    const train::ModelConfig& m = job.config.model;
+    TRANSFERD_RETURN_IF_ERROR(backbones::CheckWeightsObtainable(
+        m.backbone, m.alpha, m.weights, m.input_size, env_.weights));
+  }
 
   return Insert(std::move(job));
 }

@@ -52,11 +52,15 @@ class UploadReactor final
           "the server is shutting down; the upload was discarded"));
       return;
     }
+    const bool header = request_.has_header();
     absl::Status status = Handle();
     if (!status.ok()) {
       Done(ToGrpcStatus(status));
       return;
     }
+    // The header passed: tell the client to send the files (before it,
+    // the client sends nothing more; see common/stream_protocol.h).
+    if (header) AcceptUpload(*ctx_, *this);
     StartRead(&request_);
   }
 

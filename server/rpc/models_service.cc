@@ -178,10 +178,12 @@ class ImportReactor final
           "the server is shutting down; the import was discarded"));
       return;
     }
+    const bool header = request_.has_header();
     if (absl::Status status = Take(); !status.ok()) {
       Done(ToGrpcStatus(status));
       return;
     }
+    if (header) AcceptUpload(*ctx_, *this);
     StartRead(&request_);
   }
 

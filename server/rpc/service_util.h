@@ -11,6 +11,7 @@
 #include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
+#include "common/stream_protocol.h"
 #include "server/auth/auth.h"
 
 namespace transferd::core::api {
@@ -35,6 +36,17 @@ grpc::Status CheckCaller(const Authorizer& auth,
 grpc::Status Admit(const grpc::CallbackServerContext* ctx,
                    const core::api::EngineApi& api, const Authorizer& auth,
                    Role role, std::string_view method);
+
+// An upload's header passed its checks: sends the initial metadata that
+// tells the client to go on with the data (common/stream_protocol.h). Once
+// per call, before Finish.
+template <class Request>
+void AcceptUpload(grpc::CallbackServerContext& ctx,
+                  grpc::ServerReadReactor<Request>& reactor) {
+  ctx.AddInitialMetadata(common::kUploadAcceptedMetadata,
+                         common::kUploadAcceptedValue);
+  reactor.StartSendInitialMetadata();
+}
 
 // The call's deadline on the steady clock, capped at `cap` from now (the
 // server's --max-request-seconds): a client without a deadline cannot keep

@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "common/stream_protocol.h"
 #include "tests/support/transferd_server.h"
 #include "transferd/v1/datasets.grpc.pb.h"
 #include "transferd/v1/jobs.grpc.pb.h"
@@ -224,10 +225,18 @@ TEST_F(TransferctlTest, DatasetUploadPlainOutput) {
   EXPECT_THAT(up.err, HasSubstr("upload 100%: 7/7 files"));
   EXPECT_THAT(up.err, Not(HasSubstr("\r")));
 
-  // The same id again is ALREADY_EXISTS: a server error.
+  // The same id again is ALREADY_EXISTS: a server error, said before any
+  // file is sent (no progress line); so is an invalid id.
   RunResult again = Ctl({"--server", server_->address(), "datasets", "upload",
                          folder.string(), "--id", "plain"});
   EXPECT_EQ(again.status.code, 1);
+  EXPECT_THAT(again.err, HasSubstr("dataset \"plain\" already exists"));
+  EXPECT_THAT(again.err, Not(HasSubstr("upload ")));
+  RunResult bad_id = Ctl({"--server", server_->address(), "datasets", "upload",
+                          folder.string(), "--id", "Bad_Id-"});
+  EXPECT_EQ(bad_id.status.code, 1);
+  EXPECT_THAT(bad_id.err, HasSubstr("starting and ending with a letter"));
+  EXPECT_THAT(bad_id.err, Not(HasSubstr("upload ")));
 
   EXPECT_EQ(
       Ctl({"--server", server_->address(), "datasets", "rm", "datasets/plain"})
@@ -373,12 +382,25 @@ TEST_F(TransferctlTest, TrainFollowShowWatchAndModels) {
 }
 
 TEST_F(TransferctlTest, InvalidHyperparameterNamesTheField) {
-  RunResult r = Ctl({"--server", server_->address(), "train", "train-small",
+  testing::TempDir temp;
+  const fs::path folder = fs::path(temp.path()) / "hyper-small";
+  MakeTrainingFolder(folder);
+  ASSERT_EQ(Ctl({"--server", server_->address(), "datasets", "upload",
+                 folder.string(), "--id", "hyper-small"})
+                .status.code,
+            0);
+  RunResult r = Ctl({"--server", server_->address(), "train", "hyper-small",
                      "--backbone", "mobilenet", "--lr", "-1"});
   EXPECT_EQ(r.status.code, 1);  // INVALID_ARGUMENT: a server error
   EXPECT_THAT(r.err, StartsWith("transferctl: "));
   EXPECT_THAT(r.err, HasSubstr("learning_rate"));
   EXPECT_EQ(r.out, "");
+  // No stage flags: one default stage, so what is wrong is the dataset.
+  RunResult nosuch = Ctl({"--server", server_->address(), "train", "nosuch",
+                          "--backbone", "mobilenet"});
+  EXPECT_EQ(nosuch.status.code, 1);
+  EXPECT_EQ(nosuch.err,
+            "transferctl: spec.dataset: dataset \"nosuch\" not found\n");
 
   RunResult missing =
       Ctl({"--server", server_->address(), "models", "show", "nope"});
@@ -510,8 +532,10 @@ class FakeDatasets final : public v1::Datasets::Service {
   // many messages, the way a quota check ends an upload.
   explicit FakeDatasets(size_t fail_after = 0) : fail_after_(fail_after) {}
 
+  // Like the real server: the header accepted, initial metadata says so
+  // (common/stream_protocol.h), and only then do files come.
   grpc::Status UploadDataset(
-      grpc::ServerContext*,
+      grpc::ServerContext* ctx,
       grpc::ServerReader<v1::UploadDatasetRequest>* reader,
       v1::UploadDatasetResponse* response) override {
     v1::UploadDatasetRequest request;
@@ -524,6 +548,11 @@ class FakeDatasets final : public v1::Datasets::Service {
       if (fail_after_ > 0 && requests_.size() >= fail_after_) {
         return grpc::Status(grpc::RESOURCE_EXHAUSTED,
                             "dataset exceeds max_dataset_bytes");
+      }
+      if (request.has_header()) {
+        ctx->AddInitialMetadata(common::kUploadAcceptedMetadata,
+                                common::kUploadAcceptedValue);
+        reader->SendInitialMetadata();
       }
     }
     response->mutable_dataset()->set_name("datasets/fake");
@@ -650,6 +679,28 @@ TEST(UploadStreamTest, ServerEndingTheStreamEarlyReturnsItsStatus) {
   EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(response.status().message()),
               HasSubstr("max_dataset_bytes"));
+}
+
+// A header the server refuses (an existing id, a bad id, a viewer's token,
+// the quota) ends the upload before any file is read or sent.
+TEST(UploadStreamTest, RefusedHeaderSendsNoFile) {
+  testing::TempDir temp;
+  for (int i = 0; i < 20; ++i) {
+    WriteFile(fs::path(temp.path()) / ("f" + std::to_string(i) + ".jpg"),
+              std::string(1000, 'x'));
+  }
+  FakeTransferd fake(/*chunk_bytes=*/100, /*fail_after=*/1);
+  transferd::client::UploadOptions options;
+  options.directory = temp.path();
+  int progress_calls = 0;
+  auto response = fake.client().UploadDataset(
+      options,
+      [&](const transferd::client::UploadProgress&) { ++progress_calls; });
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_EQ(fake.datasets().requests().size(), 1u);
+  EXPECT_TRUE(fake.datasets().requests()[0].has_header());
+  EXPECT_EQ(progress_calls, 0);
 }
 
 TEST(UploadStreamTest, CancelStopsBeforeTheNextChunk) {
@@ -1343,6 +1394,8 @@ TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
                      "sgd",
                      "--momentum",
                      "0.9",
+                     "--selection-metric",
+                     "loss",
                      "--augment",
                      "none",
                      "--fine-tune-from",
@@ -1364,6 +1417,7 @@ TEST(TransferctlJobsTest, TrainFlagsBuildTheSpec) {
   EXPECT_EQ(s.dataset(), "datasets/small");
   EXPECT_EQ(s.recipe(), "keras-book");
   EXPECT_EQ(s.seed(), 7u);
+  EXPECT_EQ(s.selection_metric(), "loss");
   EXPECT_EQ(s.model().backbone(), "vgg16");
   EXPECT_EQ(s.model().input_size(), 224);
   EXPECT_EQ(s.model().alpha(), 0.5);
@@ -1407,6 +1461,8 @@ TEST(TransferctlNoServerTest, JobUsageErrorsExitTwo) {
   EXPECT_EQ(Ctl({"train", "small", "--optimizer", "adamw"}).status.code, 2);
   EXPECT_EQ(Ctl({"train", "small", "--precision", "fp16"}).status.code, 2);
   EXPECT_EQ(Ctl({"train", "small", "--epochs", "two"}).status.code, 2);
+  EXPECT_EQ(Ctl({"train", "small", "--selection-metric", "f1"}).status.code,
+            2);
   EXPECT_EQ(Ctl({"finetune", "m1"}).status.code, 2);
   EXPECT_EQ(Ctl({"jobs", "ls", "--state", "sleeping"}).status.code, 2);
   EXPECT_EQ(Ctl({"jobs", "watch"}).status.code, 2);

@@ -108,6 +108,11 @@ TEST(JobsRpcTest, InvalidSpecsNameTheField) {
   ExpectInvalid(server, spec, "conv_dw_99");
   spec = SmallSpec("nosuch", 1);
   ExpectInvalid(server, spec, "spec.dataset");
+  // An unknown dataset is said before what else the spec lacks.
+  spec = SmallSpec("nosuch", 1);
+  spec.clear_model();
+  spec.clear_stages();
+  ExpectInvalid(server, spec, "spec.dataset: dataset \"nosuch\" not found");
   spec = SmallSpec("trainonly", 1);
   ExpectInvalid(server, spec, "spec.selection_metric");
   spec = SmallSpec("small", 1);
@@ -122,6 +127,21 @@ TEST(JobsRpcTest, InvalidSpecsNameTheField) {
   spec = SmallSpec("small", 1);
   spec.set_kind(v1::JOB_KIND_UNSPECIFIED);
   ExpectInvalid(server, spec, "spec.kind");
+  // Weights a new model starts from that are not there: refused at
+  // submission (FAILED_PRECONDITION naming the file and the folder), not
+  // accepted and failed later. Downloads are off by default.
+  for (const char* weights : {"imagenet", "mine.h5"}) {
+    spec = SmallSpec("small", 1);
+    spec.mutable_model()->set_weights(weights);
+    v1::Job refused;
+    grpc::Status s = CreateJob(server, spec, &refused);
+    EXPECT_EQ(s.error_code(), grpc::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_THAT(s.error_message(),
+                HasSubstr(std::string(weights) == "imagenet"
+                              ? "mobilenet_2_5_224_tf_no_top.h5"
+                              : "mine.h5"));
+    EXPECT_THAT(s.error_message(), HasSubstr("/weights"));
+  }
   // Nothing was queued.
   auto stub = v1::Jobs::NewStub(Channel(server));
   grpc::ClientContext ctx;

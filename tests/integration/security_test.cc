@@ -4,14 +4,17 @@
 // plaintext on a non-loopback address, and the plaintext health-only port.
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -252,6 +255,67 @@ TEST_F(TlsTest, ClientCertificatesAreRequiredWithAClientCa) {
        certs_ + "/client.key", "--json", "server", "info"},
       {"TRANSFERD_TOKEN="});
   EXPECT_EQ(ctl.status.code, 0) << ctl.err;
+}
+
+// Each TLS mistake is named for what it is, not "is the server running?",
+// and gRPC's own "E1205 ... Handshake failed" lines stay out of the output.
+// The server, logging JSON, keeps one JSON object per line meanwhile.
+TEST_F(TlsTest, TransferctlSaysWhatWentWrongWithTls) {
+  TransferdServer::Options tls_options = ServerOptions({"--log-format", "json"});
+  TransferdServer server(tls_options);
+  ASSERT_TRUE(server.ok()) << server.Log();
+  TransferdServer mtls(
+      ServerOptions({"--tls-client-ca", certs_ + "/ca.crt"}));
+  ASSERT_TRUE(mtls.ok()) << mtls.Log();
+  TransferdServer plaintext;
+  ASSERT_TRUE(plaintext.ok()) << plaintext.Log();
+  const std::string ca = certs_ + "/ca.crt";
+  struct Case {
+    std::string what;
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"plaintext to a TLS server",
+       {"--server", server.address()},
+       "it likely expects TLS; connect with --tls-ca"},
+      {"a CA that did not sign the server's certificate",
+       {"--server", server.address(), "--tls-ca", certs_ + "/other-ca.crt"},
+       "the server's certificate is not signed by a CA in --tls-ca"},
+      {"a name the certificate does not carry",
+       {"--server", server.address(), "--tls-ca", ca, "--tls-server-name",
+        "wrong.example"},
+       "not valid for the name \"wrong.example\""},
+      {"no client certificate under mutual TLS",
+       {"--server", mtls.address(), "--tls-ca", ca},
+       "it likely requires a client certificate; give one with --tls-cert"},
+      {"a client certificate the server does not accept",
+       {"--server", mtls.address(), "--tls-ca", ca, "--tls-cert",
+        certs_ + "/stranger.crt", "--tls-key", certs_ + "/stranger.key"},
+       "does not accept the client certificate"},
+      {"TLS to a plaintext server",
+       {"--server", plaintext.address(), "--tls-ca", ca},
+       "the server does not speak TLS"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {testing::TransferctlBinary(),
+                                     "--timeout", "10"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    argv.insert(argv.end(), {"server", "info"});
+    RunResult r = testing::Run(argv, {"TRANSFERD_TOKEN=", "GRPC_VERBOSITY="});
+    EXPECT_EQ(r.status.code, 3) << c.what << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << c.what;
+    EXPECT_THAT(r.err, Not(HasSubstr("is the server running"))) << c.what;
+    EXPECT_THAT(r.err, Not(HasSubstr("E1"))) << c.what;  // gRPC's log lines
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // The handshakes the server saw fail were logged as JSON like the rest.
+  std::istringstream log(server.Log());
+  int lines = 0;
+  for (std::string line; std::getline(log, line); ++lines) {
+    EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+  }
+  EXPECT_GT(lines, 3);
 }
 
 TEST_F(TlsTest, HealthPortAnswersPlaintextProbesAndNothingElse) {

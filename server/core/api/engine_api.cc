@@ -93,6 +93,15 @@ absl::Status EngineApi::DeleteDataset(const std::string& name) {
 absl::StatusOr<JobView> EngineApi::CreateJob(const JobSubmission& submission) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
   train::JobRequest request = submission.request;
+  // An unknown dataset is said first, before what the spec may lack.
+  if (!request.dataset_id.empty()) {
+    if (absl::StatusOr<DatasetInfo> dataset =
+            engine_.datasets().Get(request.dataset_id);
+        !dataset.ok() && absl::IsNotFound(dataset.status())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.dataset: ", dataset.status().message()));
+    }
+  }
   // FINE_TUNE and PREDICT take the base model's network; an alias is
   // resolved now, so the job keeps the model it was given. A model that
   // does not exist is a bad argument of this call, not a missing resource.

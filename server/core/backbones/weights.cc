@@ -154,10 +154,11 @@ absl::Status LoadKerasH5(BackboneImpl& backbone,
   return Commit(backbone, staged, file->path());
 }
 
-absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
-                                       const std::string& weights,
-                                       int input_size,
-                                       const WeightsCacheOptions& cache) {
+namespace {
+
+// The backbone `name` at `alpha` in the flavour its `weights` imply.
+absl::StatusOr<BackboneSpec> SpecFor(const std::string& name, double alpha,
+                                     const std::string& weights) {
   BackboneSpec spec;
   spec.name = name;
   spec.alpha = alpha;
@@ -183,6 +184,36 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
                        "torchvision .safetensors file"));
     }
   }
+  return spec;
+}
+
+}  // namespace
+
+absl::Status CheckWeightsObtainable(const std::string& name, double alpha,
+                                    const std::string& weights,
+                                    int input_size,
+                                    const WeightsCacheOptions& cache) {
+  TRANSFERD_ASSIGN_OR_RETURN(const BackboneSpec spec,
+                             SpecFor(name, alpha, weights));
+  if (weights == "none") return absl::OkStatus();
+  if (weights == "imagenet") {
+    return CheckImagenetWeights(spec, input_size, cache);
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(cache.dir / weights, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("weights file ", weights, " is not in the weights folder ",
+                     cache.dir.string(), "; put it there first"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
+                                       const std::string& weights,
+                                       int input_size,
+                                       const WeightsCacheOptions& cache) {
+  TRANSFERD_ASSIGN_OR_RETURN(const BackboneSpec spec,
+                             SpecFor(name, alpha, weights));
   TRANSFERD_ASSIGN_OR_RETURN(Backbone backbone, CreateBackbone(spec));
   TRANSFERD_RETURN_IF_ERROR(backbone->OutputShape(input_size).status());
   if (weights == "none") return backbone;

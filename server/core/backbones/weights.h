@@ -40,6 +40,16 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
                                        int input_size,
                                        const WeightsCacheOptions& cache);
 
+// Whether BuildBackbone could get `weights` for this backbone, without
+// building it or reading the file: OK for "none", for an "imagenet" file in
+// the cache or one that may be downloaded, and for a FILE present in the
+// weights folder; else FAILED_PRECONDITION saying what is missing and where
+// it goes (INVALID_ARGUMENT for a bad name). Checked when a job is submitted.
+absl::Status CheckWeightsObtainable(const std::string& name, double alpha,
+                                    const std::string& weights,
+                                    int input_size,
+                                    const WeightsCacheOptions& cache);
+
 // torchvision's name for one of the backbone's tensors ("block1_conv1.weight"
 // -> "features.0.weight"); empty when there is none.
 std::string TorchvisionName(const BackboneSpec& spec, const std::string& param);

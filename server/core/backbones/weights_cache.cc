@@ -479,64 +479,109 @@ absl::StatusOr<OfficialWeights> OfficialKerasWeights(const BackboneSpec& spec,
   return weights;
 }
 
-absl::StatusOr<fs::path> ResolveImagenetWeights(
+namespace {
+
+// Where the official weights for `spec` live in the cache, and what to tell
+// a user who lacks them.
+struct WeightsPlan {
+  OfficialWeights weights;
+  ExpectedDigest expected;
+  fs::path target;
+  std::string needs;  // "ImageNet weights for ... need FILE in FOLDER"
+};
+
+absl::StatusOr<WeightsPlan> PlanImagenetWeights(
     const BackboneSpec& spec, int input_size,
     const WeightsCacheOptions& options) {
   if (options.dir.empty()) {
     return absl::InvalidArgumentError(
         "no weights folder is configured for ImageNet weights");
   }
-  TRANSFERD_ASSIGN_OR_RETURN(OfficialWeights weights,
+  WeightsPlan plan;
+  TRANSFERD_ASSIGN_OR_RETURN(plan.weights,
                              OfficialKerasWeights(spec, input_size));
   if (!options.base_url_override.empty()) {
     std::string base = options.base_url_override;
     while (absl::EndsWith(base, "/")) base.pop_back();
-    weights.url =
-        absl::StrCat(base, weights.url.substr(std::strlen(kKerasBaseUrl)));
+    plan.weights.url = absl::StrCat(
+        base, plan.weights.url.substr(std::strlen(kKerasBaseUrl)));
   }
-  TRANSFERD_ASSIGN_OR_RETURN(const ExpectedDigest expected,
-                             ExpectedDigestFor(weights, options));
-  const fs::path target = options.dir / weights.file_name;
-  const std::string needs = absl::StrCat(
-      "ImageNet weights for ", Describe(spec, input_size), " need ",
-      weights.file_name, " in ", FolderString(options.dir));
+  TRANSFERD_ASSIGN_OR_RETURN(plan.expected,
+                             ExpectedDigestFor(plan.weights, options));
+  plan.target = options.dir / plan.weights.file_name;
+  plan.needs = absl::StrCat("ImageNet weights for ",
+                            Describe(spec, input_size), " need ",
+                            plan.weights.file_name, " in ",
+                            FolderString(options.dir));
+  return plan;
+}
+
+// Whether the planned file is there: false when missing; an error when
+// something else stands in its place or it cannot be looked at.
+absl::StatusOr<bool> WeightsPresent(const WeightsPlan& plan) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(plan.target, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return absl::InternalError(absl::StrCat(
+        "cannot access ", plan.target.string(), ": ", ec.message()));
+  }
+  if (!fs::exists(status)) return false;
+  if (!fs::is_regular_file(status)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        plan.needs, ", but ", plan.target.string(), " is not a regular file"));
+  }
+  return true;
+}
+
+// Why a missing file will not be downloaded; OK when it may be.
+absl::Status CheckDownloadable(const WeightsPlan& plan,
+                               const WeightsCacheOptions& options) {
+  if (!options.allow_download) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        plan.needs,
+        "; downloads are off (--allow-weight-downloads): fetch it from ",
+        plan.weights.url,
+        " and put it there, or start the server with downloads "
+        "allowed"));
+  }
+  if (plan.expected.algorithm.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        plan.needs,
+        "; no checksum of it is known, so transferd does not download "
+        "it: fetch it from ",
+        plan.weights.url, " and put it there"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckImagenetWeights(const BackboneSpec& spec, int input_size,
+                                  const WeightsCacheOptions& options) {
+  TRANSFERD_ASSIGN_OR_RETURN(const WeightsPlan plan,
+                             PlanImagenetWeights(spec, input_size, options));
+  TRANSFERD_ASSIGN_OR_RETURN(const bool present, WeightsPresent(plan));
+  return present ? absl::OkStatus() : CheckDownloadable(plan, options);
+}
+
+absl::StatusOr<fs::path> ResolveImagenetWeights(
+    const BackboneSpec& spec, int input_size,
+    const WeightsCacheOptions& options) {
+  TRANSFERD_ASSIGN_OR_RETURN(const WeightsPlan plan,
+                             PlanImagenetWeights(spec, input_size, options));
+  const OfficialWeights& weights = plan.weights;
+  const ExpectedDigest& expected = plan.expected;
+  const fs::path& target = plan.target;
+  const auto present = [&] { return WeightsPresent(plan); };
 
   // Present: check it (once) and use it.
-  const auto present = [&]() -> absl::StatusOr<bool> {
-    std::error_code ec;
-    const fs::file_status status = fs::status(target, ec);
-    if (ec && ec != std::errc::no_such_file_or_directory) {
-      return absl::InternalError(
-          absl::StrCat("cannot access ", target.string(), ": ", ec.message()));
-    }
-    if (!fs::exists(status)) return false;
-    if (!fs::is_regular_file(status)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          needs, ", but ", target.string(), " is not a regular file"));
-    }
-    return true;
-  };
   TRANSFERD_ASSIGN_OR_RETURN(bool is_present, present());
   if (is_present) {
     TRANSFERD_RETURN_IF_ERROR(
         VerifyCachedFile(target, options.dir, weights, expected));
     return target;
   }
-
-  if (!options.allow_download) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        needs, "; downloads are off (--allow-weight-downloads): fetch it from ",
-        weights.url,
-        " and put it there, or start the server with downloads "
-        "allowed"));
-  }
-  if (expected.algorithm.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        needs,
-        "; no checksum of it is known, so transferd does not download "
-        "it: fetch it from ",
-        weights.url, " and put it there"));
-  }
+  TRANSFERD_RETURN_IF_ERROR(CheckDownloadable(plan, options));
 
   std::lock_guard<std::mutex> lock(DownloadMutex());
   // Another request may have fetched it while this one waited.

@@ -83,6 +83,14 @@ absl::StatusOr<std::filesystem::path> ResolveImagenetWeights(
     const BackboneSpec& spec, int input_size,
     const WeightsCacheOptions& options);
 
+// What ResolveImagenetWeights would find, without fetching or hashing
+// anything: OK when the file is in the cache (its digest is checked when it
+// is used) or missing but may be downloaded; else the same
+// FAILED_PRECONDITION (or INVALID_ARGUMENT) ResolveImagenetWeights returns.
+// Run when a job is submitted, so that it is refused then, not failed later.
+absl::Status CheckImagenetWeights(const BackboneSpec& spec, int input_size,
+                                  const WeightsCacheOptions& options);
+
 // Names of the weight files (*.h5, *.safetensors) in `dir`, sorted; empty
 // when `dir` does not exist. For GetServerInfo's weights_available.
 std::vector<std::string> CachedWeightFiles(const std::filesystem::path& dir);

@@ -1,5 +1,6 @@
 #include "server/core/train/job_request.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -229,13 +230,14 @@ absl::StatusOr<TrainConfig> StartingConfig(const std::string& recipe) {
 
 absl::Status ApplyStages(const std::vector<StageOverrides>& stages,
                          std::vector<StageConfig>& out) {
-  for (size_t i = out.size(); i < stages.size(); ++i) {
+  // Neither a recipe nor stages: one stage of the defaults (frozen base,
+  // RMSprop 1e-3, 1 epoch, batch 20, no augmentation), as Keras' fit() does
+  // one epoch unless told otherwise.
+  const size_t wanted = std::max<size_t>(stages.size(), 1);
+  for (size_t i = out.size(); i < wanted; ++i) {
     StageConfig fresh;
     fresh.name = absl::StrCat("stage-", i + 1);
     out.push_back(fresh);
-  }
-  if (out.empty()) {
-    return Invalid("spec.stages", "needs at least one stage without a recipe");
   }
   for (size_t i = 0; i < out.size(); ++i) {
     const StageOverrides none;

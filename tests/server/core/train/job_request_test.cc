@@ -167,18 +167,32 @@ TEST(JobRequestTest, ErrorsNameTheField) {
             "spec.stages[0].batch_size must be in [1, 4096], got 0");
 }
 
-TEST(JobRequestTest, WithoutARecipeABackboneAndAStageAreRequired) {
+TEST(JobRequestTest, WithoutARecipeABackboneIsRequiredAndOneStageIsDefault) {
   EXPECT_EQ(ErrorOf(Train()).message(),
             "spec.model.backbone is required without a recipe");
+  // No stage given: one stage of the defaults, as Keras' fit() runs one
+  // epoch unless told otherwise.
   JobRequest r = Train();
   r.model.backbone = "mobilenet";
-  EXPECT_EQ(ErrorOf(r).message(),
-            "spec.stages needs at least one stage without a recipe");
-  r.stages.resize(1);
   absl::StatusOr<ResolvedJob> job = ResolveJob(r, "fp32", nullptr);
   ASSERT_TRUE(job.ok()) << job.status();
-  EXPECT_EQ(job->config.stages[0].name, "stage-1");
+  ASSERT_EQ(job->config.stages.size(), 1u);
+  const StageConfig& stage = job->config.stages[0];
+  EXPECT_EQ(stage.name, "stage-1");
+  EXPECT_EQ(stage.trainable_from, "none");
+  EXPECT_EQ(stage.epochs, 1);
+  EXPECT_EQ(stage.batch_size, 20);
+  EXPECT_EQ(stage.optimizer.kind, OptimizerKind::kRmsprop);
+  EXPECT_DOUBLE_EQ(stage.optimizer.learning_rate, 1e-3);
   EXPECT_EQ(job->config.model.weights, "imagenet");
+  // Given stages are kept as given, not joined by a default one.
+  r.stages.resize(2);
+  r.stages[1].epochs = 3;
+  job = ResolveJob(r, "fp32", nullptr);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->config.stages.size(), 2u);
+  EXPECT_EQ(job->config.stages[1].name, "stage-2");
+  EXPECT_EQ(job->config.stages[1].epochs, 3);
 }
 
 TEST(JobRequestTest, FineTuneTakesTheBaseModelsNetwork) {
