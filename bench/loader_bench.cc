@@ -19,8 +19,8 @@ int main(int argc, char** argv) {
       "Loader throughput (images/s) on DIR's JPEGs at 150 px, batch 20, with "
       "and without\nthe keras-book augmentation, 1 and 2 threads, as JSON "
       "lines (default: 2 epochs).\n";
-  if (argc >= 2 && (!std::strcmp(argv[1], "--help") ||
-                    !std::strcmp(argv[1], "-h"))) {
+  if (argc >= 2 &&
+      (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     std::fputs(kUsage, stdout);
     return 0;
   }
@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--epochs") && i + 1 < argc) {
       epochs = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "loader_bench: unknown argument \"%s\"\n%s",
-                   argv[i], kUsage);
+      std::fprintf(stderr, "loader_bench: unknown argument \"%s\"\n%s", argv[i],
+                   kUsage);
       return 2;
     }
   }

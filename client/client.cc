@@ -77,9 +77,9 @@ bool UsesTls(const ClientOptions& o) {
 // a user can act on; empty when the failure was not about TLS.
 std::string TlsFailure(const std::string& detail, const ClientOptions& o) {
   const bool tls = UsesTls(o);
-  const std::string trust =
-      o.tls_ca_file.empty() ? std::string("the system's root certificates")
-                            : absl::StrCat("--tls-ca ", o.tls_ca_file);
+  const std::string trust = o.tls_ca_file.empty()
+                                ? std::string("the system's root certificates")
+                                : absl::StrCat("--tls-ca ", o.tls_ca_file);
   if (absl::StrContains(detail, "wrong version number")) {
     return "TLS handshake failed: the server does not speak TLS (a plaintext "
            "server?); connect without --tls and the --tls-* options";
@@ -103,8 +103,7 @@ std::string TlsFailure(const std::string& detail, const ClientOptions& o) {
   if (absl::StrContains(detail, "Ssl handshake failed") ||
       absl::StrContains(detail, "Handshake failed")) {
     return absl::StrCat("TLS handshake failed (",
-                        detail.substr(detail.find("andshake failed") - 1),
-                        ")");
+                        detail.substr(detail.find("andshake failed") - 1), ")");
   }
   if (absl::StrContains(detail, "Socket closed")) {
     // The server hung up while the connection was being set up: the usual
@@ -118,11 +117,11 @@ std::string TlsFailure(const std::string& detail, const ClientOptions& o) {
                ? "the server closed the TLS connection during the handshake: "
                  "it likely requires a client certificate; give one with "
                  "--tls-cert and --tls-key"
-               : absl::StrCat("the server closed the TLS connection during "
-                              "the handshake: it likely does not accept the "
-                              "client certificate ",
-                              o.tls_cert_file,
-                              " (not signed by a CA it trusts?)");
+               : absl::StrCat(
+                     "the server closed the TLS connection during "
+                     "the handshake: it likely does not accept the "
+                     "client certificate ",
+                     o.tls_cert_file, " (not signed by a CA it trusts?)");
   }
   return "";
 }
@@ -175,8 +174,7 @@ absl::StatusOr<Response> Unary(const ClientOptions& options,
   SetDeadline(ctx, options.timeout);
   Response response;
   grpc::Status status = call(&ctx, &response);
-  if (!status.ok())
-    return FromGrpc(status, options, Connected(channel));
+  if (!status.ok()) return FromGrpc(status, options, Connected(channel));
   return response;
 }
 

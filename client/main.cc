@@ -36,10 +36,9 @@ int main(int argc, char** argv) {
       "transferctl"};
   app.footer(kExitCodesHelp);
   app.require_subcommand(1);
-  app.set_version_flag("--version",
-                       "transferctl " TRANSFERD_VERSION " (" TRANSFERD_REVISION
-                       ")",
-                       "Print the version and exit");
+  app.set_version_flag(
+      "--version", "transferctl " TRANSFERD_VERSION " (" TRANSFERD_REVISION ")",
+      "Print the version and exit");
   commands::Globals g;
   commands::AddGlobalOptions(app, g);
 

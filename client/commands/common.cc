@@ -84,8 +84,8 @@ size_t EditDistance(const std::string& a, const std::string& b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     for (size_t j = 1; j <= b.size(); ++j) {
       const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + cost});
+      d[i][j] =
+          std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
       if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
       }
@@ -99,32 +99,45 @@ std::string ClosestCommand(const std::string& word,
                            const std::vector<std::string>& names) {
   // Words other tools use for the same thing.
   static const std::map<std::string, std::string> kSynonyms = {
-      {"list", "ls"},       {"get", "show"},       {"describe", "show"},
-      {"delete", "rm"},     {"remove", "rm"},      {"del", "rm"},
-      {"status", "health"}, {"version", "info"},   {"follow", "watch"},
-      {"logs", "watch"},    {"stop", "cancel"},    {"fit", "train"},
-      {"fine-tune", "finetune"}, {"classify", "predict"},
-      {"model", "models"},  {"dataset", "datasets"}, {"job", "jobs"},
+      {"list", "ls"},
+      {"get", "show"},
+      {"describe", "show"},
+      {"delete", "rm"},
+      {"remove", "rm"},
+      {"del", "rm"},
+      {"status", "health"},
+      {"version", "info"},
+      {"follow", "watch"},
+      {"logs", "watch"},
+      {"stop", "cancel"},
+      {"fit", "train"},
+      {"fine-tune", "finetune"},
+      {"classify", "predict"},
+      {"model", "models"},
+      {"dataset", "datasets"},
+      {"job", "jobs"},
   };
   const auto has = [&](const std::string& n) {
     return std::find(names.begin(), names.end(), n) != names.end();
   };
-  if (auto it = kSynonyms.find(word); it != kSynonyms.end() && has(it->second)) {
+  if (auto it = kSynonyms.find(word);
+      it != kSynonyms.end() && has(it->second)) {
     return it->second;
   }
   std::string best;
   size_t best_distance = 0;
   for (const std::string& name : names) {
     // A prefix ("serve", "data") or a close spelling ("lss", "modles").
-    const size_t distance =
-        name.rfind(word, 0) == 0 && word.size() >= 2 ? 1
-                                                     : EditDistance(word, name);
+    const size_t distance = name.rfind(word, 0) == 0 && word.size() >= 2
+                                ? 1
+                                : EditDistance(word, name);
     if (best.empty() || distance < best_distance) {
       best = name;
       best_distance = distance;
     }
   }
-  const size_t allowed = std::max<size_t>(1, std::min(word.size(), best.size()) / 2);
+  const size_t allowed =
+      std::max<size_t>(1, std::min(word.size(), best.size()) / 2);
   return best_distance <= allowed ? best : std::string();
 }
 
@@ -133,8 +146,8 @@ std::string ClosestCommand(const std::string& word,
 std::string UnknownCommandMessage(CLI::App& app) {
   // The deepest command that was given.
   CLI::App* at = &app;
-  for (std::vector<CLI::App*> parsed = at->get_subcommands();
-       !parsed.empty(); parsed = at->get_subcommands()) {
+  for (std::vector<CLI::App*> parsed = at->get_subcommands(); !parsed.empty();
+       parsed = at->get_subcommands()) {
     at = parsed.front();
   }
   std::vector<std::string> names;
@@ -156,16 +169,15 @@ std::string UnknownCommandMessage(CLI::App& app) {
     path = p->get_name() + " " + path;
   }
   if (word.empty()) {
-    return absl::StrCat("transferctl: ", path, " needs a command: ",
-                        absl::StrJoin(names, ", "), ". Run \"", path,
-                        " --help\" for more.\n");
+    return absl::StrCat("transferctl: ", path,
+                        " needs a command: ", absl::StrJoin(names, ", "),
+                        ". Run \"", path, " --help\" for more.\n");
   }
   std::string message =
       absl::StrCat("transferctl: \"", word, "\" is not a command of ", path);
   if (const std::string closest = ClosestCommand(word, names);
       !closest.empty()) {
-    absl::StrAppend(&message, "; did you mean \"", path, " ", closest,
-                    "\"?");
+    absl::StrAppend(&message, "; did you mean \"", path, " ", closest, "\"?");
   }
   absl::StrAppend(&message, "\nCommands: ", absl::StrJoin(names, ", "),
                   ". Run \"", path, " --help\" for more.\n");

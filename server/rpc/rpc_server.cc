@@ -314,9 +314,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
                                                  options.health_listen_address,
                                                  " for health probes"));
     }
-    spdlog::info(
-        "health probes (grpc.health.v1, plaintext) on {} (port {})",
-        options.health_listen_address, server->health_port_);
+    spdlog::info("health probes (grpc.health.v1, plaintext) on {} (port {})",
+                 options.health_listen_address, server->health_port_);
   }
   // NOT_SERVING until the caller says the engine is ready.
   server->SetServing(false);

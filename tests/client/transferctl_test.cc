@@ -816,7 +816,8 @@ v1::Job AwaitEpoch(const std::string& address, const std::string& job,
   transferd::client::ClientOptions options;
   options.address = address;
   auto client = transferd::client::Client::Create(options);
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  const auto give_up =
+      std::chrono::steady_clock::now() + std::chrono::minutes(2);
   while (std::chrono::steady_clock::now() < give_up) {
     absl::StatusOr<v1::Job> now = client->GetJob(job);
     if (now.ok() && (now->progress().epoch() >= epoch ||
@@ -852,13 +853,32 @@ TEST(TransferctlRestartTest, FollowSurvivesAGracefulRestartAndAKill) {
   // Enough epochs (~20 ms each here) that the job still runs after two
   // restarts (~1 s each); resumes() == 2 below checks that it did.
   const std::string log = temp.path() + "/follow.log";
-  auto follower = testing::Subprocess::Spawn(
-      {testing::TransferctlBinary(), "--server", address, "train",
-       "restart-small", "--id", "long-job", "--backbone", "mobilenet",
-       "--alpha", "0.25", "--weights", "none", "--input-size", "32",
-       "--epochs", "400", "--batch-size", "4", "--augment", "keras-book",
-       "--hidden-units", "8", "--seed", "7"},
-      {"TRANSFERD_ADDR="}, log);
+  auto follower = testing::Subprocess::Spawn({testing::TransferctlBinary(),
+                                              "--server",
+                                              address,
+                                              "train",
+                                              "restart-small",
+                                              "--id",
+                                              "long-job",
+                                              "--backbone",
+                                              "mobilenet",
+                                              "--alpha",
+                                              "0.25",
+                                              "--weights",
+                                              "none",
+                                              "--input-size",
+                                              "32",
+                                              "--epochs",
+                                              "400",
+                                              "--batch-size",
+                                              "4",
+                                              "--augment",
+                                              "keras-book",
+                                              "--hidden-units",
+                                              "8",
+                                              "--seed",
+                                              "7"},
+                                             {"TRANSFERD_ADDR="}, log);
   AwaitEpoch(address, "jobs/long-job", 3);
   const std::optional<testing::ExitStatus> stopped =
       server->Stop(SIGTERM, std::chrono::seconds(30));
@@ -964,8 +984,7 @@ class FakeJobs final : public v1::Jobs::Service {
   // Ends the stream after `sequence` once, with `code` (UNAVAILABLE: the
   // server is going away; CANCELLED: a server in its shutdown grace period
   // cancelling the calls it has not answered).
-  void DropAfter(int64_t sequence,
-                 grpc::StatusCode code = grpc::UNAVAILABLE) {
+  void DropAfter(int64_t sequence, grpc::StatusCode code = grpc::UNAVAILABLE) {
     std::lock_guard<std::mutex> lock(mu_);
     drop_after_[sequence] = code;
   }
@@ -1461,8 +1480,7 @@ TEST(TransferctlNoServerTest, JobUsageErrorsExitTwo) {
   EXPECT_EQ(Ctl({"train", "small", "--optimizer", "adamw"}).status.code, 2);
   EXPECT_EQ(Ctl({"train", "small", "--precision", "fp16"}).status.code, 2);
   EXPECT_EQ(Ctl({"train", "small", "--epochs", "two"}).status.code, 2);
-  EXPECT_EQ(Ctl({"train", "small", "--selection-metric", "f1"}).status.code,
-            2);
+  EXPECT_EQ(Ctl({"train", "small", "--selection-metric", "f1"}).status.code, 2);
   EXPECT_EQ(Ctl({"finetune", "m1"}).status.code, 2);
   EXPECT_EQ(Ctl({"jobs", "ls", "--state", "sleeping"}).status.code, 2);
   EXPECT_EQ(Ctl({"jobs", "watch"}).status.code, 2);
@@ -1584,12 +1602,11 @@ TEST_F(TransferctlTest, PlotTwoStageJobAsPngAndCsv) {
   EXPECT_EQ(csv_only_json["epochs"], 3);
   // "-" is standard output, and then nothing else is printed there (run in
   // the temporary folder: no file named "-" may appear).
-  RunResult csv_stdout =
-      testing::Run({"/bin/sh", "-c",
-                    "cd '" + temp.path() + "' && exec " +
-                        testing::TransferctlBinary() + " --server " + server +
-                        " jobs plot plot-job --csv -"},
-                   {"TRANSFERD_ADDR="});
+  RunResult csv_stdout = testing::Run(
+      {"/bin/sh", "-c",
+       "cd '" + temp.path() + "' && exec " + testing::TransferctlBinary() +
+           " --server " + server + " jobs plot plot-job --csv -"},
+      {"TRANSFERD_ADDR="});
   ASSERT_EQ(csv_stdout.status.code, 0) << csv_stdout.err;
   EXPECT_EQ(csv_stdout.out, absl::StrJoin(lines, "\n") + "\n");
   EXPECT_FALSE(fs::exists(fs::path(temp.path()) / "-"));

@@ -261,11 +261,11 @@ TEST_F(TlsTest, ClientCertificatesAreRequiredWithAClientCa) {
 // and gRPC's own "E1205 ... Handshake failed" lines stay out of the output.
 // The server, logging JSON, keeps one JSON object per line meanwhile.
 TEST_F(TlsTest, TransferctlSaysWhatWentWrongWithTls) {
-  TransferdServer::Options tls_options = ServerOptions({"--log-format", "json"});
+  TransferdServer::Options tls_options =
+      ServerOptions({"--log-format", "json"});
   TransferdServer server(tls_options);
   ASSERT_TRUE(server.ok()) << server.Log();
-  TransferdServer mtls(
-      ServerOptions({"--tls-client-ca", certs_ + "/ca.crt"}));
+  TransferdServer mtls(ServerOptions({"--tls-client-ca", certs_ + "/ca.crt"}));
   ASSERT_TRUE(mtls.ok()) << mtls.Log();
   TransferdServer plaintext;
   ASSERT_TRUE(plaintext.ok()) << plaintext.Log();
@@ -298,8 +298,8 @@ TEST_F(TlsTest, TransferctlSaysWhatWentWrongWithTls) {
        "the server does not speak TLS"},
   };
   for (const Case& c : cases) {
-    std::vector<std::string> argv = {testing::TransferctlBinary(),
-                                     "--timeout", "10"};
+    std::vector<std::string> argv = {testing::TransferctlBinary(), "--timeout",
+                                     "10"};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     argv.insert(argv.end(), {"server", "info"});
     RunResult r = testing::Run(argv, {"TRANSFERD_TOKEN=", "GRPC_VERBOSITY="});

@@ -190,8 +190,7 @@ absl::StatusOr<BackboneSpec> SpecFor(const std::string& name, double alpha,
 }  // namespace
 
 absl::Status CheckWeightsObtainable(const std::string& name, double alpha,
-                                    const std::string& weights,
-                                    int input_size,
+                                    const std::string& weights, int input_size,
                                     const WeightsCacheOptions& cache) {
   TRANSFERD_ASSIGN_OR_RETURN(const BackboneSpec spec,
                              SpecFor(name, alpha, weights));

@@ -46,8 +46,7 @@ absl::StatusOr<Backbone> BuildBackbone(const std::string& name, double alpha,
 // weights folder; else FAILED_PRECONDITION saying what is missing and where
 // it goes (INVALID_ARGUMENT for a bad name). Checked when a job is submitted.
 absl::Status CheckWeightsObtainable(const std::string& name, double alpha,
-                                    const std::string& weights,
-                                    int input_size,
+                                    const std::string& weights, int input_size,
                                     const WeightsCacheOptions& cache);
 
 // torchvision's name for one of the backbone's tensors ("block1_conv1.weight"

@@ -503,15 +503,14 @@ absl::StatusOr<WeightsPlan> PlanImagenetWeights(
   if (!options.base_url_override.empty()) {
     std::string base = options.base_url_override;
     while (absl::EndsWith(base, "/")) base.pop_back();
-    plan.weights.url = absl::StrCat(
-        base, plan.weights.url.substr(std::strlen(kKerasBaseUrl)));
+    plan.weights.url =
+        absl::StrCat(base, plan.weights.url.substr(std::strlen(kKerasBaseUrl)));
   }
   TRANSFERD_ASSIGN_OR_RETURN(plan.expected,
                              ExpectedDigestFor(plan.weights, options));
   plan.target = options.dir / plan.weights.file_name;
-  plan.needs = absl::StrCat("ImageNet weights for ",
-                            Describe(spec, input_size), " need ",
-                            plan.weights.file_name, " in ",
+  plan.needs = absl::StrCat("ImageNet weights for ", Describe(spec, input_size),
+                            " need ", plan.weights.file_name, " in ",
                             FolderString(options.dir));
   return plan;
 }
