@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
