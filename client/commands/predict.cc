@@ -138,7 +138,9 @@ int PrintPredictions(const Globals& g, const std::string& model, bool tta,
         scores[s.label()].set_number_value(s.probability());
       }
       auto& status = *f["status"].mutable_struct_value()->mutable_fields();
-      status["code"].set_string_value(CodeName(r.prediction.status().code()));
+      // The numeric google.rpc.Code, as ItemStatus has it in every other
+      // --json output (jobs results) and in the API.
+      status["code"].set_number_value(r.prediction.status().code());
       status["message"].set_string_value(r.prediction.status().message());
     }
     PrintJson(out);

@@ -98,7 +98,9 @@ void AddModelFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--backbone", a.backbone,
           "vgg16, vgg19, resnet50, mobilenet or mobilenet_v2 (server info "
           "lists them)");
-  AddFlag(cmd, "--alpha", a.alpha, "MobileNet width multiplier (0.25 to 1.4)");
+  AddFlag(cmd, "--alpha", a.alpha,
+          "MobileNet width multiplier: 0.25, 0.5, 0.75 or 1.0 (MobileNetV2: "
+          "0.35, 0.5, 0.75, 1.0, 1.3 or 1.4)");
   AddFlag(
       cmd, "--weights", a.weights,
       "imagenet, none (random init) or a file in the server's weights folder");

@@ -171,8 +171,9 @@ void Bind(Binding& b) {
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   app.add_option("--startup-timeout", b.startup_timeout_seconds,
-                 "Seconds start-up waits for the store when another process "
-                 "holds its lock (health is NOT_SERVING meanwhile)")
+                 "Seconds start-up waits for the data dir's lock and for the "
+                 "store while another process holds them (a predecessor "
+                 "still shutting down)")
       ->envname("TRANSFERD_STARTUP_TIMEOUT")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();

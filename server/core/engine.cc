@@ -52,8 +52,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Options& options) {
   std::unique_ptr<Engine> engine(new Engine);
   engine->options_ = options;
   TRANSFERD_ASSIGN_OR_RETURN(engine->device_, SelectDevice(options.device));
-  TRANSFERD_ASSIGN_OR_RETURN(engine->data_dir_,
-                             DataDir::Open(options.data_dir));
+  DataDir::Options data_dir = options.data_dir;
+  data_dir.lock_wait = options.startup_timeout;
+  TRANSFERD_ASSIGN_OR_RETURN(engine->data_dir_, DataDir::Open(data_dir));
   Executor::Options executor;
   executor.threads = options.executor_threads;
   executor.name = "engine-exec";

@@ -1827,7 +1827,7 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   ASSERT_EQ(answer["predictions"].size(), 5u) << json.out;
   std::map<std::string, std::string> served;  // file name -> label
   for (const auto& p : answer["predictions"]) {
-    EXPECT_EQ(p["status"]["code"], "OK");
+    EXPECT_EQ(p["status"]["code"], 0);  // numeric, as in jobs results
     const double cat = p["scores"]["cat"].get<double>();
     const double dog = p["scores"]["dog"].get<double>();
     EXPECT_NEAR(cat + dog, 1.0, 1e-5);
@@ -1902,6 +1902,9 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   const auto listed = nlohmann::json::parse(results.out);
   EXPECT_EQ(listed["classes"], nlohmann::json({"cat", "dog"}));
   EXPECT_EQ(listed["predictions"].size(), 4u);
+  for (const auto& p : listed["predictions"]) {
+    EXPECT_EQ(p["status"]["code"], 0) << p;  // numeric, as in predict --json
+  }
   RunResult text = Ctl({"--server", server, "jobs", "results", "predict-run"});
   ASSERT_EQ(text.status.code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("PATH"));

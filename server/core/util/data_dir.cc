@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <thread>
 
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 
 #include "absl/strings/str_cat.h"
@@ -53,14 +56,34 @@ absl::StatusOr<std::unique_ptr<DataDir>> DataDir::Open(const Options& options) {
   const fs::path lock_path = root / "LOCK";
   int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("open " + lock_path.string(), errno);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  // Another process may hold the lock for a while (a predecessor finishing
+  // its shutdown): polled until options.lock_wait has passed.
+  const auto give_up = std::chrono::steady_clock::now() + options.lock_wait;
+  bool told = false;
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     std::string holder = ReadAll(fd);
+    if (err == EWOULDBLOCK && std::chrono::steady_clock::now() < give_up) {
+      if (!told) {
+        spdlog::info(
+            "data dir {} is in use by another transferd{}; waiting up to {} "
+            "s for it (--startup-timeout)",
+            root.string(), holder.empty() ? "" : " (pid " + holder + ")",
+            std::chrono::duration_cast<std::chrono::seconds>(options.lock_wait)
+                .count());
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
     ::close(fd);
     if (err == EWOULDBLOCK) {
       return absl::FailedPreconditionError(absl::StrCat(
           "data dir \"", root.string(), "\" is in use by another transferd",
           holder.empty() ? "" : " (pid " + holder + ")",
+          options.lock_wait.count() > 0
+              ? " and stayed so for the whole --startup-timeout"
+              : "",
           "; each server needs its own --data-dir"));
     }
     return ErrnoStatus("lock " + lock_path.string(), err);

@@ -9,6 +9,7 @@
 //   <root>/tmp/           in-progress uploads and writes; emptied at start
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 
@@ -20,11 +21,14 @@ class DataDir {
  public:
   struct Options {
     std::filesystem::path root = "transferd-data";
+    // How long to wait for the directory lock while another process holds
+    // it (a pod's predecessor still shutting down): 0 = refuse at once.
+    std::chrono::milliseconds lock_wait{0};
   };
 
-  // Creates the layout if missing, takes the directory lock (FAILED_
-  // PRECONDITION naming the holder when another server has it) and empties
-  // tmp/ (what a crash left behind).
+  // Creates the layout if missing, takes the directory lock, waiting up to
+  // lock_wait while another process holds it (then FAILED_PRECONDITION
+  // naming the holder), and empties tmp/ (what a crash left behind).
   static absl::StatusOr<std::unique_ptr<DataDir>> Open(const Options& options);
 
   ~DataDir();

@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -41,6 +43,33 @@ TEST(DataDirTest, SecondOpenerIsRefusedUntilTheFirstCloses) {
   first->reset();
   auto third = DataDir::Open({tmp.path()});
   EXPECT_TRUE(third.ok()) << third.status();
+}
+
+// --startup-timeout: a second opener waits for the lock, then gives up
+// naming the holder; the lock freed meanwhile is taken.
+TEST(DataDirTest, SecondOpenerWaitsForTheLockUpToLockWait) {
+  testing::TempDir tmp;
+  auto first = DataDir::Open({tmp.path()});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const auto start = std::chrono::steady_clock::now();
+  auto refused = DataDir::Open({tmp.path(), std::chrono::milliseconds(300)});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - start,
+            std::chrono::milliseconds(300));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("stayed so for the whole --startup-timeout"));
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("(pid " + std::to_string(getpid()) + ")"));
+
+  // Waiting in a thread; the first lets go: the waiter gets the directory.
+  absl::StatusOr<std::unique_ptr<DataDir>> waited =
+      absl::UnknownError("not run");
+  std::thread waiter([&] {
+    waited = DataDir::Open({tmp.path(), std::chrono::seconds(60)});
+  });
+  first->reset();
+  waiter.join();
+  EXPECT_TRUE(waited.ok()) << waited.status();
 }
 
 TEST(DataDirTest, LeftoversInTmpAreRemovedAtOpen) {
