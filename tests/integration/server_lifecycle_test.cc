@@ -298,13 +298,18 @@ TEST(ServerLifecycleTest, SigtermDuringStartUpExitsCleanly) {
 TEST(ServerLifecycleTest, SecondServerOnTheSameDataDirIsRefused) {
   TransferdServer first;
   ASSERT_TRUE(first.ok()) << first.Log();
+  // It waits --startup-timeout for the lock (a predecessor may be shutting
+  // down), then gives up naming the holder.
   auto result =
       testing::Run({testing::TransferdBinary(), "--listen",
                     "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort()),
-                    "--data-dir", first.data_dir()});
+                    "--data-dir", first.data_dir(), "--startup-timeout", "1"});
   EXPECT_TRUE(result.status.exited);
   EXPECT_EQ(result.status.code, 1);
-  EXPECT_THAT(result.err, HasSubstr("in use by another transferd"));
+  EXPECT_THAT(result.err, HasSubstr("waiting up to 1 s for it"));
+  EXPECT_THAT(result.err, HasSubstr("in use by another transferd (pid " +
+                                    std::to_string(first.process().pid()) +
+                                    ") and stayed so"));
   // The first server is untouched.
   auto health = ClientFor(first)->CheckHealth("");
   ASSERT_TRUE(health.ok());
