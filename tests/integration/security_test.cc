@@ -174,6 +174,20 @@ TEST_F(TokenTest, TransferctlSendsTheTokenFromFlagOrEnvironment) {
                                   {std::string("TRANSFERD_TOKEN=") + kViewer});
   EXPECT_EQ(denied.status.code, 1);
   EXPECT_THAT(denied.err, HasSubstr("needs the role admin"));
+  // A viewer's upload is refused on its header: no file is sent (no
+  // progress line), the refusal names the role.
+  const std::string folder = temp_.path() + "/images";
+  fs::create_directories(folder + "/train");
+  for (const char* name : {"cat.0.jpg", "dog.0.jpg"}) {
+    WriteFile(folder + "/train/" + name, std::string(4096, 'x'));
+  }
+  RunResult upload =
+      testing::Run({testing::TransferctlBinary(), "--server", addr, "datasets",
+                    "upload", folder, "--id", "viewer-upload"},
+                   {std::string("TRANSFERD_TOKEN=") + kViewer});
+  EXPECT_EQ(upload.status.code, 1);
+  EXPECT_THAT(upload.err, HasSubstr("needs the role trainer"));
+  EXPECT_THAT(upload.err, Not(HasSubstr("upload ")));
 }
 
 TEST(TokenFileTest, AnInvalidTokenFileStopsTheStart) {
