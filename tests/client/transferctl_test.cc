@@ -665,12 +665,17 @@ TEST(UploadStreamTest, HeaderThenFilesInSortedChunks) {
   EXPECT_EQ(progress.back().bytes_total, 14);
 }
 
-TEST(UploadStreamTest, ServerEndingTheStreamEarlyReturnsItsStatus) {
-  testing::TempDir temp;
+// Twenty 1000-byte files f0.jpg .. f19.jpg in `dir`.
+void WriteTwentyFiles(const std::string& dir) {
   for (int i = 0; i < 20; ++i) {
-    WriteFile(fs::path(temp.path()) / ("f" + std::to_string(i) + ".jpg"),
+    WriteFile(fs::path(dir) / ("f" + std::to_string(i) + ".jpg"),
               std::string(1000, 'x'));
   }
+}
+
+TEST(UploadStreamTest, ServerEndingTheStreamEarlyReturnsItsStatus) {
+  testing::TempDir temp;
+  WriteTwentyFiles(temp.path());
   FakeTransferd fake(/*chunk_bytes=*/100, /*fail_after=*/3);
   transferd::client::UploadOptions options;
   options.directory = temp.path();
@@ -685,10 +690,7 @@ TEST(UploadStreamTest, ServerEndingTheStreamEarlyReturnsItsStatus) {
 // the quota) ends the upload before any file is read or sent.
 TEST(UploadStreamTest, RefusedHeaderSendsNoFile) {
   testing::TempDir temp;
-  for (int i = 0; i < 20; ++i) {
-    WriteFile(fs::path(temp.path()) / ("f" + std::to_string(i) + ".jpg"),
-              std::string(1000, 'x'));
-  }
+  WriteTwentyFiles(temp.path());
   FakeTransferd fake(/*chunk_bytes=*/100, /*fail_after=*/1);
   transferd::client::UploadOptions options;
   options.directory = temp.path();
