@@ -239,12 +239,8 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
 }
 
 absl::StatusOr<JobRecord> JobQueue::Insert(NewJob job) {
-  TRANSFERD_RETURN_IF_ERROR(store_->Insert(job));
-  JobEvent queued;
-  queued.type = JobEvent::Type::kStateChanged;
-  queued.state = JobState::kQueued;
-  queued.message = "queued";
-  TRANSFERD_RETURN_IF_ERROR(Append(job.id, queued));
+  TRANSFERD_RETURN_IF_ERROR(store_->Insert(job));  // with its "queued" event
+  WakeWatchers(job.id);
   work_cv_.notify_all();
   return Get(job.id);
 }
@@ -323,12 +319,16 @@ void JobQueue::NotifierLoop() {
 
 absl::Status JobQueue::Append(const std::string& id, JobEvent event) {
   TRANSFERD_RETURN_IF_ERROR(store_->Append(id, std::move(event)));
+  WakeWatchers(id);
+  return absl::OkStatus();
+}
+
+void JobQueue::WakeWatchers(const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(watch_mu_);
     dirty_.push_back(id);
   }
   watch_cv_.notify_one();
-  return absl::OkStatus();
 }
 
 absl::Status JobQueue::SetState(const std::string& id, JobState state,

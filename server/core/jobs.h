@@ -138,6 +138,8 @@ class JobQueue {
   absl::StatusOr<JobRecord> Insert(NewJob job);
   // Stores the event and wakes the job's watchers.
   absl::Status Append(const std::string& id, JobEvent event);
+  // Has the notifier thread wake the watchers of job `id`.
+  void WakeWatchers(const std::string& id);
   absl::Status SetState(const std::string& id, JobState state,
                         const std::string& message);
 

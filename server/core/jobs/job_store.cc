@@ -198,6 +198,40 @@ absl::StatusOr<std::optional<JobRecord>> SelectJob(StoreTxn& txn,
   return std::optional<JobRecord>(std::move(r));
 }
 
+// Stores `event` as event `seq` of job `id`; a state change also updates
+// the job's state, failure reason and start / end times.
+absl::Status WriteEvent(StoreTxn& txn, const std::string& id, int64_t seq,
+                        const JobEvent& event) {
+  const std::string body = EventToJson(event);
+  TRANSFERD_ASSIGN_OR_RETURN(
+      Statement q,
+      txn.Prepare("INSERT INTO job_events (job_id, seq, time_ms, body) "
+                  "VALUES (?, ?, ?, ?)"));
+  q.Bind(1, id).Bind(2, seq).Bind(3, UnixMillis(event.time)).Bind(4, body);
+  TRANSFERD_RETURN_IF_ERROR(q.Run());
+  TRANSFERD_ASSIGN_OR_RETURN(
+      Statement u,
+      txn.Prepare("UPDATE jobs SET last_event_sequence = ? WHERE id = ?"));
+  u.Bind(1, seq).Bind(2, id);
+  TRANSFERD_RETURN_IF_ERROR(u.Run());
+  if (event.type == JobEvent::Type::kStateChanged) {
+    TRANSFERD_ASSIGN_OR_RETURN(
+        Statement s,
+        txn.Prepare(
+            "UPDATE jobs SET state = ?, failure_reason = ?, "
+            "start_time_ms = CASE WHEN ?1 = 2 AND start_time_ms = 0 THEN ?3 "
+            "ELSE start_time_ms END, end_time_ms = CASE WHEN ?1 >= 3 THEN ?3 "
+            "ELSE end_time_ms END WHERE id = ?4"));
+    s.Bind(1, static_cast<int64_t>(event.state))
+        .Bind(2,
+              event.state == JobState::kFailed ? event.message : std::string())
+        .Bind(3, UnixMillis(event.time))
+        .Bind(4, id);
+    TRANSFERD_RETURN_IF_ERROR(s.Run());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 JobStore::JobStore(Store* store, Clock clock)
@@ -268,6 +302,15 @@ absl::Status JobStore::Insert(const NewJob& job) {
   record.progress.stages = static_cast<int>(job.config.stages.size());
   for (const train::StageConfig& s : job.config.stages)
     record.progress.epochs += s.epochs;
+  JobEvent queued;
+  queued.type = JobEvent::Type::kStateChanged;
+  queued.state = JobState::kQueued;
+  queued.message = "queued";
+  queued.time = record.create_time;
+  queued.trace_id = record.trace_id;
+  // The job and its first event are one write, under the sequence lock: a
+  // worker that sees the job finds "queued" already there as event 1.
+  std::lock_guard<std::mutex> lock(seq_mu_);
   TRANSFERD_RETURN_IF_ERROR(
       store_->Transaction([&](StoreTxn& txn) -> absl::Status {
         TRANSFERD_ASSIGN_OR_RETURN(std::optional<JobRecord> existing,
@@ -302,13 +345,11 @@ absl::Status JobStore::Insert(const NewJob& job) {
             .Bind(18, int64_t{0})
             .Bind(19, int64_t{0})
             .Bind(20, record.trace_id);
-        return q.Run();
+        TRANSFERD_RETURN_IF_ERROR(q.Run());
+        return WriteEvent(txn, record.id, 1, queued);
       }));
-  {
-    std::lock_guard<std::mutex> lock(seq_mu_);
-    last_seq_[record.id] = 0;
-    if (!record.trace_id.empty()) trace_[record.id] = record.trace_id;
-  }
+  last_seq_[record.id] = 1;
+  if (!record.trace_id.empty()) trace_[record.id] = record.trace_id;
   return absl::OkStatus();
 }
 
@@ -383,46 +424,19 @@ absl::StatusOr<std::vector<JobEvent>> JobStore::Events(const std::string& id,
 }
 
 absl::Status JobStore::Append(const std::string& id, JobEvent event) {
-  int64_t seq;
-  {
-    std::lock_guard<std::mutex> lock(seq_mu_);
-    seq = ++last_seq_[id];
-    if (auto trace = trace_.find(id); trace != trace_.end()) {
-      event.trace_id = trace->second;
-    }
+  // Held across the write: events commit in sequence order, a failed write
+  // takes no number, and no event can slip in before a job's first one.
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  const int64_t seq = last_seq_[id] + 1;
+  if (auto trace = trace_.find(id); trace != trace_.end()) {
+    event.trace_id = trace->second;
   }
   event.time = clock_();
-  const std::string body = EventToJson(event);
-  TRANSFERD_RETURN_IF_ERROR(store_->Transaction([&](StoreTxn& txn)
-                                                    -> absl::Status {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement q,
-        txn.Prepare("INSERT INTO job_events (job_id, seq, time_ms, body) "
-                    "VALUES (?, ?, ?, ?)"));
-    q.Bind(1, id).Bind(2, seq).Bind(3, UnixMillis(event.time)).Bind(4, body);
-    TRANSFERD_RETURN_IF_ERROR(q.Run());
-    TRANSFERD_ASSIGN_OR_RETURN(
-        Statement u,
-        txn.Prepare("UPDATE jobs SET last_event_sequence = ? WHERE id = ?"));
-    u.Bind(1, seq).Bind(2, id);
-    TRANSFERD_RETURN_IF_ERROR(u.Run());
-    if (event.type == JobEvent::Type::kStateChanged) {
-      TRANSFERD_ASSIGN_OR_RETURN(
-          Statement s,
-          txn.Prepare(
-              "UPDATE jobs SET state = ?, failure_reason = ?, "
-              "start_time_ms = CASE WHEN ?1 = 2 AND start_time_ms = 0 THEN ?3 "
-              "ELSE start_time_ms END, end_time_ms = CASE WHEN ?1 >= 3 THEN ?3 "
-              "ELSE end_time_ms END WHERE id = ?4"));
-      s.Bind(1, static_cast<int64_t>(event.state))
-          .Bind(2, event.state == JobState::kFailed ? event.message
-                                                    : std::string())
-          .Bind(3, UnixMillis(event.time))
-          .Bind(4, id);
-      TRANSFERD_RETURN_IF_ERROR(s.Run());
-    }
-    return absl::OkStatus();
-  }));
+  TRANSFERD_RETURN_IF_ERROR(
+      store_->Transaction([&](StoreTxn& txn) -> absl::Status {
+        return WriteEvent(txn, id, seq, event);
+      }));
+  last_seq_[id] = seq;
   return absl::OkStatus();
 }
 

@@ -32,8 +32,8 @@ class JobStore {
   // jobs left RUNNING, in creation order.
   absl::StatusOr<std::vector<std::string>> Load();
 
-  // Stores a validated job QUEUED (no event yet). ALREADY_EXISTS for a taken
-  // id.
+  // Stores a validated job QUEUED with its first event (1, state changed to
+  // QUEUED, "queued") in one write. ALREADY_EXISTS for a taken id.
   absl::Status Insert(const NewJob& job);
   absl::StatusOr<JobRecord> Get(const std::string& id);
   // Newest first, optionally only one state / kind.

@@ -9,11 +9,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "server/core/util/catalog_util.h"
 #include "server/core/util/store.h"
 #include "tests/support/subprocess.h"
@@ -91,7 +94,15 @@ TEST_F(JobStoreTest, InsertedJobReadsBack) {
   EXPECT_EQ(job->progress.stages, 2);
   EXPECT_EQ(job->progress.epochs, 5);
   EXPECT_EQ(job->config.stages.size(), 2u);
-  EXPECT_EQ(job->last_event_sequence, 0);
+  EXPECT_EQ(job->last_event_sequence, 1);
+  auto first = jobs_->Events("j-a", 0, 10);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->size(), 1u);
+  EXPECT_EQ((*first)[0].sequence, 1);
+  EXPECT_EQ((*first)[0].type, JobEvent::Type::kStateChanged);
+  EXPECT_EQ((*first)[0].state, JobState::kQueued);
+  EXPECT_EQ((*first)[0].message, "queued");
+  EXPECT_EQ((*first)[0].time, At(5));
 
   absl::Status again = jobs_->Insert(Job("j-a"));
   EXPECT_EQ(again.code(), absl::StatusCode::kAlreadyExists);
@@ -100,11 +111,9 @@ TEST_F(JobStoreTest, InsertedJobReadsBack) {
 }
 
 TEST_F(JobStoreTest, EventsAreNumberedAndStateChangesSetTimes) {
-  ASSERT_TRUE(jobs_->Insert(Job("j-a")).ok());
-  ASSERT_TRUE(jobs_->Insert(Job("j-b")).ok());
   now_ = 1;
-  ASSERT_TRUE(jobs_->SetState("j-a", JobState::kQueued, "queued").ok());
-  ASSERT_TRUE(jobs_->SetState("j-b", JobState::kQueued, "queued").ok());
+  ASSERT_TRUE(jobs_->Insert(Job("j-a")).ok());  // event 1: queued
+  ASSERT_TRUE(jobs_->Insert(Job("j-b")).ok());
   now_ = 2;
   ASSERT_TRUE(jobs_->SetState("j-a", JobState::kRunning, "started").ok());
   JobEvent log;
@@ -141,6 +150,52 @@ TEST_F(JobStoreTest, EventsAreNumberedAndStateChangesSetTimes) {
   ASSERT_TRUE(jobs_->Append("j-b", log).ok());
   EXPECT_EQ(jobs_->Get("j-a")->last_event_sequence, 5);
   EXPECT_EQ(jobs_->Events("j-b", 1, 10)->at(0).sequence, 2);
+}
+
+// A worker that starts a job the moment it is visible (as JobQueue's does)
+// still finds "queued" as its event 1: job and first event are one write, and
+// events from two threads commit in sequence order.
+TEST_F(JobStoreTest, AWorkerStartingAJobAtOnceComesAfterItsQueuedEvent) {
+  constexpr int kJobs = 60;
+  std::atomic<bool> done{false};
+  std::atomic<int> started{0};
+  std::string worker_error;
+  std::thread worker([&] {
+    while (started.load() < kJobs) {
+      std::optional<std::string> id = jobs_->NextQueued();
+      if (!id.has_value()) {
+        if (done.load() && !jobs_->NextQueued().has_value()) return;
+        continue;  // polls, like a worker woken for every insert
+      }
+      for (JobState state : {JobState::kRunning, JobState::kSucceeded}) {
+        absl::Status s = jobs_->SetState(*id, state, JobStateName(state));
+        if (!s.ok()) {
+          worker_error = s.ToString();
+          return;
+        }
+      }
+      started.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(jobs_->Insert(Job(absl::StrCat("j-", i))).ok());
+  }
+  done = true;
+  worker.join();
+  ASSERT_EQ(worker_error, "");
+  ASSERT_EQ(started.load(), kJobs);
+  for (int i = 0; i < kJobs; ++i) {
+    const std::string id = absl::StrCat("j-", i);
+    auto events = jobs_->Events(id, 0, 10);
+    ASSERT_TRUE(events.ok()) << events.status();
+    std::vector<std::pair<int64_t, JobState>> got;
+    for (const JobEvent& e : *events) got.emplace_back(e.sequence, e.state);
+    EXPECT_THAT(got, ElementsAre(std::pair(1, JobState::kQueued),
+                                 std::pair(2, JobState::kRunning),
+                                 std::pair(3, JobState::kSucceeded)))
+        << id;
+    EXPECT_EQ(jobs_->Get(id)->state, JobState::kSucceeded) << id;
+  }
 }
 
 TEST_F(JobStoreTest, NextQueuedTakesRunningJobsFirstThenTheOldest) {
