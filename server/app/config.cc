@@ -60,6 +60,7 @@ struct Binding {
   int max_request_seconds = 300;
   CLI::Option* http_listen = nullptr;
   bool no_metrics = false;
+  bool insecure_no_auth = false;
 };
 
 // The HTTP port's settings (one listener for metrics, probes, dashboard and
@@ -125,6 +126,31 @@ std::string FinishHttp(const Binding& b, ServerConfig& config) {
                         "explicitly with --allow-plaintext");
   }
   return "";
+}
+
+// Secure by default: a port that others can reach needs callers to
+// authenticate, with bearer tokens or client certificates, unless the
+// operator says otherwise in so many words.
+std::string CheckAuthentication(const Binding& b, const ServerConfig& config) {
+  if (b.insecure_no_auth || !config.rpc.token_file.empty() ||
+      !config.rpc.tls_client_ca_file.empty()) {
+    return "";
+  }
+  std::string exposed;
+  if (!IsLoopback(config.rpc.listen_address)) {
+    exposed = absl::StrCat("--listen ", config.rpc.listen_address);
+  } else if (!config.http.listen_address.empty() &&
+             !IsLoopback(config.http.listen_address)) {
+    exposed = absl::StrCat("--http-listen ", config.http.listen_address);
+  } else {
+    return "";  // loopback only: the machine's own users
+  }
+  return absl::StrCat(
+      exposed,
+      " is not a loopback address and callers would not authenticate: give "
+      "bearer tokens with --token-file (or client certificates with "
+      "--tls-client-ca), or accept an open server explicitly with "
+      "--insecure-no-auth (docs/security.md)");
 }
 
 void Bind(Binding& b) {
@@ -284,7 +310,14 @@ void Bind(Binding& b) {
          "Bearer tokens, one `TOKEN ROLE [NAME]` per line (roles viewer, "
          "trainer, "
          "admin); reloaded on SIGHUP. Without it calls are not authenticated")
-      ->envname("TRANSFERD_TOKEN_FILE");
+      ->envname("TRANSFERD_TOKEN_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure-no-auth", b.insecure_no_auth,
+               "Serve an address other than loopback without --token-file or "
+               "--tls-client-ca: anyone who reaches the port may train, "
+               "delete models and move aliases. Without this flag such a "
+               "server refuses to start")
+      ->envname("TRANSFERD_INSECURE_NO_AUTH");
   app.add_option("--max-concurrent-streams", c.rpc.max_concurrent_streams,
                  "Concurrent calls per client connection")
       ->envname("TRANSFERD_MAX_CONCURRENT_STREAMS")
@@ -499,6 +532,9 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
                                    config.rpc.max_receive_message_bytes, ")"));
   }
   if (std::string error = FinishHttp(b, config); !error.empty()) {
+    return UsageError(error);
+  }
+  if (std::string error = CheckAuthentication(b, config); !error.empty()) {
     return UsageError(error);
   }
   outcome.config = std::move(config);

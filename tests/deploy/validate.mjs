@@ -222,7 +222,43 @@ function checkPrometheusRule(spec) {
   }
 }
 
+// cert-manager's Certificate (cert-manager.io/v1, cert-manager 1.x), for
+// deploy/k8s/components/tls. Durations are Go's time.Duration strings.
+const GO_DURATION = /^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$/;
+const goDuration = { type: "string", pattern: GO_DURATION, minLength: 1 };
+const KEY_USAGES = [
+  "signing", "digital signature", "content commitment", "key encipherment",
+  "key agreement", "data encipherment", "cert sign", "crl sign",
+  "encipher only", "decipher only", "any", "server auth", "client auth",
+  "code signing", "email protection", "s/mime", "ipsec end system",
+  "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+  "microsoft sgc", "netscape sgc",
+];
+const CERTIFICATE_SPEC = S.object(
+  {
+    secretName: S.nonEmpty,
+    secretTemplate: S.object({ annotations: S.stringMap, labels: S.stringMap }),
+    commonName: S.string,
+    dnsNames: S.array(S.nonEmpty),
+    ipAddresses: S.array(S.nonEmpty),
+    uris: S.array(S.nonEmpty),
+    duration: goDuration,
+    renewBefore: goDuration,
+    isCA: S.boolean,
+    usages: S.array(S.oneOf(...KEY_USAGES)),
+    privateKey: S.object({
+      algorithm: S.oneOf("RSA", "ECDSA", "Ed25519"),
+      size: S.integer,
+      encoding: S.oneOf("PKCS1", "PKCS8"),
+      rotationPolicy: S.oneOf("Never", "Always"),
+    }),
+    issuerRef: S.object({ name: S.nonEmpty, kind: S.string, group: S.string }, ["name"]),
+  },
+  ["secretName", "issuerRef"],
+);
+
 const CRDS = new Map([
+  ["cert-manager.io/v1/Certificate", { spec: CERTIFICATE_SPEC }],
   ["monitoring.coreos.com/v1/ServiceMonitor", { spec: SERVICE_MONITOR_SPEC }],
   ["monitoring.coreos.com/v1/PrometheusRule", { spec: PROMETHEUS_RULE_SPEC, check: checkPrometheusRule }],
 ]);

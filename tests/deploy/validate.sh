@@ -12,8 +12,12 @@
 # hand-written schemas in validate.mjs, as strictly. Checks that the metrics
 # port is wired end to end (monitoring.mjs wiring), the alerting rules with
 # `promtool check rules` and their behaviour with `promtool test rules`
-# (alerts.test.yaml). Checks the Dockerfiles' syntax (lint-dockerfiles.mjs;
-# they cannot be built here) and that they agree with the manifests. Then
+# (alerts.test.yaml). Checks the secure defaults of every overlay
+# (security.mjs: tokens, NetworkPolicy sources, TLS wiring). Checks the
+# Dockerfiles' syntax (lint-dockerfiles.mjs), that they agree with the
+# manifests, and that their build stages install every package CMake
+# requires (packages.mjs; the image itself is built by
+# scripts/build-image, not here). Then
 # corrupts the rendered manifests, the rules and a Dockerfile on purpose and
 # asserts that the checks reject them, so a validator that passes everything
 # cannot go unnoticed.
@@ -78,8 +82,9 @@ echo "== strictness self-check"
 check "every field kubernetes-models declares is seen by the unknown-field check" \
   "${validator[@]}" --self-check
 
-# monitoring: the cpu overlay plus deploy/k8s/components/monitoring.
-for overlay in cpu gpu monitoring; do
+# monitoring: the cpu overlay plus deploy/k8s/components/monitoring; tls:
+# the cpu overlay plus deploy/k8s/components/tls.
+for overlay in cpu gpu monitoring tls; do
   echo "== overlay $overlay"
   out="$work/$overlay.yaml"
   if render "deploy/k8s/overlays/$overlay" >"$out" 2>"$work/render.err"; then
@@ -113,7 +118,25 @@ for overlay in cpu gpu monitoring; do
           [[ $(grep -cx "kind: ServiceMonitor" "$1") -eq 1 && $(grep -cx "kind: PrometheusRule" "$1") -eq 1 ]] &&
           grep -qF "image: transferd:cpu" "$1" && grep -qE "^ +(- )?interval: 15s$" "$1"' _ "$out" "$work/cpu.yaml"
       ;;
+    tls)
+      check "tls: the cpu overlay's objects plus one cert-manager Certificate, image transferd:cpu" \
+        bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 1 )) ]] &&
+          [[ $(grep -cx "kind: Certificate" "$1") -eq 1 ]] && grep -qF "image: transferd:cpu" "$1"' _ "$out" "$work/cpu.yaml"
+      ;;
   esac
+  # Secure by default (security.mjs): tokens from a mounted Secret, ingress
+  # only from labelled clients (and Prometheus's namespace on the metrics
+  # port), and for tls the certificate's Secret and probes on the plaintext
+  # health port.
+  sec_flags=()
+  [[ $overlay == monitoring ]] && sec_flags=(--monitoring)
+  [[ $overlay == tls ]] && sec_flags=(--tls)
+  if node "$here/security.mjs" "${sec_flags[@]}" <"$out" >"$work/out" 2>&1; then
+    pass "$overlay: secure defaults ($(cat "$work/out"))"
+  else
+    fail "$overlay: secure defaults"
+    sed 's/^/    /' "$work/out"
+  fi
   # Every overlay serves metrics: TRANSFERD_HTTP_LISTEN -> container port
   # http -> Service port http -> NetworkPolicy (-> ServiceMonitor).
   if node "$here/monitoring.mjs" wiring <"$out" >"$work/out" 2>&1; then
@@ -142,8 +165,10 @@ else
   sed 's/^/    /' "$work/out"
 fi
 
-# The images cannot be built here (no Docker engine): check their syntax, and
-# that they agree with the manifests (user, port, data dir, listen address).
+# Building an image takes a full Release build (scripts/build-image, not part
+# of this test): check the Dockerfiles' syntax, that they agree with the
+# manifests (user, port, data dir, listen address, token file) and that
+# their build stages install what CMake requires.
 echo "== Dockerfiles"
 for df in deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda; do
   check "$df: syntax (dockerfile-utils)" node "$here/lint-dockerfiles.mjs" "$df"
@@ -153,6 +178,12 @@ for df in deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda; do
       grep -qF "TRANSFERD_LISTEN=0.0.0.0:50051" "$1" && grep -qF "TRANSFERD_LOG_FORMAT=json" "$1" &&
       grep -qxF "ENTRYPOINT [\"/usr/local/bin/transferd\"]" "$1" && grep -q -- "--uid 10001 --gid 10001" "$1"' _ "$df"
 done
+# One package list (scripts/packages) for scripts/install-deps and both
+# images' build stages, and every CMake requirement in it (packages.mjs).
+check "every package CMake requires is installed by scripts/install-deps and both Dockerfiles' build stages" \
+  node "$here/packages.mjs" deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda
+check "Dockerfiles: tokens on by default at the path deploy/k8s mounts (TRANSFERD_TOKEN_FILE=/etc/transferd/secrets/tokens)" \
+  grep -qF "TRANSFERD_TOKEN_FILE=/etc/transferd/secrets/tokens" deploy/docker/Dockerfile deploy/docker/Dockerfile.cuda
 check ".dockerignore keeps build trees, data dirs, .git and node_modules out of the context" \
   bash -c 'for p in .git build/ "build-*/" transferd-data/ tests/deploy/node_modules/; do grep -qxF -- "$p" .dockerignore || { echo "missing: $p"; exit 1; }; done'
 if [[ -s "$work/cpu.yaml" ]]; then
@@ -210,6 +241,43 @@ reject "PrometheusRule: alert without a severity label" \
 reject "PrometheusRule: unknown apiVersion (monitoring.coreos.com/v2)" \
   '/^apiVersion: monitoring.coreos.com\/v1$/{N;s/v1\nkind: PrometheusRule$/v2\nkind: PrometheusRule/}' "unknown kind monitoring.coreos.com/v2/PrometheusRule"
 
+# The security properties: each corruption is valid Kubernetes, so only
+# security.mjs can catch it.
+# reject_security DESCRIPTION SOURCE SED-SCRIPT EXPECTED-TEXT [FLAGS...]
+reject_security() {
+  local what=$1 from=$2 script=$3 expect=$4 bad="$work/bad.yaml"
+  shift 4
+  if [[ ! -s "$from" ]]; then fail "$what (no rendered $(basename "$from" .yaml) overlay)"; return; fi
+  sed -e "$script" "$from" >"$bad"
+  if cmp -s "$from" "$bad"; then fail "$what (the sed script changed nothing)"; return; fi
+  if node "$here/security.mjs" "$@" <"$bad" >"$work/out" 2>&1; then
+    fail "$what: security.mjs accepted it"
+  elif ! grep -qF -- "$expect" "$work/out"; then
+    fail "$what: rejected, but the error does not mention '$expect'"
+    sed 's/^/    /' "$work/out"
+  else
+    pass "$what: rejected ($(cut -c1-140 "$work/out" | head -1))"
+  fi
+}
+reject_security "no token file (TRANSFERD_TOKEN_FILE removed)" "$work/cpu.yaml" \
+  '/TRANSFERD_TOKEN_FILE:/d' "TRANSFERD_TOKEN_FILE is not set"
+reject_security "TRANSFERD_INSECURE_NO_AUTH turned on" "$work/cpu.yaml" \
+  's/^\(  *\)TRANSFERD_TOKEN_FILE:\(.*\)$/\1TRANSFERD_TOKEN_FILE:\2\n\1TRANSFERD_INSECURE_NO_AUTH: "true"/' "TRANSFERD_INSECURE_NO_AUTH is"
+reject_security "token file outside the Secret's mount" "$work/cpu.yaml" \
+  's|TRANSFERD_TOKEN_FILE: /etc/transferd/secrets/tokens|TRANSFERD_TOKEN_FILE: /var/lib/transferd/tokens|' "is not readOnly"
+reject_security "an ingress rule without from (every source)" "$work/cpu.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/^  - from:$/,/transferd-client/d;s/^    ports:$/  - ports:/}' "has no \`from\`"
+reject_security "clients selected by another label" "$work/cpu.yaml" \
+  's/transferd-client: "true"/app: anything/' 'pods must be selected by transferd-client'
+reject_security "monitoring namespace admitted on the gRPC port too" "$work/monitoring.yaml" \
+  '/kubernetes.io\/metadata.name: monitoring/,/^---/s/port: 8080/port: 50051/' "may reach only the metrics port" --monitoring
+reject_security "tls: a probe left on the TLS gRPC port" "$work/tls.yaml" \
+  '0,/port: 50052/s/port: 50052/port: 50051/' "not the plaintext health port" --tls
+reject_security "tls: plaintext still allowed" "$work/tls.yaml" \
+  's/^\(  *\)TRANSFERD_TLS_CERT:\(.*\)$/\1TRANSFERD_TLS_CERT:\2\n\1TRANSFERD_ALLOW_PLAINTEXT: "true"/' "TRANSFERD_ALLOW_PLAINTEXT is still set" --tls
+reject_security "tls: the certificate's Secret not the one mounted" "$work/tls.yaml" \
+  '/^kind: Certificate$/,/^---/s/secretName: transferd-tls/secretName: other-tls/' "which no Certificate" --tls
+
 # The same for promtool: a corrupted copy of a rule file must fail the given
 # promtool command, with EXPECTED-TEXT in its output.
 # reject_rules DESCRIPTION RULE-FILE SED-SCRIPT EXPECTED-TEXT PROMTOOL-ARGS...
@@ -244,6 +312,32 @@ elif grep -qF "Unknown instruction: RUNN" "$work/out"; then
   pass "Dockerfile with an unknown instruction (RUNN): rejected"
 else
   fail "Dockerfile with an unknown instruction (RUNN): rejected for another reason"
+  sed 's/^/    /' "$work/out"
+fi
+
+# The package check must fail for a build stage with its own short list (as
+# Dockerfile.cuda had: no HDF5, OpenCV, libcurl) and for a shared list that
+# lost a package.
+sed -e 's|/src/scripts/install-deps --build --without-torch|apt-get install -y g++ cmake ninja-build|' \
+  deploy/docker/Dockerfile.cuda >"$work/Dockerfile.short"
+if cmp -s deploy/docker/Dockerfile.cuda "$work/Dockerfile.short"; then
+  fail "a build stage with a short package list (the sed script changed nothing)"
+elif node "$here/packages.mjs" "$work/Dockerfile.short" >"$work/out" 2>&1; then
+  fail "a build stage with a short package list: packages.mjs accepted it"
+elif grep -qF "libhdf5-dev (CMake: find_package(HDF5))" "$work/out"; then
+  pass "a build stage with a short package list: rejected ($(grep -m1 lacks "$work/out" | cut -c1-140))"
+else
+  fail "a build stage with a short package list: rejected for another reason"
+  sed 's/^/    /' "$work/out"
+fi
+cp -r scripts/packages "$work/packages"
+sed -i '/^libopencv-dev$/d' "$work/packages/build.txt"
+if node "$here/packages.mjs" --packages "$work/packages" deploy/docker/Dockerfile >"$work/out" 2>&1; then
+  fail "build.txt without libopencv-dev: packages.mjs accepted it"
+elif grep -qF "libopencv-dev (CMake: find_package(OpenCV))" "$work/out"; then
+  pass "build.txt without libopencv-dev: rejected ($(grep -m1 lacks "$work/out" | cut -c1-140))"
+else
+  fail "build.txt without libopencv-dev: rejected for another reason"
   sed 's/^/    /' "$work/out"
 fi
 

@@ -358,9 +358,40 @@ TEST(PlaintextTest, NonLoopbackPlaintextNeedsTheFlag) {
   EXPECT_THAT(refused.err, HasSubstr("--allow-plaintext"));
   TransferdServer::Options o;
   o.listen = addr;
-  o.args = {"--allow-plaintext"};
+  o.args = {"--allow-plaintext", "--insecure-no-auth"};
   TransferdServer allowed(o);
   EXPECT_TRUE(allowed.ok()) << allowed.Log();
+}
+
+// Secure by default: a reachable address without tokens (or client
+// certificates) is refused at start unless --insecure-no-auth says so, and
+// so is a token file that is not there: the process exits, it never serves
+// an open port.
+TEST(PlaintextTest, ReachableServerRefusesToStartWithoutAuthentication) {
+  testing::TempDir temp;
+  const std::string addr =
+      "0.0.0.0:" + std::to_string(testing::FreeLoopbackPort());
+  const std::vector<std::string> env = {
+      "TRANSFERD_CONFIG=", "TRANSFERD_TOKEN_FILE=",
+      "TRANSFERD_INSECURE_NO_AUTH="};
+  RunResult open =
+      testing::Run({testing::TransferdBinary(), "--listen", addr,
+                    "--allow-plaintext", "--data-dir", temp.path() + "/data"},
+                   env, std::chrono::seconds(60));
+  EXPECT_EQ(open.status.code, 2);
+  EXPECT_THAT(open.err, HasSubstr("callers would not authenticate"));
+  EXPECT_THAT(open.err, HasSubstr("--insecure-no-auth"));
+
+  const std::string missing = temp.path() + "/secrets/tokens";
+  RunResult no_file = testing::Run(
+      {testing::TransferdBinary(), "--listen", addr, "--allow-plaintext",
+       "--token-file", missing, "--data-dir", temp.path() + "/data"},
+      env, std::chrono::seconds(60));
+  EXPECT_EQ(no_file.status.code, 2);
+  EXPECT_THAT(no_file.err, HasSubstr("--token-file"));
+  EXPECT_THAT(no_file.err, HasSubstr(missing));
+  EXPECT_FALSE(fs::exists(temp.path() + "/data"))
+      << "a refused start must not create the data dir";
 }
 
 }  // namespace

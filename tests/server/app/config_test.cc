@@ -73,6 +73,7 @@ TEST_F(ConfigTest, DefaultsAreLoopbackAndLocalDataDir) {
 }
 
 TEST_F(ConfigTest, FlagsSetEveryField) {
+  const std::string tokens = WriteFile("t0ken admin\n");
   ParseOutcome out = Parse({"--listen",
                             "0.0.0.0:6000",
                             "--data-dir",
@@ -98,7 +99,7 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
                             "--health-listen",
                             "0.0.0.0:6001",
                             "--token-file",
-                            "/etc/td/tokens",
+                            tokens,
                             "--max-concurrent-streams",
                             "20",
                             "--grpc-memory-bytes",
@@ -116,7 +117,7 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
   EXPECT_EQ(c.rpc.listen_address, "0.0.0.0:6000");
   EXPECT_TRUE(c.rpc.allow_plaintext);
   EXPECT_EQ(c.rpc.health_listen_address, "0.0.0.0:6001");
-  EXPECT_EQ(c.rpc.token_file, "/etc/td/tokens");
+  EXPECT_EQ(c.rpc.token_file, tokens);
   EXPECT_EQ(c.rpc.max_concurrent_streams, 20);
   EXPECT_EQ(c.rpc.grpc_memory_bytes, 33554432);
   EXPECT_EQ(c.rpc.max_rpc_threads, 16);
@@ -148,9 +149,9 @@ TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
     EXPECT_THAT(out.output, HasSubstr("--allow-plaintext")) << address;
   }
   const std::string pem = WriteFile("not really PEM, only has to exist\n");
-  EXPECT_TRUE(
-      Parse({"--listen", "0.0.0.0:1", "--tls-cert", pem, "--tls-key", pem})
-          .config.has_value());
+  EXPECT_TRUE(Parse({"--listen", "0.0.0.0:1", "--tls-cert", pem, "--tls-key",
+                     pem, "--insecure-no-auth"})
+                  .config.has_value());
   ParseOutcome half = Parse({"--tls-cert", pem});
   EXPECT_EQ(half.exit_code, 2);
   EXPECT_THAT(half.output, HasSubstr("--tls-cert and --tls-key go together"));
@@ -160,6 +161,42 @@ TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
   EXPECT_EQ(
       Parse({"--tls-cert", "/no/such/file.pem", "--tls-key", pem}).exit_code,
       2);
+}
+
+// Secure by default: an address others can reach (gRPC or HTTP) needs
+// tokens or client certificates, or the explicit --insecure-no-auth;
+// loopback alone needs neither.
+TEST_F(ConfigTest, ReachableAddressesNeedAuthenticationOrTheInsecureFlag) {
+  const std::string pem = WriteFile("not really PEM, only has to exist\n");
+  const std::vector<std::string> tls = {"--tls-cert", pem, "--tls-key", pem};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = {"--listen", "0.0.0.0:1"};
+    args.insert(args.end(), tls.begin(), tls.end());
+    args.insert(args.end(), more.begin(), more.end());
+    return Parse(args);
+  };
+  ParseOutcome open = with({});
+  EXPECT_FALSE(open.config.has_value());
+  EXPECT_EQ(open.exit_code, 2);
+  EXPECT_THAT(open.output,
+              HasSubstr("--listen 0.0.0.0:1 is not a loopback address and "
+                        "callers would not authenticate"));
+  EXPECT_THAT(open.output, HasSubstr("--insecure-no-auth"));
+  EXPECT_TRUE(with({"--token-file", pem}).config.has_value());
+  EXPECT_TRUE(with({"--tls-client-ca", pem}).config.has_value());
+  EXPECT_TRUE(with({"--insecure-no-auth"}).config.has_value());
+
+  // The HTTP port counts too; loopback on both needs nothing.
+  ParseOutcome http =
+      Parse({"--http-listen", "0.0.0.0:8080", "--allow-plaintext"});
+  EXPECT_EQ(http.exit_code, 2);
+  EXPECT_THAT(http.output, HasSubstr("--http-listen 0.0.0.0:8080 is not a "
+                                     "loopback address"));
+  EXPECT_TRUE(
+      Parse({"--listen", "127.0.0.1:1", "--http-listen"}).config.has_value());
+
+  SetEnv("TRANSFERD_INSECURE_NO_AUTH", "true");
+  EXPECT_TRUE(with({}).config.has_value());
 }
 
 // The HTTP port is off unless asked for, loopback when asked for without an
@@ -179,11 +216,12 @@ TEST_F(ConfigTest, HttpPortIsOffByDefaultAndSharesGrpcSecurity) {
   out = Parse({"--http-listen", "0.0.0.0:8080"});
   EXPECT_EQ(out.exit_code, 2);
   EXPECT_THAT(out.output, HasSubstr("--http-listen 0.0.0.0:8080"));
-  EXPECT_TRUE(Parse({"--http-listen", "0.0.0.0:8080", "--allow-plaintext"})
+  EXPECT_TRUE(Parse({"--http-listen", "0.0.0.0:8080", "--allow-plaintext",
+                     "--insecure-no-auth"})
                   .config.has_value());
   const std::string pem = WriteFile("not really PEM, only has to exist\n");
   out = Parse({"--listen", "0.0.0.0:1", "--http-listen", "0.0.0.0:8080",
-               "--tls-cert", pem, "--tls-key", pem});
+               "--tls-cert", pem, "--tls-key", pem, "--token-file", pem});
   ASSERT_TRUE(out.config.has_value()) << out.output;
   EXPECT_EQ(out.config->http.tls_cert_file, pem);
   EXPECT_EQ(out.config->http.tls_key_file, pem);
