@@ -9,6 +9,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/time_util.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
@@ -25,6 +26,12 @@ std::string Bytes(int64_t n) {
     return absl::StrFormat("%d MiB", n / (1024 * 1024));
   }
   return absl::StrFormat("%d B", n);
+}
+
+// "15.6 GiB"; "unknown" for 0.
+std::string GiB(int64_t n) {
+  if (n <= 0) return "unknown";
+  return absl::StrFormat("%.1f GiB", static_cast<double>(n) / (1 << 30));
 }
 
 int ServerInfo(const Globals& g) {
@@ -52,7 +59,7 @@ int ServerInfo(const Globals& g) {
       "server      %s\n"
       "version     %s (%s, %s)\n"
       "libraries   torch %s%s, grpc %s, protobuf %s\n"
-      "device      %s: %s, %d threads\n"
+      "device      %s: %s%s, %s memory, %d threads, %s by default (%s)\n"
       "cpu         %d logical CPUs; %s\n"
       "backbones   %s\n"
       "limits      max message %s in / %s out, upload chunk %s, shutdown "
@@ -61,8 +68,13 @@ int ServerInfo(const Globals& g) {
       "started     %s (store schema v%d)\n",
       client->address(), info->version(), b.revision(), b.build_type(),
       b.torch_version(), b.torch_cuda() ? " (CUDA)" : "", b.grpc_version(),
-      b.protobuf_version(), d.name(), d.description(), d.threads(),
-      c.logical_cpus(),
+      b.protobuf_version(), d.name(), d.description(),
+      d.compute_capability().empty()
+          ? ""
+          : absl::StrCat(" (compute capability ", d.compute_capability(), ")"),
+      GiB(d.memory_bytes()), d.threads(),
+      d.default_precision() == v1::PRECISION_BF16 ? "bf16" : "fp32",
+      d.native_bf16() ? "native bf16" : "no native bf16", c.logical_cpus(),
       features.empty() ? "none" : absl::StrJoin(features, " "),
       backbones.empty() ? "none yet" : absl::StrJoin(backbones, ", "),
       Bytes(l.max_receive_message_bytes()), Bytes(l.max_send_message_bytes()),

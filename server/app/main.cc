@@ -153,8 +153,11 @@ int Run(const transferd::app::ServerConfig& config) {
   }
   const auto& device = (*engine)->device();
   spdlog::info(
-      "device {} ({}), {} threads, {} by default, cpu: {}", device.name,
-      device.description, device.threads, device.precision,
+      "device {} ({}{}), {} threads, {} by default ({}native bf16), cpu: {}",
+      device.name, device.description,
+      device.capability.empty() ? ""
+                                : ", compute capability " + device.capability,
+      device.threads, device.precision, device.native_bf16 ? "" : "no ",
       transferd::core::DescribeCpuFeatures(transferd::core::GetCpuFeatures()));
 
   auto server = RpcServer::Start(config.rpc, **engine);

@@ -7,6 +7,12 @@
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+// Only a CUDA LibTorch has these (CMake defines TRANSFERD_WITH_CUDA for it;
+// docs/building.md, "A CUDA build", says how to compile this branch).
+#if TRANSFERD_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -57,10 +63,47 @@ absl::StatusOr<ComputeDevice> CudaDevice(int index) {
   d.index = index;
   d.name = absl::StrCat("cuda:", index);
   d.description = absl::StrCat("CUDA device ", index);
+#if TRANSFERD_WITH_CUDA
+  const cudaDeviceProp* props = at::cuda::getDeviceProperties(index);
+  d.description = props->name;
+  d.capability = absl::StrCat(props->major, ".", props->minor);
+  d.memory_bytes = static_cast<int64_t>(props->totalGlobalMem);
+#endif
   return d;
 }
 
 }  // namespace
+
+bool HasNativeBf16(const ComputeDevice& device, const CpuFeatures& cpu) {
+  if (device.kind == ComputeDevice::Kind::kCpu) {
+    return cpu.avx512_bf16 || cpu.amx_bf16;
+  }
+  int major = 0;
+  absl::string_view capability = device.capability;
+  const size_t dot = capability.find('.');
+  return absl::SimpleAtoi(capability.substr(0, dot), &major) && major >= 8;
+}
+
+absl::StatusOr<std::string> ResolvePrecision(const std::string& requested,
+                                             bool native_bf16) {
+  if (requested == "auto") return std::string(native_bf16 ? "bf16" : "fp32");
+  if (requested == "fp32" || requested == "bf16") return requested;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "precision \"", requested, "\": expected auto, fp32 or bf16"));
+}
+
+int64_t DeviceAllocatedBytes(const ComputeDevice& device) {
+  if (device.kind != ComputeDevice::Kind::kCuda) return -1;
+#if TRANSFERD_WITH_CUDA
+  // Index 0 of the stat arrays is the aggregate over the small and large
+  // pools (StatType::AGGREGATE in every LibTorch since 1.x).
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index)
+      .allocated_bytes[0]
+      .current;
+#else
+  return -1;
+#endif
+}
 
 absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
   if (options.threads < 0) {
@@ -98,16 +141,11 @@ absl::StatusOr<ComputeDevice> SelectDevice(const DeviceOptions& options) {
   at::set_num_threads(threads > 0 ? threads : 1);
   SingleThreadedBlas();
   device->threads = at::get_num_threads();
-  if (options.precision == "auto") {
-    const bool native_bf16 = device->kind == ComputeDevice::Kind::kCuda ||
-                             cpu.avx512_bf16 || cpu.amx_bf16;
-    device->precision = native_bf16 ? "bf16" : "fp32";
-  } else if (options.precision == "fp32" || options.precision == "bf16") {
-    device->precision = options.precision;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "precision \"", options.precision, "\": expected auto, fp32 or bf16"));
-  }
+  device->native_bf16 = HasNativeBf16(*device, cpu);
+  absl::StatusOr<std::string> precision =
+      ResolvePrecision(options.precision, device->native_bf16);
+  if (!precision.ok()) return precision.status();
+  device->precision = *std::move(precision);
   if (device->kind == ComputeDevice::Kind::kCpu) {
     device->name = "cpu";
     device->description = cpu.model_name.empty() ? "CPU" : cpu.model_name;

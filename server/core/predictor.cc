@@ -88,9 +88,18 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Load(
                                             /*load_weights=*/false));
     TRANSFERD_RETURN_IF_ERROR(impl->model->Load(info.weights_file));
     impl->model->eval();
+    // On CUDA the budget counts what the caching allocator gained while the
+    // model moved there (rounding and per-tensor blocks included); work on
+    // the device at the same moment can only make that larger. Never less
+    // than the parameters and buffers, which is the count on the CPU.
+    const int64_t before = DeviceAllocatedBytes(device);
     impl->model->to(impl->device);
+    const int64_t after = DeviceAllocatedBytes(device);
     for (const auto& t : impl->model->parameters()) impl->bytes += t.nbytes();
     for (const auto& t : impl->model->buffers()) impl->bytes += t.nbytes();
+    if (before >= 0 && after >= 0) {
+      impl->bytes = std::max(impl->bytes, after - before);
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(
         absl::StrCat("loading model ", info.id, ": ", e.what()));

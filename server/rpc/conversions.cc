@@ -275,6 +275,8 @@ void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
   d->set_default_precision(info.device.precision == "bf16"
                                ? v1::PRECISION_BF16
                                : v1::PRECISION_FP32);
+  d->set_compute_capability(info.device.capability);
+  d->set_native_bf16(info.device.native_bf16);
 
   v1::CpuFeatures* c = out->mutable_cpu();
   c->set_avx2(info.cpu.avx2);

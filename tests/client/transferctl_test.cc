@@ -110,12 +110,24 @@ TEST_F(TransferctlTest, ServerInfoAsJson) {
   EXPECT_FALSE(json["version"].get<std::string>().empty());
   EXPECT_TRUE(json["cpu"].contains("amx_bf16"));
   EXPECT_EQ(json["limits"]["max_receive_message_bytes"], "8388608");
+  // Device truth: the CPU's memory, no compute capability, and bf16 by
+  // default exactly where the CPU computes it natively.
+  const bool native = json["cpu"]["avx512_bf16"].get<bool>() ||
+                      json["cpu"]["amx_bf16"].get<bool>();
+  EXPECT_EQ(json["device"]["native_bf16"], native);
+  EXPECT_EQ(json["device"]["compute_capability"], "");
+  EXPECT_GT(std::stoll(json["device"]["memory_bytes"].get<std::string>()), 0);
+  EXPECT_EQ(json["device"]["default_precision"],
+            native ? "PRECISION_BF16" : "PRECISION_FP32");
 }
 
 TEST_F(TransferctlTest, ServerInfoAsText) {
   RunResult r = Ctl({"server", "info", "--server", server_->address()});
   ASSERT_EQ(r.status.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("device      cpu"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                         "GiB memory, 1 threads, (bf16 by default \\(native "
+                         "bf16\\)|fp32 by default \\(no native bf16\\))"));
   EXPECT_THAT(r.out, HasSubstr("transferd.v1.Server"));
 }
 

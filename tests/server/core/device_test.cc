@@ -77,6 +77,58 @@ TEST(DeviceTest, PrecisionAutoFollowsNativeBf16) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(DeviceTest, SelectedDeviceReportsNativeBf16AndCapability) {
+  auto device = SelectDevice(Opts("cpu", 1));
+  ASSERT_TRUE(device.ok());
+  const CpuFeatures& f = GetCpuFeatures();
+  EXPECT_EQ(device->native_bf16, f.avx512_bf16 || f.amx_bf16);
+  EXPECT_EQ(device->capability, "");
+  EXPECT_EQ(DeviceAllocatedBytes(*device), -1);  // the CPU is not measured
+}
+
+// The rule behind "auto", on devices this machine does not have: bf16 only
+// where the hardware computes it (Ampere's 8.0 and later, not T4's 7.5 or
+// V100's 7.0; AVX512-BF16 or AMX-BF16 CPUs).
+TEST(DeviceTest, NativeBf16NeedsComputeCapability8OrABf16Cpu) {
+  ComputeDevice gpu;
+  gpu.kind = ComputeDevice::Kind::kCuda;
+  const CpuFeatures plain_cpu;
+  for (const char* cc : {"7.0", "7.5", "6.1", "", "x.y"}) {
+    gpu.capability = cc;
+    EXPECT_FALSE(HasNativeBf16(gpu, plain_cpu)) << cc;
+  }
+  for (const char* cc : {"8.0", "8.6", "8.9", "9.0", "10.0", "12.0"}) {
+    gpu.capability = cc;
+    EXPECT_TRUE(HasNativeBf16(gpu, plain_cpu)) << cc;
+  }
+  // A GPU's answer does not depend on the host CPU.
+  CpuFeatures amx;
+  amx.amx_bf16 = true;
+  gpu.capability = "7.5";
+  EXPECT_FALSE(HasNativeBf16(gpu, amx));
+
+  const ComputeDevice cpu;
+  EXPECT_FALSE(HasNativeBf16(cpu, plain_cpu));
+  EXPECT_TRUE(HasNativeBf16(cpu, amx));
+  CpuFeatures avx512;
+  avx512.avx512f = true;
+  EXPECT_FALSE(HasNativeBf16(cpu, avx512));
+  avx512.avx512_bf16 = true;
+  EXPECT_TRUE(HasNativeBf16(cpu, avx512));
+}
+
+TEST(DeviceTest, ResolvePrecisionPicksBf16OnlyWhereNative) {
+  EXPECT_EQ(*ResolvePrecision("auto", true), "bf16");
+  EXPECT_EQ(*ResolvePrecision("auto", false), "fp32");
+  // An explicit choice is kept either way (bf16 on a T4 is slow, not wrong).
+  EXPECT_EQ(*ResolvePrecision("bf16", false), "bf16");
+  EXPECT_EQ(*ResolvePrecision("fp32", true), "fp32");
+  absl::StatusOr<std::string> bad = ResolvePrecision("fp16", true);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(),
+            "precision \"fp16\": expected auto, fp32 or bf16");
+}
+
 TEST(CpuFeaturesTest, DescribesWhatItDetected) {
   const CpuFeatures& f = GetCpuFeatures();
   EXPECT_GE(f.logical_cpus, 1);
