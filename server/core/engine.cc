@@ -140,6 +140,9 @@ Engine::~Engine() { (void)Shutdown(); }
 
 void Engine::ScrapeInto(Metrics& metrics) {
   metrics.SetReady(ready() && !shutting_down());
+  if (const int64_t allocated = DeviceAllocatedBytes(device_); allocated >= 0) {
+    metrics.SetDeviceMemory(device_.name, allocated, device_.memory_bytes);
+  }
   std::error_code ec;
   const std::filesystem::space_info space =
       std::filesystem::space(data_dir_->root(), ec);

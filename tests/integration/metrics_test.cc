@@ -35,6 +35,7 @@ namespace {
 
 namespace v1 = transferd::v1;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 using testing::TransferdServer;
 
@@ -107,6 +108,9 @@ TEST(MetricsHttpTest, ProbesAndAnExpositionPromtoolAccepts) {
   EXPECT_THAT(metrics.body, HasSubstr("\ntransferd_ready 1\n"));
   EXPECT_THAT(metrics.body, HasSubstr("transferd_build_info{"));
   EXPECT_THAT(metrics.body, HasSubstr("transferd_device_info{kind=\"cpu\""));
+  // CUDA memory is a GPU's only: no such series on the CPU.
+  EXPECT_THAT(metrics.body,
+              Not(HasSubstr("\ntransferd_device_memory_allocated_bytes{")));
   EXPECT_THAT(metrics.body, HasSubstr("\nprocess_resident_memory_bytes "));
   EXPECT_THAT(metrics.body, HasSubstr("\ntransferd_jobs{state=\"queued\"} 0"));
   testing::TempDir dir;

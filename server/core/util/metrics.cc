@@ -95,6 +95,16 @@ struct Metrics::Families {
                    .Name("transferd_device_info")
                    .Help("The compute device (value 1).")
                    .Register(r)),
+        device_allocated(
+            BuildGauge()
+                .Name("transferd_device_memory_allocated_bytes")
+                .Help("Bytes the CUDA caching allocator holds for live "
+                      "tensors on the device (CUDA devices only).")
+                .Register(r)),
+        device_total(BuildGauge()
+                         .Name("transferd_device_memory_total_bytes")
+                         .Help("The CUDA device's memory (CUDA devices only).")
+                         .Register(r)),
         turn_wait(BuildHistogram()
                       .Name("transferd_device_turn_wait_seconds")
                       .Help("Time waited for the device: interactive turns "
@@ -256,6 +266,8 @@ struct Metrics::Families {
   Family<Gauge>& build;
   Family<Gauge>& ready;
   Family<Gauge>& device;
+  Family<Gauge>& device_allocated;
+  Family<Gauge>& device_total;
   Family<Histogram>& turn_wait;
   Family<Gauge>& disk_free;
   Family<Gauge>& disk_floor;
@@ -565,6 +577,17 @@ void Metrics::SetDevice(const std::string& kind, const std::string& name,
                         const std::string& precision) {
   f_->device.Add({{"kind", kind}, {"name", name}, {"precision", precision}})
       .Set(1);
+}
+
+void Metrics::SetDeviceMemory(const std::string& name, int64_t allocated_bytes,
+                              int64_t total_bytes) {
+  // Add returns the existing series for the same labels.
+  f_->device_allocated.Add({{"name", name}})
+      .Set(static_cast<double>(allocated_bytes));
+  if (total_bytes > 0) {
+    f_->device_total.Add({{"name", name}})
+        .Set(static_cast<double>(total_bytes));
+  }
 }
 
 void Metrics::TurnWaited(bool interactive, double seconds) {

@@ -161,6 +161,10 @@ class Metrics {
   // ---- Device, data directory, readiness ----
   void SetDevice(const std::string& kind, const std::string& name,
                  const std::string& precision);
+  // A CUDA device's allocated and total memory (at scrape time); never
+  // called for the CPU, whose series therefore do not exist.
+  void SetDeviceMemory(const std::string& name, int64_t allocated_bytes,
+                       int64_t total_bytes);
   // interactive: Predict's turns; else training's.
   void TurnWaited(bool interactive, double seconds);
   void SetDataDirFree(int64_t free_bytes, int64_t min_free_bytes);
