@@ -68,6 +68,9 @@ absl::StatusOr<ComputeDevice> CudaDevice(int index) {
   d.description = props->name;
   d.capability = absl::StrCat(props->major, ".", props->minor);
   d.memory_bytes = static_cast<int64_t>(props->totalGlobalMem);
+  // The caching allocator is set up by the first tensor on the device; its
+  // statistics (DeviceAllocatedBytes) throw before that.
+  (void)torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, index));
 #endif
   return d;
 }
@@ -97,9 +100,13 @@ int64_t DeviceAllocatedBytes(const ComputeDevice& device) {
 #if TRANSFERD_WITH_CUDA
   // Index 0 of the stat arrays is the aggregate over the small and large
   // pools (StatType::AGGREGATE in every LibTorch since 1.x).
-  return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index)
-      .allocated_bytes[0]
-      .current;
+  try {
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index)
+        .allocated_bytes[0]
+        .current;
+  } catch (const std::exception&) {
+    return -1;  // the allocator is not initialised: nothing to count
+  }
 #else
   return -1;
 #endif

@@ -86,11 +86,18 @@ function wiring(objs) {
   for (const np of ofKind(objs, "NetworkPolicy")) {
     if (!selects(np.spec.podSelector?.matchLabels, pod.metadata.labels)) continue;
     if (!(np.spec.policyTypes ?? ["Ingress"]).includes("Ingress")) continue;
-    const admits = (np.spec.ingress ?? []).some(
-      (rule) => !rule.ports || rule.ports.some((p) => p.port === port || p.port === "http"),
+    const toPort = (rule) => !rule.ports || rule.ports.some((p) => p.port === port || p.port === "http");
+    const admits = (np.spec.ingress ?? []).some(toPort);
+    if (!admits) throw new Problem(`${name(np)} does not admit ingress to port ${port}: nothing could scrape`);
+    // Prometheus runs in a namespace of its own: with a ServiceMonitor, some
+    // rule must admit the port from a namespace (not only same-namespace pods).
+    const fromNamespace = (np.spec.ingress ?? []).some(
+      (rule) => toPort(rule) && (!rule.from || rule.from.some((peer) => peer.namespaceSelector)),
     );
-    if (!admits) throw new Problem(`${name(np)} does not admit ingress to port ${port}: Prometheus could not scrape`);
-    notes.push(`${name(np)} admits ${port}`);
+    if (ofKind(objs, "ServiceMonitor").length > 0 && !fromNamespace) {
+      throw new Problem(`${name(np)} admits port ${port} from no other namespace: Prometheus could not scrape`);
+    }
+    notes.push(`${name(np)} admits ${port}${fromNamespace ? " (also from another namespace)" : " (same-namespace clients)"}`);
   }
 
   for (const sm of ofKind(objs, "ServiceMonitor")) {

@@ -20,6 +20,7 @@
 //
 // Prints "ok ..." per checked installer; exits 1 on a missing package, 2 on
 // usage errors.
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -126,11 +127,13 @@ function stagePackages(file, listsDir) {
   const pkgs = new Set();
   let officialTorch = false;
   for (const ins of buildStage(file)) {
-    if (/LIBTORCH_URL/.test(ins)) officialTorch = true;
     if (!/^RUN\s/i.test(ins)) continue;
+    // The official LibTorch is fetched in a RUN (an ARG alone brings nothing).
+    if (/LIBTORCH_URL/.test(ins) && /\b(curl|wget)\b/.test(ins)) officialTorch = true;
     for (const cmd of ins.replace(/^RUN\s+(--\S+\s+)*/i, "").split(/&&|;|\|\|/)) {
       const words = cmd.trim().split(/\s+/);
       const at = words.findIndex((w) => w.endsWith("scripts/install-deps"));
+      if (at >= 0 && words.includes("--list")) continue; // prints, installs nothing
       if (at >= 0) {
         for (const p of installDeps(listsDir, words.slice(at + 1))) pkgs.add(p);
         continue;
@@ -175,6 +178,19 @@ function main(argv) {
   }
   const req = cmakeRequirements();
   let bad = 0;
+  // installDeps() re-reads the lists as scripts/install-deps does; the script
+  // itself must agree, in every mode (else this check would test a copy).
+  if (listsDir === path.join(root, "scripts/packages")) {
+    for (const mode of [[], ["--build"], ["--build", "--without-torch"], ["--runtime"]]) {
+      const real = execFileSync(path.join(root, "scripts/install-deps"), ["--list", ...mode], { encoding: "utf8" })
+        .split("\n").filter(Boolean).sort();
+      const mine = installDeps(listsDir, mode).sort();
+      if (JSON.stringify(real) !== JSON.stringify(mine)) {
+        console.error(`scripts/install-deps --list ${mode.join(" ")} differs from packages.mjs's reading of the lists`);
+        bad++;
+      }
+    }
+  }
   const report = (who, pkgs, officialTorch) => {
     const lacks = missing(req, pkgs, officialTorch);
     if (lacks.length) {

@@ -15,7 +15,8 @@
 // --monitoring: the `monitoring` namespace is admitted on the metrics port.
 // --tls: TRANSFERD_TLS_CERT and TRANSFERD_TLS_KEY lie in a mount of the
 //   Secret a cert-manager Certificate (usage "server auth") writes;
-//   plaintext is not allowed; the three probes ask the plaintext health-only
+//   TRANSFERD_ALLOW_PLAINTEXT is "false" (over the image's "true"); the
+//   three probes ask the plaintext health-only
 //   port (TRANSFERD_HEALTH_LISTEN = container port `health`), not gRPC's.
 // Without --tls: the probes ask the gRPC port.
 //
@@ -38,13 +39,37 @@ function load() {
 
 const ofKind = (objs, kind) => objs.filter((o) => o.kind === kind);
 const name = (o) => `${o.kind}/${o.metadata?.name}`;
-const selects = (matchLabels, labels) =>
-  Object.keys(matchLabels ?? {}).length > 0 &&
-  Object.entries(matchLabels).every(([k, v]) => labels?.[k] === v);
+// An empty podSelector ({}) selects every pod of the namespace.
+const selects = (selector, labels) =>
+  Object.entries(selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v) &&
+  !(selector?.matchExpressions?.length);
 
-// The value a setting has in the container: env first, then its envFrom
-// ConfigMaps (later ones win, as in Kubernetes); undefined when unset.
+// The value a setting has in the container: a flag in command/args first
+// (`--flag=value`, `--flag value`, or a bare `--flag` = "true"), then env,
+// then its envFrom ConfigMaps (later ones win, as in Kubernetes); undefined
+// when unset.
+const FLAGS = {
+  TRANSFERD_TOKEN_FILE: "--token-file",
+  TRANSFERD_INSECURE_NO_AUTH: "--insecure-no-auth",
+  TRANSFERD_ALLOW_PLAINTEXT: "--allow-plaintext",
+  TRANSFERD_TLS_CERT: "--tls-cert",
+  TRANSFERD_TLS_KEY: "--tls-key",
+  TRANSFERD_HEALTH_LISTEN: "--health-listen",
+};
 function setting(objs, container, key) {
+  const argv = [...(container.command ?? []), ...(container.args ?? [])].map(String);
+  const flag = FLAGS[key];
+  let fromArgs;
+  argv.forEach((a, i) => {
+    if (!flag) return;
+    if (a.startsWith(`${flag}=`)) fromArgs = a.slice(flag.length + 1);
+    else if (a === flag) {
+      const next = argv[i + 1];
+      const isBool = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT"].includes(key);
+      fromArgs = isBool || next === undefined || next.startsWith("-") ? "true" : next;
+    }
+  });
+  if (fromArgs !== undefined) return fromArgs;
   const direct = container.env?.find((e) => e.name === key);
   if (direct) return direct.value;
   let value;
@@ -95,7 +120,7 @@ function check(objs, flags) {
   let policies = 0;
   let monitoringAdmitted = false;
   for (const np of ofKind(objs, "NetworkPolicy")) {
-    if (!selects(np.spec.podSelector?.matchLabels, pod.metadata.labels)) continue;
+    if (!selects(np.spec.podSelector, pod.metadata.labels)) continue;
     if (!(np.spec.policyTypes ?? ["Ingress"]).includes("Ingress")) continue;
     policies++;
     for (const [i, rule] of (np.spec.ingress ?? []).entries()) {
@@ -136,7 +161,11 @@ function check(objs, flags) {
   }
   if (flags.includes("--tls")) {
     const plaintext = setting(objs, container, "TRANSFERD_ALLOW_PLAINTEXT");
-    if (plaintext !== undefined) throw new Problem(`TLS: TRANSFERD_ALLOW_PLAINTEXT is still set (${plaintext})`);
+    if (plaintext === undefined || !["false", "0"].includes(String(plaintext).toLowerCase())) {
+      // The images set TRANSFERD_ALLOW_PLAINTEXT=true: only an explicit
+      // "false" turns it off.
+      throw new Problem(`TLS: TRANSFERD_ALLOW_PLAINTEXT is ${JSON.stringify(plaintext)}, not "false" (the image's own default is "true")`);
+    }
     const certs = ofKind(objs, "Certificate").filter((c) => c.spec.usages?.includes("server auth"));
     for (const key of ["TRANSFERD_TLS_CERT", "TRANSFERD_TLS_KEY"]) {
       const file = setting(objs, container, key);

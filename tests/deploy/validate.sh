@@ -274,7 +274,13 @@ reject_security "monitoring namespace admitted on the gRPC port too" "$work/moni
 reject_security "tls: a probe left on the TLS gRPC port" "$work/tls.yaml" \
   '0,/port: 50052/s/port: 50052/port: 50051/' "not the plaintext health port" --tls
 reject_security "tls: plaintext still allowed" "$work/tls.yaml" \
-  's/^\(  *\)TRANSFERD_TLS_CERT:\(.*\)$/\1TRANSFERD_TLS_CERT:\2\n\1TRANSFERD_ALLOW_PLAINTEXT: "true"/' "TRANSFERD_ALLOW_PLAINTEXT is still set" --tls
+  's/TRANSFERD_ALLOW_PLAINTEXT: "false"/TRANSFERD_ALLOW_PLAINTEXT: "true"/' 'TRANSFERD_ALLOW_PLAINTEXT is "true"' --tls
+reject_security "tls: plaintext left to the image's default (the line removed)" "$work/tls.yaml" \
+  '/TRANSFERD_ALLOW_PLAINTEXT:/d' "TRANSFERD_ALLOW_PLAINTEXT is undefined" --tls
+reject_security "an extra allow-all NetworkPolicy (podSelector {})" "$work/cpu.yaml" \
+  '$a ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-all\nspec:\n  podSelector: {}\n  policyTypes:\n  - Ingress\n  ingress:\n  - {}' "NetworkPolicy/allow-all spec.ingress[0] has no \`from\`"
+reject_security "--insecure-no-auth passed as a container argument" "$work/cpu.yaml" \
+  's/^\(  *\)imagePullPolicy: IfNotPresent$/\1imagePullPolicy: IfNotPresent\n\1args: ["--insecure-no-auth"]/' 'TRANSFERD_INSECURE_NO_AUTH is "true"'
 reject_security "tls: the certificate's Secret not the one mounted" "$work/tls.yaml" \
   '/^kind: Certificate$/,/^---/s/secretName: transferd-tls/secretName: other-tls/' "which no Certificate" --tls
 
