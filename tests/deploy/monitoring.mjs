@@ -22,19 +22,10 @@
 //
 // Prints what it checked (wiring) or the rule file (rules); on a problem
 // prints it on stderr and exits 1.
-import fs from "node:fs";
-import { parseAllDocuments, stringify } from "yaml";
+import { stringify } from "yaml";
 
-class Problem extends Error {}
+import { Problem, load, name, ofKind, setting } from "./manifests.mjs";
 
-function load() {
-  const docs = parseAllDocuments(fs.readFileSync(0, "utf8"));
-  for (const d of docs) if (d.errors.length) throw new Problem(`YAML error: ${d.errors[0].message}`);
-  return docs.map((d) => d.toJS()).filter((o) => o && typeof o === "object");
-}
-
-const ofKind = (objs, kind) => objs.filter((o) => o.kind === kind);
-const name = (o) => `${o.kind}/${o.metadata?.name}`;
 // matchLabels only: the manifests use no matchExpressions.
 const selects = (matchLabels, labels) =>
   Object.keys(matchLabels ?? {}).length > 0 &&
@@ -49,14 +40,8 @@ function wiring(objs) {
   const container = pod.spec.containers.find((c) => c.name === "transferd");
   if (!container) throw new Problem(`${name(sts)}: no container named transferd`);
 
-  // The listen address, from env or from a ConfigMap in envFrom.
-  let listen = container.env?.find((e) => e.name === "TRANSFERD_HTTP_LISTEN")?.value;
-  if (listen === undefined) {
-    for (const ref of container.envFrom ?? []) {
-      const cm = ofKind(objs, "ConfigMap").find((c) => c.metadata.name === ref.configMapRef?.name);
-      if (cm?.data?.TRANSFERD_HTTP_LISTEN !== undefined) listen = cm.data.TRANSFERD_HTTP_LISTEN;
-    }
-  }
+  // The listen address: a flag, env, or a ConfigMap in envFrom.
+  const listen = setting(objs, container, "TRANSFERD_HTTP_LISTEN");
   if (listen === undefined) throw new Problem("TRANSFERD_HTTP_LISTEN is not set (env or envFrom ConfigMap)");
   const m = /^(.*):(\d+)$/.exec(String(listen));
   if (!m) throw new Problem(`TRANSFERD_HTTP_LISTEN ${JSON.stringify(listen)} is not HOST:PORT`);

@@ -21,64 +21,18 @@
 // Without --tls: the probes ask the gRPC port.
 //
 // Prints what it checked; on a problem prints it on stderr and exits 1.
-import fs from "node:fs";
 import path from "node:path";
-import { parseAllDocuments } from "yaml";
 
-class Problem extends Error {}
+import { Problem, load, name, ofKind, setting } from "./manifests.mjs";
 
 const CLIENT_LABEL = ["transferd-client", "true"];
 const GRPC_PORT = 50051;
 const METRICS_PORT = 8080;
 
-function load() {
-  const docs = parseAllDocuments(fs.readFileSync(0, "utf8"));
-  for (const d of docs) if (d.errors.length) throw new Problem(`YAML error: ${d.errors[0].message}`);
-  return docs.map((d) => d.toJS()).filter((o) => o && typeof o === "object");
-}
-
-const ofKind = (objs, kind) => objs.filter((o) => o.kind === kind);
-const name = (o) => `${o.kind}/${o.metadata?.name}`;
 // An empty podSelector ({}) selects every pod of the namespace.
 const selects = (selector, labels) =>
   Object.entries(selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v) &&
   !(selector?.matchExpressions?.length);
-
-// The value a setting has in the container: a flag in command/args first
-// (`--flag=value`, `--flag value`, or a bare `--flag` = "true"), then env,
-// then its envFrom ConfigMaps (later ones win, as in Kubernetes); undefined
-// when unset.
-const FLAGS = {
-  TRANSFERD_TOKEN_FILE: "--token-file",
-  TRANSFERD_INSECURE_NO_AUTH: "--insecure-no-auth",
-  TRANSFERD_ALLOW_PLAINTEXT: "--allow-plaintext",
-  TRANSFERD_TLS_CERT: "--tls-cert",
-  TRANSFERD_TLS_KEY: "--tls-key",
-  TRANSFERD_HEALTH_LISTEN: "--health-listen",
-};
-function setting(objs, container, key) {
-  const argv = [...(container.command ?? []), ...(container.args ?? [])].map(String);
-  const flag = FLAGS[key];
-  let fromArgs;
-  argv.forEach((a, i) => {
-    if (!flag) return;
-    if (a.startsWith(`${flag}=`)) fromArgs = a.slice(flag.length + 1);
-    else if (a === flag) {
-      const next = argv[i + 1];
-      const isBool = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT"].includes(key);
-      fromArgs = isBool || next === undefined || next.startsWith("-") ? "true" : next;
-    }
-  });
-  if (fromArgs !== undefined) return fromArgs;
-  const direct = container.env?.find((e) => e.name === key);
-  if (direct) return direct.value;
-  let value;
-  for (const ref of container.envFrom ?? []) {
-    const cm = ofKind(objs, "ConfigMap").find((c) => c.metadata.name === ref.configMapRef?.name);
-    if (cm?.data?.[key] !== undefined) value = cm.data[key];
-  }
-  return value;
-}
 
 // The Secret volume whose read-only mount holds `file`, or a Problem.
 function secretHolding(pod, container, file, what) {

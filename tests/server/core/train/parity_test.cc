@@ -34,12 +34,7 @@ TEST(TrainerParityTest, EpochLossesMatchPyTorch) {
   TrainConfig config;
   config.seed = 5;
   config.selection_metric = "loss";
-  config.model.backbone = "vgg16";
-  config.model.weights = "none";
-  config.model.input_size = 32;
-  config.model.head.pooling = Pooling::kFlatten;
-  config.model.head.hidden_units = 16;
-  config.model.head.dropout = 0;
+  config.model = testing::TinyVgg16(Pooling::kFlatten);
   StageConfig head = testing::Stage("none", 2, 4);
   head.optimizer.kind = OptimizerKind::kSgd;
   head.optimizer.learning_rate = 1e-3;

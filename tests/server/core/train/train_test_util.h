@@ -61,6 +61,19 @@ inline ModelConfig TinyMobileNet() {
   return m;
 }
 
+// VGG16 at 32 px from random weights (no BatchNorm: training and inference
+// compute the same function), Dense(16) head without dropout.
+inline ModelConfig TinyVgg16(Pooling pooling) {
+  ModelConfig m;
+  m.backbone = "vgg16";
+  m.weights = "none";
+  m.input_size = 32;
+  m.head.pooling = pooling;
+  m.head.hidden_units = 16;
+  m.head.dropout = 0;
+  return m;
+}
+
 inline StageConfig Stage(const std::string& trainable_from, int epochs,
                          int batch_size = 4) {
   StageConfig s;

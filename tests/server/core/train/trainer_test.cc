@@ -153,14 +153,8 @@ TEST_F(TrainerTest, LearnsASeparableProblem) {
   data_ = testing::MakeData(root_ / "separable", /*train=*/32,
                             /*validation=*/16, /*test=*/0);
   TrainConfig config;
-  // VGG16 at 32 px: no BatchNorm, so training and inference compute the
-  // same function and validation can follow training from the first epoch.
-  config.model.backbone = "vgg16";
-  config.model.weights = "none";
-  config.model.input_size = 32;
-  config.model.head.pooling = Pooling::kGlobalAverage;
-  config.model.head.hidden_units = 16;
-  config.model.head.dropout = 0;
+  // No BatchNorm, so validation can follow training from the first epoch.
+  config.model = testing::TinyVgg16(Pooling::kGlobalAverage);
   config.stages = {testing::Stage("all", 3, 8)};
   config.stages[0].optimizer.kind = OptimizerKind::kAdam;
   config.stages[0].optimizer.learning_rate = 1e-4;
