@@ -11,9 +11,18 @@
 #   CI=true bench/run_acceptance.sh ...   # CI size: 100+50 images per class,
 #                                         # 2 + 1 epochs, no Python baseline
 #   FROZEN_EPOCHS=15 TUNE_EPOCHS=5 BASELINE=0 PRECISION=PRECISION_BF16 ...
-#   MIN_VAL_ACCURACY=0.8 ...  # exit 1 unless the job's best validation
+#   MIN_VAL_ACCURACY=0.8 ...  # exit 1 unless every seed's best validation
 #                            # accuracy reaches it (the learning check;
 #                            # CI=true sets a default, see below)
+#   SEEDS="1 2 3" ...        # one job per seed (default 1 2 3; CI: 1); the
+#                            # table gives each and mean +- standard deviation
+#                            # (and range) of the best and the last epoch's
+#                            # validation accuracy and of the test accuracy
+#   HOLD_OUT=0 ...           # default 1: validation images numbered 1400 and
+#                            # up (100 per class) become a test split that
+#                            # training and model selection never see; a
+#                            # PREDICT job of each seed's kept model scores it
+#                            # (CI: the last 25 per class of its subset)
 #   BN_INFERENCE=false ...   # fine-tune with batch statistics in the trainable
 #                            # BatchNorm layers (Keras fit()'s default) in both
 #                            # runs; default true: inference mode, as Keras'
@@ -29,6 +38,8 @@ baseline=${BASELINE:-1}
 precision=${PRECISION:-PRECISION_UNSPECIFIED}
 bn_inference=${BN_INFERENCE:-true}
 min_val_accuracy=${MIN_VAL_ACCURACY:-}
+seeds=${SEEDS:-1 2 3}
+hold_out=${HOLD_OUT:-1}
 
 [[ -d "$data/train" && -d "$data/validation" ]] || { echo "no train/ and validation/ under $data" >&2; exit 2; }
 [[ -f "$weights" ]] || { echo "weights file $weights is missing" >&2; exit 2; }
@@ -44,23 +55,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The dataset the jobs see, as links (nothing copied): train/, validation/
+# and, with HOLD_OUT=1, test/ cut from the end of validation/ by image number.
+link_split() {  # SRC_SPLIT DST_SPLIT FIRST LAST: per class, the sorted files FIRST..LAST
+  mkdir -p "$work/subset/$2"
+  for cls in cat dog; do
+    find "$data/$1" -name "$cls.*.jpg" | sort -V | sed -n "$3,$4p" |
+      xargs -I{} ln -s {} "$work/subset/$2/"
+  done
+}
 if [[ "${CI:-}" == "true" ]]; then
-  # A few hundred of the real images (links, nothing copied) and short stages.
+  # A few hundred of the real images and short stages.
   frozen=${FROZEN_EPOCHS:-2}
   tune=${TUNE_EPOCHS:-1}
   baseline=0
+  seeds=${SEEDS:-1}
   # The learning check: measured 0.850 best (0.750, 0.790, 0.850 over the
   # three epochs; fresh-clone CI, 2026-12-06); chance is 0.5. 0.70 leaves a
   # margin for thread-order noise while a job that does not learn fails.
   min_val_accuracy=${MIN_VAL_ACCURACY:-0.70}
-  for split in train validation; do
-    mkdir -p "$work/subset/$split"
-    n=100; [[ $split == validation ]] && n=50
-    for cls in cat dog; do
-      find "$data/$split" -name "$cls.*.jpg" | sort -V | sed -n "1,${n}p" |
-        xargs -I{} ln -s {} "$work/subset/$split/"
-    done
-  done
+  link_split train train 1 100
+  link_split validation validation 1 50
+  [[ "$hold_out" == "1" ]] && link_split validation test 476 500
+  data=$work/subset
+elif [[ "$hold_out" == "1" ]]; then
+  # Kaggle's numbering: validation holds 1000-1499 per class; 1400-1499 go.
+  per_class=$(find "$data/validation" -name 'cat.*.jpg' | wc -l)
+  keep=$(( per_class - 100 ))
+  link_split train train 1 '$'
+  link_split validation validation 1 "$keep"
+  link_split validation test $(( keep + 1 )) '$'
   data=$work/subset
 fi
 
@@ -96,25 +120,47 @@ cat >"$work/spec.json" <<EOF
       "augmentation": { "preset": "keras-book" } } ] }
 EOF
 
-start=$(date +%s.%N)
-"$bin/transferctl" train cats-and-dogs --spec "$work/spec.json" --id acceptance
-end=$(date +%s.%N)
-"$bin/transferctl" --json jobs show acceptance >"$work/job.json"
-# Where each epoch's time went (the trainer's log line per epoch).
-grep -oE 'epoch [0-9]+: .* validation [0-9.]+s' "$work/server.log" || true
 train_images=$(find -L "$data/train" -name '*.jpg' | wc -l)
-
-/usr/bin/python3 - "$work/job.json" "$start" "$end" "$train_images" >"$work/cpp.json" <<'EOF'
+for seed in $seeds; do
+  echo
+  echo "== seed $seed"
+  start=$(date +%s.%N)
+  "$bin/transferctl" train cats-and-dogs --spec "$work/spec.json" --seed "$seed" \
+    --id "acceptance-$seed"
+  end=$(date +%s.%N)
+  "$bin/transferctl" --json jobs show "acceptance-$seed" >"$work/job-$seed.json"
+  test_json=""
+  if [[ "$hold_out" == "1" ]]; then
+    # The kept model (best validation epoch) on the images nothing has seen.
+    model=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["result_model"])' \
+      "$work/job-$seed.json")
+    "$bin/transferctl" predict --model "$model" --dataset cats-and-dogs --split test \
+      --id "test-$seed" >/dev/null
+    "$bin/transferctl" --json jobs show "test-$seed" >"$work/test-$seed.json"
+    test_json=$work/test-$seed.json
+  fi
+  /usr/bin/python3 - "$work/job-$seed.json" "$start" "$end" "$train_images" "$seed" \
+    "$test_json" >>"$work/cpp.jsonl" <<'EOF'
 import json, sys
 job = json.load(open(sys.argv[1]))
 wall = float(sys.argv[3]) - float(sys.argv[2])
 history = job.get("history", [])
 epochs = len(history)
-best = max((h.get("val_accuracy", h.get("valAccuracy", 0.0)) for h in history), default=0.0)
-print(json.dumps({"epochs": epochs, "best_val_accuracy": best, "wall_seconds": wall,
+acc = [h.get("val_accuracy", 0.0) for h in history]
+test = None
+if sys.argv[6]:
+    evals = json.load(open(sys.argv[6])).get("evaluations", [])
+    test = next((e.get("accuracy", 0.0) for e in evals if e.get("split") == "test"), None)
+print(json.dumps({"seed": int(sys.argv[5]), "epochs": epochs,
+                  "best_val_accuracy": max(acc, default=0.0),
+                  "last_val_accuracy": acc[-1] if acc else 0.0, "test_accuracy": test,
+                  "wall_seconds": wall,
                   "images_per_second": epochs * int(sys.argv[4]) / wall,
                   "state": job.get("state")}))
 EOF
+done
+# Where each epoch's time went (the trainer's log line per epoch).
+grep -oE 'epoch [0-9]+: .* validation [0-9.]+s' "$work/server.log" || true
 
 if [[ "$baseline" == "1" ]]; then
   /usr/bin/python3 "$root/bench/acceptance_baseline.py" "$data" "$weights" \
@@ -125,22 +171,48 @@ else
   echo '{}' >"$work/py.json"
 fi
 
-/usr/bin/python3 - "$work/cpp.json" "$work/py.json" "$min_val_accuracy" <<'EOF'
-import json, sys
-cpp = json.load(open(sys.argv[1])); py = json.load(open(sys.argv[2]))
+/usr/bin/python3 - "$work/cpp.jsonl" "$work/py.json" "$min_val_accuracy" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+py = json.load(open(sys.argv[2]))
 floor = float(sys.argv[3]) if sys.argv[3] else None
+
+def f(v):
+    return "-" if v is None else f"{v:.4f}"
+
+def spread(key):
+    v = [r[key] for r in runs if r[key] is not None]
+    if not v:
+        return "-"
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):.4f} ± {sd:.4f} ({min(v):.4f}-{max(v):.4f})"
+
 print()
-print("| run | epochs | best val_accuracy | wall s | images/s |")
-print("|---|---|---|---|---|")
-print(f"| transferd job | {cpp['epochs']} | {cpp['best_val_accuracy']:.4f} | {cpp['wall_seconds']:.1f} | {cpp['images_per_second']:.1f} |")
+print("| run | seed | epochs | best val_accuracy | last val_accuracy | test accuracy | wall s | images/s |")
+print("|---|---|---|---|---|---|---|---|")
+for r in runs:
+    print(f"| transferd job | {r['seed']} | {r['epochs']} | {f(r['best_val_accuracy'])} | "
+          f"{f(r['last_val_accuracy'])} | {f(r['test_accuracy'])} | {r['wall_seconds']:.1f} | "
+          f"{r['images_per_second']:.1f} |")
 if py:
-    print(f"| PyTorch (PIL, torchvision, DataLoader x2) | {py['epochs']} | {py['best_val_accuracy']:.4f} | {py['wall_seconds']:.1f} | {py['images_per_second']:.1f} |")
-    print(f"\nspeed-up: {py['wall_seconds'] / cpp['wall_seconds']:.2f}x")
-if cpp["state"] != "JOB_STATE_SUCCEEDED":
-    sys.exit(f"job ended {cpp['state']}")
+    print(f"| PyTorch (PIL, torchvision, DataLoader x2) | - | {py['epochs']} | "
+          f"{py['best_val_accuracy']:.4f} | - | - | {py['wall_seconds']:.1f} | "
+          f"{py['images_per_second']:.1f} |")
+print()
+print(f"transferd over {len(runs)} seed(s), mean ± standard deviation (range):")
+print(f"  best val_accuracy  {spread('best_val_accuracy')}")
+print(f"  last val_accuracy  {spread('last_val_accuracy')}")
+print(f"  test accuracy      {spread('test_accuracy')}")
+if py:
+    wall = statistics.mean(r["wall_seconds"] for r in runs)
+    print(f"\nspeed-up (PyTorch wall / mean transferd wall): {py['wall_seconds'] / wall:.2f}x")
+failed = [r for r in runs if r["state"] != "JOB_STATE_SUCCEEDED"]
+if failed:
+    sys.exit(f"job(s) ended {', '.join(r['state'] for r in failed)}")
 if floor is not None:
-    ok = cpp["best_val_accuracy"] >= floor
-    print(f"learning check: best val_accuracy {cpp['best_val_accuracy']:.4f} >= {floor:.4f}: "
+    worst = min(r["best_val_accuracy"] for r in runs)
+    ok = worst >= floor
+    print(f"learning check: lowest best val_accuracy {worst:.4f} >= {floor:.4f}: "
           f"{'ok' if ok else 'FAILED'}")
     if not ok:
         sys.exit(1)

@@ -55,6 +55,7 @@ struct Binding {
   int grace_seconds = 25;
   int startup_timeout_seconds = 60;
   int64_t predict_queue_delay_us = 0;
+  bool no_training_yield = false;
   int min_ping_seconds = 10;
   int max_connection_idle_seconds = 0;
   int max_request_seconds = 300;
@@ -248,6 +249,11 @@ void Bind(Binding& b) {
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   core::PredictorOptions& p = c.engine.predictor;
+  app.add_flag("--no-training-yield", b.no_training_yield,
+               "Training steps give the device to waiting Predict batches "
+               "only between steps, not between backbone blocks (more job "
+               "throughput, slower Predict while a job trains)")
+      ->envname("TRANSFERD_NO_TRAINING_YIELD");
   app.add_option("--predict-max-batch-size", p.max_batch_size,
                  "Dynamic batching: most images one Predict batch computes")
       ->envname("TRANSFERD_PREDICT_MAX_BATCH_SIZE")
@@ -503,6 +509,7 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
       std::chrono::seconds(b.startup_timeout_seconds);
   config.engine.predictor.max_queue_delay =
       std::chrono::microseconds(b.predict_queue_delay_us);
+  config.engine.training_yields = !b.no_training_yield;
   config.rpc.min_ping_interval = std::chrono::seconds(b.min_ping_seconds);
   config.rpc.max_connection_idle =
       std::chrono::seconds(b.max_connection_idle_seconds);

@@ -71,6 +71,10 @@ class Engine {
     bool run_jobs = true;
     // Count Prometheus metrics (metrics()); off only to measure their cost.
     bool metrics = true;
+    // Training (and PREDICT-job) steps give the device to a waiting Predict
+    // batch between backbone blocks (DeviceArbiter::YieldPoint); off: only
+    // between steps (more job throughput, slower Predict while training).
+    bool training_yields = true;
     // Threads of executor(): slow work that front ends hand to the engine.
     int executor_threads = 2;
     // Threads that decode Predict's images: a pool of their own, so that

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/core/backbones/weights.h"
+#include "server/core/device_arbiter.h"
 #include "server/core/util/status_macros.h"
 
 namespace transferd::core::train {
@@ -74,7 +75,23 @@ ClassifierImpl::ClassifierImpl(backbones::Backbone backbone,
 }
 
 torch::Tensor ClassifierImpl::Features(const torch::Tensor& x) {
-  return backbone_->forward(x);
+  return BackboneSegments(x, 0, backbone_->num_segments());
+}
+
+torch::Tensor ClassifierImpl::BackboneSegments(torch::Tensor x, int begin,
+                                               int end) {
+  for (int s = begin; s < end; ++s) {
+    x = backbone_->ForwardSegments(x, s, s + 1);
+    if (!DeviceArbiter::CanYield()) continue;
+    DeviceArbiter::YieldPoint();
+    // The backward reaches this hook between segment s + 1's and segment
+    // s's gradients, on this thread (CPU autograd runs on the caller's).
+    if (x.requires_grad() && s + 1 < end) {
+      x.register_hook(
+          [](const torch::Tensor&) { DeviceArbiter::YieldPoint(); });
+    }
+  }
+  return x;
 }
 
 torch::Tensor ClassifierImpl::Head(const torch::Tensor& features) {
@@ -94,8 +111,8 @@ torch::Tensor ClassifierImpl::Head(const torch::Tensor& features) {
 
 torch::Tensor ClassifierImpl::ForwardFrom(const torch::Tensor& activations,
                                           int segment) {
-  return Head(backbone_->ForwardSegments(activations, segment,
-                                         backbone_->num_segments()));
+  return Head(
+      BackboneSegments(activations, segment, backbone_->num_segments()));
 }
 
 torch::Tensor ClassifierImpl::forward(const torch::Tensor& x) {

@@ -58,6 +58,12 @@ class ClassifierImpl : public torch::nn::Module {
   // (backbones::BackboneImpl::ForwardSegments): the rest of the backbone, then
   // the head. ForwardFrom(x, 0) is forward(x).
   torch::Tensor ForwardFrom(const torch::Tensor& activations, int segment);
+  // The backbone's segments [begin, end) on x, one at a time: inside a
+  // background DeviceArbiter turn each segment ends with a YieldPoint, in the
+  // forward and (for an output that is differentiated) in the backward, so
+  // interactive work waiting for the device runs between two blocks.
+  // Features(x) is BackboneSegments(x, 0, backbone().num_segments()).
+  torch::Tensor BackboneSegments(torch::Tensor x, int begin, int end);
 
   // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
   // single logit for 2 classes, cross-entropy otherwise), in float32.

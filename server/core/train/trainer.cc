@@ -510,8 +510,8 @@ struct Trainer::Impl {
     bool fits = true;
     TRANSFERD_RETURN_IF_ERROR(
         ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
-          parts.push_back(model->backbone().ForwardSegments(
-              batch.images.to(device), 0, segments));
+          parts.push_back(
+              model->BackboneSegments(batch.images.to(device), 0, segments));
           if (parts.size() > 1) return true;
           // The first batch tells the size of them all.
           const int64_t bytes = parts.front().nbytes() / parts.front().size(0) *

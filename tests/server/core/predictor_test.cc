@@ -324,5 +324,81 @@ TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
   EXPECT_EQ(arbiter.background_turns(), 2);
 }
 
+TEST(DeviceArbiterTest, AWaitingInteractiveTurnRunsAtTheHoldersYieldPoint) {
+  DeviceArbiter arbiter;
+  std::vector<std::string> order;
+  std::mutex mu;
+  auto record = [&](const std::string& who) {
+    std::lock_guard<std::mutex> lock(mu);
+    order.push_back(who);
+  };
+  std::promise<void> holding;
+  std::promise<void> go_on;
+  std::thread holder([&] {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+    EXPECT_TRUE(DeviceArbiter::CanYield());
+    DeviceArbiter::YieldPoint();  // nobody waits: goes straight on
+    record("step, first half");
+    holding.set_value();
+    go_on.get_future().wait();
+    DeviceArbiter::YieldPoint();  // the interactive turn runs here
+    record("step, second half");
+  });
+  holding.get_future().wait();
+  std::thread interactive([&] {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kInteractive);
+    EXPECT_FALSE(DeviceArbiter::CanYield());
+    DeviceArbiter::YieldPoint();  // an interactive turn does not yield
+    record("predict");
+  });
+  while (arbiter.waiting() < 1) std::this_thread::yield();
+  go_on.set_value();
+  holder.join();
+  interactive.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"step, first half", "predict",
+                                             "step, second half"}));
+  EXPECT_EQ(arbiter.yields(), 1);
+  EXPECT_EQ(arbiter.interactive_turns(), 1);
+  // Outside any turn, YieldPoint does nothing.
+  EXPECT_FALSE(DeviceArbiter::CanYield());
+  DeviceArbiter::YieldPoint();
+  EXPECT_EQ(arbiter.yields(), 1);
+}
+
+// A training step's backward reaches a yield point between the backbone's
+// segments: an interactive turn that starts waiting during the backward runs
+// before the backward ends.
+TEST(DeviceArbiterTest, ATrainingBackwardYieldsBetweenBackboneSegments) {
+  torch::manual_seed(1);
+  auto built = train::BuildClassifier(SmallConfig(), 2,
+                                      backbones::WeightsCacheOptions(), false);
+  ASSERT_TRUE(built.ok()) << built.status();
+  train::Classifier model = *built;
+  ASSERT_GT(model->backbone().num_segments(), 2);
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  model->train();
+  DeviceArbiter arbiter;
+  std::atomic<bool> predicted{false};
+  std::thread interactive;
+  bool predicted_before_backward_ended = false;
+  {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+    const torch::Tensor logits = model->forward(torch::randn({2, 3, 32, 32}));
+    EXPECT_EQ(arbiter.yields(), 0);  // nobody waited in the forward
+    // The interactive thread starts waiting before the backward begins; the
+    // first backward hook between two segments lets it in.
+    interactive = std::thread([&] {
+      DeviceArbiter::Turn t(&arbiter, DeviceArbiter::Priority::kInteractive);
+      predicted = true;
+    });
+    while (arbiter.waiting() < 1) std::this_thread::yield();
+    model->Loss(logits, torch::tensor({0, 1}, torch::kInt64)).backward();
+    predicted_before_backward_ended = predicted.load();
+  }
+  interactive.join();
+  EXPECT_TRUE(predicted_before_backward_ended);
+  EXPECT_EQ(arbiter.yields(), 1);
+}
+
 }  // namespace
 }  // namespace transferd::core
