@@ -281,14 +281,21 @@ TEST_F(PredictorTest, UnloadsTheLeastRecentlyUsedModelBeyondTheBudget) {
                         {"m1", true}, {"m2", true}, {"m1", false}}));
 }
 
-TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
-  DeviceArbiter arbiter;
-  std::vector<std::string> order;
-  std::mutex mu;
-  auto record = [&](const std::string& who) {
+// The order in which threads reached a point.
+struct Recorder {
+  void Add(const std::string& who) {
     std::lock_guard<std::mutex> lock(mu);
     order.push_back(who);
-  };
+  }
+  std::mutex mu;
+  std::vector<std::string> order;
+};
+
+TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
+  DeviceArbiter arbiter;
+  Recorder recorder;
+  auto record = [&](const std::string& who) { recorder.Add(who); };
+  const std::vector<std::string>& order = recorder.order;
   std::promise<void> holding;
   std::promise<void> release;
   std::thread holder([&] {
@@ -326,12 +333,9 @@ TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
 
 TEST(DeviceArbiterTest, AWaitingInteractiveTurnRunsAtTheHoldersYieldPoint) {
   DeviceArbiter arbiter;
-  std::vector<std::string> order;
-  std::mutex mu;
-  auto record = [&](const std::string& who) {
-    std::lock_guard<std::mutex> lock(mu);
-    order.push_back(who);
-  };
+  Recorder recorder;
+  auto record = [&](const std::string& who) { recorder.Add(who); };
+  const std::vector<std::string>& order = recorder.order;
   std::promise<void> holding;
   std::promise<void> go_on;
   std::thread holder([&] {
