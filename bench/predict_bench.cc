@@ -97,6 +97,7 @@
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
 #include "server/core/train/classifier.h"
+#include "server/core/util/build_info.h"
 #include "server/core/util/data_dir.h"
 #include "server/core/util/metrics.h"
 #include "server/core/util/store.h"
@@ -437,11 +438,10 @@ class Server {
     std::vector<std::string> args = {
         o.transferd,        "--listen",    address_, "--data-dir",
         data_root.string(), "--log-level", "warn"};
-    if (std::find(o.protocols.begin(), o.protocols.end(), "oip-rest") !=
-        o.protocols.end()) {
-      http_port_ = FreeLoopbackPort();
-      args.push_back("--http-listen=127.0.0.1:" + std::to_string(http_port_));
-    }
+    // The HTTP port: the Open Inference Protocol's REST rows and /metrics
+    // (the served rows' mean batch size).
+    http_port_ = FreeLoopbackPort();
+    args.push_back("--http-listen=127.0.0.1:" + std::to_string(http_port_));
     if (o.threads > 0) {
       args.push_back("--threads");
       args.push_back(std::to_string(o.threads));
@@ -487,6 +487,29 @@ class Server {
 
   const std::string& address() const { return address_; }
   int http_port() const { return http_port_; }
+
+  // transferd_inference_batch_size's sum and count over all its series,
+  // from /metrics ({nan, nan} when the scrape fails).
+  std::pair<double, double> BatchSizeSumCount() const {
+    httplib::Client client("127.0.0.1", http_port_);
+    client.set_read_timeout(std::chrono::seconds(10));
+    const httplib::Result res = client.Get("/metrics");
+    if (!res || res->status != 200) return {std::nan(""), std::nan("")};
+    double sum = 0;
+    double count = 0;
+    std::istringstream lines(res->body);
+    for (std::string line; std::getline(lines, line);) {
+      const auto value = [&line] {
+        return std::atof(line.substr(line.rfind(' ') + 1).c_str());
+      };
+      if (line.rfind("transferd_inference_batch_size_sum", 0) == 0) {
+        sum += value();
+      } else if (line.rfind("transferd_inference_batch_size_count", 0) == 0) {
+        count += value();
+      }
+    }
+    return {sum, count};
+  }
   const std::string& command_line() const { return command_line_; }
   pid_t pid() const { return pid_; }
 
@@ -583,6 +606,7 @@ struct Row {
   double images_per_second = 0;
   double p50 = 0, p90 = 0, p99 = 0;  // ms
   double server_cores = std::nan(""), client_cores = std::nan("");
+  double mean_batch = std::nan("");  // served rows: images per forward
   int64_t requests = 0, errors = 0;
   std::string first_error;
 };
@@ -725,9 +749,11 @@ Row Served(const Options& o, Server& server, std::vector<Caller> callers,
   std::this_thread::sleep_until(window_start);
   const double server_cpu0 = server.CpuSeconds();
   const double client_cpu0 = ProcessCpuSeconds();
+  const auto [batch_sum0, batches0] = server.BatchSizeSumCount();
   std::this_thread::sleep_until(end);
   const double server_cpu1 = server.CpuSeconds();
   const double client_cpu1 = ProcessCpuSeconds();
+  const auto [batch_sum1, batches1] = server.BatchSizeSumCount();
   for (std::thread& t : threads) t.join();
   std::vector<double> all;
   int64_t errors = 0;
@@ -744,6 +770,9 @@ Row Served(const Options& o, Server& server, std::vector<Caller> callers,
   row.first_error = first_error;
   row.server_cores = (server_cpu1 - server_cpu0) / o.window_seconds;
   row.client_cores = (client_cpu1 - client_cpu0) / o.window_seconds;
+  if (batches1 > batches0) {
+    row.mean_batch = (batch_sum1 - batch_sum0) / (batches1 - batches0);
+  }
   return row;
 }
 
@@ -959,12 +988,18 @@ std::string Fmt(double v, const char* f = "%.2f") {
   return buf;
 }
 
-void PrintRow(const Row& r) {
-  std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld\n", r.name.c_str(),
+void PrintRowCells(const Row& r) {
+  std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld %6s", r.name.c_str(),
               Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(),
               Fmt(r.p90).c_str(), Fmt(r.p99).c_str(),
               Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
-              static_cast<long long>(r.errors));
+              static_cast<long long>(r.errors),
+              Fmt(r.mean_batch, "%.1f").c_str());
+}
+
+void PrintRow(const Row& r) {
+  PrintRowCells(r);
+  std::printf("\n");
 }
 
 }  // namespace
@@ -1196,6 +1231,20 @@ int main(int argc, char** argv) {
       "offline >= %.0f s per batch size; %d client connection(s)\n",
       std::thread::hardware_concurrency(), o.warmup_seconds, o.window_seconds,
       o.offline_seconds, o.channels);
+  {
+    // Offline and served rows must run on the same allocator: glibc's malloc
+    // page-faults large activations in on every batch (bench/README.md).
+    transferd::client::ClientOptions co;
+    co.address = server.address();
+    co.timeout = std::chrono::seconds(30);
+    auto client = transferd::client::Client::Create(co);
+    auto info = client->GetServerInfo();
+    std::printf(
+        "allocator: %s in this process (offline rows), %s in transferd\n",
+        core::GetBuildInfo().allocator.c_str(),
+        info.ok() ? info->build().allocator().c_str()
+                  : info.status().ToString().c_str());
+  }
   const std::vector<double> rtt = HealthRoundTrips(channels[0], 1.0);
   const double rtt_p50 = Percentile(rtt, 0.5);
   std::printf(
@@ -1283,13 +1332,14 @@ int main(int argc, char** argv) {
         "(DecodeResized) %.3f ms/image, included in served latency, not in "
         "offline rows\n",
         image_side, image_side, jpeg.size(), decode_ms);
-    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s\n", "", "images/s",
-                "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors");
+    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s %6s\n", "", "images/s",
+                "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors",
+                "batch");
     for (const Row& r : rows) PrintRow(r);
     std::printf(
         "  (offline latencies are per Run() call, i.e. per batch; CPU columns "
-        "are cores "
-        "busy in the server / this process)\n");
+        "are cores busy in the server / this process; batch: the server's "
+        "mean images per forward over the window, from /metrics)\n");
     for (const Row& r : rows) {
       if (r.errors > 0) {
         std::printf("  %s: %lld errors, first: %s\n", r.name.c_str(),
@@ -1379,9 +1429,9 @@ int main(int argc, char** argv) {
         "layer "
         "trainable, batch 16) trains %.1f images/s with no Predict load\n",
         job.c_str(), alone);
-    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s %10s\n", "", "images/s",
-                "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU", "errors",
-                "train i/s");
+    std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7s %6s %10s\n", "",
+                "images/s", "p50 ms", "p90 ms", "p99 ms", "srv CPU", "cli CPU",
+                "errors", "batch", "train i/s");
     struct TrainingRow {
       const ModelSetup* model;
       int concurrency;
@@ -1405,12 +1455,8 @@ int main(int argc, char** argv) {
             (TrainedImages(*client, job) - before) / Seconds(Clock::now() - t0);
         r.name = m.label.substr(0, m.label.find(' ')) +
                  " c=" + std::to_string(c) + " training";
-        std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld %10s\n",
-                    r.name.c_str(), Fmt(r.images_per_second, "%.1f").c_str(),
-                    Fmt(r.p50).c_str(), Fmt(r.p90).c_str(), Fmt(r.p99).c_str(),
-                    Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
-                    static_cast<long long>(r.errors),
-                    Fmt(trained, "%.1f").c_str());
+        PrintRowCells(r);
+        std::printf(" %10s\n", Fmt(trained, "%.1f").c_str());
         training_rows.push_back({&m, c, r, trained});
         std::fflush(stdout);
       }

@@ -13,7 +13,12 @@ BIN=${BUILD_DIR:-build}/bin
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$BIN/backbone_bench" --json "$@" >>"$out"
-/usr/bin/python3 bench/backbone_bench.py "$@" >>"$out"
+# Both sides on the same allocator: backbone_bench links tcmalloc (CMake
+# TRANSFERD_TCMALLOC), Python gets it preloaded, as PyTorch's CPU tuning
+# guides advise; with glibc's malloc large batches page-fault every forward.
+tcmalloc=$(ldconfig -p | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+echo "allocator: C++ $(ldd "$BIN/backbone_bench" | grep -q tcmalloc && echo tcmalloc || echo glibc), Python ${tcmalloc:+tcmalloc (LD_PRELOAD $tcmalloc)}${tcmalloc:-glibc}"
+LD_PRELOAD=$tcmalloc /usr/bin/python3 bench/backbone_bench.py "$@" >>"$out"
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

@@ -58,7 +58,7 @@ int ServerInfo(const Globals& g) {
   std::cout << absl::StrFormat(
       "server      %s\n"
       "version     %s (%s, %s)\n"
-      "libraries   torch %s%s, grpc %s, protobuf %s\n"
+      "libraries   torch %s%s, grpc %s, protobuf %s; allocator %s\n"
       "device      %s: %s%s, %s memory, %d threads, %s by default (%s)\n"
       "cpu         %d logical CPUs; %s\n"
       "backbones   %s\n"
@@ -68,7 +68,8 @@ int ServerInfo(const Globals& g) {
       "started     %s (store schema v%d)\n",
       client->address(), info->version(), b.revision(), b.build_type(),
       b.torch_version(), b.torch_cuda() ? " (CUDA)" : "", b.grpc_version(),
-      b.protobuf_version(), d.name(), d.description(),
+      b.protobuf_version(), b.allocator().empty() ? "?" : b.allocator(),
+      d.name(), d.description(),
       d.compute_capability().empty()
           ? ""
           : absl::StrCat(" (compute capability ", d.compute_capability(), ")"),

@@ -140,8 +140,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttp(
 
 int Run(const transferd::app::ServerConfig& config) {
   const auto& build = transferd::core::GetBuildInfo();
-  spdlog::info("transferd {} ({}, {}, torch {}) starting", build.version,
-               build.revision, build.build_type, build.torch_version);
+  spdlog::info("transferd {} ({}, {}, torch {}, {}) starting", build.version,
+               build.revision, build.build_type, build.torch_version,
+               build.allocator);
   if (!config.config_file.empty()) {
     spdlog::info("config file {}", config.config_file);
   }

@@ -266,6 +266,7 @@ void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
   b->set_protobuf_version(
       google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
   b->set_torch_cuda(build.torch_cuda);
+  b->set_allocator(build.allocator);
 
   v1::DeviceInfo* d = out->mutable_device();
   d->set_name(info.device.name);

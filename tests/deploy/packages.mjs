@@ -6,9 +6,10 @@
 //   node packages.mjs [--packages DIR] DOCKERFILE...
 //
 // 1. Reads what CMake requires from the CMakeLists.txt files the images build
-//    (all but tests/) and cmake/*.cmake: find_package(NAME ...) and
-//    pkg_check_modules(VAR ... MODULE...). Each name maps to Debian packages
-//    in CMAKE_PACKAGES below; a name the map does not know is an error (add
+//    (all but tests/) and cmake/*.cmake: find_package(NAME ...),
+//    pkg_check_modules(VAR ... MODULE...) and find_library(VAR NAMES NAME
+//    ...). Each name maps to Debian packages in CMAKE_PACKAGES (or
+//    LIBRARY_PACKAGES) below; a name the map does not know is an error (add
 //    it there, and its package to scripts/packages/build.txt).
 // 2. For each Dockerfile, collects what its build stage (`FROM ... AS build`)
 //    installs: literal `apt-get install` arguments, `xargs -a FILE apt-get
@@ -48,6 +49,10 @@ const CMAKE_PACKAGES = {
   "yaml-cpp": ["libyaml-cpp-dev"],
   OpenSSL: ["libssl-dev"],
 };
+// find_library(VAR NAMES name...) -> the packages that hold the library.
+const LIBRARY_PACKAGES = {
+  tcmalloc_minimal: ["libtcmalloc-minimal4"],
+};
 // Looked for but not needed (the build works without them).
 const OPTIONAL = new Set(["Git"]);
 // What every build runs, whatever CMakeLists says: scripts/build's generator
@@ -84,6 +89,11 @@ function cmakeRequirements() {
       if (OPTIONAL.has(name)) continue;
       if (!(name in CMAKE_PACKAGES)) throw new Problem(`${rel}: find_package(${name}) is not in CMAKE_PACKAGES (tests/deploy/packages.mjs): map it to its Debian package`);
       req.set(`find_package(${name})`, CMAKE_PACKAGES[name]);
+    }
+    for (const m of text.matchAll(/\bfind_library\s*\(\s*\w+\s+NAMES\s+([A-Za-z0-9_.+-]+)/g)) {
+      const name = m[1];
+      if (!(name in LIBRARY_PACKAGES)) throw new Problem(`${rel}: find_library(... ${name}) is not in LIBRARY_PACKAGES (tests/deploy/packages.mjs): map it to its Debian package`);
+      req.set(`find_library(${name})`, LIBRARY_PACKAGES[name]);
     }
     for (const m of text.matchAll(/\bpkg_check_modules\s*\(([^)]*)\)/g)) {
       const args = m[1].trim().split(/\s+/).slice(1);

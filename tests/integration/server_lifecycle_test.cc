@@ -84,6 +84,13 @@ TEST(ServerLifecycleTest, ServesHealthAndServerInfo) {
   EXPECT_EQ(info->version(), core::GetBuildInfo().version);
   EXPECT_FALSE(info->build().torch_version().empty());
   EXPECT_FALSE(info->build().grpc_version().empty());
+  // The server process's own malloc (the test binary links no tcmalloc), so
+  // a link that lost tcmalloc (e.g. to --as-needed) fails here.
+#if TRANSFERD_EXPECT_TCMALLOC
+  EXPECT_THAT(info->build().allocator(), ::testing::StartsWith("tcmalloc "));
+#else
+  EXPECT_THAT(info->build().allocator(), ::testing::StartsWith("glibc malloc"));
+#endif
   EXPECT_EQ(info->device().name(), "cpu");
   EXPECT_EQ(info->device().threads(), 1);
   EXPECT_GT(info->device().memory_bytes(), 0);
