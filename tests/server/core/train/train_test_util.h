@@ -16,10 +16,11 @@
 namespace transferd::core::train::testing {
 
 // `n` images of `size` px per split half dark (label 0), half bright
-// (label 1), interleaved; pixel noise from `seed`.
-inline std::vector<data::Example> MakeImages(const std::filesystem::path& dir,
-                                             const std::string& split, int n,
-                                             int size, int seed) {
+// (label 1), interleaved; pixel noise from `seed`. `extension` picks the
+// format OpenCV writes (".png" lossless, ".jpg" JPEG quality 95).
+inline std::vector<data::Example> MakeImages(
+    const std::filesystem::path& dir, const std::string& split, int n, int size,
+    int seed, const std::string& extension = ".png") {
   std::filesystem::create_directories(dir / split);
   std::vector<data::Example> out;
   cv::RNG rng(static_cast<uint64_t>(seed) * 7919 + 17);
@@ -29,7 +30,7 @@ inline std::vector<data::Example> MakeImages(const std::filesystem::path& dir,
     const int lo = label ? 120 : 0, hi = label ? 255 : 150;
     rng.fill(img, cv::RNG::UNIFORM, cv::Scalar::all(lo), cv::Scalar::all(hi));
     const std::filesystem::path path =
-        dir / split / (std::to_string(i) + ".png");
+        dir / split / (std::to_string(i) + extension);
     cv::imwrite(path.string(), img);
     out.push_back(data::Example{path.string(), label});
   }
