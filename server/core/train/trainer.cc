@@ -298,7 +298,8 @@ struct EpochState {
   double loss_sum = 0;
   int64_t correct = 0, seen = 0;
   // Where the epoch's time goes, for the server log.
-  double data_seconds = 0, forward_seconds = 0, update_seconds = 0;
+  double data_seconds = 0, forward_seconds = 0, backward_seconds = 0,
+         optimizer_seconds = 0;
 };
 
 // Early stopping (Keras semantics: improvement beyond min_delta resets the
@@ -341,6 +342,8 @@ struct Trainer::Impl {
       -1;  // best epoch of the older kept checkpoint
   Clock::time_point run_start;
   int64_t steps_this_run = 0;
+  // The last epoch's time split, set by RunEpoch, logged by FinishEpoch.
+  std::string epoch_breakdown_;
   int64_t total_steps = 0;
 
   const std::vector<data::Example>& Split(const std::string& split) const {
@@ -950,12 +953,12 @@ absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
     report.val_accuracy = v.accuracy;
   }
   report.seconds = Seconds(ep.start);
-  spdlog::info(
-      "epoch {}: {:.1f}s = data wait {:.1f}s + forward {:.1f}s + backward "
-      "and update "
-      "{:.1f}s + validation {:.1f}s",
+  // Logged by FinishEpoch, with the checkpoint's time.
+  epoch_breakdown_ = absl::StrFormat(
+      "epoch %d: %.1fs = data wait %.1fs + forward %.1fs + backward %.1fs + "
+      "optimizer %.1fs + validation %.1fs",
       ep.epoch, report.seconds, ep.data_seconds, ep.forward_seconds,
-      ep.update_seconds, Seconds(validation_start));
+      ep.backward_seconds, ep.optimizer_seconds, Seconds(validation_start));
   return report;
 }
 
@@ -1032,9 +1035,11 @@ void Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
   ep.forward_seconds += Seconds(phase_start);
   phase_start = Clock::now();
   loss.backward();
+  ep.backward_seconds += Seconds(phase_start);
+  phase_start = Clock::now();
   ss.optimizer->step();
+  ep.optimizer_seconds += Seconds(phase_start);
   ep.correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
-  ep.update_seconds += Seconds(phase_start);
   ep.seen += n;
 }
 
@@ -1064,6 +1069,7 @@ absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
                                                 RunState& st,
                                                 const TrainerCallbacks& cb) {
   const StageConfig& sc = *ss.config;
+  const auto finish_start = Clock::now();
   st.history.push_back(report);
   st.global_epoch = report.epoch;
   st.stage_epochs_done = e + 1;
@@ -1076,6 +1082,8 @@ absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
   }
   if (cb.epoch_end) cb.epoch_end(report);
   TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *ss.optimizer));
+  spdlog::info("{}; then best weights and checkpoint {:.2f}s", epoch_breakdown_,
+               Seconds(finish_start));
   if (cb.checkpoint_saved) cb.checkpoint_saved(report.epoch, bytes);
   return stop;
 }
