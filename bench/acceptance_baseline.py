@@ -1,14 +1,20 @@
 """The PyTorch baseline of the real-data acceptance run (bench/run_acceptance.sh):
 the keras-book-style recipe on MobileNet alpha 0.25 at 224 px written the way a
-PyTorch user would write it -- PIL decoding, torchvision transforms
-(RandomAffine + RandomHorizontalFlip for the Keras ImageDataGenerator
-augmentation), a DataLoader with 2 workers, the Keras weights loaded with h5py.
+PyTorch user would write it -- PIL decoding, torchvision transforms, a
+DataLoader with 2 workers, the Keras weights loaded with h5py, fp32. The
+augmentation is Keras ImageDataGenerator's, as transferd runs it
+(bench/keras_augment.py: shear in degrees, two zoom factors, bilinear,
+edges repeated), not torchvision's RandomAffine, whose semantics differ.
 
   stage 1: frozen base + augmentation, RMSprop 2e-5, --frozen-epochs (15)
   stage 2: conv_dw_12 onwards trainable, RMSprop 1e-5, --tune-epochs (5);
            with --bn-inference every BatchNorm stays in inference mode (Keras'
            training=False), as the transferd job's batchNormInference does
   head:    Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(1, sigmoid)
+
+With a test/ folder beside train/ and validation/, the model of the best
+validation epoch is scored on it (what transferd keeps and the acceptance
+script's PREDICT job scores).
 
 Prints one JSON line per epoch and a final summary line.
 Run with Debian's interpreter: /usr/bin/python3 bench/acceptance_baseline.py DATA WEIGHTS.h5
@@ -25,6 +31,8 @@ import torch.nn as nn
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+
+from keras_augment import KerasAugment
 
 
 class Folder(Dataset):
@@ -90,6 +98,38 @@ def load_keras(names, path):
                 module.running_var.copy_(torch.from_numpy(np.array(g["moving_variance:0"])))
 
 
+def recipe_parser():
+    """The command line both PyTorch pipelines take."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("weights")
+    ap.add_argument("--frozen-epochs", type=int, default=15)
+    ap.add_argument("--tune-epochs", type=int, default=5)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--bn-inference", action="store_true",
+                    help="keep the fine-tuned layers' BatchNorm in inference mode")
+    ap.add_argument("--seed", type=int, default=1)
+    return ap
+
+
+def keras_head(channels, feat):
+    """Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(1), Glorot-uniform
+    weights and zero biases (Keras' initialisation, as transferd's)."""
+    head = nn.Sequential(nn.Flatten(), nn.Linear(channels * feat * feat, 256), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(256, 1))
+    for m in head:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return head
+
+
+def tune_start(base, names):
+    """Index in `base` where fine-tuning starts: conv_dw_12 (or its padding)."""
+    i = next(i for i, m in enumerate(base) if m is dict(names)["conv_dw_12"])
+    return i - 1 if isinstance(base[i - 1], nn.ZeroPad2d) else i
+
+
 def run_epoch(model, base, frozen_upto, loader, optimizer, train, bn_inference=False):
     model.train(train)
     if train:
@@ -115,49 +155,31 @@ def run_epoch(model, base, frozen_upto, loader, optimizer, train, bn_inference=F
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("weights")
-    ap.add_argument("--frozen-epochs", type=int, default=15)
-    ap.add_argument("--tune-epochs", type=int, default=5)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--bn-inference", action="store_true",
-                    help="keep the fine-tuned layers' BatchNorm in inference mode")
-    args = ap.parse_args()
-    torch.manual_seed(0)
+    args = recipe_parser().parse_args()
+    torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count() or 2)
 
     # Keras 'tf' preprocessing: x / 127.5 - 1.
     norm = [transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
     size = (args.size, args.size)
-    augmented = transforms.Compose([
-        transforms.Resize(size),
-        transforms.RandomAffine(degrees=40, translate=(0.2, 0.2), scale=(0.8, 1.2), shear=0.2 * 57.3),
-        transforms.RandomHorizontalFlip()] + norm)
+    augmented = transforms.Compose([transforms.Resize(size), KerasAugment()] + norm)
     plain = transforms.Compose([transforms.Resize(size)] + norm)
     train = DataLoader(Folder(os.path.join(args.data, "train"), augmented), batch_size=20,
                        shuffle=True, num_workers=2, persistent_workers=True)
     val = DataLoader(Folder(os.path.join(args.data, "validation"), plain), batch_size=20,
                      num_workers=2, persistent_workers=True)
+    test_dir = os.path.join(args.data, "test")
+    test = (DataLoader(Folder(test_dir, plain), batch_size=20, num_workers=2)
+            if os.path.isdir(test_dir) else None)
 
     base, names, channels = mobilenet_v1(0.25)
     load_keras(names, args.weights)
     feat = args.size // 32
-    head = nn.Sequential(nn.Flatten(), nn.Linear(channels * feat * feat, 256), nn.ReLU(),
-                         nn.Dropout(0.5), nn.Linear(256, 1))
-    for m in head:
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    model = nn.Sequential(base, head)
-
-    # Index of conv_dw_12 in the Sequential: layers before it stay frozen.
-    tune_from = next(i for i, m in enumerate(base) if m is dict(names)["conv_dw_12"])
-    if isinstance(base[tune_from - 1], nn.ZeroPad2d):
-        tune_from -= 1
+    model = nn.Sequential(base, keras_head(channels, feat))
+    tune_from = tune_start(base, names)  # layers before it stay frozen
 
     start = time.perf_counter()
-    best = 0.0
+    best, val_acc, test_acc = -1.0, 0.0, None
     epoch = 0
     stages = [(len(base), 2e-5, args.frozen_epochs), (tune_from, 1e-5, args.tune_epochs)]
     for frozen_upto, lr, epochs in stages:
@@ -173,13 +195,17 @@ def main():
             loss, acc = run_epoch(model, base, frozen_upto, train, optimizer, True,
                                   args.bn_inference)
             val_loss, val_acc = run_epoch(model, base, len(base), val, None, False)
-            best = max(best, val_acc)
+            if val_acc > best:
+                best = val_acc
+                if test is not None:
+                    test_acc = run_epoch(model, base, len(base), test, None, False)[1]
             print(json.dumps({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
                               "val_accuracy": val_acc,
                               "seconds": time.perf_counter() - t0}), flush=True)
     wall = time.perf_counter() - start
     images = epoch * len(train.dataset)
     print(json.dumps({"summary": True, "epochs": epoch, "best_val_accuracy": best,
+                      "last_val_accuracy": val_acc, "test_accuracy": test_acc,
                       "wall_seconds": wall, "images_per_second": images / wall}), flush=True)
 
 

@@ -16,7 +16,7 @@ trap 'rm -f "$out"' EXIT
 # Both sides on the same allocator: backbone_bench links tcmalloc (CMake
 # TRANSFERD_TCMALLOC), Python gets it preloaded, as PyTorch's CPU tuning
 # guides advise; with glibc's malloc large batches page-fault every forward.
-tcmalloc=$(ldconfig -p | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')
+tcmalloc=$(ldconfig -p | awk '/libtcmalloc_minimal\.so\.4 /{path = $NF} END {print path}')
 echo "allocator: C++ $(ldd "$BIN/backbone_bench" | grep -q tcmalloc && echo tcmalloc || echo glibc), Python ${tcmalloc:+tcmalloc (LD_PRELOAD $tcmalloc)}${tcmalloc:-glibc}"
 LD_PRELOAD=$tcmalloc /usr/bin/python3 bench/backbone_bench.py "$@" >>"$out"
 /usr/bin/python3 - "$out" <<'PY'
