@@ -18,7 +18,7 @@
 #   CI=true bench/run_acceptance.sh ...   # CI size: 100+50 images per class,
 #                                         # 2 + 1 epochs, no Python baseline
 #   BASELINES="expert" ...   # which PyTorch runs (default "plain expert"; the
-#                            # plain one takes about 25 minutes); BASELINE=0:
+#                            # plain one takes about 17 minutes); BASELINE=0:
 #                            # none. The expert one runs every seed, the plain
 #                            # one the first seed only.
 #   FROZEN_EPOCHS=15 TUNE_EPOCHS=5 PRECISION=PRECISION_BF16 ...
@@ -194,7 +194,7 @@ for kind in $baselines; do
       --frozen-epochs "$frozen" --tune-epochs "$tune" --seed "$seed" \
       $([[ "$bn_inference" == true ]] && echo --bn-inference) | tee "$work/$kind-$seed.log"
     tail -n 1 "$work/$kind-$seed.log" | sed "s/^{/{\"seed\": $seed, /" >>"$work/$kind.jsonl"
-    if [[ $kind == plain ]]; then break; fi  # ~25 min a seed: the first only
+    if [[ $kind == plain ]]; then break; fi  # ~17 min a seed: the first only
   done
 done
 
