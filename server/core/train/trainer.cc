@@ -343,7 +343,7 @@ struct Trainer::Impl {
   Clock::time_point run_start;
   int64_t steps_this_run = 0;
   // The last epoch's time split, set by RunEpoch, logged by FinishEpoch.
-  std::string epoch_breakdown_;
+  std::string epoch_breakdown;
   int64_t total_steps = 0;
 
   const std::vector<data::Example>& Split(const std::string& split) const {
@@ -954,7 +954,7 @@ absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
   }
   report.seconds = Seconds(ep.start);
   // Logged by FinishEpoch, with the checkpoint's time.
-  epoch_breakdown_ = absl::StrFormat(
+  epoch_breakdown = absl::StrFormat(
       "epoch %d: %.1fs = data wait %.1fs + forward %.1fs + backward %.1fs + "
       "optimizer %.1fs + validation %.1fs",
       ep.epoch, report.seconds, ep.data_seconds, ep.forward_seconds,
@@ -1082,7 +1082,7 @@ absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
   }
   if (cb.epoch_end) cb.epoch_end(report);
   TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *ss.optimizer));
-  spdlog::info("{}; then best weights and checkpoint {:.2f}s", epoch_breakdown_,
+  spdlog::info("{}; then best weights and checkpoint {:.2f}s", epoch_breakdown,
                Seconds(finish_start));
   if (cb.checkpoint_saved) cb.checkpoint_saved(report.epoch, bytes);
   return stop;
