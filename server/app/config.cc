@@ -56,6 +56,7 @@ struct Binding {
   int startup_timeout_seconds = 60;
   int64_t predict_queue_delay_us = 0;
   bool no_training_yield = false;
+  int64_t interactive_burst_ms = 50;
   int min_ping_seconds = 10;
   int max_connection_idle_seconds = 0;
   int max_request_seconds = 300;
@@ -254,6 +255,19 @@ void Bind(Binding& b) {
                "only between steps, not between backbone blocks (more job "
                "throughput, slower Predict while a job trains)")
       ->envname("TRANSFERD_NO_TRAINING_YIELD");
+  app.add_option("--interactive-share", c.engine.interactive_share,
+                 "While a job waits for the device, the most of its time "
+                 "Predict batches take (the job keeps the rest; with no job, "
+                 "Predict takes it all)")
+      ->envname("TRANSFERD_INTERACTIVE_SHARE")
+      ->check(CLI::Range(0.01, 0.99))
+      ->capture_default_str();
+  app.add_option("--interactive-burst-ms", b.interactive_burst_ms,
+                 "Predict device time that may run ahead of "
+                 "--interactive-share (milliseconds)")
+      ->envname("TRANSFERD_INTERACTIVE_BURST_MS")
+      ->check(CLI::Range(int64_t{0}, int64_t{60000}))
+      ->capture_default_str();
   app.add_option("--predict-max-batch-size", p.max_batch_size,
                  "Dynamic batching: most images one Predict batch computes")
       ->envname("TRANSFERD_PREDICT_MAX_BATCH_SIZE")
@@ -510,6 +524,8 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   config.engine.predictor.max_queue_delay =
       std::chrono::microseconds(b.predict_queue_delay_us);
   config.engine.training_yields = !b.no_training_yield;
+  config.engine.interactive_burst =
+      std::chrono::milliseconds(b.interactive_burst_ms);
   config.rpc.min_ping_interval = std::chrono::seconds(b.min_ping_seconds);
   config.rpc.max_connection_idle =
       std::chrono::seconds(b.max_connection_idle_seconds);

@@ -120,6 +120,8 @@ absl::Status Engine::Start() {
   jobs_env.loader_threads = options_.loader_threads;
   jobs_env.decoded_cache_bytes = options_.decoded_cache_bytes;
   arbiter_.SetYielding(options_.training_yields);
+  arbiter_.SetInteractiveShare(options_.interactive_share,
+                               options_.interactive_burst);
   jobs_env.arbiter = &arbiter_;
   jobs_env.metrics = metrics_.get();
   TRANSFERD_ASSIGN_OR_RETURN(jobs_, JobQueue::Open(jobs_env));

@@ -384,13 +384,17 @@ struct Predictor::Impl {
         }
         absl::StatusOr<std::vector<float>> probs;
         double compute_seconds = 0;
-        {
-          DeviceArbiter::Turn turn(arbiter,
-                                   DeviceArbiter::Priority::kInteractive);
+        const std::function<void()> compute = [&] {
           const auto start = Clock::now();
           probs = r.Run(pixels.data(), static_cast<int64_t>(part.size()), tta);
           compute_seconds =
               std::chrono::duration<double>(Clock::now() - start).count();
+        };
+        // Here, or inside a training step at its next yield point.
+        if (arbiter != nullptr) {
+          arbiter->RunInteractive(compute);
+        } else {
+          compute();
         }
         std::lock_guard<std::mutex> lock(mu);
         ++stats.batches;

@@ -19,28 +19,31 @@ inline torch::Device ToTorchDevice(const ComputeDevice& d) {
   return torch::Device(torch::kCPU);
 }
 
-// bf16 autocast for the scope, on the device's autocast key.
+// For the scope, bf16 autocast exactly when `on`, on the device's autocast
+// key: off turns autocast off whatever the thread had (a Predict batch that a
+// training step runs at its yield point must not inherit the step's
+// autocast).
 class AutocastScope {
  public:
   AutocastScope(bool on, const torch::Device& device)
       : on_(on), cuda_(device.is_cuda()) {
-    if (!on_) return;
     if (cuda_) {
       prev_enabled_ = at::autocast::is_enabled();
       prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
+      if (on_) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(on_);
     } else {
       prev_enabled_ = at::autocast::is_cpu_enabled();
       prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
+      if (on_) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(on_);
     }
-    at::autocast::increment_nesting();
+    if (on_) at::autocast::increment_nesting();
   }
   ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (on_ && at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
     if (cuda_) {
       at::autocast::set_enabled(prev_enabled_);
       at::autocast::set_autocast_gpu_dtype(prev_dtype_);

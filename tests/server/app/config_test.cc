@@ -111,7 +111,11 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
                             "--max-connection-idle-seconds",
                             "600",
                             "--max-request-seconds",
-                            "9"});
+                            "9",
+                            "--interactive-share",
+                            "0.3",
+                            "--interactive-burst-ms",
+                            "20"});
   ASSERT_TRUE(out.config.has_value()) << out.output;
   const ServerConfig& c = *out.config;
   EXPECT_EQ(c.rpc.listen_address, "0.0.0.0:6000");
@@ -134,6 +138,8 @@ TEST_F(ConfigTest, FlagsSetEveryField) {
   EXPECT_EQ(c.rpc.max_receive_message_bytes, 1048576);
   EXPECT_EQ(c.rpc.max_send_message_bytes, 2097152);
   EXPECT_EQ(c.rpc.upload_chunk_bytes, 65536);
+  EXPECT_DOUBLE_EQ(c.engine.interactive_share, 0.3);
+  EXPECT_EQ(c.engine.interactive_burst, std::chrono::milliseconds(20));
 }
 
 TEST_F(ConfigTest, PlaintextOffLoopbackAndHalfConfiguredTlsAreUsageErrors) {
@@ -349,6 +355,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "--upload-chunk-bytes", "131072"},
                  "--upload-chunk-bytes"},
         BadValue{"UnknownFlag", {"--no-such-flag"}, "--no-such-flag"},
+        BadValue{"ShareOfOne",
+                 {"--interactive-share", "1"},
+                 "--interactive-share"},
         BadValue{"BadEnvValueIsNamed", {"--threads=x"}, "--threads"}),
     [](const ::testing::TestParamInfo<BadValue>& info) {
       return info.param.name;

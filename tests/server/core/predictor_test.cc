@@ -18,6 +18,7 @@
 #include "server/core/registry.h"
 #include "server/core/train/classifier.h"
 #include "server/core/util/data_dir.h"
+#include "server/core/util/torch_util.h"
 #include "server/core/util/store.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_images.h"
@@ -291,30 +292,53 @@ struct Recorder {
   std::vector<std::string> order;
 };
 
-TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
-  DeviceArbiter arbiter;
+// A clock that moves only when a turn says so: the arbiter's accounting of
+// device time becomes exact.
+struct FakeClock {
+  DeviceArbiter::Options Options(double share, int burst_ms) {
+    DeviceArbiter::Options o;
+    o.interactive_share = share;
+    o.burst = std::chrono::milliseconds(burst_ms);
+    o.now = [this] { return Clock::time_point(Clock::duration(ticks.load())); };
+    return o;
+  }
+  void Advance(int ms) {
+    ticks += std::chrono::duration_cast<Clock::duration>(
+                 std::chrono::milliseconds(ms))
+                 .count();
+  }
+  std::atomic<Clock::rep> ticks{0};
+};
+
+TEST(DeviceArbiterTest, InteractiveTurnsGoFirstUntilTheirCreditIsSpent) {
+  // Share 0.2, burst 50 ms: each 20 ms interactive turn taken while
+  // background waits costs 0.8 x 20 = 16 ms of credit, so three go first
+  // (50 -> 34 -> 18 -> 2) and the fourth spends it (-14); then background
+  // goes, and its 100 ms earn 0.2 x 100 = 20 ms back for the last two.
+  FakeClock clock;
+  DeviceArbiter arbiter(clock.Options(0.2, 50));
   Recorder recorder;
-  auto record = [&](const std::string& who) { recorder.Add(who); };
-  const std::vector<std::string>& order = recorder.order;
   std::promise<void> holding;
   std::promise<void> release;
   std::thread holder([&] {
     DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
     holding.set_value();
     release.get_future().wait();
+    clock.Advance(100);
   });
   holding.get_future().wait();
-  // While the device is held: one background waiter, then six interactive.
   std::thread background([&] {
     DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
-    record("background");
+    recorder.Add("B");
+    clock.Advance(100);
   });
   while (arbiter.waiting() < 1) std::this_thread::yield();
   std::vector<std::thread> interactive;
   for (int i = 0; i < 6; ++i) {
     interactive.emplace_back([&] {
       DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kInteractive);
-      record("interactive");
+      recorder.Add("I");
+      clock.Advance(20);
     });
   }
   while (arbiter.waiting() < 7) std::this_thread::yield();
@@ -322,13 +346,58 @@ TEST(DeviceArbiterTest, InteractiveTurnsGoFirstButBackgroundIsNotStarved) {
   holder.join();
   background.join();
   for (auto& t : interactive) t.join();
-  ASSERT_EQ(order.size(), 7u);
-  // Background ran after at most kMaxInteractiveStreak interactive turns.
-  const auto pos =
-      std::find(order.begin(), order.end(), "background") - order.begin();
-  EXPECT_LE(pos, DeviceArbiter::kMaxInteractiveStreak);
+  EXPECT_EQ(recorder.order, (std::vector<std::string>{"I", "I", "I", "I", "B",
+                                                      "I", "I"}));
   EXPECT_EQ(arbiter.interactive_turns(), 6);
   EXPECT_EQ(arbiter.background_turns(), 2);
+  // Four turns with background waiting; the last two ran with nobody waiting
+  // and cost nothing.
+  EXPECT_DOUBLE_EQ(arbiter.contended_interactive_seconds(), 0.080);
+  EXPECT_NEAR(arbiter.credit_seconds(), 0.006, 1e-12);
+}
+
+// A job whose steps yield between blocks, and a Predict caller that asks for
+// the device back to back: interactive turns get no more than the share of
+// the contended device time (plus the burst and one turn), however the two
+// threads interleave, and the job finishes.
+TEST(DeviceArbiterTest, AStreamOfInteractiveTurnsTakesNoMoreThanItsShare) {
+  constexpr double kShare = 0.25;
+  constexpr int kBurstMs = 30, kInteractiveMs = 5, kBlockMs = 2;
+  constexpr int kSteps = 60, kBlocks = 5;
+  FakeClock clock;
+  DeviceArbiter arbiter(clock.Options(kShare, kBurstMs));
+  std::atomic<bool> job_done{false};
+  std::atomic<int64_t> background_ms{0};
+  std::thread job([&] {
+    for (int step = 0; step < kSteps; ++step) {
+      DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+      // The caller is in the game before the job can finish.
+      if (step == 0) {
+        while (arbiter.waiting() < 1) std::this_thread::yield();
+      }
+      for (int block = 0; block < kBlocks; ++block) {
+        clock.Advance(kBlockMs);
+        background_ms += kBlockMs;
+        DeviceArbiter::YieldPoint();
+      }
+    }
+    job_done = true;
+  });
+  std::thread predict([&] {
+    while (!job_done) {
+      DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kInteractive);
+      clock.Advance(kInteractiveMs);
+    }
+  });
+  job.join();
+  predict.join();
+  const double background = background_ms.load() / 1e3;
+  EXPECT_DOUBLE_EQ(background, kSteps * kBlocks * kBlockMs / 1e3);
+  // credit = burst + share x B - (1 - share) x I >= -(1 - share) x one turn
+  const double bound = (kBurstMs / 1e3 + kShare * background) / (1 - kShare) +
+                       kInteractiveMs / 1e3;
+  EXPECT_LE(arbiter.contended_interactive_seconds(), bound + 1e-9);
+  EXPECT_GT(arbiter.interactive_turns(), 0);
 }
 
 TEST(DeviceArbiterTest, AWaitingInteractiveTurnRunsAtTheHoldersYieldPoint) {
@@ -402,6 +471,112 @@ TEST(DeviceArbiterTest, ATrainingBackwardYieldsBetweenBackboneSegments) {
   interactive.join();
   EXPECT_TRUE(predicted_before_backward_ended);
   EXPECT_EQ(arbiter.yields(), 1);
+}
+
+// Work handed over with RunInteractive runs inside the training step, on
+// the step's own thread, at the first yield point of its backward. It
+// finds the step's thread-local state (bf16 autocast on) and sets its own (no
+// grad, autocast off, as ModelRunner::Run does through AutocastScope), so it
+// gives the same result as alone, and the step's gradients are exactly what
+// they are without it.
+TEST(DeviceArbiterTest, InteractiveWorkRunsOnTheTrainingThreadAtItsYieldPoint) {
+  auto build = [] {
+    torch::manual_seed(1);
+    auto built = train::BuildClassifier(
+        SmallConfig(), 2, backbones::WeightsCacheOptions(), false);
+    EXPECT_TRUE(built.ok()) << built.status();
+    train::Classifier model = *built;
+    for (auto& p : model->parameters()) p.set_requires_grad(true);
+    model->train();
+    return model;
+  };
+  train::Classifier served = build();
+  served->eval();
+  torch::manual_seed(2);
+  const torch::Tensor image = torch::rand({1, 3, 32, 32});
+  const torch::Tensor x = torch::randn({2, 3, 32, 32});
+  const torch::Tensor y = torch::tensor({0, 1}, torch::kInt64);
+  const torch::Device cpu(torch::kCPU);
+  auto predict = [&] {
+    torch::NoGradGuard no_grad;
+    AutocastScope autocast(false, cpu);
+    return served->forward(image);
+  };
+  const torch::Tensor alone = predict();
+  // Gradients of one step with nobody waiting.
+  auto step_gradients = [&](DeviceArbiter* arbiter,
+                            const std::function<void()>& in_backward) {
+    train::Classifier model = build();
+    DeviceArbiter::Turn turn(arbiter, DeviceArbiter::Priority::kBackground);
+    AutocastScope autocast(true, cpu);
+    const torch::Tensor logits = model->forward(x);
+    in_backward();
+    model->Loss(logits, y).backward();
+    std::vector<torch::Tensor> grads;
+    for (auto& p : model->parameters()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  DeviceArbiter quiet;
+  const std::vector<torch::Tensor> expected = step_gradients(&quiet, [] {});
+
+  DeviceArbiter arbiter;
+  std::thread::id ran_on;
+  bool step_autocast_seen = false;
+  torch::Tensor inside;
+  std::thread caller;
+  const std::vector<torch::Tensor> grads =
+      step_gradients(&arbiter, [&] {
+        caller = std::thread([&] {
+          arbiter.RunInteractive([&] {
+            ran_on = std::this_thread::get_id();
+            // The step's autocast is still on here: predict() turns it off.
+            step_autocast_seen = at::autocast::is_cpu_enabled();
+            inside = predict();
+          });
+        });
+        while (arbiter.waiting() < 1) std::this_thread::yield();
+      });
+  const std::thread::id step_thread = std::this_thread::get_id();
+  caller.join();
+  EXPECT_EQ(ran_on, step_thread);
+  EXPECT_TRUE(step_autocast_seen);
+  EXPECT_EQ(arbiter.yields(), 1);
+  EXPECT_EQ(arbiter.interactive_turns(), 1);
+  EXPECT_TRUE(torch::equal(inside, alone));
+  ASSERT_EQ(grads.size(), expected.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_TRUE(torch::equal(grads[i], expected[i])) << "parameter " << i;
+  }
+}
+
+// What the work throws reaches RunInteractive's caller, whichever thread ran
+// it, and the device is free again afterwards.
+TEST(DeviceArbiterTest, WhatInteractiveWorkThrowsReachesItsCaller) {
+  DeviceArbiter arbiter;
+  EXPECT_THROW(arbiter.RunInteractive([] { throw std::runtime_error("x"); }),
+               std::runtime_error);
+  std::promise<void> holding;
+  std::promise<void> go_on;
+  std::thread holder([&] {
+    DeviceArbiter::Turn turn(&arbiter, DeviceArbiter::Priority::kBackground);
+    holding.set_value();
+    go_on.get_future().wait();
+    DeviceArbiter::YieldPoint();  // runs the work, which throws
+  });
+  holding.get_future().wait();
+  std::thread caller([&] {
+    EXPECT_THROW(
+        arbiter.RunInteractive([] { throw std::runtime_error("inside"); }),
+        std::runtime_error);
+  });
+  while (arbiter.waiting() < 1) std::this_thread::yield();
+  go_on.set_value();
+  holder.join();
+  caller.join();
+  EXPECT_EQ(arbiter.yields(), 1);
+  bool ran = false;
+  arbiter.RunInteractive([&] { ran = true; });
+  EXPECT_TRUE(ran);
 }
 
 }  // namespace
