@@ -258,7 +258,8 @@ Options ParseOptions(int argc, char** argv) {
     } else if (a == "--training-rates") {
       o.training_rates.clear();
       for (const std::string& r : Split(value(), ',')) {
-        if (std::atof(r.c_str()) > 0) o.training_rates.push_back(std::atof(r.c_str()));
+        if (std::atof(r.c_str()) > 0)
+          o.training_rates.push_back(std::atof(r.c_str()));
       }
     } else if (a == "--metrics-cost")
       o.metrics_cost_rounds = std::atoi(value().c_str());
@@ -531,8 +532,7 @@ class Server {
   }
   // Training steps the server has finished (all jobs).
   double TrainingSteps() const {
-    return HistogramSumCount("transferd_training_step_duration_seconds")
-        .second;
+    return HistogramSumCount("transferd_training_step_duration_seconds").second;
   }
   const std::string& command_line() const { return command_line_; }
   pid_t pid() const { return pid_; }
@@ -630,7 +630,7 @@ struct Row {
   double images_per_second = 0;
   double p50 = 0, p90 = 0, p99 = 0;  // ms
   double server_cores = std::nan(""), client_cores = std::nan("");
-  double mean_batch = std::nan("");  // served rows: images per forward
+  double mean_batch = std::nan("");       // served rows: images per forward
   double mean_compute_ms = std::nan("");  // served rows: ms per batch computed
   int64_t requests = 0, errors = 0;
   std::string first_error;
@@ -865,8 +865,8 @@ Row ServedPaced(const Options& o, Server& server, Caller call, double rate,
   const double images = static_cast<double>(result.ms.size());
   char label[64];
   std::snprintf(label, sizeof label, " %g/s", rate);
-  Row row = Summarise(name + label, std::move(result.ms), images,
-                      o.window_seconds);
+  Row row =
+      Summarise(name + label, std::move(result.ms), images, o.window_seconds);
   row.errors = result.errors;
   row.first_error = result.first_error;
   if (server0) FillServerColumns(*server0, server1, o.window_seconds, row);
@@ -879,19 +879,19 @@ Caller PredictCaller(const std::shared_ptr<grpc::Channel>& channel,
                      const v1::PredictRequest& request) {
   std::shared_ptr<v1::Inference::Stub> stub = v1::Inference::NewStub(channel);
   return [stub, &request]() -> std::string {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(30));
-      v1::PredictResponse response;
-      const grpc::Status s = stub->Predict(&ctx, request, &response);
-      if (!s.ok()) {
-        return std::to_string(s.error_code()) + " " + s.error_message();
-      }
-      if (response.predictions_size() != 1 ||
-          response.predictions(0).status().code() != 0) {
-        return "image status " + response.predictions(0).status().message();
-      }
-      return "";
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    v1::PredictResponse response;
+    const grpc::Status s = stub->Predict(&ctx, request, &response);
+    if (!s.ok()) {
+      return std::to_string(s.error_code()) + " " + s.error_message();
+    }
+    if (response.predictions_size() != 1 ||
+        response.predictions(0).status().code() != 0) {
+      return "image status " + response.predictions(0).status().message();
+    }
+    return "";
   };
 }
 
@@ -1090,13 +1090,12 @@ std::string Fmt(double v, const char* f = "%.2f") {
 }
 
 void PrintRowCells(const Row& r) {
-  std::printf("  %-30s %10s %9s %9s %9s %8s %8s %7lld %6s %7s", r.name.c_str(),
-              Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(),
-              Fmt(r.p90).c_str(), Fmt(r.p99).c_str(),
-              Fmt(r.server_cores).c_str(), Fmt(r.client_cores).c_str(),
-              static_cast<long long>(r.errors),
-              Fmt(r.mean_batch, "%.1f").c_str(),
-              Fmt(r.mean_compute_ms).c_str());
+  std::printf(
+      "  %-30s %10s %9s %9s %9s %8s %8s %7lld %6s %7s", r.name.c_str(),
+      Fmt(r.images_per_second, "%.1f").c_str(), Fmt(r.p50).c_str(),
+      Fmt(r.p90).c_str(), Fmt(r.p99).c_str(), Fmt(r.server_cores).c_str(),
+      Fmt(r.client_cores).c_str(), static_cast<long long>(r.errors),
+      Fmt(r.mean_batch, "%.1f").c_str(), Fmt(r.mean_compute_ms).c_str());
 }
 
 // The column names of PrintRowCells, then `more`.
@@ -1544,9 +1543,9 @@ int main(int argc, char** argv) {
     auto short_name = [](const ModelSetup& m) {
       return m.label.substr(0, m.label.find(' '));
     };
-    const double share = ServerFlag(
-        o, "--interactive-share",
-        core::DeviceArbiter::Options().interactive_share);
+    const double share =
+        ServerFlag(o, "--interactive-share",
+                   core::DeviceArbiter::Options().interactive_share);
     // Open-loop traffic with no job: the idle side of its targets.
     std::map<std::pair<std::string, double>, Row> idle_paced;
     if (!o.training_rates.empty()) {
@@ -1556,8 +1555,9 @@ int main(int argc, char** argv) {
       PrintHeader("");
       for (size_t i = 0; i < models.size(); ++i) {
         for (double rate : o.training_rates) {
-          Row r = ServedPaced(o, server, PredictCaller(channels[0], requests[i]),
-                              rate, short_name(models[i]) + " idle");
+          Row r =
+              ServedPaced(o, server, PredictCaller(channels[0], requests[i]),
+                          rate, short_name(models[i]) + " idle");
           PrintRow(r);
           idle_paced.emplace(std::make_pair(models[i].name, rate), r);
           std::fflush(stdout);
@@ -1638,16 +1638,17 @@ int main(int argc, char** argv) {
       const bool job_pass = kept >= 0.85;
       if (idle == nullptr) {
         all_pass = all_pass && job_pass;
-        std::printf("  target: %s: job %.1f images/s = %.0f%% of %.1f alone "
-                    "(>= 85%%): %s\n",
-                    t.row.name.c_str(), t.trained, 100 * kept, t.alone,
-                    job_pass ? "PASS" : "MISS");
+        std::printf(
+            "  target: %s: job %.1f images/s = %.0f%% of %.1f alone "
+            "(>= 85%%): %s\n",
+            t.row.name.c_str(), t.trained, 100 * kept, t.alone,
+            job_pass ? "PASS" : "MISS");
         continue;
       }
       const double p50x = t.row.p50 / idle->p50, p99x = t.row.p99 / idle->p99;
       const bool latency_pass = p50x <= 2.0 && p99x <= 3.0;
-      const bool pass =
-          job_pass && (t.concurrency > 0 || (latency_pass && t.row.errors == 0));
+      const bool pass = job_pass && (t.concurrency > 0 ||
+                                     (latency_pass && t.row.errors == 0));
       all_pass = all_pass && pass;
       std::printf(
           "  target: %s: p50 %.2f ms = %.2fx idle %.2f ms (<= 2x), p99 %.2f "

@@ -134,8 +134,8 @@ class DeviceArbiter {
       cv_.wait(lock, [&] { return task.done; });
       lock.unlock();
       if (observer_) {
-        observer_(true, std::chrono::duration<double>(task.started - start)
-                            .count());
+        observer_(true,
+                  std::chrono::duration<double>(task.started - start).count());
       }
       if (task.error) std::rethrow_exception(task.error);
       return;
@@ -329,7 +329,7 @@ class DeviceArbiter {
   int64_t background_turns_ = 0;
   int64_t yields_ = 0;
   double contended_interactive_seconds_ = 0;
-  std::deque<Task*> tasks_;  // RunInteractive work waiting, oldest first
+  std::deque<Task*> tasks_;      // RunInteractive work waiting, oldest first
   bool running_inline_ = false;  // a background holder runs a task
 };
 

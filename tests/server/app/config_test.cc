@@ -355,9 +355,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "--upload-chunk-bytes", "131072"},
                  "--upload-chunk-bytes"},
         BadValue{"UnknownFlag", {"--no-such-flag"}, "--no-such-flag"},
-        BadValue{"ShareOfOne",
-                 {"--interactive-share", "1"},
-                 "--interactive-share"},
+        BadValue{
+            "ShareOfOne", {"--interactive-share", "1"}, "--interactive-share"},
         BadValue{"BadEnvValueIsNamed", {"--threads=x"}, "--threads"}),
     [](const ::testing::TestParamInfo<BadValue>& info) {
       return info.param.name;

@@ -18,8 +18,8 @@
 #include "server/core/registry.h"
 #include "server/core/train/classifier.h"
 #include "server/core/util/data_dir.h"
-#include "server/core/util/torch_util.h"
 #include "server/core/util/store.h"
+#include "server/core/util/torch_util.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_images.h"
 
@@ -346,8 +346,8 @@ TEST(DeviceArbiterTest, InteractiveTurnsGoFirstUntilTheirCreditIsSpent) {
   holder.join();
   background.join();
   for (auto& t : interactive) t.join();
-  EXPECT_EQ(recorder.order, (std::vector<std::string>{"I", "I", "I", "I", "B",
-                                                      "I", "I"}));
+  EXPECT_EQ(recorder.order,
+            (std::vector<std::string>{"I", "I", "I", "I", "B", "I", "I"}));
   EXPECT_EQ(arbiter.interactive_turns(), 6);
   EXPECT_EQ(arbiter.background_turns(), 2);
   // Four turns with background waiting; the last two ran with nobody waiting
@@ -524,18 +524,17 @@ TEST(DeviceArbiterTest, InteractiveWorkRunsOnTheTrainingThreadAtItsYieldPoint) {
   bool step_autocast_seen = false;
   torch::Tensor inside;
   std::thread caller;
-  const std::vector<torch::Tensor> grads =
-      step_gradients(&arbiter, [&] {
-        caller = std::thread([&] {
-          arbiter.RunInteractive([&] {
-            ran_on = std::this_thread::get_id();
-            // The step's autocast is still on here: predict() turns it off.
-            step_autocast_seen = at::autocast::is_cpu_enabled();
-            inside = predict();
-          });
-        });
-        while (arbiter.waiting() < 1) std::this_thread::yield();
+  const std::vector<torch::Tensor> grads = step_gradients(&arbiter, [&] {
+    caller = std::thread([&] {
+      arbiter.RunInteractive([&] {
+        ran_on = std::this_thread::get_id();
+        // The step's autocast is still on here: predict() turns it off.
+        step_autocast_seen = at::autocast::is_cpu_enabled();
+        inside = predict();
       });
+    });
+    while (arbiter.waiting() < 1) std::this_thread::yield();
+  });
   const std::thread::id step_thread = std::this_thread::get_id();
   caller.join();
   EXPECT_EQ(ran_on, step_thread);
