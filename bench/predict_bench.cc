@@ -504,35 +504,35 @@ class Server {
   const std::string& address() const { return address_; }
   int http_port() const { return http_port_; }
 
-  // The _sum and _count of a histogram of the server's /metrics, over all
-  // label values (NaN if the page cannot be read).
-  std::pair<double, double> HistogramSumCount(const std::string& name) const {
+  // The _sum and _count of each of `names`, histograms of the server's
+  // /metrics, over all label values, from one scrape (NaN if the page cannot
+  // be read).
+  std::vector<std::pair<double, double>> HistogramSumCounts(
+      const std::vector<std::string>& names) const {
+    std::vector<std::pair<double, double>> out(names.size(), {0, 0});
     httplib::Client client("127.0.0.1", http_port_);
     client.set_read_timeout(std::chrono::seconds(10));
     const httplib::Result res = client.Get("/metrics");
-    if (!res || res->status != 200) return {std::nan(""), std::nan("")};
-    double sum = 0;
-    double count = 0;
+    if (!res || res->status != 200) {
+      std::fill(out.begin(), out.end(),
+                std::make_pair(std::nan(""), std::nan("")));
+      return out;
+    }
     std::istringstream lines(res->body);
     for (std::string line; std::getline(lines, line);) {
-      const auto value = [&line] {
-        return std::atof(line.substr(line.rfind(' ') + 1).c_str());
-      };
-      if (line.rfind(name + "_sum", 0) == 0) {
-        sum += value();
-      } else if (line.rfind(name + "_count", 0) == 0) {
-        count += value();
+      const double value = std::atof(line.substr(line.rfind(' ') + 1).c_str());
+      for (size_t i = 0; i < names.size(); ++i) {
+        if (line.rfind(names[i] + "_sum", 0) == 0) out[i].first += value;
+        if (line.rfind(names[i] + "_count", 0) == 0) out[i].second += value;
       }
     }
-    return {sum, count};
-  }
-  // transferd_inference_batch_size's sum and count.
-  std::pair<double, double> BatchSizeSumCount() const {
-    return HistogramSumCount("transferd_inference_batch_size");
+    return out;
   }
   // Training steps the server has finished (all jobs).
   double TrainingSteps() const {
-    return HistogramSumCount("transferd_training_step_duration_seconds").second;
+    return HistogramSumCounts({"transferd_training_step_duration_seconds"})
+        .front()
+        .second;
   }
   const std::string& command_line() const { return command_line_; }
   pid_t pid() const { return pid_; }
@@ -763,11 +763,13 @@ void ClientLoop(Caller* call, Clock::time_point window_start,
 // What the server had done at one moment: its CPU time and its Predict
 // batches (images and compute time). Two of them give a row's server columns.
 struct ServerSnapshot {
-  explicit ServerSnapshot(const Server& server)
-      : cpu(server.CpuSeconds()),
-        batch(server.BatchSizeSumCount()),
-        compute(server.HistogramSumCount(
-            "transferd_inference_compute_duration_seconds")) {}
+  explicit ServerSnapshot(const Server& server) : cpu(server.CpuSeconds()) {
+    const auto h = server.HistogramSumCounts(
+        {"transferd_inference_batch_size",
+         "transferd_inference_compute_duration_seconds"});
+    batch = h[0];
+    compute = h[1];
+  }
   double cpu;
   std::pair<double, double> batch, compute;  // sum, count
 };
@@ -785,17 +787,24 @@ void FillServerColumns(const ServerSnapshot& a, const ServerSnapshot& b,
   }
 }
 
+// The measured window of a load that starts at `start`: after the warm-up,
+// for --window-seconds.
+std::pair<Clock::time_point, Clock::time_point> MeasuredWindow(
+    const Options& o, Clock::time_point start) {
+  const auto seconds = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double>(s));
+  };
+  const Clock::time_point window_start = start + seconds(o.warmup_seconds);
+  return {window_start, window_start + seconds(o.window_seconds)};
+}
+
 // A closed loop of callers.size() threads, each with its own caller.
 Row Served(const Options& o, Server& server, std::vector<Caller> callers,
            const std::string& name) {
   const int concurrency = static_cast<int>(callers.size());
   const auto start = Clock::now();
-  const auto window_start =
-      start + std::chrono::duration_cast<Clock::duration>(
-                  std::chrono::duration<double>(o.warmup_seconds));
-  const auto end =
-      window_start + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(o.window_seconds));
+  const auto [window_start, end] = MeasuredWindow(o, start);
   std::vector<ThreadResult> results(static_cast<size_t>(concurrency));
   std::vector<std::thread> threads;
   for (int i = 0; i < concurrency; ++i) {
@@ -834,12 +843,7 @@ Row Served(const Options& o, Server& server, std::vector<Caller> callers,
 Row ServedPaced(const Options& o, Server& server, Caller call, double rate,
                 const std::string& name) {
   const auto start = Clock::now();
-  const auto window_start =
-      start + std::chrono::duration_cast<Clock::duration>(
-                  std::chrono::duration<double>(o.warmup_seconds));
-  const auto end =
-      window_start + std::chrono::duration_cast<Clock::duration>(
-                         std::chrono::duration<double>(o.window_seconds));
+  const auto [window_start, end] = MeasuredWindow(o, start);
   const auto interval = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(1.0 / rate));
   ThreadResult result;

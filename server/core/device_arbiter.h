@@ -126,10 +126,7 @@ class DeviceArbiter {
     std::unique_lock<std::mutex> lock(mu_);
     tasks_.push_back(&task);
     ++interactive_waiting_;
-    cv_.wait(lock, [&] {
-      return task.taken ||
-             (!busy_ && (background_waiting_ == 0 || credit_ > 0));
-    });
+    cv_.wait(lock, [&] { return task.taken || InteractiveMayGo(); });
     if (task.taken) {
       cv_.wait(lock, [&] { return task.done; });
       lock.unlock();
@@ -143,9 +140,7 @@ class DeviceArbiter {
     tasks_.erase(std::find(tasks_.begin(), tasks_.end(), &task));
     --interactive_waiting_;
     ++interactive_turns_;
-    busy_ = true;
-    holder_ = Priority::kInteractive;
-    held_since_ = options_.now();
+    Grant(Priority::kInteractive);
     lock.unlock();
     if (observer_) {
       observer_(true, std::chrono::duration<double>(
@@ -215,9 +210,7 @@ class DeviceArbiter {
     std::unique_lock<std::mutex> lock(mu_);
     if (priority == Priority::kInteractive) {
       ++interactive_waiting_;
-      cv_.wait(lock, [&] {
-        return !busy_ && (background_waiting_ == 0 || credit_ > 0);
-      });
+      cv_.wait(lock, [&] { return InteractiveMayGo(); });
       --interactive_waiting_;
       ++interactive_turns_;
     } else {
@@ -228,6 +221,16 @@ class DeviceArbiter {
       --background_waiting_;
       ++background_turns_;
     }
+    Grant(priority);
+  }
+
+  // Under mu_: whether a waiting interactive turn may take the device now.
+  bool InteractiveMayGo() const {
+    return !busy_ && (background_waiting_ == 0 || credit_ > 0);
+  }
+
+  // Under mu_: `priority` holds the device from now.
+  void Grant(Priority priority) {
     busy_ = true;
     holder_ = priority;
     held_since_ = options_.now();

@@ -78,8 +78,9 @@ class Engine {
     // While a job waits for the device, Predict batches take at most this
     // share of the device time (plus a burst of interactive_burst); with no
     // job they take all of it (DeviceArbiter).
-    double interactive_share = 0.10;
-    std::chrono::microseconds interactive_burst{50000};
+    double interactive_share = DeviceArbiter::Options().interactive_share;
+    std::chrono::microseconds interactive_burst =
+        DeviceArbiter::Options().burst;
     // Threads of executor(): slow work that front ends hand to the engine.
     int executor_threads = 2;
     // Threads that decode Predict's images: a pool of their own, so that
