@@ -226,6 +226,7 @@ std::string ModelSpecText(const v1::ModelSpec& m) {
   if (h.has_dropout() && h.dropout() > 0) {
     head.push_back("dropout " + Num(h.dropout()));
   }
+  if (h.init() == v1::HEAD_INIT_TORCH) head.push_back("torch init");
   if (!head.empty()) {
     absl::StrAppend(&out, "; head ", absl::StrJoin(head, " + "));
   }

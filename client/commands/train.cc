@@ -79,8 +79,8 @@ CLI::Option* AddFlag(CLI::App* cmd, const std::string& name, Flag<T>& flag,
 struct SpecArgs {
   std::string dataset;
   std::string model;
-  Flag<std::string> recipe, backbone, weights, precision, pooling;
-  Flag<double> alpha, dropout;
+  Flag<std::string> recipe, backbone, weights, precision, pooling, head_init;
+  Flag<double> alpha, dropout, label_smoothing;
   Flag<int32_t> input_size, hidden_units;
   Flag<int32_t> epochs, batch_size;
   Flag<double> lr, momentum;
@@ -116,6 +116,11 @@ void AddModelFlags(CLI::App* cmd, SpecArgs& a) {
           "Width of the head's hidden Dense(relu) layer; 0 = none");
   AddFlag(cmd, "--dropout", a.dropout,
           "Dropout rate before the output layer, in [0, 1)");
+  AddFlag(cmd, "--head-init", a.head_init,
+          "Initialisation of the head's Dense layers: glorot (Keras' "
+          "default) or torch (PyTorch nn.Linear's, smaller for a wide "
+          "Flatten input)")
+      ->check(CLI::IsMember({"glorot", "torch"}));
 }
 
 void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
@@ -147,8 +152,13 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--selection-metric", a.selection_metric,
           "Metric that picks the best epoch, whose weights are kept: "
           "val_accuracy (default), val_loss, accuracy or loss (a dataset "
-          "without a validation split needs accuracy or loss)")
-      ->check(CLI::IsMember({"val_accuracy", "val_loss", "accuracy", "loss"}));
+          "without a validation split needs accuracy or loss), or last "
+          "(the final epoch's weights)")
+      ->check(CLI::IsMember(
+          {"val_accuracy", "val_loss", "accuracy", "loss", "last"}));
+  AddFlag(cmd, "--label-smoothing", a.label_smoothing,
+          "Label smoothing of the loss, in [0, 1) (Keras' label_smoothing; "
+          "default 0)");
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
           "A JobSpec in JSON or YAML (proto field names) to start from; flags "
@@ -200,6 +210,11 @@ void ApplyModelFlags(const SpecArgs& a, v1::ModelSpec& m) {
     m.mutable_head()->set_hidden_units(a.hidden_units.value);
   }
   if (a.dropout.set()) m.mutable_head()->set_dropout(a.dropout.value);
+  if (a.head_init.set()) {
+    m.mutable_head()->set_init(a.head_init.value == "torch"
+                                   ? v1::HEAD_INIT_TORCH
+                                   : v1::HEAD_INIT_GLOROT_UNIFORM);
+  }
 }
 
 // The stage flags given, over stage 1 (and, for --fine-tune-*, stage 2) of
@@ -274,6 +289,9 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a,
   if (a.seed.set()) spec.set_seed(a.seed.value);
   if (a.selection_metric.set()) {
     spec.set_selection_metric(a.selection_metric.value);
+  }
+  if (a.label_smoothing.set()) {
+    spec.set_label_smoothing(a.label_smoothing.value);
   }
 
   ApplyModelFlags(a, *spec.mutable_model());

@@ -372,6 +372,19 @@ absl::StatusOr<train::ModelOverrides> ModelFromProto(const v1::ModelSpec& m) {
   }
   if (m.head().has_hidden_units()) out.hidden_units = m.head().hidden_units();
   if (m.head().has_dropout()) out.dropout = m.head().dropout();
+  switch (m.head().init()) {
+    case v1::HEAD_INIT_UNSPECIFIED:
+      break;  // the recipe's
+    case v1::HEAD_INIT_GLOROT_UNIFORM:
+      out.head_init = train::HeadInit::kGlorotUniform;
+      break;
+    case v1::HEAD_INIT_TORCH:
+      out.head_init = train::HeadInit::kTorch;
+      break;
+    default:
+      return Invalid("spec.model.head.init",
+                     absl::StrCat("unknown value ", m.head().init()));
+  }
   return out;
 }
 
@@ -576,6 +589,7 @@ absl::StatusOr<train::JobRequest> JobRequestFromProto(const v1::JobSpec& spec) {
   }
   if (spec.has_seed()) out.seed = spec.seed();
   out.selection_metric = spec.selection_metric();
+  if (spec.has_label_smoothing()) out.label_smoothing = spec.label_smoothing();
   return out;
 }
 
@@ -588,6 +602,7 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const train::ResolvedJob& r,
   out.set_base_model(base_model);
   out.set_seed(r.config.seed);
   out.set_selection_metric(r.config.selection_metric);
+  out.set_label_smoothing(r.config.label_smoothing);
   const train::ModelConfig& m = r.config.model;
   v1::ModelSpec* model = out.mutable_model();
   model->set_backbone(m.backbone);
@@ -603,6 +618,9 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const train::ResolvedJob& r,
                                          : v1::POOLING_GLOBAL_AVERAGE);
   model->mutable_head()->set_hidden_units(m.head.hidden_units);
   model->mutable_head()->set_dropout(m.head.dropout);
+  model->mutable_head()->set_init(m.head.init == train::HeadInit::kTorch
+                                      ? v1::HEAD_INIT_TORCH
+                                      : v1::HEAD_INIT_GLOROT_UNIFORM);
   for (const train::StageConfig& s : r.config.stages) {
     v1::StageSpec* st = out.add_stages();
     st->set_name(s.name);

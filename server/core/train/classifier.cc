@@ -51,6 +51,14 @@ void KerasDenseInit(torch::nn::LinearImpl& dense) {
   if (dense.bias.defined()) dense.bias.zero_();
 }
 
+void TorchDenseInit(torch::nn::LinearImpl& dense) {
+  torch::NoGradGuard no_grad;
+  const double limit =
+      1.0 / std::sqrt(static_cast<double>(dense.weight.size(1)));
+  dense.weight.uniform_(-limit, limit);
+  if (dense.bias.defined()) dense.bias.uniform_(-limit, limit);
+}
+
 ClassifierImpl::ClassifierImpl(backbones::Backbone backbone,
                                const HeadConfig& head, int num_classes,
                                const std::vector<int64_t>& feature_shape)
@@ -66,12 +74,20 @@ ClassifierImpl::ClassifierImpl(backbones::Backbone backbone,
   if (head.hidden_units > 0) {
     hidden_ = head_->register_module(
         "hidden", torch::nn::Linear(features, head.hidden_units));
-    KerasDenseInit(*hidden_);
+    InitDense(*hidden_);
     features = head.hidden_units;
   }
   output_ =
       head_->register_module("output", torch::nn::Linear(features, outputs()));
-  KerasDenseInit(*output_);
+  InitDense(*output_);
+}
+
+void ClassifierImpl::InitDense(torch::nn::LinearImpl& dense) const {
+  if (head_config_.init == HeadInit::kTorch) {
+    TorchDenseInit(dense);
+  } else {
+    KerasDenseInit(dense);
+  }
 }
 
 torch::Tensor ClassifierImpl::Features(const torch::Tensor& x) {
@@ -120,13 +136,20 @@ torch::Tensor ClassifierImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor ClassifierImpl::Loss(const torch::Tensor& logits,
-                                   const torch::Tensor& labels) const {
+                                   const torch::Tensor& labels,
+                                   double label_smoothing) const {
   const torch::Tensor z = logits.to(torch::kFloat32);
   if (num_classes_ == 2) {
-    return torch::binary_cross_entropy_with_logits(z.select(1, 0),
-                                                   labels.to(torch::kFloat32));
+    torch::Tensor target = labels.to(torch::kFloat32);
+    if (label_smoothing > 0) {
+      target = target * (1 - label_smoothing) + 0.5 * label_smoothing;
+    }
+    return torch::binary_cross_entropy_with_logits(z.select(1, 0), target);
   }
-  return torch::nn::functional::cross_entropy(z, labels);
+  return torch::nn::functional::cross_entropy(
+      z, labels,
+      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
+          label_smoothing));
 }
 
 torch::Tensor ClassifierImpl::Predict(const torch::Tensor& logits) const {

@@ -43,8 +43,8 @@ namespace transferd::core::train {
 class ClassifierImpl : public torch::nn::Module {
  public:
   // `feature_shape` is the backbone's (C, h, w) at the model's input size.
-  // The head is initialised like Keras (glorot_uniform kernels, zero biases)
-  // from the current torch seed.
+  // The head is initialised as `head.init` says (Keras' glorot_uniform
+  // kernels and zero biases by default) from the current torch seed.
   ClassifierImpl(backbones::Backbone backbone, const HeadConfig& head,
                  int num_classes, const std::vector<int64_t>& feature_shape);
 
@@ -66,9 +66,11 @@ class ClassifierImpl : public torch::nn::Module {
   torch::Tensor BackboneSegments(torch::Tensor x, int begin, int end);
 
   // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
-  // single logit for 2 classes, cross-entropy otherwise), in float32.
-  torch::Tensor Loss(const torch::Tensor& logits,
-                     const torch::Tensor& labels) const;
+  // single logit for 2 classes, cross-entropy otherwise), in float32, with
+  // Keras' label smoothing: targets y * (1 - s) + s / K (K = 2 for the
+  // binary loss, the number of classes otherwise).
+  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                     double label_smoothing = 0) const;
   // Predicted class per row (int64).
   torch::Tensor Predict(const torch::Tensor& logits) const;
   // N x num_classes probabilities (float32).
@@ -120,6 +122,8 @@ class ClassifierImpl : public torch::nn::Module {
   const HeadConfig& head_config() const { return head_config_; }
 
  private:
+  // The head's initialisation of one Dense layer.
+  void InitDense(torch::nn::LinearImpl& dense) const;
   // name -> tensor, for parameters and buffers under saved names.
   std::vector<std::pair<std::string, torch::Tensor>> NamedState() const;
 
@@ -150,5 +154,8 @@ absl::StatusOr<Classifier> BuildClassifier(
 
 // Glorot-uniform kernel / zero bias, Keras' Dense default.
 void KerasDenseInit(torch::nn::LinearImpl& dense);
+// Kernel and bias uniform in +-1/sqrt(fan_in), PyTorch nn.Linear's default
+// (kaiming_uniform with a = sqrt(5) for the kernel).
+void TorchDenseInit(torch::nn::LinearImpl& dense);
 
 }  // namespace transferd::core::train

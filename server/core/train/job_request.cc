@@ -50,6 +50,7 @@ absl::Status ApplyModel(const ModelOverrides& m,
   if (m.pooling.has_value()) out.head.pooling = *m.pooling;
   if (m.hidden_units.has_value()) out.head.hidden_units = *m.hidden_units;
   if (m.dropout.has_value()) out.head.dropout = *m.dropout;
+  if (m.head_init.has_value()) out.head.init = *m.head_init;
   if (absl::Status s = CheckModel(out); !s.ok()) return s;
   if (out.weights.empty()) out.weights = "imagenet";
   return absl::OkStatus();
@@ -341,11 +342,16 @@ absl::StatusOr<ResolvedJob> ResolveJob(const JobRequest& request,
                            : request.selection_metric;
   const std::string& m = c.selection_metric;
   if (m != "val_accuracy" && m != "val_loss" && m != "accuracy" &&
-      m != "loss") {
-    return Invalid(
-        "spec.selection_metric",
-        absl::StrCat("\"", m,
-                     "\" is unknown (val_accuracy, val_loss, accuracy, loss)"));
+      m != "loss" && m != "last") {
+    return Invalid("spec.selection_metric",
+                   absl::StrCat("\"", m,
+                                "\" is unknown (val_accuracy, val_loss, "
+                                "accuracy, loss, last)"));
+  }
+  c.label_smoothing = request.label_smoothing.value_or(0);
+  if (!(c.label_smoothing >= 0 && c.label_smoothing < 1)) {
+    return Invalid("spec.label_smoothing",
+                   absl::StrCat("must be in [0, 1), got ", c.label_smoothing));
   }
   return out;
 }

@@ -31,6 +31,7 @@ struct ModelOverrides {
   std::optional<Pooling> pooling;
   std::optional<int> hidden_units;
   std::optional<double> dropout;
+  std::optional<HeadInit> head_init;
 };
 
 // One stage of a request, over the recipe's stage of the same index (or a
@@ -74,8 +75,9 @@ struct JobRequest {
   std::string base_model_id;
   ModelOverrides model;
   std::vector<StageOverrides> stages;
-  std::optional<uint64_t> seed;  // default 42
-  std::string selection_metric;  // default "val_accuracy"
+  std::optional<uint64_t> seed;           // default 42
+  std::string selection_metric;           // default "val_accuracy"
+  std::optional<double> label_smoothing;  // default 0
   // PREDICT: the splits to run over (empty: every file), flip averaging.
   std::vector<common::Split> predict_splits;
   bool predict_flip_tta = false;

@@ -16,10 +16,15 @@ namespace transferd::core::train {
 
 enum class Pooling { kFlatten, kGlobalAverage };
 
+// How the head's Dense layers start: Keras' glorot_uniform (zero bias) or
+// PyTorch nn.Linear's default (kernel and bias uniform in +-1/sqrt(fan_in)).
+enum class HeadInit { kGlorotUniform, kTorch };
+
 struct HeadConfig {
   Pooling pooling = Pooling::kFlatten;
   int hidden_units = 256;  // Dense(units, relu); 0 = no hidden layer
   double dropout = 0.5;    // before the output layer; 0 = none
+  HeadInit init = HeadInit::kGlorotUniform;
 };
 
 struct ModelConfig {
@@ -90,8 +95,12 @@ struct TrainConfig {
   std::vector<StageConfig> stages;
   uint64_t seed = 0;
   // Metric that picks the best epoch: "val_accuracy" (default) or "val_loss"
-  // (without a validation split: "accuracy" / "loss").
+  // (without a validation split: "accuracy" / "loss"), or "last": the final
+  // epoch's weights.
   std::string selection_metric = "val_accuracy";
+  // Keras' label_smoothing, in [0, 1): targets y * (1 - s) + s / K with K = 2
+  // for the binary loss, the number of classes otherwise.
+  double label_smoothing = 0;
   // PREDICT jobs: the splits to run over ("train", "validation", "test";
   // empty = every file) and test-time horizontal-flip averaging.
   std::vector<std::string> predict_splits;

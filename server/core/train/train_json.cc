@@ -71,7 +71,8 @@ json ModelJson(const ModelConfig& m) {
           {"head",
            {{"pooling", static_cast<int>(m.head.pooling)},
             {"hidden_units", m.head.hidden_units},
-            {"dropout", m.head.dropout}}}};
+            {"dropout", m.head.dropout},
+            {"init", static_cast<int>(m.head.init)}}}};
 }
 
 ModelConfig ModelFrom(const json& m) {
@@ -85,6 +86,8 @@ ModelConfig ModelFrom(const json& m) {
   c.head.pooling = static_cast<Pooling>(m.at("head").at("pooling").get<int>());
   c.head.hidden_units = m.at("head").at("hidden_units").get<int>();
   c.head.dropout = m.at("head").at("dropout").get<double>();
+  // Absent from configs stored before the field existed.
+  c.head.init = static_cast<HeadInit>(m.at("head").value("init", 0));
   return c;
 }
 
@@ -134,7 +137,8 @@ std::string ConfigToJson(const TrainConfig& c) {
   json out = {{"model", ModelJson(c.model)},
               {"stages", stages},
               {"seed", c.seed},
-              {"selection_metric", c.selection_metric}};
+              {"selection_metric", c.selection_metric},
+              {"label_smoothing", c.label_smoothing}};
   if (!c.predict_classes.empty()) {
     out["predict"] = {{"splits", c.predict_splits},
                       {"flip_tta", c.predict_flip_tta},
@@ -183,6 +187,7 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
     }
     c.seed = j.at("seed").get<uint64_t>();
     c.selection_metric = j.at("selection_metric").get<std::string>();
+    c.label_smoothing = j.value("label_smoothing", 0.0);
     if (j.contains("predict")) {
       c.predict_splits =
           j.at("predict").at("splits").get<std::vector<std::string>>();

@@ -550,7 +550,8 @@ struct Trainer::Impl {
     auto consume = [&](const torch::Tensor& logits, const torch::Tensor& y) {
       const int64_t n = y.size(0);
       loss_sum +=
-          model->Loss(logits, y).item<double>() * static_cast<double>(n);
+          model->Loss(logits, y, config.label_smoothing).item<double>() *
+          static_cast<double>(n);
       const torch::Tensor pred = model->Predict(logits);
       correct += pred.eq(y).sum().item<int64_t>();
       out.n += n;
@@ -1029,7 +1030,7 @@ void Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
     AutocastScope autocast(bf16, device);
     logits = ss.train_cached ? model->Head(x) : model->forward(x);
   }
-  torch::Tensor loss = model->Loss(logits, y);
+  torch::Tensor loss = model->Loss(logits, y, config.label_smoothing);
   const int64_t n = y.size(0);
   ep.loss_sum += loss.item<double>() * static_cast<double>(n);
   ep.forward_seconds += Seconds(phase_start);
@@ -1092,8 +1093,11 @@ absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
 // selection metric. `pristine`: the backbone is still the initial one.
 absl::Status Trainer::Impl::KeepIfBest(const EpochReport& report, bool pristine,
                                        RunState& st) {
-  const double value = MetricOf(report, config.selection_metric);
-  const bool higher = HigherIsBetter(config.selection_metric);
+  // "last" keeps every epoch's weights in turn (its value is the epoch).
+  const bool last = config.selection_metric == "last";
+  const double value =
+      last ? report.epoch : MetricOf(report, config.selection_metric);
+  const bool higher = last || HigherIsBetter(config.selection_metric);
   if (st.best_epoch == 0 ||
       (higher ? value > st.best_value : value < st.best_value)) {
     st.best_epoch = report.epoch;
@@ -1206,8 +1210,14 @@ absl::Status CheckConfigAndData(const TrainConfig& config,
       }
     }
   }
-  TRANSFERD_RETURN_IF_ERROR(
-      CheckMetric("selection_metric", config.selection_metric, has_val));
+  if (config.selection_metric != "last") {
+    TRANSFERD_RETURN_IF_ERROR(
+        CheckMetric("selection_metric", config.selection_metric, has_val));
+  }
+  if (!(config.label_smoothing >= 0 && config.label_smoothing < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "label_smoothing: must be in [0, 1), got ", config.label_smoothing));
+  }
   for (size_t i = 0; i < config.stages.size(); ++i) {
     TRANSFERD_RETURN_IF_ERROR(ValidateStage(
         config.stages[i], absl::StrCat("stages[", i, "]."), has_val));

@@ -270,6 +270,72 @@ TEST(ClassifierTest, HeadIsKerasInitialisedAndDeterministic) {
   EXPECT_EQ(ta.count("conv_dw_1.weight"), 1u);
 }
 
+TEST(ClassifierTest, TorchHeadInitIsNnLinearsDefault) {
+  ModelConfig config = testing::TinyMobileNet();
+  config.head.init = HeadInit::kTorch;
+  torch::manual_seed(5);
+  auto model = BuildClassifier(config, 2, {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto t = (*model)->StateTensors();
+  // Kernel and bias uniform in +-1/sqrt(fan_in): fan_in 256 for the hidden
+  // layer (glorot's limit would be sqrt(6 / 264) = 0.151), 8 for the output.
+  for (const auto& [layer, fan_in] :
+       {std::pair<std::string, double>{"hidden", 256}, {"output", 8}}) {
+    const double limit = 1 / std::sqrt(fan_in);
+    const torch::Tensor w = t.at("head." + layer + ".weight");
+    const torch::Tensor b = t.at("head." + layer + ".bias");
+    EXPECT_LE(w.abs().max().item<double>(), limit) << layer;
+    EXPECT_LE(b.abs().max().item<double>(), limit) << layer;
+    EXPECT_GT(b.abs().sum().item<double>(), 0) << layer << " bias is zero";
+  }
+  // 2048 draws of U(-l, l): standard deviation l / sqrt(3).
+  const torch::Tensor w = t.at("head.hidden.weight");
+  EXPECT_NEAR(w.std().item<double>(), 1 / std::sqrt(256.0 * 3), 0.004);
+  // The backbone is the same draw as with glorot: only the head differs.
+  torch::manual_seed(5);
+  auto glorot = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(glorot.ok());
+  const auto g = (*glorot)->StateTensors();
+  EXPECT_TRUE(torch::equal(g.at("conv1.weight"), t.at("conv1.weight")));
+  EXPECT_FALSE(torch::equal(g.at("head.hidden.weight"), w));
+}
+
+TEST(ClassifierTest, LabelSmoothingIsKerasTargets) {
+  torch::manual_seed(3);
+  const torch::Tensor logits = torch::randn({6, 1});
+  const torch::Tensor labels = torch::tensor({0, 1, 1, 0, 1, 0}, torch::kLong);
+  auto binary = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(binary.ok());
+  // Binary: targets y * (1 - s) + s / 2, binary cross-entropy on sigmoid.
+  const double s = 0.2;
+  const torch::Tensor p =
+      torch::sigmoid(logits.select(1, 0)).to(torch::kDouble);
+  const torch::Tensor y = labels.to(torch::kDouble) * (1 - s) + s / 2;
+  const double expected =
+      -(y * p.log() + (1 - y) * (1 - p).log()).mean().item<double>();
+  EXPECT_NEAR((*binary)->Loss(logits, labels, s).item<double>(), expected,
+              1e-6);
+  // Even a perfectly confident right answer costs the targets' entropy.
+  const torch::Tensor sure = torch::where(labels.eq(1), torch::full({6}, 30.0),
+                                          torch::full({6}, -30.0))
+                                 .unsqueeze(1);
+  EXPECT_LT((*binary)->Loss(sure, labels, 0).item<double>(), 1e-6);
+  EXPECT_GT((*binary)->Loss(sure, labels, s).item<double>(), 1.0);
+
+  // N classes: targets y * (1 - s) + s / N, cross-entropy on softmax.
+  auto multi = BuildClassifier(testing::TinyMobileNet(), 4, {});
+  ASSERT_TRUE(multi.ok());
+  const torch::Tensor z = torch::randn({6, 4});
+  const torch::Tensor k = torch::tensor({0, 3, 2, 1, 3, 0}, torch::kLong);
+  const torch::Tensor target =
+      torch::one_hot(k, 4).to(torch::kDouble) * (1 - s) + s / 4;
+  const double want = -(target * torch::log_softmax(z.to(torch::kDouble), 1))
+                           .sum(1)
+                           .mean()
+                           .item<double>();
+  EXPECT_NEAR((*multi)->Loss(z, k, s).item<double>(), want, 1e-6);
+}
+
 TEST(ClassifierTest, SaveAndLoadRoundTrip) {
   transferd::testing::TempDir dir;
   torch::manual_seed(1);

@@ -48,6 +48,8 @@ TEST(JobRequestTest, KerasBookRecipeIsTheBooksTwoStages) {
   EXPECT_DOUBLE_EQ(c.stages[1].optimizer.learning_rate, 1e-5);
   EXPECT_EQ(c.seed, 42u);
   EXPECT_EQ(c.selection_metric, "val_accuracy");
+  EXPECT_EQ(c.label_smoothing, 0);
+  EXPECT_EQ(c.model.head.init, HeadInit::kGlorotUniform);
 }
 
 TEST(JobRequestTest, TfTutorialKeepsBatchNormInInferenceModeWhenTuning) {
@@ -76,7 +78,9 @@ TEST(JobRequestTest, OverridesChangeOnlyWhatTheySet) {
   r.stages[2].trainable_from = "all";
   r.stages[2].augmentation_enabled = false;
   r.seed = 7;
-  r.selection_metric = "val_loss";
+  r.selection_metric = "last";
+  r.label_smoothing = 0.1;
+  r.model.head_init = HeadInit::kTorch;
   absl::StatusOr<ResolvedJob> job = ResolveJob(r, "fp32", nullptr);
   ASSERT_TRUE(job.ok()) << job.status();
   const TrainConfig& c = job->config;
@@ -93,7 +97,10 @@ TEST(JobRequestTest, OverridesChangeOnlyWhatTheySet) {
   EXPECT_EQ(c.stages[2].trainable_from, "all");
   EXPECT_FALSE(c.stages[2].augment.enabled());
   EXPECT_EQ(c.seed, 7u);
-  EXPECT_EQ(c.selection_metric, "val_loss");
+  EXPECT_EQ(c.selection_metric, "last");
+  EXPECT_DOUBLE_EQ(c.label_smoothing, 0.1);
+  EXPECT_EQ(c.model.head.init, HeadInit::kTorch);
+  EXPECT_EQ(c.model.head.hidden_units, 256);  // the recipe's, untouched
 }
 
 TEST(JobRequestTest, PresetThenSingleFieldsThenDisabling) {
@@ -160,6 +167,10 @@ TEST(JobRequestTest, ErrorsNameTheField) {
   metric.selection_metric = "f1";
   EXPECT_THAT(ErrorOf(metric).message(),
               HasSubstr("spec.selection_metric \"f1\" is unknown"));
+  JobRequest smoothing = Train("keras-book");
+  smoothing.label_smoothing = 1;
+  EXPECT_EQ(ErrorOf(smoothing).message(),
+            "spec.label_smoothing must be in [0, 1), got 1");
   JobRequest batch = Train("keras-book");
   batch.stages.resize(1);
   batch.stages[0].batch_size = 0;

@@ -173,6 +173,51 @@ TEST_F(TrainerTest, LearnsASeparableProblem) {
   EXPECT_LT(h.back().loss, 0.5 * h.front().loss);
 }
 
+// Label smoothing reaches both losses: with s = 0.5 the binary targets are
+// 0.25 and 0.75, whose cross-entropy can never fall below their entropy
+// H(0.25) = 0.5623, however well the model separates them; it still learns.
+TEST_F(TrainerTest, LabelSmoothingBoundsBothLossesAndStillLearns) {
+  data_ = testing::MakeData(root_ / "separable", /*train=*/32,
+                            /*validation=*/16, /*test=*/0);
+  TrainConfig config;
+  config.model = testing::TinyVgg16(Pooling::kGlobalAverage);
+  config.stages = {testing::Stage("all", 3, 8)};
+  config.stages[0].optimizer.kind = OptimizerKind::kAdam;
+  config.stages[0].optimizer.learning_rate = 1e-4;
+  config.seed = 7;
+  config.label_smoothing = 0.5;
+  auto result = Train(config, Env("smoothing"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const double entropy = -(0.25 * std::log(0.25) + 0.75 * std::log(0.75));
+  for (const EpochReport& e : result->history) {
+    EXPECT_GE(e.loss, entropy - 1e-4) << "epoch " << e.epoch;
+    EXPECT_GE(e.val_loss, entropy - 1e-4) << "epoch " << e.epoch;
+  }
+  // Without smoothing this run's training loss ends at 0.0003
+  // (LearnsASeparableProblem); here it stays near the bound.
+  EXPECT_LT(result->history.back().loss, entropy + 0.1);
+  EXPECT_GE(result->history.back().val_accuracy, 0.9);
+}
+
+// selection_metric "last" keeps the final epoch's weights: the evaluation of
+// the kept model on validation is the last epoch's validation.
+TEST_F(TrainerTest, SelectionLastKeepsTheFinalEpoch) {
+  TrainConfig config;
+  config.model = testing::TinyMobileNet();
+  config.stages = {testing::Stage("none", 2), testing::Stage("conv_pw_13", 1)};
+  config.selection_metric = "last";
+  auto result = Train(config, Env("last"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->history.size(), 3u);
+  EXPECT_EQ(result->best_epoch, 3);
+  ASSERT_FALSE(result->evaluations.empty());
+  EXPECT_EQ(result->evaluations[0].split, "validation");
+  EXPECT_NEAR(result->evaluations[0].loss, result->history.back().val_loss,
+              1e-5);
+  EXPECT_NEAR(result->evaluations[0].accuracy,
+              result->history.back().val_accuracy, 1e-9);
+}
+
 TEST_F(TrainerTest, ReportsEventsAndEvaluations) {
   TrainConfig config;
   config.model = testing::TinyMobileNet();
@@ -476,6 +521,15 @@ TEST_F(TrainerTest, CreateErrorsNameTheField) {
       StartsWith("selection_metric: \"val_accuracy\" needs validation data"));
   config.selection_metric = "accuracy";
   EXPECT_TRUE(Trainer::Create(config, no_val, Env("errors")).ok());
+  // "last" needs no validation either.
+  config.selection_metric = "last";
+  EXPECT_TRUE(Trainer::Create(config, no_val, Env("errors")).ok());
+
+  config.label_smoothing = -0.1;
+  EXPECT_THAT(
+      std::string(
+          Trainer::Create(config, data_, Env("errors")).status().message()),
+      StartsWith("label_smoothing: must be in [0, 1), got -0.1"));
 }
 
 }  // namespace
