@@ -34,6 +34,13 @@
 #                            # training and model selection never see; a
 #                            # PREDICT job of each seed's kept model scores it
 #                            # (CI: the last 25 per class of its subset)
+#   SPEC_PATCH='{"stages": [{}, {"trainableFrom": "conv_dw_8"}]}' ...
+#                            # a recipe experiment: JSON merged over transferd's
+#                            # spec (objects by key, lists by index, null
+#                            # removes), printed in the log; the PyTorch runs
+#                            # keep the acceptance recipe
+#   TTA=1 ...                # also score each kept model on the test split
+#                            # with horizontal-flip averaging
 #   BN_INFERENCE=false ...   # fine-tune with batch statistics in the trainable
 #                            # BatchNorm layers (Keras fit()'s default) in both
 #                            # runs; default true: inference mode, as Keras'
@@ -52,6 +59,8 @@ bn_inference=${BN_INFERENCE:-true}
 min_val_accuracy=${MIN_VAL_ACCURACY:-}
 seeds=${SEEDS:-1 2 3}
 hold_out=${HOLD_OUT:-1}
+spec_patch=${SPEC_PATCH:-}
+tta=${TTA:-0}
 
 [[ -d "$data/train" && -d "$data/validation" ]] || { echo "no train/ and validation/ under $data" >&2; exit 2; }
 [[ -f "$weights" ]] || { echo "weights file $weights is missing" >&2; exit 2; }
@@ -132,6 +141,33 @@ cat >"$work/spec.json" <<EOF
       "augmentation": { "preset": "keras-book" } } ] }
 EOF
 
+if [[ -n "$spec_patch" ]]; then
+  /usr/bin/python3 - "$work/spec.json" "$spec_patch" <<'EOF'
+import json, sys
+
+def merge(base, patch):
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = merge(base.get(key), value)
+        return out
+    if isinstance(base, list) and isinstance(patch, list):
+        out = [merge(base[i] if i < len(base) else None, value)
+               for i, value in enumerate(patch)] + base[len(patch):]
+        return [value for value in out if value is not None]
+    return patch
+
+spec = merge(json.load(open(sys.argv[1])), json.loads(sys.argv[2]))
+json.dump(spec, open(sys.argv[1], "w"), indent=1)
+EOF
+  echo "transferd's spec with SPEC_PATCH=$spec_patch:"
+  cat "$work/spec.json"
+  echo
+fi
+
 train_images=$(find -L "$data/train" -name '*.jpg' | wc -l)
 for seed in $seeds; do
   echo
@@ -150,22 +186,33 @@ for seed in $seeds; do
       --id "test-$seed" >/dev/null
     "$bin/transferctl" --json jobs show "test-$seed" >"$work/test-$seed.json"
     test_json=$work/test-$seed.json
+    if [[ "$tta" == "1" ]]; then
+      "$bin/transferctl" predict --model "$model" --dataset cats-and-dogs --split test --tta \
+        --id "test-tta-$seed" >/dev/null
+      "$bin/transferctl" --json jobs show "test-tta-$seed" >"$work/test-tta-$seed.json"
+      tta_json=$work/test-tta-$seed.json
+    fi
   fi
   /usr/bin/python3 - "$work/job-$seed.json" "$start" "$end" "$train_images" "$seed" \
-    "$test_json" >>"$work/cpp.jsonl" <<'EOF'
+    "$test_json" "${tta_json:-}" >>"$work/cpp.jsonl" <<'EOF'
 import json, sys
 job = json.load(open(sys.argv[1]))
 wall = float(sys.argv[3]) - float(sys.argv[2])
 history = job.get("history", [])
 epochs = len(history)
 acc = [h.get("val_accuracy", 0.0) for h in history]
-test = None
-if sys.argv[6]:
-    evals = json.load(open(sys.argv[6])).get("evaluations", [])
-    test = next((e.get("accuracy", 0.0) for e in evals if e.get("split") == "test"), None)
+
+def test_accuracy(path):
+    if not path:
+        return None
+    evals = json.load(open(path)).get("evaluations", [])
+    return next((e.get("accuracy", 0.0) for e in evals if e.get("split") == "test"), None)
+
+test, test_tta = test_accuracy(sys.argv[6]), test_accuracy(sys.argv[7])
 print(json.dumps({"seed": int(sys.argv[5]), "epochs": epochs,
                   "best_val_accuracy": max(acc, default=0.0),
                   "last_val_accuracy": acc[-1] if acc else 0.0, "test_accuracy": test,
+                  "test_tta_accuracy": test_tta, "val_curve": acc,
                   "wall_seconds": wall,
                   "images_per_second": epochs * int(sys.argv[4]) / wall,
                   "state": job.get("state")}))
@@ -238,6 +285,8 @@ for name, rows in [("transferd", runs)] + list(baselines.items()):
     print(f"  best val_accuracy  {spread('best_val_accuracy', rows)}")
     print(f"  last val_accuracy  {spread('last_val_accuracy', rows)}")
     print(f"  test accuracy      {spread('test_accuracy', rows)}")
+    if any(r.get("test_tta_accuracy") is not None for r in rows):
+        print(f"  test, flip TTA     {spread('test_tta_accuracy', rows)}")
     print(f"  wall s             {spread('wall_seconds', rows)}")
 wall = statistics.mean(r["wall_seconds"] for r in runs)
 for name, rows in baselines.items():
