@@ -91,6 +91,8 @@ def load_keras(names, path):
                 # Keras HWIO (depthwise: H W C 1) -> torch OIHW (C 1 H W).
                 w = k.transpose(2, 3, 0, 1) if module.groups > 1 else k.transpose(3, 2, 0, 1)
                 module.weight.data.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+                if module.bias is not None:  # VGG's convolutions have biases
+                    module.bias.data.copy_(torch.from_numpy(np.array(g["bias:0"])))
             else:
                 module.weight.data.copy_(torch.from_numpy(np.array(g["gamma:0"])))
                 module.bias.data.copy_(torch.from_numpy(np.array(g["beta:0"])))
@@ -98,29 +100,44 @@ def load_keras(names, path):
                 module.running_var.copy_(torch.from_numpy(np.array(g["moving_variance:0"])))
 
 
-def recipe_parser():
-    """The command line both PyTorch pipelines take."""
+def recipe_parser(backbones=None):
+    """The command line both PyTorch pipelines take. With `backbones` (backbone
+    name -> its default input size; the first is the default backbone) it also
+    takes --backbone, WEIGHTS may be omitted or 'none' (random initialisation)
+    and --size defaults to the backbone's."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
-    ap.add_argument("weights")
+    if backbones:
+        ap.add_argument("weights", nargs="?",
+                        help="Keras .h5 weights file, or none: random initialisation "
+                             "(the default for every backbone but mobilenet)")
+        ap.add_argument("--backbone", choices=list(backbones), default=next(iter(backbones)))
+    else:
+        ap.add_argument("weights")
     ap.add_argument("--frozen-epochs", type=int, default=15)
     ap.add_argument("--tune-epochs", type=int, default=5)
-    ap.add_argument("--size", type=int, default=224)
+    if backbones:
+        ap.add_argument("--size", type=int, help="input size in pixels (default: " + ", ".join(
+            f"{size} for {name}" for name, size in backbones.items()) + ")")
+    else:
+        ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--bn-inference", action="store_true",
                     help="keep the fine-tuned layers' BatchNorm in inference mode")
     ap.add_argument("--seed", type=int, default=1)
     return ap
 
 
-def keras_head(channels, feat):
+def keras_head(channels, feat, init="glorot"):
     """Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(1), Glorot-uniform
-    weights and zero biases (Keras' initialisation, as transferd's)."""
+    weights and zero biases (Keras' initialisation, as transferd's default);
+    init="torch" keeps nn.Linear's own (transferd's head init TORCH)."""
     head = nn.Sequential(nn.Flatten(), nn.Linear(channels * feat * feat, 256), nn.ReLU(),
                          nn.Dropout(0.5), nn.Linear(256, 1))
-    for m in head:
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
+    if init == "glorot":
+        for m in head:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
     return head
 
 

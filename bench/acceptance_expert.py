@@ -22,10 +22,20 @@ everything PyTorch offers on a CPU:
   - intra-op threads set to the cores; run it with tcmalloc preloaded
     (run_acceptance.sh does), as PyTorch's CPU tuning guides advise.
 
+With --backbone vgg16 the same pipeline runs the Keras book's own recipe
+(bench/run_vgg16_stages.sh): VGG16 (Keras' layers, 'caffe' preprocessing) at
+150 px, the same head over its 512 x 4 x 4 Flatten, RMSprop 2e-5 for the
+frozen stage and 1e-5 from block5_conv1 on; WEIGHTS is a Keras VGG16 no-top
+.h5 file or none (random initialisation: Glorot-uniform kernels, zero biases,
+as Keras'). VGG16 has no BatchNorm, so there is nothing to fold; the rest
+(decoding, augmentation, channels-last, bf16, cached validation features and
+activations, foreach RMSprop) is the same.
+
 With a test/ folder, the model of the best validation epoch is scored on it.
-Prints one JSON line per epoch (with where its time went) and a summary line,
-in the format of acceptance_baseline.py.
+Prints one JSON line per epoch (with its stage and where its time went) and a
+summary line, in the format of acceptance_baseline.py.
 Run with Debian's interpreter: /usr/bin/python3 bench/acceptance_expert.py DATA WEIGHTS.h5
+  /usr/bin/python3 bench/acceptance_expert.py DATA --backbone vgg16 [none|VGG16.h5]
 """
 import json
 import multiprocessing
@@ -73,21 +83,29 @@ def low_priority(_):
 class Augmented(Dataset):
     """The training pixels, each warped afresh (Keras' augmentation)."""
 
-    def __init__(self, pixels, labels):
+    def __init__(self, pixels, labels, resample, fill):
         self.pixels, self.labels = pixels, labels
+        self.resample, self.fill = resample, fill
 
     def __len__(self):
         return len(self.pixels)
 
     def __getitem__(self, i):
         m, flip = draw(self.pixels.shape[1], None)
-        return torch.from_numpy(warp_pil(self.pixels[i], m, flip)), self.labels[i]
+        return (torch.from_numpy(warp_pil(self.pixels[i], m, flip, self.resample, self.fill)),
+                self.labels[i])
 
 
-def preprocess(nhwc_uint8):
-    """Keras 'tf' preprocessing (x / 127.5 - 1) into an NCHW channels-last
-    float tensor."""
+CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+
+
+def preprocess(nhwc_uint8, mode="tf"):
+    """Keras preprocessing into an NCHW channels-last float tensor: 'tf'
+    (x / 127.5 - 1; MobileNet) or 'caffe' (RGB to BGR, ImageNet mean
+    subtracted; VGG16)."""
     x = torch.as_tensor(nhwc_uint8).permute(0, 3, 1, 2)
+    if mode == "caffe":
+        return x.flip(1).float().sub_(CAFFE_MEAN_BGR).contiguous(memory_format=CL)
     return x.float().div_(127.5).sub_(1.0).contiguous(memory_format=CL)
 
 
@@ -117,6 +135,49 @@ class Clamp6(nn.Module):
         return x.clamp(0, 6)
 
 
+def vgg16():
+    """Keras VGG16 (include_top=False): 3x3 convolutions ('same') with ReLU,
+    2x2 max pooling after each block; returns (model, [(keras name, module)],
+    channels). Glorot-uniform kernels and zero biases, as Keras initialises
+    them."""
+    seq, names, c = [], [], 3
+    for block, (width, convs) in enumerate(
+            [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], start=1):
+        for i in range(1, convs + 1):
+            conv = nn.Conv2d(c, width, 3, padding=1)
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            seq += [conv, nn.ReLU(inplace=True)]
+            names.append((f"block{block}_conv{i}", conv))
+            c = width
+        seq.append(nn.MaxPool2d(2))
+    return nn.Sequential(*seq), names, c
+
+
+# Each backbone: its default input size and where its fine-tuning starts.
+BACKBONES = {"mobilenet": 224, "vgg16": 150}
+
+
+def build_backbone(name, weights):
+    """The conv base in channels-last, loaded from a Keras .h5 file unless
+    `weights` is 'none'; returns (base, channels, index in base where
+    fine-tuning starts, preprocessing mode)."""
+    if name == "vgg16":
+        base, names, channels = vgg16()
+        tune_from = next(i for i, m in enumerate(base) if m is dict(names)["block5_conv1"])
+        mode = "caffe"
+    else:
+        base, names, channels = mobilenet_v1(0.25)
+        tune_from = tune_start(base, names)
+        mode = "tf"
+    if weights != "none":
+        load_keras(names, weights)
+    for i, m in enumerate(base):
+        if isinstance(m, nn.ReLU6):
+            base[i] = Clamp6()
+    return base.to(memory_format=CL), channels, tune_from, mode
+
+
 class Timer:
     def __init__(self):
         self.parts = {}
@@ -127,11 +188,23 @@ class Timer:
 
 
 def main():
-    ap = recipe_parser()
+    ap = recipe_parser(BACKBONES)
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    ap.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear",
+                    help="augmentation's sampling (Keras: bilinear)")
+    ap.add_argument("--fill", choices=["nearest", "constant"], default="nearest",
+                    help="augmentation's edges: repeated (Keras' 'nearest') or black")
+    ap.add_argument("--head-init", choices=["glorot", "torch"], default="glorot",
+                    help="the head's Dense layers: Keras' Glorot-uniform or nn.Linear's default")
     ap.add_argument("--workers", type=int, default=2,
                     help="augmentation worker processes (0: in the training loop)")
     args = ap.parse_args()
+    if args.weights is None:
+        if args.backbone == "mobilenet":
+            ap.error("mobilenet needs WEIGHTS: a Keras .h5 file, or none")
+        args.weights = "none"
+    if args.size is None:
+        args.size = BACKBONES[args.backbone]
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count() or 2)
     bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16())
@@ -149,18 +222,13 @@ def main():
 
     workers = dict(num_workers=args.workers, worker_init_fn=low_priority,
                    persistent_workers=True, prefetch_factor=4) if args.workers > 0 else {}
-    train = DataLoader(Augmented(train_x, train_y), batch_size=20, shuffle=True,
+    resample = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[args.interpolation]
+    train = DataLoader(Augmented(train_x, train_y, resample, args.fill), batch_size=20, shuffle=True,
                        generator=torch.Generator().manual_seed(args.seed + 1), **workers)
 
-    base, names, channels = mobilenet_v1(0.25)
-    load_keras(names, args.weights)
-    for i, m in enumerate(base):
-        if isinstance(m, nn.ReLU6):
-            base[i] = Clamp6()
-    base = base.to(memory_format=CL)
+    base, channels, tune_from, mode = build_backbone(args.backbone, args.weights)
     feat = args.size // 32
-    head = keras_head(channels, feat)
-    tune_from = tune_start(base, names)
+    head = keras_head(channels, feat, args.head_init)
     loss_fn = nn.BCEWithLogitsLoss()
 
     def frozen_forward(frozen, x_uint8, batch=50):
@@ -168,7 +236,7 @@ def main():
         outs = []
         with torch.no_grad(), autocast():
             for b in range(0, len(x_uint8), batch):
-                outs.append(frozen(preprocess(x_uint8[b:b + batch])))
+                outs.append(frozen(preprocess(x_uint8[b:b + batch], mode)))
         return torch.cat(outs)
 
     def accuracy(top, acts, y, batch=50):
@@ -220,7 +288,7 @@ def main():
             t = time.perf_counter()
             for xb, y in train:
                 t = timer.add("data wait", t)
-                x = preprocess(xb)
+                x = preprocess(xb, mode)
                 with torch.no_grad(), autocast():
                     a = bottom(x)
                 if top is not None:
@@ -243,7 +311,7 @@ def main():
                 if test_acts is not None:
                     test_acc = accuracy(top, test_acts, test[1])
             timer.add("validation", t)
-            line = {"epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n,
+            line = {"stage": stage, "epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n,
                     "val_accuracy": val_acc, "seconds": time.perf_counter() - t_epoch,
                     "parts": {k: round(v, 3) for k, v in timer.parts.items()}}
             if epoch == 1:
@@ -255,7 +323,8 @@ def main():
     print(json.dumps({"summary": True, "epochs": epoch, "best_val_accuracy": best,
                       "last_val_accuracy": val_acc, "test_accuracy": test_acc,
                       "wall_seconds": wall, "images_per_second": epoch * n / wall,
-                      "precision": "bf16" if bf16 else "fp32"}), flush=True)
+                      "precision": "bf16" if bf16 else "fp32", "backbone": args.backbone,
+                      "size": args.size, "train_images": n}), flush=True)
 
 
 if __name__ == "__main__":

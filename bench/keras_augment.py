@@ -59,10 +59,12 @@ def draw(size, generator, recipe=RECIPE):
     return m, recipe["horizontal_flip"] and u[6].item() < 0
 
 
-def warp_pil(pixels, m, flip):
+def warp_pil(pixels, m, flip, resample=Image.BILINEAR, fill="nearest"):
     """pixels: S x S x 3 uint8 array; Keras' map `m` (output -> input, over
     (row, col), centred at S / 2 - 0.5) with bilinear sampling and edges
-    repeated; then the flip. Returns an S x S x 3 uint8 array."""
+    repeated (Keras' fill_mode 'nearest'; fill="constant": black, as
+    torchvision's RandomAffine fills); then the flip. Returns an S x S x 3
+    uint8 array."""
     size = pixels.shape[0]
     k = size / 2 - 0.5
     centre = torch.tensor([[1.0, 0.0, k], [0.0, 1.0, k], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -78,7 +80,8 @@ def warp_pil(pixels, m, flip):
     low = (-at[:2].min(dim=1).values).ceil().clamp(min=0).long() + 2
     high = (at[:2].max(dim=1).values - (size - 1)).ceil().clamp(min=0).long() + 2
     top, left, bottom, right = low[0].item(), low[1].item(), high[0].item(), high[1].item()
-    padded = Image.fromarray(np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge"))
+    padded = Image.fromarray(np.pad(pixels, ((top, bottom), (left, right), (0, 0)),
+                                    mode="edge" if fill == "nearest" else "constant"))
     c = c.tolist()
     # PIL maps output (x, y) to input (a x + b y + c0, d x + e y + f0) with
     # pixel centres at +0.5 and x = column; the pad moves the input.
@@ -86,7 +89,7 @@ def warp_pil(pixels, m, flip):
     d, e, cy = c[0][1], c[0][0], c[0][2]
     data = (a, b, cx + 0.5 - 0.5 * (a + b) + left,
             d, e, cy + 0.5 - 0.5 * (d + e) + top)
-    out = padded.transform((size, size), Image.AFFINE, data, resample=Image.BILINEAR)
+    out = padded.transform((size, size), Image.AFFINE, data, resample=resample)
     if flip:
         out = out.transpose(Image.FLIP_LEFT_RIGHT)
     return np.asarray(out)

@@ -39,6 +39,8 @@
 #                            # spec (objects by key, lists by index, null
 #                            # removes), printed in the log; the PyTorch runs
 #                            # keep the acceptance recipe
+#   EXPERT_ARGS="--head-init torch" ...  # extra flags of the expert
+#                            # pipeline (--interpolation, --fill, --head-init)
 #   TTA=1 ...                # also score each kept model on the test split
 #                            # with horizontal-flip averaging
 #   BN_INFERENCE=false ...   # fine-tune with batch statistics in the trainable
@@ -65,16 +67,8 @@ tta=${TTA:-0}
 [[ -d "$data/train" && -d "$data/validation" ]] || { echo "no train/ and validation/ under $data" >&2; exit 2; }
 [[ -f "$weights" ]] || { echo "weights file $weights is missing" >&2; exit 2; }
 
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [[ -n "$server_pid" ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# $work: a scratch folder; start_transferd: a server on loopback (serve.sh).
+source "$root/bench/serve.sh"
 
 # The dataset the jobs see, as links (nothing copied): train/, validation/
 # and, with HOLD_OUT=1, test/ cut from the end of validation/ by image number.
@@ -113,16 +107,7 @@ fi
 # official Keras file name.
 mkdir -p "$work/data/weights"
 ln -s "$(readlink -f "$weights")" "$work/data/weights/$(basename "$weights")"
-"$bin/transferd" --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  port=$(grep -oE '\(port [0-9]+\)' "$work/server.log" | head -1 | grep -oE '[0-9]+' || true)
-  [[ -n "$port" ]] && break
-  sleep 0.1
-done
-[[ -n "${port:-}" ]] || { cat "$work/server.log" >&2; exit 1; }
-export TRANSFERD_ADDR=127.0.0.1:$port
-"$bin/transferctl" server health --wait 60 >/dev/null
+start_transferd
 
 "$bin/transferctl" datasets upload "$data" --id cats-and-dogs | tail -n 4
 
@@ -237,8 +222,10 @@ for kind in $baselines; do
       script=$root/bench/acceptance_expert.py
       preload=$tcmalloc
     fi
+    extra=()
+    [[ $kind == expert ]] && read -ra extra <<<"${EXPERT_ARGS:-}"
     LD_PRELOAD=$preload /usr/bin/python3 "$script" "$data" "$weights" \
-      --frozen-epochs "$frozen" --tune-epochs "$tune" --seed "$seed" \
+      --frozen-epochs "$frozen" --tune-epochs "$tune" --seed "$seed" "${extra[@]}" \
       $([[ "$bn_inference" == true ]] && echo --bn-inference) | tee "$work/$kind-$seed.log"
     tail -n 1 "$work/$kind-$seed.log" | sed "s/^{/{\"seed\": $seed, /" >>"$work/$kind.jsonl"
     if [[ $kind == plain ]]; then break; fi  # ~17 min a seed: the first only
