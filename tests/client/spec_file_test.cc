@@ -1,10 +1,16 @@
 // Spec files in YAML become the JSON protobuf's parser reads.
 #include "client/spec_file.h"
 
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/paths.h"
 #include "transferd/v1/jobs.pb.h"
 
 namespace transferd::client {
@@ -64,6 +70,37 @@ stages:
   // Quoted: a string even though it reads as a number.
   EXPECT_EQ(spec.stages(1).trainable_from(), "100");
   EXPECT_DOUBLE_EQ(spec.stages(1).optimizer().learning_rate(), 1e-5);
+}
+
+// The spec files docs/recipes.md points users to parse into a JobSpec with
+// no unknown field, and say what the docs say they say.
+TEST(SpecFileTest, ExampleSpecsInTheDocsParse) {
+  std::map<std::string, transferd::v1::JobSpec> specs;
+  for (const auto& entry : std::filesystem::directory_iterator(
+           transferd::testing::SourcePath("docs/examples"))) {
+    if (entry.path().extension() != ".yaml") continue;
+    std::ifstream in(entry.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    auto json = SpecTextToJson(text.str());
+    ASSERT_TRUE(json.ok()) << entry.path() << ": " << json.status();
+    transferd::v1::JobSpec spec;
+    auto parsed = google::protobuf::util::JsonStringToMessage(*json, &spec);
+    ASSERT_TRUE(parsed.ok()) << entry.path() << ": " << parsed.ToString();
+    specs[entry.path().filename().string()] = spec;
+  }
+  ASSERT_EQ(specs.count("mobilenet-224.yaml"), 1u);
+  ASSERT_EQ(specs.count("mobilenet-288.yaml"), 1u);
+  const transferd::v1::JobSpec& base = specs["mobilenet-224.yaml"];
+  const transferd::v1::JobSpec& accurate = specs["mobilenet-288.yaml"];
+  EXPECT_EQ(base.model().input_size(), 224);
+  EXPECT_EQ(accurate.model().input_size(), 288);
+  ASSERT_EQ(base.stages_size(), 2);
+  ASSERT_EQ(accurate.stages_size(), 2);
+  EXPECT_EQ(base.stages(1).trainable_from(), "conv_dw_12");
+  EXPECT_EQ(accurate.stages(1).trainable_from(), "conv_dw_8");
+  EXPECT_EQ(base.stages(0).epochs() + base.stages(1).epochs(), 20);
+  EXPECT_EQ(accurate.stages(0).epochs() + accurate.stages(1).epochs(), 25);
 }
 
 TEST(SpecFileTest, ScalarsKeepTheirTypes) {
