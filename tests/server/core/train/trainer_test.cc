@@ -50,6 +50,22 @@ class TrainerTest : public ::testing::Test {
     return (*trainer)->Run(cb);
   }
 
+  // Dark against bright images (32 training, 16 validation) as the data, and
+  // a small network trained from scratch on them: all of it trainable, Adam
+  // 1e-4, 3 epochs of batch 8, seed 7. No BatchNorm, so validation can
+  // follow training from the first epoch.
+  TrainConfig UseSeparableProblem() {
+    data_ = testing::MakeData(root_ / "separable", /*train=*/32,
+                              /*validation=*/16, /*test=*/0);
+    TrainConfig config;
+    config.model = testing::TinyVgg16(Pooling::kGlobalAverage);
+    config.stages = {testing::Stage("all", 3, 8)};
+    config.stages[0].optimizer.kind = OptimizerKind::kAdam;
+    config.stages[0].optimizer.learning_rate = 1e-4;
+    config.seed = 7;
+    return config;
+  }
+
   transferd::testing::TempDir dir_;
   fs::path root_;
   TrainData data_;
@@ -150,15 +166,7 @@ TEST_F(TrainerTest, FrozenBaseStaysByteIdentical) {
 // frozen by mistake, a lost optimizer step, labels detached from their
 // images) fails here, where the other tests only see events and files.
 TEST_F(TrainerTest, LearnsASeparableProblem) {
-  data_ = testing::MakeData(root_ / "separable", /*train=*/32,
-                            /*validation=*/16, /*test=*/0);
-  TrainConfig config;
-  // No BatchNorm, so validation can follow training from the first epoch.
-  config.model = testing::TinyVgg16(Pooling::kGlobalAverage);
-  config.stages = {testing::Stage("all", 3, 8)};
-  config.stages[0].optimizer.kind = OptimizerKind::kAdam;
-  config.stages[0].optimizer.learning_rate = 1e-4;
-  config.seed = 7;
+  const TrainConfig config = UseSeparableProblem();
   auto result = Train(config, Env("learns"));
   ASSERT_TRUE(result.ok()) << result.status();
   const std::vector<EpochReport>& h = result->history;
@@ -177,14 +185,7 @@ TEST_F(TrainerTest, LearnsASeparableProblem) {
 // 0.25 and 0.75, whose cross-entropy can never fall below their entropy
 // H(0.25) = 0.5623, however well the model separates them; it still learns.
 TEST_F(TrainerTest, LabelSmoothingBoundsBothLossesAndStillLearns) {
-  data_ = testing::MakeData(root_ / "separable", /*train=*/32,
-                            /*validation=*/16, /*test=*/0);
-  TrainConfig config;
-  config.model = testing::TinyVgg16(Pooling::kGlobalAverage);
-  config.stages = {testing::Stage("all", 3, 8)};
-  config.stages[0].optimizer.kind = OptimizerKind::kAdam;
-  config.stages[0].optimizer.learning_rate = 1e-4;
-  config.seed = 7;
+  TrainConfig config = UseSeparableProblem();
   config.label_smoothing = 0.5;
   auto result = Train(config, Env("smoothing"));
   ASSERT_TRUE(result.ok()) << result.status();
