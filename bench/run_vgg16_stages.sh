@@ -70,7 +70,6 @@ echo "VGG16 at $size px, $frozen frozen + $tune fine-tune epochs, seed $seed, pr
   "$train_images training and $val_images validation images"
 
 start_transferd
-"$bin/transferctl" --json server info >"$work/server-info.json"
 
 "$bin/transferctl" datasets upload "$data" --id cats-and-dogs | tail -n 4
 
@@ -109,15 +108,8 @@ def wall(name):
     return end - start
 
 job = json.load(open(f"{work}/job.json"))
-asked = "PRECISION_UNSPECIFIED"
-for spec in ("resolved_spec", "spec"):
-    asked = job.get(spec, {}).get("model", {}).get("precision", "PRECISION_UNSPECIFIED")
-    if asked != "PRECISION_UNSPECIFIED":
-        break
-else:  # the server's default
-    asked = json.load(open(f"{work}/server-info.json")).get("device", {}).get(
-        "default_precision", "?")
-cpp_precision = asked.replace("PRECISION_", "").lower()
+# The resolved spec always names the precision the job ran with.
+cpp_precision = job["resolved_spec"]["model"]["precision"].replace("PRECISION_", "").lower()
 cpp = [(h.get("stage", 0), h["seconds"]) for h in job.get("history", [])]
 lines = [json.loads(l) for l in open(f"{work}/expert.log") if l.startswith("{")]
 expert = [(l["stage"], l["seconds"]) for l in lines if "epoch" in l and "summary" not in l]
