@@ -407,6 +407,73 @@ void Bind(Binding& b) {
       ->capture_default_str();
 }
 
+// Serving replica (docs/replicas.md): follow a primary's aliases.
+void BindFollow(Binding& b) {
+  CLI::App& app = b.app;
+  replica::FollowerOptions& f = b.config.follow;
+  app.add_option("--follow", f.primary,
+                 "Run as a read-only serving replica of the primary at "
+                 "HOST:PORT: no jobs or uploads, the primary's aliases kept "
+                 "in sync (models pulled, checked, cached, warmed)")
+      ->envname("TRANSFERD_FOLLOW")
+      ->check(kListenAddress);
+  app.add_option("--follow-token-file", f.token_file,
+                 "File whose first line is the bearer token sent to the "
+                 "primary (a viewer token is enough)")
+      ->envname("TRANSFERD_FOLLOW_TOKEN_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--follow-tls", f.tls,
+               "Reach the primary over TLS, trusting the system's roots "
+               "(implied by --follow-ca and --follow-cert)")
+      ->envname("TRANSFERD_FOLLOW_TLS");
+  app.add_option("--follow-ca", f.tls_ca_file,
+                 "TLS to the primary: CA bundle that signed its certificate "
+                 "(PEM)")
+      ->envname("TRANSFERD_FOLLOW_CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--follow-cert", f.tls_cert_file,
+                 "Mutual TLS to the primary: this replica's client "
+                 "certificate (PEM), with --follow-key")
+      ->envname("TRANSFERD_FOLLOW_CERT")
+      ->check(CLI::ExistingFile);
+  app.add_option("--follow-key", f.tls_key_file,
+                 "Mutual TLS to the primary: the client certificate's key "
+                 "(PEM)")
+      ->envname("TRANSFERD_FOLLOW_KEY")
+      ->check(CLI::ExistingFile);
+  app.add_option("--follow-server-name", f.tls_server_name,
+                 "TLS to the primary: the name its certificate must carry, "
+                 "when it differs from the --follow host")
+      ->envname("TRANSFERD_FOLLOW_SERVER_NAME");
+  app.add_option("--follow-keep-models", b.config.engine.replica_keep_models,
+                 "Serving replica: models no alias names kept in the local "
+                 "cache (an alias moved back needs no pull)")
+      ->envname("TRANSFERD_FOLLOW_KEEP_MODELS")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  app.add_option("--follow-test-corrupt-pulls", f.test_corrupt_pulls,
+                 "Fault injection for tests: change one byte of the first N "
+                 "model pulls on arrival (the hash check refuses them)")
+      ->envname("TRANSFERD_FOLLOW_TEST_CORRUPT_PULLS")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+}
+
+std::string FinishFollow(ServerConfig& config) {
+  const replica::FollowerOptions& f = config.follow;
+  if (f.primary.empty()) {
+    const bool stray = !f.token_file.empty() || f.tls ||
+                       !f.tls_ca_file.empty() || !f.tls_cert_file.empty() ||
+                       !f.tls_key_file.empty() || f.test_corrupt_pulls > 0;
+    return stray ? "the --follow-* settings need --follow PRIMARY" : "";
+  }
+  if (f.tls_cert_file.empty() != f.tls_key_file.empty()) {
+    return "--follow-cert and --follow-key go together";
+  }
+  config.engine.follow_primary = f.primary;
+  return "";
+}
+
 // 127.0.0.0/8, localhost or [::1].
 bool IsLoopback(const std::string& address) {
   const std::string host = address.substr(0, address.rfind(':'));
@@ -481,6 +548,7 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   Binding b;
   Bind(b);
   BindHttp(b);
+  BindFollow(b);
 
   // Precedence flag > environment > config file > default, by building one
   // argument list in increasing precedence: file, environment, command line.
@@ -557,6 +625,9 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   if (std::string error = FinishHttp(b, config); !error.empty()) {
     return UsageError(error);
   }
+  if (std::string error = FinishFollow(config); !error.empty()) {
+    return UsageError(error);
+  }
   if (std::string error = CheckAuthentication(b, config); !error.empty()) {
     return UsageError(error);
   }
@@ -568,6 +639,7 @@ std::vector<SettingDoc> DescribeSettings() {
   Binding b;
   Bind(b);
   BindHttp(b);
+  BindFollow(b);
   std::vector<SettingDoc> docs;
   for (const CLI::Option* opt : b.app.get_options()) {
     if (opt->get_lnames().empty()) continue;

@@ -10,6 +10,7 @@
 
 #include "server/core/engine.h"
 #include "server/http/http_server.h"
+#include "server/replica/follower.h"
 #include "server/rpc/rpc_server.h"
 
 namespace transferd::app {
@@ -22,7 +23,8 @@ struct LogOptions {
 struct ServerConfig {
   core::Engine::Options engine;
   rpc::RpcServer::Options rpc;
-  http::HttpServer::Options http;  // listen_address empty: no HTTP port
+  http::HttpServer::Options http;   // listen_address empty: no HTTP port
+  replica::FollowerOptions follow;  // primary empty: not a replica
   LogOptions log;
   std::string config_file;  // the file read, empty when none
 };

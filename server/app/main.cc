@@ -30,6 +30,7 @@
 #include "server/core/util/build_info.h"
 #include "server/core/util/cpu_features.h"
 #include "server/http/http_server.h"
+#include "server/replica/follower.h"
 #include "server/rpc/rpc_server.h"
 
 namespace {
@@ -185,6 +186,7 @@ int Run(const transferd::app::ServerConfig& config) {
   });
 
   int exit_code = 0;
+  std::unique_ptr<transferd::replica::Follower> follower;
   absl::Status started = (*engine)->Start();
   if (started.ok()) {
     const auto info = (*engine)->Info();
@@ -194,7 +196,22 @@ int Run(const transferd::app::ServerConfig& config) {
         (*engine)->data_dir().root().string(), info.store_schema_version,
         info.instance_id, (*engine)->data_dir().stale_tmp_entries_removed(),
         (*engine)->datasets().orphans_removed());
-    if (lifecycle.BecomeServing()) {
+    if (!config.follow.primary.empty()) {
+      // Serves what its cache holds at once; the primary's aliases follow.
+      auto started_follower =
+          transferd::replica::Follower::Start(config.follow, **engine);
+      if (started_follower.ok()) {
+        follower = *std::move(started_follower);
+        spdlog::info("read-only serving replica of {}", config.follow.primary);
+      } else {
+        spdlog::critical("cannot start: {}",
+                         started_follower.status().ToString());
+        exit_code = 1;
+        const unsigned char wake = 0;
+        (void)!write(g_signal_pipe[1], &wake, 1);
+      }
+    }
+    if (exit_code == 0 && lifecycle.BecomeServing()) {
       spdlog::info("serving transferd.v1 on {} (port {})",
                    config.rpc.listen_address, (*server)->port());
     }
@@ -208,6 +225,7 @@ int Run(const transferd::app::ServerConfig& config) {
 
   stop_signal.get_future().wait();
   signal_thread.join();
+  if (follower != nullptr) follower->Stop();
   (*server)->Shutdown();
   server->reset();
   // After gRPC drained (readyz said 503 meanwhile), before the engine goes.

@@ -132,7 +132,14 @@ absl::Status Engine::Start() {
   predictor_->SetDecodeExecutor(decode_executor_.get());
   predictor_->SetMetrics(metrics_.get());
   predictor_->Start();
-  if (options_.run_jobs) jobs_->Start();
+  if (read_only()) {
+    Replica::Options replica;
+    replica.primary = options_.follow_primary;
+    replica.keep_models = options_.replica_keep_models;
+    replica_ = std::make_unique<Replica>(*this, replica);
+  } else if (options_.run_jobs) {
+    jobs_->Start();
+  }
   backbones_ = DescribeBackbones();
   store_ = std::move(*store);
   ready_.store(true);
@@ -167,6 +174,16 @@ void Engine::ScrapeInto(Metrics& metrics) {
   if (absl::StatusOr<int64_t> bytes = datasets_->TotalBytes(); bytes.ok()) {
     metrics.SetStoredBytes(*bytes);
   }
+  if (replica_ != nullptr) {
+    const ReplicaStatus status = replica_->Status();
+    auto seconds = [](const auto& t) {
+      return t.has_value()
+                 ? std::chrono::duration<double>(t->time_since_epoch()).count()
+                 : 0.0;
+    };
+    metrics.SetReplica(status.primary_connected, status.in_sync,
+                       seconds(status.last_contact), seconds(status.last_sync));
+  }
 }
 
 EngineInfo Engine::Info() const {
@@ -178,6 +195,7 @@ EngineInfo Engine::Info() const {
     info.store_schema_version = store_->schema_version();
     info.instance_id = instance_id_;
     info.backbones = backbones_;
+    if (replica_ != nullptr) info.replica = replica_->Status();
     // Files in the weights folder, by the backbone their name starts with.
     for (const std::string& file :
          backbones::CachedWeightFiles(data_dir_->weights_dir())) {
@@ -221,6 +239,7 @@ absl::Status Engine::Shutdown() {
   // still decoding is queued, then answered as the predictor stops.
   decode_executor_.reset();
   predictor_.reset();
+  replica_.reset();
   models_.reset();
   datasets_.reset();
   if (store_) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "server/core/jobs.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
+#include "server/core/replica.h"
 #include "server/core/util/cpu_features.h"
 #include "server/core/util/data_dir.h"
 #include "server/core/util/executor.h"
@@ -45,6 +47,7 @@ struct EngineInfo {
   std::chrono::system_clock::time_point start_time;
   int store_schema_version = 0;
   std::string instance_id;  // random id created with the data directory
+  std::optional<ReplicaStatus> replica;  // on a serving replica
 };
 
 class Engine {
@@ -87,6 +90,13 @@ class Engine {
     // front ends' slow work on executor() (a stalled watcher's reads, an
     // upload, an export) never holds up a prediction.
     int predict_decode_threads = 2;
+    // Non-empty: this server is a read-only serving replica of that primary
+    // (transferd --follow): no job worker, every write answers
+    // FAILED_PRECONDITION naming the primary, and replica() holds the
+    // replica's state (server/replica/ keeps it in sync).
+    std::string follow_primary;
+    // A replica's model cache: models no alias names that it keeps.
+    int replica_keep_models = 8;
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -118,6 +128,9 @@ class Engine {
   ModelRegistry& models() { return *models_; }
   JobQueue& jobs() { return *jobs_; }
   Predictor& predictor() { return *predictor_; }
+  // A serving replica's state; null on a primary. Valid once ready().
+  Replica* replica() { return replica_.get(); }
+  bool read_only() const { return !options_.follow_primary.empty(); }
   DeviceArbiter& arbiter() { return arbiter_; }
   // Where front ends run slow work (file I/O, SQLite reads, decoding, model
   // checks) instead of on their own threads; valid from Create() until
@@ -153,6 +166,7 @@ class Engine {
   DeviceArbiter arbiter_;
   std::unique_ptr<JobQueue> jobs_;
   std::unique_ptr<Predictor> predictor_;
+  std::unique_ptr<Replica> replica_;  // after predictor_: its listener
   ComputeDevice device_;
   std::string instance_id_;
   std::vector<BackboneDescription> backbones_;

@@ -231,7 +231,7 @@ struct Predictor::Impl {
   std::map<std::string, Meta> meta;
   std::set<std::string> ready;
   Stats stats;
-  std::function<void(const std::string&, bool)> ready_listener;
+  std::vector<std::function<void(const std::string&, bool)>> ready_listeners;
   std::thread thread;
   Metrics* metrics = nullptr;  // set before Start()
 
@@ -311,12 +311,12 @@ struct Predictor::Impl {
   }
 
   void Notify(const std::string& id, bool is_ready) {
-    std::function<void(const std::string&, bool)> listener;
+    std::vector<std::function<void(const std::string&, bool)>> listeners;
     {
       std::lock_guard<std::mutex> lock(mu);
-      listener = ready_listener;
+      listeners = ready_listeners;
     }
-    if (listener) listener(id, is_ready);
+    for (const auto& listener : listeners) listener(id, is_ready);
   }
 
   void Unload(const std::string& id) {
@@ -436,6 +436,7 @@ struct Predictor::Impl {
         LogFields(spdlog::level::warn, "model cannot be warmed",
                   {{"model", op.model_id},
                    {"message", std::string(r.status().message())}});
+        Notify(op.model_id, false);
       }
     } else {
       Unload(op.model_id);
@@ -616,10 +617,10 @@ void Predictor::SetMetrics(Metrics* metrics) {
   impl_->metrics = metrics;
 }
 
-void Predictor::SetReadyListener(
+void Predictor::AddReadyListener(
     std::function<void(const std::string&, bool)> listener) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->ready_listener = std::move(listener);
+  impl_->ready_listeners.push_back(std::move(listener));
 }
 
 void Predictor::Warm(const std::string& model_id) {

@@ -149,9 +149,10 @@ class Predictor {
   // Whether `model_id` names a registered model, from the predictor's cached
   // metadata (a registry read only the first time).
   bool Known(const std::string& model_id);
-  // Called on the predictor's thread when a model becomes ready (true) or is
-  // unloaded (false); must not block.
-  void SetReadyListener(
+  // Called on the predictor's thread when a model becomes ready (true), is
+  // unloaded or fails to load for a Warm (false); must not block. Listeners
+  // are added for the predictor's lifetime.
+  void AddReadyListener(
       std::function<void(const std::string& model_id, bool ready)> listener);
 
   struct Stats {

@@ -307,6 +307,30 @@ void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
               info.start_time.time_since_epoch())
               .count());
   out->set_store_schema_version(info.store_schema_version);
+  out->clear_replica();
+  if (info.replica.has_value()) {
+    const core::ReplicaStatus& r = *info.replica;
+    v1::ReplicaStatus* o = out->mutable_replica();
+    o->set_primary(r.primary);
+    o->set_primary_connected(r.primary_connected);
+    if (r.last_contact) *o->mutable_last_contact_time() = Ts(*r.last_contact);
+    if (r.last_sync) *o->mutable_last_sync_time() = Ts(*r.last_sync);
+    o->set_in_sync(r.in_sync);
+    o->set_last_error(r.last_error);
+    o->set_pulls(r.pulls);
+    o->set_pulls_refused(r.pulls_refused);
+    o->set_pulls_failed(r.pulls_failed);
+    o->set_pulled_bytes(r.pulled_bytes);
+    for (const core::ReplicaAliasStatus& a : r.aliases) {
+      v1::ReplicaAlias* alias = o->add_aliases();
+      alias->set_alias(absl::StrCat("aliases/", a.alias));
+      if (!a.model_id.empty()) {
+        alias->set_model(absl::StrCat("models/", a.model_id));
+      }
+      alias->set_primary_model(absl::StrCat("models/", a.primary_model_id));
+      alias->set_ready(a.ready);
+    }
+  }
 }
 
 int32_t ItemCode(absl::StatusCode code) {

@@ -223,7 +223,7 @@ void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
     if (health_ != nullptr || health == nullptr) return;
     health_ = health;
   }
-  api_.SetModelReadyListener([this](const std::string& model_id, bool ready) {
+  api_.AddModelReadyListener([this](const std::string& model_id, bool ready) {
     ModelReady(model_id, ready);
   });
   api_.AddAliasListener(

@@ -15,6 +15,7 @@
 #include "server/core/api/engine_api.h"
 #include "server/core/model_transfer.h"
 #include "server/core/util/executor.h"
+#include "server/rpc/alias_watch.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
@@ -244,7 +245,22 @@ class FinishedImport final
   void OnDone() override { delete this; }
 };
 
+class FinishedWatch final : public grpc::ServerWriteReactor<v1::AliasSnapshot> {
+ public:
+  explicit FinishedWatch(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
+
+ModelsService::ModelsService(core::api::EngineApi& api,
+                             const auth::Authorizer& auth,
+                             std::chrono::milliseconds alias_heartbeat)
+    : api_(api),
+      auth_(auth),
+      alias_watch_(std::make_unique<AliasWatchHub>(api, alias_heartbeat)) {}
+
+ModelsService::~ModelsService() = default;
 
 grpc::ServerUnaryReactor* ModelsService::GetModel(
     grpc::CallbackServerContext* ctx, const v1::GetModelRequest* request,
@@ -346,6 +362,16 @@ grpc::ServerReadReactor<v1::ImportModelRequest>* ModelsService::ImportModel(
     return new FinishedImport(s);
   }
   return new ImportReactor(api_, ctx, response);
+}
+
+grpc::ServerWriteReactor<v1::AliasSnapshot>* ModelsService::WatchAliases(
+    grpc::CallbackServerContext* ctx, const v1::WatchAliasesRequest*) {
+  if (grpc::Status s =
+          Admit(ctx, api_, auth_, Role::kViewer, "Models.WatchAliases");
+      !s.ok()) {
+    return new FinishedWatch(s);
+  }
+  return alias_watch_->Watch();
 }
 
 }  // namespace transferd::rpc

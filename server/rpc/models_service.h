@@ -2,6 +2,9 @@
 // aliases, and export and import of archives (server/core/model_archive.h).
 #pragma once
 
+#include <chrono>
+#include <memory>
+
 #include "transferd/v1/models.grpc.pb.h"
 
 namespace transferd::core::api {
@@ -13,10 +16,16 @@ class Authorizer;
 
 namespace transferd::rpc {
 
+class AliasWatchHub;
+
 class ModelsService final : public transferd::v1::Models::CallbackService {
  public:
-  ModelsService(core::api::EngineApi& api, const auth::Authorizer& auth)
-      : api_(api), auth_(auth) {}
+  // WatchAliases streams a heartbeat every `alias_heartbeat` while nothing
+  // changes.
+  ModelsService(
+      core::api::EngineApi& api, const auth::Authorizer& auth,
+      std::chrono::milliseconds alias_heartbeat = std::chrono::seconds(5));
+  ~ModelsService() override;
 
   grpc::ServerUnaryReactor* GetModel(
       grpc::CallbackServerContext* ctx,
@@ -48,10 +57,14 @@ class ModelsService final : public transferd::v1::Models::CallbackService {
   grpc::ServerReadReactor<transferd::v1::ImportModelRequest>* ImportModel(
       grpc::CallbackServerContext* ctx,
       transferd::v1::Model* response) override;
+  grpc::ServerWriteReactor<transferd::v1::AliasSnapshot>* WatchAliases(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::WatchAliasesRequest* request) override;
 
  private:
   core::api::EngineApi& api_;
   const auth::Authorizer& auth_;
+  std::unique_ptr<AliasWatchHub> alias_watch_;
 };
 
 }  // namespace transferd::rpc

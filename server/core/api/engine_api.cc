@@ -52,6 +52,14 @@ absl::Status EngineApi::CheckReady() const {
       "the server is starting or shutting down; retry shortly");
 }
 
+absl::Status EngineApi::CheckPrimary(std::string_view what) const {
+  if (!engine_.read_only()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("this server is a read-only serving replica of ",
+                   engine_.options().follow_primary, ": ", std::string(what),
+                   " on the primary"));
+}
+
 EngineInfo EngineApi::Info() const { return engine_.Info(); }
 
 Executor& EngineApi::executor() { return engine_.executor(); }
@@ -61,11 +69,13 @@ Executor& EngineApi::executor() { return engine_.executor(); }
 absl::StatusOr<std::unique_ptr<DatasetUpload>> EngineApi::BeginUpload(
     UploadSpec spec) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("upload datasets"));
   return engine_.datasets().BeginUpload(std::move(spec));
 }
 
 absl::StatusOr<DatasetInfo> EngineApi::GetDataset(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("datasets live"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id,
                              IdFromName("name", "datasets", name));
   return engine_.datasets().Get(id);
@@ -74,6 +84,7 @@ absl::StatusOr<DatasetInfo> EngineApi::GetDataset(const std::string& name) {
 absl::StatusOr<Page<DatasetInfo>> EngineApi::ListDatasets(
     const PageRequest& page) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("datasets live"));
   Page<DatasetInfo> out;
   TRANSFERD_ASSIGN_OR_RETURN(
       out.items, engine_.datasets().List(page.page_size, page.page_token,
@@ -83,6 +94,7 @@ absl::StatusOr<Page<DatasetInfo>> EngineApi::ListDatasets(
 
 absl::Status EngineApi::DeleteDataset(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("delete datasets"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id,
                              IdFromName("name", "datasets", name));
   return engine_.datasets().Delete(id);
@@ -92,6 +104,7 @@ absl::Status EngineApi::DeleteDataset(const std::string& name) {
 
 absl::StatusOr<JobView> EngineApi::CreateJob(const JobSubmission& submission) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("create jobs"));
   train::JobRequest request = submission.request;
   // An unknown dataset is said first, before what the spec may lack.
   if (!request.dataset_id.empty()) {
@@ -152,6 +165,7 @@ absl::StatusOr<JobView> EngineApi::CreateJob(const JobSubmission& submission) {
 
 absl::StatusOr<std::string> EngineApi::JobId(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("jobs live"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id, IdFromName("name", "jobs", name));
   TRANSFERD_RETURN_IF_ERROR(engine_.jobs().Get(id).status());
   return id;
@@ -159,6 +173,7 @@ absl::StatusOr<std::string> EngineApi::JobId(const std::string& name) {
 
 absl::StatusOr<JobView> EngineApi::GetJob(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("jobs live"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id, IdFromName("name", "jobs", name));
   TRANSFERD_ASSIGN_OR_RETURN(JobRecord job, engine_.jobs().Get(id));
   return View(std::move(job));
@@ -166,6 +181,7 @@ absl::StatusOr<JobView> EngineApi::GetJob(const std::string& name) {
 
 absl::StatusOr<Page<JobView>> EngineApi::ListJobs(const JobQuery& query) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("jobs live"));
   Page<JobView> out;
   TRANSFERD_ASSIGN_OR_RETURN(
       std::vector<JobRecord> jobs,
@@ -182,6 +198,7 @@ absl::StatusOr<Page<JobView>> EngineApi::ListJobs(const JobQuery& query) {
 
 absl::StatusOr<JobView> EngineApi::CancelJob(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("cancel jobs"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id, IdFromName("name", "jobs", name));
   TRANSFERD_ASSIGN_OR_RETURN(JobRecord job, engine_.jobs().Cancel(id));
   return View(std::move(job));
@@ -190,6 +207,7 @@ absl::StatusOr<JobView> EngineApi::CancelJob(const std::string& name) {
 absl::StatusOr<PredictionsPage> EngineApi::ListJobPredictions(
     const std::string& name, const PageRequest& page) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("jobs live"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id, IdFromName("name", "jobs", name));
   return engine_.jobs().Predictions(id, page.page_size, page.page_token);
 }
@@ -324,6 +342,7 @@ absl::StatusOr<Page<ModelInfo>> EngineApi::ListModels(const PageRequest& page) {
 
 absl::Status EngineApi::DeleteModel(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("delete models"));
   // Only "models/{id}": deleting through an alias would be ambiguous.
   TRANSFERD_ASSIGN_OR_RETURN(std::string id,
                              IdFromName("name", "models", name));
@@ -337,6 +356,7 @@ absl::Status EngineApi::DeleteModel(const std::string& name) {
 absl::StatusOr<AliasInfo> EngineApi::SetAlias(const std::string& alias_name,
                                               const std::string& model_name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("set aliases"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string alias,
                              IdFromName("alias", "aliases", alias_name));
   TRANSFERD_ASSIGN_OR_RETURN(std::string id,
@@ -346,6 +366,7 @@ absl::StatusOr<AliasInfo> EngineApi::SetAlias(const std::string& alias_name,
 
 absl::Status EngineApi::DeleteAlias(const std::string& alias_name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("delete aliases"));
   TRANSFERD_ASSIGN_OR_RETURN(std::string alias,
                              IdFromName("alias", "aliases", alias_name));
   return engine_.models().DeleteAlias(alias);
@@ -370,6 +391,7 @@ absl::StatusOr<std::unique_ptr<ModelExport>> EngineApi::ExportModel(
 absl::StatusOr<std::unique_ptr<ModelImport>> EngineApi::BeginModelImport(
     ModelImportSpec spec) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("import models"));
   TransferLimits limits;
   limits.max_bytes = engine_.options().datasets.max_dataset_bytes;
   limits.min_free_disk_bytes = engine_.options().datasets.min_free_disk_bytes;
@@ -399,9 +421,9 @@ void EngineApi::WarmModel(const std::string& model_id) {
   engine_.predictor().Warm(model_id);
 }
 
-void EngineApi::SetModelReadyListener(
+void EngineApi::AddModelReadyListener(
     std::function<void(const std::string& model_id, bool ready)> listener) {
-  engine_.predictor().SetReadyListener(std::move(listener));
+  engine_.predictor().AddReadyListener(std::move(listener));
 }
 
 void EngineApi::AddAliasListener(

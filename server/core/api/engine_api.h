@@ -112,6 +112,11 @@ class EngineApi {
   // unless ready(). Every call below starts with it (calls in flight when
   // shutdown begins still finish).
   absl::Status CheckReady() const;
+  // On a serving replica (--follow), FAILED_PRECONDITION "this server is a
+  // read-only serving replica of PRIMARY: <what> on the primary": every
+  // write, and the reads of datasets and jobs (a replica has none), start
+  // with it after CheckReady.
+  absl::Status CheckPrimary(std::string_view what) const;
   EngineInfo Info() const;
   // Where front ends run slow work instead of on their own threads.
   Executor& executor();
@@ -184,8 +189,8 @@ class EngineApi {
   // Loads and warms a model in the background.
   void WarmModel(const std::string& model_id);
   // `listener` runs on the predictor's thread when a model becomes ready
-  // (true) or is unloaded (false); it must not block. One listener.
-  void SetModelReadyListener(
+  // (true) or is unloaded or cannot be loaded (false); it must not block.
+  void AddModelReadyListener(
       std::function<void(const std::string& model_id, bool ready)> listener);
   // `listener` runs after an alias is set, moved or deleted (model_id ""),
   // outside the registry's lock; it must not block.

@@ -257,7 +257,41 @@ struct Metrics::Families {
         stored(BuildGauge()
                    .Name("transferd_datasets_stored_bytes")
                    .Help("Bytes of all stored datasets.")
-                   .Register(r)) {
+                   .Register(r)),
+        replica_up(BuildGauge()
+                       .Name("transferd_replica_primary_up")
+                       .Help("Serving replica: 1 while its watch on the "
+                             "primary is open.")
+                       .Register(r)),
+        replica_in_sync(BuildGauge()
+                            .Name("transferd_replica_in_sync")
+                            .Help("Serving replica: 1 when every alias is "
+                                  "served at the primary's model.")
+                            .Register(r)),
+        replica_contact(
+            BuildGauge()
+                .Name("transferd_replica_last_contact_timestamp_seconds")
+                .Help("Serving replica: when it last heard from the primary "
+                      "(Unix time; 0 = never).")
+                .Register(r)),
+        replica_sync(
+            BuildGauge()
+                .Name("transferd_replica_last_sync_timestamp_seconds")
+                .Help("Serving replica: when it was last in sync with the "
+                      "primary (Unix time; 0 = never).")
+                .Register(r)),
+        replica_pulls(BuildCounter()
+                          .Name("transferd_replica_pulls_total")
+                          .Help("Serving replica: model archives pulled from "
+                                "the primary, by result (ok, refused: hash or "
+                                "archive check failed, failed: the transfer "
+                                "broke).")
+                          .Register(r)),
+        replica_bytes(BuildCounter()
+                          .Name("transferd_replica_pulled_bytes_total")
+                          .Help("Serving replica: archive bytes received "
+                                "from the primary.")
+                          .Register(r)) {
     for (const auto& [name, help] : kJobGauges) {
       job_gauges.push_back(&BuildGauge().Name(name).Help(help).Register(r));
     }
@@ -304,6 +338,12 @@ struct Metrics::Families {
   Family<Counter>& upload_files;
   Family<Counter>& upload_rejects;
   Family<Gauge>& stored;
+  Family<Gauge>& replica_up;
+  Family<Gauge>& replica_in_sync;
+  Family<Gauge>& replica_contact;
+  Family<Gauge>& replica_sync;
+  Family<Counter>& replica_pulls;
+  Family<Counter>& replica_bytes;
   std::vector<Family<Gauge>*> job_gauges;
 
   // Unlabelled series, made once.
@@ -600,6 +640,23 @@ void Metrics::SetDataDirFree(int64_t free_bytes, int64_t min_free_bytes) {
 }
 
 void Metrics::SetReady(bool ready) { f_->ready_value->Set(ready ? 1 : 0); }
+
+void Metrics::SetReplica(bool primary_up, bool in_sync,
+                         double last_contact_unix, double last_sync_unix) {
+  // The series exist on replicas only: a primary never calls this.
+  f_->replica_up.Add({}).Set(primary_up ? 1 : 0);
+  f_->replica_in_sync.Add({}).Set(in_sync ? 1 : 0);
+  f_->replica_contact.Add({}).Set(last_contact_unix);
+  f_->replica_sync.Add({}).Set(last_sync_unix);
+}
+
+void Metrics::ReplicaPull(const std::string& result, int64_t bytes) {
+  for (const char* r : {"ok", "refused", "failed"}) {
+    f_->replica_pulls.Add({{"result", r}});  // all three from the first
+  }
+  f_->replica_pulls.Add({{"result", result}}).Increment();
+  f_->replica_bytes.Add({}).Increment(static_cast<double>(bytes));
+}
 
 RpcSeries& Metrics::Rpc(const std::string& method) {
   std::lock_guard<std::mutex> lock(mu_);

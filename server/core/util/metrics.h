@@ -170,6 +170,14 @@ class Metrics {
   void SetDataDirFree(int64_t free_bytes, int64_t min_free_bytes);
   void SetReady(bool ready);
 
+  // ---- Serving replica (transferd --follow) ----
+  // At each scrape: the watch on the primary, the sync, and when each last
+  // happened (Unix seconds, 0 = never).
+  void SetReplica(bool primary_up, bool in_sync, double last_contact_unix,
+                  double last_sync_unix);
+  // A pull from the primary ended: result ok|refused|failed.
+  void ReplicaPull(const std::string& result, int64_t bytes);
+
   // ---- RPCs ----
   RpcSeries& Rpc(const std::string& method);
 

@@ -265,7 +265,7 @@ TEST_F(PredictorTest, UnloadsTheLeastRecentlyUsedModelBeyondTheBudget) {
   StartPredictor(o);
   std::vector<std::pair<std::string, bool>> events;
   std::mutex mu;
-  predictor_->SetReadyListener([&](const std::string& id, bool ready) {
+  predictor_->AddReadyListener([&](const std::string& id, bool ready) {
     std::lock_guard<std::mutex> lock(mu);
     events.emplace_back(id, ready);
   });
