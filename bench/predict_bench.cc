@@ -59,6 +59,7 @@
 // medians and their difference (target: within 2%).
 #include <fcntl.h>
 #include <httplib.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -111,6 +112,7 @@
 #include "server/rpc/oip_conversions.h"
 #include "transferd/v1/inference.grpc.pb.h"
 #include "transferd/v1/jobs.pb.h"
+#include "transferd/v1/models.grpc.pb.h"
 
 extern char** environ;
 
@@ -163,6 +165,9 @@ struct Options {
   // ModelInfer, raw BYTES), "oip-rest" (its REST form, binary tensor data).
   std::vector<std::string> protocols = {"v1"};
   int protocol_rounds = 3;
+  // Instead of the rows above: serving replicas (transferd --follow) against
+  // one server, one core each (docs/replicas.md).
+  bool replicas = false;
 };
 
 std::vector<std::string> Split(const std::string& s, char sep) {
@@ -197,7 +202,7 @@ constexpr char kUsage[] =
     "PATH] [--keep]\n"
     "  [--no-training] [--training-concurrency 1,8] [--training-rates 20]\n"
     "  [--metrics-cost ROUNDS] [--protocols v1,oip-grpc,oip-rest]\n"
-    "  [--protocol-rounds R]\n"
+    "  [--protocol-rounds R] [--replicas]\n"
     "bench/README.md says what each row measures.\n";
 
 [[noreturn]] void Usage(const char* why) {
@@ -267,6 +272,8 @@ Options ParseOptions(int argc, char** argv) {
       o.protocols = Split(value(), ',');
     else if (a == "--protocol-rounds")
       o.protocol_rounds = std::max(1, std::atoi(value().c_str()));
+    else if (a == "--replicas")
+      o.replicas = true;
     else
       Usage(("unknown argument " + a).c_str());
   }
@@ -448,7 +455,10 @@ int FreeLoopbackPort() {
 
 class Server {
  public:
-  Server(const Options& o, const fs::path& data_root, const fs::path& log_path)
+  // `extra_args` after the options' server arguments; `cpu` >= 0 pins the
+  // process (all its threads) to that CPU.
+  Server(const Options& o, const fs::path& data_root, const fs::path& log_path,
+         const std::vector<std::string>& extra_args = {}, int cpu = -1)
       : log_path_(log_path) {
     address_ = "127.0.0.1:" + std::to_string(FreeLoopbackPort());
     std::vector<std::string> args = {
@@ -465,6 +475,10 @@ class Server {
     args.push_back("--precision");
     args.push_back(o.precision);
     args.insert(args.end(), o.server_args.begin(), o.server_args.end());
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    if (cpu >= 0) CPU_SET(cpu, &cpus);
     // The developer's TRANSFERD_* settings must not change what is measured.
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) {
@@ -488,6 +502,9 @@ class Server {
       // Only async-signal-safe calls between fork and exec.
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
+      if (cpu >= 0 && sched_setaffinity(0, sizeof(cpus), &cpus) != 0) {
+        _exit(126);
+      }
       int fd =
           open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (fd >= 0) {
@@ -547,8 +564,9 @@ class Server {
     return true;
   }
 
-  // Waits for grpc.health.v1 Check("") == SERVING.
-  bool WaitServing(std::chrono::seconds timeout) {
+  // Waits for grpc.health.v1 Check(service) == SERVING.
+  bool WaitServing(std::chrono::seconds timeout,
+                   const std::string& service = "") {
     auto channel =
         grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
     auto health = grpc::health::v1::Health::NewStub(channel);
@@ -559,6 +577,7 @@ class Server {
                        std::chrono::seconds(1));
       ctx.set_wait_for_ready(true);
       grpc::health::v1::HealthCheckRequest req;
+      req.set_service(service);
       grpc::health::v1::HealthCheckResponse resp;
       grpc::Status s = health->Check(&ctx, req, &resp);
       if (s.ok() &&
@@ -799,9 +818,24 @@ std::pair<Clock::time_point, Clock::time_point> MeasuredWindow(
   return {window_start, window_start + seconds(o.window_seconds)};
 }
 
-// A closed loop of callers.size() threads, each with its own caller.
-Row Served(const Options& o, Server& server, std::vector<Caller> callers,
-           const std::string& name) {
+// Several servers' snapshots summed: their CPU time and batches.
+ServerSnapshot Total(const std::vector<Server*>& servers) {
+  ServerSnapshot total(*servers.front());
+  for (size_t i = 1; i < servers.size(); ++i) {
+    const ServerSnapshot one(*servers[i]);
+    total.cpu += one.cpu;
+    total.batch.first += one.batch.first;
+    total.batch.second += one.batch.second;
+    total.compute.first += one.compute.first;
+    total.compute.second += one.compute.second;
+  }
+  return total;
+}
+
+// A closed loop of callers.size() threads, each with its own caller; the
+// server columns sum `servers`.
+Row Served(const Options& o, const std::vector<Server*>& servers,
+           std::vector<Caller> callers, const std::string& name) {
   const int concurrency = static_cast<int>(callers.size());
   const auto start = Clock::now();
   const auto [window_start, end] = MeasuredWindow(o, start);
@@ -812,10 +846,10 @@ Row Served(const Options& o, Server& server, std::vector<Caller> callers,
                          window_start, end, &results[static_cast<size_t>(i)]);
   }
   std::this_thread::sleep_until(window_start);
-  const ServerSnapshot server0(server);
+  const ServerSnapshot server0 = Total(servers);
   const double client_cpu0 = ProcessCpuSeconds();
   std::this_thread::sleep_until(end);
-  const ServerSnapshot server1(server);
+  const ServerSnapshot server1 = Total(servers);
   const double client_cpu1 = ProcessCpuSeconds();
   for (std::thread& t : threads) t.join();
   std::vector<double> all;
@@ -834,6 +868,11 @@ Row Served(const Options& o, Server& server, std::vector<Caller> callers,
   FillServerColumns(server0, server1, o.window_seconds, row);
   row.client_cores = (client_cpu1 - client_cpu0) / o.window_seconds;
   return row;
+}
+
+Row Served(const Options& o, Server& server, std::vector<Caller> callers,
+           const std::string& name) {
+  return Served(o, std::vector<Server*>{&server}, std::move(callers), name);
 }
 
 // Open loop: one caller sends at `rate` requests/s on a fixed schedule,
@@ -1136,6 +1175,125 @@ std::vector<std::shared_ptr<grpc::Channel>> Connect(const Server& server,
   return channels;
 }
 
+// --replicas: served images/s through an alias on one server pinned to one
+// core, then on one and on two serving replicas (transferd --follow of that
+// server) pinned to one core each, and for reference on one replica using
+// both cores; one model, this process's closed-loop callers spread
+// round-robin over the servers of a row, all in the same run. The load
+// generator is not pinned: on two cores it competes with the servers, most
+// in the two-replica rows (its CPU is the "cli CPU" column).
+void ReplicaBench(const Options& o, const ModelSetup& m,
+                  const fs::path& data_root, const fs::path& temp) {
+  constexpr char kAlias[] = "aliases/bench";
+  const auto timeout = std::chrono::seconds(120);
+  Options one_thread = o;
+  one_thread.threads = 1;
+  Server primary(one_thread, data_root, temp / "primary.log", {}, 0);
+  if (!primary.WaitServing(timeout)) {
+    Fail("transferd did not report SERVING\n" + primary.LogTail());
+  }
+  {
+    auto models = v1::Models::NewStub(grpc::CreateChannel(
+        primary.address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    v1::SetAliasRequest req;
+    req.set_alias(kAlias);
+    req.set_model("models/" + m.info.id);
+    v1::Alias alias;
+    if (grpc::Status s = models->SetAlias(&ctx, req, &alias); !s.ok()) {
+      Fail("SetAlias: " + s.error_message());
+    }
+  }
+  if (!primary.WaitServing(timeout, kAlias)) {
+    Fail("the alias did not become SERVING\n" + primary.LogTail());
+  }
+  const int side = o.image_size > 0 ? o.image_size : m.config.input_size;
+  v1::PredictRequest request;
+  request.set_model(kAlias);
+  v1::Image* image = request.add_images();
+  image->set_id("bench.jpg");
+  image->set_data(MakeJpeg(side));
+
+  auto follower = [&](const std::string& name, int cpu, int threads) {
+    Options f = o;
+    f.threads = threads;
+    auto server = std::make_unique<Server>(
+        f, temp / name, temp / (name + ".log"),
+        std::vector<std::string>{"--follow=" + primary.address()}, cpu);
+    if (!server->WaitServing(timeout, kAlias)) {
+      Fail(name + " did not serve the alias\n" + server->LogTail());
+    }
+    return server;
+  };
+  std::vector<Row> rows;
+  std::map<std::pair<std::string, int>, double> rate;
+  auto measure = [&](const std::string& name,
+                     const std::vector<Server*>& servers) {
+    std::vector<std::vector<std::shared_ptr<grpc::Channel>>> channels;
+    for (Server* s : servers) channels.push_back(Connect(*s, o.channels));
+    for (int c : o.concurrency) {
+      std::vector<Caller> callers;
+      for (int i = 0; i < c; ++i) {
+        const size_t server = static_cast<size_t>(i) % servers.size();
+        const auto& mine = channels[server];
+        callers.push_back(PredictCaller(
+            mine[(static_cast<size_t>(i) / servers.size()) % mine.size()],
+            request));
+      }
+      // Every server answers once before the row (connections, first batch).
+      for (size_t k = 0; k < servers.size(); ++k) {
+        const std::string error = callers[k % callers.size()]();
+        if (!error.empty()) Fail(name + ": first Predict: " + error);
+      }
+      Row row = Served(o, servers, std::move(callers), name);
+      rate[{name, c}] = row.images_per_second;
+      PrintRow(row);
+      std::fflush(stdout);
+      rows.push_back(std::move(row));
+    }
+  };
+
+  std::printf(
+      "predict_bench --replicas: %s, %s, one image per Predict through %s; "
+      "CPUs available: %u; windows %.0f s warm-up + %.0f s measured per row; "
+      "%d connection(s) per server\n",
+      m.label.c_str(), m.config.precision.c_str(), kAlias,
+      std::thread::hardware_concurrency(), o.warmup_seconds, o.window_seconds,
+      o.channels);
+  PrintHeader("");
+  const std::string single = "1 server, cpu0";
+  const std::string f1 = "1 replica, cpu0";
+  const std::string f2 = "2 replicas, cpu0+cpu1";
+  const std::string wide = "1 replica, 2 cpus+threads";
+  measure(single, {&primary});
+  auto a = follower("replica-a", 0, 1);
+  measure(f1, {a.get()});
+  auto b = follower("replica-b", 1, 1);
+  measure(f2, {a.get(), b.get()});
+  a->Stop();
+  b->Stop();
+  auto c = follower("replica-c", -1, 2);
+  measure(wide, {c.get()});
+  c->Stop();
+  for (const Row& r : rows) {
+    if (r.errors > 0) {
+      Fail(r.name + ": " + std::to_string(r.errors) +
+           " failed calls, first: " + r.first_error);
+    }
+  }
+  std::printf("\nscaling (images/s ratios, same run):\n");
+  for (int conc : o.concurrency) {
+    const double s1 = rate[{single, conc}], r1 = rate[{f1, conc}],
+                 r2 = rate[{f2, conc}], w = rate[{wide, conc}];
+    std::printf(
+        "  c=%-3d 2 replicas / 1 replica %.2fx (efficiency %.2f); 1 replica "
+        "/ 1 server %.2fx; 2 replicas / 1 replica on 2 CPUs %.2fx\n",
+        conc, r2 / r1, r2 / (2 * r1), r1 / s1, r2 / w);
+  }
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return Percentile(v, 0.5);
@@ -1304,6 +1462,12 @@ int main(int argc, char** argv) {
     models.push_back(Describe(name, device.precision));
   RegisterModels(data_root, temp, models);
 
+  if (o.replicas) {
+    ReplicaBench(o, models.front(), data_root, temp);
+    std::error_code ec;
+    if (!o.keep) fs::remove_all(temp, ec);
+    return 0;
+  }
   if (o.metrics_cost_rounds > 0) {
     std::printf(
         "predict_bench --metrics-cost: device %s (%s), %d torch threads, "

@@ -34,6 +34,36 @@ std::string GiB(int64_t n) {
   return absl::StrFormat("%.1f GiB", static_cast<double>(n) / (1 << 30));
 }
 
+std::string When(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "never";
+  return google::protobuf::util::TimeUtil::ToString(t);
+}
+
+// A serving replica's view of its primary (transferd --follow).
+void PrintReplica(const v1::ReplicaStatus& r) {
+  std::cout << absl::StrFormat(
+      "replica     read-only, follows %s: %s, %s\n"
+      "            last contact %s, last in sync %s\n"
+      "            pulls %d ok, %d refused, %d failed (%s received)\n",
+      r.primary(), r.primary_connected() ? "connected" : "PRIMARY LOST",
+      r.in_sync() ? "in sync" : "not in sync", When(r.last_contact_time()),
+      When(r.last_sync_time()), r.pulls(), r.pulls_refused(), r.pulls_failed(),
+      absl::StrFormat("%.1f MiB",
+                      static_cast<double>(r.pulled_bytes()) / (1 << 20)));
+  if (!r.last_error().empty()) {
+    std::cout << "            last error: " << r.last_error() << "\n";
+  }
+  for (const v1::ReplicaAlias& a : r.aliases()) {
+    std::cout << absl::StrFormat(
+        "            %s -> %s%s%s\n", a.alias(),
+        a.model().empty() ? "(none yet)" : a.model(),
+        a.model() == a.primary_model()
+            ? ""
+            : absl::StrCat(" (primary: ", a.primary_model(), ")"),
+        a.ready() ? ", warm" : ", NOT warm");
+  }
+}
+
 int ServerInfo(const Globals& g) {
   auto client = Connect(g);
   auto info = client->GetServerInfo();
@@ -83,6 +113,7 @@ int ServerInfo(const Globals& g) {
       absl::StrJoin(info->implemented_services(), ", "),
       google::protobuf::util::TimeUtil::ToString(info->start_time()),
       info->store_schema_version());
+  if (info->has_replica()) PrintReplica(info->replica());
   return kOk;
 }
 

@@ -304,7 +304,18 @@ void HttpServer::Route() {
   });
   s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
     if (api_->ready() && !api_->shutting_down()) {
-      res.set_content("ready\n", "text/plain");
+      std::string body = "ready\n";
+      // A replica stays ready without its primary (it serves what it has);
+      // the details say so.
+      if (std::optional<core::ReplicaStatus> r = api_->Replica()) {
+        absl::StrAppend(&body, "replica of ", r->primary, ": primary ",
+                        r->primary_connected ? "connected" : "lost", ", ",
+                        r->in_sync ? "in sync" : "not in sync", "\n");
+        if (!r->last_error.empty()) {
+          absl::StrAppend(&body, "last error: ", r->last_error, "\n");
+        }
+      }
+      res.set_content(body, "text/plain");
       return;
     }
     res.status = 503;

@@ -5,6 +5,7 @@
 // 5 s while clients predict through it without one failed call, keep serving
 // when the primary is killed with SIGKILL (and after a restart of their own
 // without it), and catch up when it returns.
+#include <httplib.h>
 #include <signal.h>
 
 #include <atomic>
@@ -315,7 +316,10 @@ TEST_F(ReplicaTest,
 
 TEST_F(ReplicaTest, FollowersOutliveThePrimaryAndCatchUpWhenItReturns) {
   const std::string follower_dir = follower_dir_.path() + "/data";
-  auto a = StartFollower(primary_->address(), {}, follower_dir);
+  const int http_port = testing::FreeLoopbackPort();
+  auto a = StartFollower(
+      primary_->address(),
+      {"--http-listen=127.0.0.1:" + std::to_string(http_port)}, follower_dir);
   ASSERT_TRUE(a->ok()) << a->Log();
   ASSERT_TRUE(WaitServing(*a, kAlias)) << a->Log();
   v1::PredictResponse before;
@@ -337,6 +341,20 @@ TEST_F(ReplicaTest, FollowersOutliveThePrimaryAndCatchUpWhenItReturns) {
     EXPECT_EQ(after.predictions(i).label(), before.predictions(i).label());
   }
   EXPECT_TRUE(WaitServing(*a, kAlias, 10));
+  // Still ready (it serves what it has); the probe's details and the
+  // metrics say the primary is lost.
+  {
+    httplib::Client http("127.0.0.1", http_port);
+    httplib::Result ready = http.Get("/readyz");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200);
+    EXPECT_THAT(ready->body, HasSubstr("primary lost, not in sync"));
+    httplib::Result metrics = http.Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_THAT(metrics->body, HasSubstr("\ntransferd_replica_primary_up 0"));
+    EXPECT_THAT(metrics->body,
+                HasSubstr("transferd_replica_pulls_total{result=\"ok\"} 1"));
+  }
 
   // A follower restarted while the primary is gone serves its cache.
   ASSERT_TRUE(a->Stop(SIGTERM, std::chrono::seconds(30)).has_value());

@@ -62,6 +62,11 @@ absl::Status EngineApi::CheckPrimary(std::string_view what) const {
 
 EngineInfo EngineApi::Info() const { return engine_.Info(); }
 
+std::optional<ReplicaStatus> EngineApi::Replica() const {
+  if (!engine_.ready() || engine_.replica() == nullptr) return std::nullopt;
+  return engine_.replica()->Status();
+}
+
 Executor& EngineApi::executor() { return engine_.executor(); }
 
 // ---- Datasets ----

@@ -32,6 +32,7 @@
 #include "server/core/model_transfer.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
+#include "server/core/replica.h"
 #include "server/core/train/job_request.h"
 
 namespace transferd::core {
@@ -118,6 +119,9 @@ class EngineApi {
   // with it after CheckReady.
   absl::Status CheckPrimary(std::string_view what) const;
   EngineInfo Info() const;
+  // A serving replica's sync state (--follow); nullopt on a primary or
+  // before the engine is ready.
+  std::optional<ReplicaStatus> Replica() const;
   // Where front ends run slow work instead of on their own threads.
   Executor& executor();
 

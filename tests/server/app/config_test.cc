@@ -208,6 +208,30 @@ TEST_F(ConfigTest, ReachableAddressesNeedAuthenticationOrTheInsecureFlag) {
 // The HTTP port is off unless asked for, loopback when asked for without an
 // address, and follows gRPC's rules: its TLS files, plaintext only on
 // loopback unless allowed, a token file behind --metrics-require-token.
+TEST_F(ConfigTest, FollowMakesAReadOnlyReplicaAndItsSettingsNeedIt) {
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_TRUE(out.config->engine.follow_primary.empty());
+
+  const std::string token = WriteFile("replica-token\n");
+  out = Parse({"--follow", "primary.example:50051", "--follow-token-file",
+               token, "--follow-keep-models", "3"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->follow.primary, "primary.example:50051");
+  EXPECT_EQ(out.config->engine.follow_primary, "primary.example:50051");
+  EXPECT_EQ(out.config->follow.token_file, token);
+  EXPECT_EQ(out.config->engine.replica_keep_models, 3);
+
+  out = Parse({"--follow-token-file", token});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("need --follow PRIMARY"));
+  out = Parse({"--follow", "p:1", "--follow-cert", token});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("--follow-cert and --follow-key"));
+  out = Parse({"--follow", "no-port"});
+  EXPECT_EQ(out.exit_code, 2);
+}
+
 TEST_F(ConfigTest, HttpPortIsOffByDefaultAndSharesGrpcSecurity) {
   ParseOutcome out = Parse({});
   ASSERT_TRUE(out.config.has_value()) << out.output;
