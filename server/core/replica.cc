@@ -257,7 +257,7 @@ void Replica::TrimCache(const std::map<std::string, std::string>& target) {
     const int64_t rank =
         it == recent.end()
             ? std::numeric_limits<int64_t>::min() +
-                  std::chrono::duration_cast<std::chrono::seconds>(
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(
                       m.create_time.time_since_epoch())
                       .count()
             : static_cast<int64_t>(it - recent.begin());
@@ -274,6 +274,12 @@ void Replica::TrimCache(const std::map<std::string, std::string>& target) {
       continue;
     }
     engine_.predictor().Forget(id);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      recently_named_.erase(
+          std::remove(recently_named_.begin(), recently_named_.end(), id),
+          recently_named_.end());
+    }
     LogFields(spdlog::level::info, "replica cache: model removed",
               {{"model", id}});
   }
