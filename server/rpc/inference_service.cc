@@ -217,11 +217,12 @@ InferenceService::PredictStream(grpc::CallbackServerContext* ctx) {
   return new PredictStreamReactor(api_, ctx, max_request_time_);
 }
 
-void InferenceService::EngineReady(grpc::HealthCheckServiceInterface* health) {
+void InferenceService::EngineReady(
+    std::vector<grpc::HealthCheckServiceInterface*> health) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (health_ != nullptr || health == nullptr) return;
-    health_ = health;
+    if (!health_.empty() || health.empty()) return;
+    health_ = std::move(health);
   }
   api_.AddModelReadyListener([this](const std::string& model_id, bool ready) {
     ModelReady(model_id, ready);
@@ -256,16 +257,16 @@ void InferenceService::AliasChanged(const std::string& alias,
       aliases_[alias] = model_id;
       ready = api_.ModelReady(model_id);
     }
-    if (health_ != nullptr) health_->SetServingStatus(HealthName(alias), ready);
+    for (auto* h : health_) h->SetServingStatus(HealthName(alias), ready);
   }
   if (!model_id.empty() && !ready) api_.WarmModel(model_id);
 }
 
 void InferenceService::ModelReady(const std::string& model_id, bool ready) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (health_ == nullptr) return;
   for (const auto& [alias, id] : aliases_) {
-    if (id == model_id) health_->SetServingStatus(HealthName(alias), ready);
+    if (id != model_id) continue;
+    for (auto* h : health_) h->SetServingStatus(HealthName(alias), ready);
   }
 }
 

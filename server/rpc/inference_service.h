@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "transferd/v1/inference.grpc.pb.h"
 
@@ -33,8 +34,10 @@ class InferenceService final
 
   // Once the engine is ready: publishes a health status per alias, keeps it
   // current as aliases move and models load or unload, and warms the models
-  // the aliases point at.
-  void EngineReady(grpc::HealthCheckServiceInterface* health);
+  // the aliases point at. `health`: the main port's health service and the
+  // health-only port's, when there is one (probes of a TLS server ask
+  // there).
+  void EngineReady(std::vector<grpc::HealthCheckServiceInterface*> health);
 
   grpc::ServerUnaryReactor* Predict(
       grpc::CallbackServerContext* ctx,
@@ -57,7 +60,7 @@ class InferenceService final
   const auth::Authorizer& auth_;
   const std::chrono::milliseconds max_request_time_;
   std::mutex mu_;
-  grpc::HealthCheckServiceInterface* health_ = nullptr;
+  std::vector<grpc::HealthCheckServiceInterface*> health_;
   std::map<std::string, std::string> aliases_;  // alias -> model id
 };
 

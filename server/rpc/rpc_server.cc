@@ -330,16 +330,16 @@ RpcServer::~RpcServer() { Shutdown(); }
 
 void RpcServer::SetServing(bool serving) {
   if (server_ == nullptr) return;
-  if (auto* health = server_->GetHealthCheckService()) {
-    health->SetServingStatus(serving);
-    // Per-alias statuses start once the engine is ready.
-    if (serving) inference_service_->EngineReady(health);
-  }
+  std::vector<grpc::HealthCheckServiceInterface*> all;
+  if (auto* health = server_->GetHealthCheckService()) all.push_back(health);
   if (health_server_ != nullptr) {
     if (auto* health = health_server_->GetHealthCheckService()) {
-      health->SetServingStatus(serving);
+      all.push_back(health);
     }
   }
+  for (auto* health : all) health->SetServingStatus(serving);
+  // Per-alias statuses start once the engine is ready, on both ports.
+  if (serving) inference_service_->EngineReady(all);
 }
 
 void RpcServer::Shutdown() {

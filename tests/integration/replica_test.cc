@@ -66,11 +66,12 @@ void SetAlias(const TransferdServer& server, const std::string& model) {
   ASSERT_TRUE(s.ok()) << s.error_message();
 }
 
-// Blocks until the server's health for `service` is SERVING (true), or the
-// stream ends first (false).
-bool WaitServing(const TransferdServer& server, const std::string& service,
+// Blocks until the health for `service` at `address` is SERVING (true), or
+// the stream ends first (false).
+bool WaitServing(const std::string& address, const std::string& service,
                  int seconds = 120) {
-  auto health = grpc::health::v1::Health::NewStub(Channel(server));
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   SetDeadline(ctx, seconds);
   grpc::health::v1::HealthCheckRequest req;
@@ -86,6 +87,11 @@ bool WaitServing(const TransferdServer& server, const std::string& service,
   }
   (void)watch->Finish();
   return false;
+}
+
+bool WaitServing(const TransferdServer& server, const std::string& service,
+                 int seconds = 120) {
+  return WaitServing(server.address(), service, seconds);
 }
 
 v1::ServerInfo Info(const TransferdServer& server) {
@@ -159,11 +165,16 @@ TEST_F(ReplicaTest,
   // Follower A's first pull arrives with one byte changed.
   auto a =
       StartFollower(primary_->address(), {"--follow-test-corrupt-pulls=1"});
-  auto b = StartFollower(primary_->address());
+  // Follower B also answers health on a plaintext health-only port, where
+  // Kubernetes probes a TLS server: the alias's status is there too.
+  const std::string b_health =
+      "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  auto b = StartFollower(primary_->address(), {"--health-listen=" + b_health});
   ASSERT_TRUE(a->ok()) << a->Log();
   ASSERT_TRUE(b->ok()) << b->Log();
   ASSERT_TRUE(WaitServing(*a, kAlias)) << a->Log();
   ASSERT_TRUE(WaitServing(*b, kAlias)) << b->Log();
+  ASSERT_TRUE(WaitServing(b_health, kAlias, 10)) << b->Log();
 
   // Same model, same probabilities as the primary's.
   v1::PredictResponse on_primary, on_a, on_b;
