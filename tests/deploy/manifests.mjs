@@ -1,5 +1,5 @@
 // Helpers shared by the checks of rendered manifests (the output of
-// `kubectl kustomize`): monitoring.mjs and security.mjs.
+// `kubectl kustomize`): monitoring.mjs, security.mjs and serving.mjs.
 import fs from "node:fs";
 import { parseAllDocuments } from "yaml";
 
@@ -16,6 +16,29 @@ export function load() {
 export const ofKind = (objs, kind) => objs.filter((o) => o.kind === kind);
 export const name = (o) => `${o.kind}/${o.metadata?.name}`;
 
+// matchLabels selection: a selector with labels, all of them on `labels`.
+// An empty selector, or one with matchExpressions (the manifests use none),
+// selects nothing here, so that a check built on it fails instead of
+// passing for every pod.
+export const selects = (selector, labels) =>
+  Object.keys(selector?.matchLabels ?? {}).length > 0 &&
+  !selector?.matchExpressions?.length &&
+  Object.entries(selector.matchLabels).every(([k, v]) => labels?.[k] === v);
+
+// The transferd servers of the manifests: every StatefulSet (the primary)
+// and Deployment (serving replicas, deploy/k8s/components/serving) with
+// its pod template and its container `transferd`.
+export function workloads(objs) {
+  return objs
+    .filter((o) => o.kind === "StatefulSet" || o.kind === "Deployment")
+    .map((w) => {
+      const pod = w.spec?.template;
+      const container = pod?.spec?.containers?.find((c) => c.name === "transferd");
+      if (!container) throw new Problem(`${name(w)}: no container named transferd`);
+      return { workload: w, pod, container };
+    });
+}
+
 // The value a setting has in the container: a flag in command/args first
 // (`--flag=value`, `--flag value`, or a bare `--flag` = "true"), then env,
 // then its envFrom ConfigMaps (later ones win, as in Kubernetes); undefined
@@ -28,6 +51,10 @@ const FLAGS = {
   TRANSFERD_TLS_CERT: "--tls-cert",
   TRANSFERD_TLS_KEY: "--tls-key",
   TRANSFERD_HEALTH_LISTEN: "--health-listen",
+  TRANSFERD_DATA_DIR: "--data-dir",
+  TRANSFERD_SHUTDOWN_GRACE: "--shutdown-grace",
+  TRANSFERD_FOLLOW: "--follow",
+  TRANSFERD_FOLLOW_TOKEN_FILE: "--follow-token-file",
 };
 export function setting(objs, container, key) {
   const argv = [...(container.command ?? []), ...(container.args ?? [])].map(String);

@@ -2,12 +2,16 @@
 // Checks of the metrics wiring in rendered manifests (the output of
 // `kubectl kustomize`), for validate.sh. Two modes, input from stdin:
 //
-//   node monitoring.mjs wiring   the HTTP metrics port is wired end to end:
+//   node monitoring.mjs wiring   the HTTP metrics port of every server (the
+//                                StatefulSet and a Deployment of serving
+//                                replicas) is wired end to end:
 //                                TRANSFERD_HTTP_LISTEN (all interfaces) ->
-//                                container port `http` -> Service port `http`
+//                                container port `http` -> the one Service
+//                                selecting the pods (no other), port `http`
 //                                -> admitted by the NetworkPolicy, and, when
-//                                there is a ServiceMonitor, that it selects
-//                                that Service and scrapes that port at
+//                                there are ServiceMonitors, that one selects
+//                                each such Service, each selects one of them,
+//                                and scrapes that port at
 //                                /metrics. validate.mjs checks each object's
 //                                schema; this checks that they fit together,
 //                                which no schema can (a renamed port or a
@@ -24,25 +28,20 @@
 // prints it on stderr and exits 1.
 import { stringify } from "yaml";
 
-import { Problem, load, name, ofKind, setting } from "./manifests.mjs";
+import { Problem, load, name, ofKind, setting, workloads } from "./manifests.mjs";
 
 // matchLabels only: the manifests use no matchExpressions.
 const selects = (matchLabels, labels) =>
   Object.keys(matchLabels ?? {}).length > 0 &&
   Object.entries(matchLabels).every(([k, v]) => labels?.[k] === v);
 
-function wiring(objs) {
+// One server's wiring (the primary StatefulSet, or a Deployment of serving
+// replicas): returns its Service and notes.
+function wireServer(objs, { workload, pod, container }) {
   const notes = [];
-  const sets = ofKind(objs, "StatefulSet");
-  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
-  const sts = sets[0];
-  const pod = sts.spec.template;
-  const container = pod.spec.containers.find((c) => c.name === "transferd");
-  if (!container) throw new Problem(`${name(sts)}: no container named transferd`);
-
   // The listen address: a flag, env, or a ConfigMap in envFrom.
   const listen = setting(objs, container, "TRANSFERD_HTTP_LISTEN");
-  if (listen === undefined) throw new Problem("TRANSFERD_HTTP_LISTEN is not set (env or envFrom ConfigMap)");
+  if (listen === undefined) throw new Problem(`${name(workload)}: TRANSFERD_HTTP_LISTEN is not set (env or envFrom ConfigMap)`);
   const m = /^(.*):(\d+)$/.exec(String(listen));
   if (!m) throw new Problem(`TRANSFERD_HTTP_LISTEN ${JSON.stringify(listen)} is not HOST:PORT`);
   const [host, port] = [m[1], Number(m[2])];
@@ -52,14 +51,19 @@ function wiring(objs) {
   notes.push(`TRANSFERD_HTTP_LISTEN ${listen}`);
 
   const cport = container.ports?.find((p) => p.name === "http");
-  if (!cport) throw new Problem(`${name(sts)}: container transferd has no port named http`);
+  if (!cport) throw new Problem(`${name(workload)}: container transferd has no port named http`);
   if (cport.containerPort !== port) {
-    throw new Problem(`${name(sts)}: container port http is ${cport.containerPort}, TRANSFERD_HTTP_LISTEN says ${port}`);
+    throw new Problem(`${name(workload)}: container port http is ${cport.containerPort}, TRANSFERD_HTTP_LISTEN says ${port}`);
   }
   notes.push(`container port http ${port}`);
 
+  // Exactly one: two Services over the same pods (the primary's selecting
+  // the replicas too, or the other way round) would mix the servers.
   const services = ofKind(objs, "Service").filter((s) => selects(s.spec.selector, pod.metadata.labels));
-  if (services.length !== 1) throw new Problem(`expected one Service selecting the pods, found ${services.length}`);
+  if (services.length !== 1) {
+    throw new Problem(`expected one Service selecting the pods of ${name(workload)}, found ${services.length}` +
+      `${services.length ? ` (${services.map(name).join(", ")})` : ""}`);
+  }
   const svc = services[0];
   const sport = svc.spec.ports?.find((p) => p.name === "http");
   if (!sport) throw new Problem(`${name(svc)}: no port named http`);
@@ -68,6 +72,7 @@ function wiring(objs) {
   }
   notes.push(`${name(svc)} port http ${sport.port}`);
 
+  const monitored = ofKind(objs, "ServiceMonitor").length > 0;
   for (const np of ofKind(objs, "NetworkPolicy")) {
     if (!selects(np.spec.podSelector?.matchLabels, pod.metadata.labels)) continue;
     if (!(np.spec.policyTypes ?? ["Ingress"]).includes("Ingress")) continue;
@@ -79,15 +84,37 @@ function wiring(objs) {
     const fromNamespace = (np.spec.ingress ?? []).some(
       (rule) => toPort(rule) && (!rule.from || rule.from.some((peer) => peer.namespaceSelector)),
     );
-    if (ofKind(objs, "ServiceMonitor").length > 0 && !fromNamespace) {
+    if (monitored && !fromNamespace) {
       throw new Problem(`${name(np)} admits port ${port} from no other namespace: Prometheus could not scrape`);
     }
     notes.push(`${name(np)} admits ${port}${fromNamespace ? " (also from another namespace)" : " (same-namespace clients)"}`);
   }
 
+  // With the Prometheus Operator, every server is scraped.
+  if (monitored && !ofKind(objs, "ServiceMonitor").some((sm) => selects(sm.spec.selector?.matchLabels, svc.metadata.labels))) {
+    throw new Problem(`no ServiceMonitor selects ${name(svc)}: the pods of ${name(workload)} would not be scraped`);
+  }
+  return { svc, notes };
+}
+
+function wiring(objs) {
+  const sets = ofKind(objs, "StatefulSet");
+  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
+  const servers = workloads(objs);
+  // The primary first.
+  servers.sort((a, b) => (b.workload === sets[0]) - (a.workload === sets[0]));
+  const notes = [];
+  const services = [];
+  for (const server of servers) {
+    const { svc, notes: mine } = wireServer(objs, server);
+    services.push(svc);
+    notes.push(servers.length > 1 ? `${name(server.workload)}: ${mine.join(", ")}` : mine.join("; "));
+  }
+
   for (const sm of ofKind(objs, "ServiceMonitor")) {
-    if (!selects(sm.spec.selector?.matchLabels, svc.metadata.labels)) {
-      throw new Problem(`${name(sm)}: selector ${JSON.stringify(sm.spec.selector)} does not match ${name(svc)}'s labels`);
+    const svc = services.find((s) => selects(sm.spec.selector?.matchLabels, s.metadata.labels));
+    if (!svc) {
+      throw new Problem(`${name(sm)}: selector ${JSON.stringify(sm.spec.selector)} does not match ${services.map((s) => `${name(s)}'s`).join(" or ")} labels`);
     }
     for (const ep of sm.spec.endpoints) {
       if (ep.port !== "http") throw new Problem(`${name(sm)}: endpoint port ${ep.port}, not the Service's port http`);

@@ -2,16 +2,24 @@
 // Security properties of rendered manifests (the output of `kubectl
 // kustomize`), for validate.sh: what a schema cannot see.
 //
-//   node security.mjs [--tls] [--monitoring]  < rendered-manifests.yaml
+//   node security.mjs [--tls] [--monitoring] [--serving]  < rendered-manifests.yaml
 //
-// Always:
+// For every transferd server of the manifests (the StatefulSet, and the
+// Deployment of serving replicas where there is one):
 //   - tokens are on: TRANSFERD_TOKEN_FILE is set (env or envFrom ConfigMap)
 //     to a file inside a read-only mount of a Secret volume, and
 //     TRANSFERD_INSECURE_NO_AUTH is not turned on;
 //   - no open ingress: every ingress rule of every NetworkPolicy that selects
 //     the pods names its sources; a source is either pods labelled
 //     transferd-client: "true" in the same namespace, or (metrics port only)
-//     a namespace picked by name; no ipBlock, no empty selector.
+//     a namespace picked by name, or (gRPC port only) the serving replicas
+//     of the manifests by their labels; no ipBlock, no empty selector.
+// For every serving replica (a container with TRANSFERD_FOLLOW): it sends
+//   the primary a token (TRANSFERD_FOLLOW_TOKEN_FILE in a read-only Secret
+//   mount, not the callers' token file), and TRANSFERD_FOLLOW names a
+//   Service of the primary (not of the replicas) on a port whose target the
+//   primary's NetworkPolicies admit the replicas to.
+// --serving: there is one such workload of replicas.
 // --monitoring: the `monitoring` namespace is admitted on the metrics port.
 // --tls: TRANSFERD_TLS_CERT and TRANSFERD_TLS_KEY lie in a mount of the
 //   Secret a cert-manager Certificate (usage "server auth") writes;
@@ -23,14 +31,15 @@
 // Prints what it checked; on a problem prints it on stderr and exits 1.
 import path from "node:path";
 
-import { Problem, load, name, ofKind, setting } from "./manifests.mjs";
+import { Problem, load, name, ofKind, selects, setting, workloads } from "./manifests.mjs";
 
 const CLIENT_LABEL = ["transferd-client", "true"];
 const GRPC_PORT = 50051;
 const METRICS_PORT = 8080;
 
-// An empty podSelector ({}) selects every pod of the namespace.
-const selects = (selector, labels) =>
+// A NetworkPolicy's podSelector: an empty one ({}) selects every pod of
+// the namespace.
+const policySelects = (selector, labels) =>
   Object.entries(selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v) &&
   !(selector?.matchExpressions?.length);
 
@@ -52,13 +61,10 @@ const portOf = (listen, what) => {
   return Number(m[1]);
 };
 
-function check(objs, flags) {
+// The checks of one server (the primary, or a serving replica): its tokens,
+// the NetworkPolicies that select its pods, TLS and its probes. Returns notes.
+function checkServer(objs, flags, { pod, container }, followers) {
   const notes = [];
-  const sets = ofKind(objs, "StatefulSet");
-  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
-  const pod = sets[0].spec.template;
-  const container = pod.spec.containers.find((c) => c.name === "transferd");
-  if (!container) throw new Problem("no container named transferd");
 
   // Tokens.
   const tokens = setting(objs, container, "TRANSFERD_TOKEN_FILE");
@@ -70,11 +76,16 @@ function check(objs, flags) {
   const held = secretHolding(pod, container, tokens, "TRANSFERD_TOKEN_FILE");
   notes.push(`tokens from Secret ${held.secret.secretName} (${tokens})`);
 
-  // Ingress.
+  // Ingress. A pod source is either labelled clients, or (gRPC port only)
+  // the serving replicas of these manifests, by their own labels.
+  const followerPeer = (peer) =>
+    !peer.namespaceSelector && followers.length > 0 &&
+    followers.some((f) => selects(peer.podSelector, f.pod.metadata.labels));
   let policies = 0;
   let monitoringAdmitted = false;
+  let followersAdmitted = false;
   for (const np of ofKind(objs, "NetworkPolicy")) {
-    if (!selects(np.spec.podSelector, pod.metadata.labels)) continue;
+    if (!policySelects(np.spec.podSelector, pod.metadata.labels)) continue;
     if (!(np.spec.policyTypes ?? ["Ingress"]).includes("Ingress")) continue;
     policies++;
     for (const [i, rule] of (np.spec.ingress ?? []).entries()) {
@@ -96,14 +107,28 @@ function check(objs, flags) {
           continue;
         }
         const labels = peer.podSelector?.matchLabels ?? {};
-        if (labels[CLIENT_LABEL[0]] !== CLIENT_LABEL[1] || peer.podSelector.matchExpressions?.length) {
-          throw new Problem(`${where}: pods must be selected by ${CLIENT_LABEL[0]}: "${CLIENT_LABEL[1]}" (is ${JSON.stringify(peer.podSelector ?? {})})`);
+        if (labels[CLIENT_LABEL[0]] === CLIENT_LABEL[1] && !peer.podSelector.matchExpressions?.length) continue;
+        if (followerPeer(peer)) {
+          const others = workloads(objs).filter(
+            (w) => !followers.some((f) => f.workload === w.workload) && selects(peer.podSelector, w.pod.metadata.labels),
+          );
+          if (others.length) {
+            throw new Problem(`${where}: the serving replicas' source also selects ${others.map((w) => name(w.workload)).join(", ")}`);
+          }
+          if (ports.length === 0 || ports.some((p) => p !== GRPC_PORT && p !== "grpc")) {
+            throw new Problem(`${where}: serving replicas may reach only the gRPC port ${GRPC_PORT} (rule ports: ${ports.join(", ") || "all"})`);
+          }
+          followersAdmitted = true;
+          continue;
         }
+        throw new Problem(`${where}: pods must be selected by ${CLIENT_LABEL[0]}: "${CLIENT_LABEL[1]}" (is ${JSON.stringify(peer.podSelector ?? {})})`);
       }
     }
   }
   if (policies === 0) throw new Problem("no NetworkPolicy restricts ingress to the transferd pods");
-  notes.push(`ingress only from ${CLIENT_LABEL[0]}=${CLIENT_LABEL[1]} pods${monitoringAdmitted ? " and namespace monitoring (metrics)" : ""}`);
+  notes.push(`ingress only from ${CLIENT_LABEL[0]}=${CLIENT_LABEL[1]} pods` +
+    `${followersAdmitted ? ", serving replicas (gRPC)" : ""}` +
+    `${monitoringAdmitted ? " and namespace monitoring (metrics)" : ""}`);
   if (flags.includes("--monitoring") && !monitoringAdmitted) {
     throw new Problem(`the monitoring namespace is not admitted on the metrics port ${METRICS_PORT}`);
   }
@@ -148,12 +173,84 @@ function check(objs, flags) {
     }
     notes.push(`probes on gRPC ${GRPC_PORT}`);
   }
+  return notes;
+}
+
+// A serving replica's way to the primary: it authenticates with one token
+// from a read-only Secret mount, and the address it follows is a Service
+// of the primary whose target port the primary's NetworkPolicies admit the
+// replicas to. Returns notes.
+function checkFollower(objs, follower, primary) {
+  const { pod, container, workload } = follower;
+  const tokenFile = setting(objs, container, "TRANSFERD_FOLLOW_TOKEN_FILE");
+  if (!tokenFile) {
+    throw new Problem(`${name(workload)} sends no token to the primary: TRANSFERD_FOLLOW_TOKEN_FILE is not set (the primary requires tokens)`);
+  }
+  if (tokenFile === setting(objs, container, "TRANSFERD_TOKEN_FILE")) {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW_TOKEN_FILE ${tokenFile} is the callers' token file (TOKEN ROLE lines), not a file holding one token`);
+  }
+  const held = secretHolding(pod, container, tokenFile, "TRANSFERD_FOLLOW_TOKEN_FILE");
+
+  const address = String(setting(objs, container, "TRANSFERD_FOLLOW"));
+  const port = portOf(address, "TRANSFERD_FOLLOW");
+  const host = address.slice(0, address.lastIndexOf(":")).split(".")[0];
+  const svc = ofKind(objs, "Service").find((s) => s.metadata.name === host);
+  if (!svc) throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW ${address}: no Service ${host} in the manifests`);
+  if (!selects({ matchLabels: svc.spec.selector }, primary.pod.metadata.labels)) {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW ${address}: ${name(svc)} does not select the primary ${name(primary.workload)}`);
+  }
+  if (selects({ matchLabels: svc.spec.selector }, pod.metadata.labels)) {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW ${address}: ${name(svc)} also selects the replicas themselves`);
+  }
+  const sport = svc.spec.ports?.find((p) => p.port === port);
+  if (!sport) throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW ${address}: ${name(svc)} has no port ${port}`);
+  const target = sport.targetPort ?? port;
+  const cport = primary.container.ports?.find((p) => p.name === target || p.containerPort === target);
+  if (!cport) throw new Problem(`${name(svc)} port ${port} targets ${target}, no container port of the primary`);
+
+  // NetworkPolicies add up: the replicas get through when any policy that
+  // selects the primary admits them on that port.
+  const admitted = ofKind(objs, "NetworkPolicy").some(
+    (np) =>
+      policySelects(np.spec.podSelector, primary.pod.metadata.labels) &&
+      (np.spec.ingress ?? []).some(
+        (rule) =>
+          (!rule.ports?.length ||
+            rule.ports.some((p) => p.port === cport.containerPort || p.port === cport.name)) &&
+          (rule.from ?? []).some((peer) => !peer.namespaceSelector && selects(peer.podSelector, pod.metadata.labels)),
+      ),
+  );
+  if (!admitted) {
+    throw new Problem(`${name(workload)} cannot reach the primary: no NetworkPolicy of ${name(primary.workload)} admits its pods on port ${cport.containerPort}`);
+  }
+  return [`follows ${address} (${name(svc)} -> ${name(primary.workload)} port ${cport.containerPort}, admitted) with a token from Secret ${held.secret.secretName} (${tokenFile})`];
+}
+
+function check(objs, flags) {
+  const sets = ofKind(objs, "StatefulSet");
+  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
+  const servers = workloads(objs);
+  const primary = servers.find((w) => w.workload === sets[0]);
+  if (setting(objs, primary.container, "TRANSFERD_FOLLOW")) {
+    throw new Problem(`the primary ${name(primary.workload)} sets TRANSFERD_FOLLOW: it would be a read-only replica`);
+  }
+  const followers = servers.filter((w) => setting(objs, w.container, "TRANSFERD_FOLLOW"));
+  if (flags.includes("--serving") && followers.length !== 1) {
+    throw new Problem(`expected one workload of serving replicas (TRANSFERD_FOLLOW set), found ${followers.length}`);
+  }
+  const notes = [];
+  const several = servers.length > 1;
+  for (const w of [primary, ...servers.filter((x) => x !== primary)]) {
+    let mine = checkServer(objs, flags, w, followers);
+    if (followers.includes(w)) mine = mine.concat(checkFollower(objs, w, primary));
+    notes.push(several ? `${name(w.workload)}: ${mine.join(", ")}` : mine.join("; "));
+  }
   console.log(notes.join("; "));
 }
 
 const flags = process.argv.slice(2);
-if (flags.some((f) => !["--tls", "--monitoring"].includes(f))) {
-  console.error("usage: security.mjs [--tls] [--monitoring]  < rendered-manifests.yaml");
+if (flags.some((f) => !["--tls", "--monitoring", "--serving"].includes(f))) {
+  console.error("usage: security.mjs [--tls] [--monitoring] [--serving]  < rendered-manifests.yaml");
   process.exit(2);
 }
 try {

@@ -46,6 +46,7 @@ import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler";
 // For the metadata and label selectors of the CRD kinds. A dependency of
 // kubernetes-models (pinned by package-lock.json), which has no export of them.
 import { ObjectMeta } from "@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta";
@@ -66,6 +67,7 @@ const KINDS = new Map(
     StatefulSet,
     NetworkPolicy,
     PodDisruptionBudget,
+    HorizontalPodAutoscaler,
   ].map((cls) => [`${cls.apiVersion}/${cls.kind}`, cls]),
 );
 

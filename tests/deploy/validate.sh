@@ -10,10 +10,13 @@
 # rejects unknown (misspelled) fields; the Prometheus Operator's
 # ServiceMonitor and PrometheusRule (the monitoring overlay) against
 # hand-written schemas in validate.mjs, as strictly. Checks that the metrics
-# port is wired end to end (monitoring.mjs wiring), the alerting rules with
+# port is wired end to end (monitoring.mjs wiring), how the serving
+# replicas of the serving overlay fit together and stay apart from the
+# primary (serving.mjs), the alerting rules with
 # `promtool check rules` and their behaviour with `promtool test rules`
 # (alerts.test.yaml). Checks the secure defaults of every overlay
-# (security.mjs: tokens, NetworkPolicy sources, TLS wiring). Checks the
+# (security.mjs: tokens, NetworkPolicy sources, TLS wiring, the replicas'
+# token and way to the primary). Checks the
 # Dockerfiles' syntax (lint-dockerfiles.mjs), that they agree with the
 # manifests, and that their build stages install every package CMake
 # requires (packages.mjs; the image itself is built by
@@ -83,8 +86,9 @@ check "every field kubernetes-models declares is seen by the unknown-field check
   "${validator[@]}" --self-check
 
 # monitoring: the cpu overlay plus deploy/k8s/components/monitoring; tls:
-# the cpu overlay plus deploy/k8s/components/tls.
-for overlay in cpu gpu monitoring tls; do
+# the cpu overlay plus deploy/k8s/components/tls; serving: the cpu overlay
+# plus deploy/k8s/components/serving.
+for overlay in cpu gpu monitoring tls serving; do
   echo "== overlay $overlay"
   out="$work/$overlay.yaml"
   if render "deploy/k8s/overlays/$overlay" >"$out" 2>"$work/render.err"; then
@@ -123,6 +127,24 @@ for overlay in cpu gpu monitoring tls; do
         bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 1 )) ]] &&
           [[ $(grep -cx "kind: Certificate" "$1") -eq 1 ]] && grep -qF "image: transferd:cpu" "$1"' _ "$out" "$work/cpu.yaml"
       ;;
+    serving)
+      # The primary stays: the cpu overlay's objects plus the component's
+      # five; the replicas run the primary's image (the component's
+      # replacement), on the cpu overlay's device.
+      check "serving: the cpu overlay's objects plus a Deployment, Service, NetworkPolicy, PodDisruptionBudget and HorizontalPodAutoscaler; both servers on image transferd:cpu, TRANSFERD_DEVICE cpu" \
+        bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 5 )) ]] &&
+          for k in Deployment PodDisruptionBudget HorizontalPodAutoscaler; do [[ $(grep -cx "kind: $k" "$1") -eq 1 ]] || exit 1; done &&
+          [[ $(grep -cx "kind: Service" "$1") -eq 2 && $(grep -cx "kind: NetworkPolicy" "$1") -eq 2 && $(grep -cx "kind: StatefulSet" "$1") -eq 1 ]] &&
+          [[ $(grep -cE "^ +image: transferd:cpu$" "$1") -eq 2 ]] && grep -qF "TRANSFERD_DEVICE: cpu" "$1" && ! grep -q "nvidia.com/gpu" "$1"' _ "$out" "$work/cpu.yaml"
+      # serving.mjs: Service, PodDisruptionBudget, autoscaler and probes of
+      # the replicas fit together and leave the primary alone.
+      if node "$here/serving.mjs" <"$out" >"$work/out" 2>&1; then
+        pass "serving: replicas wired ($(cat "$work/out"))"
+      else
+        fail "serving: replicas wired"
+        sed 's/^/    /' "$work/out"
+      fi
+      ;;
   esac
   # Secure by default (security.mjs): tokens from a mounted Secret, ingress
   # only from labelled clients (and Prometheus's namespace on the metrics
@@ -131,6 +153,7 @@ for overlay in cpu gpu monitoring tls; do
   sec_flags=()
   [[ $overlay == monitoring ]] && sec_flags=(--monitoring)
   [[ $overlay == tls ]] && sec_flags=(--tls)
+  [[ $overlay == serving ]] && sec_flags=(--serving)
   if node "$here/security.mjs" "${sec_flags[@]}" <"$out" >"$work/out" 2>&1; then
     pass "$overlay: secure defaults ($(cat "$work/out"))"
   else
@@ -226,6 +249,14 @@ reject "invalid enum (imagePullPolicy Sometimes)" \
   's/imagePullPolicy: IfNotPresent/imagePullPolicy: Sometimes/' "must be equal to one of the allowed values"
 reject "unknown kind (NetworkPolicyy)" \
   's/^kind: NetworkPolicy$/kind: NetworkPolicyy/' "unknown kind"
+# The serving overlay's kinds, as strictly.
+src="$work/serving.yaml"
+reject "HorizontalPodAutoscaler: misspelled target field averageUtilisation" \
+  's/^\( *\)averageUtilization:/\1averageUtilisation:/' "averageUtilisation"
+reject "PodDisruptionBudget: misspelled field maxUnavailible" \
+  '/^kind: PodDisruptionBudget$/,/^---/s/^  maxUnavailable:/  maxUnavailible:/' "unknown field spec.maxUnavailible"
+reject "HorizontalPodAutoscaler: wrong type (maxReplicas as a string)" \
+  's/^  maxReplicas: 10$/  maxReplicas: "10"/' "must be integer"
 # The custom resources: hand-written schemas in validate.mjs, not skipped.
 src="$work/monitoring.yaml"
 reject "ServiceMonitor: misspelled endpoint field intervall" \
@@ -283,6 +314,49 @@ reject_security "--insecure-no-auth passed as a container argument" "$work/cpu.y
   's/^\(  *\)imagePullPolicy: IfNotPresent$/\1imagePullPolicy: IfNotPresent\n\1args: ["--insecure-no-auth"]/' 'TRANSFERD_INSECURE_NO_AUTH is "true"'
 reject_security "tls: the certificate's Secret not the one mounted" "$work/tls.yaml" \
   '/^kind: Certificate$/,/^---/s/secretName: transferd-tls/secretName: other-tls/' "which no Certificate" --tls
+reject_security "serving: the replicas send no token to the primary (TRANSFERD_FOLLOW_TOKEN_FILE removed)" "$work/serving.yaml" \
+  '/- name: TRANSFERD_FOLLOW_TOKEN_FILE$/{N;d}' "sends no token to the primary" --serving
+reject_security "serving: the replicas send the callers' token file as their token" "$work/serving.yaml" \
+  's|value: /etc/transferd/secrets/replica-token|value: /etc/transferd/secrets/tokens|' "is the callers' token file" --serving
+reject_security "serving: the primary's NetworkPolicy lost the replicas' rule" "$work/serving.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/^  - from:$/{N;N;N;/instance: transferd-serving$/{N;N;N;N;d}}}' "cannot reach the primary" --serving
+reject_security "serving: the replicas admitted to the primary's HTTP port" "$work/serving.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/instance: transferd-serving$/{n;n;n;s/- port: 50051/- port: 8080/}}' "may reach only the gRPC port" --serving
+reject_security "serving: the replicas follow their own Service" "$work/serving.yaml" \
+  's/value: transferd:50051$/value: transferd-serving:50051/' "does not select the primary" --serving
+
+# The same for the other checks of rendered manifests (serving.mjs,
+# monitoring.mjs wiring): a corrupted copy must fail COMMAND, read on stdin.
+# reject_with DESCRIPTION SOURCE SED-SCRIPT EXPECTED-TEXT COMMAND...
+reject_with() {
+  local what=$1 from=$2 script=$3 expect=$4 bad="$work/bad.yaml"
+  shift 4
+  if [[ ! -s "$from" ]]; then fail "$what (no rendered $(basename "$from" .yaml) overlay)"; return; fi
+  sed -e "$script" "$from" >"$bad"
+  if cmp -s "$from" "$bad"; then fail "$what (the sed script changed nothing)"; return; fi
+  if "$@" <"$bad" >"$work/out" 2>&1; then
+    fail "$what: accepted"
+  elif ! grep -qF -- "$expect" "$work/out"; then
+    fail "$what: rejected, but the error does not mention '$expect'"
+    sed 's/^/    /' "$work/out"
+  else
+    pass "$what: rejected ($(cut -c1-140 "$work/out" | head -1))"
+  fi
+}
+serving_check=(node "$here/serving.mjs")
+reject_with "serving: readiness on the whole server, not the alias" "$work/serving.yaml" \
+  '/service: aliases\/pets$/d' "not the health of an alias" "${serving_check[@]}"
+reject_with "serving: spec.replicas in the Deployment (the autoscaler's to set)" "$work/serving.yaml" \
+  '/^kind: Deployment$/,/^---/s/^  revisionHistoryLimit: 5$/  replicas: 3\n  revisionHistoryLimit: 5/' "spec.replicas is set" "${serving_check[@]}"
+reject_with "serving: the autoscaler down to one replica" "$work/serving.yaml" \
+  's/^  minReplicas: 2$/  minReplicas: 1/' "minReplicas 1" "${serving_check[@]}"
+reject_with "serving: a PodDisruptionBudget that lets no replica go" "$work/serving.yaml" \
+  '/^kind: PodDisruptionBudget$/,/^---/s/^  maxUnavailable: 1$/  maxUnavailable: 0/' "lets no replica" "${serving_check[@]}"
+reject_with "serving: the replicas' data dir on a PersistentVolumeClaim" "$work/serving.yaml" \
+  '/^      - emptyDir:$/{N;s/- emptyDir:\n *sizeLimit: 20Gi/- persistentVolumeClaim:\n          claimName: cache/}' "is not an emptyDir" "${serving_check[@]}"
+reject_with "serving: the replicas' Service selects the primary too" "$work/serving.yaml" \
+  '/^kind: Service$/,/^---/s/instance: transferd-serving$/instance: transferd/' "found 2 (Service/transferd, Service/transferd-serving)" \
+  node "$here/monitoring.mjs" wiring
 
 # The same for promtool: a corrupted copy of a rule file must fail the given
 # promtool command, with EXPECTED-TEXT in its output.
