@@ -1228,7 +1228,7 @@ void ReplicaBench(const Options& o, const ModelSetup& m,
     return server;
   };
   std::vector<Row> rows;
-  std::map<std::pair<std::string, int>, double> rate;
+  std::map<std::pair<std::string, int>, double> rate, per_core;
   auto measure = [&](const std::string& name,
                      const std::vector<Server*>& servers) {
     std::vector<std::vector<std::shared_ptr<grpc::Channel>>> channels;
@@ -1249,6 +1249,7 @@ void ReplicaBench(const Options& o, const ModelSetup& m,
       }
       Row row = Served(o, servers, std::move(callers), name);
       rate[{name, c}] = row.images_per_second;
+      per_core[{name, c}] = row.images_per_second / row.server_cores;
       PrintRow(row);
       std::fflush(stdout);
       rows.push_back(std::move(row));
@@ -1283,14 +1284,19 @@ void ReplicaBench(const Options& o, const ModelSetup& m,
            " failed calls, first: " + r.first_error);
     }
   }
-  std::printf("\nscaling (images/s ratios, same run):\n");
+  std::printf(
+      "\nscaling (same run): images/s ratios, and images per second of "
+      "server CPU (the load generator takes its CPU from the same cores)\n");
   for (int conc : o.concurrency) {
     const double s1 = rate[{single, conc}], r1 = rate[{f1, conc}],
                  r2 = rate[{f2, conc}], w = rate[{wide, conc}];
     std::printf(
-        "  c=%-3d 2 replicas / 1 replica %.2fx (efficiency %.2f); 1 replica "
-        "/ 1 server %.2fx; 2 replicas / 1 replica on 2 CPUs %.2fx\n",
-        conc, r2 / r1, r2 / (2 * r1), r1 / s1, r2 / w);
+        "  c=%-3d 2 replicas / 1 replica %.2fx (efficiency %.2f; per server "
+        "core %.0f vs %.0f images/s, %.2f); 1 replica / 1 server %.2fx; "
+        "2 replicas / 1 replica on 2 CPUs %.2fx\n",
+        conc, r2 / r1, r2 / (2 * r1), per_core[{f2, conc}],
+        per_core[{f1, conc}], per_core[{f2, conc}] / per_core[{f1, conc}],
+        r1 / s1, r2 / w);
   }
 }
 
