@@ -331,8 +331,11 @@ TEST_F(ReplicaTest, FollowersOutliveThePrimaryAndCatchUpWhenItReturns) {
   auto a = StartFollower(
       primary_->address(),
       {"--http-listen=127.0.0.1:" + std::to_string(http_port)}, follower_dir);
+  auto b = StartFollower(primary_->address());
   ASSERT_TRUE(a->ok()) << a->Log();
+  ASSERT_TRUE(b->ok()) << b->Log();
   ASSERT_TRUE(WaitServing(*a, kAlias)) << a->Log();
+  ASSERT_TRUE(WaitServing(*b, kAlias)) << b->Log();
   v1::PredictResponse before;
   ASSERT_TRUE(Predict(*a, images_, &before).ok());
 
@@ -344,14 +347,20 @@ TEST_F(ReplicaTest, FollowersOutliveThePrimaryAndCatchUpWhenItReturns) {
     return !i.replica().primary_connected() && !i.replica().in_sync() &&
            !i.replica().last_error().empty();
   })) << a->Log();
+  EXPECT_TRUE(WaitInfo(*b, [](const v1::ServerInfo& i) {
+    return !i.replica().primary_connected();
+  })) << b->Log();
   v1::PredictResponse after;
-  grpc::Status s = Predict(*a, images_, &after);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_EQ(after.model(), models_[0]);
-  for (int i = 0; i < before.predictions_size(); ++i) {
-    EXPECT_EQ(after.predictions(i).label(), before.predictions(i).label());
+  grpc::Status s;
+  for (TransferdServer* follower : {a.get(), b.get()}) {
+    s = Predict(*follower, images_, &after);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(after.model(), models_[0]);
+    for (int i = 0; i < before.predictions_size(); ++i) {
+      EXPECT_EQ(after.predictions(i).label(), before.predictions(i).label());
+    }
+    EXPECT_TRUE(WaitServing(*follower, kAlias, 10));
   }
-  EXPECT_TRUE(WaitServing(*a, kAlias, 10));
   // Still ready (it serves what it has); the probe's details and the
   // metrics say the primary is lost.
   {
