@@ -142,7 +142,10 @@ void AliasWatchHub::Run() {
   auto last_read = std::chrono::steady_clock::time_point();
   std::unique_lock<std::mutex> lock(s_->mu);
   while (!stop_) {
-    s_->cv.wait_for(lock, kTick, [&] { return stop_ || s_->changed; });
+    // Until the engine is ready (and the listener set) only the tick wakes
+    // the thread: nothing to read yet, and no watcher can have come in.
+    s_->cv.wait_for(lock, kTick,
+                    [&] { return stop_ || (listening_ && s_->changed); });
     if (stop_) break;
     const bool shutting_down = api_.shutting_down();
     if (shutting_down || closed_) {
@@ -211,7 +214,7 @@ void AliasWatchHub::Run() {
 
     lock.lock();
     if (!ok) {
-      s_->changed = true;  // read again at the next tick
+      last_read = {};  // read again at the next tick
       continue;
     }
     std::vector<std::shared_ptr<Watcher>> all(watchers_.begin(),
