@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""clang-tidy over server/rpc, server/core, server/http and server/auth with a result cache.
+"""clang-tidy over server/rpc, server/core, server/http, server/auth and server/replica with a result cache.
 
 Reads BUILD_DIR/compile_commands.json and skips a file whose
 last run passed with the same inputs: the key hashes the clang-tidy version,
@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIRS = ("server/rpc/", "server/core/", "server/http/", "server/auth/")
+DIRS = ("server/rpc/", "server/core/", "server/http/", "server/auth/", "server/replica/")
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                      "transferd-tidy")
 
