@@ -28,6 +28,7 @@ using core::LogFields;
 namespace {
 
 constexpr int kPullTries = 3;
+constexpr std::chrono::seconds kMaxPullPause{300};
 constexpr char kModels[] = "models/";
 constexpr char kAliases[] = "aliases/";
 
@@ -66,6 +67,12 @@ struct Follower::Impl {
   std::chrono::seconds heartbeat{5};
   int corrupt_left = 0;
   std::thread thread, watchdog;
+  // Only the following thread touches it.
+  struct PullBackoff {
+    std::chrono::seconds pause{0};
+    Clock::time_point next_try;
+  };
+  std::map<std::string, PullBackoff> pull_backoff;
 
   Impl(FollowerOptions o, core::Engine& e)
       : options(std::move(o)), engine(e), replica(*e.replica()) {
@@ -181,9 +188,32 @@ struct Follower::Impl {
     for (const auto& [alias, id] : target) wanted.insert(id);
     for (const std::string& id : wanted) {
       if (replica.HasModel(id)) continue;
-      for (int attempt = 1; attempt <= kPullTries && !Stopping(); ++attempt) {
-        if (Pull(id, attempt)) break;
+      // A model whose pulls keep failing (a primary that cannot export it, a
+      // replica that cannot build it) is tried again after a growing pause,
+      // not at every heartbeat.
+      auto backoff = pull_backoff.find(id);
+      if (backoff != pull_backoff.end() &&
+          Clock::now() < backoff->second.next_try) {
+        continue;
       }
+      bool pulled = false;
+      for (int attempt = 1; attempt <= kPullTries && !Stopping() && !pulled;
+           ++attempt) {
+        pulled = Pull(id, attempt);
+      }
+      if (pulled) {
+        pull_backoff.erase(id);
+      } else if (!Stopping()) {
+        PullBackoff& b = pull_backoff[id];
+        b.pause = std::min(kMaxPullPause, b.pause == std::chrono::seconds(0)
+                                              ? std::chrono::seconds(5)
+                                              : b.pause * 2);
+        b.next_try = Clock::now() + b.pause;
+      }
+    }
+    // Models no alias names any more are not retried.
+    for (auto it = pull_backoff.begin(); it != pull_backoff.end();) {
+      it = wanted.count(it->first) > 0 ? std::next(it) : pull_backoff.erase(it);
     }
     if (Stopping()) return;
     absl::Status applied = replica.Apply(target, [this] { return Stopping(); });

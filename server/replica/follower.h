@@ -6,7 +6,7 @@
 // primary sends with the last chunk, then imported into the local registry
 // (which checks the archive again); core::Replica then warms the models and
 // moves the local aliases. A pull that fails or is refused is retried at
-// once (kPullTries in all), then at the next heartbeat.
+// once (kPullTries in all), then after a pause doubling from 5 s to 5 min.
 //
 // The primary is lost when the stream breaks (a killed primary closes its
 // connections) or when nothing, not even a heartbeat, arrives for three
