@@ -196,24 +196,26 @@ int Run(const transferd::app::ServerConfig& config) {
         (*engine)->data_dir().root().string(), info.store_schema_version,
         info.instance_id, (*engine)->data_dir().stale_tmp_entries_removed(),
         (*engine)->datasets().orphans_removed());
-    if (!config.follow.primary.empty()) {
-      // Serves what its cache holds at once; the primary's aliases follow.
-      auto started_follower =
-          transferd::replica::Follower::Start(config.follow, **engine);
-      if (started_follower.ok()) {
-        follower = *std::move(started_follower);
-        spdlog::info("read-only serving replica of {}", config.follow.primary);
-      } else {
-        spdlog::critical("cannot start: {}",
-                         started_follower.status().ToString());
-        exit_code = 1;
-        const unsigned char wake = 0;
-        (void)!write(g_signal_pipe[1], &wake, 1);
-      }
-    }
-    if (exit_code == 0 && lifecycle.BecomeServing()) {
+    if (lifecycle.BecomeServing()) {
       spdlog::info("serving transferd.v1 on {} (port {})",
                    config.rpc.listen_address, (*server)->port());
+      // After SERVING: the per-alias health statuses are published (the
+      // cached aliases served at once), then the primary's follow.
+      if (!config.follow.primary.empty()) {
+        auto started_follower =
+            transferd::replica::Follower::Start(config.follow, **engine);
+        if (started_follower.ok()) {
+          follower = *std::move(started_follower);
+          spdlog::info("read-only serving replica of {}",
+                       config.follow.primary);
+        } else {
+          spdlog::critical("cannot start: {}",
+                           started_follower.status().ToString());
+          exit_code = 1;
+          const unsigned char wake = 0;
+          (void)!write(g_signal_pipe[1], &wake, 1);
+        }
+      }
     }
   } else if (!(*engine)->shutting_down()) {
     spdlog::critical("cannot start: {}", started.ToString());

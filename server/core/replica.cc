@@ -135,20 +135,11 @@ void Replica::Interrupt() {
   cv_.notify_all();
 }
 
-absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
-                            const std::function<bool()>& cancelled) {
-  ModelRegistry& registry = engine_.models();
-  std::vector<std::string> present;
-  for (const auto& [alias, id] : target) {
-    if (HasModel(id) &&
-        std::find(present.begin(), present.end(), id) == present.end()) {
-      present.push_back(id);
-    }
-  }
-  const std::vector<std::string> ready = WarmAll(present, cancelled);
-  const std::set<std::string> warm(ready.begin(), ready.end());
+namespace {
 
-  std::string problem;
+// The local aliases, all pages.
+absl::StatusOr<std::map<std::string, std::string>> LocalAliases(
+    ModelRegistry& registry) {
   std::map<std::string, std::string> local;
   std::string token;
   do {
@@ -159,16 +150,43 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
     for (const AliasInfo& a : *page) local[a.alias] = a.model_id;
     token = next;
   } while (!token.empty());
+  return local;
+}
 
+}  // namespace
+
+absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
+                            const std::function<bool()>& cancelled) {
+  ModelRegistry& registry = engine_.models();
+  absl::StatusOr<std::map<std::string, std::string>> local =
+      LocalAliases(registry);
+  if (!local.ok()) return local.status();
+  // Only the models an alias moves to are warmed: an alias already in place
+  // is served as it is (its model reloads on demand if it was unloaded).
+  std::vector<std::string> moving;
   for (const auto& [alias, id] : target) {
-    auto it = local.find(alias);
-    if (it != local.end() && it->second == id) continue;
-    if (warm.count(id) == 0) {
+    auto it = local->find(alias);
+    if (it != local->end() && it->second == id) continue;
+    if (HasModel(id) &&
+        std::find(moving.begin(), moving.end(), id) == moving.end()) {
+      moving.push_back(id);
+    }
+  }
+  const std::vector<std::string> warmed = WarmAll(moving, cancelled);
+  const std::set<std::string> warm(warmed.begin(), warmed.end());
+
+  std::string problem;
+  for (const auto& [alias, id] : target) {
+    auto it = local->find(alias);
+    if (it != local->end() && it->second == id) continue;
+    // Ready now, not only when WarmAll returned: loading another model may
+    // have unloaded it since.
+    if (warm.count(id) == 0 || !engine_.predictor().Ready(id)) {
       if (problem.empty()) {
         problem = absl::StrCat("alias '", alias, "': model ", id, " is ",
                                HasModel(id) ? "not warm" : "not pulled",
                                "; the alias stays at ",
-                               it == local.end() ? "nothing" : it->second);
+                               it == local->end() ? "nothing" : it->second);
       }
       continue;
     }
@@ -177,9 +195,9 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
     LogFields(spdlog::level::info, "replica alias moved",
               {{"alias", alias},
                {"model", id},
-               {"was", it == local.end() ? "" : it->second}});
+               {"was", it == local->end() ? "" : it->second}});
   }
-  for (const auto& [alias, id] : local) {
+  for (const auto& [alias, id] : *local) {
     if (target.count(alias) > 0) continue;
     if (absl::Status s = registry.DeleteAlias(alias);
         !s.ok() && !absl::IsNotFound(s)) {
@@ -189,10 +207,13 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
               {{"alias", alias}, {"was", id}});
   }
 
+  std::vector<std::string> named;
+  for (const auto& [alias, id] : target) {
+    if (HasModel(id)) named.push_back(id);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [alias, id] : target) {
-      if (warm.count(id) == 0) continue;
+    for (const std::string& id : named) {
       recently_named_.erase(
           std::remove(recently_named_.begin(), recently_named_.end(), id),
           recently_named_.end());
@@ -201,25 +222,19 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
   }
   TrimCache(target);
 
-  std::map<std::string, std::string> now;
-  {
-    std::string next;
-    absl::StatusOr<std::vector<AliasInfo>> page =
-        registry.ListAliases(1000, "", &next);
-    if (page.ok()) {
-      for (const AliasInfo& a : *page) now[a.alias] = a.model_id;
-    }
-  }
+  absl::StatusOr<std::map<std::string, std::string>> now =
+      LocalAliases(registry);
+  if (!now.ok()) return now.status();
   std::lock_guard<std::mutex> lock(mu_);
   status_.aliases.clear();
   for (const auto& [alias, id] : target) {
     ReplicaAliasStatus a;
     a.alias = alias;
     a.primary_model_id = id;
-    if (auto it = now.find(alias); it != now.end()) a.model_id = it->second;
+    if (auto it = now->find(alias); it != now->end()) a.model_id = it->second;
     status_.aliases.push_back(std::move(a));
   }
-  status_.in_sync = problem.empty() && now == target;
+  status_.in_sync = problem.empty() && *now == target;
   if (status_.in_sync) {
     status_.last_sync = std::chrono::system_clock::now();
     status_.last_error.clear();

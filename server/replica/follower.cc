@@ -29,6 +29,7 @@ namespace {
 
 constexpr int kPullTries = 3;
 constexpr std::chrono::seconds kMaxPullPause{300};
+constexpr std::chrono::seconds kPullStall{30};
 constexpr char kModels[] = "models/";
 constexpr char kAliases[] = "aliases/";
 
@@ -64,6 +65,9 @@ struct Follower::Impl {
   // While the thread waits in the watch's Read: since when (the watchdog
   // cancels a read that hears nothing for three heartbeats).
   std::optional<Clock::time_point> reading_since;
+  // While a pull runs: when its last chunk arrived (the watchdog cancels a
+  // pull that stalls for kPullStall).
+  Clock::time_point pull_progress;
   std::chrono::seconds heartbeat{5};
   int corrupt_left = 0;
   std::thread thread, watchdog;
@@ -163,10 +167,15 @@ struct Follower::Impl {
       cv.wait_for(lock, std::chrono::milliseconds(500),
                   [&] { return stopping; });
       if (stopping) break;
+      const auto now = Clock::now();
       if (reading_since.has_value() && watch_ctx != nullptr &&
-          Clock::now() - *reading_since > 3 * heartbeat) {
+          now - *reading_since > 3 * heartbeat) {
         watch_ctx->TryCancel();
         reading_since.reset();
+      }
+      if (pull_ctx != nullptr && now - pull_progress > kPullStall) {
+        pull_ctx->TryCancel();
+        pull_progress = now;
       }
     }
   }
@@ -233,6 +242,7 @@ struct Follower::Impl {
       std::lock_guard<std::mutex> lock(mu);
       if (stopping) return false;
       pull_ctx = &ctx;
+      pull_progress = Clock::now();
     }
     v1::ExportModelRequest request;
     request.set_name(absl::StrCat(kModels, id));
@@ -244,6 +254,10 @@ struct Follower::Impl {
     int64_t received = 0, total = -1;
     std::string primary_sha, refused, failed;
     while (reader->Read(&chunk)) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        pull_progress = Clock::now();
+      }
       if (import == nullptr) {
         total = chunk.total_bytes();
         absl::StatusOr<std::unique_ptr<core::ModelImport>> begun =
@@ -357,11 +371,19 @@ absl::StatusOr<std::unique_ptr<Follower>> Follower::Start(
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // HTTP/2 pings find a connection that died silently (a network that drops
+  // packets): without them a new watch would go out on the dead connection
+  // until the kernel gives up on it. 20 s respects the primary's default
+  // --min-ping-seconds (10).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetUserAgentPrefix(
       absl::StrCat("transferd-replica/", core::GetBuildInfo().version));
   std::shared_ptr<grpc::ChannelCredentials> credentials =
       grpc::InsecureChannelCredentials();
-  if (o.tls || !o.tls_ca_file.empty() || !o.tls_cert_file.empty()) {
+  if (o.tls || !o.tls_ca_file.empty() || !o.tls_cert_file.empty() ||
+      !o.tls_server_name.empty()) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = ReadText(o.tls_ca_file);
     ssl.pem_cert_chain = ReadText(o.tls_cert_file);

@@ -224,13 +224,16 @@ void InferenceService::EngineReady(
     if (!health_.empty() || health.empty()) return;
     health_ = std::move(health);
   }
-  api_.AddModelReadyListener([this](const std::string& model_id, bool ready) {
-    ModelReady(model_id, ready);
-  });
-  api_.AddAliasListener(
-      [this](const std::string& alias, const std::string& model_id) {
-        AliasChanged(alias, model_id);
+  api_.AddModelReadyListener(
+      [gate = gate_](const std::string& model_id, bool ready) {
+        std::lock_guard<std::mutex> lock(gate->mu);
+        if (gate->self != nullptr) gate->self->ModelReady(model_id, ready);
       });
+  api_.AddAliasListener([gate = gate_](const std::string& alias,
+                                       const std::string& /*model_id*/) {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    if (gate->self != nullptr) gate->self->AliasChanged(alias);
+  });
   std::string token;
   do {
     absl::StatusOr<core::api::Page<core::AliasInfo>> page =
@@ -239,18 +242,27 @@ void InferenceService::EngineReady(
       spdlog::warn("aliases: {}", std::string(page.status().message()));
       break;
     }
-    for (const core::AliasInfo& a : page->items) {
-      AliasChanged(a.alias, a.model_id);
-    }
+    for (const core::AliasInfo& a : page->items) AliasChanged(a.alias);
     token = page->next_page_token;
   } while (!token.empty());
 }
 
-void InferenceService::AliasChanged(const std::string& alias,
-                                    const std::string& model_id) {
+void InferenceService::Detach() {
+  std::lock_guard<std::mutex> lock(gate_->mu);
+  gate_->self = nullptr;
+}
+
+void InferenceService::AliasChanged(const std::string& alias) {
   bool ready = false;
+  std::string model_id;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // The registry's answer now, read under mu_: a listener's call and
+    // EngineReady's listing may arrive in either order, and whichever runs
+    // last must leave the current model (NOT_FOUND: deleted).
+    absl::StatusOr<std::string> now =
+        api_.ResolveModel("alias", absl::StrCat("aliases/", alias));
+    if (now.ok()) model_id = *now;
     if (model_id.empty()) {
       aliases_.erase(alias);
     } else {

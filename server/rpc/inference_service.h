@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -30,7 +31,13 @@ class InferenceService final
   // Predict deadlines are capped at `max_request_time` from arrival.
   InferenceService(core::api::EngineApi& api, const auth::Authorizer& auth,
                    std::chrono::milliseconds max_request_time)
-      : api_(api), auth_(auth), max_request_time_(max_request_time) {}
+      : api_(api),
+        auth_(auth),
+        max_request_time_(max_request_time),
+        gate_(std::make_shared<Gate>()) {
+    gate_->self = this;
+  }
+  ~InferenceService() override { Detach(); }
 
   // Once the engine is ready: publishes a health status per alias, keeps it
   // current as aliases move and models load or unload, and warms the models
@@ -38,6 +45,10 @@ class InferenceService final
   // health-only port's, when there is one (probes of a TLS server ask
   // there).
   void EngineReady(std::vector<grpc::HealthCheckServiceInterface*> health);
+  // Stops publishing: the engine's listeners (which live as long as the
+  // engine) become no-ops, after any call in progress. Before the health
+  // services go.
+  void Detach();
 
   grpc::ServerUnaryReactor* Predict(
       grpc::CallbackServerContext* ctx,
@@ -53,7 +64,8 @@ class InferenceService final
   }
 
  private:
-  void AliasChanged(const std::string& alias, const std::string& model_id);
+  // Publishes `alias`'s status from the registry's current answer.
+  void AliasChanged(const std::string& alias);
   void ModelReady(const std::string& model_id, bool ready);
 
   core::api::EngineApi& api_;
@@ -61,6 +73,13 @@ class InferenceService final
   const std::chrono::milliseconds max_request_time_;
   std::mutex mu_;
   std::vector<grpc::HealthCheckServiceInterface*> health_;
+  // What the engine's listeners hold: they reach this service only while
+  // `self` is set.
+  struct Gate {
+    std::mutex mu;
+    InferenceService* self = nullptr;
+  };
+  std::shared_ptr<Gate> gate_;
   std::map<std::string, std::string> aliases_;  // alias -> model id
 };
 

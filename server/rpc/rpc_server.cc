@@ -352,6 +352,9 @@ void RpcServer::Shutdown() {
     health_server_->Shutdown(std::chrono::system_clock::now());
     health_server_->Wait();
   }
+  // The engine outlives this server, and its predictor may still finish a
+  // warm-up: its listeners must no longer reach the health services.
+  inference_service_->Detach();
 }
 
 }  // namespace transferd::rpc

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -199,6 +200,14 @@ TEST_F(ReplicaTest,
   }
 
   // The corrupted pull was refused by the hash check and pulled again.
+  // The status is written once the sync finished, just after the alias
+  // flipped.
+  ASSERT_TRUE(WaitInfo(*a, [](const v1::ServerInfo& i) {
+    return i.replica().in_sync();
+  })) << a->Log();
+  ASSERT_TRUE(WaitInfo(*b, [](const v1::ServerInfo& i) {
+    return i.replica().in_sync();
+  })) << b->Log();
   const v1::ServerInfo info_a = Info(*a);
   ASSERT_TRUE(info_a.has_replica());
   EXPECT_EQ(info_a.replica().primary(), primary_->address());
@@ -291,10 +300,11 @@ TEST_F(ReplicaTest,
     });
   }
   // Some calls before the move.
-  while (calls.load() < 20) std::this_thread::yield();
+  const auto pause = std::chrono::milliseconds(5);
+  while (calls.load() < 20) std::this_thread::sleep_for(pause);
   const auto move_start = Clock::now();
   SetAlias(*primary_, models_[1]);
-  const auto limit = move_start + std::chrono::seconds(10);
+  const auto limit = move_start + std::chrono::seconds(30);
   while (
       (seen[0].first_new_ns.load() == 0 || seen[1].first_new_ns.load() == 0) &&
       Clock::now() < limit) {
@@ -303,7 +313,7 @@ TEST_F(ReplicaTest,
   // And some after.
   const int after = calls.load() + 20;
   while (calls.load() < after && failures.load() < 100) {
-    std::this_thread::yield();
+    std::this_thread::sleep_for(pause);
   }
   stop.store(true);
   for (std::thread& t : loops) t.join();
@@ -377,7 +387,11 @@ TEST_F(ReplicaTest, FollowersOutliveThePrimaryAndCatchUpWhenItReturns) {
   }
 
   // A follower restarted while the primary is gone serves its cache.
-  ASSERT_TRUE(a->Stop(SIGTERM, std::chrono::seconds(30)).has_value());
+  const std::optional<testing::ExitStatus> stopped =
+      a->Stop(SIGTERM, std::chrono::seconds(30));
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_TRUE(stopped->exited && stopped->code == 0) << a->Log();
+  EXPECT_THAT(a->Log(), HasSubstr("stopped cleanly"));
   a.reset();
   auto restarted = StartFollower(primary_address, {}, follower_dir);
   ASSERT_TRUE(restarted->ok()) << restarted->Log();

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -95,13 +96,25 @@ class ReplicaTest : public ::testing::Test {
 
 TEST_F(ReplicaTest, AliasesMoveToWarmModelsAndTheStatusSaysSo) {
   Replica& replica = *engine_->replica();
+  // Whether each model was warm at the moment its alias flipped to it.
+  std::mutex mu;
+  std::map<std::string, bool> warm_at_flip;
+  engine_->models().AddAliasListener(
+      [&](const std::string&, const std::string& model_id) {
+        if (model_id.empty()) return;
+        const bool ready = engine_->predictor().Ready(model_id);
+        std::lock_guard<std::mutex> lock(mu);
+        warm_at_flip[model_id] = ready;
+      });
   EXPECT_FALSE(replica.Status().last_sync.has_value());
   ASSERT_TRUE(Apply({{"catdog", "m1"}, {"other", "m2"}}).ok());
   EXPECT_EQ(AliasTarget("catdog"), "m1");
   EXPECT_EQ(AliasTarget("other"), "m2");
-  // Warm before the flip.
-  EXPECT_TRUE(engine_->predictor().Ready("m1"));
-  EXPECT_TRUE(engine_->predictor().Ready("m2"));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(warm_at_flip,
+              (std::map<std::string, bool>{{"m1", true}, {"m2", true}}));
+  }
   ReplicaStatus status = replica.Status();
   EXPECT_EQ(status.primary, "primary.example:50051");
   EXPECT_TRUE(status.in_sync);
