@@ -52,7 +52,7 @@ int ModelsList(const Globals& g) {
   for (const v1::Model& m : all.models()) {
     std::cout << absl::StrFormat(
         "%-28s %-20s %-14s %6d %8d %8s %-21s %s\n", m.name(), m.display_name(),
-        m.spec().backbone(), m.spec().input_size(), m.classes_size(),
+        m.spec().backbone(), m.spec().input_size(), m.class_count(),
         ValAccuracy(m), When(m.create_time()),
         m.source_job().empty() ? "-" : m.source_job());
   }

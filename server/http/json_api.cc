@@ -149,10 +149,7 @@ void ListJobs(const Context& c, const httplib::Request& req,
           v1::ListJobsResponse out;
           for (const core::api::JobView& j : p.items) {
             v1::Job* job = out.add_jobs();
-            rpc::ToProto(j, job);
-            // As ListJobs on gRPC: GetJob has the history and resolved spec.
-            job->clear_history();
-            job->clear_resolved_spec();
+            rpc::ToListingProto(j, job);  // as ListJobs on gRPC
           }
           out.set_next_page_token(p.next_page_token);
           SetJson(res, out);
@@ -401,7 +398,8 @@ void AddModelRoutes(httplib::Server& s, const std::shared_ptr<Context>& c) {
                 return c.api.ListModels(p);
               },
               [](const core::ModelInfo& m, v1::ListModelsResponse* out) {
-                rpc::ToProto(m, out->add_models());
+                // As ListModels on gRPC.
+                rpc::ToListingProto(m, out->add_models());
               });
         }));
   s.Get(absl::StrCat("/api/v1/models/", id),

@@ -39,17 +39,24 @@ void EpochToProto(const train::EpochReport& e, v1::EpochMetrics* out) {
 
 void EvaluationToProto(const train::EvaluationReport& e,
                        const std::vector<std::string>& classes,
-                       v1::Evaluation* out) {
+                       v1::Evaluation* out, bool lean) {
   out->set_split(e.split);
   out->set_examples(e.examples);
   out->set_loss(e.loss);
   out->set_accuracy(e.accuracy);
   out->set_roc_auc(e.roc_auc);
+  if (lean) return;  // listings: no confusion matrix
   v1::ConfusionMatrix* m = out->mutable_confusion_matrix();
   for (const std::string& c : classes) m->add_classes(c);
   for (const auto& row : e.confusion) {
     for (int64_t v : row) m->add_counts(v);
   }
+}
+
+void EvaluationToProto(const train::EvaluationReport& e,
+                       const std::vector<std::string>& classes,
+                       v1::Evaluation* out) {
+  EvaluationToProto(e, classes, out, /*lean=*/false);
 }
 
 void SummaryToProto(const train::TrainableSummary& s,
@@ -123,15 +130,31 @@ absl::StatusOr<core::JobKind> KindFromProto(v1::JobKind kind,
       absl::StrCat(field, ": unknown job kind ", static_cast<int>(kind)));
 }
 
+namespace {
+// The full form (Get) or the lean one (listings).
+void JobToProto(const core::api::JobView& view, v1::Job* out, bool lean);
+void ModelToProto(const core::ModelInfo& in, v1::Model* out, bool lean);
+}  // namespace
+
 void ToProto(const core::JobRecord& in, v1::Job* out) {
   ToProto(core::api::JobView{in, {}}, out);
 }
 
 void ToProto(const core::api::JobView& view, v1::Job* out) {
+  JobToProto(view, out, /*lean=*/false);
+}
+
+void ToListingProto(const core::api::JobView& view, v1::Job* out) {
+  JobToProto(view, out, /*lean=*/true);
+}
+
+namespace {
+
+void JobToProto(const core::api::JobView& view, v1::Job* out, bool lean) {
   const core::JobRecord& in = view.job;
   out->set_name(absl::StrCat("jobs/", in.id));
   out->mutable_spec()->ParseFromString(in.spec_blob);
-  out->mutable_resolved_spec()->ParseFromString(in.resolved_blob);
+  if (!lean) out->mutable_resolved_spec()->ParseFromString(in.resolved_blob);
   out->set_state(StateToProto(in.state));
   out->set_failure_reason(in.failure_reason);
   *out->mutable_create_time() = Ts(in.create_time);
@@ -147,18 +170,22 @@ void ToProto(const core::api::JobView& view, v1::Job* out) {
   p->set_step(in.progress.step);
   p->set_steps(in.progress.steps);
   p->set_eta_seconds(in.progress.eta_seconds);
-  for (const train::EpochReport& e : in.history)
-    EpochToProto(e, out->add_history());
+  if (!lean) {
+    for (const train::EpochReport& e : in.history)
+      EpochToProto(e, out->add_history());
+  }
   SummaryToProto(in.trainable, out->mutable_trainable());
   if (!in.result_model.empty())
     out->set_result_model(absl::StrCat("models/", in.result_model));
   for (const train::EvaluationReport& e : in.evaluations) {
-    EvaluationToProto(e, view.classes, out->add_evaluations());
+    EvaluationToProto(e, view.classes, out->add_evaluations(), lean);
   }
   out->set_last_event_sequence(in.last_event_sequence);
   out->set_resumes(in.resumes);
   out->set_trace_id(in.trace_id);
 }
+
+}  // namespace
 
 void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out) {
   out->set_path(in.client_path);
@@ -218,6 +245,16 @@ void ToProto(const core::JobEvent& in, v1::JobEvent* out) {
 }
 
 void ToProto(const core::ModelInfo& in, v1::Model* out) {
+  ModelToProto(in, out, /*lean=*/false);
+}
+
+void ToListingProto(const core::ModelInfo& in, v1::Model* out) {
+  ModelToProto(in, out, /*lean=*/true);
+}
+
+namespace {
+
+void ModelToProto(const core::ModelInfo& in, v1::Model* out, bool lean) {
   out->set_name(absl::StrCat("models/", in.id));
   out->set_display_name(in.display_name);
   *out->mutable_create_time() = Ts(in.create_time);
@@ -225,7 +262,10 @@ void ToProto(const core::ModelInfo& in, v1::Model* out) {
   out->set_parent(in.parent);
   v1::JobSpec spec;
   if (spec.ParseFromString(in.spec_blob)) *out->mutable_spec() = spec.model();
-  for (const std::string& c : in.classes) out->add_classes(c);
+  if (!lean) {
+    for (const std::string& c : in.classes) out->add_classes(c);
+  }
+  out->set_class_count(static_cast<int32_t>(in.classes.size()));
   v1::Preprocessing* p = out->mutable_preprocessing();
   p->set_mode(in.preprocessing.mode == "caffe" ? v1::Preprocessing::MODE_CAFFE
               : in.preprocessing.mode == "tf"  ? v1::Preprocessing::MODE_TF
@@ -235,17 +275,21 @@ void ToProto(const core::ModelInfo& in, v1::Model* out) {
   for (float v : in.preprocessing.std) p->add_std(v);
   p->set_scale(in.preprocessing.scale);
   p->set_input_size(in.preprocessing.input_size);
-  for (const train::EpochReport& e : in.history)
-    EpochToProto(e, out->add_history());
+  if (!lean) {
+    for (const train::EpochReport& e : in.history)
+      EpochToProto(e, out->add_history());
+  }
   out->set_best_epoch(in.best_epoch);
   for (const train::EvaluationReport& e : in.evaluations) {
-    EvaluationToProto(e, in.classes, out->add_evaluations());
+    EvaluationToProto(e, in.classes, out->add_evaluations(), lean);
   }
   out->set_size_bytes(in.size_bytes);
   out->set_parameters(in.parameters);
   for (const std::string& a : in.aliases)
     out->add_aliases(absl::StrCat("aliases/", a));
 }
+
+}  // namespace
 
 void ToProto(const core::AliasInfo& in, v1::Alias* out) {
   out->set_name(absl::StrCat("aliases/", in.alias));

@@ -44,6 +44,10 @@ void EpochToProto(const core::train::EpochReport& e, v1::EpochMetrics* out);
 void EvaluationToProto(const core::train::EvaluationReport& e,
                        const std::vector<std::string>& classes,
                        v1::Evaluation* out);
+// `lean`: without the confusion matrix (listings).
+void EvaluationToProto(const core::train::EvaluationReport& e,
+                       const std::vector<std::string>& classes,
+                       v1::Evaluation* out, bool lean);
 void SummaryToProto(const core::train::TrainableSummary& s,
                     v1::TrainableSummary* out);
 
@@ -54,6 +58,12 @@ void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out);
 void ToProto(const core::JobEvent& in, v1::JobEvent* out);
 void ToProto(const core::ModelInfo& in, v1::Model* out);
 void ToProto(const core::AliasInfo& in, v1::Alias* out);
+// What a listing holds of a job or a model, the same on gRPC and HTTP: no
+// history, no confusion matrices, no resolved spec (jobs), no class names
+// (models: class_count stays), so that a page of 50 stays well under 1 MiB
+// with a thousand classes. Get returns everything (ToProto).
+void ToListingProto(const core::api::JobView& in, v1::Job* out);
+void ToListingProto(const core::ModelInfo& in, v1::Model* out);
 
 // The request of a CreateJob, resource names parsed and enums checked;
 // INVALID_ARGUMENT naming the field otherwise. spec.base_model is kept as a

@@ -253,10 +253,7 @@ grpc::ServerUnaryReactor* JobsService::ListJobs(
   if (!jobs.ok()) return Answer(ctx, ToGrpcStatus(jobs.status()));
   for (const core::api::JobView& j : jobs->items) {
     v1::Job* out = response->add_jobs();
-    ToProto(j, out);
-    // Listings stay small: GetJob has the history and the resolved spec.
-    out->clear_history();
-    out->clear_resolved_spec();
+    ToListingProto(j, out);  // GetJob has the rest
   }
   response->set_next_page_token(jobs->next_page_token);
   return Answer(ctx, grpc::Status::OK);

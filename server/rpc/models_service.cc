@@ -286,7 +286,7 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(
       api_.ListModels({request->page_size(), request->page_token()});
   if (!models.ok()) return Answer(ctx, ToGrpcStatus(models.status()));
   for (const core::ModelInfo& m : models->items) {
-    ToProto(m, response->add_models());
+    ToListingProto(m, response->add_models());  // GetModel has the rest
   }
   response->set_next_page_token(models->next_page_token);
   return Answer(ctx, grpc::Status::OK);

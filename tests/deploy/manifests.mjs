@@ -55,6 +55,9 @@ const FLAGS = {
   TRANSFERD_SHUTDOWN_GRACE: "--shutdown-grace",
   TRANSFERD_FOLLOW: "--follow",
   TRANSFERD_FOLLOW_TOKEN_FILE: "--follow-token-file",
+  TRANSFERD_FOLLOW_TLS: "--follow-tls",
+  TRANSFERD_FOLLOW_CA: "--follow-ca",
+  TRANSFERD_FOLLOW_SERVER_NAME: "--follow-server-name",
 };
 export function setting(objs, container, key) {
   const argv = [...(container.command ?? []), ...(container.args ?? [])].map(String);
@@ -65,7 +68,7 @@ export function setting(objs, container, key) {
     if (a.startsWith(`${flag}=`)) fromArgs = a.slice(flag.length + 1);
     else if (a === flag) {
       const next = argv[i + 1];
-      const isBool = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT"].includes(key);
+      const isBool = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT", "TRANSFERD_FOLLOW_TLS"].includes(key);
       fromArgs = isBool || next === undefined || next.startsWith("-") ? "true" : next;
     }
   });

@@ -21,11 +21,18 @@
 //   primary's NetworkPolicies admit the replicas to.
 // --serving: there is one such workload of replicas.
 // --monitoring: the `monitoring` namespace is admitted on the metrics port.
-// --tls: TRANSFERD_TLS_CERT and TRANSFERD_TLS_KEY lie in a mount of the
-//   Secret a cert-manager Certificate (usage "server auth") writes;
+// --tls: for every server (replicas included), TRANSFERD_TLS_CERT and
+//   TRANSFERD_TLS_KEY lie in a mount of the Secret a cert-manager
+//   Certificate (usage "server auth") writes, and that Certificate's
+//   dnsNames carry the name of every Service that selects the server's pods;
 //   TRANSFERD_ALLOW_PLAINTEXT is "false" (over the image's "true"); the
 //   three probes ask the plaintext health-only
 //   port (TRANSFERD_HEALTH_LISTEN = container port `health`), not gRPC's.
+//   For every serving replica: it checks the primary's certificate,
+//   TRANSFERD_FOLLOW_CA being key ca.crt of a Secret (read-only mount) that
+//   a Certificate from the primary's issuer writes, for a name the primary's
+//   Certificate carries (TRANSFERD_FOLLOW_SERVER_NAME, or the host of
+//   TRANSFERD_FOLLOW); and no volume of it holds the primary's private key.
 // Without --tls: the probes ask the gRPC port.
 //
 // Prints what it checked; on a problem prints it on stderr and exits 1.
@@ -55,6 +62,48 @@ function secretHolding(pod, container, file, what) {
   return { mount, secret: volume.secret };
 }
 
+// The key of `secret` (a Secret volume source) that the file `file` under
+// `mount` is: its `items` map keys to paths, or else each key is a file.
+function secretKey(mount, secret, file) {
+  const rel = path.relative(mount.mountPath, file);
+  return secret.items ? secret.items.find((i) => path.normalize(i.path) === rel)?.key : rel;
+}
+
+// The cert-manager Certificate (usage "server auth") that writes the Secret
+// `secretName`, if any.
+const certificateWriting = (objs, secretName) =>
+  ofKind(objs, "Certificate").find((c) => c.spec.usages?.includes("server auth") && c.spec.secretName === secretName);
+
+const issuerOf = (cert) => {
+  const { name: n, kind = "Issuer", group = "cert-manager.io" } = cert.spec.issuerRef ?? {};
+  return `${group}/${kind}/${n}`;
+};
+
+// A server's TLS: the Secret mount of its certificate and key (one Secret,
+// keys tls.crt and tls.key) and the Certificate that writes it, or a
+// Problem.
+function serverTls(objs, { pod, container, workload }) {
+  const found = {};
+  for (const [key, expected] of [["TRANSFERD_TLS_CERT", "tls.crt"], ["TRANSFERD_TLS_KEY", "tls.key"]]) {
+    const file = setting(objs, container, key);
+    if (!file) throw new Problem(`TLS: ${key} is not set`);
+    const { mount, secret } = secretHolding(pod, container, file, key);
+    const cert = certificateWriting(objs, secret.secretName);
+    if (!cert) {
+      throw new Problem(`TLS: ${key} is in Secret ${secret.secretName}, which no Certificate (usage "server auth") writes`);
+    }
+    if (path.basename(file) !== expected || secretKey(mount, secret, file) !== expected) {
+      throw new Problem(`TLS: ${key} is ${file}, not the Secret's ${expected}`);
+    }
+    found[key] = { file, mount, secret, cert };
+  }
+  const { TRANSFERD_TLS_CERT: crt, TRANSFERD_TLS_KEY: key } = found;
+  if (crt.secret.secretName !== key.secret.secretName) {
+    throw new Problem(`TLS: ${name(workload)}'s certificate (Secret ${crt.secret.secretName}) and key (Secret ${key.secret.secretName}) come from different Secrets`);
+  }
+  return { secretName: crt.secret.secretName, cert: crt.cert, keyFile: key.file };
+}
+
 const portOf = (listen, what) => {
   const m = /:(\d+)$/.exec(String(listen ?? ""));
   if (!m) throw new Problem(`${what} ${JSON.stringify(listen)} is not HOST:PORT`);
@@ -63,7 +112,8 @@ const portOf = (listen, what) => {
 
 // The checks of one server (the primary, or a serving replica): its tokens,
 // the NetworkPolicies that select its pods, TLS and its probes. Returns notes.
-function checkServer(objs, flags, { pod, container }, followers) {
+function checkServer(objs, flags, server, followers) {
+  const { pod, container } = server;
   const notes = [];
 
   // Tokens.
@@ -145,16 +195,14 @@ function checkServer(objs, flags, { pod, container }, followers) {
       // "false" turns it off.
       throw new Problem(`TLS: TRANSFERD_ALLOW_PLAINTEXT is ${JSON.stringify(plaintext)}, not "false" (the image's own default is "true")`);
     }
-    const certs = ofKind(objs, "Certificate").filter((c) => c.spec.usages?.includes("server auth"));
-    for (const key of ["TRANSFERD_TLS_CERT", "TRANSFERD_TLS_KEY"]) {
-      const file = setting(objs, container, key);
-      if (!file) throw new Problem(`TLS: ${key} is not set`);
-      const { secret } = secretHolding(pod, container, file, key);
-      if (!certs.some((c) => c.spec.secretName === secret.secretName)) {
-        throw new Problem(`TLS: ${key} is in Secret ${secret.secretName}, which no Certificate (usage "server auth") writes`);
+    const { secretName, cert } = serverTls(objs, server);
+    // Clients dial the Services' names: the certificate must carry them
+    // (the short name here; the namespaced ones are the overlay's to add).
+    const dnsNames = cert.spec.dnsNames ?? [];
+    for (const svc of ofKind(objs, "Service").filter((s) => selects({ matchLabels: s.spec.selector }, pod.metadata.labels))) {
+      if (!dnsNames.includes(svc.metadata.name)) {
+        throw new Problem(`TLS: ${name(svc)} selects the pods of ${name(server.workload)}, but ${name(cert)} (Secret ${secretName}) does not carry the name ${svc.metadata.name} (dnsNames: ${dnsNames.join(", ") || "none"})`);
       }
-      const expected = { TRANSFERD_TLS_CERT: "tls.crt", TRANSFERD_TLS_KEY: "tls.key" }[key];
-      if (path.basename(file) !== expected) throw new Problem(`TLS: ${key} is ${file}, not the Secret's ${expected}`);
     }
     const health = portOf(setting(objs, container, "TRANSFERD_HEALTH_LISTEN"), "TRANSFERD_HEALTH_LISTEN");
     const cport = container.ports?.find((p) => p.name === "health");
@@ -166,7 +214,7 @@ function checkServer(objs, flags, { pod, container }, followers) {
         throw new Problem(`TLS: ${p} asks port ${probe.grpc.port}, not the plaintext health port ${health} (kubelet's gRPC probes cannot speak TLS)`);
       }
     }
-    notes.push(`TLS from Certificate's Secret, probes on plaintext health port ${health}`);
+    notes.push(`TLS from ${name(cert)}'s Secret ${secretName}, probes on plaintext health port ${health}`);
   } else {
     for (const [p, probe] of probes) {
       if (probe.grpc.port !== GRPC_PORT) throw new Problem(`${p} asks port ${probe.grpc.port}, not gRPC's ${GRPC_PORT}`);
@@ -180,7 +228,7 @@ function checkServer(objs, flags, { pod, container }, followers) {
 // from a read-only Secret mount, and the address it follows is a Service
 // of the primary whose target port the primary's NetworkPolicies admit the
 // replicas to. Returns notes.
-function checkFollower(objs, follower, primary) {
+function checkFollower(objs, flags, follower, primary) {
   const { pod, container, workload } = follower;
   const tokenFile = setting(objs, container, "TRANSFERD_FOLLOW_TOKEN_FILE");
   if (!tokenFile) {
@@ -223,7 +271,56 @@ function checkFollower(objs, follower, primary) {
   if (!admitted) {
     throw new Problem(`${name(workload)} cannot reach the primary: no NetworkPolicy of ${name(primary.workload)} admits its pods on port ${cport.containerPort}`);
   }
-  return [`follows ${address} (${name(svc)} -> ${name(primary.workload)} port ${cport.containerPort}, admitted) with a token from Secret ${held.secret.secretName} (${tokenFile})`];
+  const notes = [`follows ${address} (${name(svc)} -> ${name(primary.workload)} port ${cport.containerPort}, admitted) with a token from Secret ${held.secret.secretName} (${tokenFile})`];
+  if (flags.includes("--tls")) notes.push(...checkFollowerTls(objs, follower, primary, address));
+  return notes;
+}
+
+// With TLS on the primary, a replica reaches it over TLS and checks its
+// certificate: against the CA that issued it (TRANSFERD_FOLLOW_CA, key
+// ca.crt of a Secret a Certificate from the primary's issuer writes), for a
+// name the certificate carries. And it never holds the primary's private
+// key, with which it could pose as the primary. Returns notes.
+function checkFollowerTls(objs, { pod, container, workload }, primary, address) {
+  const ca = setting(objs, container, "TRANSFERD_FOLLOW_CA");
+  if (!ca) {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW_CA is not set: the primary serves TLS only, and the replicas must check its certificate against the CA that issued it`);
+  }
+  const { mount, secret } = secretHolding(pod, container, ca, `${name(workload)}: TRANSFERD_FOLLOW_CA`);
+  const key = secretKey(mount, secret, ca);
+  if (key !== "ca.crt") {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW_CA ${ca} is key ${key ?? "(none)"} of Secret ${secret.secretName}, not its CA certificate ca.crt`);
+  }
+  const mine = serverTls(objs, primary);
+  const issuer = issuerOf(mine.cert);
+  const caCert = certificateWriting(objs, secret.secretName);
+  if (!caCert || issuerOf(caCert) !== issuer) {
+    throw new Problem(`${name(workload)}: TRANSFERD_FOLLOW_CA is ca.crt of Secret ${secret.secretName}, which no Certificate from the primary's issuer ${issuer} writes: not the CA of the primary's certificate`);
+  }
+
+  const serverName = setting(objs, container, "TRANSFERD_FOLLOW_SERVER_NAME") ||
+    address.slice(0, address.lastIndexOf(":"));
+  const dnsNames = mine.cert.spec.dnsNames ?? [];
+  if (!dnsNames.includes(serverName)) {
+    throw new Problem(`${name(workload)} checks the primary's certificate for the name ${serverName} (TRANSFERD_FOLLOW_SERVER_NAME, or the host of TRANSFERD_FOLLOW), which ${name(mine.cert)} does not carry (dnsNames: ${dnsNames.join(", ") || "none"})`);
+  }
+
+  // The primary's key: the key of its Secret that its TRANSFERD_TLS_KEY is.
+  const primaryKey = serverTls(objs, primary).keyFile;
+  const pm = secretHolding(primary.pod, primary.container, primaryKey, "TRANSFERD_TLS_KEY");
+  const keyName = secretKey(pm.mount, pm.secret, primaryKey);
+  for (const v of pod.spec.volumes ?? []) {
+    const sources = v.secret
+      ? [{ secretName: v.secret.secretName, items: v.secret.items }]
+      : (v.projected?.sources ?? []).filter((src) => src.secret).map((src) => ({ secretName: src.secret.name, items: src.secret.items }));
+    for (const src of sources) {
+      if (src.secretName !== pm.secret.secretName) continue;
+      if (!src.items || src.items.some((i) => i.key === keyName)) {
+        throw new Problem(`${name(workload)}: volume ${v.name} holds the primary's private key (${keyName} of Secret ${src.secretName}): a replica could pose as the primary; mount only its ca.crt (items)`);
+      }
+    }
+  }
+  return [`checks the primary's certificate (name ${serverName}) against ca.crt of Secret ${secret.secretName} (issuer ${issuer}), without the primary's key`];
 }
 
 function check(objs, flags) {
@@ -241,8 +338,15 @@ function check(objs, flags) {
   const notes = [];
   const several = servers.length > 1;
   for (const w of [primary, ...servers.filter((x) => x !== primary)]) {
-    let mine = checkServer(objs, flags, w, followers);
-    if (followers.includes(w)) mine = mine.concat(checkFollower(objs, w, primary));
+    let mine;
+    try {
+      mine = checkServer(objs, flags, w, followers);
+      if (followers.includes(w)) mine = mine.concat(checkFollower(objs, flags, w, primary));
+    } catch (e) {
+      // Name the server whose check failed, where there are several.
+      if (!(e instanceof Problem) || !several || e.message.includes(name(w.workload))) throw e;
+      throw new Problem(`${name(w.workload)}: ${e.message}`);
+    }
     notes.push(several ? `${name(w.workload)}: ${mine.join(", ")}` : mine.join("; "));
   }
   console.log(notes.join("; "));

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Checks of the serving replicas in rendered manifests (the output of
-// `kubectl kustomize deploy/k8s/overlays/serving`, or any render with
+// `kubectl kustomize deploy/k8s/overlays/serving` or
+// `deploy/k8s/overlays/serving-tls`, or any render with
 // deploy/k8s/components/serving), for validate.sh: how the Deployment of
 // replicas, its Service, PodDisruptionBudget and HorizontalPodAutoscaler fit
 // together and stay apart from the primary, which no schema can see.
@@ -14,7 +15,8 @@
 //   - exactly one Service selects the replicas, and it selects no primary
 //     pod, with a port `grpc` to the container port grpc;
 //   - readiness asks the health of an alias (grpc.service aliases/NAME),
-//     startup and liveness the whole server (service "");
+//     startup and liveness the whole server (service ""), each on a port
+//     the container declares (gRPC's, or with TLS the health-only port);
 //   - the data dir (TRANSFERD_DATA_DIR) is an emptyDir: a cache;
 //   - terminationGracePeriodSeconds is longer than TRANSFERD_SHUTDOWN_GRACE;
 //   - one HorizontalPodAutoscaler scales the Deployment, from at least 2
@@ -85,7 +87,17 @@ function check(objs) {
       throw new Problem(`${name(dep)}: ${p} asks ${JSON.stringify(probe.grpc.service)}, not the whole server (""): a replica would be restarted for an alias`);
     }
   }
-  notes.push(`ready when alias ${alias[1]} is warm`);
+  // Each probe asks a port the container declares: gRPC's, or with TLS the
+  // plaintext health-only port (TRANSFERD_HEALTH_LISTEN, container port
+  // `health`), which answers the per-alias statuses as gRPC's does.
+  const cports = replicas.container.ports ?? [];
+  for (const [p, probe] of [["startupProbe", startupProbe], ["readinessProbe", readinessProbe], ["livenessProbe", livenessProbe]]) {
+    const port = probe.grpc.port;
+    if (!cports.some((c) => c.containerPort === port || c.name === port)) {
+      throw new Problem(`${name(dep)}: ${p} asks port ${port}, which is no container port of the replicas (${cports.map((c) => `${c.name} ${c.containerPort}`).join(", ")})`);
+    }
+  }
+  notes.push(`ready when alias ${alias[1]} is warm (port ${readinessProbe.grpc.port})`);
 
   // The cache and the shutdown.
   const dataDir = setting(objs, replicas.container, "TRANSFERD_DATA_DIR");

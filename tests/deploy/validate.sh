@@ -11,12 +11,14 @@
 # ServiceMonitor and PrometheusRule (the monitoring overlay) against
 # hand-written schemas in validate.mjs, as strictly. Checks that the metrics
 # port is wired end to end (monitoring.mjs wiring), how the serving
-# replicas of the serving overlay fit together and stay apart from the
-# primary (serving.mjs), the alerting rules with
+# replicas of the serving and serving-tls overlays fit together and stay
+# apart from the primary (serving.mjs), the alerting rules with
 # `promtool check rules` and their behaviour with `promtool test rules`
 # (alerts.test.yaml). Checks the secure defaults of every overlay
 # (security.mjs: tokens, NetworkPolicy sources, TLS wiring, the replicas'
-# token and way to the primary). Checks the
+# token and way to the primary, and with TLS how they check the primary's
+# certificate), and that the serving-tls component renders only in its
+# place after the tls and serving components. Checks the
 # Dockerfiles' syntax (lint-dockerfiles.mjs), that they agree with the
 # manifests, and that their build stages install every package CMake
 # requires (packages.mjs; the image itself is built by
@@ -87,8 +89,9 @@ check "every field kubernetes-models declares is seen by the unknown-field check
 
 # monitoring: the cpu overlay plus deploy/k8s/components/monitoring; tls:
 # the cpu overlay plus deploy/k8s/components/tls; serving: the cpu overlay
-# plus deploy/k8s/components/serving.
-for overlay in cpu gpu monitoring tls serving; do
+# plus deploy/k8s/components/serving; serving-tls: the cpu overlay plus the
+# components tls, serving and serving-tls.
+for overlay in cpu gpu monitoring tls serving serving-tls; do
   echo "== overlay $overlay"
   out="$work/$overlay.yaml"
   if render "deploy/k8s/overlays/$overlay" >"$out" 2>"$work/render.err"; then
@@ -136,12 +139,25 @@ for overlay in cpu gpu monitoring tls serving; do
           for k in Deployment PodDisruptionBudget HorizontalPodAutoscaler; do [[ $(grep -cx "kind: $k" "$1") -eq 1 ]] || exit 1; done &&
           [[ $(grep -cx "kind: Service" "$1") -eq 2 && $(grep -cx "kind: NetworkPolicy" "$1") -eq 2 && $(grep -cx "kind: StatefulSet" "$1") -eq 1 ]] &&
           [[ $(grep -cE "^ +image: transferd:cpu$" "$1") -eq 2 ]] && grep -qF "TRANSFERD_DEVICE: cpu" "$1" && ! grep -q "nvidia.com/gpu" "$1"' _ "$out" "$work/cpu.yaml"
+      ;;
+    serving-tls)
+      # The serving overlay's objects plus two Certificates, one per server
+      # (the replicas never get the primary's key); both servers on the
+      # primary's image.
+      check "serving-tls: the serving overlay's objects plus two cert-manager Certificates (transferd, transferd-serving); both servers on image transferd:cpu" \
+        bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 2 )) ]] &&
+          [[ $(grep -cx "kind: Certificate" "$1") -eq 2 && $(grep -cx "kind: Deployment" "$1") -eq 1 ]] &&
+          grep -qx "  name: transferd-serving" "$1" && [[ $(grep -cE "^ +image: transferd:cpu$" "$1") -eq 2 ]]' _ "$out" "$work/serving.yaml"
+      ;;
+  esac
+  case $overlay in
+    serving | serving-tls)
       # serving.mjs: Service, PodDisruptionBudget, autoscaler and probes of
       # the replicas fit together and leave the primary alone.
       if node "$here/serving.mjs" <"$out" >"$work/out" 2>&1; then
-        pass "serving: replicas wired ($(cat "$work/out"))"
+        pass "$overlay: replicas wired ($(cat "$work/out"))"
       else
-        fail "serving: replicas wired"
+        fail "$overlay: replicas wired"
         sed 's/^/    /' "$work/out"
       fi
       ;;
@@ -149,11 +165,13 @@ for overlay in cpu gpu monitoring tls serving; do
   # Secure by default (security.mjs): tokens from a mounted Secret, ingress
   # only from labelled clients (and Prometheus's namespace on the metrics
   # port), and for tls the certificate's Secret and probes on the plaintext
-  # health port.
+  # health port (for serving-tls, of the primary and of the replicas, and
+  # the replicas' TLS to the primary).
   sec_flags=()
   [[ $overlay == monitoring ]] && sec_flags=(--monitoring)
   [[ $overlay == tls ]] && sec_flags=(--tls)
   [[ $overlay == serving ]] && sec_flags=(--serving)
+  [[ $overlay == serving-tls ]] && sec_flags=(--tls --serving)
   if node "$here/security.mjs" "${sec_flags[@]}" <"$out" >"$work/out" 2>&1; then
     pass "$overlay: secure defaults ($(cat "$work/out"))"
   else
@@ -324,6 +342,70 @@ reject_security "serving: the replicas admitted to the primary's HTTP port" "$wo
   '/^kind: NetworkPolicy$/,/^---/{/instance: transferd-serving$/{n;n;n;s/- port: 50051/- port: 8080/}}' "may reach only the gRPC port" --serving
 reject_security "serving: the replicas follow their own Service" "$work/serving.yaml" \
   's/value: transferd:50051$/value: transferd-serving:50051/' "does not select the primary" --serving
+# serving-tls: the replicas' own TLS, and TLS to the primary.
+reject_security "serving-tls: the replicas do not check the primary's certificate (TRANSFERD_FOLLOW_CA removed)" "$work/serving-tls.yaml" \
+  '/- name: TRANSFERD_FOLLOW_CA$/{N;d}' "TRANSFERD_FOLLOW_CA is not set" --tls --serving
+reject_security "serving-tls: the replicas' readiness back on the TLS gRPC port" "$work/serving-tls.yaml" \
+  '/^kind: Deployment$/,/^---/{/readinessProbe:/,/service: aliases/s/port: 50052$/port: 50051/}' \
+  "Deployment/transferd-serving: TLS: readinessProbe asks port 50051, not the plaintext health port" --tls --serving
+reject_security "serving-tls: plaintext turned back on for the replicas alone" "$work/serving-tls.yaml" \
+  's/^\(  *\)- name: TRANSFERD_FOLLOW_CA$/\1- name: TRANSFERD_ALLOW_PLAINTEXT\n\1  value: "true"\n&/' \
+  'Deployment/transferd-serving: TLS: TRANSFERD_ALLOW_PLAINTEXT is "true"' --tls --serving
+reject_security "serving-tls: the replicas' certificate lacks their Service's name" "$work/serving-tls.yaml" \
+  '/^kind: Certificate$/,/^---/s/^  - transferd-serving$/  - transferd-replicas/' "does not carry the name transferd-serving" --tls --serving
+reject_security "serving-tls: TRANSFERD_FOLLOW_CA is the replicas' own certificate, not a CA" "$work/serving-tls.yaml" \
+  's|value: /etc/transferd/primary-ca/ca.crt$|value: /etc/transferd/tls/tls.crt|' "not its CA certificate ca.crt" --tls --serving
+reject_security "serving-tls: the replicas check the primary for a name its certificate lacks" "$work/serving-tls.yaml" \
+  's/^\(  *\)- name: TRANSFERD_FOLLOW_CA$/\1- name: TRANSFERD_FOLLOW_SERVER_NAME\n\1  value: primary.example.com\n&/' \
+  "for the name primary.example.com" --tls --serving
+reject_security "serving-tls: the replicas mount all of the primary's Secret (its private key too)" "$work/serving-tls.yaml" \
+  '/^      - name: primary-ca$/,/secretName: transferd-tls$/{/^ *items:$/d;/^ *- key: ca.crt$/d;/^ *path: ca.crt$/d}' \
+  "holds the primary's private key" --tls --serving
+# The mistake serving-tls exists for: the tls and serving components
+# together without it. The replicas would read the tls component's settings
+# from the shared ConfigMap without the certificate's mount (and never
+# start): security.mjs must refuse the rendering.
+mkdir -p "$work/tls-serving"
+rel=$(realpath --relative-to="$work/tls-serving" "$root/deploy/k8s")
+printf 'resources:\n  - %s/overlays/cpu\ncomponents:\n  - %s/components/tls\n  - %s/components/serving\n' "$rel" "$rel" "$rel" \
+  >"$work/tls-serving/kustomization.yaml"
+if ! render "$work/tls-serving" >"$work/tls-serving.yaml" 2>"$work/out"; then
+  fail "the tls and serving components without serving-tls: rendering failed"
+  sed 's/^/    /' "$work/out"
+elif node "$here/security.mjs" --tls --serving <"$work/tls-serving.yaml" >"$work/out" 2>&1; then
+  fail "the tls and serving components without serving-tls: security.mjs accepted it"
+elif ! grep -qF "Deployment/transferd-serving: TRANSFERD_TLS_CERT /etc/transferd/tls/tls.crt is in no volume mount" "$work/out"; then
+  fail "the tls and serving components without serving-tls: rejected for another reason"
+  sed 's/^/    /' "$work/out"
+else
+  pass "the tls and serving components without serving-tls: rejected ($(cut -c1-140 "$work/out" | head -1))"
+fi
+# The serving-tls component refuses to render out of order: before the
+# serving component (its Deployment patch finds no Deployment), or before
+# or without the tls component (its `test` of the ConfigMap fails).
+# reject_render DESCRIPTION EXPECTED-TEXT COMPONENT...
+reject_render() {
+  local what=$1 expect=$2 dir="$work/order" c rel
+  shift 2
+  rm -rf "$dir" && mkdir -p "$dir"
+  rel=$(realpath --relative-to="$dir" "$root/deploy/k8s")
+  { printf 'resources:\n  - %s/overlays/cpu\ncomponents:\n' "$rel"
+    for c in "$@"; do printf '  - %s/components/%s\n' "$rel" "$c"; done; } >"$dir/kustomization.yaml"
+  if render "$dir" >/dev/null 2>"$work/out"; then
+    fail "$what: rendered"
+  elif ! grep -qF -- "$expect" "$work/out"; then
+    fail "$what: not rendered, but the error does not mention '$expect'"
+    sed 's/^/    /' "$work/out"
+  else
+    pass "$what: not rendered ($expect)"
+  fi
+}
+reject_render "components tls, serving-tls, serving (serving-tls before serving)" \
+  "no matches for Id Deployment.v1.apps/transferd-serving" tls serving-tls serving
+reject_render "components serving, serving-tls (no tls)" \
+  "testing value /data/TRANSFERD_ALLOW_PLAINTEXT failed" serving serving-tls
+reject_render "components serving, serving-tls, tls (tls last)" \
+  "testing value /data/TRANSFERD_ALLOW_PLAINTEXT failed" serving serving-tls tls
 
 # The same for the other checks of rendered manifests (serving.mjs,
 # monitoring.mjs wiring): a corrupted copy must fail COMMAND, read on stdin.
@@ -354,6 +436,10 @@ reject_with "serving: a PodDisruptionBudget that lets no replica go" "$work/serv
   '/^kind: PodDisruptionBudget$/,/^---/s/^  maxUnavailable: 1$/  maxUnavailable: 0/' "lets no replica" "${serving_check[@]}"
 reject_with "serving: the replicas' data dir on a PersistentVolumeClaim" "$work/serving.yaml" \
   '/^      - emptyDir:$/{N;s/- emptyDir:\n *sizeLimit: 20Gi/- persistentVolumeClaim:\n          claimName: cache/}' "is not an emptyDir" "${serving_check[@]}"
+reject_with "serving-tls: readiness on a port the replicas do not declare" "$work/serving-tls.yaml" \
+  '/^kind: Deployment$/,/^---/{/readinessProbe:/,/service: aliases/s/port: 50052$/port: 50053/}' "readinessProbe asks port 50053, which is no container port" "${serving_check[@]}"
+reject_with "serving-tls: readiness on the whole server, not the alias" "$work/serving-tls.yaml" \
+  '/service: aliases\/pets$/d' "not the health of an alias" "${serving_check[@]}"
 reject_with "serving: the replicas' Service selects the primary too" "$work/serving.yaml" \
   '/^kind: Service$/,/^---/s/instance: transferd-serving$/instance: transferd/' "found 2 (Service/transferd, Service/transferd-serving)" \
   node "$here/monitoring.mjs" wiring

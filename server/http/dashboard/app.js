@@ -450,15 +450,18 @@
     const byModel = {};
     for (const a of aliases.aliases || []) (byModel[a.model] = byModel[a.model] || []).push(short(a.name));
     root.append(el('div', { class: 'card scroll' }, el('table', { id: 'models-table' },
-      el('thead', {}, el('tr', {}, ['Model', 'Aliases', 'Backbone', 'Classes', 'Best val. accuracy', 'From job', ''].map((h) => el('th', { scope: 'col' }, h)))),
+      el('thead', {}, el('tr', {}, ['Model', 'Aliases', 'Backbone', 'Classes', 'Val. accuracy', 'From job', ''].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, list.map((m) => {
-        const best = (m.history || []).reduce((b, e) => Math.max(b, Number(e.val_accuracy || 0)), 0);
-        const classes = m.classes || [];
+        // Listings are lean (no history, no class names): the validation
+        // evaluation of the kept weights, and the class count.
+        const validation = (m.evaluations || []).find((e) => e.split === 'validation');
+        const best = validation ? Number(validation.accuracy || 0) : 0;
+        const count = Number(m.class_count || 0);
         return el('tr', { 'data-model': short(m.name) },
           el('td', {}, short(m.name), m.display_name ? el('div', { class: 'muted' }, m.display_name) : null),
           el('td', {}, (byModel[m.name] || []).map((a) => el('span', { class: 'alias' }, a))),
           el('td', {}, (m.spec && m.spec.model && m.spec.model.backbone) || ''),
-          el('td', {}, classes.length > 4 ? classes.length + ' classes' : classes.join(', ')),
+          el('td', {}, count ? count + ' classes' : ''),
           el('td', {}, best ? pct(best) : ''),
           el('td', {}, m.source_job ? el('a', { href: '#/jobs/' + short(m.source_job) }, short(m.source_job)) : ''),
           el('td', {}, el('a', { href: '#/predict/' + encodeURIComponent(m.name) }, 'Predict')));
