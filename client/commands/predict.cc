@@ -51,6 +51,7 @@ struct PredictArgs {
   std::string model;
   std::vector<std::string> inputs;
   bool tta = false;
+  int top_k = 0;
   int batch = 32;
   // PREDICT job instead of files.
   std::string dataset;
@@ -137,6 +138,13 @@ int PrintPredictions(const Globals& g, const std::string& model, bool tta,
       for (const v1::ClassScore& s : r.prediction.scores()) {
         scores[s.label()].set_number_value(s.probability());
       }
+      // The most probable classes, most probable first (--top-k).
+      auto* top = f["top"].mutable_list_value();
+      for (const v1::ClassScore& s : r.prediction.top()) {
+        auto& t = *top->add_values()->mutable_struct_value()->mutable_fields();
+        t["label"].set_string_value(s.label());
+        t["probability"].set_number_value(s.probability());
+      }
       auto& status = *f["status"].mutable_struct_value()->mutable_fields();
       // The numeric google.rpc.Code, as ItemStatus has it in every other
       // --json output (jobs results) and in the API.
@@ -156,9 +164,17 @@ int PrintPredictions(const Globals& g, const std::string& model, bool tta,
         std::cout << absl::StrFormat("%-*s  %-12s %s: %s\n", width, r.file,
                                      "error", CodeName(s.code()), s.message());
       } else {
-        std::cout << absl::StrFormat("%-*s  %-12s %.4f\n", width, r.file,
+        // Beyond the label, the next most probable classes (--top-k).
+        std::string more;
+        for (int i = 1; i < r.prediction.top_size(); ++i) {
+          absl::StrAppendFormat(&more, "%s%s %.4f", i == 1 ? "  (" : ", ",
+                                r.prediction.top(i).label(),
+                                r.prediction.top(i).probability());
+        }
+        if (!more.empty()) more += ")";
+        std::cout << absl::StrFormat("%-*s  %-12s %.4f%s\n", width, r.file,
                                      r.prediction.label(),
-                                     r.prediction.probability());
+                                     r.prediction.probability(), more);
       }
     }
     std::cout << absl::StrFormat(
@@ -249,6 +265,7 @@ int PredictFiles(const Globals& g, const PredictArgs& a) {
     if (in_request.empty()) return absl::OkStatus();
     request.set_model(model);
     request.set_horizontal_flip_tta(a.tta);
+    request.set_top_k(a.top_k);
     absl::StatusOr<v1::PredictResponse> response = client->Predict(request);
     if (!response.ok()) return response.status();
     used_model = response->model();
@@ -366,6 +383,11 @@ void AddPredictCommands(CLI::App& app, const Globals& g, int& rc) {
   predict->add_flag(
       "--tta", predict_args->tta,
       "Average each prediction with that of a horizontally flipped copy");
+  predict
+      ->add_option("--top-k", predict_args->top_k,
+                   "Also list the next most probable classes, K in all "
+                   "(0: the server's default, 1 for two classes, 5 otherwise)")
+      ->check(CLI::Range(0, 100000));
   predict
       ->add_option("--batch", predict_args->batch,
                    "Images per request (at most)")

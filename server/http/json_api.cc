@@ -15,6 +15,7 @@
 #include "server/auth/auth.h"
 #include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
+#include "server/core/util/status_macros.h"
 #include "server/http/event_stream.h"
 #include "server/http/http_util.h"
 #include "server/rpc/conversions.h"
@@ -232,9 +233,16 @@ void SetAlias(const Context& c, const std::string& alias,
 // in JSON. `ids` gets each image's id.
 absl::Status PredictImages(const std::string& model_name,
                            const httplib::Request& req, core::PredictCall* call,
-                           std::vector<std::string>* ids) {
+                           std::vector<std::string>* ids, int* top_k) {
   if (req.is_multipart_form_data()) {
     for (const auto& [field, part] : req.files) {
+      if (field == "top_k") {
+        if (!absl::SimpleAtoi(part.content, top_k)) {
+          return absl::InvalidArgumentError("top_k must be an integer");
+        }
+        TRANSFERD_RETURN_IF_ERROR(rpc::CheckTopK(*top_k));
+        continue;
+      }
       if (field == "horizontal_flip_tta") {
         if (part.content != "true" && part.content != "false") {
           return absl::InvalidArgumentError(
@@ -264,6 +272,8 @@ absl::Status PredictImages(const std::string& model_name,
                      "\" but the path ", model_name));
   }
   call->flip_tta = body.horizontal_flip_tta();
+  TRANSFERD_RETURN_IF_ERROR(rpc::CheckTopK(body.top_k()));
+  *top_k = body.top_k();
   for (v1::Image& image : *body.mutable_images()) {
     ids->push_back(image.id());
     call->images.push_back(std::move(*image.mutable_data()));
@@ -275,7 +285,9 @@ void Predict(const Context& c, const std::string& model_name,
              const httplib::Request& req, httplib::Response& res) {
   core::PredictCall call;
   std::vector<std::string> ids;
-  if (absl::Status s = PredictImages(model_name, req, &call, &ids); !s.ok()) {
+  int top_k = 0;
+  if (absl::Status s = PredictImages(model_name, req, &call, &ids, &top_k);
+      !s.ok()) {
     return SetError(res, s);
   }
   call.deadline = std::chrono::steady_clock::now() + c.options.max_request_time;
@@ -297,7 +309,7 @@ void Predict(const Context& c, const std::string& model_name,
   out.set_model(absl::StrCat("models/", a.outcome.model_id));
   for (size_t i = 0; i < ids.size() && i < a.outcome.images.size(); ++i) {
     rpc::PredictionToProto(ids[i], a.outcome.images[i], a.outcome.classes,
-                           out.add_predictions());
+                           out.add_predictions(), top_k);
   }
   SetJson(res, out);
 }

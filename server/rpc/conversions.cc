@@ -1,5 +1,7 @@
 #include "server/rpc/conversions.h"
 
+#include <algorithm>
+
 #include <google/protobuf/stubs/common.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -385,19 +387,41 @@ int32_t ItemCode(absl::StatusCode code) {
                            : static_cast<int32_t>(absl::StatusCode::kInternal);
 }
 
+absl::Status CheckTopK(int32_t top_k) {
+  if (top_k >= 0) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("top_k: must be >= 0 (0: the default), got ", top_k));
+}
+
 void PredictionToProto(const std::string& id, const core::ImageResult& r,
                        const std::vector<std::string>& classes,
-                       v1::ImagePrediction* out) {
+                       v1::ImagePrediction* out, int top_k) {
   out->set_id(id);
   out->mutable_status()->set_code(ItemCode(r.status.code()));
   out->mutable_status()->set_message(std::string(r.status.message()));
   if (!r.status.ok() || r.label < 0) return;
   out->set_label(classes[r.label]);
   out->set_probability(r.probabilities[r.label]);
-  for (size_t c = 0; c < classes.size() && c < r.probabilities.size(); ++c) {
+  const size_t n = std::min(classes.size(), r.probabilities.size());
+  for (size_t c = 0; c < n; ++c) {
     v1::ClassScore* s = out->add_scores();
     s->set_label(classes[c]);
     s->set_probability(r.probabilities[c]);
+  }
+  const size_t k =
+      std::min(n, top_k > 0 ? static_cast<size_t>(top_k) : (n == 2 ? 1 : 5));
+  std::vector<size_t> order(n);
+  for (size_t c = 0; c < n; ++c) order[c] = c;
+  std::partial_sort(
+      order.begin(), order.begin() + static_cast<long>(k), order.end(),
+      [&](size_t a, size_t b) {
+        return r.probabilities[a] > r.probabilities[b] ||
+               (r.probabilities[a] == r.probabilities[b] && a < b);
+      });
+  for (size_t i = 0; i < k; ++i) {
+    v1::ClassScore* s = out->add_top();
+    s->set_label(classes[order[i]]);
+    s->set_probability(r.probabilities[order[i]]);
   }
 }
 

@@ -82,10 +82,13 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
 void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out);
 // The google.rpc code of a per-image status.
 int32_t ItemCode(absl::StatusCode code);
-// One image's answer: its status, and its label and class scores when OK.
+// One image's answer: its status, and its label, class scores and `top_k`
+// most probable classes (0: PredictRequest.top_k's default) when OK.
 void PredictionToProto(const std::string& id, const core::ImageResult& r,
                        const std::vector<std::string>& classes,
-                       v1::ImagePrediction* out);
+                       v1::ImagePrediction* out, int top_k = 0);
+// INVALID_ARGUMENT "top_k: ..." for a negative value.
+absl::Status CheckTopK(int32_t top_k);
 
 v1::Split SplitToProto(common::Split split);
 v1::LabelSource LabelSourceToProto(common::LabelSource source);

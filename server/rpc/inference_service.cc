@@ -102,13 +102,14 @@ class PredictStreamReactor final
   void Submit(v1::PredictStreamRequest request) {
     const std::string request_id = request.request_id();
     const std::string image_id = request.image().id();
+    const int top_k = request.top_k();
     core::PredictCall call;
     call.images.push_back(std::move(*request.mutable_image()->mutable_data()));
     call.flip_tta = request.horizontal_flip_tta();
     call.deadline = SteadyDeadline(ctx_, max_request_time_);
     call.cancelled = cancelled_;
-    call.done = [this, request_id, image_id](absl::Status status,
-                                             core::PredictOutcome out) {
+    call.done = [this, request_id, image_id, top_k](absl::Status status,
+                                                    core::PredictOutcome out) {
       v1::PredictStreamResponse answer;
       answer.set_request_id(request_id);
       v1::ImagePrediction* p = answer.mutable_prediction();
@@ -118,10 +119,14 @@ class PredictStreamReactor final
         PredictionToProto(image_id, failed, {}, p);
       } else {
         answer.set_model(absl::StrCat("models/", out.model_id));
-        PredictionToProto(image_id, out.images.at(0), out.classes, p);
+        PredictionToProto(image_id, out.images.at(0), out.classes, p, top_k);
       }
       Answered(std::move(answer));
     };
+    if (absl::Status s = CheckTopK(top_k); !s.ok()) {
+      call.done(s, {});  // this request's answer carries the error
+      return;
+    }
     api_.Predict(request.model(), std::move(call));
   }
 
@@ -182,6 +187,9 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
           Admit(ctx, api_, auth_, Role::kTrainer, "Inference.Predict");
       !s.ok())
     return Answer(ctx, s);
+  if (absl::Status s = CheckTopK(request->top_k()); !s.ok()) {
+    return Answer(ctx, ToGrpcStatus(s));
+  }
   auto* reactor = new CancellableReactor();
   core::PredictCall call;
   call.images.reserve(request->images_size());
@@ -199,7 +207,7 @@ grpc::ServerUnaryReactor* InferenceService::Predict(
     response->set_model(absl::StrCat("models/", out.model_id));
     for (int i = 0; i < request->images_size(); ++i) {
       PredictionToProto(request->images(i).id(), out.images.at(i), out.classes,
-                        response->add_predictions());
+                        response->add_predictions(), request->top_k());
     }
     reactor->Finish(grpc::Status::OK);
   };

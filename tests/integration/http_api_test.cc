@@ -283,6 +283,18 @@ TEST(HttpApiTest, JobsFollowedOverHttpPredictAndAliases) {
   EXPECT_EQ(by_alias.body["predictions"][0]["label"], first["label"]);
   EXPECT_EQ(by_alias.body["predictions"][0]["probability"],
             first["probability"]);
+  // top_k as in PredictRequest: here both classes, most probable first.
+  Answer top = http.Call(
+      "POST", "/api/v1/aliases/prod:predict",
+      absl::StrCat("{\"top_k\": 2, \"images\": [{\"id\": \"c\", \"data\": \"",
+                   absl::Base64Escape(cat.bytes), "\"}]}"));
+  ASSERT_EQ(top.status, 200) << top.text;
+  ASSERT_EQ(top.body["predictions"][0]["top"].size(), 2u);
+  EXPECT_EQ(top.body["predictions"][0]["top"][0]["label"], first["label"]);
+  EXPECT_EQ(http.Call("POST", "/api/v1/aliases/prod:predict",
+                      "{\"top_k\": -1, \"images\": [{\"data\": \"AAAA\"}]}")
+                .status,
+            400);
 
   Answer none =
       http.Call("POST", "/api/v1/aliases/prod:predict", "{\"images\": []}");

@@ -99,6 +99,31 @@ TransferdServer* InferenceRpcTest::server_ = nullptr;
 std::vector<LabelledImage>* InferenceRpcTest::images_ = nullptr;
 v1::Job* InferenceRpcTest::job_ = nullptr;
 
+TEST_F(InferenceRpcTest, TopKListsTheMostProbableClasses) {
+  v1::PredictRequest request;
+  request.set_model(job_->result_model());
+  v1::Image* image = request.add_images();
+  image->set_id("a");
+  image->set_data((*images_)[0].bytes);
+  v1::PredictResponse response;
+  // Two classes: the label alone by default.
+  ASSERT_TRUE(Predict(request, &response).ok());
+  ASSERT_EQ(response.predictions(0).top_size(), 1);
+  EXPECT_EQ(response.predictions(0).top(0).label(),
+            response.predictions(0).label());
+  request.set_top_k(5);  // at most the class count
+  ASSERT_TRUE(Predict(request, &response).ok());
+  const v1::ImagePrediction& p = response.predictions(0);
+  ASSERT_EQ(p.top_size(), 2);
+  EXPECT_EQ(p.top(0).label(), p.label());
+  EXPECT_GE(p.top(0).probability(), p.top(1).probability());
+  request.set_top_k(-1);
+  grpc::Status s = Predict(request, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("top_k"));
+  ExpectServing();
+}
+
 TEST_F(InferenceRpcTest, ValidationImagesReproduceTheJobsValidationAccuracy) {
   const std::vector<LabelledImage> validation = Validation();
   v1::PredictRequest request;
