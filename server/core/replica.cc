@@ -161,13 +161,18 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
   absl::StatusOr<std::map<std::string, std::string>> local =
       LocalAliases(registry);
   if (!local.ok()) return local.status();
+  // The target's models held here, each looked up once.
+  std::set<std::string> held;
+  for (const auto& [alias, id] : target) {
+    if (held.count(id) == 0 && HasModel(id)) held.insert(id);
+  }
   // Only the models an alias moves to are warmed: an alias already in place
   // is served as it is (its model reloads on demand if it was unloaded).
   std::vector<std::string> moving;
   for (const auto& [alias, id] : target) {
     auto it = local->find(alias);
     if (it != local->end() && it->second == id) continue;
-    if (HasModel(id) &&
+    if (held.count(id) > 0 &&
         std::find(moving.begin(), moving.end(), id) == moving.end()) {
       moving.push_back(id);
     }
@@ -184,7 +189,7 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
     if (warm.count(id) == 0 || !engine_.predictor().Ready(id)) {
       if (problem.empty()) {
         problem = absl::StrCat("alias '", alias, "': model ", id, " is ",
-                               HasModel(id) ? "not warm" : "not pulled",
+                               held.count(id) > 0 ? "not warm" : "not pulled",
                                "; the alias stays at ",
                                it == local->end() ? "nothing" : it->second);
       }
@@ -207,13 +212,10 @@ absl::Status Replica::Apply(const std::map<std::string, std::string>& target,
               {{"alias", alias}, {"was", id}});
   }
 
-  std::vector<std::string> named;
-  for (const auto& [alias, id] : target) {
-    if (HasModel(id)) named.push_back(id);
-  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const std::string& id : named) {
+    for (const auto& [alias, id] : target) {
+      if (held.count(id) == 0) continue;
       recently_named_.erase(
           std::remove(recently_named_.begin(), recently_named_.end(), id),
           recently_named_.end());
