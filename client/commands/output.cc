@@ -257,6 +257,37 @@ void PrintHistory(
   }
 }
 
+namespace {
+
+// Evaluations of at most this many classes print their whole matrix; more
+// print the top confusions.
+constexpr int64_t kPrintedMatrixMaxClasses = 10;
+
+// The dense matrix `cm` with its rows and columns named `names`.
+void PrintMatrix(const std::vector<std::string>& names,
+                 const v1::ConfusionMatrix& cm) {
+  const auto n = static_cast<int64_t>(names.size());
+  size_t width = 6;
+  for (const std::string& c : names) width = std::max(width, c.size());
+  for (int64_t v : cm.counts()) width = std::max(width, absl::StrCat(v).size());
+  const int w = static_cast<int>(width);
+  std::cout << "            confusion (rows: true class, columns: predicted)\n";
+  std::cout << absl::StrFormat("            %*s", w, "");
+  for (const std::string& c : names) std::cout << absl::StrFormat(" %*s", w, c);
+  std::cout << "\n";
+  for (int64_t i = 0; i < n; ++i) {
+    std::cout << absl::StrFormat("            %*s", w,
+                                 names[static_cast<size_t>(i)]);
+    for (int64_t j = 0; j < n; ++j) {
+      std::cout << absl::StrFormat(" %*d", w,
+                                   cm.counts(static_cast<int>(i * n + j)));
+    }
+    std::cout << "\n";
+  }
+}
+
+}  // namespace
+
 void PrintEvaluations(
     const google::protobuf::RepeatedPtrField<v1::Evaluation>& evaluations,
     const std::vector<std::string>& classes) {
@@ -264,45 +295,33 @@ void PrintEvaluations(
     std::cout << absl::StrFormat(
         "evaluation  %s: %d examples, loss %.4f, accuracy %.4f", e.split(),
         e.examples(), e.loss(), e.accuracy());
+    if (e.top_k() > 0) {
+      std::cout << absl::StrFormat(", top-%d %.4f", e.top_k(),
+                                   e.top_k_accuracy());
+    }
     if (e.roc_auc() > 0) {
       std::cout << absl::StrFormat(", roc_auc %.4f", e.roc_auc());
     }
     std::cout << "\n";
     const v1::ConfusionMatrix& cm = e.confusion_matrix();
-    const int64_t cells = cm.counts_size();
-    int64_t n = static_cast<int64_t>(
-        std::llround(std::sqrt(static_cast<double>(cells))));
-    if (n == 0 || n * n != cells) continue;
     std::vector<std::string> names(cm.classes().begin(), cm.classes().end());
-    if (static_cast<int64_t>(names.size()) != n) {
-      names = static_cast<int64_t>(classes.size()) == n
-                  ? classes
-                  : std::vector<std::string>();
+    if (names.empty()) names = classes;
+    if (names.size() > 2 && e.examples() > 0) {
+      std::cout << absl::StrFormat(
+          "            macro accuracy %.4f, GAP %.4f over %d classes\n",
+          e.macro_accuracy(), e.gap(), names.size());
     }
-    if (names.empty()) {
-      for (int64_t i = 0; i < n; ++i) names.push_back(absl::StrCat(i));
-    }
-    size_t width = 6;
-    for (const std::string& c : names) width = std::max(width, c.size());
-    for (int64_t v : cm.counts()) {
-      width = std::max(width, absl::StrCat(v).size());
-    }
-    const int w = static_cast<int>(width);
-    std::cout
-        << "            confusion (rows: true class, columns: predicted)\n";
-    std::cout << absl::StrFormat("            %*s", w, "");
-    for (const std::string& c : names) {
-      std::cout << absl::StrFormat(" %*s", w, c);
-    }
-    std::cout << "\n";
-    for (int64_t i = 0; i < n; ++i) {
-      std::cout << absl::StrFormat("            %*s", w,
-                                   names[static_cast<size_t>(i)]);
-      for (int64_t j = 0; j < n; ++j) {
-        std::cout << absl::StrFormat(" %*d", w,
-                                     cm.counts(static_cast<int>(i * n + j)));
+    const int64_t n = static_cast<int64_t>(names.size());
+    if (n > 0 && n <= kPrintedMatrixMaxClasses && cm.counts_size() == n * n) {
+      PrintMatrix(names, cm);
+    } else if (e.top_confusions_size() > 0) {
+      std::cout << "            most frequent confusions (true -> "
+                   "predicted: images)\n";
+      for (const v1::Confusion& c : e.top_confusions()) {
+        std::cout << absl::StrFormat("              %s -> %s: %d\n",
+                                     c.true_label(), c.predicted_label(),
+                                     c.count());
       }
-      std::cout << "\n";
     }
   }
 }

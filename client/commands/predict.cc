@@ -314,6 +314,7 @@ int PredictJob(const Globals& g, const PredictArgs& a) {
   auto client = Connect(g);
   spec.set_base_model(ResolveModel(*client, a.model));
   spec.mutable_predict()->set_horizontal_flip_tta(a.tta);
+  if (a.top_k > 0) spec.set_top_k(a.top_k);
   for (const std::string& split : a.splits) {
     const std::string s = absl::AsciiStrToLower(split);
     spec.mutable_predict()->add_splits(s == "train" ? v1::SPLIT_TRAIN

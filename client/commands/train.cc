@@ -89,7 +89,8 @@ struct SpecArgs {
   Flag<int32_t> fine_tune_epochs;
   Flag<double> fine_tune_lr;
   Flag<uint64_t> seed;
-  Flag<std::string> selection_metric;
+  Flag<std::string> selection_metric, class_weights;
+  Flag<int32_t> top_k;
   Flag<std::string> id, spec_file;
   bool detach = false;
 };
@@ -159,6 +160,14 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--label-smoothing", a.label_smoothing,
           "Label smoothing of the loss, in [0, 1) (Keras' label_smoothing; "
           "default 0)");
+  AddFlag(cmd, "--class-weights", a.class_weights,
+          "Per-class loss weights for imbalanced data: none (default), "
+          "balanced (1 / images of the class) or balanced-sqrt "
+          "(1 / sqrt(images), gentler for long tails)")
+      ->check(CLI::IsMember({"none", "balanced", "balanced-sqrt"}));
+  AddFlag(cmd, "--top-k", a.top_k,
+          "k of the evaluations' top-k accuracy (default 5; not measured "
+          "when k reaches the class count)");
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
           "A JobSpec in JSON or YAML (proto field names) to start from; flags "
@@ -293,6 +302,8 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a,
   if (a.label_smoothing.set()) {
     spec.set_label_smoothing(a.label_smoothing.value);
   }
+  if (a.class_weights.set()) spec.set_class_weights(a.class_weights.value);
+  if (a.top_k.set()) spec.set_top_k(a.top_k.value);
 
   ApplyModelFlags(a, *spec.mutable_model());
   if (kind == v1::JOB_KIND_FINE_TUNE && spec.model().ByteSizeLong() == 0) {

@@ -256,11 +256,8 @@ absl::Status ParseReports(const json& j, ModelInfo* m) {
     return Field("evaluations", evaluations.status().message());
   m->evaluations = *std::move(evaluations);
   for (const train::EvaluationReport& e : m->evaluations) {
-    bool square =
-        e.confusion.empty() || e.confusion.size() == m->classes.size();
-    for (const auto& row : e.confusion)
-      square = square && row.size() == m->classes.size();
-    if (!square)
+    if (!e.confusion.empty() &&
+        static_cast<size_t>(e.num_classes) != m->classes.size())
       return Field("evaluations",
                    "a confusion matrix is not classes x classes");
   }

@@ -201,7 +201,7 @@ void ListJobPredictions(const Context& c, const std::string& name,
           v1::ListJobPredictionsResponse out;
           for (const std::string& cls : p.classes) out.add_classes(cls);
           for (const core::FilePredictionRecord& r : p.predictions) {
-            rpc::ToProto(r, out.add_predictions());
+            rpc::ToProto(r, p.classes, out.add_predictions());
           }
           out.set_next_page_token(p.next_page_token);
           SetJson(res, out);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
+#include "server/core/train/eval_metrics.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/status_macros.h"
 
@@ -18,6 +19,13 @@ using common::Split;
 using common::SplitPolicy;
 using core::data::AugmentOptions;
 using google::protobuf::util::TimeUtil;
+
+namespace {
+// Evaluation.top_confusions' length.
+constexpr int kTopConfusions = 10;
+// The most classes whose confusion matrix also goes out dense.
+constexpr int kDenseConfusionMaxClasses = 64;
+}  // namespace
 
 google::protobuf::Timestamp Ts(std::chrono::system_clock::time_point t) {
   return TimeUtil::MillisecondsToTimestamp(
@@ -46,12 +54,37 @@ void EvaluationToProto(const train::EvaluationReport& e,
   out->set_examples(e.examples);
   out->set_loss(e.loss);
   out->set_accuracy(e.accuracy);
-  out->set_roc_auc(e.roc_auc);
+  out->set_roc_auc(std::max(0.0, e.roc_auc));
+  out->set_top_k(e.top_k);
+  out->set_top_k_accuracy(e.top_k_accuracy);
+  out->set_macro_accuracy(e.macro_accuracy);
+  out->set_gap(e.gap);
   if (lean) return;  // listings: no confusion matrix
+  auto name = [&](int32_t c) {
+    return c >= 0 && static_cast<size_t>(c) < classes.size()
+               ? classes[static_cast<size_t>(c)]
+               : absl::StrCat(c);
+  };
+  for (const train::ConfusionCell& c :
+       train::TopConfusions(e, kTopConfusions)) {
+    v1::Confusion* t = out->add_top_confusions();
+    t->set_true_label(name(c.truth));
+    t->set_predicted_label(name(c.predicted));
+    t->set_count(c.count);
+  }
   v1::ConfusionMatrix* m = out->mutable_confusion_matrix();
   for (const std::string& c : classes) m->add_classes(c);
-  for (const auto& row : e.confusion) {
-    for (int64_t v : row) m->add_counts(v);
+  const int k = e.num_classes;
+  if (k > 0 && k <= kDenseConfusionMaxClasses) {
+    m->mutable_counts()->Resize(k * k, 0);
+    for (const train::ConfusionCell& c : e.confusion)
+      m->set_counts(c.truth * k + c.predicted, c.count);
+  }
+  for (const train::ConfusionCell& c : e.confusion) {
+    v1::ConfusionCell* cell = m->add_cells();
+    cell->set_true_class(c.truth);
+    cell->set_predicted_class(c.predicted);
+    cell->set_count(c.count);
   }
 }
 
@@ -189,12 +222,19 @@ void JobToProto(const core::api::JobView& view, v1::Job* out, bool lean) {
 
 }  // namespace
 
-void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out) {
+void ToProto(const core::FilePredictionRecord& in,
+             const std::vector<std::string>& classes, v1::FilePrediction* out) {
   out->set_path(in.client_path);
   out->set_split(SplitToProto(in.split));
   out->set_true_label(in.true_label);
   out->set_label(in.label);
   for (float p : in.probabilities) out->add_probabilities(p);
+  for (const train::ClassProbability& c : in.top) {
+    if (c.index < 0 || static_cast<size_t>(c.index) >= classes.size()) continue;
+    v1::ClassScore* s = out->add_top();
+    s->set_label(classes[static_cast<size_t>(c.index)]);
+    s->set_probability(c.probability);
+  }
   out->mutable_status()->set_code(in.status_code);
   out->mutable_status()->set_message(in.status_message);
 }
@@ -402,26 +442,20 @@ void PredictionToProto(const std::string& id, const core::ImageResult& r,
   if (!r.status.ok() || r.label < 0) return;
   out->set_label(classes[r.label]);
   out->set_probability(r.probabilities[r.label]);
-  const size_t n = std::min(classes.size(), r.probabilities.size());
-  for (size_t c = 0; c < n; ++c) {
-    v1::ClassScore* s = out->add_scores();
-    s->set_label(classes[c]);
-    s->set_probability(r.probabilities[c]);
+  const int n =
+      static_cast<int>(std::min(classes.size(), r.probabilities.size()));
+  if (n <= core::kAllProbabilitiesMaxClasses) {
+    for (int c = 0; c < n; ++c) {
+      v1::ClassScore* s = out->add_scores();
+      s->set_label(classes[static_cast<size_t>(c)]);
+      s->set_probability(r.probabilities[static_cast<size_t>(c)]);
+    }
   }
-  const size_t k =
-      std::min(n, top_k > 0 ? static_cast<size_t>(top_k) : (n == 2 ? 1 : 5));
-  std::vector<size_t> order(n);
-  for (size_t c = 0; c < n; ++c) order[c] = c;
-  std::partial_sort(
-      order.begin(), order.begin() + static_cast<long>(k), order.end(),
-      [&](size_t a, size_t b) {
-        return r.probabilities[a] > r.probabilities[b] ||
-               (r.probabilities[a] == r.probabilities[b] && a < b);
-      });
-  for (size_t i = 0; i < k; ++i) {
+  for (const train::ClassProbability& c : train::TopClasses(
+           r.probabilities.data(), n, train::EffectiveTopK(top_k, n))) {
     v1::ClassScore* s = out->add_top();
-    s->set_label(classes[order[i]]);
-    s->set_probability(r.probabilities[order[i]]);
+    s->set_label(classes[static_cast<size_t>(c.index)]);
+    s->set_probability(c.probability);
   }
 }
 
@@ -682,6 +716,8 @@ absl::StatusOr<train::JobRequest> JobRequestFromProto(const v1::JobSpec& spec) {
   if (spec.has_seed()) out.seed = spec.seed();
   out.selection_metric = spec.selection_metric();
   if (spec.has_label_smoothing()) out.label_smoothing = spec.label_smoothing();
+  out.class_weights = spec.class_weights();
+  if (spec.has_top_k()) out.top_k = spec.top_k();
   return out;
 }
 
@@ -695,6 +731,9 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const train::ResolvedJob& r,
   out.set_seed(r.config.seed);
   out.set_selection_metric(r.config.selection_metric);
   out.set_label_smoothing(r.config.label_smoothing);
+  out.set_top_k(r.config.top_k);
+  if (spec.kind() != v1::JOB_KIND_PREDICT)
+    out.set_class_weights(r.config.class_weights);
   const train::ModelConfig& m = r.config.model;
   v1::ModelSpec* model = out.mutable_model();
   model->set_backbone(m.backbone);

@@ -54,7 +54,9 @@ void SummaryToProto(const core::train::TrainableSummary& s,
 void ToProto(const core::JobRecord& in, v1::Job* out);
 // The record, its confusion matrices naming the view's classes.
 void ToProto(const core::api::JobView& in, v1::Job* out);
-void ToProto(const core::FilePredictionRecord& in, v1::FilePrediction* out);
+// `classes`: the job's (PredictionsPage::classes), naming `top`.
+void ToProto(const core::FilePredictionRecord& in,
+             const std::vector<std::string>& classes, v1::FilePrediction* out);
 void ToProto(const core::JobEvent& in, v1::JobEvent* out);
 void ToProto(const core::ModelInfo& in, v1::Model* out);
 void ToProto(const core::AliasInfo& in, v1::Alias* out);

@@ -301,7 +301,7 @@ grpc::ServerUnaryReactor* JobsService::ListJobPredictions(
   if (!page.ok()) return Answer(ctx, ToGrpcStatus(page.status()));
   for (const std::string& c : page->classes) response->add_classes(c);
   for (const core::FilePredictionRecord& r : page->predictions) {
-    ToProto(r, response->add_predictions());
+    ToProto(r, page->classes, response->add_predictions());
   }
   response->set_next_page_token(page->next_page_token);
   return Answer(ctx, grpc::Status::OK);

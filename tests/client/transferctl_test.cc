@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -1329,6 +1330,47 @@ TEST(TransferctlJobsTest, ShowPrintsHistoryAndConfusionMatrix) {
   RunResult missing = Ctl({"--server", fake.address(), "jobs", "show", "nope"});
   EXPECT_EQ(missing.status.code, 1);
   EXPECT_EQ(missing.err, "transferctl: job not found\n");
+}
+
+TEST(TransferctlJobsTest, ShowSummarisesManyClassesByTheirTopConfusions) {
+  v1::Job job = FakeJob(v1::JOB_STATE_SUCCEEDED);
+  v1::Evaluation* e = job.add_evaluations();
+  e->set_split("validation");
+  e->set_examples(2000);
+  e->set_accuracy(0.61);
+  e->set_loss(1.5);
+  e->set_top_k(5);
+  e->set_top_k_accuracy(0.83);
+  e->set_macro_accuracy(0.47);
+  e->set_gap(0.52);
+  for (int i = 0; i < 1049; ++i) {
+    e->mutable_confusion_matrix()->add_classes("landmark-" + std::to_string(i));
+  }
+  v1::ConfusionCell* cell = e->mutable_confusion_matrix()->add_cells();
+  cell->set_true_class(3);
+  cell->set_predicted_class(7);
+  cell->set_count(12);
+  for (const auto& [t, p, n] :
+       std::vector<std::tuple<std::string, std::string, int>>{
+           {"landmark-3", "landmark-7", 12}, {"landmark-9", "landmark-1", 4}}) {
+    v1::Confusion* c = e->add_top_confusions();
+    c->set_true_label(t);
+    c->set_predicted_label(p);
+    c->set_count(n);
+  }
+  FakeJobsServer fake(job, {});
+  RunResult r = Ctl({"--server", fake.address(), "jobs", "show", "j1"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("evaluation  validation: 2000 examples, loss "
+                               "1.5000, accuracy 0.6100, top-5 0.8300\n"
+                               "            macro accuracy 0.4700, GAP 0.5200 "
+                               "over 1049 classes\n"
+                               "            most frequent confusions (true -> "
+                               "predicted: images)\n"
+                               "              landmark-3 -> landmark-7: 12\n"
+                               "              landmark-9 -> landmark-1: 4\n"));
+  // No 1,049-column matrix.
+  EXPECT_LT(r.out.size(), 4000u);
 }
 
 TEST(TransferctlJobsTest, WatchAsJsonLines) {

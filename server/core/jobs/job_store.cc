@@ -506,6 +506,55 @@ absl::StatusOr<std::map<JobState, int64_t>> JobStore::CountByState() {
   return counts;
 }
 
+namespace {
+
+// A row's scores column: {"p": every probability (small models only),
+// "top": [[class, probability], ...], "tp": the true class's probability}.
+// Rows stored before top_k existed hold the bare array of probabilities.
+std::string ScoresJson(const FilePredictionRecord& r) {
+  nlohmann::json top = nlohmann::json::array();
+  for (const train::ClassProbability& c : r.top)
+    top.push_back({c.index, c.probability});
+  nlohmann::json out = {{"top", std::move(top)}, {"tp", r.true_probability}};
+  if (!r.probabilities.empty()) out["p"] = r.probabilities;
+  return out.dump();
+}
+
+// ScoresJson's inverse into `r`; false when malformed. `top_k` and
+// `classes` rebuild `top` and `true_probability` of old rows.
+bool ParseScores(const std::string& text, int top_k,
+                 const std::vector<std::string>& classes,
+                 FilePredictionRecord& r) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    if (j.is_array()) {
+      r.probabilities = j.get<std::vector<float>>();
+      r.top = train::TopClasses(r.probabilities.data(),
+                                static_cast<int>(r.probabilities.size()),
+                                r.status_code == 0 ? top_k : 0);
+      const auto t = std::find(classes.begin(), classes.end(), r.true_label);
+      const auto ti = t - classes.begin();
+      if (t != classes.end() &&
+          ti < static_cast<int64_t>(r.probabilities.size()))
+        r.true_probability = r.probabilities[static_cast<size_t>(ti)];
+      return true;
+    }
+    if (j.contains("p")) r.probabilities = j.at("p").get<std::vector<float>>();
+    for (const nlohmann::json& c : j.at("top")) {
+      const int32_t index = c.at(0).get<int32_t>();
+      if (index < 0 || index >= static_cast<int32_t>(classes.size()))
+        return false;
+      r.top.push_back({index, c.at(1).get<float>()});
+    }
+    r.true_probability = j.at("tp").get<float>();
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<int64_t> JobStore::NextPredictionIndex(const std::string& id) {
   int64_t done = 0;
   TRANSFERD_RETURN_IF_ERROR(
@@ -544,7 +593,7 @@ absl::Status JobStore::PutPredictions(
           .Bind(4, static_cast<int64_t>(splits[i]))
           .Bind(5, r.true_label)
           .Bind(6, r.label)
-          .Bind(7, nlohmann::json(r.probabilities).dump())
+          .Bind(7, ScoresJson(r))
           .Bind(8, static_cast<int64_t>(r.status_code))
           .Bind(9, r.status_message);
       TRANSFERD_RETURN_IF_ERROR(q.Run());
@@ -567,6 +616,8 @@ absl::StatusOr<PredictionsPage> JobStore::Predictions(
   TRANSFERD_ASSIGN_OR_RETURN(int64_t after, ParsePageToken(page_token));
   PredictionsPage page;
   page.classes = job.config.predict_classes;
+  const int top_k = train::EffectiveTopK(job.config.top_k,
+                                         static_cast<int>(page.classes.size()));
   int64_t last = -1;
   bool more = false;
   TRANSFERD_RETURN_IF_ERROR(store_->Transaction([&](StoreTxn& txn)
@@ -597,15 +648,12 @@ absl::StatusOr<PredictionsPage> JobStore::Predictions(
       r.split = static_cast<common::Split>(split);
       r.true_label = q.ColumnText(3);
       r.label = q.ColumnText(4);
-      try {
-        r.probabilities =
-            nlohmann::json::parse(q.ColumnText(5)).get<std::vector<float>>();
-      } catch (const std::exception& e) {
+      r.status_code = static_cast<int>(q.ColumnInt(6));
+      r.status_message = q.ColumnText(7);
+      if (!ParseScores(q.ColumnText(5), top_k, page.classes, r)) {
         return absl::DataLossError(
             absl::StrCat("job ", id, ": stored prediction is malformed"));
       }
-      r.status_code = static_cast<int>(q.ColumnInt(6));
-      r.status_message = q.ColumnText(7);
       page.predictions.push_back(std::move(r));
     }
     return absl::OkStatus();

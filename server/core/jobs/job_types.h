@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/dataset_layout.h"
+#include "server/core/train/eval_metrics.h"
 #include "server/core/train/train_config.h"
 
 namespace transferd::core {
@@ -102,13 +103,25 @@ struct JobRecord {
 };
 
 // One file's result in a PREDICT job.
+// PREDICT results keep every class's probability up to this many classes;
+// beyond, only the top_k (a 1,049-class model would store 1,049 floats per
+// file).
+inline constexpr int kAllProbabilitiesMaxClasses = 64;
+
 struct FilePredictionRecord {
   std::string client_path;
   common::Split split = common::Split::kNone;
   std::string true_label;  // the dataset's label
   std::string label;       // predicted class ("" when the file failed)
-  std::vector<float> probabilities;  // in the model's class order
-  int status_code = 0;               // absl::StatusCode; 0 = OK
+  // Every class's probability in the model's class order, when the model
+  // has at most kAllProbabilitiesMaxClasses classes; empty otherwise.
+  std::vector<float> probabilities;
+  // The job's top_k classes, most probable first.
+  std::vector<train::ClassProbability> top;
+  // The true class's probability (for the loss); -1 when the file has no
+  // label among the model's classes.
+  float true_probability = -1;
+  int status_code = 0;  // absl::StatusCode; 0 = OK
   std::string status_message;
 };
 

@@ -18,6 +18,7 @@
 #include "server/core/jobs/job_store.h"
 #include "server/core/predictor.h"
 #include "server/core/registry.h"
+#include "server/core/train/eval_metrics.h"
 #include "server/core/train/train_util.h"
 #include "server/core/util/status_macros.h"
 
@@ -103,39 +104,25 @@ absl::StatusOr<std::vector<FilePredictionRecord>> AllRows(
 // true label is not one of the model's classes.
 std::optional<train::EvaluationReport> EvaluateSplit(
     const std::vector<FilePredictionRecord>& rows, const char* split,
-    const std::vector<std::string>& classes, int k) {
-  train::EvaluationReport report;
-  report.split = split;
-  report.confusion.assign(k, std::vector<int64_t>(k, 0));
-  std::vector<double> scores;
-  std::vector<int64_t> labels;
+    const std::vector<std::string>& classes, int k, int top_k) {
+  train::EvalAccumulator acc(split, k, top_k);
   double loss = 0;
-  int64_t correct = 0;
   for (const FilePredictionRecord& r : rows) {
     if (std::string_view(common::SplitName(r.split)) != split ||
-        r.status_code != 0)
+        r.status_code != 0 || r.top.empty())
       continue;
     const auto t = std::find(classes.begin(), classes.end(), r.true_label);
     if (t == classes.end()) return std::nullopt;
     const int64_t truth = t - classes.begin();
-    const int64_t pred =
-        std::find(classes.begin(), classes.end(), r.label) - classes.begin();
-    ++report.examples;
-    correct += pred == truth;
-    ++report.confusion[truth][pred];
-    loss -=
-        std::log(std::clamp<double>(r.probabilities[truth], 1e-7, 1.0 - 1e-7));
-    if (k == 2) {
-      scores.push_back(r.probabilities[1]);
-      labels.push_back(truth);
-    }
+    const bool in_top = std::any_of(
+        r.top.begin(), r.top.end(),
+        [&](const train::ClassProbability& c) { return c.index == truth; });
+    acc.Add(truth, r.top[0].index, r.top[0].probability, in_top,
+            k == 2 && r.probabilities.size() == 2 ? r.probabilities[1] : 0);
+    loss -= std::log(std::clamp<double>(r.true_probability, 1e-7, 1.0 - 1e-7));
   }
-  if (report.examples == 0) return std::nullopt;
-  report.loss = loss / static_cast<double>(report.examples);
-  report.accuracy =
-      static_cast<double>(correct) / static_cast<double>(report.examples);
-  if (k == 2) report.roc_auc = train::RocAuc(scores, labels);
-  return report;
+  if (acc.examples() == 0) return std::nullopt;
+  return acc.Finish(loss / static_cast<double>(acc.examples()));
 }
 
 // One pass over a PREDICT job's files, from the first one not yet stored.
@@ -156,7 +143,14 @@ class PredictionPass {
         first_(done),
         size_(runner.input_size()),
         k_(runner.num_classes()),
-        image_bytes_(static_cast<size_t>(size_) * size_ * 3) {}
+        top_k_(train::EffectiveTopK(job.config.top_k, k_)),
+        image_bytes_(static_cast<size_t>(size_) * size_ * 3) {
+    for (const std::string& c : dataset.classes) {
+      const auto t = std::find(model.classes.begin(), model.classes.end(), c);
+      const int64_t at = t - model.classes.begin();
+      truth_index_.push_back(t != model.classes.end() && at < k_ ? at : -1);
+    }
+  }
 
   absl::Status Run();
 
@@ -178,8 +172,11 @@ class PredictionPass {
   const std::vector<DatasetFile>& files_;
   ModelRunner& runner_;
   const int64_t n_, steps_, first_;
-  const int size_, k_;
+  const int size_, k_, top_k_;
   const size_t image_bytes_;
+  // Dataset class index -> the model's class index, -1 when not a class of
+  // the model.
+  std::vector<int64_t> truth_index_;
   SteadyClock::time_point last_step_ = SteadyClock::now() - kStepEventInterval;
   SteadyClock::time_point started_ = SteadyClock::now();
 };
@@ -249,12 +246,16 @@ std::vector<FilePredictionRecord> PredictionPass::Rows(
     }
   }
   for (size_t j = 0; j < batch.ok.size(); ++j) {
-    FilePredictionRecord& r = rows[batch.ok[j]];
-    r.probabilities.assign(probs.begin() + static_cast<int64_t>(j) * k_,
-                           probs.begin() + static_cast<int64_t>(j + 1) * k_);
-    const auto best =
-        std::max_element(r.probabilities.begin(), r.probabilities.end());
-    r.label = model_.classes[best - r.probabilities.begin()];
+    const int64_t i = batch.ok[j];
+    FilePredictionRecord& r = rows[i];
+    const float* p = probs.data() + static_cast<int64_t>(j) * k_;
+    if (k_ <= kAllProbabilitiesMaxClasses) r.probabilities.assign(p, p + k_);
+    r.top = train::TopClasses(p, k_, top_k_);
+    r.label = model_.classes[r.top[0].index];
+    const int64_t label = files_[begin + i].label;
+    if (label >= 0 && label < static_cast<int64_t>(truth_index_.size()) &&
+        truth_index_[label] >= 0)
+      r.true_probability = p[truth_index_[label]];
   }
   return rows;
 }
@@ -318,8 +319,9 @@ absl::Status PredictionRunner::Run(JobRecord& job, JobContext& ctx) {
                              AllRows(ctx.store(), job.id));
   job.evaluations.clear();
   for (const char* split : {"train", "validation", "test"}) {
-    std::optional<train::EvaluationReport> report =
-        EvaluateSplit(rows, split, model.classes, runner->num_classes());
+    std::optional<train::EvaluationReport> report = EvaluateSplit(
+        rows, split, model.classes, runner->num_classes(),
+        train::EffectiveTopK(job.config.top_k, runner->num_classes()));
     if (report.has_value()) job.evaluations.push_back(*std::move(report));
   }
   TRANSFERD_RETURN_IF_ERROR(ctx.SaveRunState(job));

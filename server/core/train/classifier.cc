@@ -137,19 +137,29 @@ torch::Tensor ClassifierImpl::forward(const torch::Tensor& x) {
 
 torch::Tensor ClassifierImpl::Loss(const torch::Tensor& logits,
                                    const torch::Tensor& labels,
-                                   double label_smoothing) const {
+                                   double label_smoothing,
+                                   const torch::Tensor& class_weights) const {
+  namespace F = torch::nn::functional;
   const torch::Tensor z = logits.to(torch::kFloat32);
+  const bool weighted = class_weights.defined();
+  torch::Tensor per_example;
   if (num_classes_ == 2) {
     torch::Tensor target = labels.to(torch::kFloat32);
     if (label_smoothing > 0) {
       target = target * (1 - label_smoothing) + 0.5 * label_smoothing;
     }
-    return torch::binary_cross_entropy_with_logits(z.select(1, 0), target);
+    if (!weighted)
+      return torch::binary_cross_entropy_with_logits(z.select(1, 0), target);
+    per_example = F::binary_cross_entropy_with_logits(
+        z.select(1, 0), target,
+        F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kNone));
+  } else {
+    auto options =
+        F::CrossEntropyFuncOptions().label_smoothing(label_smoothing);
+    if (!weighted) return F::cross_entropy(z, labels, options);
+    per_example = F::cross_entropy(z, labels, options.reduction(torch::kNone));
   }
-  return torch::nn::functional::cross_entropy(
-      z, labels,
-      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(
-          label_smoothing));
+  return (per_example * class_weights.index_select(0, labels)).mean();
 }
 
 torch::Tensor ClassifierImpl::Predict(const torch::Tensor& logits) const {

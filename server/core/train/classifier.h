@@ -68,9 +68,12 @@ class ClassifierImpl : public torch::nn::Module {
   // Mean loss of `logits` against int64 `labels` (binary cross-entropy on the
   // single logit for 2 classes, cross-entropy otherwise), in float32, with
   // Keras' label smoothing: targets y * (1 - s) + s / K (K = 2 for the
-  // binary loss, the number of classes otherwise).
+  // binary loss, the number of classes otherwise). With `class_weights`
+  // (float32, one per class) each example's loss is multiplied by its
+  // class's weight before the mean over the batch (Keras' class_weight).
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels,
-                     double label_smoothing = 0) const;
+                     double label_smoothing = 0,
+                     const torch::Tensor& class_weights = {}) const;
   // Predicted class per row (int64).
   torch::Tensor Predict(const torch::Tensor& logits) const;
   // N x num_classes probabilities (float32).

@@ -4,9 +4,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/util/status_macros.h"
 
 namespace transferd::core::train {
 namespace {
+
+// The largest spec.top_k.
+constexpr int kMaxTopK = 100;
 
 using data::AugmentOptions;
 
@@ -184,6 +188,16 @@ absl::Status ApplyStage(const StageOverrides& s, const std::string& f,
 }
 
 // PREDICT: a model over a dataset; training fields must stay empty.
+// spec.top_k: 0 (by class count) up to kMaxTopK.
+absl::Status ResolveTopK(const JobRequest& request, TrainConfig& c) {
+  c.top_k = request.top_k.value_or(0);
+  if (c.top_k < 0 || c.top_k > kMaxTopK) {
+    return Invalid("spec.top_k", absl::StrCat("must be in [0, ", kMaxTopK,
+                                              "], got ", c.top_k));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ResolvedJob> ResolvePredict(const JobRequest& request,
                                            const ModelConfig* base_model_config,
                                            ResolvedJob out) {
@@ -207,6 +221,10 @@ absl::StatusOr<ResolvedJob> ResolvePredict(const JobRequest& request,
     out.config.predict_splits.push_back(common::SplitName(split));
   }
   out.config.predict_flip_tta = request.predict_flip_tta;
+  if (!request.class_weights.empty()) {
+    return Invalid("spec.class_weights", "must be empty for PREDICT");
+  }
+  TRANSFERD_RETURN_IF_ERROR(ResolveTopK(request, out.config));
   return out;
 }
 
@@ -353,6 +371,16 @@ absl::StatusOr<ResolvedJob> ResolveJob(const JobRequest& request,
     return Invalid("spec.label_smoothing",
                    absl::StrCat("must be in [0, 1), got ", c.label_smoothing));
   }
+  c.class_weights =
+      request.class_weights.empty() ? "none" : request.class_weights;
+  if (c.class_weights != "none" && c.class_weights != "balanced" &&
+      c.class_weights != "balanced-sqrt") {
+    return Invalid("spec.class_weights",
+                   absl::StrCat("\"", c.class_weights,
+                                "\" is unknown (none, balanced, "
+                                "balanced-sqrt)"));
+  }
+  TRANSFERD_RETURN_IF_ERROR(ResolveTopK(request, c));
   return out;
 }
 

@@ -78,6 +78,8 @@ struct JobRequest {
   std::optional<uint64_t> seed;           // default 42
   std::string selection_metric;           // default "val_accuracy"
   std::optional<double> label_smoothing;  // default 0
+  std::string class_weights;              // default "none"
+  std::optional<int> top_k;               // default 0: by class count
   // PREDICT: the splits to run over (empty: every file), flip averaging.
   std::vector<common::Split> predict_splits;
   bool predict_flip_tta = false;

@@ -101,6 +101,14 @@ struct TrainConfig {
   // Keras' label_smoothing, in [0, 1): targets y * (1 - s) + s / K with K = 2
   // for the binary loss, the number of classes otherwise.
   double label_smoothing = 0;
+  // Per-class loss weights of the training loss (Keras' class_weight):
+  // "none", "balanced" (n / (K * n_c)) or "balanced-sqrt" (proportional to
+  // 1 / sqrt(n_c)), both scaled so that the mean weight over the training
+  // examples is 1. Validation and evaluation losses stay unweighted.
+  std::string class_weights = "none";
+  // The k of top-k accuracy and, for PREDICT jobs, how many classes each
+  // file's result lists; 0 = 1 for two classes, 5 otherwise.
+  int top_k = 0;
   // PREDICT jobs: the splits to run over ("train", "validation", "test";
   // empty = every file) and test-time horizontal-flip averaging.
   std::vector<std::string> predict_splits;
@@ -142,11 +150,29 @@ struct EpochReport {
   double seconds = 0;
 };
 
-// Evaluation of the best weights on one split.
+// One non-zero cell of a confusion matrix: `count` examples of class
+// `truth` predicted as `predicted`.
+struct ConfusionCell {
+  int32_t truth = 0, predicted = 0;
+  int64_t count = 0;
+};
+
+// Evaluation of the best weights on one split (eval_metrics.h makes it).
 struct EvaluationReport {
   std::string split;  // "validation", "test"
   double loss = 0, accuracy = 0;
-  std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
+  // Top-k accuracy; top_k is 0 when not measured (k >= classes, or a
+  // record from before it existed).
+  int top_k = 0;
+  double top_k_accuracy = 0;
+  // Mean over the classes present of the share of their examples predicted
+  // right (balanced accuracy).
+  double macro_accuracy = 0;
+  // Global Average Precision of the top-1 predictions ranked by confidence.
+  double gap = 0;
+  int num_classes = 0;
+  // The confusion matrix's non-zero cells, sorted by (truth, predicted).
+  std::vector<ConfusionCell> confusion;
   double roc_auc = -1;  // two classes only; -1 otherwise
   int64_t examples = 0;
 };

@@ -1,8 +1,11 @@
 #include "server/core/train/train_json.h"
 
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/train/eval_metrics.h"
 
 namespace transferd::core::train {
 namespace {
@@ -138,7 +141,9 @@ std::string ConfigToJson(const TrainConfig& c) {
               {"stages", stages},
               {"seed", c.seed},
               {"selection_metric", c.selection_metric},
-              {"label_smoothing", c.label_smoothing}};
+              {"label_smoothing", c.label_smoothing},
+              {"class_weights", c.class_weights},
+              {"top_k", c.top_k}};
   if (!c.predict_classes.empty()) {
     out["predict"] = {{"splits", c.predict_splits},
                       {"flip_tta", c.predict_flip_tta},
@@ -188,6 +193,9 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
     c.seed = j.at("seed").get<uint64_t>();
     c.selection_metric = j.at("selection_metric").get<std::string>();
     c.label_smoothing = j.value("label_smoothing", 0.0);
+    // Absent from configs stored before the fields existed.
+    c.class_weights = j.value("class_weights", std::string("none"));
+    c.top_k = j.value("top_k", 0);
     if (j.contains("predict")) {
       c.predict_splits =
           j.at("predict").at("splits").get<std::vector<std::string>>();
@@ -229,10 +237,19 @@ std::string EvaluationsToJson(
     const std::vector<EvaluationReport>& evaluations) {
   json out = json::array();
   for (const EvaluationReport& e : evaluations) {
+    // The confusion matrix as its non-zero cells [true, predicted, count].
+    json cells = json::array();
+    for (const ConfusionCell& c : e.confusion)
+      cells.push_back({c.truth, c.predicted, c.count});
     out.push_back({{"split", e.split},
                    {"loss", e.loss},
                    {"accuracy", e.accuracy},
-                   {"confusion", e.confusion},
+                   {"top_k", e.top_k},
+                   {"top_k_accuracy", e.top_k_accuracy},
+                   {"macro_accuracy", e.macro_accuracy},
+                   {"gap", e.gap},
+                   {"classes", e.num_classes},
+                   {"confusion_cells", std::move(cells)},
                    {"roc_auc", e.roc_auc},
                    {"examples", e.examples}});
   }
@@ -249,8 +266,30 @@ absl::StatusOr<std::vector<EvaluationReport>> EvaluationsFromJson(
           r.split = e.at("split").get<std::string>();
           r.loss = e.at("loss").get<double>();
           r.accuracy = e.at("accuracy").get<double>();
-          r.confusion =
-              e.at("confusion").get<std::vector<std::vector<int64_t>>>();
+          if (e.contains("confusion_cells")) {
+            r.num_classes = e.at("classes").get<int>();
+            for (const json& c : e.at("confusion_cells")) {
+              r.confusion.push_back({c.at(0).get<int32_t>(),
+                                     c.at(1).get<int32_t>(),
+                                     c.at(2).get<int64_t>()});
+            }
+          } else {
+            // Stored before 2026-12: a dense [true][predicted] matrix.
+            const auto dense =
+                e.at("confusion").get<std::vector<std::vector<int64_t>>>();
+            r.num_classes = static_cast<int>(dense.size());
+            r.confusion = CellsOfDense(dense);
+          }
+          for (const ConfusionCell& c : r.confusion) {
+            if (c.truth < 0 || c.predicted < 0 || c.truth >= r.num_classes ||
+                c.predicted >= r.num_classes || c.count < 0) {
+              throw std::out_of_range("a confusion cell is outside the matrix");
+            }
+          }
+          r.top_k = e.value("top_k", 0);
+          r.top_k_accuracy = e.value("top_k_accuracy", 0.0);
+          r.macro_accuracy = e.value("macro_accuracy", 0.0);
+          r.gap = e.value("gap", 0.0);
           r.roc_auc = e.at("roc_auc").get<double>();
           r.examples = e.at("examples").get<int64_t>();
           out.push_back(std::move(r));

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <numeric>
@@ -189,6 +190,24 @@ double RocAuc(const std::vector<double>& scores,
   if (positives == 0 || negatives == 0) return -1;
   const double p = static_cast<double>(positives);
   return (rank_sum - p * (p + 1) / 2) / (p * static_cast<double>(negatives));
+}
+
+std::vector<double> ClassLossWeights(const std::string& mode,
+                                     const std::vector<int64_t>& counts) {
+  if (mode != "balanced" && mode != "balanced-sqrt") return {};
+  const double power = mode == "balanced" ? 1.0 : 0.5;
+  std::vector<double> w(counts.size(), 0.0);
+  double total = 0, weighted = 0;
+  for (size_t c = 0; c < counts.size(); ++c) {
+    if (counts[c] <= 0) continue;
+    const auto n = static_cast<double>(counts[c]);
+    w[c] = std::pow(n, -power);
+    total += n;
+    weighted += n * w[c];
+  }
+  if (weighted <= 0) return {};
+  for (double& v : w) v *= total / weighted;
+  return w;
 }
 
 }  // namespace transferd::core::train

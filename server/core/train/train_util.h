@@ -43,4 +43,11 @@ absl::StatusOr<std::map<std::string, std::string>> ReadSectionFile(
 double RocAuc(const std::vector<double>& scores,
               const std::vector<int64_t>& labels);
 
+// Per-class weights of the training loss for `mode` ("balanced":
+// proportional to 1 / n_c, "balanced-sqrt": to 1 / sqrt(n_c)) given the
+// training examples per class, scaled so that their mean over the examples
+// is 1; a class without examples weighs 0. Empty for "none".
+std::vector<double> ClassLossWeights(const std::string& mode,
+                                     const std::vector<int64_t>& counts);
+
 }  // namespace transferd::core::train

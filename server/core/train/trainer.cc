@@ -34,6 +34,7 @@
 #include "common/hash.h"
 #include "server/core/data/loader.h"
 #include "server/core/train/classifier.h"
+#include "server/core/train/eval_metrics.h"
 #include "server/core/train/rmsprop.h"
 #include "server/core/train/train_json.h"
 #include "server/core/train/train_util.h"
@@ -270,8 +271,7 @@ absl::StatusOr<RunState> StateFromJson(const json& j) {
 struct EvalOut {
   double loss = 0, accuracy = 0;
   int64_t n = 0;
-  std::vector<int64_t> labels, predictions;
-  std::vector<double> positive_scores;  // 2 classes
+  std::optional<EvalAccumulator> details;  // when asked for
 };
 
 // The stage Run is in: its optimizer and where its batches come from.
@@ -333,6 +333,8 @@ struct Trainer::Impl {
   std::string feature_key;           // empty: no feature cache possible
   std::string config_digest;
   bool bf16 = false;
+  // config.class_weights as float32 per class (device); undefined: none.
+  torch::Tensor class_weights;
 
   std::map<std::string, torch::Tensor>
       features;  // split -> N x C x h x w (device)
@@ -547,6 +549,9 @@ struct Trainer::Impl {
     torch::NoGradGuard no_grad;
     double loss_sum = 0;
     int64_t correct = 0;
+    const int classes = model->num_classes();
+    const int top_k = EffectiveTopK(config.top_k, classes);
+    if (detailed) out.details.emplace(split, classes, top_k);
     auto consume = [&](const torch::Tensor& logits, const torch::Tensor& y) {
       const int64_t n = y.size(0);
       loss_sum +=
@@ -555,23 +560,7 @@ struct Trainer::Impl {
       const torch::Tensor pred = model->Predict(logits);
       correct += pred.eq(y).sum().item<int64_t>();
       out.n += n;
-      if (detailed) {
-        const torch::Tensor p = pred.to(torch::kCPU).contiguous();
-        const torch::Tensor l = y.to(torch::kCPU).contiguous();
-        out.predictions.insert(out.predictions.end(), p.data_ptr<int64_t>(),
-                               p.data_ptr<int64_t>() + n);
-        out.labels.insert(out.labels.end(), l.data_ptr<int64_t>(),
-                          l.data_ptr<int64_t>() + n);
-        if (model->num_classes() == 2) {
-          const torch::Tensor s = logits.select(1, 0)
-                                      .to(torch::kFloat64)
-                                      .to(torch::kCPU)
-                                      .contiguous();
-          out.positive_scores.insert(out.positive_scores.end(),
-                                     s.data_ptr<double>(),
-                                     s.data_ptr<double>() + n);
-        }
-      }
+      if (detailed) AddDetails(logits, pred, y, top_k, *out.details);
     };
     if (feats.defined()) {
       const torch::Tensor y_all = LabelsOf(split);
@@ -600,6 +589,37 @@ struct Trainer::Impl {
       out.accuracy = static_cast<double>(correct) / static_cast<double>(out.n);
     }
     return out;
+  }
+
+  // Each example of a batch into `acc`: label, prediction, confidence,
+  // whether the label is among the `top_k` most probable classes.
+  void AddDetails(const torch::Tensor& logits, const torch::Tensor& pred,
+                  const torch::Tensor& y, int top_k,
+                  EvalAccumulator& acc) const {
+    const int64_t n = y.size(0);
+    const torch::Tensor probs =
+        model->Probabilities(logits).to(torch::kCPU).contiguous();
+    const torch::Tensor p = pred.to(torch::kCPU).contiguous();
+    const torch::Tensor l = y.to(torch::kCPU).contiguous();
+    const torch::Tensor conf = probs.gather(1, p.unsqueeze(1)).squeeze(1);
+    const torch::Tensor hit =
+        top_k > 1 && top_k < model->num_classes()
+            ? std::get<1>(probs.topk(top_k, 1)).eq(l.unsqueeze(1)).any(1)
+            : p.eq(l);
+    const torch::Tensor score =
+        model->num_classes() == 2
+            ? logits.select(1, 0).to(torch::kFloat64).to(torch::kCPU)
+            : torch::zeros({n}, torch::kFloat64);
+    const auto* pp = p.data_ptr<int64_t>();
+    const auto* lp = l.data_ptr<int64_t>();
+    const torch::Tensor conf64 = conf.to(torch::kFloat64).contiguous();
+    const auto* cp = conf64.data_ptr<double>();
+    const torch::Tensor hit_u8 = hit.to(torch::kUInt8).contiguous();
+    const auto* hp = hit_u8.data_ptr<uint8_t>();
+    const torch::Tensor score_c = score.contiguous();
+    const auto* sp = score_c.data_ptr<double>();
+    for (int64_t i = 0; i < n; ++i)
+      acc.Add(lp[i], pp[i], cp[i], hp[i] != 0, sp[i]);
   }
 
   bool StagePristine(int stage) const {
@@ -1030,7 +1050,8 @@ void Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
     AutocastScope autocast(bf16, device);
     logits = ss.train_cached ? model->Head(x) : model->forward(x);
   }
-  torch::Tensor loss = model->Loss(logits, y, config.label_smoothing);
+  torch::Tensor loss =
+      model->Loss(logits, y, config.label_smoothing, class_weights);
   const int64_t n = y.size(0);
   ep.loss_sum += loss.item<double>() * static_cast<double>(n);
   ep.forward_seconds += Seconds(phase_start);
@@ -1170,19 +1191,7 @@ absl::StatusOr<EvaluationReport> Trainer::Impl::EvaluateSplit(
     TRANSFERD_ASSIGN_OR_RETURN(feats, Features(split, cb));
   }
   TRANSFERD_ASSIGN_OR_RETURN(EvalOut out, Evaluate(split, feats, true, cb));
-  EvaluationReport r;
-  r.split = split;
-  r.loss = out.loss;
-  r.accuracy = out.accuracy;
-  r.examples = out.n;
-  const int k = model->num_classes();
-  r.confusion.assign(k, std::vector<int64_t>(k, 0));
-  for (size_t i = 0; i < out.labels.size(); ++i) {
-    if (out.labels[i] >= 0 && out.labels[i] < k)
-      ++r.confusion[out.labels[i]][out.predictions[i]];
-  }
-  if (k == 2) r.roc_auc = RocAuc(out.positive_scores, out.labels);
-  return r;
+  return out.details->Finish(out.loss);
 }
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1298,6 +1307,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
   impl->config_digest = ConfigDigest(config, data);
   impl->config = std::move(config);
   impl->data = std::move(data);
+  {
+    std::vector<int64_t> counts(static_cast<size_t>(num_classes), 0);
+    for (const auto& e : impl->data.train) ++counts[e.label];
+    const std::vector<double> w =
+        ClassLossWeights(impl->config.class_weights, counts);
+    if (!w.empty()) {
+      impl->class_weights = torch::tensor(w, torch::kFloat64)
+                                .to(torch::kFloat32)
+                                .to(impl->device);
+    }
+  }
   impl->env = std::move(env);
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }

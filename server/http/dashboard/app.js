@@ -263,20 +263,20 @@
       el('h3', {}, 'Evaluation on ' + ev.split),
       el('p', {}, 'accuracy ', el('strong', { class: 'eval-accuracy' }, pct(ev.accuracy)),
         ', loss ' + num(ev.loss) + ', ' + ev.examples + ' images',
+        Number(ev.top_k) ? ', top-' + ev.top_k + ' ' + pct(ev.top_k_accuracy) : '',
         Number(ev.roc_auc) ? ', ROC AUC ' + num(ev.roc_auc) : ''));
-    if (!k || counts.length !== k * k) return box;
-    if (k <= 10) {
+    if (k > 2) {
+      box.append(el('p', { class: 'muted' }, 'macro accuracy ' + pct(ev.macro_accuracy || 0) +
+        ', GAP ' + num(ev.gap || 0)));
+    }
+    if (k && k <= 10 && counts.length === k * k) {
       box.append(el('div', { class: 'scroll' }, el('table', { class: 'matrix' },
         el('caption', { class: 'muted' }, 'rows: true class, columns: predicted'),
         el('thead', {}, el('tr', {}, el('th', {}, ''), classes.map((c) => el('th', { scope: 'col' }, c)))),
         el('tbody', {}, classes.map((c, r) => el('tr', {}, el('th', { scope: 'row' }, c),
           classes.map((_, col) => el('td', { class: r === col ? 'diag' : null }, String(counts[r * k + col])))))))));
-    } else {
-      const pairs = [];
-      for (let r = 0; r < k; r++) for (let c = 0; c < k; c++) {
-        if (r !== c && counts[r * k + c] > 0) pairs.push([counts[r * k + c], classes[r], classes[c]]);
-      }
-      pairs.sort((a, b) => b[0] - a[0]);
+    } else if ((ev.top_confusions || []).length) {
+      const pairs = ev.top_confusions.map((c) => [Number(c.count), c.true_label, c.predicted_label]);
       box.append(el('p', { class: 'muted' }, k + ' classes: the most frequent confusions'),
         el('table', { class: 'confusions' }, el('thead', {}, el('tr', {},
           el('th', {}, 'true'), el('th', {}, 'predicted as'), el('th', {}, 'images'))),

@@ -150,8 +150,11 @@ class RegistryTest : public ::testing::Test {
     ev.accuracy = 0.75;
     ev.examples = 4;
     ev.roc_auc = 0.8125;
-    ev.confusion.assign(classes.size(),
-                        std::vector<int64_t>(classes.size(), 1));
+    ev.num_classes = static_cast<int>(classes.size());
+    for (int t = 0; t < ev.num_classes; ++t) {
+      for (int p = 0; p < ev.num_classes; ++p)
+        ev.confusion.push_back({t, p, 1});
+    }
     info.evaluations.push_back(ev);
     const train::TrainableSummary s = (*classifier)->Summary();
     info.parameters = s.trainable_parameters + s.non_trainable_parameters;
@@ -357,7 +360,16 @@ TEST_F(RegistryTest, ExportImportRoundTripKeepsTensorsAndMetadata) {
     EXPECT_EQ(copy->history[i].val_accuracy, original.history[i].val_accuracy);
   }
   ASSERT_EQ(copy->evaluations.size(), 1u);
-  EXPECT_EQ(copy->evaluations[0].confusion, original.evaluations[0].confusion);
+  const auto& cc = copy->evaluations[0].confusion;
+  const auto& oc = original.evaluations[0].confusion;
+  ASSERT_EQ(cc.size(), oc.size());
+  for (size_t i = 0; i < cc.size(); ++i) {
+    EXPECT_EQ(cc[i].truth, oc[i].truth);
+    EXPECT_EQ(cc[i].predicted, oc[i].predicted);
+    EXPECT_EQ(cc[i].count, oc[i].count);
+  }
+  EXPECT_EQ(copy->evaluations[0].num_classes,
+            original.evaluations[0].num_classes);
   EXPECT_EQ(copy->evaluations[0].roc_auc, original.evaluations[0].roc_auc);
 
   // Stored again, it reads back the same; the tensors are identical.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "server/core/api/engine_api.h"
 #include "server/core/model_info.h"
+#include "server/core/train/eval_metrics.h"
 #include "server/rpc/conversions.h"
 #include "transferd/v1/jobs.pb.h"
 #include "transferd/v1/models.pb.h"
@@ -39,12 +40,15 @@ core::train::EvaluationReport Evaluation(const std::string& split) {
   e.accuracy = 0.8;
   e.loss = 0.7;
   e.examples = 20000;
-  e.confusion.assign(kClasses, std::vector<int64_t>(kClasses, 0));
+  e.num_classes = kClasses;
+  std::vector<std::vector<int64_t>> dense(kClasses,
+                                          std::vector<int64_t>(kClasses, 0));
   for (int i = 0; i < kClasses; ++i) {
-    e.confusion[i][i] = 15 + i % 180;
-    e.confusion[i][(i + 1) % kClasses] = 2 + i % 7;
-    e.confusion[i][(i * 31) % kClasses] += 1;
+    dense[i][i] = 15 + i % 180;
+    dense[i][(i + 1) % kClasses] = 2 + i % 7;
+    dense[i][(i * 31) % kClasses] += 1;
   }
+  e.confusion = core::train::CellsOfDense(dense);
   return e;
 }
 
@@ -90,9 +94,19 @@ TEST(ListingSizeTest, APageOfFiftyThousandClassModelsStaysUnderOneMiB) {
   EXPECT_EQ(full.class_count(), kClasses);
   EXPECT_EQ(full.history_size(), 30);
   ASSERT_EQ(full.evaluations_size(), 2);
-  EXPECT_EQ(full.evaluations(0).confusion_matrix().counts_size(),
-            kClasses * kClasses);
-  EXPECT_GT(static_cast<int64_t>(full.ByteSizeLong()), kMiB);
+  // The matrix goes out as its non-zero cells, not 1.1 million counts,
+  // with the largest confusions named.
+  const v1::Evaluation& ev = full.evaluations(0);
+  EXPECT_EQ(ev.confusion_matrix().counts_size(), 0);
+  EXPECT_EQ(ev.confusion_matrix().cells_size(),
+            static_cast<int>(model.evaluations[0].confusion.size()));
+  ASSERT_EQ(ev.top_confusions_size(), 10);
+  for (int i = 1; i < ev.top_confusions_size(); ++i) {
+    EXPECT_GE(ev.top_confusions(i - 1).count(), ev.top_confusions(i).count());
+  }
+  EXPECT_NE(ev.top_confusions(0).true_label(),
+            ev.top_confusions(0).predicted_label());
+  EXPECT_LT(static_cast<int64_t>(full.ByteSizeLong()), kMiB / 4);
 
   v1::ListModelsResponse page;
   for (int i = 0; i < kPage; ++i) {
@@ -118,9 +132,10 @@ TEST(ListingSizeTest, APageOfFiftyThousandClassJobsStaysUnderOneMiB) {
   view.classes = Classes();
   v1::Job full;
   ToProto(view, &full);
-  EXPECT_EQ(full.evaluations(0).confusion_matrix().counts_size(),
-            kClasses * kClasses);
-  EXPECT_GT(static_cast<int64_t>(full.ByteSizeLong()), kMiB);
+  EXPECT_EQ(full.evaluations(0).confusion_matrix().cells_size(),
+            static_cast<int>(view.job.evaluations[0].confusion.size()));
+  EXPECT_LT(static_cast<int64_t>(full.ByteSizeLong()), kMiB / 4);
+  EXPECT_LT(JsonBytes(full), kMiB);
 
   v1::ListJobsResponse page;
   for (int i = 0; i < kPage; ++i) {
@@ -131,6 +146,27 @@ TEST(ListingSizeTest, APageOfFiftyThousandClassJobsStaysUnderOneMiB) {
   EXPECT_FALSE(page.jobs(0).has_resolved_spec());
   EXPECT_LT(static_cast<int64_t>(page.ByteSizeLong()), kMiB);
   EXPECT_LT(JsonBytes(page), kMiB);
+}
+
+TEST(ListingSizeTest, FewClassesAlsoGetTheDenseMatrix) {
+  core::train::EvaluationReport e;
+  e.split = "validation";
+  e.num_classes = 3;
+  e.examples = 9;
+  e.confusion = {{0, 0, 3}, {0, 2, 1}, {1, 1, 2}, {2, 0, 2}, {2, 2, 1}};
+  v1::Evaluation out;
+  EvaluationToProto(e, {"a", "b", "c"}, &out);
+  const v1::ConfusionMatrix& m = out.confusion_matrix();
+  ASSERT_EQ(m.counts_size(), 9);
+  EXPECT_EQ(m.counts(0 * 3 + 2), 1);
+  EXPECT_EQ(m.counts(2 * 3 + 0), 2);
+  EXPECT_EQ(m.counts(1 * 3 + 0), 0);
+  EXPECT_EQ(m.cells_size(), 5);
+  ASSERT_EQ(out.top_confusions_size(), 2);
+  EXPECT_EQ(out.top_confusions(0).true_label(), "c");
+  EXPECT_EQ(out.top_confusions(0).predicted_label(), "a");
+  EXPECT_EQ(out.top_confusions(0).count(), 2);
+  EXPECT_EQ(out.top_confusions(1).true_label(), "a");
 }
 
 }  // namespace

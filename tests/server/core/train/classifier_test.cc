@@ -336,6 +336,43 @@ TEST(ClassifierTest, LabelSmoothingIsKerasTargets) {
   EXPECT_NEAR((*multi)->Loss(z, k, s).item<double>(), want, 1e-6);
 }
 
+TEST(ClassifierTest, ClassWeightsScaleEachExamplesLoss) {
+  torch::manual_seed(5);
+  const double s = 0.1;
+  const torch::Tensor w = torch::tensor({0.5, 2.0, 1.0, 4.0}, torch::kFloat);
+  // N classes: the mean of w[y_i] * loss_i (Keras' class_weight), smoothing
+  // kept.
+  auto multi = BuildClassifier(testing::TinyMobileNet(), 4, {});
+  ASSERT_TRUE(multi.ok());
+  const torch::Tensor z = torch::randn({6, 4});
+  const torch::Tensor k = torch::tensor({0, 3, 2, 1, 3, 0}, torch::kLong);
+  const torch::Tensor target =
+      torch::one_hot(k, 4).to(torch::kDouble) * (1 - s) + s / 4;
+  const torch::Tensor each =
+      -(target * torch::log_softmax(z.to(torch::kDouble), 1)).sum(1);
+  const double want =
+      (each * w.to(torch::kDouble).index_select(0, k)).mean().item<double>();
+  EXPECT_NEAR((*multi)->Loss(z, k, s, w).item<double>(), want, 1e-6);
+  // Unit weights change nothing.
+  EXPECT_NEAR((*multi)->Loss(z, k, s, torch::ones({4})).item<double>(),
+              (*multi)->Loss(z, k, s).item<double>(), 1e-6);
+  // Two classes: the binary loss, weighted the same way.
+  auto binary = BuildClassifier(testing::TinyMobileNet(), 2, {});
+  ASSERT_TRUE(binary.ok());
+  const torch::Tensor logits = torch::randn({6, 1});
+  const torch::Tensor labels = torch::tensor({0, 1, 1, 0, 1, 0}, torch::kLong);
+  const torch::Tensor p =
+      torch::sigmoid(logits.select(1, 0)).to(torch::kDouble);
+  const torch::Tensor y = labels.to(torch::kDouble);
+  const torch::Tensor bce = -(y * p.log() + (1 - y) * (1 - p).log());
+  const torch::Tensor w2 = torch::tensor({3.0, 0.6}, torch::kFloat);
+  const double want2 = (bce * w2.to(torch::kDouble).index_select(0, labels))
+                           .mean()
+                           .item<double>();
+  EXPECT_NEAR((*binary)->Loss(logits, labels, 0, w2).item<double>(), want2,
+              1e-6);
+}
+
 TEST(ClassifierTest, SaveAndLoadRoundTrip) {
   transferd::testing::TempDir dir;
   torch::manual_seed(1);

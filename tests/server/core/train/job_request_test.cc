@@ -49,6 +49,8 @@ TEST(JobRequestTest, KerasBookRecipeIsTheBooksTwoStages) {
   EXPECT_EQ(c.seed, 42u);
   EXPECT_EQ(c.selection_metric, "val_accuracy");
   EXPECT_EQ(c.label_smoothing, 0);
+  EXPECT_EQ(c.class_weights, "none");
+  EXPECT_EQ(c.top_k, 0);
   EXPECT_EQ(c.model.head.init, HeadInit::kGlorotUniform);
 }
 
@@ -80,6 +82,8 @@ TEST(JobRequestTest, OverridesChangeOnlyWhatTheySet) {
   r.seed = 7;
   r.selection_metric = "last";
   r.label_smoothing = 0.1;
+  r.class_weights = "balanced-sqrt";
+  r.top_k = 3;
   r.model.head_init = HeadInit::kTorch;
   absl::StatusOr<ResolvedJob> job = ResolveJob(r, "fp32", nullptr);
   ASSERT_TRUE(job.ok()) << job.status();
@@ -99,6 +103,8 @@ TEST(JobRequestTest, OverridesChangeOnlyWhatTheySet) {
   EXPECT_EQ(c.seed, 7u);
   EXPECT_EQ(c.selection_metric, "last");
   EXPECT_DOUBLE_EQ(c.label_smoothing, 0.1);
+  EXPECT_EQ(c.class_weights, "balanced-sqrt");
+  EXPECT_EQ(c.top_k, 3);
   EXPECT_EQ(c.model.head.init, HeadInit::kTorch);
   EXPECT_EQ(c.model.head.hidden_units, 256);  // the recipe's, untouched
 }
@@ -171,6 +177,15 @@ TEST(JobRequestTest, ErrorsNameTheField) {
   smoothing.label_smoothing = 1;
   EXPECT_EQ(ErrorOf(smoothing).message(),
             "spec.label_smoothing must be in [0, 1), got 1");
+  JobRequest weights = Train("keras-book");
+  weights.class_weights = "inverse";
+  EXPECT_THAT(ErrorOf(weights).message(),
+              HasSubstr("spec.class_weights \"inverse\" is unknown"));
+  JobRequest top = Train("keras-book");
+  top.top_k = 101;
+  EXPECT_EQ(ErrorOf(top).message(), "spec.top_k must be in [0, 100], got 101");
+  top.top_k = -1;
+  EXPECT_EQ(ErrorOf(top).code(), absl::StatusCode::kInvalidArgument);
   JobRequest batch = Train("keras-book");
   batch.stages.resize(1);
   batch.stages[0].batch_size = 0;

@@ -267,9 +267,9 @@ TEST_F(TrainerTest, ReportsEventsAndEvaluations) {
   for (const auto& e : result->evaluations) {
     EXPECT_EQ(e.examples, 8);
     int64_t total = 0;
-    for (const auto& row : e.confusion) {
-      for (int64_t v : row) total += v;
-    }
+    for (const auto& cell : e.confusion) total += cell.count;
+    EXPECT_EQ(e.num_classes, 2);
+    EXPECT_EQ(e.top_k, 0);  // two classes: top-k is not measured
     EXPECT_EQ(total, 8);
     EXPECT_GE(e.roc_auc, 0);
     EXPECT_LE(e.roc_auc, 1);
