@@ -314,6 +314,15 @@ absl::StatusOr<std::string> FileSha256(const fs::path& path) {
   return common::Sha256File(path);
 }
 
+absl::StatusOr<std::vector<std::string>> UploadPaths(const fs::path& dir) {
+  absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
+  if (!files.ok()) return files.status();
+  std::vector<std::string> out;
+  out.reserve(files->size());
+  for (LocalFile& f : *files) out.push_back(std::move(f.rel));
+  return out;
+}
+
 absl::StatusOr<DatasetLayout> DetectLayout(const fs::path& dir) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
   if (!files.ok()) return files.status();
@@ -579,8 +588,9 @@ enum class FileSent { kAll, kServerEnded };
 // file): the caller abandons the call.
 template <class Cancelled, class Report>
 absl::StatusOr<FileSent> SendFile(
-    const LocalFile& f, int64_t chunk_bytes, const Cancelled& cancelled,
-    const Report& report, grpc::ClientWriter<v1::UploadDatasetRequest>& writer,
+    const LocalFile& f, const std::string* label, int64_t chunk_bytes,
+    const Cancelled& cancelled, const Report& report,
+    grpc::ClientWriter<v1::UploadDatasetRequest>& writer,
     const v1::UploadDatasetRequest& request, v1::FileChunk* chunk,
     UploadProgress& state) {
   std::ifstream in(f.full, std::ios::binary);
@@ -599,6 +609,7 @@ absl::StatusOr<FileSent> SendFile(
     if (first) {
       chunk->set_path(f.rel);
       chunk->set_size(f.size);
+      if (label != nullptr) chunk->set_label(*label);
     }
     // Read straight into the message: one chunk in memory at a time.
     std::string* data = chunk->mutable_data();
@@ -645,6 +656,14 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
   if (!files.ok()) return files.status();
+  if (!options.explicit_labels.empty()) {
+    files->erase(std::remove_if(files->begin(), files->end(),
+                                [&](const LocalFile& f) {
+                                  return options.explicit_labels.count(f.rel) ==
+                                         0;
+                                }),
+                 files->end());
+  }
   if (files->empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("no files to upload under ", options.directory.string()));
@@ -707,8 +726,10 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
 
   v1::FileChunk* chunk = request.mutable_chunk();
   for (const LocalFile& f : *files) {
-    absl::StatusOr<FileSent> sent = SendFile(f, *chunk_bytes, cancelled, report,
-                                             *writer, request, chunk, state);
+    const auto label = options.explicit_labels.find(f.rel);
+    absl::StatusOr<FileSent> sent = SendFile(
+        f, label == options.explicit_labels.end() ? nullptr : &label->second,
+        *chunk_bytes, cancelled, report, *writer, request, chunk, state);
     if (!sent.ok()) return abandon(sent.status());
     if (*sent == FileSent::kServerEnded) return finish();
   }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,9 @@ struct UploadOptions {
       transferd::v1::LABEL_SOURCE_UNSPECIFIED;
   // Unset lets the server choose (split folders when the paths carry them).
   std::optional<transferd::v1::SplitPolicy> split_policy;
+  // Relative path -> class (LABEL_SOURCE_EXPLICIT, e.g. from a CSV file):
+  // when not empty, only these files are sent, each with its label.
+  std::map<std::string, std::string> explicit_labels;
   // Deadline of the whole upload; 0 = none. Uploads are long, so the
   // client's per-call timeout does not apply to them.
   std::chrono::milliseconds deadline{0};
@@ -96,6 +100,9 @@ struct DatasetLayout {
   int64_t files = 0;
 };
 absl::StatusOr<DatasetLayout> DetectLayout(const std::filesystem::path& dir);
+// The relative, '/'-separated paths UploadDataset would send from `dir`.
+absl::StatusOr<std::vector<std::string>> UploadPaths(
+    const std::filesystem::path& dir);
 // One line for people: "split folders train/ validation/; labels from file
 // names (train/cat.0.jpg -> cat)".
 std::string DescribeLayout(const DatasetLayout& layout);

@@ -192,6 +192,9 @@ absl::StatusOr<std::vector<Split>> AssignSplits(
     int64_t n_train, n_val, n_test;
     if (policy.kind == Kind::kRatios) {
       n_train = std::llround(n * policy.train);
+      // A class keeps a training file, however small: a long tail of
+      // one-image classes must still be learnable.
+      if (policy.train > 0) n_train = std::max<int64_t>(n_train, 1);
       n_val =
           std::min(n - n_train,
                    static_cast<int64_t>(std::llround(n * policy.validation)));
@@ -200,7 +203,21 @@ absl::StatusOr<std::vector<Split>> AssignSplits(
       n_train = policy.train_count;
       n_val = policy.validation_count;
       n_test = policy.test_count;
-      if (n_train + n_val + n_test > n) {
+      const int64_t asked = n_train + n_val + n_test;
+      if (asked > n && policy.up_to && asked > 0) {
+        // As many as exist: the counts' proportions over the files there
+        // are, at least one for training when training asks for any.
+        const double scale =
+            static_cast<double>(n) / static_cast<double>(asked);
+        n_train = std::llround(static_cast<double>(policy.train_count) * scale);
+        if (policy.train_count > 0) n_train = std::max<int64_t>(n_train, 1);
+        n_train = std::min(n_train, n);
+        n_val = std::min(
+            n - n_train,
+            static_cast<int64_t>(std::llround(
+                static_cast<double>(policy.validation_count) * scale)));
+        n_test = std::min(n - n_train - n_val, policy.test_count);
+      } else if (asked > n) {
         return absl::InvalidArgumentError(absl::StrCat(
             "class \"", label, "\" has ", n, " files but the split asks for ",
             n_train, " + ", n_val, " + ", n_test));

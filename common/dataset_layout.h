@@ -24,7 +24,8 @@ absl::Status ValidateClientPath(std::string_view path);
 // U+10FFFF).
 bool IsValidUtf8(std::string_view text);
 
-enum class LabelSource { kAuto, kFilename, kFolder, kExplicit };
+// kNone: an unlabelled set (a contest's test folder) for PREDICT jobs.
+enum class LabelSource { kAuto, kFilename, kFolder, kExplicit, kNone };
 enum class Split { kNone, kTrain, kValidation, kTest };
 const char* SplitName(Split split);
 
@@ -47,6 +48,10 @@ struct SplitPolicy {
          test = 0;  // kRatios: fractions summing to 1
   int64_t train_count = 0, validation_count = 0,
           test_count = 0;  // kPerClassCounts
+  // kPerClassCounts: a class with fewer files than the counts' sum is split
+  // in the counts' proportions (at least one training file) instead of
+  // being an error.
+  bool up_to = false;
   uint64_t seed = 0;
 
   // The Keras book's 1000 / 500 / 500 files per class.
@@ -56,6 +61,7 @@ struct SplitPolicy {
 // One split per path (kNone: not kept; per-class counts beyond the sum, or
 // paths outside the split folders). Stratified: each class is split on its
 // own, after sorting its paths, with a shuffle seeded by (seed, label).
+// Ratios keep at least one training file per class when train > 0.
 // INVALID_ARGUMENT for ratios that do not sum to 1, negative counts, or a
 // class with fewer files than the counts ask for (naming it).
 absl::StatusOr<std::vector<Split>> AssignSplits(

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -32,6 +34,7 @@
 #include "client/commands/commands.h"
 #include "client/commands/common.h"
 #include "client/commands/output.h"
+#include "client/labels_csv.h"
 
 namespace transferd::client::commands {
 namespace {
@@ -77,6 +80,15 @@ constexpr char kUploadHelp[] =
     "  transferctl datasets upload ./photos --labels folder "
     "--split ratios:0.8,0.1,0.1\n"
     "      class folders, a stratified 80/10/10 split\n"
+    "  transferctl datasets upload ./landmarks/train --id landmarks \\\n"
+    "      --labels csv:train.csv,names=category.csv --split ratios:0.9,0.1,0\n"
+    "      labels from a CSV (id -> class id) and class names from a second "
+    "one;\n"
+    "      ids match files anywhere under the folder, with or without "
+    "extension\n"
+    "  transferctl datasets upload ./landmarks/test --id landmarks-test "
+    "--labels none\n"
+    "      an unlabelled test folder, for PREDICT jobs only\n"
     "  transferctl --json datasets upload ./photos --id photos > photos.json\n"
     "Files and folders whose names start with '.' are skipped. Ctrl-C "
     "cancels;\nthe server keeps nothing of a cancelled or failed upload, so "
@@ -89,6 +101,9 @@ struct UploadArgs {
   std::string labels = "auto";
   std::string split = "auto";
   uint64_t seed = 0;
+  // --labels csv:...: column choices, and --strict.
+  std::string id_column, label_column, names_id_column, names_column;
+  bool strict = false;
 };
 
 // --split: auto | folders | ratios:T,V,E | counts:T,V,E | keras-book.
@@ -112,9 +127,11 @@ absl::StatusOr<std::optional<v1::SplitPolicy>> ParseSplit(
   }
   absl::string_view rest = text;
   const bool ratios = absl::ConsumePrefix(&rest, "ratios:");
-  if (!ratios && !absl::ConsumePrefix(&rest, "counts:")) {
+  const bool up_to = !ratios && absl::ConsumePrefix(&rest, "counts-up-to:");
+  if (!ratios && !up_to && !absl::ConsumePrefix(&rest, "counts:")) {
     return absl::InvalidArgumentError(
-        "expected auto, folders, ratios:T,V,E, counts:T,V,E or keras-book");
+        "expected auto, folders, ratios:T,V,E, counts:T,V,E, "
+        "counts-up-to:T,V,E or keras-book");
   }
   const std::vector<std::string> parts = absl::StrSplit(rest, ',');
   if (parts.size() != 3) {
@@ -152,6 +169,7 @@ absl::StatusOr<std::optional<v1::SplitPolicy>> ParseSplit(
   c->set_train(n[0]);
   c->set_validation(n[1]);
   c->set_test(n[2]);
+  c->set_up_to(up_to);
   c->set_seed(seed);
   return policy;
 }
@@ -255,7 +273,9 @@ std::string LabelSourceText(v1::LabelSource source) {
     case v1::LABEL_SOURCE_FOLDER:
       return "class folders";
     case v1::LABEL_SOURCE_EXPLICIT:
-      return "explicit";
+      return "explicit (one per file, e.g. from a CSV file)";
+    case v1::LABEL_SOURCE_NONE:
+      return "none (unlabelled: for PREDICT jobs)";
     default:
       return "detected by the server";
   }
@@ -268,6 +288,60 @@ std::string ReasonText(v1::RejectReason reason) {
   absl::ConsumePrefix(&view, "REJECT_REASON_");
   return view.empty() ? absl::StrCat("reason ", static_cast<int>(reason))
                       : std::string(view);
+}
+
+// Classes listed by name; beyond, a summary by size.
+constexpr int kListedClasses = 10;
+
+// "train: 1200 files (cat 600, dog 600)", or for many classes the spread
+// and the largest and smallest; for validation and test, the classes that
+// have no file there.
+void PrintSplit(const v1::Dataset& d, const v1::SplitSummary& s) {
+  std::vector<std::pair<int64_t, std::string>> by_size;
+  for (const v1::ClassCount& c : s.classes()) {
+    if (c.files() > 0) by_size.emplace_back(c.files(), c.label());
+  }
+  if (d.classes_size() <= kListedClasses) {
+    std::vector<std::string> counts;
+    for (const v1::ClassCount& c : s.classes()) {
+      counts.push_back(absl::StrFormat("%s %d", c.label(), c.files()));
+    }
+    std::cout << absl::StrFormat("split       %s: %d files (%s)\n",
+                                 SplitName(s.split()), s.files(),
+                                 absl::StrJoin(counts, ", "));
+  } else {
+    // Largest first; equal sizes by name.
+    std::stable_sort(
+        by_size.begin(), by_size.end(),
+        [](const auto& a, const auto& b) { return a.first > b.first; });
+    auto names = [&](auto begin, auto end) {
+      std::vector<std::string> out;
+      for (auto it = begin; it != end; ++it)
+        out.push_back(absl::StrFormat("%s %d", it->second, it->first));
+      return absl::StrJoin(out, ", ");
+    };
+    const size_t shown = std::min<size_t>(5, by_size.size());
+    std::cout << absl::StrFormat(
+        "split       %s: %d files over %d classes, %d to %d per class\n"
+        "            largest: %s\n            smallest: %s\n",
+        SplitName(s.split()), s.files(), by_size.size(),
+        by_size.empty() ? 0 : by_size.back().first,
+        by_size.empty() ? 0 : by_size.front().first,
+        names(by_size.begin(), by_size.begin() + shown),
+        names(by_size.end() - shown, by_size.end()));
+  }
+  if (s.split() == v1::SPLIT_TRAIN) return;
+  std::vector<std::string> missing;
+  for (const v1::ClassCount& c : s.classes()) {
+    if (c.files() == 0) missing.push_back(c.label());
+  }
+  if (missing.empty()) return;
+  const size_t listed = std::min<size_t>(missing.size(), 10);
+  std::cout << absl::StrFormat(
+      "            %d class%s without %s images: %s%s\n", missing.size(),
+      missing.size() == 1 ? "" : "es", SplitName(s.split()),
+      absl::StrJoin(missing.begin(), missing.begin() + listed, ", "),
+      missing.size() > listed ? ", ..." : "");
 }
 
 // Rejected files listed before "... and N more".
@@ -291,17 +365,17 @@ void PrintDataset(
   }
   std::cout << absl::StrFormat("labels      %s\n",
                                LabelSourceText(d.label_source()));
-  std::cout << absl::StrFormat("classes     %d: %s\n", d.classes_size(),
-                               absl::StrJoin(d.classes(), ", "));
-  for (const v1::SplitSummary& s : d.splits()) {
-    std::vector<std::string> counts;
-    for (const v1::ClassCount& c : s.classes()) {
-      counts.push_back(absl::StrFormat("%s %d", c.label(), c.files()));
-    }
-    std::cout << absl::StrFormat("split       %s: %d files (%s)\n",
-                                 SplitName(s.split()), s.files(),
-                                 absl::StrJoin(counts, ", "));
+  if (d.classes_size() <= kListedClasses) {
+    std::cout << absl::StrFormat("classes     %d: %s\n", d.classes_size(),
+                                 absl::StrJoin(d.classes(), ", "));
+  } else {
+    std::cout << absl::StrFormat(
+        "classes     %d: %s, ... (all: transferctl --json datasets show)\n",
+        d.classes_size(),
+        absl::StrJoin(d.classes().begin(), d.classes().begin() + kListedClasses,
+                      ", "));
   }
+  for (const v1::SplitSummary& s : d.splits()) PrintSplit(d, s);
   rejected_total = std::max<int64_t>(rejected_total, rejects.size());
   std::cout << absl::StrFormat(
       "files       %d %s, %d duplicate%s, %d rejected\n", kept, kept_word,
@@ -356,6 +430,10 @@ transferd::client::UploadOptions UploadOptionsFor(
     options.label_source = v1::LABEL_SOURCE_FILENAME;
   } else if (args.labels == "folder") {
     options.label_source = v1::LABEL_SOURCE_FOLDER;
+  } else if (args.labels == "none") {
+    options.label_source = v1::LABEL_SOURCE_NONE;
+  } else if (absl::StartsWith(args.labels, "csv:")) {
+    options.label_source = v1::LABEL_SOURCE_EXPLICIT;
   } else {
     // auto: the layout printed above, sent explicitly so that what the user
     // read is what the server applies (the server's own detection follows a
@@ -385,6 +463,59 @@ absl::StatusOr<v1::UploadDatasetResponse> Upload(
   return response;
 }
 
+// Problems printed before "... and N more".
+constexpr size_t kMaxCsvProblemLines = 20;
+
+// --labels csv:FILE[,names=FILE]: the label of each file to send, its
+// problems on stderr. With --strict any problem stops the upload before
+// anything is sent.
+absl::StatusOr<std::map<std::string, std::string>> CsvLabelsFor(
+    const Globals& g, const UploadArgs& args) {
+  transferd::client::CsvLabelOptions o;
+  if (!transferd::client::ParseCsvLabelSpec(args.labels, o)) {
+    return absl::InvalidArgumentError(
+        "--labels: expected csv:FILE or csv:FILE,names=FILE");
+  }
+  o.id_column = args.id_column;
+  o.label_column = args.label_column;
+  o.names_id_column = args.names_id_column;
+  o.names_column = args.names_column;
+  absl::StatusOr<std::vector<std::string>> paths =
+      transferd::client::UploadPaths(args.dir);
+  if (!paths.ok()) return paths.status();
+  absl::StatusOr<transferd::client::CsvLabels> labels =
+      transferd::client::LabelsFromCsv(o, *paths);
+  if (!labels.ok()) return labels.status();
+  const std::string summary = absl::StrFormat(
+      "from %s: %d rows, %d classes, %d of %d files labelled", o.labels_file,
+      labels->rows, labels->classes, labels->label_of.size(), paths->size());
+  if (g.json) {
+    std::fprintf(stderr, "labels: %s\n", summary.c_str());
+  } else {
+    std::cout << "labels      " << summary << "\n" << std::flush;
+  }
+  const auto& problems = labels->problems;
+  for (size_t i = 0; i < problems.size() && i < kMaxCsvProblemLines; ++i) {
+    std::fprintf(stderr, "%s: %s\n", args.strict ? "error" : "warning",
+                 problems[i].Text().c_str());
+  }
+  if (problems.size() > kMaxCsvProblemLines) {
+    std::fprintf(stderr, "... and %zu more\n",
+                 problems.size() - kMaxCsvProblemLines);
+  }
+  if (args.strict && !problems.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        problems.size(), " problem", problems.size() == 1 ? "" : "s",
+        " in the labels (--strict); nothing was sent"));
+  }
+  if (labels->label_of.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no file under ", args.dir, " is labelled by ",
+                     o.labels_file, "; nothing was sent"));
+  }
+  return std::move(labels->label_of);
+}
+
 int DatasetsUpload(const Globals& g, const UploadArgs& args) {
   // What the folder looks like, before anything is sent: a wrong guess is
   // cheaper to spot now than after a long upload.
@@ -403,8 +534,14 @@ int DatasetsUpload(const Globals& g, const UploadArgs& args) {
                  std::string(split.status().message()).c_str());
     return kUsage;
   }
-  const transferd::client::UploadOptions options =
+  transferd::client::UploadOptions options =
       UploadOptionsFor(args, layout->label_source, *split);
+  if (options.label_source == v1::LABEL_SOURCE_EXPLICIT) {
+    absl::StatusOr<std::map<std::string, std::string>> labels =
+        CsvLabelsFor(g, args);
+    if (!labels.ok()) return Fail(labels.status());
+    options.explicit_labels = *std::move(labels);
+  }
 
   auto client = Connect(g);
   auto response = Upload(*client, options);
@@ -455,15 +592,46 @@ void AddUploadCommand(CLI::App* datasets, const Globals& g, int& rc) {
   upload
       ->add_option("--labels", upload_args->labels,
                    "Where labels come from: auto (detected, printed "
-                   "first), filename (cat.0.jpg -> cat) or folder "
-                   "(train/cats/x.jpg -> cats)")
-      ->check(CLI::IsMember({"auto", "filename", "folder"}))
+                   "first), filename (cat.0.jpg -> cat), folder "
+                   "(train/cats/x.jpg -> cats), csv:FILE[,names=FILE] "
+                   "(a CSV of id,label rows; ids match files by path or "
+                   "name, with or without extension; names=FILE maps "
+                   "label ids to class names) or none (unlabelled, for "
+                   "PREDICT jobs)")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            transferd::client::CsvLabelOptions o;
+            if (text == "auto" || text == "filename" || text == "folder" ||
+                text == "none" || transferd::client::ParseCsvLabelSpec(text, o))
+              return "";
+            return "expected auto, filename, folder, none or "
+                   "csv:FILE[,names=FILE]";
+          },
+          "LABELS"))
       ->capture_default_str();
+  upload->add_option("--csv-id-column", upload_args->id_column,
+                     "With --labels csv: the image id column (default id)");
+  upload->add_option("--csv-label-column", upload_args->label_column,
+                     "With --labels csv: the label column (default: the "
+                     "first column other than the id)");
+  upload->add_option("--names-id-column", upload_args->names_id_column,
+                     "With names=FILE: its label id column (default: the "
+                     "label column's name, else the first column)");
+  upload->add_option("--names-column", upload_args->names_column,
+                     "With names=FILE: its class name column (default: the "
+                     "first other column)");
+  upload->add_flag("--strict", upload_args->strict,
+                   "With --labels csv: any problem in the CSV files (bad "
+                   "row, duplicate or unknown id, unlabelled file) stops "
+                   "the upload before anything is sent");
   upload
       ->add_option("--split", upload_args->split,
                    "auto, folders (train/ validation|val/ test/), "
-                   "ratios:T,V,E (fractions summing to 1), counts:T,V,E "
-                   "(files per class) or keras-book (counts:1000,500,500)")
+                   "ratios:T,V,E (fractions summing to 1; every class keeps "
+                   "a training file), counts:T,V,E (files per class), "
+                   "counts-up-to:T,V,E (as many as exist: a smaller class "
+                   "is split in proportion) or keras-book "
+                   "(counts:1000,500,500)")
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {
             auto parsed = ParseSplit(text, 0);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "client/client.h"
 #include "client/commands/commands.h"
@@ -369,27 +371,71 @@ constexpr char kResultsHelp[] =
     "      "
     "path,split,true_label,label,p_<class>...,status_code,status_message\n"
     "  transferctl jobs results cats-predict --csv -      the CSV on stdout\n"
+    "  transferctl jobs results landmarks-test --submission submission.csv \\\n"
+    "      --submission-columns id,landmark_id,conf\n"
+    "      a contest submission: file id, most probable class, its "
+    "probability\n"
+    "With more than 64 classes the CSV lists each file's top classes "
+    "(predict --top-k)\ninstead of one column per class.\n"
     "Works on a running PREDICT job too: it lists the files done so far.";
 
 // The CSV of `all`: path, split, true label, label, one probability per
-// class, status.
+// class (or, for a model of too many classes for that, the top classes and
+// their probabilities), status.
 std::string ResultsCsv(const v1::ListJobPredictionsResponse& all) {
   std::string out = "path,split,true_label,label";
-  for (const std::string& c : all.classes()) {
-    absl::StrAppend(&out, ",", CsvField("p_" + c));
+  bool every_class = true;
+  int top = 0;
+  for (const v1::FilePrediction& p : all.predictions()) {
+    if (p.status().code() == 0 && p.probabilities_size() == 0)
+      every_class = false;
+    top = std::max(top, p.top_size());
+  }
+  if (every_class) {
+    for (const std::string& c : all.classes()) {
+      absl::StrAppend(&out, ",", CsvField("p_" + c));
+    }
+  } else {
+    for (int i = 1; i <= top; ++i) absl::StrAppend(&out, ",top", i, ",p", i);
   }
   out += ",status_code,status_message\n";
   for (const v1::FilePrediction& p : all.predictions()) {
     absl::StrAppend(&out, CsvField(p.path()), ",", SplitName(p.split()), ",",
                     CsvField(p.true_label()), ",", CsvField(p.label()));
-    for (int i = 0; i < all.classes_size(); ++i) {
+    for (int i = 0; every_class && i < all.classes_size(); ++i) {
       out += ',';
       if (i < p.probabilities_size()) {
         absl::StrAppend(&out, absl::StrFormat("%.6f", p.probabilities(i)));
       }
     }
+    for (int i = 0; !every_class && i < top; ++i) {
+      if (i < p.top_size()) {
+        absl::StrAppend(&out, ",", CsvField(p.top(i).label()),
+                        absl::StrFormat(",%.6f", p.top(i).probability()));
+      } else {
+        out += ",,";
+      }
+    }
     absl::StrAppend(&out, ",", CodeName(p.status().code()), ",",
                     CsvField(p.status().message()), "\n");
+  }
+  return out;
+}
+
+// The contest submission of `all`: `columns` ("id,label,confidence"), then
+// one row per file: its name without extension, the most probable class and
+// its probability (empty and 0 for a file that could not be read).
+std::string SubmissionCsv(const v1::ListJobPredictionsResponse& all,
+                          const std::string& columns) {
+  std::string out = columns + "\n";
+  for (const v1::FilePrediction& p : all.predictions()) {
+    std::string id = std::filesystem::path(p.path()).stem().string();
+    if (p.status().code() != 0 || p.top_size() == 0) {
+      absl::StrAppend(&out, CsvField(id), ",,0\n");
+      continue;
+    }
+    absl::StrAppend(&out, CsvField(id), ",", CsvField(p.top(0).label()),
+                    absl::StrFormat(",%.6f\n", p.top(0).probability()));
   }
   return out;
 }
@@ -413,7 +459,7 @@ void PrintResultsTable(const v1::ListJobPredictionsResponse& all) {
           CodeName(p.status().code()), p.status().message());
       continue;
     }
-    float prob = 0;
+    float prob = p.top_size() > 0 ? p.top(0).probability() : 0;
     for (int i = 0; i < all.classes_size() && i < p.probabilities_size(); ++i) {
       if (all.classes(i) == p.label()) prob = p.probabilities(i);
     }
@@ -434,8 +480,21 @@ void PrintResultsTable(const v1::ListJobPredictionsResponse& all) {
   std::cout << "\n";
 }
 
+// `out` to `target` ("-": stdout), "FILE: N rows" after a file.
+int WriteResults(const Globals& g, const std::string& target,
+                 const std::string& out, int rows) {
+  if (target == "-") {
+    std::cout << out;
+    return kOk;
+  }
+  if (!WriteOutput(target, out)) return kUsage;
+  if (!g.json) std::cout << absl::StrFormat("%s: %d rows\n", target, rows);
+  return kOk;
+}
+
 int JobsResults(const Globals& g, const std::string& name,
-                const std::string& csv) {
+                const std::string& csv, const std::string& submission,
+                const std::string& submission_columns) {
   auto client = Connect(g);
   v1::ListJobPredictionsRequest request;
   request.set_name(transferd::client::JobName(name));
@@ -451,24 +510,26 @@ int JobsResults(const Globals& g, const std::string& name,
     }
     request.set_page_token(page->next_page_token());
   } while (!request.page_token().empty());
-  if (!csv.empty()) {
-    const std::string out = ResultsCsv(all);
-    if (csv == "-") {
-      std::cout << out;
-      return kOk;
-    }
-    if (!WriteOutput(csv, out)) return kUsage;
-    if (!g.json) {
-      std::cout << absl::StrFormat("%s: %d rows\n", csv,
-                                   all.predictions_size());
-      return kOk;
-    }
+  const bool written = !submission.empty() || !csv.empty();
+  if (!submission.empty()) {
+    const int rc =
+        WriteResults(g, submission, SubmissionCsv(all, submission_columns),
+                     all.predictions_size());
+    if (rc != kOk) return rc;
   }
+  if (!csv.empty()) {
+    const int rc =
+        WriteResults(g, csv, ResultsCsv(all), all.predictions_size());
+    if (rc != kOk) return rc;
+  }
+  // A file written is reported; with --json the results follow too, unless
+  // stdout already carries a CSV.
+  if (written && (!g.json || csv == "-" || submission == "-")) return kOk;
   if (g.json) {
     PrintJson(all);
     return kOk;
   }
-  if (csv.empty()) PrintResultsTable(all);
+  PrintResultsTable(all);
   return kOk;
 }
 
@@ -480,6 +541,8 @@ struct JobsArgs {
   bool from_start = false;
   PlotArgs plot;
   std::string results_csv;
+  std::string submission;
+  std::string submission_columns = "id,label,confidence";
 };
 
 void AddJobsListCommand(CLI::App* jobs, const Globals& g, int& rc,
@@ -564,9 +627,26 @@ void AddJobsResultsCommand(CLI::App* jobs, const Globals& g, int& rc,
   jobs_results->add_option("JOB", args->name, "ID or jobs/ID")->required();
   jobs_results->add_option("--csv", args->results_csv,
                            "Write CSV to this file (- = stdout)");
+  jobs_results->add_option(
+      "--submission", args->submission,
+      "Write a contest submission to this file (- = stdout): one row per "
+      "file, its id (the file name without extension), the most probable "
+      "class and its probability");
+  jobs_results
+      ->add_option("--submission-columns", args->submission_columns,
+                   "The submission's header, three names")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            const std::vector<std::string> parts = absl::StrSplit(text, ',');
+            return parts.size() == 3 ? "" : "expected three column names";
+          },
+          "A,B,C"))
+      ->capture_default_str();
   jobs_results->footer(kResultsHelp);
-  jobs_results->callback(
-      [&g, &rc, args] { rc = JobsResults(g, args->name, args->results_csv); });
+  jobs_results->callback([&g, &rc, args] {
+    rc = JobsResults(g, args->name, args->results_csv, args->submission,
+                     args->submission_columns);
+  });
 }
 
 }  // namespace

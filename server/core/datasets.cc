@@ -400,7 +400,8 @@ std::vector<DatasetUpload::Kept> DatasetUpload::LabelEntries(
   std::vector<Kept> labelled;
   for (Entry& e : entries_) {
     absl::StatusOr<std::string> label =
-        source == LabelSource::kExplicit
+        source == LabelSource::kNone ? absl::StatusOr<std::string>("")
+        : source == LabelSource::kExplicit
             ? absl::StatusOr<std::string>(e.explicit_label)
         : source == LabelSource::kFolder ? common::LabelFromFolder(e.path)
                                          : common::LabelFromFilename(e.path);
@@ -489,6 +490,9 @@ void SummariseKept(const std::vector<std::string>& labels,
   std::sort(info.classes.begin(), info.classes.end());
   info.classes.erase(std::unique(info.classes.begin(), info.classes.end()),
                      info.classes.end());
+  // Unlabelled files (LabelSource::kNone) name no class.
+  if (!info.classes.empty() && info.classes.front().empty())
+    info.classes.erase(info.classes.begin());
   ImageSizeStats& s = info.image_size;
   s.min_width = s.min_height = std::numeric_limits<int>::max();
   double sum_w = 0, sum_h = 0;
@@ -574,7 +578,7 @@ absl::Status DatasetUpload::InsertRows(DatasetInfo& info,
           .Bind(1, info.id)
           .Bind(2, static_cast<int64_t>(i))
           .Bind(3, k.entry.path)
-          .Bind(4, class_index[k.label])
+          .Bind(4, k.label.empty() ? int64_t{-1} : class_index[k.label])
           .Bind(5, static_cast<int64_t>(k.split))
           .Bind(6, k.entry.sha256)
           .Bind(7, k.entry.bytes)

@@ -187,6 +187,12 @@ absl::StatusOr<JobRecord> JobQueue::Create(NewJob job) {
                                                    job.dataset_id,
                                                    "\" has no training split"));
   }
+  if (dataset->label_source == common::LabelSource::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.dataset: dataset \"", job.dataset_id,
+        "\" is unlabelled (uploaded without labels); only PREDICT jobs can "
+        "use it"));
+  }
   if (dataset->classes.size() < 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         "spec.dataset: dataset \"", job.dataset_id, "\" has ",

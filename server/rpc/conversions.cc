@@ -826,6 +826,8 @@ v1::LabelSource LabelSourceToProto(LabelSource source) {
       return v1::LABEL_SOURCE_FOLDER;
     case LabelSource::kExplicit:
       return v1::LABEL_SOURCE_EXPLICIT;
+    case LabelSource::kNone:
+      return v1::LABEL_SOURCE_NONE;
     case LabelSource::kAuto:
       break;
   }
@@ -842,6 +844,8 @@ absl::StatusOr<LabelSource> LabelSourceFromProto(v1::LabelSource source) {
       return LabelSource::kFolder;
     case v1::LABEL_SOURCE_EXPLICIT:
       return LabelSource::kExplicit;
+    case v1::LABEL_SOURCE_NONE:
+      return LabelSource::kNone;
     default:
       break;
   }
@@ -902,6 +906,7 @@ absl::StatusOr<core::UploadSpec> SpecFromHeader(const v1::UploadHeader& h) {
       policy.train_count = p.per_class_counts().train();
       policy.validation_count = p.per_class_counts().validation();
       policy.test_count = p.per_class_counts().test();
+      policy.up_to = p.per_class_counts().up_to();
       policy.seed = p.per_class_counts().seed();
       spec.split = policy;
       break;

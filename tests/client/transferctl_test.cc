@@ -23,6 +23,9 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
@@ -1972,6 +1975,153 @@ TEST_F(TransferctlTest, PredictFilesFoldersAndAPredictJob) {
   ASSERT_EQ(Ctl({"--server", server, "models", "unalias", "predict-alias"})
                 .status.code,
             0);
+}
+
+// Labels from a contest's CSV files, an unlabelled test folder, a PREDICT
+// job over it and its submission file, all through transferctl.
+TEST_F(TransferctlTest, CsvLabelsTestFolderAndSubmission) {
+  testing::TempDir temp;
+  const fs::path root = fs::path(temp.path()) / "landmarks";
+  // Shard folders (train/0/1/...) that must not become class names.
+  std::string rows = "id,landmark_id\n";
+  int n = 0;
+  for (int cls = 0; cls < 3; ++cls) {
+    for (int i = 0; i < 4; ++i, ++n) {
+      const std::string id = absl::StrFormat("img%04d", n);
+      const fs::path file = root / "train" / std::to_string(n % 2) /
+                            std::to_string(n % 3) / (id + ".jpg");
+      fs::create_directories(file.parent_path());
+      cv::Mat image(24, 32, CV_8UC3,
+                    cv::Scalar(80 * cls, 255 - 60 * cls, 11 * n % 256));
+      ASSERT_TRUE(cv::imwrite(file.string(), image));
+      absl::StrAppend(&rows, id, ",", 10 + cls, "\n");
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    cv::Mat image(24, 32, CV_8UC3, cv::Scalar(70 * i, 90, 200 - 50 * i));
+    fs::create_directories(root / "test");
+    ASSERT_TRUE(cv::imwrite(
+        (root / "test" / absl::StrFormat("t%02d.jpg", i)).string(), image));
+  }
+  const std::string labels = (root / "train.csv").string();
+  WriteFile(labels, rows + "img0001,11\nghost,10\n");  // lines 14, 15
+  const std::string names = (root / "category.csv").string();
+  WriteFile(names,
+            "landmark_id,landmark_name\n10,경복궁\n11,남산\n12,\"불국사, "
+            "경주\"\n");
+  const std::string& server = server_->address();
+  const std::string spec = "csv:" + labels + ",names=" + names;
+
+  // --strict: the two bad rows stop everything; nothing is stored.
+  RunResult strict =
+      Ctl({"--server", server, "datasets", "upload", (root / "train").string(),
+           "--id", "lm", "--labels", spec, "--strict"});
+  EXPECT_EQ(strict.status.code, 1) << strict.out << strict.err;
+  EXPECT_THAT(strict.err,
+              HasSubstr("error: " + labels +
+                        ":14: id \"img0001\" already given on line 3"));
+  EXPECT_THAT(strict.err, HasSubstr(labels + ":15: no file for id \"ghost\""));
+  EXPECT_THAT(strict.err, HasSubstr("nothing was sent"));
+  EXPECT_EQ(Ctl({"--server", server, "datasets", "show", "lm"}).status.code, 1);
+
+  // Without --strict the bad rows are warned about and skipped.
+  RunResult up = Ctl({"--server", server, "--json", "datasets", "upload",
+                      (root / "train").string(), "--id", "lm", "--labels", spec,
+                      "--split", "counts-up-to:3,1,0"});
+  ASSERT_EQ(up.status.code, 0) << up.out << up.err;
+  EXPECT_THAT(up.err, HasSubstr("warning: " + labels + ":15:"));
+  EXPECT_THAT(up.err, HasSubstr("12 of 12 files labelled"));
+  const auto uploaded = nlohmann::json::parse(up.out);
+  EXPECT_EQ(uploaded["dataset"]["classes"],
+            nlohmann::json({"경복궁", "남산", "불국사, 경주"}));
+  EXPECT_EQ(uploaded["dataset"]["label_source"], "LABEL_SOURCE_EXPLICIT");
+  EXPECT_EQ(uploaded["accepted_files"], "12");
+  EXPECT_EQ(FindSplit(uploaded["dataset"]["splits"], "SPLIT_TRAIN")["files"],
+            "9");
+
+  // The unlabelled test folder: kept, no classes, no training on it.
+  RunResult test =
+      Ctl({"--server", server, "--json", "datasets", "upload",
+           (root / "test").string(), "--id", "lm-test", "--labels", "none"});
+  ASSERT_EQ(test.status.code, 0) << test.out << test.err;
+  const auto test_set = nlohmann::json::parse(test.out);
+  EXPECT_EQ(test_set["accepted_files"], "3");
+  EXPECT_EQ(test_set["dataset"].value("classes", nlohmann::json::array()),
+            nlohmann::json::array());
+  EXPECT_EQ(test_set["dataset"]["label_source"], "LABEL_SOURCE_NONE");
+  RunResult refused = Ctl({"--server", server, "train", "lm-test", "--backbone",
+                           "mobilenet", "--detach"});
+  EXPECT_EQ(refused.status.code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("unlabelled"));
+
+  RunResult train = testing::Run({testing::TransferctlBinary(),
+                                  "--server",
+                                  server,
+                                  "train",
+                                  "lm",
+                                  "--id",
+                                  "lm-train",
+                                  "--backbone",
+                                  "mobilenet",
+                                  "--alpha",
+                                  "0.25",
+                                  "--weights",
+                                  "none",
+                                  "--input-size",
+                                  "32",
+                                  "--epochs",
+                                  "1",
+                                  "--batch-size",
+                                  "4",
+                                  "--augment",
+                                  "none",
+                                  "--hidden-units",
+                                  "8",
+                                  "--class-weights",
+                                  "balanced"},
+                                 {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(train.status.code, 0) << train.out << train.err;
+  RunResult job = testing::Run(
+      {testing::TransferctlBinary(), "--server", server, "predict", "--model",
+       "lm-train", "--dataset", "lm-test", "--top-k", "2", "--id", "lm-run"},
+      {"TRANSFERD_ADDR="}, std::chrono::minutes(5));
+  ASSERT_EQ(job.status.code, 0) << job.out << job.err;
+  EXPECT_THAT(job.out, ::testing::Not(HasSubstr("evaluation")));
+
+  const std::string sub = temp.path() + "/submission.csv";
+  RunResult written =
+      Ctl({"--server", server, "jobs", "results", "lm-run", "--submission", sub,
+           "--submission-columns", "id,landmark_id,conf"});
+  ASSERT_EQ(written.status.code, 0) << written.err;
+  EXPECT_EQ(written.out, sub + ": 3 rows\n");
+  std::ifstream in(sub);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "id,landmark_id,conf");
+  const std::set<std::string> classes = {"경복궁", "남산", "\"불국사, 경주\""};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(std::getline(in, line));
+    EXPECT_TRUE(absl::StartsWith(line, absl::StrFormat("t%02d,", i))) << line;
+    const size_t last = line.rfind(',');
+    const std::string label = line.substr(4, last - 4);
+    EXPECT_EQ(classes.count(label), 1u) << line;
+    const double conf = std::stod(line.substr(last + 1));
+    EXPECT_GT(conf, 1.0 / 3 - 1e-6);  // the most probable of three
+    EXPECT_LE(conf, 1.0);
+  }
+  EXPECT_FALSE(std::getline(in, line));
+  // Three classes: every probability, and the top 2 asked for.
+  RunResult json =
+      Ctl({"--server", server, "--json", "jobs", "results", "lm-run"});
+  ASSERT_EQ(json.status.code, 0) << json.err;
+  const auto results = nlohmann::json::parse(json.out);
+  ASSERT_EQ(results["predictions"].size(), 3u);
+  for (const auto& p : results["predictions"]) {
+    EXPECT_EQ(p["probabilities"].size(), 3u);
+    ASSERT_EQ(p["top"].size(), 2u);
+    EXPECT_EQ(p["top"][0]["label"], p["label"]);
+    EXPECT_EQ(p.value("true_label", ""), "");
+  }
 }
 
 TEST(TransferctlNoServerTest, PredictUsageErrorsExitTwo) {

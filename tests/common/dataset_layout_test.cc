@@ -153,6 +153,68 @@ TEST(DatasetLayoutTest, RatiosAreStratifiedSeededAndOrderIndependent) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Classes of 1, 2, 3, 10 and 200 files: a long tail.
+Kaggle LongTail() {
+  Kaggle k(0);
+  for (const auto& [label, n] : std::vector<std::pair<std::string, int>>{
+           {"one", 1}, {"two", 2}, {"three", 3}, {"ten", 10}, {"big", 200}}) {
+    for (int i = 0; i < n; ++i) {
+      k.paths.push_back(label + "/" + std::to_string(i) + ".jpg");
+      k.labels.push_back(label);
+    }
+  }
+  return k;
+}
+
+TEST(DatasetLayoutTest, LongTailRatiosKeepATrainingFilePerClass) {
+  const Kaggle k = LongTail();
+  SplitPolicy p;
+  p.kind = SplitPolicy::Kind::kRatios;
+  p.train = 0.3;  // rounds to 0 files of a one-file class
+  p.validation = 0.4;
+  p.test = 0.3;
+  auto s = AssignSplits(k.paths, k.labels, p);
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto counts = Count(k, *s);
+  EXPECT_EQ((counts[{"one", Split::kTrain}]), 1);
+  EXPECT_EQ((counts[{"two", Split::kTrain}]), 1);
+  EXPECT_EQ((counts[{"big", Split::kTrain}]), 60);
+  EXPECT_EQ((counts[{"big", Split::kValidation}]), 80);
+  // Nothing is dropped.
+  EXPECT_EQ((counts[{"one", Split::kNone}]), 0);
+  EXPECT_EQ((counts[{"three", Split::kNone}]), 0);
+}
+
+TEST(DatasetLayoutTest, CountsUpToTakeAsManyAsExist) {
+  const Kaggle k = LongTail();
+  SplitPolicy p;
+  p.kind = SplitPolicy::Kind::kPerClassCounts;
+  p.train_count = 16;
+  p.validation_count = 2;
+  p.test_count = 2;
+  // Strict counts name the first short class.
+  auto strict = AssignSplits(k.paths, k.labels, p);
+  EXPECT_EQ(strict.status().code(), absl::StatusCode::kInvalidArgument);
+  p.up_to = true;
+  auto s = AssignSplits(k.paths, k.labels, p);
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto counts = Count(k, *s);
+  // A big class gets exactly the counts; the rest are not kept.
+  EXPECT_EQ((counts[{"big", Split::kTrain}]), 16);
+  EXPECT_EQ((counts[{"big", Split::kValidation}]), 2);
+  EXPECT_EQ((counts[{"big", Split::kTest}]), 2);
+  EXPECT_EQ((counts[{"big", Split::kNone}]), 180);
+  // Small classes: in proportion 16:2:2, at least one training file, and
+  // every file kept.
+  EXPECT_EQ((counts[{"one", Split::kTrain}]), 1);
+  EXPECT_EQ((counts[{"one", Split::kNone}]), 0);
+  EXPECT_EQ((counts[{"ten", Split::kTrain}]), 8);
+  EXPECT_EQ((counts[{"ten", Split::kValidation}]), 1);
+  EXPECT_EQ((counts[{"ten", Split::kTest}]), 1);
+  EXPECT_EQ((counts[{"three", Split::kTrain}]), 2);
+  EXPECT_EQ((counts[{"three", Split::kNone}]), 0);
+}
+
 TEST(DatasetLayoutTest, FoldersAndAllTrain) {
   std::vector<std::string> paths = {"train/cats/a.jpg", "validation/dogs/b.jpg",
                                     "test/cats/c.jpg", "misc/cats/d.jpg"};
