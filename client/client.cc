@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <system_error>
 #include <thread>
@@ -652,6 +654,254 @@ bool UploadAccepted(grpc::ClientContext& ctx,
 
 }  // namespace
 
+namespace {
+
+// The SHA-256 of every file, from the cache where path, size and
+// modification time are unchanged; the cache is rewritten afterwards.
+std::vector<std::string> HashFiles(const UploadOptions& options,
+                                   const std::vector<LocalFile>& files,
+                                   absl::Status* error) {
+  fs::path dir = options.hash_cache_dir;
+  if (dir.empty()) {
+    if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+      dir = fs::path(xdg) / "transferctl";
+    } else if (const char* home = std::getenv("HOME"); home && *home) {
+      dir = fs::path(home) / ".cache" / "transferctl";
+    }
+  }
+  std::error_code ec;
+  const std::string folder =
+      fs::absolute(options.directory, ec).lexically_normal().string();
+  common::Sha256 key;
+  key.Update(folder.data(), folder.size());
+  const fs::path cache =
+      dir.empty() ? fs::path()
+                  : dir / ("hashes-" + key.HexDigest().substr(0, 16) + ".tsv");
+  std::map<std::string, std::string> cached;  // "rel\tsize\tmtime" -> sha
+  if (!cache.empty()) {
+    std::ifstream in(cache);
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t tab = line.rfind('\t');
+      if (tab != std::string::npos)
+        cached[line.substr(0, tab)] = line.substr(tab + 1);
+    }
+  }
+  std::vector<std::string> out;
+  std::string text;
+  for (const LocalFile& f : files) {
+    const auto mtime = fs::last_write_time(f.full, ec).time_since_epoch();
+    const std::string id = absl::StrCat(
+        f.rel, "\t", f.size, "\t",
+        std::chrono::duration_cast<std::chrono::nanoseconds>(mtime).count());
+    auto it = cached.find(id);
+    std::string sha;
+    if (it != cached.end()) {
+      sha = it->second;
+    } else {
+      absl::StatusOr<std::string> h = common::Sha256File(f.full);
+      if (!h.ok()) {
+        *error = h.status();
+        return {};
+      }
+      sha = *std::move(h);
+    }
+    absl::StrAppend(&text, id, "\t", sha, "\n");
+    out.push_back(std::move(sha));
+  }
+  if (!cache.empty()) {
+    fs::create_directories(dir, ec);
+    const fs::path tmp = cache.string() + ".tmp";
+    {
+      std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
+      o << text;
+    }
+    fs::rename(tmp, cache, ec);  // a cache: failing to write it is harmless
+  }
+  return out;
+}
+
+}  // namespace
+
+namespace {
+
+// Stages the contents the server lacks (each once), then creates the
+// dataset with every file by reference.
+absl::StatusOr<v1::UploadDatasetResponse> UploadByContent(
+    v1::Datasets::Stub& stub, const ClientOptions& client_options,
+    const std::shared_ptr<grpc::Channel>& channel, const UploadOptions& options,
+    const std::vector<LocalFile>& files, const std::vector<std::string>& hashes,
+    const std::vector<bool>& held, int64_t chunk_bytes, UploadProgress& state,
+    const ProgressCallback& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto report = [&] {
+    if (!progress) return;
+    state.elapsed_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    progress(state);
+  };
+  const auto cancelled = [&] {
+    return options.cancel != nullptr &&
+           options.cancel->load(std::memory_order_relaxed);
+  };
+  // The dataset's stream opens first: a refused header (id taken or
+  // invalid, role, quota) is said before any byte is sent, and the id stays
+  // reserved while the contents go.
+  grpc::ClientContext upload_ctx;
+  AddToken(upload_ctx, client_options.token);
+  if (options.deadline.count() > 0) SetDeadline(upload_ctx, options.deadline);
+  v1::UploadDatasetResponse response;
+  auto upload = stub.UploadDataset(&upload_ctx, &response);
+  const auto upload_failed = [&]() -> absl::Status {
+    grpc::Status status = upload->Finish();
+    return status.ok() ? absl::InternalError("the upload ended early")
+                       : FromGrpc(status, client_options, Connected(channel));
+  };
+  const auto abandon = [&](absl::Status why) -> absl::Status {
+    upload_ctx.TryCancel();
+    (void)upload->Finish();
+    return why;
+  };
+  {
+    v1::UploadDatasetRequest header;
+    FillUploadHeader(options, state, header.mutable_header());
+    if (!upload->Write(header) || !UploadAccepted(upload_ctx, *upload)) {
+      return upload_failed();
+    }
+  }
+
+  std::set<std::string> staged;  // contents the server holds now
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (!held[i]) continue;
+    staged.insert(hashes[i]);
+    ++state.files_sent;
+    ++state.files_held;
+    state.bytes_sent += files[i].size;
+    state.bytes_held += files[i].size;
+  }
+  report();
+
+  // Step 2: the missing contents, each stored by the server as it ends.
+  if (state.files_held < state.files_total) {
+    grpc::ClientContext ctx;
+    AddToken(ctx, client_options.token);
+    if (options.deadline.count() > 0) SetDeadline(ctx, options.deadline);
+    v1::StageContentResponse response;
+    auto writer = stub.StageContent(&ctx, &response);
+    v1::StageContentRequest request;
+    bool broken = false;
+    for (size_t i = 0; i < files.size() && !broken; ++i) {
+      if (held[i]) continue;
+      const LocalFile& f = files[i];
+      if (staged.count(hashes[i]) >
+          0) {  // the same bytes earlier in the folder
+        ++state.files_sent;
+        state.bytes_sent += f.size;
+        report();
+        continue;
+      }
+      std::ifstream in(f.full, std::ios::binary);
+      if (!in) {
+        ctx.TryCancel();
+        (void)writer->Finish();
+        return abandon(absl::FailedPreconditionError(absl::StrCat(
+            "cannot read ", f.full.string(), ": ", std::strerror(errno))));
+      }
+      bool first = true;
+      bool last = false;
+      while (!last) {
+        if (cancelled()) {
+          // A graceful end: the server stores every content that arrived
+          // whole (a half-sent one is dropped), so a rerun resumes there.
+          (void)writer->WritesDone();
+          (void)writer->Finish();
+          return abandon(absl::CancelledError(absl::StrCat(
+              "upload cancelled; the ", state.files_sent - state.files_held,
+              " files sent so far stay on the server and will not be sent "
+              "again")));
+        }
+        request.Clear();
+        if (first) {
+          request.set_sha256(hashes[i]);
+          request.set_size(f.size);
+        }
+        std::string* data = request.mutable_data();
+        data->resize(static_cast<size_t>(chunk_bytes));
+        in.read(data->data(), static_cast<std::streamsize>(chunk_bytes));
+        data->resize(static_cast<size_t>(in.gcount()));
+        last = in.eof() || in.peek() == std::ifstream::traits_type::eof();
+        request.set_last(last);
+        if (!writer->Write(request)) {
+          broken = true;
+          break;
+        }
+        first = false;
+        state.bytes_sent += static_cast<int64_t>(data->size());
+        if (last) {
+          ++state.files_sent;
+          staged.insert(hashes[i]);
+        }
+        report();
+      }
+    }
+    if (!broken) (void)writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    if (!status.ok()) {
+      return abandon(FromGrpc(status, client_options, Connected(channel)));
+    }
+  }
+
+  // Step 3: every file by reference, on the dataset's stream.
+  v1::UploadDatasetRequest request;
+  {
+    v1::FileChunk* chunk = request.mutable_chunk();
+    for (size_t i = 0; i < files.size(); ++i) {
+      chunk->Clear();
+      chunk->set_path(files[i].rel);
+      chunk->set_size(files[i].size);
+      chunk->set_sha256(hashes[i]);
+      chunk->set_last(true);
+      const auto label = options.explicit_labels.find(files[i].rel);
+      if (label != options.explicit_labels.end())
+        chunk->set_label(label->second);
+      if (!upload->Write(request)) break;
+    }
+    (void)upload->WritesDone();
+  }
+  grpc::Status status = upload->Finish();
+  if (!status.ok()) return FromGrpc(status, client_options, Connected(channel));
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<bool>> Client::FindContent(
+    const std::vector<std::string>& sha256) {
+  std::vector<bool> held(sha256.size(), true);
+  constexpr size_t kBatch = 5000;
+  for (size_t begin = 0; begin < sha256.size(); begin += kBatch) {
+    v1::FindContentRequest request;
+    const size_t end = std::min(sha256.size(), begin + kBatch);
+    for (size_t i = begin; i < end; ++i) request.add_sha256(sha256[i]);
+    absl::StatusOr<v1::FindContentResponse> response =
+        Unary<v1::FindContentResponse>(
+            options_, stubs_->channel,
+            [&](grpc::ClientContext* ctx, v1::FindContentResponse* out) {
+              return stubs_->datasets->FindContent(ctx, request, out);
+            });
+    if (!response.ok()) return response.status();
+    for (int32_t m : response->missing()) {
+      if (m < 0 || static_cast<size_t>(m) >= end - begin) {
+        return absl::InternalError(
+            "FindContent answered an index out of range");
+      }
+      held[begin + static_cast<size_t>(m)] = false;
+    }
+  }
+  return held;
+}
+
 absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
@@ -677,6 +927,21 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   UploadProgress state;
   state.files_total = static_cast<int64_t>(files->size());
   for (const LocalFile& f : *files) state.bytes_total += f.size;
+
+  {
+    absl::Status hash_error;
+    const std::vector<std::string> hashes =
+        HashFiles(options, *files, &hash_error);
+    if (!hash_error.ok()) return hash_error;
+    absl::StatusOr<std::vector<bool>> held = FindContent(hashes);
+    if (held.ok()) {
+      return UploadByContent(*stubs_->datasets, options_, stubs_->channel,
+                             options, *files, hashes, *held, *chunk_bytes,
+                             state, progress);
+    }
+    // An older server without FindContent gets the whole stream.
+    if (!absl::IsUnimplemented(held.status())) return held.status();
+  }
 
   // No deadline by default: a large dataset takes as long as it takes. The
   // caller stops it through options.cancel (or options.deadline).

@@ -67,16 +67,27 @@ struct UploadOptions {
   // client's per-call timeout does not apply to them.
   std::chrono::milliseconds deadline{0};
   // When set and it turns true, the upload is cancelled before the next
-  // chunk; the server keeps nothing of a cancelled upload.
+  // chunk. The dataset is not created; the files that reached the server
+  // stay staged there, and the next upload of them does not send them again.
   const std::atomic<bool>* cancel = nullptr;
+  // Where file hashes are cached between runs (keyed by path, size and
+  // modification time), so a resumed upload of a large folder does not hash
+  // it all again; empty: $XDG_CACHE_HOME/transferctl (or ~/.cache/...), no
+  // cache when neither is set.
+  std::filesystem::path hash_cache_dir;
 };
 
 // Progress of an upload, reported after every chunk sent.
 struct UploadProgress {
+  // Done so far, the files the server already held included.
   int64_t files_sent = 0;
   int64_t files_total = 0;
   int64_t bytes_sent = 0;
   int64_t bytes_total = 0;
+  // Of those, already on the server (an earlier, interrupted upload of the
+  // same files, or another dataset with them): not sent again.
+  int64_t files_held = 0;
+  int64_t bytes_held = 0;
   double elapsed_seconds = 0;
 };
 using ProgressCallback = std::function<void(const UploadProgress&)>;
@@ -177,6 +188,13 @@ class Client {
   // the same folder always makes the same stream) in chunks of the server's
   // upload_chunk_bytes, reading each file piece by piece. No deadline unless
   // options.deadline says so. `progress` may be empty.
+  // For each SHA-256, whether the server holds that content (batched).
+  absl::StatusOr<std::vector<bool>> FindContent(
+      const std::vector<std::string>& sha256);
+  // Uploads options.directory. Resumable and de-duplicating: the files are
+  // hashed, the server says which contents it lacks, those alone are staged
+  // (each kept by the server as it arrives), then the dataset is created
+  // from references. A server without FindContent gets the plain stream.
   absl::StatusOr<transferd::v1::UploadDatasetResponse> UploadDataset(
       const UploadOptions& options, const ProgressCallback& progress = {});
 

@@ -203,8 +203,10 @@ class UploadMeter {
     } else if (!done) {
       fraction = static_cast<double>(p.files_sent) / p.files_total;
     }
-    const double rate =
-        p.elapsed_seconds > 0 ? p.bytes_sent / p.elapsed_seconds : 0;
+    // What crosses the wire: files the server already held are not sent.
+    const double rate = p.elapsed_seconds > 0
+                            ? (p.bytes_sent - p.bytes_held) / p.elapsed_seconds
+                            : 0;
     const ByteUnit size = UnitFor(static_cast<double>(p.bytes_total));
     const ByteUnit speed = UnitFor(rate);
     if (tty_) {
@@ -218,14 +220,16 @@ class UploadMeter {
       const int width = 20;
       const int filled = static_cast<int>(fraction * width);
       const double eta = rate > 0 ? (p.bytes_total - p.bytes_sent) / rate : -1;
+      const std::string held =
+          p.files_held > 0 ? absl::StrFormat(" (%d held)", p.files_held) : "";
       // \033[K clears what a longer previous line left behind.
       std::fputs(
           absl::StrFormat(
-              "\r[%s%s] %3d%%  %d/%d files  %.1f/%.1f %s  %.1f %s/s  "
+              "\r[%s%s] %3d%%  %d/%d files%s  %.1f/%.1f %s  %.1f %s/s  "
               "ETA %s\033[K",
               std::string(filled, '#'), std::string(width - filled, '.'),
               static_cast<int>(fraction * 100), p.files_sent, p.files_total,
-              p.bytes_sent / size.divisor, p.bytes_total / size.divisor,
+              held, p.bytes_sent / size.divisor, p.bytes_total / size.divisor,
               size.name, rate / speed.divisor, speed.name,
               done ? "0:00" : Duration(eta))
               .c_str(),
@@ -237,8 +241,9 @@ class UploadMeter {
     if (percent < next_percent_) return;
     next_percent_ = (percent / 10 + 1) * 10;
     std::fputs(absl::StrFormat(
-                   "upload %3d%%: %d/%d files, %.1f/%.1f %s, %.1f %s/s\n",
-                   percent, p.files_sent, p.files_total,
+                   "upload %3d%%: %d/%d files (%d already on the server), "
+                   "%.1f/%.1f %s, %.1f %s/s\n",
+                   percent, p.files_sent, p.files_total, p.files_held,
                    p.bytes_sent / size.divisor, p.bytes_total / size.divisor,
                    size.name, rate / speed.divisor, speed.name)
                    .c_str(),

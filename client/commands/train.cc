@@ -127,8 +127,10 @@ void AddModelFlags(CLI::App* cmd, SpecArgs& a) {
 void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--recipe", a.recipe,
           "Start from a recipe: keras-book (VGG16, 150 px, frozen then block5 "
-          "fine-tune) or tf-tutorial (MobileNetV2, 160 px)")
-      ->check(CLI::IsMember({"keras-book", "tf-tutorial"}));
+          "fine-tune), tf-tutorial (MobileNetV2, 160 px) or landmarks "
+          "(many classes: MobileNetV2 224 px, head on cached features then "
+          "fine-tune, balanced-sqrt class weights, label smoothing 0.1)")
+      ->check(CLI::IsMember({"keras-book", "tf-tutorial", "landmarks"}));
   AddFlag(cmd, "--epochs", a.epochs, "Epochs of stage 1");
   AddFlag(cmd, "--batch-size", a.batch_size, "Batch size of stage 1");
   AddFlag(cmd, "--lr", a.lr, "Learning rate of stage 1 (> 0)");

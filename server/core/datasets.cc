@@ -244,6 +244,31 @@ absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
   if (dir_.empty()) {
     return absl::FailedPreconditionError("the upload has already ended");
   }
+  if (!chunk.sha256.empty()) {
+    // A file by reference: its content from the server's own store, then
+    // the same path as streamed bytes.
+    if (in_file_ || chunk.path.empty() || !chunk.data.empty() || !chunk.last) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a file sent by sha256 is one chunk with its path and last set and "
+          "no data (\"",
+          DisplayPath(chunk.path), "\")"));
+    }
+    bool staged = false;
+    absl::StatusOr<std::string> bytes =
+        catalog_.ReadContent(std::string(chunk.sha256), &staged);
+    if (!bytes.ok()) {
+      if (!absl::IsNotFound(bytes.status())) return bytes.status();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "file \"", DisplayPath(chunk.path),
+          "\": the server holds no content ", std::string(chunk.sha256),
+          " (stage it first: Datasets.StageContent)"));
+    }
+    if (staged) staged_used_.insert(std::string(chunk.sha256));
+    UploadChunk whole = chunk;
+    whole.sha256 = {};
+    whole.data = *bytes;
+    return Add(whole);
+  }
   if (!in_file_) {
     TRANSFERD_RETURN_IF_ERROR(BeginFile(chunk));
   } else if (!chunk.path.empty()) {
@@ -632,6 +657,7 @@ absl::StatusOr<UploadResult> DatasetUpload::Commit() {
   TRANSFERD_RETURN_IF_ERROR(InsertRows(info, kept));
   committed_ = true;
   catalog_.EndUpload(spec_.id, stored_bytes_);
+  catalog_.ReleaseStaged(staged_used_);
   dir_.clear();
   LogFields(spdlog::level::info, "dataset stored",
             {{"dataset", info.id},
@@ -665,7 +691,163 @@ absl::StatusOr<std::unique_ptr<DatasetCatalog>> DatasetCatalog::Open(
   std::unique_ptr<DatasetCatalog> catalog(
       new DatasetCatalog(store, data_dir, limits));
   TRANSFERD_RETURN_IF_ERROR(catalog->RemoveOrphans());
+  catalog->ScanStaging();
   return catalog;
+}
+
+// ---- Staged content ---------------------------------------------------------
+
+namespace {
+
+bool IsSha256Hex(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+absl::Status CheckSha256(const std::string& s) {
+  if (IsSha256Hex(s)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "sha256 \"", s.substr(0, 80), "\" is not 64 lower-case hex digits"));
+}
+
+}  // namespace
+
+void DatasetCatalog::ScanStaging() {
+  std::error_code ec;
+  const auto now = fs::file_time_type::clock::now();
+  int64_t total = 0;
+  for (const auto& e : fs::directory_iterator(data_dir_.staging_dir(), ec)) {
+    const std::string name = e.path().filename().string();
+    const auto age = now - e.last_write_time(ec);
+    if (ec || !IsSha256Hex(name) || age > kStagedMaxAge) {
+      fs::remove(e.path(), ec);  // stale, or a torn temporary
+      continue;
+    }
+    total += static_cast<int64_t>(e.file_size(ec));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  staged_bytes_ = total;
+}
+
+int64_t DatasetCatalog::staged_bytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return staged_bytes_;
+}
+
+absl::StatusOr<std::vector<bool>> DatasetCatalog::HasContent(
+    const std::vector<std::string>& sha256) {
+  for (const std::string& s : sha256) TRANSFERD_RETURN_IF_ERROR(CheckSha256(s));
+  std::vector<bool> out(sha256.size(), false);
+  std::error_code ec;
+  TRANSFERD_RETURN_IF_ERROR(
+      store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+        TRANSFERD_ASSIGN_OR_RETURN(
+            Statement q, txn.Prepare("SELECT 1 FROM dataset_files WHERE file "
+                                     ">= ? AND file < ? LIMIT 1"));
+        for (size_t i = 0; i < sha256.size(); ++i) {
+          if (fs::exists(data_dir_.staging_dir() / sha256[i], ec)) {
+            out[i] = true;
+            continue;
+          }
+          // Stored files are named <sha256>.<ext>.
+          q.Reset().Bind(1, sha256[i] + ".").Bind(2, sha256[i] + "/");
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          out[i] = row;
+        }
+        return absl::OkStatus();
+      }));
+  return out;
+}
+
+absl::Status DatasetCatalog::StageContent(const std::string& sha256,
+                                          std::string_view bytes) {
+  TRANSFERD_RETURN_IF_ERROR(CheckSha256(sha256));
+  const auto size = static_cast<int64_t>(bytes.size());
+  if (size > limits_.max_file_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "content ", sha256, " is ", size, " bytes, over the per-file limit of ",
+        limits_.max_file_bytes, " bytes (--max-file-bytes)"));
+  }
+  common::Sha256 hash;
+  hash.Update(bytes.data(), bytes.size());
+  if (hash.HexDigest() != sha256) {
+    return absl::DataLossError(absl::StrCat("the bytes sent as ", sha256,
+                                            " hash to ", hash.HexDigest(),
+                                            "; nothing was stored for them"));
+  }
+  const fs::path target = data_dir_.staging_dir() / sha256;
+  std::error_code ec;
+  if (fs::exists(target, ec)) return absl::OkStatus();
+  TRANSFERD_ASSIGN_OR_RETURN(const int64_t committed, TotalBytes());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (committed + reserved_bytes_ + staged_bytes_ + size >
+        limits_.max_total_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "total dataset quota: ", Mb(committed), " stored and ",
+          Mb(reserved_bytes_ + staged_bytes_ + size),
+          " being uploaded would exceed the limit of ", limits_.max_total_bytes,
+          " bytes for all datasets (--max-total-dataset-bytes)"));
+    }
+  }
+  const int64_t free_bytes = FreeDiskBytes(data_dir_.staging_dir());
+  if (free_bytes - size < limits_.min_free_disk_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("free-disk floor: the data directory has ", Mb(free_bytes),
+                     " free and must keep ", limits_.min_free_disk_bytes,
+                     " bytes free (--min-free-disk-bytes)"));
+  }
+  TRANSFERD_RETURN_IF_ERROR(WriteFileAtomically(target, bytes));
+  std::lock_guard<std::mutex> lock(mu_);
+  staged_bytes_ += size;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> DatasetCatalog::ReadContent(
+    const std::string& sha256, bool* staged) {
+  TRANSFERD_RETURN_IF_ERROR(CheckSha256(sha256));
+  fs::path path = data_dir_.staging_dir() / sha256;
+  std::error_code ec;
+  *staged = fs::exists(path, ec);
+  if (!*staged) {
+    std::string dataset, file;
+    TRANSFERD_RETURN_IF_ERROR(
+        store_.Transaction([&](StoreTxn& txn) -> absl::Status {
+          TRANSFERD_ASSIGN_OR_RETURN(
+              Statement q,
+              txn.Prepare("SELECT dataset_id, file FROM dataset_files WHERE "
+                          "file >= ? AND file < ? LIMIT 1"));
+          q.Bind(1, sha256 + ".").Bind(2, sha256 + "/");
+          TRANSFERD_ASSIGN_OR_RETURN(bool row, q.Step());
+          if (row) {
+            dataset = q.ColumnText(0);
+            file = q.ColumnText(1);
+          }
+          return absl::OkStatus();
+        }));
+    if (file.empty()) {
+      return absl::NotFoundError(absl::StrCat("no content ", sha256));
+    }
+    path = data_dir_.datasets_dir() / dataset / file;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  }
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void DatasetCatalog::ReleaseStaged(const std::set<std::string>& sha256) {
+  int64_t freed = 0;
+  for (const std::string& s : sha256) {
+    std::error_code ec;
+    const fs::path p = data_dir_.staging_dir() / s;
+    const auto size = fs::file_size(p, ec);
+    if (!ec && fs::remove(p, ec)) freed += static_cast<int64_t>(size);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  staged_bytes_ = std::max<int64_t>(0, staged_bytes_ - freed);
 }
 
 absl::Status DatasetCatalog::RemoveOrphans() {

@@ -91,6 +91,11 @@ struct UploadChunk {
   int64_t size = 0;        // declared total size (first chunk)
   std::string_view data;
   bool last = false;
+  // By reference: the file's content is what the server holds under this
+  // SHA-256 (staged, or a file of a stored dataset); the chunk carries path,
+  // label and size, no data, and last. FAILED_PRECONDITION when the server
+  // holds no such content.
+  std::string_view sha256;
 };
 
 struct ImageSizeStats {
@@ -210,7 +215,8 @@ class DatasetUpload {
   int64_t stored_bytes_ = 0;
   int64_t duplicates_ = 0;
   std::vector<Entry> entries_;
-  std::set<std::string> stored_;  // sha256 of files written to dir_
+  std::set<std::string> stored_;       // sha256 of files written to dir_
+  std::set<std::string> staged_used_;  // staged content referenced
   std::vector<RejectedFile> rejected_;
   bool committed_ = false;
 };
@@ -250,6 +256,29 @@ class DatasetCatalog {
   absl::StatusOr<std::vector<DatasetFile>> Files(
       const std::string& id, const std::vector<common::Split>& splits);
 
+  // ---- Staged content: resumable, de-duplicating uploads ----
+  // A client first asks which of its files' contents the server lacks,
+  // sends those alone (each stored as it completes, so an interrupted
+  // transfer resumes after the files that arrived, across restarts), then
+  // uploads the dataset with every file by reference (UploadChunk::sha256):
+  // the same validation, limits and atomic commit as a streamed upload.
+  // Staged content is removed once a stored dataset holds it, and after
+  // kStagedMaxAge unused.
+  static constexpr std::chrono::hours kStagedMaxAge{24 * 7};
+
+  // Whether the server holds each content (64 lower-case hex digits):
+  // staged, or a file of a stored dataset. INVALID_ARGUMENT naming the first
+  // malformed hash.
+  absl::StatusOr<std::vector<bool>> HasContent(
+      const std::vector<std::string>& sha256);
+  // Stores `bytes` as staged content. DATA_LOSS when they do not hash to
+  // `sha256`, RESOURCE_EXHAUSTED for the per-file limit, the total quota
+  // (staged bytes count) or the free-disk floor. Staging content already
+  // held is a no-op.
+  absl::Status StageContent(const std::string& sha256, std::string_view bytes);
+  // Bytes staged and not yet used by a dataset.
+  int64_t staged_bytes();
+
   // Asked before a delete; returns the user (e.g. "jobs/7") or "" if none.
   void SetInUseCheck(std::function<std::string(const std::string& id)> in_use);
   // Where uploads count bytes, accepted files and rejects (null: nowhere).
@@ -266,7 +295,15 @@ class DatasetCatalog {
   friend class DatasetUpload;
   DatasetCatalog(Store& store, const DataDir& data_dir, DatasetLimits limits);
   absl::Status RemoveOrphans();
+  // Sums the staged bytes; removes staged files older than kStagedMaxAge.
+  void ScanStaging();
   void EndUpload(const std::string& id, int64_t reserved_bytes);
+  // The bytes of the content `sha256` (hex): staged or a stored dataset's
+  // file; NOT_FOUND when the server holds none. `staged` says which.
+  absl::StatusOr<std::string> ReadContent(const std::string& sha256,
+                                          bool* staged);
+  // Removes staged content a committed dataset now holds.
+  void ReleaseStaged(const std::set<std::string>& sha256);
 
   Store& store_;
   const DataDir& data_dir_;
@@ -277,6 +314,7 @@ class DatasetCatalog {
   std::mutex mu_;
   std::set<std::string> uploading_;  // ids of uploads in progress
   int64_t reserved_bytes_ = 0;       // bytes written by uploads in progress
+  int64_t staged_bytes_ = 0;         // bytes in staging_dir()
   std::function<std::string(const std::string&)> in_use_;
 };
 

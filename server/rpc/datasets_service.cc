@@ -8,6 +8,7 @@
 #include "server/core/api/engine_api.h"
 #include "server/core/datasets.h"
 #include "server/core/util/executor.h"
+#include "server/core/util/status_macros.h"
 #include "server/rpc/conversions.h"
 #include "server/rpc/grpc_status.h"
 #include "server/rpc/service_util.h"
@@ -93,6 +94,7 @@ class UploadReactor final
     chunk.size = c.size();
     chunk.data = c.data();
     chunk.last = c.last();
+    chunk.sha256 = c.sha256();
     return upload_->Add(chunk);
   }
 
@@ -124,11 +126,102 @@ class UploadReactor final
   std::unique_ptr<core::DatasetUpload> upload_;
 };
 
-// Answers one request at once.
-class RejectingReader final
-    : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
+// Collects each content's chunks and stages it when its last chunk arrives
+// (on the executor, as UploadReactor does). Contents staged before an error
+// stay staged: that is what makes the transfer resumable.
+class StageReactor final
+    : public grpc::ServerReadReactor<v1::StageContentRequest> {
  public:
-  explicit RejectingReader(const grpc::Status& status) { Finish(status); }
+  StageReactor(core::api::EngineApi& api, grpc::CallbackServerContext* ctx,
+               v1::StageContentResponse* response)
+      : api_(api), ctx_(ctx), response_(response) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    api_.executor().Schedule([this, ok] { HandleRead(ok); });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void HandleRead(bool ok) {
+    if (!ok) {
+      if (ctx_->IsCancelled()) {
+        Finish(grpc::Status::CANCELLED);
+      } else if (!sha256_.empty()) {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "the stream ended inside content " + sha256_ +
+                                " (its last chunk must set last)"));
+      } else {
+        Finish(grpc::Status::OK);
+      }
+      return;
+    }
+    if (api_.shutting_down()) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the server is shutting down; contents staged so "
+                          "far are kept"));
+      return;
+    }
+    if (absl::Status s = Handle(); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  absl::Status Handle() {
+    if (sha256_.empty()) {
+      if (request_.sha256().empty()) {
+        return absl::InvalidArgumentError(
+            "a content's first chunk must carry its sha256");
+      }
+      sha256_ = request_.sha256();
+      declared_ = request_.size();
+      data_.clear();
+    } else if (!request_.sha256().empty() && request_.sha256() != sha256_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk of ", request_.sha256(), " arrived while ",
+                       sha256_, " was still open"));
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(const int64_t max_bytes, api_.MaxFileBytes());
+    if (static_cast<int64_t>(data_.size() + request_.data().size()) >
+        max_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("content ", sha256_, " exceeds the per-file limit of ",
+                       max_bytes, " bytes (--max-file-bytes)"));
+    }
+    data_.append(request_.data());
+    if (!request_.last()) return absl::OkStatus();
+    if (declared_ != 0 && declared_ != static_cast<int64_t>(data_.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("content ", sha256_, " declared ", declared_,
+                       " bytes, received ", data_.size()));
+    }
+    TRANSFERD_RETURN_IF_ERROR(api_.StageContent(sha256_, data_));
+    response_->set_contents(response_->contents() + 1);
+    response_->set_bytes(response_->bytes() +
+                         static_cast<int64_t>(data_.size()));
+    sha256_.clear();
+    data_ = std::string();
+    return absl::OkStatus();
+  }
+
+  core::api::EngineApi& api_;
+  grpc::CallbackServerContext* ctx_;
+  v1::StageContentResponse* response_;
+  v1::StageContentRequest request_;
+  std::string sha256_;  // the open content, if any
+  int64_t declared_ = 0;
+  std::string data_;
+};
+
+// Answers one request at once.
+template <class Request>
+class RejectingReader final : public grpc::ServerReadReactor<Request> {
+ public:
+  explicit RejectingReader(const grpc::Status& status) { this->Finish(status); }
   void OnDone() override { delete this; }
 };
 
@@ -140,9 +233,44 @@ DatasetsService::UploadDataset(grpc::CallbackServerContext* ctx,
   if (grpc::Status s =
           Admit(ctx, api_, auth_, Role::kTrainer, "Datasets.UploadDataset");
       !s.ok()) {
-    return new RejectingReader(s);
+    return new RejectingReader<v1::UploadDatasetRequest>(s);
   }
   return new UploadReactor(api_, ctx, response);
+}
+
+grpc::ServerReadReactor<v1::StageContentRequest>* DatasetsService::StageContent(
+    grpc::CallbackServerContext* ctx, v1::StageContentResponse* response) {
+  if (grpc::Status s =
+          Admit(ctx, api_, auth_, Role::kTrainer, "Datasets.StageContent");
+      !s.ok()) {
+    return new RejectingReader<v1::StageContentRequest>(s);
+  }
+  return new StageReactor(api_, ctx, response);
+}
+
+grpc::ServerUnaryReactor* DatasetsService::FindContent(
+    grpc::CallbackServerContext* ctx, const v1::FindContentRequest* request,
+    v1::FindContentResponse* response) {
+  if (grpc::Status s =
+          Admit(ctx, api_, auth_, Role::kTrainer, "Datasets.FindContent");
+      !s.ok())
+    return Answer(ctx, s);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  // Up to 10000 lookups: on the executor, not a gRPC thread.
+  api_.executor().Schedule([this, request, response, reactor] {
+    const std::vector<std::string> hashes(request->sha256().begin(),
+                                          request->sha256().end());
+    absl::StatusOr<std::vector<bool>> held = api_.HasContent(hashes);
+    if (!held.ok()) {
+      reactor->Finish(ToGrpcStatus(held.status()));
+      return;
+    }
+    for (size_t i = 0; i < held->size(); ++i) {
+      if (!(*held)[i]) response->add_missing(static_cast<int32_t>(i));
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* DatasetsService::GetDataset(

@@ -33,6 +33,13 @@ class DatasetsService final : public transferd::v1::Datasets::CallbackService {
       grpc::CallbackServerContext* ctx,
       const transferd::v1::DeleteDatasetRequest* request,
       google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* FindContent(
+      grpc::CallbackServerContext* ctx,
+      const transferd::v1::FindContentRequest* request,
+      transferd::v1::FindContentResponse* response) override;
+  grpc::ServerReadReactor<transferd::v1::StageContentRequest>* StageContent(
+      grpc::CallbackServerContext* ctx,
+      transferd::v1::StageContentResponse* response) override;
 
  private:
   core::api::EngineApi& api_;

@@ -78,6 +78,30 @@ absl::StatusOr<std::unique_ptr<DatasetUpload>> EngineApi::BeginUpload(
   return engine_.datasets().BeginUpload(std::move(spec));
 }
 
+absl::StatusOr<std::vector<bool>> EngineApi::HasContent(
+    const std::vector<std::string>& sha256) {
+  TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("upload datasets"));
+  if (sha256.size() > kMaxContentQuery) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sha256: at most ", kMaxContentQuery, " per call, got ",
+                     sha256.size()));
+  }
+  return engine_.datasets().HasContent(sha256);
+}
+
+absl::Status EngineApi::StageContent(const std::string& sha256,
+                                     std::string_view bytes) {
+  TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  TRANSFERD_RETURN_IF_ERROR(CheckPrimary("upload datasets"));
+  return engine_.datasets().StageContent(sha256, bytes);
+}
+
+absl::StatusOr<int64_t> EngineApi::MaxFileBytes() {
+  TRANSFERD_RETURN_IF_ERROR(CheckReady());
+  return engine_.datasets().limits().max_file_bytes;
+}
+
 absl::StatusOr<DatasetInfo> EngineApi::GetDataset(const std::string& name) {
   TRANSFERD_RETURN_IF_ERROR(CheckReady());
   TRANSFERD_RETURN_IF_ERROR(CheckPrimary("datasets live"));

@@ -127,6 +127,14 @@ class EngineApi {
 
   // ---- Datasets ----
   absl::StatusOr<std::unique_ptr<DatasetUpload>> BeginUpload(UploadSpec spec);
+  // Resumable uploads (DatasetCatalog's staged content): which contents the
+  // server holds (at most kMaxContentQuery per call), and staging one.
+  static constexpr size_t kMaxContentQuery = 10000;
+  absl::StatusOr<std::vector<bool>> HasContent(
+      const std::vector<std::string>& sha256);
+  absl::Status StageContent(const std::string& sha256, std::string_view bytes);
+  // The per-file upload limit (--max-file-bytes).
+  absl::StatusOr<int64_t> MaxFileBytes();
   absl::StatusOr<DatasetInfo> GetDataset(const std::string& name);
   absl::StatusOr<Page<DatasetInfo>> ListDatasets(const PageRequest& page);
   absl::Status DeleteDataset(const std::string& name);

@@ -235,10 +235,13 @@ absl::StatusOr<TrainConfig> StartingConfig(const std::string& recipe) {
     c = KerasBookRecipe();
   } else if (recipe == "tf-tutorial") {
     c = TfTutorialRecipe();
+  } else if (recipe == "landmarks") {
+    c = LandmarksRecipe();
   } else if (!recipe.empty()) {
-    return Invalid(
-        "spec.recipe",
-        absl::StrCat("\"", recipe, "\" is unknown (keras-book, tf-tutorial)"));
+    return Invalid("spec.recipe",
+                   absl::StrCat("\"", recipe,
+                                "\" is unknown (keras-book, tf-tutorial, "
+                                "landmarks)"));
   } else {
     c.model.backbone.clear();
     c.stages.clear();
@@ -321,6 +324,38 @@ TrainConfig TfTutorialRecipe() {
   return c;
 }
 
+TrainConfig LandmarksRecipe() {
+  TrainConfig c;
+  c.model.backbone = "mobilenet_v2";
+  c.model.alpha = 1.0;
+  c.model.weights = "imagenet";
+  c.model.input_size = 224;
+  c.model.head = {Pooling::kGlobalAverage, 0, 0.2};
+  // Stage 1: the head alone on cached backbone features (no augmentation,
+  // so each image goes through the backbone once for all epochs).
+  StageConfig head;
+  head.name = "head-on-features";
+  head.trainable_from = "none";
+  head.optimizer.kind = OptimizerKind::kAdam;
+  head.optimizer.learning_rate = 1e-3;
+  head.epochs = 10;
+  head.batch_size = 64;
+  head.batch_norm_inference = true;
+  // Stage 2: the last blocks, with flips and small rotations.
+  StageConfig tune = head;
+  tune.name = "fine-tune";
+  tune.trainable_from = "block_13_expand";
+  tune.optimizer.learning_rate = 1e-4;
+  tune.epochs = 5;
+  tune.batch_size = 32;
+  tune.augment = AugmentOptions::TfTutorial();
+  c.stages = {head, tune};
+  // A long tail of similar classes.
+  c.class_weights = "balanced-sqrt";
+  c.label_smoothing = 0.1;
+  return c;
+}
+
 absl::StatusOr<ResolvedJob> ResolveJob(const JobRequest& request,
                                        const std::string& default_precision,
                                        const ModelConfig* base_model_config) {
@@ -366,13 +401,13 @@ absl::StatusOr<ResolvedJob> ResolveJob(const JobRequest& request,
                                 "\" is unknown (val_accuracy, val_loss, "
                                 "accuracy, loss, last)"));
   }
-  c.label_smoothing = request.label_smoothing.value_or(0);
+  if (request.label_smoothing.has_value())
+    c.label_smoothing = *request.label_smoothing;
   if (!(c.label_smoothing >= 0 && c.label_smoothing < 1)) {
     return Invalid("spec.label_smoothing",
                    absl::StrCat("must be in [0, 1), got ", c.label_smoothing));
   }
-  c.class_weights =
-      request.class_weights.empty() ? "none" : request.class_weights;
+  if (!request.class_weights.empty()) c.class_weights = request.class_weights;
   if (c.class_weights != "none" && c.class_weights != "balanced" &&
       c.class_weights != "balanced-sqrt") {
     return Invalid("spec.class_weights",

@@ -67,7 +67,7 @@ struct StageOverrides {
 struct JobRequest {
   RequestKind kind = RequestKind::kTrain;
   std::string dataset_id;
-  std::string recipe;  // "keras-book", "tf-tutorial" or empty
+  std::string recipe;  // "keras-book", "tf-tutorial", "landmarks" or empty
   // FINE_TUNE and PREDICT: the base model as the client named it
   // ("models/{id}" or "aliases/{alias}"), and the id the engine resolved it
   // to (api::EngineApi::CreateJob), which ResolveJob reads.
@@ -98,6 +98,12 @@ struct ResolvedJob {
 // epochs, then RMSprop 1e-5 from layer 100 with BatchNorm in inference mode).
 TrainConfig KerasBookRecipe();
 TrainConfig TfTutorialRecipe();
+// Many classes with a long tail (the 1,049-landmark contest): MobileNetV2
+// 1.0 at 224 px, global average pooling into Dense(N) (dropout 0.2); 10
+// epochs of the head on cached features (Adam 1e-3, batch 64), then 5 of
+// fine-tuning from block_13_expand (Adam 1e-4, batch 32, flips and small
+// rotations); balanced-sqrt class weights, label smoothing 0.1.
+TrainConfig LandmarksRecipe();
 
 // `default_precision` ("fp32" or "bf16") is the engine's, for an empty
 // precision. FINE_TUNE and PREDICT take the network from `base_model_config`

@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<DataDir>> DataDir::Open(const Options& options) {
   }
   root = root.lexically_normal();
   for (const char* sub :
-       {"", "weights", "datasets", "models", "cache", "tmp"}) {
+       {"", "weights", "datasets", "models", "cache", "tmp", "staging"}) {
     fs::create_directories(root / sub, ec);
     if (ec) {
       return absl::FailedPreconditionError(

@@ -42,6 +42,8 @@ class DataDir {
   std::filesystem::path models_dir() const { return root_ / "models"; }
   std::filesystem::path cache_dir() const { return root_ / "cache"; }
   std::filesystem::path tmp_dir() const { return root_ / "tmp"; }
+  // Content staged for resumable uploads, by SHA-256 (datasets.h).
+  std::filesystem::path staging_dir() const { return root_ / "staging"; }
 
   // Entries removed from tmp/ when the directory was opened.
   int stale_tmp_entries_removed() const { return stale_tmp_removed_; }

@@ -141,6 +141,11 @@ constexpr Migration kMigrations[] = {
     {6, R"sql(
       ALTER TABLE jobs ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
     )sql"},
+    // Stored files by content, for de-duplicating uploads
+    // (DatasetCatalog::HasContent).
+    {7, R"sql(
+      CREATE INDEX dataset_files_by_file ON dataset_files (file);
+    )sql"},
 };
 
 absl::Status SqliteError(sqlite3* db, int rc, const std::string& what) {

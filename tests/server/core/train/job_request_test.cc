@@ -54,6 +54,33 @@ TEST(JobRequestTest, KerasBookRecipeIsTheBooksTwoStages) {
   EXPECT_EQ(c.model.head.init, HeadInit::kGlorotUniform);
 }
 
+TEST(JobRequestTest, LandmarksRecipeTrainsTheHeadOnFeaturesFirst) {
+  absl::StatusOr<ResolvedJob> job =
+      ResolveJob(Train("landmarks"), "bf16", nullptr);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const TrainConfig& c = job->config;
+  EXPECT_EQ(c.model.backbone, "mobilenet_v2");
+  EXPECT_EQ(c.model.input_size, 224);
+  EXPECT_EQ(c.model.head.pooling, Pooling::kGlobalAverage);
+  EXPECT_EQ(c.model.head.hidden_units, 0);
+  ASSERT_EQ(c.stages.size(), 2u);
+  // No augmentation in stage 1: the feature cache applies.
+  EXPECT_FALSE(c.stages[0].augment.enabled());
+  EXPECT_EQ(c.stages[0].trainable_from, "none");
+  EXPECT_EQ(c.stages[1].trainable_from, "block_13_expand");
+  EXPECT_TRUE(c.stages[1].augment.enabled());
+  EXPECT_EQ(c.class_weights, "balanced-sqrt");
+  EXPECT_DOUBLE_EQ(c.label_smoothing, 0.1);
+  // Its choices are overridable like any recipe's.
+  JobRequest r = Train("landmarks");
+  r.class_weights = "none";
+  r.label_smoothing = 0;
+  job = ResolveJob(r, "bf16", nullptr);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->config.class_weights, "none");
+  EXPECT_EQ(job->config.label_smoothing, 0);
+}
+
 TEST(JobRequestTest, TfTutorialKeepsBatchNormInInferenceModeWhenTuning) {
   absl::StatusOr<ResolvedJob> job =
       ResolveJob(Train("tf-tutorial"), "bf16", nullptr);
