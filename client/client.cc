@@ -578,6 +578,7 @@ void FillUploadHeader(const UploadOptions& options, const UploadProgress& state,
   }
   header->set_expected_files(state.files_total);
   header->set_expected_bytes(state.bytes_total);
+  header->set_server_path(options.server_path);
 }
 
 // How sending one file ended.
@@ -904,6 +905,24 @@ absl::StatusOr<std::vector<bool>> Client::FindContent(
 
 absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
     const UploadOptions& options, const ProgressCallback& progress) {
+  if (!options.server_path.empty()) {
+    // An import: the header alone, then the server's answer.
+    grpc::ClientContext ctx;
+    AddToken(ctx, options_.token);
+    if (options.deadline.count() > 0) SetDeadline(ctx, options.deadline);
+    v1::UploadDatasetResponse response;
+    auto writer = stubs_->datasets->UploadDataset(&ctx, &response);
+    v1::UploadDatasetRequest request;
+    FillUploadHeader(options, UploadProgress(), request.mutable_header());
+    if (writer->Write(request) && UploadAccepted(ctx, *writer)) {
+      (void)writer->WritesDone();
+    }
+    grpc::Status status = writer->Finish();
+    if (!status.ok()) {
+      return FromGrpc(status, options_, Connected(stubs_->channel));
+    }
+    return response;
+  }
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(options.directory);
   if (!files.ok()) return files.status();
   if (!options.explicit_labels.empty()) {

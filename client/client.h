@@ -60,6 +60,9 @@ struct UploadOptions {
       transferd::v1::LABEL_SOURCE_UNSPECIFIED;
   // Unset lets the server choose (split folders when the paths carry them).
   std::optional<transferd::v1::SplitPolicy> split_policy;
+  // Import this folder of the server's --import-root instead of sending
+  // files (admin role); `directory` is then not read.
+  std::string server_path;
   // Relative path -> class (LABEL_SOURCE_EXPLICIT, e.g. from a CSV file):
   // when not empty, only these files are sent, each with its label.
   std::map<std::string, std::string> explicit_labels;

@@ -399,6 +399,11 @@ void Bind(Binding& b) {
       ->envname("TRANSFERD_MIN_FREE_DISK_BYTES")
       ->check(CLI::Range(int64_t{0}, kMaxBytes))
       ->capture_default_str();
+  app.add_option("--import-root", d.import_root,
+                 "Folder on the server's volume that admins may import "
+                 "datasets from (transferctl datasets upload "
+                 "--from-server-path); empty: imports are off")
+      ->envname("TRANSFERD_IMPORT_ROOT");
   app.add_option("--max-image-pixels", d.image.max_pixels,
                  "Largest image (width x height) accepted, checked from the "
                  "header before decoding")

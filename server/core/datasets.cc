@@ -294,6 +294,78 @@ absl::Status DatasetUpload::Add(const UploadChunk& chunk) {
   return absl::OkStatus();
 }
 
+absl::Status DatasetUpload::AddServerFolder(const std::string& server_path) {
+  const std::string& root_text = catalog_.limits_.import_root;
+  if (root_text.empty()) {
+    return absl::FailedPreconditionError(
+        "imports from the server's volume are off (start the server with "
+        "--import-root DIR)");
+  }
+  if (server_path != ".") {
+    if (absl::Status s = common::ValidateClientPath(server_path); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.server_path: ", s.message()));
+    }
+  }
+  std::error_code ec;
+  const fs::path root = fs::canonical(root_text, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "import root \"", root_text, "\" is unusable: ", ec.message()));
+  }
+  // Symbolic links resolved: the folder must still be inside the root.
+  const fs::path folder = fs::canonical(root / server_path, ec);
+  const std::string rel_check =
+      ec ? std::string() : folder.lexically_relative(root).string();
+  if (ec || rel_check.empty() || rel_check.rfind("..", 0) == 0) {
+    if (ec && ec == std::errc::no_such_file_or_directory) {
+      return absl::NotFoundError(
+          absl::StrCat("header.server_path: no folder \"", server_path,
+                       "\" under the import root"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "header.server_path: \"", server_path, "\" leaves the import root"));
+  }
+  if (!fs::is_directory(folder, ec)) {
+    return absl::NotFoundError(absl::StrCat("header.server_path: \"",
+                                            server_path, "\" is not a folder"));
+  }
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(
+           folder, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.empty() && name[0] == '.') {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
+    files.push_back(it->path().lexically_relative(folder).generic_string());
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("listing \"", server_path, "\": ", ec.message()));
+  }
+  std::sort(files.begin(), files.end());
+  for (const std::string& rel : files) {
+    const fs::path path = folder / rel;
+    const auto size = static_cast<int64_t>(fs::file_size(path, ec));
+    if (ec) continue;  // gone meanwhile
+    UploadChunk chunk;
+    chunk.path = rel;
+    chunk.size = size;
+    chunk.last = true;
+    std::string bytes;
+    if (size <= catalog_.limits_.max_file_bytes) {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    chunk.data = bytes;
+    TRANSFERD_RETURN_IF_ERROR(Add(chunk));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DatasetUpload::BeginFile(const UploadChunk& chunk) {
   if (chunk.path.empty()) {
     return absl::InvalidArgumentError(

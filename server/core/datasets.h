@@ -53,6 +53,9 @@ struct DatasetLimits {
   int64_t min_free_disk_bytes = 1ll << 30;
   // Decoded-image caps (max_bytes is taken from max_file_bytes).
   ImageLimits image;
+  // The folder on the server's volume admins may import datasets from
+  // (UploadHeader.server_path); empty: imports are off.
+  std::string import_root;
 };
 
 // Machine-readable reasons, one to one with transferd.v1.RejectReason.
@@ -152,6 +155,14 @@ class DatasetUpload {
   // malformed chunk sequence and RESOURCE_EXHAUSTED for a quota or the
   // free-disk floor.
   absl::Status Add(const UploadChunk& chunk);
+
+  // Takes every file under <import_root>/<server_path> on the server's own
+  // volume as if it had been streamed (sorted paths relative to that
+  // folder; hidden names and symbolic links skipped): the same checks,
+  // limits and commit. FAILED_PRECONDITION when imports are off,
+  // INVALID_ARGUMENT for a path that is malformed or leaves the root,
+  // NOT_FOUND when it is not a folder.
+  absl::Status AddServerFolder(const std::string& server_path);
 
   // Ends the upload: assigns labels and splits, then stores the dataset.
   // INVALID_ARGUMENT when a file is still open, when no file was accepted

@@ -24,9 +24,10 @@ namespace v1 = transferd::v1;
 class UploadReactor final
     : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
-  UploadReactor(core::api::EngineApi& api, grpc::CallbackServerContext* ctx,
+  UploadReactor(core::api::EngineApi& api, const Authorizer& auth,
+                grpc::CallbackServerContext* ctx,
                 v1::UploadDatasetResponse* response)
-      : api_(api), ctx_(ctx), response_(response) {
+      : api_(api), auth_(auth), ctx_(ctx), response_(response) {
     StartRead(&request_);
   }
 
@@ -71,6 +72,16 @@ class UploadReactor final
         return absl::InvalidArgumentError(
             "header: sent twice (it must come once, first)");
       }
+      if (!request_.header().server_path().empty()) {
+        // Reading the server's own volume is for admins.
+        if (grpc::Status s =
+                Admit(ctx_, api_, auth_, Role::kAdmin,
+                      "Datasets.UploadDataset with header.server_path");
+            !s.ok()) {
+          return absl::PermissionDeniedError(s.error_message());
+        }
+        server_path_ = request_.header().server_path();
+      }
       absl::StatusOr<core::UploadSpec> spec = SpecFromHeader(request_.header());
       if (!spec.ok()) return spec.status();
       absl::StatusOr<std::unique_ptr<core::DatasetUpload>> upload =
@@ -87,6 +98,10 @@ class UploadReactor final
       return absl::InvalidArgumentError(
           "header: the first message must be the header");
     }
+    if (!server_path_.empty()) {
+      return absl::InvalidArgumentError(
+          "an import (header.server_path) takes no chunks");
+    }
     const v1::FileChunk& c = request_.chunk();
     core::UploadChunk chunk;
     chunk.path = c.path();
@@ -102,6 +117,10 @@ class UploadReactor final
     if (upload_ == nullptr) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "header: the stream ended before the header");
+    }
+    if (!server_path_.empty()) {
+      if (absl::Status s = upload_->AddServerFolder(server_path_); !s.ok())
+        return ToGrpcStatus(s);
     }
     absl::StatusOr<core::UploadResult> result = upload_->Commit();
     if (!result.ok()) return ToGrpcStatus(result.status());
@@ -120,10 +139,12 @@ class UploadReactor final
   }
 
   core::api::EngineApi& api_;
+  const Authorizer& auth_;
   grpc::CallbackServerContext* ctx_;
   v1::UploadDatasetResponse* response_;
   v1::UploadDatasetRequest request_;
   std::unique_ptr<core::DatasetUpload> upload_;
+  std::string server_path_;  // an import from the server's volume
 };
 
 // Collects each content's chunks and stages it when its last chunk arrives
@@ -235,7 +256,7 @@ DatasetsService::UploadDataset(grpc::CallbackServerContext* ctx,
       !s.ok()) {
     return new RejectingReader<v1::UploadDatasetRequest>(s);
   }
-  return new UploadReactor(api_, ctx, response);
+  return new UploadReactor(api_, auth_, ctx, response);
 }
 
 grpc::ServerReadReactor<v1::StageContentRequest>* DatasetsService::StageContent(

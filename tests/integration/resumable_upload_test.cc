@@ -200,5 +200,63 @@ TEST(ResumableUploadTest, WrongBytesAndMissingContentAreRefusedCleanly) {
   EXPECT_TRUE((*held)[0]);
 }
 
+TEST(ServerPathImportTest, ForAdminsOnlyAndConfinedToTheImportRoot) {
+  testing::TempDir temp;
+  const fs::path root = fs::path(temp.path()) / "volume";
+  MakeFolder(root / "pets");
+  testing::WriteFile(root / "pets" / ".hidden" / "x.png",
+                     testing::EncodeTestImage(48, 40, ".png", 999));
+  fs::create_directories(fs::path(temp.path()) / "outside");
+  fs::create_directory_symlink(fs::path(temp.path()) / "outside",
+                               root / "escape");
+  const std::string tokens = temp.path() + "/tokens";
+  testing::WriteFile(
+      tokens,
+      "admin-t0ken-0123456789 admin\ntrainer-t0ken-0123456789 trainer\n");
+  TransferdServer server(TransferdServer::WithArgs(
+      {"--import-root", root.string(), "--token-file", tokens}));
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto as = [&](const std::string& token) {
+    client::ClientOptions o;
+    o.address = server.address();
+    o.token = token;
+    return client::Client::Create(o);
+  };
+  client::UploadOptions import;
+  import.dataset_id = "pets";
+  import.server_path = "pets";
+  import.label_source = v1::LABEL_SOURCE_FOLDER;
+
+  // A trainer may upload, not read the server's volume.
+  auto refused = as("trainer-t0ken-0123456789")->UploadDataset(import, nullptr);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied)
+      << refused.status();
+  // Out of the root, by "..", or by a symbolic link: refused.
+  client::UploadOptions bad = import;
+  bad.server_path = "../outside";
+  EXPECT_EQ(
+      as("admin-t0ken-0123456789")->UploadDataset(bad, nullptr).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  bad.server_path = "escape";
+  auto escaped = as("admin-t0ken-0123456789")->UploadDataset(bad, nullptr);
+  EXPECT_EQ(escaped.status().code(), absl::StatusCode::kInvalidArgument)
+      << escaped.status();
+  EXPECT_THAT(std::string(escaped.status().message()),
+              HasSubstr("leaves the import root"));
+  bad.server_path = "nope";
+  EXPECT_EQ(
+      as("admin-t0ken-0123456789")->UploadDataset(bad, nullptr).status().code(),
+      absl::StatusCode::kNotFound);
+
+  // An admin imports it, with the upload's checks (hidden files skipped,
+  // the duplicate counted).
+  auto imported = as("admin-t0ken-0123456789")->UploadDataset(import, nullptr);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->accepted_files(), kFiles + 1);
+  EXPECT_EQ(imported->duplicate_files(), 1);
+  EXPECT_EQ(imported->dataset().classes_size(), 2);
+  EXPECT_EQ(imported->dataset().name(), "datasets/pets");
+}
+
 }  // namespace
 }  // namespace transferd
