@@ -398,10 +398,22 @@ std::string DescribeLayout(const DatasetLayout& layout) {
                       fs::path(layout.example_path).filename().string(), " -> ",
                       layout.example_label, ")");
       break;
-    case v1::LABEL_SOURCE_FOLDER:
+    case v1::LABEL_SOURCE_FOLDER: {
       absl::StrAppend(&out, "; class folders (", layout.example_path, " -> ",
                       layout.example_label, ")");
+      // Nested folders below the class folder's parent ("train/0/0/0/x.jpg")
+      // are more often storage shards than classes: say so.
+      std::string_view rest = layout.example_path;
+      if (!layout.split_folders.empty()) {
+        rest.remove_prefix(std::min(rest.size(), rest.find('/') + 1));
+      }
+      if (std::count(rest.begin(), rest.end(), '/') >= 2) {
+        absl::StrAppend(&out,
+                        "; nested folders: if they are not classes, give "
+                        "labels with --labels csv:FILE");
+      }
       break;
+    }
     default:
       absl::StrAppend(&out, "; no JPEG or PNG files");
       break;

@@ -789,6 +789,15 @@ TEST(DatasetLayoutTest, ClassFolders) {
   ASSERT_TRUE(flat_layout.ok());
   EXPECT_THAT(flat_layout->split_folders, IsEmpty());
   EXPECT_EQ(flat_layout->label_source, v1::LABEL_SOURCE_FOLDER);
+
+  // Shard folders (train/0/1/x.jpg) are named as a likely mistake.
+  testing::TempDir sharded;
+  WriteFile(fs::path(sharded.path()) / "train" / "0" / "1" / "x.jpg", "x");
+  auto sharded_layout = transferd::client::DescribeLayout(sharded.path());
+  ASSERT_TRUE(sharded_layout.ok());
+  EXPECT_THAT(*sharded_layout,
+              HasSubstr("(train/0/1/x.jpg -> 1); nested folders: if they are "
+                        "not classes, give labels with --labels csv:FILE"));
 }
 
 TEST(DatasetLayoutTest, NamesAndEmptyFolders) {
