@@ -593,6 +593,20 @@ void FillUploadHeader(const UploadOptions& options, const UploadProgress& state,
   header->set_server_path(options.server_path);
 }
 
+// Calls `progress` (when set) with `state`, its elapsed time measured from
+// the reporter's creation.
+std::function<void()> Reporter(const ProgressCallback& progress,
+                               UploadProgress& state) {
+  const auto start = std::chrono::steady_clock::now();
+  return [&progress, &state, start] {
+    if (!progress) return;
+    state.elapsed_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    progress(state);
+  };
+}
+
 // How sending one file ended.
 enum class FileSent { kAll, kServerEnded };
 
@@ -746,14 +760,7 @@ absl::StatusOr<v1::UploadDatasetResponse> UploadByContent(
     const std::vector<LocalFile>& files, const std::vector<std::string>& hashes,
     const std::vector<bool>& held, int64_t chunk_bytes, UploadProgress& state,
     const ProgressCallback& progress) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto report = [&] {
-    if (!progress) return;
-    state.elapsed_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    progress(state);
-  };
+  const auto report = Reporter(progress, state);
   const auto cancelled = [&] {
     return options.cancel != nullptr &&
            options.cancel->load(std::memory_order_relaxed);
@@ -1010,14 +1017,7 @@ absl::StatusOr<v1::UploadDatasetResponse> Client::UploadDataset(
   // quota): a refusal comes now, not after the whole upload.
   if (!UploadAccepted(ctx, *writer)) return finish();
 
-  const auto start = std::chrono::steady_clock::now();
-  const auto report = [&] {
-    if (!progress) return;
-    state.elapsed_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    progress(state);
-  };
+  const auto report = Reporter(progress, state);
   report();
 
   v1::FileChunk* chunk = request.mutable_chunk();

@@ -529,6 +529,22 @@ absl::StatusOr<std::map<std::string, std::string>> CsvLabelsFor(
   return std::move(labels->label_of);
 }
 
+// What an upload or an import stored, as JSON or for people.
+int PrintUploaded(const Globals& g,
+                  const absl::StatusOr<v1::UploadDatasetResponse>& response) {
+  if (!response.ok()) return Fail(response.status());
+  if (g.json) {
+    PrintJson(*response);
+    return kOk;
+  }
+  PrintDataset(response->dataset(), "accepted", response->accepted_files(),
+               response->duplicate_files(),
+               std::max<int64_t>(response->rejected_size(),
+                                 response->dataset().rejected_files()),
+               response->rejected());
+  return kOk;
+}
+
 // --from-server-path: the server reads its own volume.
 int DatasetsImport(const Globals& g, const UploadArgs& args) {
   if (absl::StartsWith(args.labels, "csv:")) {
@@ -549,17 +565,7 @@ int DatasetsImport(const Globals& g, const UploadArgs& args) {
   if (args.name.empty()) options.display_name = args.server_path;
   auto client = Connect(g);
   auto response = client->UploadDataset(options, nullptr);
-  if (!response.ok()) return Fail(response.status());
-  if (g.json) {
-    PrintJson(*response);
-    return kOk;
-  }
-  PrintDataset(response->dataset(), "accepted", response->accepted_files(),
-               response->duplicate_files(),
-               std::max<int64_t>(response->rejected_size(),
-                                 response->dataset().rejected_files()),
-               response->rejected());
-  return kOk;
+  return PrintUploaded(g, response);
 }
 
 int DatasetsUpload(const Globals& g, const UploadArgs& args) {
@@ -598,17 +604,7 @@ int DatasetsUpload(const Globals& g, const UploadArgs& args) {
 
   auto client = Connect(g);
   auto response = Upload(*client, options, args.cancel_after_files);
-  if (!response.ok()) return Fail(response.status());
-  if (g.json) {
-    PrintJson(*response);
-    return kOk;
-  }
-  PrintDataset(response->dataset(), "accepted", response->accepted_files(),
-               response->duplicate_files(),
-               std::max<int64_t>(response->rejected_size(),
-                                 response->dataset().rejected_files()),
-               response->rejected());
-  return kOk;
+  return PrintUploaded(g, response);
 }
 
 int DatasetsShow(const Globals& g, const std::string& name) {
