@@ -45,6 +45,7 @@ void EpochToProto(const train::EpochReport& e, v1::EpochMetrics* out) {
   }
   out->set_learning_rate(e.learning_rate);
   out->set_seconds(e.seconds);
+  out->set_images_per_second(e.images_per_second);
 }
 
 void EvaluationToProto(const train::EvaluationReport& e,

@@ -148,6 +148,8 @@ struct EpochReport {
   double val_loss = 0, val_accuracy = 0;
   double learning_rate = 0;
   double seconds = 0;
+  // Training images per second of the epoch's steps (validation excluded).
+  double images_per_second = 0;
 };
 
 // One non-zero cell of a confusion matrix: `count` examples of class

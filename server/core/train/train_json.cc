@@ -47,7 +47,8 @@ json EpochJson(const EpochReport& e) {
           {"val_loss", e.val_loss},
           {"val_accuracy", e.val_accuracy},
           {"learning_rate", e.learning_rate},
-          {"seconds", e.seconds}};
+          {"seconds", e.seconds},
+          {"images_per_second", e.images_per_second}};
 }
 
 EpochReport EpochFrom(const json& j) {
@@ -61,6 +62,8 @@ EpochReport EpochFrom(const json& j) {
   e.val_accuracy = j.at("val_accuracy").get<double>();
   e.learning_rate = j.at("learning_rate").get<double>();
   e.seconds = j.at("seconds").get<double>();
+  // Absent from histories stored before the field existed.
+  e.images_per_second = j.value("images_per_second", 0.0);
   return e;
 }
 

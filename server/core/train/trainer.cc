@@ -959,6 +959,8 @@ absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
 
   const auto validation_start = Clock::now();
   EpochReport report;
+  report.images_per_second =
+      static_cast<double>(ep.seen) / std::max(1e-9, Seconds(ep.start));
   report.stage = ss.index;
   report.epoch = ep.epoch;
   report.loss = ep.seen ? ep.loss_sum / static_cast<double>(ep.seen) : 0;

@@ -259,6 +259,7 @@ TEST_F(TrainerTest, ReportsEventsAndEvaluations) {
   EXPECT_EQ(last_steps, 3);
   EXPECT_EQ(steps.back().eta_seconds, 0);
   EXPECT_EQ(result->history.size(), 3u);
+  for (const auto& h : result->history) EXPECT_GT(h.images_per_second, 0);
   EXPECT_GE(result->best_epoch, 1);
   EXPECT_LE(result->best_epoch, 3);
   // conv_pw_13 (kernel) + conv_pw_13_bn (gamma, beta) + the head.
