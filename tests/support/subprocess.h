@@ -59,7 +59,8 @@ RunResult Run(const std::vector<std::string>& argv,
               const std::vector<std::string>& env = {},
               std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
-// A loopback TCP port that was free a moment ago.
+// A loopback TCP port that was free a moment ago, never one this process
+// was given before.
 int FreeLoopbackPort();
 
 // A fresh directory under $TMPDIR (or /tmp), removed by ~TempDir.
