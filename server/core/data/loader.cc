@@ -45,6 +45,12 @@ absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(
     return absl::InvalidArgumentError(
         "loader: batch size, image size, threads and prefetch must be >= 1");
   }
+  if (options.shard_count < 1 || options.shard_index < 0 ||
+      options.shard_index >= options.shard_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("loader: shard ", options.shard_index, " of ",
+                     options.shard_count, " does not exist"));
+  }
   auto loader =
       std::unique_ptr<Loader>(new Loader(std::move(examples), options));
   for (int i = 0; i < options.threads; ++i) {
@@ -71,9 +77,9 @@ void Loader::StopWorkers() {
 
 int64_t Loader::batches_per_epoch() const {
   const int64_t n = static_cast<int64_t>(examples_.size());
-  return options_.drop_last
-             ? n / options_.batch_size
-             : (n + options_.batch_size - 1) / options_.batch_size;
+  const int64_t global =
+      static_cast<int64_t>(options_.batch_size) * options_.shard_count;
+  return options_.drop_last ? n / global : (n + global - 1) / global;
 }
 
 void Loader::StartEpoch(int64_t epoch) {
@@ -175,9 +181,13 @@ absl::StatusOr<Batch> Loader::Build(int64_t epoch, int64_t batch) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (epoch != epoch_) return absl::CancelledError("stale epoch");
-    const int64_t begin = batch * options_.batch_size;
-    const int64_t end = std::min<int64_t>(begin + options_.batch_size,
-                                          static_cast<int64_t>(order_.size()));
+    const int64_t n = static_cast<int64_t>(order_.size());
+    const int64_t global =
+        static_cast<int64_t>(options_.batch_size) * options_.shard_count;
+    const int64_t begin = std::min<int64_t>(
+        n, batch * global + static_cast<int64_t>(options_.shard_index) *
+                                options_.batch_size);
+    const int64_t end = std::min<int64_t>(begin + options_.batch_size, n);
     members.assign(order_.begin() + begin, order_.begin() + end);
   }
   const int s = options_.image_size;

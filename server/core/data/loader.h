@@ -61,6 +61,14 @@ struct LoaderOptions {
   ImageLimits limits;
   // Optional, shared between the loaders of one example list and image size.
   std::shared_ptr<DecodedImageCache> decoded_cache;
+  // Data-parallel ranks (shard_count > 1): every rank draws the same epoch
+  // order, and its batch b is its part of global batch b, which holds
+  // shard_count * batch_size examples: rank r takes the r-th run of
+  // batch_size. A final partial global batch is cut in the same way, so
+  // some ranks' last batch may be smaller or empty (0 rows, never nullopt
+  // before the epoch's end).
+  int shard_count = 1;
+  int shard_index = 0;
 };
 
 struct Batch {
@@ -84,6 +92,7 @@ class Loader {
   // image fails the batch with its path in the message.
   absl::StatusOr<std::optional<Batch>> Next();
 
+  // Global batches of an epoch (the same number on every rank).
   int64_t batches_per_epoch() const;
   size_t size() const { return examples_.size(); }
 

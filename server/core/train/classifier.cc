@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "absl/strings/match.h"
@@ -119,8 +120,23 @@ torch::Tensor ClassifierImpl::Head(const torch::Tensor& features) {
     x = features.mean({2, 3});
   }
   if (hidden_) x = torch::relu(hidden_->forward(x));
-  if (head_config_.dropout > 0) {
-    x = torch::dropout(x, head_config_.dropout, is_training());
+  std::vector<uint64_t> keys = std::move(dropout_keys_);
+  dropout_keys_.clear();
+  const double p = head_config_.dropout;
+  if (p > 0 && is_training() && !keys.empty() &&
+      static_cast<int64_t>(keys.size()) == x.size(0)) {
+    // Inverted dropout as torch::dropout, each row's mask from its key.
+    const double keep = 1 - p;
+    std::vector<torch::Tensor> rows;
+    rows.reserve(keys.size());
+    for (uint64_t key : keys) {
+      torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(key);
+      rows.push_back(torch::empty({x.size(1)}).bernoulli_(keep, gen));
+    }
+    const torch::Tensor mask = (torch::stack(rows) / keep).to(x.options());
+    x = x * mask;
+  } else if (p > 0) {
+    x = torch::dropout(x, p, is_training());
   }
   return output_->forward(x);
 }

@@ -54,6 +54,14 @@ class ClassifierImpl : public torch::nn::Module {
   torch::Tensor Features(const torch::Tensor& x);
   // Feature maps (as Features() returns them) -> logits.
   torch::Tensor Head(const torch::Tensor& features);
+  // The next Head() in training mode draws each row's dropout mask from its
+  // key (int64, one per row; a generator seeded by it) instead of torch's
+  // global generator, then forgets the keys. Keyed by example and epoch, an
+  // example gets the same mask whatever batch, order or rank it is in, so
+  // data-parallel ranks compute what one process would.
+  void SetDropoutKeys(std::vector<uint64_t> keys) {
+    dropout_keys_ = std::move(keys);
+  }
   // Logits from the output of the backbone's first `segment` segments
   // (backbones::BackboneImpl::ForwardSegments): the rest of the backbone, then
   // the head. ForwardFrom(x, 0) is forward(x).
@@ -138,6 +146,7 @@ class ClassifierImpl : public torch::nn::Module {
   torch::nn::Linear output_{nullptr};
   int first_trainable_ = 0;
   bool batch_norm_inference_ = false;
+  std::vector<uint64_t> dropout_keys_;
 };
 
 TORCH_MODULE(Classifier);

@@ -34,6 +34,7 @@
 #include "common/hash.h"
 #include "server/core/data/loader.h"
 #include "server/core/train/classifier.h"
+#include "server/core/train/collective.h"
 #include "server/core/train/eval_metrics.h"
 #include "server/core/train/rmsprop.h"
 #include "server/core/train/train_json.h"
@@ -299,8 +300,12 @@ struct EpochState {
   int64_t correct = 0, seen = 0;
   // Where the epoch's time goes, for the server log.
   double data_seconds = 0, forward_seconds = 0, backward_seconds = 0,
-         optimizer_seconds = 0;
+         optimizer_seconds = 0, allreduce_seconds = 0;
 };
+
+// Gradients are averaged over the ranks in buckets of at most this many
+// bytes (DDP's default bucket size): fewer, larger collectives.
+constexpr int64_t kGradientBucketBytes = int64_t{25} << 20;
 
 // Early stopping (Keras semantics: improvement beyond min_delta resets the
 // wait; `patience` epochs without one stop the stage). Whether to stop.
@@ -333,6 +338,12 @@ struct Trainer::Impl {
   std::string feature_key;           // empty: no feature cache possible
   std::string config_digest;
   bool bf16 = false;
+  // This rank and its world (SoloCollective for a single process). Rank 0
+  // alone writes checkpoints and weights; every rank computes the same
+  // updates from the same averaged gradients.
+  std::shared_ptr<Collective> coll;
+  bool writer() const { return coll->rank() == 0; }
+  int world() const { return coll->world_size(); }
   // config.class_weights as float32 per class (device); undefined: none.
   torch::Tensor class_weights;
 
@@ -356,8 +367,12 @@ struct Trainer::Impl {
 
   absl::StatusOr<std::unique_ptr<data::Loader>> MakeLoader(
       const std::vector<data::Example>& examples, int batch_size, bool shuffle,
-      const data::AugmentOptions& augment) const {
+      const data::AugmentOptions& augment, bool sharded = false) const {
     data::LoaderOptions o;
+    if (sharded) {
+      o.shard_count = world();
+      o.shard_index = coll->rank();
+    }
     o.image_size = config.model.input_size;
     o.batch_size = batch_size;
     o.shuffle = shuffle;
@@ -404,10 +419,10 @@ struct Trainer::Impl {
   // returns false to stop early.
   absl::Status ForEachEvalBatch(
       const std::string& split, const TrainerCallbacks& cb,
-      const std::function<bool(const data::Batch&)>& fn) {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        auto loader,
-        MakeLoader(Split(split), kEvalBatch, false, data::AugmentOptions()));
+      const std::function<bool(const data::Batch&)>& fn, bool sharded = false) {
+    TRANSFERD_ASSIGN_OR_RETURN(auto loader,
+                               MakeLoader(Split(split), kEvalBatch, false,
+                                          data::AugmentOptions(), sharded));
     loader->StartEpoch(0);
     const bool was_training = model->is_training();
     model->eval();
@@ -552,6 +567,9 @@ struct Trainer::Impl {
     const int classes = model->num_classes();
     const int top_k = EffectiveTopK(config.top_k, classes);
     if (detailed) out.details.emplace(split, classes, top_k);
+    // The epochs' validation is shared by the ranks and its sums reduced;
+    // the detailed (final) evaluation is rank 0's alone.
+    const bool sharded = !detailed && world() > 1;
     auto consume = [&](const torch::Tensor& logits, const torch::Tensor& y) {
       const int64_t n = y.size(0);
       loss_sum +=
@@ -564,7 +582,9 @@ struct Trainer::Impl {
     };
     if (feats.defined()) {
       const torch::Tensor y_all = LabelsOf(split);
-      for (int64_t begin = 0; begin < feats.size(0); begin += kEvalBatch) {
+      for (int64_t begin = 0, chunk = 0; begin < feats.size(0);
+           begin += kEvalBatch, ++chunk) {
+        if (sharded && chunk % world() != coll->rank()) continue;
         if (cb.cancelled && cb.cancelled())
           return absl::CancelledError("training cancelled");
         const int64_t end =
@@ -576,14 +596,27 @@ struct Trainer::Impl {
                 y_all.slice(0, begin, end));
       }
     } else {
-      TRANSFERD_RETURN_IF_ERROR(
-          ForEachEvalBatch(split, cb, [&](const data::Batch& batch) {
-            consume(model->forward(batch.images.to(device)),
-                    batch.labels.to(device));
+      TRANSFERD_RETURN_IF_ERROR(ForEachEvalBatch(
+          split, cb,
+          [&](const data::Batch& batch) {
+            if (batch.labels.size(0) > 0) {
+              consume(model->forward(batch.images.to(device)),
+                      batch.labels.to(device));
+            }
             return true;
-          }));
+          },
+          sharded));
     }
     model->train(was_training);
+    if (sharded) {
+      std::vector<torch::Tensor> sums{torch::tensor(
+          {loss_sum, static_cast<double>(correct), static_cast<double>(out.n)},
+          torch::kFloat64)};
+      TRANSFERD_RETURN_IF_ERROR(coll->AllReduceSum(sums));
+      loss_sum = sums[0][0].item<double>();
+      correct = static_cast<int64_t>(std::llround(sums[0][1].item<double>()));
+      out.n = static_cast<int64_t>(std::llround(sums[0][2].item<double>()));
+    }
     if (out.n > 0) {
       out.loss = loss_sum / static_cast<double>(out.n);
       out.accuracy = static_cast<double>(correct) / static_cast<double>(out.n);
@@ -801,8 +834,17 @@ struct Trainer::Impl {
                                        const TrainerCallbacks& cb);
   absl::Status TrainSteps(StageState& ss, EpochState& ep, RunState& st,
                           const TrainerCallbacks& cb);
-  void TrainStep(StageState& ss, const torch::Tensor& x, const torch::Tensor& y,
-                 EpochState& ep);
+  absl::Status TrainStep(StageState& ss, const torch::Tensor& x,
+                         const torch::Tensor& y,
+                         const std::vector<int64_t>& examples, int64_t global_n,
+                         EpochState& ep);
+  absl::Status AverageGradients(StageState& ss, int64_t n, int64_t global_n,
+                                EpochState& ep);
+  absl::Status SyncStart(RunState& st, std::string& optimizer_bytes,
+                         bool& resumed);
+  absl::Status BroadcastBytes(std::string& bytes);
+  std::vector<uint64_t> DropoutKeys(const std::vector<int64_t>& examples,
+                                    int epoch) const;
   StepReport StepReportOf(const StageState& ss, const EpochState& ep,
                           int64_t step, const RunState& st) const;
   absl::StatusOr<bool> FinishEpoch(StageState& ss, int e,
@@ -824,11 +866,13 @@ absl::StatusOr<TrainResult> Trainer::Impl::Run(const TrainerCallbacks& cb) {
   RunState st;
   std::string optimizer_bytes;
   bool resumed = false;
-  if (std::optional<RunState> loaded = LoadCheckpoint(&optimizer_bytes)) {
+  if (std::optional<RunState> loaded =
+          writer() ? LoadCheckpoint(&optimizer_bytes) : std::nullopt) {
     st = std::move(*loaded);
     ++st.resumes;
     resumed = true;
   }
+  TRANSFERD_RETURN_IF_ERROR(SyncStart(st, optimizer_bytes, resumed));
   const int num_stages = static_cast<int>(config.stages.size());
   for (int s = st.stage; s < num_stages; ++s) {
     TRANSFERD_RETURN_IF_ERROR(
@@ -857,7 +901,8 @@ absl::Status Trainer::Impl::StartRun() {
   const int64_t n_train = static_cast<int64_t>(data.train.size());
   total_steps = 0;
   for (const auto& s : config.stages) {
-    total_steps += s.epochs * ((n_train + s.batch_size - 1) / s.batch_size);
+    const int64_t global_batch = int64_t{s.batch_size} * world();
+    total_steps += s.epochs * ((n_train + global_batch - 1) / global_batch);
   }
   return absl::OkStatus();
 }
@@ -920,8 +965,8 @@ absl::Status Trainer::Impl::PrepareStageData(StageState& ss,
   if (ss.train_cached) {
     TRANSFERD_ASSIGN_OR_RETURN(ss.train_feats, Features("train", cb));
   } else {
-    TRANSFERD_ASSIGN_OR_RETURN(
-        ss.loader, MakeLoader(data.train, sc.batch_size, true, sc.augment));
+    TRANSFERD_ASSIGN_OR_RETURN(ss.loader, MakeLoader(data.train, sc.batch_size,
+                                                     true, sc.augment, true));
   }
   // Validation from features (whole base frozen and never trained) or,
   // when only the top of the base trains, from the frozen bottom's output.
@@ -938,7 +983,8 @@ absl::Status Trainer::Impl::PrepareStageData(StageState& ss,
   }
   ss.train_labels = ss.train_cached ? LabelsOf("train") : torch::Tensor();
   const int64_t n_train = static_cast<int64_t>(data.train.size());
-  ss.steps = (n_train + sc.batch_size - 1) / sc.batch_size;
+  const int64_t global_batch = int64_t{sc.batch_size} * world();
+  ss.steps = (n_train + global_batch - 1) / global_batch;
   return absl::OkStatus();
 }
 
@@ -956,6 +1002,16 @@ absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
   }
   model->train();
   TRANSFERD_RETURN_IF_ERROR(TrainSteps(ss, ep, st, cb));
+  if (world() > 1) {
+    std::vector<torch::Tensor> sums{
+        torch::tensor({ep.loss_sum, static_cast<double>(ep.correct),
+                       static_cast<double>(ep.seen)},
+                      torch::kFloat64)};
+    TRANSFERD_RETURN_IF_ERROR(coll->AllReduceSum(sums));
+    ep.loss_sum = sums[0][0].item<double>();
+    ep.correct = static_cast<int64_t>(std::llround(sums[0][1].item<double>()));
+    ep.seen = static_cast<int64_t>(std::llround(sums[0][2].item<double>()));
+  }
 
   const auto validation_start = Clock::now();
   EpochReport report;
@@ -979,9 +1035,13 @@ absl::StatusOr<EpochReport> Trainer::Impl::RunEpoch(
   // Logged by FinishEpoch, with the checkpoint's time.
   epoch_breakdown = absl::StrFormat(
       "epoch %d: %.1fs = data wait %.1fs + forward %.1fs + backward %.1fs + "
-      "optimizer %.1fs + validation %.1fs",
+      "optimizer %.1fs + validation %.1fs%s",
       ep.epoch, report.seconds, ep.data_seconds, ep.forward_seconds,
-      ep.backward_seconds, ep.optimizer_seconds, Seconds(validation_start));
+      ep.backward_seconds, ep.optimizer_seconds, Seconds(validation_start),
+      world() > 1 ? absl::StrFormat(
+                        " (rank %d of %d: allreduce %.1fs in %d steps)",
+                        coll->rank(), world(), ep.allreduce_seconds, ss.steps)
+                  : std::string());
   return report;
 }
 
@@ -991,6 +1051,7 @@ absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
                                        RunState& st,
                                        const TrainerCallbacks& cb) {
   const int64_t batch_size = ss.config->batch_size;
+  const int64_t global_batch = batch_size * world();
   const int64_t n_train = static_cast<int64_t>(data.train.size());
   std::vector<int64_t> order;
   if (ss.train_cached) {
@@ -1002,16 +1063,22 @@ absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
   for (int64_t step = 1; step <= ss.steps; ++step) {
     if (cb.cancelled && cb.cancelled())
       return absl::CancelledError("training cancelled");
+    // This step's global batch; this rank's part of it is the rank-th run
+    // of batch_size examples (data::LoaderOptions::shard_index).
+    const int64_t global_begin = (step - 1) * global_batch;
+    const int64_t global_n =
+        std::min<int64_t>(global_batch, n_train - global_begin);
     torch::Tensor x, y;
+    std::vector<int64_t> examples;
     const auto phase_start = Clock::now();
     if (ss.train_cached) {
-      const int64_t begin = (step - 1) * batch_size;
-      const int64_t end = std::min<int64_t>(begin + batch_size, n_train);
+      const int64_t begin =
+          std::min<int64_t>(n_train, global_begin + coll->rank() * batch_size);
+      const int64_t end = std::min<int64_t>(
+          {begin + batch_size, global_begin + global_batch, n_train});
+      examples.assign(order.begin() + begin, order.begin() + end);
       const torch::Tensor idx =
-          torch::tensor(
-              std::vector<int64_t>(order.begin() + begin, order.begin() + end),
-              torch::kInt64)
-              .to(device);
+          torch::tensor(examples, torch::kInt64).to(device);
       x = ss.train_feats.index_select(0, idx);
       y = ss.train_labels.index_select(0, idx);
     } else {
@@ -1020,14 +1087,15 @@ absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
       if (!batch) break;
       x = batch->images.to(device);
       y = batch->labels.to(device);
+      examples = std::move(batch->examples);
     }
     DeviceArbiter::Turn turn(env.arbiter, DeviceArbiter::Priority::kBackground);
     ep.data_seconds += Seconds(phase_start);
-    TrainStep(ss, x, y, ep);
+    TRANSFERD_RETURN_IF_ERROR(TrainStep(ss, x, y, examples, global_n, ep));
     if (cb.step_duration) cb.step_duration(Seconds(phase_start));
     ++st.steps_done;
     ++steps_this_run;
-    if (cb.step &&
+    if (cb.step && ep.seen > 0 &&
         (step == ss.steps ||
          std::chrono::duration<double>(Clock::now() - last_report).count() >=
              kStepReportInterval)) {
@@ -1038,33 +1106,166 @@ absl::Status Trainer::Impl::TrainSteps(StageState& ss, EpochState& ep,
   return absl::OkStatus();
 }
 
-// One optimizer step on the batch (x, y).
-void Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
-                              const torch::Tensor& y, EpochState& ep) {
+// One optimizer step on this rank's part (x, y) of a global batch of
+// `global_n` examples: with several ranks the gradients are averaged over
+// the global batch before the step, so every rank takes the same step one
+// process would take on the whole batch.
+absl::Status Trainer::Impl::TrainStep(StageState& ss, const torch::Tensor& x,
+                                      const torch::Tensor& y,
+                                      const std::vector<int64_t>& examples,
+                                      int64_t global_n, EpochState& ep) {
   auto phase_start = Clock::now();
   // Gradients dropped rather than zeroed: backward then hands its
   // fresh gradient tensors over instead of adding them into zeros.
   for (auto& group : ss.optimizer->param_groups()) {
     for (auto& p : group.params()) p.mutable_grad() = torch::Tensor();
   }
-  torch::Tensor logits;
-  {
-    AutocastScope autocast(bf16, device);
-    logits = ss.train_cached ? model->Head(x) : model->forward(x);
-  }
-  torch::Tensor loss =
-      model->Loss(logits, y, config.label_smoothing, class_weights);
   const int64_t n = y.size(0);
-  ep.loss_sum += loss.item<double>() * static_cast<double>(n);
-  ep.forward_seconds += Seconds(phase_start);
-  phase_start = Clock::now();
-  loss.backward();
-  ep.backward_seconds += Seconds(phase_start);
+  torch::Tensor logits;
+  if (n > 0) {
+    model->SetDropoutKeys(DropoutKeys(examples, ep.epoch));
+    {
+      AutocastScope autocast(bf16, device);
+      logits = ss.train_cached ? model->Head(x) : model->forward(x);
+    }
+    torch::Tensor loss =
+        model->Loss(logits, y, config.label_smoothing, class_weights);
+    ep.loss_sum += loss.item<double>() * static_cast<double>(n);
+    ep.forward_seconds += Seconds(phase_start);
+    phase_start = Clock::now();
+    loss.backward();
+    ep.backward_seconds += Seconds(phase_start);
+  }
+  if (world() > 1) {
+    TRANSFERD_RETURN_IF_ERROR(AverageGradients(ss, n, global_n, ep));
+  }
   phase_start = Clock::now();
   ss.optimizer->step();
   ep.optimizer_seconds += Seconds(phase_start);
-  ep.correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
+  if (n > 0) {
+    ep.correct += model->Predict(logits.detach()).eq(y).sum().item<int64_t>();
+  }
   ep.seen += n;
+  return absl::OkStatus();
+}
+
+// Each rank's gradient is the mean over its n examples; scaled by
+// n / global_n and summed over the ranks it becomes the mean over the
+// global batch (exactly what one process computes on it, a partial last
+// batch included). Flattened into buckets, one allreduce per bucket.
+absl::Status Trainer::Impl::AverageGradients(StageState& ss, int64_t n,
+                                             int64_t global_n, EpochState& ep) {
+  const auto start = Clock::now();
+  torch::NoGradGuard no_grad;
+  const double scale =
+      global_n > 0 ? static_cast<double>(n) / static_cast<double>(global_n)
+                   : 0.0;
+  std::vector<torch::Tensor> params;
+  for (auto& group : ss.optimizer->param_groups()) {
+    for (auto& p : group.params()) params.push_back(p);
+  }
+  size_t first = 0;
+  while (first < params.size()) {
+    // [first, last): one bucket of float32 gradients.
+    size_t last = first;
+    int64_t bytes = 0;
+    std::vector<torch::Tensor> parts;
+    while (last < params.size() &&
+           (last == first ||
+            bytes + params[last].numel() * 4 <= kGradientBucketBytes)) {
+      const torch::Tensor& p = params[last];
+      const torch::Tensor& g = p.grad();
+      parts.push_back(
+          n > 0 && g.defined()
+              ? (g.to(torch::kFloat32) * scale).reshape(-1)
+              : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat32)));
+      bytes += p.numel() * 4;
+      ++last;
+    }
+    std::vector<torch::Tensor> bucket{torch::cat(parts)};
+    TRANSFERD_RETURN_IF_ERROR(coll->AllReduceSum(bucket));
+    int64_t offset = 0;
+    for (size_t i = first; i < last; ++i) {
+      torch::Tensor& p = params[i];
+      p.mutable_grad() = bucket[0]
+                             .slice(0, offset, offset + p.numel())
+                             .view(p.sizes())
+                             .to(p.scalar_type());
+      offset += p.numel();
+    }
+    first = last;
+  }
+  ep.allreduce_seconds += Seconds(start);
+  return absl::OkStatus();
+}
+
+// Per example of a training batch, the key of its dropout mask: the same
+// for an example in an epoch whatever batch or rank it is in.
+std::vector<uint64_t> Trainer::Impl::DropoutKeys(
+    const std::vector<int64_t>& examples, int epoch) const {
+  const uint64_t epoch_seed = EpochTorchSeed(config.seed, epoch);
+  std::vector<uint64_t> keys;
+  keys.reserve(examples.size());
+  for (int64_t e : examples) {
+    keys.push_back(MixSeed(epoch_seed ^ MixSeed(static_cast<uint64_t>(e) + 1)));
+  }
+  return keys;
+}
+
+// With several ranks: every rank starts where rank 0 does. Rank 0's resumed
+// run state and optimizer state (from its checkpoint) and then its weights
+// (the checkpoint's, or its freshly built ones) go to every rank.
+absl::Status Trainer::Impl::SyncStart(RunState& st,
+                                      std::string& optimizer_bytes,
+                                      bool& resumed) {
+  if (world() == 1) return absl::OkStatus();
+  std::string state;
+  if (writer()) {
+    json j = StateToJson(st);
+    j["resumed"] = resumed;
+    state = j.dump();
+  }
+  TRANSFERD_RETURN_IF_ERROR(BroadcastBytes(state));
+  TRANSFERD_RETURN_IF_ERROR(BroadcastBytes(optimizer_bytes));
+  if (!writer()) {
+    json j;
+    try {
+      j = json::parse(state);
+      resumed = j.at("resumed").get<bool>();
+    } catch (const json::exception& e) {
+      return absl::DataLossError(
+          absl::StrCat("run state from rank 0: ", e.what()));
+    }
+    TRANSFERD_ASSIGN_OR_RETURN(st, StateFromJson(j));
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> tensors, targets;
+  for (const torch::Tensor& t : model->parameters()) targets.push_back(t);
+  for (const torch::Tensor& t : model->buffers()) targets.push_back(t);
+  for (const torch::Tensor& t : targets) tensors.push_back(t.contiguous());
+  TRANSFERD_RETURN_IF_ERROR(coll->Broadcast(tensors, 0));
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!tensors[i].is_same(targets[i])) targets[i].copy_(tensors[i]);
+  }
+  return absl::OkStatus();
+}
+
+// Rank 0's `bytes` to every rank.
+absl::Status Trainer::Impl::BroadcastBytes(std::string& bytes) {
+  std::vector<torch::Tensor> size{
+      torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64)};
+  TRANSFERD_RETURN_IF_ERROR(coll->Broadcast(size, 0));
+  const int64_t n = size[0][0].item<int64_t>();
+  if (n == 0) {
+    bytes.clear();
+    return absl::OkStatus();
+  }
+  std::vector<torch::Tensor> data{torch::empty({n}, torch::kUInt8)};
+  if (writer()) std::memcpy(data[0].data_ptr<uint8_t>(), bytes.data(), n);
+  TRANSFERD_RETURN_IF_ERROR(coll->Broadcast(data, 0));
+  bytes.assign(reinterpret_cast<const char*>(data[0].data_ptr<uint8_t>()),
+               static_cast<size_t>(n));
+  return absl::OkStatus();
 }
 
 StepReport Trainer::Impl::StepReportOf(const StageState& ss,
@@ -1105,7 +1306,10 @@ absl::StatusOr<bool> Trainer::Impl::FinishEpoch(StageState& ss, int e,
     st.stage_epochs_done = 0;
   }
   if (cb.epoch_end) cb.epoch_end(report);
-  TRANSFERD_ASSIGN_OR_RETURN(int64_t bytes, SaveCheckpoint(st, *ss.optimizer));
+  int64_t bytes = 0;
+  if (writer()) {
+    TRANSFERD_ASSIGN_OR_RETURN(bytes, SaveCheckpoint(st, *ss.optimizer));
+  }
   spdlog::info("{}; then best weights and checkpoint {:.2f}s", epoch_breakdown,
                Seconds(finish_start));
   if (cb.checkpoint_saved) cb.checkpoint_saved(report.epoch, bytes);
@@ -1127,6 +1331,7 @@ absl::Status Trainer::Impl::KeepIfBest(const EpochReport& report, bool pristine,
     st.best_value = value;
     st.best_file = BestName(report.epoch);
     st.best_pristine = pristine;
+    if (!writer()) return absl::OkStatus();
     TRANSFERD_RETURN_IF_ERROR(
         model->Save(env.checkpoint_dir / st.best_file,
                     {{"epoch", std::to_string(report.epoch)}}));
@@ -1159,6 +1364,11 @@ absl::StatusOr<TrainResult> Trainer::Impl::FinishRun(
   TrainResult result;
   if (st.best_file.empty())
     return absl::InternalError("training produced no epoch");
+  result.history = st.history;
+  result.best_epoch = st.best_epoch;
+  result.resumes = st.resumes;
+  // The other ranks are done: rank 0 evaluates and writes the model.
+  if (!writer()) return result;
   TRANSFERD_RETURN_IF_ERROR(model->Load(env.checkpoint_dir / st.best_file));
   model->FreezeBackboneBefore(first_trainable.back());
   result.trainable = model->Summary();
@@ -1175,9 +1385,6 @@ absl::StatusOr<TrainResult> Trainer::Impl::FinishRun(
                    {"selection_metric", config.selection_metric},
                    {"preprocessing",
                     backbones::Preprocessing::ModeName(preprocessing.mode)}}));
-  result.history = st.history;
-  result.best_epoch = st.best_epoch;
-  result.resumes = st.resumes;
   result.features_computed = features_computed;
   result.activations_kept = activations_kept;
   result.features_loaded = features_loaded;
@@ -1320,6 +1527,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
                                 .to(impl->device);
     }
   }
+  impl->coll = env.collective ? env.collective : SoloCollective();
   impl->env = std::move(env);
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }

@@ -22,6 +22,8 @@
 
 namespace transferd::core::train {
 
+class Collective;
+
 struct TrainerEnv {
   ComputeDevice device;
   backbones::WeightsCacheOptions weights;
@@ -42,6 +44,13 @@ struct TrainerEnv {
   // Shared with the predictor: every step and evaluation batch takes a
   // background turn, so predict batches run between them. Null: no sharing.
   DeviceArbiter* arbiter = nullptr;
+  // The data-parallel world this trainer is one rank of (collective.h).
+  // Null: a single process (a world of size 1, the same code path). Each
+  // stage's batch_size is per rank, as in PyTorch DDP: a step trains on
+  // world_size * batch_size examples. Rank 0 alone writes checkpoints,
+  // best weights and the final model and evaluates them; the others return
+  // only the history.
+  std::shared_ptr<Collective> collective;
 };
 
 struct TrainResult {

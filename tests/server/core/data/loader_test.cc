@@ -158,5 +158,43 @@ TEST_F(LoaderTest, DropLastAndBadFiles) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(LoaderTest, ShardsSplitEveryGlobalBatchInRankOrder) {
+  // 23 examples, batch 5 per rank, 2 ranks: global batches of 10, 10, 3.
+  LoaderOptions whole = Options();
+  whole.batch_size = 10;
+  auto reference = Make(whole);
+  const std::vector<Batch> global = Epoch(*reference, 4);
+  ASSERT_EQ(global.size(), 3u);
+  std::vector<std::vector<Batch>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    LoaderOptions o = Options();
+    o.shard_count = 2;
+    o.shard_index = r;
+    auto loader = Make(o);
+    ASSERT_EQ(loader->batches_per_epoch(), 3);
+    ranks.push_back(Epoch(*loader, 4));
+    ASSERT_EQ(ranks.back().size(), 3u) << "rank " << r;
+  }
+  for (size_t b = 0; b < global.size(); ++b) {
+    std::vector<int64_t> joined = ranks[0][b].examples;
+    joined.insert(joined.end(), ranks[1][b].examples.begin(),
+                  ranks[1][b].examples.end());
+    EXPECT_EQ(joined, global[b].examples) << "batch " << b;
+    EXPECT_TRUE(
+        torch::equal(torch::cat({ranks[0][b].images, ranks[1][b].images}),
+                     global[b].images));
+  }
+  // The last global batch (3 examples) is all rank 0's; rank 1's is empty.
+  EXPECT_EQ(ranks[0][2].examples.size(), 3u);
+  EXPECT_EQ(ranks[1][2].images.size(0), 0);
+  EXPECT_EQ(ranks[1][2].labels.size(0), 0);
+
+  LoaderOptions bad = Options();
+  bad.shard_count = 2;
+  bad.shard_index = 2;
+  EXPECT_THAT(std::string(Loader::Create(examples_, bad).status().message()),
+              HasSubstr("shard 2 of 2 does not exist"));
+}
+
 }  // namespace
 }  // namespace transferd::core::data

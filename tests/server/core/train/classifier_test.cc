@@ -428,5 +428,38 @@ TEST(TrainUtilTest, SectionFileDetectsTruncation) {
   EXPECT_EQ(ReadSectionFile(path).status().code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(ClassifierTest, KeyedDropoutGivesAnExampleTheSameMaskInAnyBatch) {
+  torch::manual_seed(3);
+  ModelConfig m = testing::TinyVgg16(Pooling::kGlobalAverage);
+  m.head.dropout = 0.5;
+  auto model = BuildClassifier(m, 3, {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  Classifier& c = *model;
+  c->train();
+  const torch::Tensor feats = torch::rand({3, 512, 1, 1});
+  c->SetDropoutKeys({11, 22, 33});
+  const torch::Tensor all = c->Head(feats);
+  // The same examples split into two batches, in another order.
+  c->SetDropoutKeys({33});
+  const torch::Tensor last = c->Head(feats.slice(0, 2, 3));
+  c->SetDropoutKeys({22, 11});
+  const torch::Tensor first = c->Head(torch::stack({feats[1], feats[0]}));
+  EXPECT_TRUE(torch::allclose(last[0], all[2]));
+  EXPECT_TRUE(torch::allclose(first[0], all[1]));
+  EXPECT_TRUE(torch::allclose(first[1], all[0]));
+  // Other keys draw other masks; the keys are used once.
+  c->SetDropoutKeys({12, 23, 34});
+  EXPECT_FALSE(torch::allclose(c->Head(feats), all));
+  torch::manual_seed(5);
+  const torch::Tensor unkeyed_a = c->Head(feats);
+  torch::manual_seed(6);
+  EXPECT_FALSE(torch::allclose(c->Head(feats), unkeyed_a));
+  // In eval mode there is no dropout, keys or not.
+  c->eval();
+  c->SetDropoutKeys({11, 22, 33});
+  const torch::Tensor eval_keyed = c->Head(feats);
+  EXPECT_TRUE(torch::allclose(eval_keyed, c->Head(feats)));
+}
+
 }  // namespace
 }  // namespace transferd::core::train

@@ -1,0 +1,75 @@
+// The ranks of one data-parallel training run and the collectives they share
+// (torch c10d: Gloo on CPU, NCCL on CUDA where LibTorch has it).
+//
+// Every rank runs the same Trainer::Run with its own Collective; the trainer
+// calls the collectives in the same order on every rank. A world of size 1
+// (SoloCollective) is the single-process job: the same code path, each
+// collective returning at once.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+
+namespace transferd::core::train {
+
+class Collective {
+ public:
+  virtual ~Collective() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // "solo", "gloo" or "nccl".
+  virtual std::string backend() const = 0;
+  // Each tensor (contiguous, on the run's device) becomes the sum of its
+  // values on all ranks. UNAVAILABLE when a peer is gone or the timeout
+  // passed; the group is then unusable.
+  virtual absl::Status AllReduceSum(std::vector<torch::Tensor>& tensors) = 0;
+  // Each tensor becomes rank `root`'s.
+  virtual absl::Status Broadcast(std::vector<torch::Tensor>& tensors,
+                                 int root) = 0;
+  // Seconds spent in collectives (waiting included) since the start.
+  double seconds() const { return seconds_; }
+
+ protected:
+  double seconds_ = 0;
+};
+
+// One process alone: rank 0 of a world of size 1.
+std::shared_ptr<Collective> SoloCollective();
+
+// Where and how the ranks of a run meet: rank 0 hosts a TCPStore on
+// master_port, every rank connects to master_addr:master_port.
+struct RendezvousOptions {
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int rank = 0;
+  int world_size = 1;
+  // Names this run's keys in the store, so a store could serve several runs.
+  std::string run_id = "transferd";
+  // Bounds the rendezvous and every collective: a rank that vanished fails
+  // the others' next collective within this time (sooner when its
+  // connections close).
+  std::chrono::milliseconds timeout{std::chrono::seconds(60)};
+};
+
+// torchrun's (and Kubeflow PyTorchJob's) environment: MASTER_ADDR,
+// MASTER_PORT, WORLD_SIZE, RANK. NOT_FOUND when WORLD_SIZE is unset;
+// INVALID_ARGUMENT naming the variable that is missing or malformed.
+absl::StatusOr<RendezvousOptions> RendezvousFromEnv();
+
+// Joins the run's process group (blocks until every rank has joined, up to
+// the timeout). Gloo for CPU devices; NCCL for CUDA when LibTorch was built
+// with it, else Gloo. UNAVAILABLE when the rendezvous fails; UNIMPLEMENTED
+// when this build has no c10d.
+absl::StatusOr<std::shared_ptr<Collective>> JoinProcessGroup(
+    const RendezvousOptions& options, const torch::Device& device);
+
+// Whether this build can join process groups (c10d with Gloo).
+bool HasDistributedBackend();
+
+}  // namespace transferd::core::train
