@@ -64,6 +64,31 @@ void PrintReplica(const v1::ReplicaStatus& r) {
   }
 }
 
+// Data-parallel training: a coordinator's workers, a worker's coordinator.
+void PrintCluster(const v1::ClusterStatus& c) {
+  if (c.role() == "worker") {
+    std::cout << absl::StrFormat(
+        "cluster     worker of %s: %s%s\n", c.coordinator(),
+        c.connected() ? "connected" : "NOT CONNECTED",
+        c.running().empty() ? ", idle"
+                            : absl::StrCat(", running ", c.running()));
+    if (!c.last_error().empty()) {
+      std::cout << "            last error: " << c.last_error() << "\n";
+    }
+    return;
+  }
+  std::cout << absl::StrFormat("cluster     coordinator, %d worker%s\n",
+                               c.workers_size(),
+                               c.workers_size() == 1 ? "" : "s");
+  for (const v1::ClusterWorker& w : c.workers()) {
+    std::cout << absl::StrFormat(
+        "            %s (%s) %s: %s, %d threads, since %s, %s\n", w.name(),
+        w.id(), w.peer(), w.device().name(), w.device().threads(),
+        When(w.join_time()),
+        w.job().empty() ? "idle" : absl::StrCat("running ", w.job()));
+  }
+}
+
 int ServerInfo(const Globals& g) {
   auto client = Connect(g);
   auto info = client->GetServerInfo();
@@ -114,6 +139,7 @@ int ServerInfo(const Globals& g) {
       google::protobuf::util::TimeUtil::ToString(info->start_time()),
       info->store_schema_version());
   if (info->has_replica()) PrintReplica(info->replica());
+  if (info->has_cluster()) PrintCluster(info->cluster());
   return kOk;
 }
 

@@ -90,7 +90,7 @@ struct SpecArgs {
   Flag<double> fine_tune_lr;
   Flag<uint64_t> seed;
   Flag<std::string> selection_metric, class_weights;
-  Flag<int32_t> top_k;
+  Flag<int32_t> top_k, replicas, min_replicas;
   Flag<std::string> id, spec_file;
   bool detach = false;
 };
@@ -170,6 +170,12 @@ void AddStageFlags(CLI::App* cmd, SpecArgs& a) {
   AddFlag(cmd, "--top-k", a.top_k,
           "k of the evaluations' top-k accuracy (default 5; not measured "
           "when k reaches the class count)");
+  AddFlag(cmd, "--replicas", a.replicas,
+          "Data-parallel ranks: the server and N-1 of its workers (batch "
+          "sizes are per rank; docs/distributed.md; default 1)");
+  AddFlag(cmd, "--min-replicas", a.min_replicas,
+          "Fewest ranks the job goes on with after losing a worker (default: "
+          "--replicas)");
   AddFlag(cmd, "--id", a.id, "Job id (default: the server chooses)");
   AddFlag(cmd, "--spec", a.spec_file,
           "A JobSpec in JSON or YAML (proto field names) to start from; flags "
@@ -306,6 +312,8 @@ absl::StatusOr<v1::CreateJobRequest> BuildRequest(const SpecArgs& a,
   }
   if (a.class_weights.set()) spec.set_class_weights(a.class_weights.value);
   if (a.top_k.set()) spec.set_top_k(a.top_k.value);
+  if (a.replicas.set()) spec.set_replicas(a.replicas.value);
+  if (a.min_replicas.set()) spec.set_min_replicas(a.min_replicas.value);
 
   ApplyModelFlags(a, *spec.mutable_model());
   if (kind == v1::JOB_KIND_FINE_TUNE && spec.model().ByteSizeLong() == 0) {

@@ -1,5 +1,7 @@
 #include "server/app/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -60,6 +62,8 @@ struct Binding {
   int min_ping_seconds = 10;
   int max_connection_idle_seconds = 0;
   int max_request_seconds = 300;
+  int collective_timeout_seconds = 60;
+  bool rendezvous_address_set = false;
   CLI::Option* http_listen = nullptr;
   bool no_metrics = false;
   bool insecure_no_auth = false;
@@ -464,6 +468,103 @@ void BindFollow(Binding& b) {
       ->capture_default_str();
 }
 
+// Data-parallel training (docs/distributed.md): a worker joins a
+// coordinator; every other server coordinates its jobs' ranks.
+void BindCluster(Binding& b) {
+  CLI::App& app = b.app;
+  cluster::WorkerOptions& w = b.config.worker;
+  app.add_option("--coordinator", w.coordinator,
+                 "Run as a worker of the coordinator transferd at HOST:PORT: "
+                 "join its cluster and run ranks of its data-parallel jobs "
+                 "(JobSpec.replicas)")
+      ->envname("TRANSFERD_COORDINATOR")
+      ->check(kListenAddress);
+  app.add_option("--worker-name", w.name,
+                 "Worker: its name in the cluster, unique among the "
+                 "coordinator's workers (default: the host name)")
+      ->envname("TRANSFERD_WORKER_NAME");
+  app.add_option("--worker-token-file", w.token_file,
+                 "Worker: file whose first line is the bearer token sent to "
+                 "the coordinator (a token of the worker role)")
+      ->envname("TRANSFERD_WORKER_TOKEN_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--coordinator-tls", w.tls,
+               "Worker: reach the coordinator over TLS, trusting the "
+               "system's roots (implied by --coordinator-ca and "
+               "--coordinator-cert)")
+      ->envname("TRANSFERD_COORDINATOR_TLS");
+  app.add_option("--coordinator-ca", w.tls_ca_file,
+                 "Worker: CA bundle that signed the coordinator's "
+                 "certificate (PEM)")
+      ->envname("TRANSFERD_COORDINATOR_CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--coordinator-cert", w.tls_cert_file,
+                 "Worker: client certificate for mutual TLS to the "
+                 "coordinator (PEM), with --coordinator-key")
+      ->envname("TRANSFERD_COORDINATOR_CERT")
+      ->check(CLI::ExistingFile);
+  app.add_option("--coordinator-key", w.tls_key_file,
+                 "Worker: the client certificate's key (PEM)")
+      ->envname("TRANSFERD_COORDINATOR_KEY")
+      ->check(CLI::ExistingFile);
+  app.add_option("--coordinator-server-name", w.tls_server_name,
+                 "Worker: the name the coordinator's certificate must carry, "
+                 "when it differs from the --coordinator host")
+      ->envname("TRANSFERD_COORDINATOR_SERVER_NAME");
+  app.add_option("--rendezvous-address", b.config.engine.rendezvous_address,
+                 "This server's address as the other ranks reach it: a "
+                 "coordinator's TCPStore and Gloo connections, a worker's "
+                 "Gloo connections (a worker's default: what its host name "
+                 "resolves to)")
+      ->envname("TRANSFERD_RENDEZVOUS_ADDRESS")
+      ->capture_default_str();
+  app.add_option("--rendezvous-port", b.config.engine.rendezvous_port,
+                 "Coordinator: TCP port of the c10d TCPStore its "
+                 "data-parallel jobs host (torchrun's MASTER_PORT)")
+      ->envname("TRANSFERD_RENDEZVOUS_PORT")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  app.add_option("--collective-timeout-seconds", b.collective_timeout_seconds,
+                 "Data-parallel ranks: a collective (or the rendezvous) that "
+                 "takes longer fails, so a lost rank ends its run within "
+                 "this time")
+      ->envname("TRANSFERD_COLLECTIVE_TIMEOUT_SECONDS")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+}
+
+std::string FinishCluster(Binding& b, ServerConfig& config) {
+  cluster::WorkerOptions& w = config.worker;
+  config.engine.collective_timeout =
+      std::chrono::seconds(b.collective_timeout_seconds);
+  if (w.coordinator.empty()) {
+    const bool stray = !w.name.empty() || !w.token_file.empty() || w.tls ||
+                       !w.tls_ca_file.empty() || !w.tls_cert_file.empty() ||
+                       !w.tls_key_file.empty() || !w.tls_server_name.empty();
+    return stray ? "the --worker-* and --coordinator-* settings need "
+                   "--coordinator ADDRESS"
+                 : "";
+  }
+  if (!config.follow.primary.empty()) {
+    return "--coordinator and --follow exclude each other (a replica serves, "
+           "a worker trains)";
+  }
+  if (w.tls_cert_file.empty() != w.tls_key_file.empty()) {
+    return "--coordinator-cert and --coordinator-key go together";
+  }
+  if (w.name.empty()) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) == 0) w.name = host;
+  }
+  if (w.name.empty()) return "--worker-name: the host name is unknown; set it";
+  config.engine.worker = true;
+  // A worker's Gloo address: explicit, or resolved from its host name.
+  w.advertise_address = b.rendezvous_address_set
+                            ? config.engine.rendezvous_address
+                            : std::string();
+  return "";
+}
+
 std::string FinishFollow(ServerConfig& config) {
   const replica::FollowerOptions& f = config.follow;
   if (f.primary.empty()) {
@@ -554,6 +655,7 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   Bind(b);
   BindHttp(b);
   BindFollow(b);
+  BindCluster(b);
 
   // Precedence flag > environment > config file > default, by building one
   // argument list in increasing precedence: file, environment, command line.
@@ -633,6 +735,11 @@ ParseOutcome ParseServerConfig(int argc, const char* const* argv) {
   if (std::string error = FinishFollow(config); !error.empty()) {
     return UsageError(error);
   }
+  b.rendezvous_address_set =
+      b.app.get_option("--rendezvous-address")->count() > 0;
+  if (std::string error = FinishCluster(b, config); !error.empty()) {
+    return UsageError(error);
+  }
   if (std::string error = CheckAuthentication(b, config); !error.empty()) {
     return UsageError(error);
   }
@@ -645,6 +752,7 @@ std::vector<SettingDoc> DescribeSettings() {
   Bind(b);
   BindHttp(b);
   BindFollow(b);
+  BindCluster(b);
   std::vector<SettingDoc> docs;
   for (const CLI::Option* opt : b.app.get_options()) {
     if (opt->get_lnames().empty()) continue;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "server/cluster/worker.h"
 #include "server/core/engine.h"
 #include "server/http/http_server.h"
 #include "server/replica/follower.h"
@@ -25,6 +26,7 @@ struct ServerConfig {
   rpc::RpcServer::Options rpc;
   http::HttpServer::Options http;   // listen_address empty: no HTTP port
   replica::FollowerOptions follow;  // primary empty: not a replica
+  cluster::WorkerOptions worker;    // coordinator empty: not a worker
   LogOptions log;
   std::string config_file;  // the file read, empty when none
 };

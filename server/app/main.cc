@@ -25,6 +25,7 @@
 #include "server/app/config.h"
 #include "server/app/logging.h"
 #include "server/auth/auth.h"
+#include "server/cluster/worker.h"
 #include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
 #include "server/core/util/build_info.h"
@@ -187,6 +188,7 @@ int Run(const transferd::app::ServerConfig& config) {
 
   int exit_code = 0;
   std::unique_ptr<transferd::replica::Follower> follower;
+  std::unique_ptr<transferd::cluster::Worker> worker;
   absl::Status started = (*engine)->Start();
   if (started.ok()) {
     const auto info = (*engine)->Info();
@@ -216,6 +218,21 @@ int Run(const transferd::app::ServerConfig& config) {
           (void)!write(g_signal_pipe[1], &wake, 1);
         }
       }
+      if (!config.worker.coordinator.empty()) {
+        auto started_worker =
+            transferd::cluster::Worker::Start(config.worker, **engine);
+        if (started_worker.ok()) {
+          worker = *std::move(started_worker);
+          spdlog::info("worker \"{}\" of the coordinator {}",
+                       config.worker.name, config.worker.coordinator);
+        } else {
+          spdlog::critical("cannot start: {}",
+                           started_worker.status().ToString());
+          exit_code = 1;
+          const unsigned char wake = 0;
+          (void)!write(g_signal_pipe[1], &wake, 1);
+        }
+      }
     }
   } else if (!(*engine)->shutting_down()) {
     spdlog::critical("cannot start: {}", started.ToString());
@@ -228,6 +245,7 @@ int Run(const transferd::app::ServerConfig& config) {
   stop_signal.get_future().wait();
   signal_thread.join();
   if (follower != nullptr) follower->Stop();
+  if (worker != nullptr) worker->Stop();
   (*server)->Shutdown();
   server->reset();
   // After gRPC drained (readyz said 503 meanwhile), before the engine goes.

@@ -53,6 +53,8 @@ const char* RoleName(Role role) {
       return "trainer";
     case Role::kAdmin:
       return "admin";
+    case Role::kWorker:
+      return "worker";
   }
   return "unknown";
 }
@@ -93,10 +95,13 @@ absl::StatusOr<std::vector<TokenEntry>> ParseTokenFile(std::string_view text) {
       entry.role = Role::kTrainer;
     } else if (role == "admin") {
       entry.role = Role::kAdmin;
+    } else if (role == "worker") {
+      entry.role = Role::kWorker;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "token file line ", line_number,
-          ": role must be viewer, trainer or admin, got \"", role, "\""));
+          ": role must be viewer, trainer, admin or worker, got \"", role,
+          "\""));
     }
     entry.digest = Digest(std::string_view(token.data(), token.size()));
     entry.name = fields.size() == 3
@@ -181,7 +186,12 @@ absl::Status Authorizer::Check(const Caller& caller, Role required,
   if (match == nullptr) {
     return absl::UnauthenticatedError("the bearer token is not valid");
   }
-  if (static_cast<int>(match->role) < static_cast<int>(required)) {
+  const bool allowed =
+      required == Role::kWorker
+          ? match->role == Role::kWorker || match->role == Role::kAdmin
+          : match->role != Role::kWorker &&
+                static_cast<int>(match->role) >= static_cast<int>(required);
+  if (!allowed) {
     return absl::PermissionDeniedError(
         absl::StrCat(std::string(what), " needs the role ", RoleName(required),
                      "; the token of \"", match->name, "\" has the role ",

@@ -5,10 +5,11 @@
 // Authorizer serves both, so a reload (SIGHUP) applies to both.
 //
 // The token file has one token per line: `TOKEN ROLE [NAME]`, where ROLE is
-// viewer, trainer or admin and NAME (optional) identifies the holder in logs.
-// Blank lines and lines starting with '#' are ignored. Tokens are at least 16
-// characters of printable ASCII without spaces; each appears once. Only
-// SHA-256 digests of the tokens are kept in memory, compared in constant
+// viewer, trainer, admin or worker (worker: only a worker
+// transferd joining a coordinator) and NAME (optional) identifies the holder in
+// logs. Blank lines and lines starting with '#' are ignored. Tokens are at
+// least 16 characters of printable ASCII without spaces; each appears once.
+// Only SHA-256 digests of the tokens are kept in memory, compared in constant
 // time; a token is never logged. Reload() re-reads the file (SIGHUP) and
 // keeps the previous tokens when the new file is invalid.
 #pragma once
@@ -29,6 +30,9 @@ enum class Role {
   kViewer = 1,   // read: server info, datasets, jobs, models, aliases, export
   kTrainer = 2,  // + upload datasets, create and cancel jobs, predict, import
   kAdmin = 3,    // + delete datasets and models, set and delete aliases
+  // Not above the others: a worker transferd joining this coordinator
+  // (Cluster.*) and nothing else; admin tokens may do it too.
+  kWorker = 10,
 };
 const char* RoleName(Role role);
 

@@ -287,6 +287,12 @@ class DatasetCatalog {
   // (staged bytes count) or the free-disk floor. Staging content already
   // held is a no-op.
   absl::Status StageContent(const std::string& sha256, std::string_view bytes);
+  // The bytes of a content the server holds (staged or a stored dataset's
+  // file), for workers fetching a job's data; NOT_FOUND otherwise.
+  absl::StatusOr<std::string> HeldContent(const std::string& sha256) {
+    bool staged = false;
+    return ReadContent(sha256, &staged);
+  }
   // Bytes staged and not yet used by a dataset.
   int64_t staged_bytes();
 

@@ -119,6 +119,13 @@ absl::Status Engine::Start() {
   jobs_env.weights = weights_cache();
   jobs_env.loader_threads = options_.loader_threads;
   jobs_env.decoded_cache_bytes = options_.decoded_cache_bytes;
+  if (!options_.worker && options_.follow_primary.empty()) {
+    cluster_ = std::make_unique<ClusterRegistry>();
+    jobs_env.cluster = cluster_.get();
+  }
+  jobs_env.rendezvous_address = options_.rendezvous_address;
+  jobs_env.rendezvous_port = options_.rendezvous_port;
+  jobs_env.collective_timeout = options_.collective_timeout;
   arbiter_.SetYielding(options_.training_yields);
   arbiter_.SetInteractiveShare(options_.interactive_share,
                                options_.interactive_burst);
@@ -196,6 +203,13 @@ EngineInfo Engine::Info() const {
     info.instance_id = instance_id_;
     info.backbones = backbones_;
     if (replica_ != nullptr) info.replica = replica_->Status();
+    if (cluster_ != nullptr) {
+      info.cluster.role = "coordinator";
+      info.cluster.workers = cluster_->Workers();
+    } else if (options_.worker) {
+      info.cluster.role = "worker";
+      info.cluster.self = worker_state_.Get();
+    }
     // Files in the weights folder, by the backbone their name starts with.
     for (const std::string& file :
          backbones::CachedWeightFiles(data_dir_->weights_dir())) {

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/core/backbones/weights_cache.h"
+#include "server/core/cluster.h"
 #include "server/core/datasets.h"
 #include "server/core/device.h"
 #include "server/core/device_arbiter.h"
@@ -48,6 +49,7 @@ struct EngineInfo {
   int store_schema_version = 0;
   std::string instance_id;  // random id created with the data directory
   std::optional<ReplicaStatus> replica;  // on a serving replica
+  ClusterView cluster;
 };
 
 class Engine {
@@ -97,6 +99,14 @@ class Engine {
     std::string follow_primary;
     // A replica's model cache: models no alias names that it keeps.
     int replica_keep_models = 8;
+    // Data-parallel training (docs/distributed.md). A server that is not a
+    // worker (nor a replica) accepts workers (cluster()); its jobs with
+    // replicas > 1 host their c10d TCPStore on rendezvous_port, and workers
+    // reach this server's ranks at rendezvous_address.
+    bool worker = false;
+    std::string rendezvous_address = "127.0.0.1";
+    int rendezvous_port = 29500;
+    std::chrono::seconds collective_timeout{60};
   };
 
   // Fast and fail-fast: selects the device and takes the data directory.
@@ -130,6 +140,10 @@ class Engine {
   Predictor& predictor() { return *predictor_; }
   // A serving replica's state; null on a primary. Valid once ready().
   Replica* replica() { return replica_.get(); }
+  // The workers of a coordinator; null on a worker or a replica.
+  ClusterRegistry* cluster() { return cluster_.get(); }
+  // A worker's own status (set by its connection to the coordinator).
+  WorkerState& worker_state() { return worker_state_; }
   bool read_only() const { return !options_.follow_primary.empty(); }
   DeviceArbiter& arbiter() { return arbiter_; }
   // Where front ends run slow work (file I/O, SQLite reads, decoding, model
@@ -164,6 +178,9 @@ class Engine {
   std::unique_ptr<DatasetCatalog> datasets_;
   std::unique_ptr<ModelRegistry> models_;
   DeviceArbiter arbiter_;
+  WorkerState worker_state_;
+  // Declared before jobs_, whose runners use it: destroyed after them.
+  std::unique_ptr<ClusterRegistry> cluster_;
   std::unique_ptr<JobQueue> jobs_;
   std::unique_ptr<Predictor> predictor_;
   std::unique_ptr<Replica> replica_;  // after predictor_: its listener

@@ -103,6 +103,10 @@ JobQueue::JobQueue(Env env)
   runner_env.weights = env_.weights;
   runner_env.loader_threads = env_.loader_threads;
   runner_env.decoded_cache_bytes = env_.decoded_cache_bytes;
+  runner_env.cluster = env_.cluster;
+  runner_env.rendezvous_address = env_.rendezvous_address;
+  runner_env.rendezvous_port = env_.rendezvous_port;
+  runner_env.collective_timeout = env_.collective_timeout;
   std::shared_ptr<JobRunner>& train = env_.runners[JobKind::kTrain];
   std::shared_ptr<JobRunner>& fine_tune = env_.runners[JobKind::kFineTune];
   std::shared_ptr<JobRunner>& predict = env_.runners[JobKind::kPredict];

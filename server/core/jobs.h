@@ -59,6 +59,11 @@ class JobQueue {
     backbones::WeightsCacheOptions weights;
     int loader_threads = 2;
     int64_t decoded_cache_bytes = 0;
+    // Data-parallel jobs (RunnerEnv's fields of the same names).
+    ClusterRegistry* cluster = nullptr;
+    std::string rendezvous_address;
+    int rendezvous_port = 0;
+    std::chrono::seconds collective_timeout{60};
     // Shared with the predictor (null: the worker has the device alone).
     DeviceArbiter* arbiter = nullptr;
     // Job gauges, finished jobs, resumes, step and checkpoint durations

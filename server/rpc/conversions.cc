@@ -5,6 +5,7 @@
 #include <google/protobuf/stubs/common.h>
 #include <google/protobuf/util/time_util.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/engine.h"
 #include "server/core/train/eval_metrics.h"
@@ -355,16 +356,7 @@ void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
   b->set_torch_cuda(build.torch_cuda);
   b->set_allocator(build.allocator);
 
-  v1::DeviceInfo* d = out->mutable_device();
-  d->set_name(info.device.name);
-  d->set_description(info.device.description);
-  d->set_threads(info.device.threads);
-  d->set_memory_bytes(info.device.memory_bytes);
-  d->set_default_precision(info.device.precision == "bf16"
-                               ? v1::PRECISION_BF16
-                               : v1::PRECISION_FP32);
-  d->set_compute_capability(info.device.capability);
-  d->set_native_bf16(info.device.native_bf16);
+  DeviceToProto(info.device, out->mutable_device());
 
   v1::CpuFeatures* c = out->mutable_cpu();
   c->set_avx2(info.cpu.avx2);
@@ -418,6 +410,51 @@ void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out) {
       alias->set_ready(a.ready);
     }
   }
+  out->clear_cluster();
+  if (!info.cluster.role.empty()) {
+    v1::ClusterStatus* c = out->mutable_cluster();
+    c->set_role(info.cluster.role);
+    c->set_coordinator(info.cluster.self.coordinator);
+    c->set_connected(info.cluster.self.connected);
+    c->set_last_error(info.cluster.self.last_error);
+    c->set_running(info.cluster.self.running);
+    for (const core::ClusterWorker& w : info.cluster.workers) {
+      v1::ClusterWorker* o = c->add_workers();
+      o->set_id(w.id);
+      o->set_name(w.name);
+      o->set_peer(w.peer);
+      DeviceToProto(w.device, o->mutable_device());
+      *o->mutable_join_time() = Ts(w.join_time);
+      if (!w.job.empty()) o->set_job(absl::StrCat("jobs/", w.job));
+    }
+  }
+}
+
+void DeviceToProto(const core::ComputeDevice& device, v1::DeviceInfo* d) {
+  d->set_name(device.name);
+  d->set_description(device.description);
+  d->set_threads(device.threads);
+  d->set_memory_bytes(device.memory_bytes);
+  d->set_default_precision(device.precision == "bf16" ? v1::PRECISION_BF16
+                                                      : v1::PRECISION_FP32);
+  d->set_compute_capability(device.capability);
+  d->set_native_bf16(device.native_bf16);
+}
+
+core::ComputeDevice DeviceFromProto(const v1::DeviceInfo& d) {
+  core::ComputeDevice device;
+  device.name = d.name();
+  device.kind = absl::StartsWith(d.name(), "cuda")
+                    ? core::ComputeDevice::Kind::kCuda
+                    : core::ComputeDevice::Kind::kCpu;
+  device.description = d.description();
+  device.threads = d.threads();
+  device.memory_bytes = d.memory_bytes();
+  device.precision =
+      d.default_precision() == v1::PRECISION_BF16 ? "bf16" : "fp32";
+  device.capability = d.compute_capability();
+  device.native_bf16 = d.native_bf16();
+  return device;
 }
 
 int32_t ItemCode(absl::StatusCode code) {
@@ -719,6 +756,8 @@ absl::StatusOr<train::JobRequest> JobRequestFromProto(const v1::JobSpec& spec) {
   if (spec.has_label_smoothing()) out.label_smoothing = spec.label_smoothing();
   out.class_weights = spec.class_weights();
   if (spec.has_top_k()) out.top_k = spec.top_k();
+  if (spec.has_replicas()) out.replicas = spec.replicas();
+  if (spec.has_min_replicas()) out.min_replicas = spec.min_replicas();
   return out;
 }
 
@@ -733,8 +772,11 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec, const train::ResolvedJob& r,
   out.set_selection_metric(r.config.selection_metric);
   out.set_label_smoothing(r.config.label_smoothing);
   out.set_top_k(r.config.top_k);
-  if (spec.kind() != v1::JOB_KIND_PREDICT)
+  if (spec.kind() != v1::JOB_KIND_PREDICT) {
     out.set_class_weights(r.config.class_weights);
+    out.set_replicas(r.config.replicas);
+    out.set_min_replicas(r.config.min_replicas);
+  }
   const train::ModelConfig& m = r.config.model;
   v1::ModelSpec* model = out.mutable_model();
   model->set_backbone(m.backbone);

@@ -82,6 +82,9 @@ v1::JobSpec ToResolvedSpec(const v1::JobSpec& spec,
 // store version) into `out`; the rest of `out` (limits, services, the gRPC
 // version) is left as it is.
 void ServerInfoToProto(const core::EngineInfo& info, v1::ServerInfo* out);
+// A compute device, both ways (GetServerInfo, a worker's Cluster.Join).
+void DeviceToProto(const core::ComputeDevice& device, v1::DeviceInfo* out);
+core::ComputeDevice DeviceFromProto(const v1::DeviceInfo& device);
 // The google.rpc code of a per-image status.
 int32_t ItemCode(absl::StatusCode code);
 // One image's answer: its status, and its label, class scores and `top_k`

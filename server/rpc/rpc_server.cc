@@ -19,6 +19,7 @@
 #include "server/auth/auth.h"
 #include "server/core/api/engine_api.h"
 #include "server/core/engine.h"
+#include "server/rpc/cluster_service.h"
 #include "server/rpc/datasets_service.h"
 #include "server/rpc/inference_service.h"
 #include "server/rpc/jobs_service.h"
@@ -149,13 +150,11 @@ void LogSecurity(const RpcServer::Options& options, const Authorizer& auth) {
 // The services the server reports it implements.
 std::vector<std::string> ImplementedServices(
     const RpcServer::Options& options) {
-  std::vector<std::string> implemented = {"transferd.v1.Server",
-                                          "transferd.v1.Datasets",
-                                          "transferd.v1.Jobs",
-                                          "transferd.v1.Models",
-                                          "transferd.v1.Inference",
-                                          "grpc.health.v1.Health",
-                                          "inference.GRPCInferenceService"};
+  std::vector<std::string> implemented = {
+      "transferd.v1.Server",    "transferd.v1.Datasets",
+      "transferd.v1.Jobs",      "transferd.v1.Models",
+      "transferd.v1.Inference", "transferd.v1.Cluster",
+      "grpc.health.v1.Health",  "inference.GRPCInferenceService"};
   if (options.reflection) {
     implemented.push_back("grpc.reflection.v1alpha.ServerReflection");
   }
@@ -274,6 +273,8 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
       api, *server->auth_, options.max_request_time);
   server->oip_service_ = std::make_unique<OipService>(api, *server->auth_,
                                                       options.max_request_time);
+  server->cluster_service_ = std::make_unique<ClusterService>(
+      api, engine, *server->auth_, options.cluster_heartbeat);
 
   grpc::EnableDefaultHealthCheckService(true);
   if (options.reflection) {
@@ -292,6 +293,7 @@ absl::StatusOr<std::unique_ptr<RpcServer>> RpcServer::Start(
   builder.RegisterService(server->models_service_.get());
   builder.RegisterService(server->inference_service_.get());
   builder.RegisterService(server->oip_service_.get());
+  builder.RegisterService(server->cluster_service_.get());
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;

@@ -28,6 +28,7 @@ class Authorizer;
 
 namespace transferd::rpc {
 
+class ClusterService;
 class ServerService;
 class OipService;
 class DatasetsService;
@@ -75,6 +76,8 @@ class RpcServer {
     std::chrono::milliseconds max_connection_idle{0};
     // Predict deadlines are capped at this from arrival.
     std::chrono::milliseconds max_request_time{300000};
+    // Heartbeats on workers' membership streams (transferd.v1.Cluster).
+    std::chrono::milliseconds cluster_heartbeat{2000};
   };
 
   // Builds and starts the server; UNAVAILABLE when the address cannot be
@@ -120,6 +123,7 @@ class RpcServer {
   std::unique_ptr<ModelsService> models_service_;
   std::unique_ptr<InferenceService> inference_service_;
   std::unique_ptr<OipService> oip_service_;
+  std::unique_ptr<ClusterService> cluster_service_;
   std::unique_ptr<auth::Authorizer> auth_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::CallbackGenericService> health_generic_;

@@ -199,8 +199,9 @@ TEST(TokenFileTest, AnInvalidTokenFileStopsTheStart) {
                     "--data-dir", temp.path() + "/data", "--token-file", file},
                    {"TRANSFERD_CONFIG="}, std::chrono::seconds(60));
   EXPECT_NE(r.status.code, 0);
-  EXPECT_THAT(r.err,
-              HasSubstr("line 1: role must be viewer, trainer or admin"));
+  EXPECT_THAT(
+      r.err,
+      HasSubstr("line 1: role must be viewer, trainer, admin or worker"));
 }
 
 class TlsTest : public ::testing::Test {

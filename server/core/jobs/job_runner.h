@@ -15,6 +15,7 @@
 
 namespace transferd::core {
 
+class ClusterRegistry;
 class DataDir;
 class DatasetCatalog;
 class DeviceArbiter;
@@ -69,6 +70,15 @@ struct RunnerEnv {
   backbones::WeightsCacheOptions weights;
   int loader_threads = 2;
   int64_t decoded_cache_bytes = 0;
+  // Data-parallel jobs (replicas > 1): the workers, where they meet rank 0
+  // (this server: an address of it they reach, and the TCPStore's port),
+  // the collectives' timeout and how long workers may take to get their
+  // data. Null cluster: such jobs fail (FAILED_PRECONDITION).
+  ClusterRegistry* cluster = nullptr;
+  std::string rendezvous_address;
+  int rendezvous_port = 0;
+  std::chrono::seconds collective_timeout{60};
+  std::chrono::seconds ready_timeout{1800};
 };
 
 }  // namespace transferd::core

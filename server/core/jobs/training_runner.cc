@@ -3,18 +3,24 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/core/backbones/backbone.h"
+#include "server/core/cluster.h"
 #include "server/core/datasets.h"
 #include "server/core/registry.h"
+#include "server/core/train/collective.h"
+#include "server/core/train/train_json.h"
 #include "server/core/train/trainer.h"
 #include "server/core/util/data_dir.h"
 #include "server/core/util/metrics.h"
 #include "server/core/util/status_macros.h"
+#include "server/core/util/torch_util.h"
 
 namespace transferd::core {
 namespace {
@@ -178,7 +184,194 @@ absl::StatusOr<std::string> RegisterModel(ModelRegistry& models,
   return registered->id;
 }
 
+absl::Status Log(JobContext& ctx, const std::string& level,
+                 const std::string& message) {
+  JobEvent e;
+  e.type = JobEvent::Type::kLog;
+  e.level = level;
+  e.message = message;
+  return ctx.Append(e);
+}
+
+// Every file of the data as the content workers fetch: stored dataset files
+// are named <sha256><extension>.
+absl::StatusOr<std::vector<ShardFile>> ShardFiles(
+    const train::TrainData& data) {
+  std::vector<ShardFile> out;
+  const std::pair<const std::vector<data::Example>*, common::Split> splits[] = {
+      {&data.train, common::Split::kTrain},
+      {&data.validation, common::Split::kValidation},
+      {&data.test, common::Split::kTest}};
+  for (const auto& [examples, split] : splits) {
+    for (const data::Example& e : *examples) {
+      const std::filesystem::path path(e.path);
+      ShardFile f;
+      f.sha256 = path.stem().string();
+      f.extension = path.extension().string();
+      if (f.sha256.size() != 64) {
+        return absl::InternalError(
+            absl::StrCat("dataset file ", e.path, " is not content-addressed"));
+      }
+      f.label = e.label;
+      f.split = split;
+      std::error_code ec;
+      f.bytes = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
+}
+
+// A run failed without losing a rank: not worth another try.
+bool RankLost(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s);
+}
+
 }  // namespace
+
+// Runs after run: reserve workers, send their ranks, wait until they hold
+// the data, join the process group as rank 0 and train; a run that loses a
+// rank ends (the collective fails within collective_timeout) and the next
+// run resumes from the last checkpoint with the workers left (at least
+// min_replicas ranks) or, failing that, once enough return.
+absl::StatusOr<train::TrainResult> TrainingRunner::RunReplicated(
+    JobRecord& job, JobContext& ctx, const train::TrainData& data,
+    train::TrainerEnv env, const train::TrainerCallbacks& callbacks) {
+  const train::TrainConfig& config = job.config;
+  if (env_.cluster == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.replicas is ", config.replicas,
+        " but this server takes no workers (a worker cannot coordinate)"));
+  }
+  if (!train::HasDistributedBackend()) {
+    return absl::UnimplementedError(
+        "this build has no torch c10d (Gloo): replicas must be 1");
+  }
+  TRANSFERD_ASSIGN_OR_RETURN(std::vector<ShardFile> files, ShardFiles(data));
+  const std::string config_json = train::ConfigToJson(config);
+  const int want = config.replicas - 1;
+  int tries_without_progress = 0;
+  absl::Status last_failure;
+  for (int attempt = 1;; ++attempt) {
+    const int need =
+        (attempt == 1
+             ? config.replicas
+             : std::max(1, std::min(config.min_replicas, config.replicas))) -
+        1;
+    auto waiting = [&](int idle) {
+      (void)Log(ctx, "info",
+                absl::StrCat("waiting for workers: ", idle, " idle, ", need,
+                             " needed (", config.replicas, " replicas, ",
+                             config.min_replicas, " at least)"));
+    };
+    TRANSFERD_ASSIGN_OR_RETURN(
+        std::vector<std::string> reserved,
+        env_.cluster->Reserve(
+            job.id, need, want, [&ctx] { return ctx.Cancelled(); }, waiting));
+    const int world = 1 + static_cast<int>(reserved.size());
+    const std::string run_id = absl::StrCat(job.id, "-run", attempt);
+    std::vector<std::string> names;
+    int assigned = 0;
+    bool assign_failed = false;
+    for (size_t i = 0; i < reserved.size(); ++i) {
+      RankAssignment a;
+      a.job_id = job.id;
+      a.run_id = run_id;
+      a.dataset_id = data.dataset_id;
+      a.rank = static_cast<int>(i) + 1;
+      a.world_size = world;
+      a.master_addr = env_.rendezvous_address;
+      a.master_port = env_.rendezvous_port;
+      a.config_json = config_json;
+      a.classes = data.classes;
+      a.files = files;
+      a.timeout_seconds = static_cast<int>(env_.collective_timeout.count());
+      if (!env_.cluster->Assign(reserved[i], a)) {
+        assign_failed = true;
+        env_.cluster->Unreserve(
+            std::vector<std::string>(reserved.begin() + i + 1, reserved.end()));
+        break;
+      }
+      ++assigned;
+    }
+    for (const ClusterWorker& w : env_.cluster->Workers()) {
+      if (w.run == run_id) names.push_back(w.name);
+    }
+    absl::Status status;
+    absl::StatusOr<train::TrainResult> result;
+    const size_t epochs_before = job.history.size();
+    if (assign_failed) {
+      status = absl::UnavailableError("a worker left while ranks were sent");
+    } else {
+      (void)Log(
+          ctx, "info",
+          world == 1
+              ? absl::StrCat("run ", attempt, ": 1 rank: this server alone")
+              : absl::StrCat("run ", attempt, ": ", world,
+                             " ranks: this server (rank 0) and ",
+                             absl::StrJoin(names, ", "),
+                             "; the workers fetch the data they lack"));
+      status = env_.cluster->WaitReady(run_id, assigned, env_.ready_timeout,
+                                       [&ctx] { return ctx.Cancelled(); });
+    }
+    if (status.ok()) {
+      train::RendezvousOptions r;
+      r.master_addr = env_.rendezvous_address;
+      r.local_addr = env_.rendezvous_address;
+      r.master_port = env_.rendezvous_port;
+      r.rank = 0;
+      r.world_size = world;
+      r.run_id = run_id;
+      r.timeout = env_.collective_timeout;
+      absl::StatusOr<std::shared_ptr<train::Collective>> group =
+          train::JoinProcessGroup(r, ToTorchDevice(env.device));
+      status = group.status();
+      if (group.ok()) {
+        env.collective = *group;
+        absl::StatusOr<std::unique_ptr<train::Trainer>> trainer =
+            train::Trainer::Create(config, data, env);
+        status = trainer.status();
+        if (trainer.ok()) {
+          result = (*trainer)->Run(callbacks);
+          status = result.status();
+        }
+        env.collective.reset();
+      }
+    }
+    // The workers' accounts (a failed run ends theirs within the timeout).
+    const std::vector<RankReport> reports = env_.cluster->WaitFinal(
+        run_id, assigned,
+        status.ok() ? std::chrono::seconds(60) : env_.collective_timeout * 2);
+    int64_t fetched = 0, fetched_bytes = 0, cached = 0;
+    for (const RankReport& r : reports) {
+      fetched += r.files_fetched;
+      fetched_bytes += r.bytes_fetched;
+      cached += r.files_cached;
+    }
+    if (!reports.empty()) {
+      (void)Log(ctx, "info",
+                absl::StrCat("run ", attempt, ": workers fetched ", fetched,
+                             " files (", fetched_bytes, " bytes) and found ",
+                             cached, " in their caches"));
+    }
+    if (status.ok()) return result;
+    if (absl::IsCancelled(status) || !RankLost(status)) return status;
+    last_failure = status;
+    tries_without_progress =
+        job.history.size() > epochs_before ? 0 : tries_without_progress + 1;
+    if (tries_without_progress >= 3) {
+      return absl::UnavailableError(absl::StrCat(
+          "the data-parallel run failed 3 times in a row without finishing "
+          "an epoch; last: ",
+          status.message()));
+    }
+    (void)Log(ctx, "warning",
+              absl::StrCat("run ", attempt, " lost a rank: ", status.message(),
+                           "; resuming from the last checkpoint with the "
+                           "workers left (at least ",
+                           config.min_replicas, " ranks)"));
+  }
+}
 
 absl::Status TrainingRunner::Run(JobRecord& job, JobContext& ctx) {
   TRANSFERD_ASSIGN_OR_RETURN(train::TrainData data,
@@ -192,14 +385,18 @@ absl::Status TrainingRunner::Run(JobRecord& job, JobContext& ctx) {
   env.loader_threads = env_.loader_threads;
   env.decoded_cache_bytes = env_.decoded_cache_bytes;
   env.arbiter = ctx.arbiter();
-  TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
-                             train::Trainer::Create(job.config, data, env));
-
   RunTimes times;
   times.last_event = std::chrono::steady_clock::now() - kStepEventInterval;
   const train::TrainerCallbacks callbacks = MakeCallbacks(job, ctx, times);
-  TRANSFERD_ASSIGN_OR_RETURN(train::TrainResult result,
-                             trainer->Run(callbacks));
+  train::TrainResult result;
+  if (job.config.replicas > 1) {
+    TRANSFERD_ASSIGN_OR_RETURN(result,
+                               RunReplicated(job, ctx, data, env, callbacks));
+  } else {
+    TRANSFERD_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
+                               train::Trainer::Create(job.config, data, env));
+    TRANSFERD_ASSIGN_OR_RETURN(result, trainer->Run(callbacks));
+  }
   job.history = result.history;
   job.trainable = result.trainable;
   job.evaluations = result.evaluations;

@@ -188,8 +188,11 @@ absl::StatusOr<std::shared_ptr<Collective>> JoinProcessGroup(
       // GLOO_SOCKET_IFNAME picks the interface (as in PyTorch); a loopback
       // master means every rank is on this machine; otherwise the address
       // the host name resolves to.
-      if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-          ifname != nullptr && *ifname != '\0') {
+      if (!options.local_addr.empty()) {
+        gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(
+            options.local_addr));
+      } else if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+                 ifname != nullptr && *ifname != '\0') {
         gloo->devices.push_back(
             c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
       } else if (IsLoopback(options.master_addr)) {

@@ -49,6 +49,11 @@ struct RendezvousOptions {
   int master_port = 29500;
   int rank = 0;
   int world_size = 1;
+  // The address this rank's Gloo connections use and tell the others (an
+  // address of this host they can reach). Empty: GLOO_SOCKET_IFNAME's
+  // interface, 127.0.0.1 when the master is on loopback, else the address
+  // the host name resolves to.
+  std::string local_addr;
   // Names this run's keys in the store, so a store could serve several runs.
   std::string run_id = "transferd";
   // Bounds the rendezvous and every collective: a rank that vanished fails

@@ -9,6 +9,8 @@
 namespace transferd::core::train {
 namespace {
 
+// The most ranks of a data-parallel job.
+constexpr int kMaxReplicas = 256;
 // The largest spec.top_k.
 constexpr int kMaxTopK = 100;
 
@@ -224,6 +226,11 @@ absl::StatusOr<ResolvedJob> ResolvePredict(const JobRequest& request,
   if (!request.class_weights.empty()) {
     return Invalid("spec.class_weights", "must be empty for PREDICT");
   }
+  if (request.replicas.value_or(1) != 1 || request.min_replicas.has_value()) {
+    return Invalid("spec.replicas",
+                   "PREDICT runs on one server (leave replicas and "
+                   "min_replicas unset)");
+  }
   TRANSFERD_RETURN_IF_ERROR(ResolveTopK(request, out.config));
   return out;
 }
@@ -416,6 +423,18 @@ absl::StatusOr<ResolvedJob> ResolveJob(const JobRequest& request,
                                 "balanced-sqrt)"));
   }
   TRANSFERD_RETURN_IF_ERROR(ResolveTopK(request, c));
+  c.replicas = request.replicas.value_or(1);
+  if (c.replicas < 1 || c.replicas > kMaxReplicas) {
+    return Invalid(
+        "spec.replicas",
+        absl::StrCat("must be in [1, ", kMaxReplicas, "], got ", c.replicas));
+  }
+  c.min_replicas = request.min_replicas.value_or(c.replicas);
+  if (c.min_replicas < 1 || c.min_replicas > c.replicas) {
+    return Invalid("spec.min_replicas",
+                   absl::StrCat("must be in [1, replicas = ", c.replicas,
+                                "], got ", c.min_replicas));
+  }
   return out;
 }
 

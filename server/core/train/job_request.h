@@ -80,6 +80,8 @@ struct JobRequest {
   std::optional<double> label_smoothing;  // default 0
   std::string class_weights;              // default "none"
   std::optional<int> top_k;               // default 0: by class count
+  std::optional<int> replicas;            // default 1 (TRAIN, FINE_TUNE)
+  std::optional<int> min_replicas;        // default: replicas
   // PREDICT: the splits to run over (empty: every file), flip averaging.
   std::vector<common::Split> predict_splits;
   bool predict_flip_tta = false;

@@ -115,6 +115,10 @@ struct TrainConfig {
   bool predict_flip_tta = false;
   // The model's classes, recorded when the job is created.
   std::vector<std::string> predict_classes;
+  // Data-parallel ranks of a TRAIN or FINE_TUNE job (1: this server alone),
+  // and the fewest it goes on with after losing a worker (0: replicas).
+  int replicas = 1;
+  int min_replicas = 0;
 };
 
 // The examples of each split; labels index `classes`.

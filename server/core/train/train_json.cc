@@ -146,7 +146,9 @@ std::string ConfigToJson(const TrainConfig& c) {
               {"selection_metric", c.selection_metric},
               {"label_smoothing", c.label_smoothing},
               {"class_weights", c.class_weights},
-              {"top_k", c.top_k}};
+              {"top_k", c.top_k},
+              {"replicas", c.replicas},
+              {"min_replicas", c.min_replicas}};
   if (!c.predict_classes.empty()) {
     out["predict"] = {{"splits", c.predict_splits},
                       {"flip_tta", c.predict_flip_tta},
@@ -199,6 +201,8 @@ absl::StatusOr<TrainConfig> ConfigFromJson(const std::string& text) {
     // Absent from configs stored before the fields existed.
     c.class_weights = j.value("class_weights", std::string("none"));
     c.top_k = j.value("top_k", 0);
+    c.replicas = j.value("replicas", 1);
+    c.min_replicas = j.value("min_replicas", 0);
     if (j.contains("predict")) {
       c.predict_splits =
           j.at("predict").at("splits").get<std::vector<std::string>>();

@@ -1493,8 +1493,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainConfig config,
   auto impl = std::make_unique<Impl>();
   try {
     torch::manual_seed(config.seed);
+    ModelConfig build = config.model;
+    if (env.weights_from_rank0) {
+      build.weights = "none";
+      build.init_weights_file.clear();
+    }
     TRANSFERD_ASSIGN_OR_RETURN(
-        impl->model, BuildClassifier(config.model, num_classes, env.weights));
+        impl->model, BuildClassifier(build, num_classes, env.weights));
     for (size_t i = 0; i < config.stages.size(); ++i) {
       absl::StatusOr<int> index =
           impl->model->ResolveTrainableFrom(config.stages[i].trainable_from);

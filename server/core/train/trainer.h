@@ -51,6 +51,12 @@ struct TrainerEnv {
   // best weights and the final model and evaluates them; the others return
   // only the history.
   std::shared_ptr<Collective> collective;
+  // A rank other than 0 of a server's job: the model is built without
+  // reading config.model's weight files (rank 0 sends every weight when
+  // the run starts), so a worker needs neither the base model's file nor
+  // the ImageNet weights. The config is otherwise the same, so every rank
+  // decides the same things (feature caches, stages).
+  bool weights_from_rank0 = false;
 };
 
 struct TrainResult {

@@ -57,7 +57,7 @@ TEST(TokenFileTest, RejectsWhatWouldBeUnsafeOrAmbiguous) {
   };
   expect_error("short admin\n", "at least 16 characters");
   expect_error("0123456789abcdef root\n",
-               "role must be viewer, trainer or admin");
+               "role must be viewer, trainer, admin or worker");
   expect_error("0123456789abcdef\n", "expected TOKEN ROLE [NAME]");
   expect_error("0123456789abcdef viewer a\n0123456789abcdef admin b\n",
                "appears again");
