@@ -8,14 +8,12 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -27,6 +25,7 @@
 #include "server/core/train/trainer.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/log.h"
+#include "server/peer/peer_channel.h"
 #include "server/rpc/conversions.h"
 #include "transferd/v1/cluster.grpc.pb.h"
 
@@ -39,14 +38,6 @@ using core::LogFields;
 namespace {
 
 constexpr int kFetchBatch = 1000;
-
-std::string ReadText(const std::string& path) {
-  if (path.empty()) return "";
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string Describe(const grpc::Status& status) {
   return absl::StrCat(static_cast<int>(status.error_code()), " ",
@@ -425,44 +416,21 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Start(WorkerOptions options,
                                                       core::Engine& engine) {
   auto impl = std::make_unique<Impl>(std::move(options), engine);
   const WorkerOptions& o = impl->options;
-  if (!o.token_file.empty()) {
-    std::ifstream in(o.token_file);
-    std::string line;
-    while (in && std::getline(in, line)) {
-      line = std::string(absl::StripAsciiWhitespace(line));
-      if (!line.empty()) break;
-    }
-    if (line.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--worker-token-file ", o.token_file,
-          ": no token (the first non-empty line is sent to the coordinator)"));
-    }
-    impl->token = line;
-  }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 * 1024 * 1024);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  // Pings find a coordinator that vanished without closing the connection.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetUserAgentPrefix(
-      absl::StrCat("transferd-worker/", core::GetBuildInfo().version));
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      grpc::InsecureChannelCredentials();
-  if (o.tls || !o.tls_ca_file.empty() || !o.tls_cert_file.empty() ||
-      !o.tls_server_name.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadText(o.tls_ca_file);
-    ssl.pem_cert_chain = ReadText(o.tls_cert_file);
-    ssl.pem_private_key = ReadText(o.tls_key_file);
-    credentials = grpc::SslCredentials(ssl);
-    if (!o.tls_server_name.empty()) {
-      args.SetSslTargetNameOverride(o.tls_server_name);
-    }
-  }
-  impl->channel = grpc::CreateCustomChannel(o.coordinator, credentials, args);
+  absl::StatusOr<std::string> token =
+      peer::ReadBearerToken(o.token_file, "--worker-token-file", "coordinator");
+  if (!token.ok()) return token.status();
+  impl->token = *std::move(token);
+  peer::ChannelOptions channel;
+  channel.address = o.coordinator;
+  channel.tls = o.tls;
+  channel.ca_file = o.tls_ca_file;
+  channel.cert_file = o.tls_cert_file;
+  channel.key_file = o.tls_key_file;
+  channel.server_name = o.tls_server_name;
+  channel.user_agent =
+      absl::StrCat("transferd-worker/", core::GetBuildInfo().version);
+  channel.max_receive_message_bytes = 256 * 1024 * 1024;
+  impl->channel = peer::Connect(channel);
   impl->stub = v1::Cluster::NewStub(impl->channel);
   Impl* raw = impl.get();
   raw->thread = std::thread([raw] { raw->Run(); });

@@ -1,9 +1,7 @@
 #include "server/replica/follower.h"
 
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <utility>
 
 #include <grpcpp/grpcpp.h>
@@ -17,6 +15,7 @@
 #include "server/core/replica.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/log.h"
+#include "server/peer/peer_channel.h"
 #include "transferd/v1/models.grpc.pb.h"
 
 namespace transferd::replica {
@@ -32,14 +31,6 @@ constexpr std::chrono::seconds kMaxPullPause{300};
 constexpr std::chrono::seconds kPullStall{30};
 constexpr char kModels[] = "models/";
 constexpr char kAliases[] = "aliases/";
-
-std::string ReadText(const std::string& path) {
-  if (path.empty()) return "";
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string Describe(const grpc::Status& status) {
   return absl::StrCat(static_cast<int>(status.error_code()), " ",
@@ -353,47 +344,20 @@ absl::StatusOr<std::unique_ptr<Follower>> Follower::Start(
   }
   auto impl = std::make_unique<Impl>(std::move(options), engine);
   const FollowerOptions& o = impl->options;
-  if (!o.token_file.empty()) {
-    std::ifstream in(o.token_file);
-    std::string line;
-    while (in && std::getline(in, line)) {
-      line = std::string(absl::StripAsciiWhitespace(line));
-      if (!line.empty()) break;
-    }
-    if (line.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--follow-token-file ", o.token_file,
-          ": no token (the first non-empty line is sent to the primary)"));
-    }
-    impl->token = line;
-  }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  // HTTP/2 pings find a connection that died silently (a network that drops
-  // packets): without them a new watch would go out on the dead connection
-  // until the kernel gives up on it. 20 s respects the primary's default
-  // --min-ping-seconds (10).
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetUserAgentPrefix(
-      absl::StrCat("transferd-replica/", core::GetBuildInfo().version));
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      grpc::InsecureChannelCredentials();
-  if (o.tls || !o.tls_ca_file.empty() || !o.tls_cert_file.empty() ||
-      !o.tls_server_name.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadText(o.tls_ca_file);
-    ssl.pem_cert_chain = ReadText(o.tls_cert_file);
-    ssl.pem_private_key = ReadText(o.tls_key_file);
-    credentials = grpc::SslCredentials(ssl);
-    if (!o.tls_server_name.empty()) {
-      args.SetSslTargetNameOverride(o.tls_server_name);
-    }
-  }
-  impl->channel = grpc::CreateCustomChannel(o.primary, credentials, args);
+  absl::StatusOr<std::string> token =
+      peer::ReadBearerToken(o.token_file, "--follow-token-file", "primary");
+  if (!token.ok()) return token.status();
+  impl->token = *std::move(token);
+  peer::ChannelOptions channel;
+  channel.address = o.primary;
+  channel.tls = o.tls;
+  channel.ca_file = o.tls_ca_file;
+  channel.cert_file = o.tls_cert_file;
+  channel.key_file = o.tls_key_file;
+  channel.server_name = o.tls_server_name;
+  channel.user_agent =
+      absl::StrCat("transferd-replica/", core::GetBuildInfo().version);
+  impl->channel = peer::Connect(channel);
   impl->stub = v1::Models::NewStub(impl->channel);
   Impl* raw = impl.get();
   raw->thread = std::thread([raw] { raw->Run(); });

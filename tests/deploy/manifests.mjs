@@ -25,9 +25,10 @@ export const selects = (selector, labels) =>
   !selector?.matchExpressions?.length &&
   Object.entries(selector.matchLabels).every(([k, v]) => labels?.[k] === v);
 
-// The transferd servers of the manifests: every StatefulSet (the primary)
-// and Deployment (serving replicas, deploy/k8s/components/serving) with
-// its pod template and its container `transferd`.
+// The transferd servers of the manifests: every StatefulSet (the primary,
+// and the data-parallel workers of deploy/k8s/components/workers) and
+// Deployment (serving replicas, deploy/k8s/components/serving) with its pod
+// template and its container `transferd`.
 export function workloads(objs) {
   return objs
     .filter((o) => o.kind === "StatefulSet" || o.kind === "Deployment")
@@ -39,10 +40,26 @@ export function workloads(objs) {
     });
 }
 
+// The primary: the one StatefulSet that is no worker (its container does
+// not set TRANSFERD_COORDINATOR), as a workloads() entry. It trains, owns the
+// aliases, and is the coordinator of the workers and the primary the serving
+// replicas follow.
+export function primaryOf(objs) {
+  const sets = workloads(objs).filter(
+    (w) => w.workload.kind === "StatefulSet" && !setting(objs, w.container, "TRANSFERD_COORDINATOR"),
+  );
+  if (sets.length !== 1) {
+    throw new Problem(`expected one primary StatefulSet (TRANSFERD_COORDINATOR not set), found ${sets.length}` +
+      `${sets.length ? ` (${sets.map((w) => name(w.workload)).join(", ")})` : ""}`);
+  }
+  return sets[0];
+}
+
 // The value a setting has in the container: a flag in command/args first
 // (`--flag=value`, `--flag value`, or a bare `--flag` = "true"), then env,
 // then its envFrom ConfigMaps (later ones win, as in Kubernetes); undefined
-// when unset.
+// when unset. An env entry with valueFrom, known only in the pod, gives
+// what it refers to: "fieldRef:status.podIP", "secretKeyRef:NAME/KEY", ...
 const FLAGS = {
   TRANSFERD_HTTP_LISTEN: "--http-listen",
   TRANSFERD_TOKEN_FILE: "--token-file",
@@ -58,7 +75,25 @@ const FLAGS = {
   TRANSFERD_FOLLOW_TLS: "--follow-tls",
   TRANSFERD_FOLLOW_CA: "--follow-ca",
   TRANSFERD_FOLLOW_SERVER_NAME: "--follow-server-name",
+  TRANSFERD_COORDINATOR: "--coordinator",
+  TRANSFERD_WORKER_NAME: "--worker-name",
+  TRANSFERD_WORKER_TOKEN_FILE: "--worker-token-file",
+  TRANSFERD_COORDINATOR_TLS: "--coordinator-tls",
+  TRANSFERD_COORDINATOR_CA: "--coordinator-ca",
+  TRANSFERD_RENDEZVOUS_ADDRESS: "--rendezvous-address",
+  TRANSFERD_RENDEZVOUS_PORT: "--rendezvous-port",
+  TRANSFERD_DEVICE: "--device",
 };
+const BOOL_FLAGS = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT", "TRANSFERD_FOLLOW_TLS", "TRANSFERD_COORDINATOR_TLS"];
+
+// What an env entry's valueFrom refers to.
+function valueFrom(from) {
+  if (from.fieldRef) return `fieldRef:${from.fieldRef.fieldPath}`;
+  if (from.resourceFieldRef) return `resourceFieldRef:${from.resourceFieldRef.resource}`;
+  if (from.secretKeyRef) return `secretKeyRef:${from.secretKeyRef.name}/${from.secretKeyRef.key}`;
+  if (from.configMapKeyRef) return `configMapKeyRef:${from.configMapKeyRef.name}/${from.configMapKeyRef.key}`;
+  return "valueFrom";
+}
 export function setting(objs, container, key) {
   const argv = [...(container.command ?? []), ...(container.args ?? [])].map(String);
   const flag = FLAGS[key];
@@ -68,13 +103,13 @@ export function setting(objs, container, key) {
     if (a.startsWith(`${flag}=`)) fromArgs = a.slice(flag.length + 1);
     else if (a === flag) {
       const next = argv[i + 1];
-      const isBool = ["TRANSFERD_INSECURE_NO_AUTH", "TRANSFERD_ALLOW_PLAINTEXT", "TRANSFERD_FOLLOW_TLS"].includes(key);
+      const isBool = BOOL_FLAGS.includes(key);
       fromArgs = isBool || next === undefined || next.startsWith("-") ? "true" : next;
     }
   });
   if (fromArgs !== undefined) return fromArgs;
   const direct = container.env?.find((e) => e.name === key);
-  if (direct) return direct.value;
+  if (direct) return direct.valueFrom ? valueFrom(direct.valueFrom) : direct.value;
   let value;
   for (const ref of container.envFrom ?? []) {
     const cm = ofKind(objs, "ConfigMap").find((c) => c.metadata.name === ref.configMapRef?.name);

@@ -3,8 +3,9 @@
 // `kubectl kustomize`), for validate.sh. Two modes, input from stdin:
 //
 //   node monitoring.mjs wiring   the HTTP metrics port of every server (the
-//                                StatefulSet and a Deployment of serving
-//                                replicas) is wired end to end:
+//                                primary StatefulSet, a Deployment of serving
+//                                replicas, a StatefulSet of data-parallel
+//                                workers) is wired end to end:
 //                                TRANSFERD_HTTP_LISTEN (all interfaces) ->
 //                                container port `http` -> the one Service
 //                                selecting the pods (no other), port `http`
@@ -28,15 +29,15 @@
 // prints it on stderr and exits 1.
 import { stringify } from "yaml";
 
-import { Problem, load, name, ofKind, setting, workloads } from "./manifests.mjs";
+import { Problem, load, name, ofKind, primaryOf, setting, workloads } from "./manifests.mjs";
 
 // matchLabels only: the manifests use no matchExpressions.
 const selects = (matchLabels, labels) =>
   Object.keys(matchLabels ?? {}).length > 0 &&
   Object.entries(matchLabels).every(([k, v]) => labels?.[k] === v);
 
-// One server's wiring (the primary StatefulSet, or a Deployment of serving
-// replicas): returns its Service and notes.
+// One server's wiring (the primary StatefulSet, a Deployment of serving
+// replicas, or a StatefulSet of workers): returns its Service and notes.
 function wireServer(objs, { workload, pod, container }) {
   const notes = [];
   // The listen address: a flag, env, or a ConfigMap in envFrom.
@@ -98,11 +99,10 @@ function wireServer(objs, { workload, pod, container }) {
 }
 
 function wiring(objs) {
-  const sets = ofKind(objs, "StatefulSet");
-  if (sets.length !== 1) throw new Problem(`expected one StatefulSet, found ${sets.length}`);
+  const primary = primaryOf(objs).workload;
   const servers = workloads(objs);
   // The primary first.
-  servers.sort((a, b) => (b.workload === sets[0]) - (a.workload === sets[0]));
+  servers.sort((a, b) => (b.workload === primary) - (a.workload === primary));
   const notes = [];
   const services = [];
   for (const server of servers) {

@@ -9,7 +9,8 @@
 //   node serving.mjs  < rendered-manifests.yaml
 //
 //   - one Deployment whose container sets TRANSFERD_FOLLOW (the replicas),
-//     one StatefulSet that does not (the primary); neither workload's
+//     one StatefulSet that does not (the primary; data-parallel workers,
+//     TRANSFERD_COORDINATOR set, are neither); neither workload's
 //     selector selects the other's pods, and the Deployment leaves
 //     spec.replicas to the autoscaler;
 //   - exactly one Service selects the replicas, and it selects no primary
@@ -36,7 +37,7 @@ function check(objs) {
   const notes = [];
   const servers = workloads(objs);
   const followers = servers.filter((w) => setting(objs, w.container, "TRANSFERD_FOLLOW"));
-  const primaries = servers.filter((w) => !followers.includes(w));
+  const primaries = servers.filter((w) => !followers.includes(w) && !setting(objs, w.container, "TRANSFERD_COORDINATOR"));
   if (followers.length !== 1 || followers[0].workload.kind !== "Deployment") {
     throw new Problem(`expected one Deployment of serving replicas (TRANSFERD_FOLLOW set), found ${followers.map((w) => name(w.workload)).join(", ") || "none"}`);
   }

@@ -12,12 +12,17 @@
 # hand-written schemas in validate.mjs, as strictly. Checks that the metrics
 # port is wired end to end (monitoring.mjs wiring), how the serving
 # replicas of the serving and serving-tls overlays fit together and stay
-# apart from the primary (serving.mjs), the alerting rules with
+# apart from the primary (serving.mjs), how the data-parallel workers of the
+# distributed overlay fit together with the primary, their coordinator
+# (workers.mjs), the alerting rules with
 # `promtool check rules` and their behaviour with `promtool test rules`
 # (alerts.test.yaml). Checks the secure defaults of every overlay
-# (security.mjs: tokens, NetworkPolicy sources, TLS wiring, the replicas'
-# token and way to the primary, and with TLS how they check the primary's
-# certificate), and that the serving-tls component renders only in its
+# (security.mjs: every pod's and container's hardening, tokens,
+# NetworkPolicy sources, TLS wiring, the replicas' token and way to the
+# primary, and with TLS how they check the primary's certificate, the
+# workers' token and way to the coordinator and TCP between the ranks), that
+# the workers on the gpu overlay need a GPU each, and that the
+# serving-tls component renders only in its
 # place after the tls and serving components. Checks the
 # Dockerfiles' syntax (lint-dockerfiles.mjs), that they agree with the
 # manifests, and that their build stages install every package CMake
@@ -90,8 +95,9 @@ check "every field kubernetes-models declares is seen by the unknown-field check
 # monitoring: the cpu overlay plus deploy/k8s/components/monitoring; tls:
 # the cpu overlay plus deploy/k8s/components/tls; serving: the cpu overlay
 # plus deploy/k8s/components/serving; serving-tls: the cpu overlay plus the
-# components tls, serving and serving-tls.
-for overlay in cpu gpu monitoring tls serving serving-tls; do
+# components tls, serving and serving-tls; distributed: the cpu overlay plus
+# deploy/k8s/components/workers.
+for overlay in cpu gpu monitoring tls serving serving-tls distributed; do
   echo "== overlay $overlay"
   out="$work/$overlay.yaml"
   if render "deploy/k8s/overlays/$overlay" >"$out" 2>"$work/render.err"; then
@@ -149,6 +155,16 @@ for overlay in cpu gpu monitoring tls serving serving-tls; do
           [[ $(grep -cx "kind: Certificate" "$1") -eq 2 && $(grep -cx "kind: Deployment" "$1") -eq 1 ]] &&
           grep -qx "  name: transferd-serving" "$1" && [[ $(grep -cE "^ +image: transferd:cpu$" "$1") -eq 2 ]]' _ "$out" "$work/serving.yaml"
       ;;
+    distributed)
+      # The primary stays (it becomes the coordinator): the cpu overlay's
+      # objects plus the component's three; the workers run the primary's
+      # image (the component's replacement), on the cpu overlay's device.
+      check "distributed: the cpu overlay's objects plus a StatefulSet, a headless Service and a NetworkPolicy (the workers); both StatefulSets on image transferd:cpu, TRANSFERD_DEVICE cpu, no GPU" \
+        bash -c '[[ $(grep -c "^kind: " "$1") -eq $(( $(grep -c "^kind: " "$2") + 3 )) ]] &&
+          [[ $(grep -cx "kind: StatefulSet" "$1") -eq 2 && $(grep -cx "kind: Service" "$1") -eq 2 && $(grep -cx "kind: NetworkPolicy" "$1") -eq 2 ]] &&
+          grep -qx "  clusterIP: None" "$1" && grep -qx "  name: transferd-worker" "$1" &&
+          [[ $(grep -cE "^ +image: transferd:cpu$" "$1") -eq 2 ]] && grep -qF "TRANSFERD_DEVICE: cpu" "$1" && ! grep -q "nvidia.com/gpu" "$1"' _ "$out" "$work/cpu.yaml"
+      ;;
   esac
   case $overlay in
     serving | serving-tls)
@@ -161,17 +177,29 @@ for overlay in cpu gpu monitoring tls serving serving-tls; do
         sed 's/^/    /' "$work/out"
       fi
       ;;
+    distributed)
+      # workers.mjs: the workers' StatefulSet, headless Service, names,
+      # addresses and data dirs, and the coordinator's rendezvous.
+      if node "$here/workers.mjs" <"$out" >"$work/out" 2>&1; then
+        pass "$overlay: workers wired ($(cat "$work/out"))"
+      else
+        fail "$overlay: workers wired"
+        sed 's/^/    /' "$work/out"
+      fi
+      ;;
   esac
   # Secure by default (security.mjs): tokens from a mounted Secret, ingress
   # only from labelled clients (and Prometheus's namespace on the metrics
   # port), and for tls the certificate's Secret and probes on the plaintext
   # health port (for serving-tls, of the primary and of the replicas, and
-  # the replicas' TLS to the primary).
+  # the replicas' TLS to the primary); for distributed, the workers' token
+  # and way to the coordinator, and all TCP between the ranks (Gloo).
   sec_flags=()
   [[ $overlay == monitoring ]] && sec_flags=(--monitoring)
   [[ $overlay == tls ]] && sec_flags=(--tls)
   [[ $overlay == serving ]] && sec_flags=(--serving)
   [[ $overlay == serving-tls ]] && sec_flags=(--tls --serving)
+  [[ $overlay == distributed ]] && sec_flags=(--workers)
   if node "$here/security.mjs" "${sec_flags[@]}" <"$out" >"$work/out" 2>&1; then
     pass "$overlay: secure defaults ($(cat "$work/out"))"
   else
@@ -332,6 +360,15 @@ reject_security "--insecure-no-auth passed as a container argument" "$work/cpu.y
   's/^\(  *\)imagePullPolicy: IfNotPresent$/\1imagePullPolicy: IfNotPresent\n\1args: ["--insecure-no-auth"]/' 'TRANSFERD_INSECURE_NO_AUTH is "true"'
 reject_security "tls: the certificate's Secret not the one mounted" "$work/tls.yaml" \
   '/^kind: Certificate$/,/^---/s/secretName: transferd-tls/secretName: other-tls/' "which no Certificate" --tls
+# Every server's hardening (the primary's here; the workers' below).
+reject_security "a writable root filesystem" "$work/cpu.yaml" \
+  's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "readOnlyRootFilesystem is not true"
+reject_security "capabilities not dropped (NET_RAW instead of ALL)" "$work/cpu.yaml" \
+  's/^\( *\)- ALL$/\1- NET_RAW/' "capabilities.drop does not hold ALL"
+reject_security "no memory limit" "$work/cpu.yaml" \
+  '/^          limits:$/{N;d}' "no memory limit"
+reject_security "the pod as root (runAsUser 0)" "$work/cpu.yaml" \
+  's/runAsUser: 10001/runAsUser: 0/' "runAsUser is 0"
 reject_security "serving: the replicas send no token to the primary (TRANSFERD_FOLLOW_TOKEN_FILE removed)" "$work/serving.yaml" \
   '/- name: TRANSFERD_FOLLOW_TOKEN_FILE$/{N;d}' "sends no token to the primary" --serving
 reject_security "serving: the replicas send the callers' token file as their token" "$work/serving.yaml" \
@@ -361,6 +398,30 @@ reject_security "serving-tls: the replicas check the primary for a name its cert
 reject_security "serving-tls: the replicas mount all of the primary's Secret (its private key too)" "$work/serving-tls.yaml" \
   '/^      - name: primary-ca$/,/secretName: transferd-tls$/{/^ *items:$/d;/^ *- key: ca.crt$/d;/^ *path: ca.crt$/d}' \
   "holds the primary's private key" --tls --serving
+# distributed: the workers' token, their way to the coordinator, TCP
+# between the ranks both ways, and their hardening.
+reject_security "distributed: the workers send no token to the coordinator (TRANSFERD_WORKER_TOKEN_FILE removed)" "$work/distributed.yaml" \
+  '/- name: TRANSFERD_WORKER_TOKEN_FILE$/{N;d}' "sends no token to the coordinator" --workers
+reject_security "distributed: the workers send the callers' token file as their token" "$work/distributed.yaml" \
+  's|value: /etc/transferd/secrets/worker-token|value: /etc/transferd/secrets/tokens|' "is the callers' token file" --workers
+reject_security "distributed: the workers join their own Service" "$work/distributed.yaml" \
+  's/value: transferd:50051$/value: transferd-worker:50051/' "does not select the primary" --workers
+reject_security "distributed: the primary's NetworkPolicy lost the workers' rule" "$work/distributed.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/^  - from:$/{N;N;N;/instance: transferd-worker$/{N;N;N;d}}}' "cannot reach the coordinator" --workers
+reject_security "distributed: the workers admitted to the primary on the gRPC port only (no TCPStore, no Gloo)" "$work/distributed.yaml" \
+  '0,/^    - protocol: TCP$/s//    - port: 50051\n      protocol: TCP/' "cannot reach the coordinator's TCPStore" --workers
+reject_security "distributed: the workers' NetworkPolicy does not admit the coordinator (Gloo dials both ways)" "$work/distributed.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/^    - podSelector:$/{N;N;/instance: transferd$/{N;d}}}' "admits the coordinator StatefulSet/transferd on all TCP ports" --workers
+reject_security "distributed: the ranks admitted on every protocol (no ports)" "$work/distributed.yaml" \
+  '/^kind: NetworkPolicy$/,/^---/{/^    ports:$/{N;/\n    - protocol: TCP$/d}}' "admitted on every protocol" --workers
+reject_security "distributed: the ranks admitted on UDP" "$work/distributed.yaml" \
+  's/^    - protocol: TCP$/    - protocol: UDP/' "admitted on UDP, not TCP only" --workers
+reject_security "distributed: the workers allow privilege escalation" "$work/distributed.yaml" \
+  '/^  name: transferd-worker$/,/^---/s/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
+  "StatefulSet/transferd-worker: container transferd: allowPrivilegeEscalation is not false" --workers
+reject_security "distributed: service links on for the workers" "$work/distributed.yaml" \
+  '/^  name: transferd-worker$/,/^---/s/enableServiceLinks: false/enableServiceLinks: true/' \
+  "StatefulSet/transferd-worker: enableServiceLinks is not false" --workers
 # The mistake serving-tls exists for: the tls and serving components
 # together without it. The replicas would read the tls component's settings
 # from the shared ConfigMap without the certificate's mount (and never
@@ -443,6 +504,86 @@ reject_with "serving-tls: readiness on the whole server, not the alias" "$work/s
 reject_with "serving: the replicas' Service selects the primary too" "$work/serving.yaml" \
   '/^kind: Service$/,/^---/s/instance: transferd-serving$/instance: transferd/' "found 2 (Service/transferd, Service/transferd-serving)" \
   node "$here/monitoring.mjs" wiring
+workers_check=(node "$here/workers.mjs")
+reject_with "distributed: the coordinator without TRANSFERD_RENDEZVOUS_ADDRESS (127.0.0.1)" "$work/distributed.yaml" \
+  '/^  name: transferd$/,/^---/{/- name: TRANSFERD_RENDEZVOUS_ADDRESS$/{N;N;N;d}}' "TRANSFERD_RENDEZVOUS_ADDRESS is not set" "${workers_check[@]}"
+reject_with "distributed: every worker under one name" "$work/distributed.yaml" \
+  '/- name: TRANSFERD_WORKER_NAME$/{n;N;N;s/.*/          value: worker/}' "every worker pod would join under that one name" "${workers_check[@]}"
+reject_with "distributed: the workers' Service not headless" "$work/distributed.yaml" \
+  '/^kind: Service$/,/^---/s/^  clusterIP: None$/  type: ClusterIP/' "is not headless" "${workers_check[@]}"
+reject_with "distributed: the workers started one by one" "$work/distributed.yaml" \
+  's/^  podManagementPolicy: Parallel$/  podManagementPolicy: OrderedReady/' "not Parallel" "${workers_check[@]}"
+reject_with "distributed: the workers' data dir an emptyDir" "$work/distributed.yaml" \
+  '/^  name: transferd-worker$/,/^---/s/^      - emptyDir: {}$/      - emptyDir: {}\n        name: data\n&/' "is not a volumeClaimTemplate" "${workers_check[@]}"
+reject_with "distributed: the workers' Service selects the primary too" "$work/distributed.yaml" \
+  '/^kind: Service$/,/^---/s/instance: transferd-worker$/instance: transferd/' "found 2 (Service/transferd, Service/transferd-worker)" \
+  node "$here/monitoring.mjs" wiring
+# The workers on the gpu overlay read its TRANSFERD_DEVICE cuda:0 from the
+# shared ConfigMap: without a GPU each, workers.mjs must refuse them; with
+# the patch of docs/deploy.md and the distributed overlay, accept them.
+mkdir -p "$work/gpu-workers"
+rel=$(realpath --relative-to="$work/gpu-workers" "$root/deploy/k8s")
+printf 'resources:\n  - %s/overlays/gpu\ncomponents:\n  - %s/components/workers\n' "$rel" "$rel" >"$work/gpu-workers/kustomization.yaml"
+if ! render "$work/gpu-workers" >"$work/gpu-workers.yaml" 2>"$work/out"; then
+  fail "the workers on the gpu overlay without a GPU each: rendering failed"
+  sed 's/^/    /' "$work/out"
+elif "${workers_check[@]}" <"$work/gpu-workers.yaml" >"$work/out" 2>&1; then
+  fail "the workers on the gpu overlay without a GPU each: workers.mjs accepted it"
+elif ! grep -qF "TRANSFERD_DEVICE is cuda:0, but the workers have no nvidia.com/gpu limit" "$work/out"; then
+  fail "the workers on the gpu overlay without a GPU each: rejected for another reason"
+  sed 's/^/    /' "$work/out"
+else
+  pass "the workers on the gpu overlay without a GPU each: rejected ($(cut -c1-140 "$work/out" | head -1))"
+fi
+cat >>"$work/gpu-workers/kustomization.yaml" <<'EOF'
+patches:
+  - patch: |-
+      apiVersion: apps/v1
+      kind: StatefulSet
+      metadata:
+        name: transferd-worker
+      spec:
+        template:
+          spec:
+            nodeSelector:
+              nvidia.com/gpu.present: "true"
+            tolerations:
+              - key: nvidia.com/gpu
+                operator: Exists
+                effect: NoSchedule
+            containers:
+              - name: transferd
+                resources:
+                  limits:
+                    nvidia.com/gpu: 1
+EOF
+if render "$work/gpu-workers" >"$work/gpu-workers.yaml" 2>"$work/out" &&
+  "${validator[@]}" <"$work/gpu-workers.yaml" >"$work/out" 2>&1 &&
+  node "$here/security.mjs" --workers <"$work/gpu-workers.yaml" >"$work/out" 2>&1 &&
+  "${workers_check[@]}" <"$work/gpu-workers.yaml" >"$work/out" 2>&1 &&
+  [[ $(grep -cF "nvidia.com/gpu: 1" "$work/gpu-workers.yaml") -eq 2 ]]; then
+  pass "the workers on the gpu overlay with a GPU each: valid, secure, wired, one nvidia.com/gpu per server"
+else
+  fail "the workers on the gpu overlay with a GPU each"
+  sed 's/^/    /' "$work/out"
+fi
+# Serving replicas and workers on one primary: the two components add up
+# (the primary's NetworkPolicy admits each on its own terms).
+mkdir -p "$work/serving-workers"
+rel=$(realpath --relative-to="$work/serving-workers" "$root/deploy/k8s")
+printf 'resources:\n  - %s/overlays/cpu\ncomponents:\n  - %s/components/serving\n  - %s/components/workers\n' "$rel" "$rel" "$rel" \
+  >"$work/serving-workers/kustomization.yaml"
+if render "$work/serving-workers" >"$work/serving-workers.yaml" 2>"$work/out" &&
+  "${validator[@]}" <"$work/serving-workers.yaml" >"$work/out" 2>&1 &&
+  node "$here/security.mjs" --serving --workers <"$work/serving-workers.yaml" >"$work/out" 2>&1 &&
+  node "$here/serving.mjs" <"$work/serving-workers.yaml" >"$work/out" 2>&1 &&
+  "${workers_check[@]}" <"$work/serving-workers.yaml" >"$work/out" 2>&1 &&
+  node "$here/monitoring.mjs" wiring <"$work/serving-workers.yaml" >"$work/out" 2>&1; then
+  pass "the serving and workers components together: valid, secure, replicas and workers wired, metrics wired"
+else
+  fail "the serving and workers components together"
+  sed 's/^/    /' "$work/out"
+fi
 
 # The same for promtool: a corrupted copy of a rule file must fail the given
 # promtool command, with EXPECTED-TEXT in its output.

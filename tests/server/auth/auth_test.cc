@@ -87,5 +87,30 @@ TEST(AuthorizerTest, ReloadKeepsTheTokensInForceWhenTheFileBreaks) {
   EXPECT_FALSE(Authorizer::Create(temp.path() + "/missing").ok());
 }
 
+TEST(AuthorizerTest, TheWorkerRoleJoinsClustersAndNothingElse) {
+  testing::TempDir temp;
+  const std::string path = temp.path() + "/tokens";
+  std::ofstream(path) << "worker-0123456789 worker w1\n"
+                         "admin-0123456789a admin ops\n"
+                         "trainer-012345678 trainer ci\n";
+  auto auth = Authorizer::Create(path);
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  auto as = [&](const std::string& token, Role role) {
+    Authorizer::Caller caller;
+    caller.authorization = "Bearer " + token;
+    return (*auth)->Check(caller, role, "Cluster.Join");
+  };
+  EXPECT_TRUE(as("worker-0123456789", Role::kWorker).ok());
+  EXPECT_TRUE(as("admin-0123456789a", Role::kWorker).ok());
+  const absl::Status trainer = as("trainer-012345678", Role::kWorker);
+  EXPECT_TRUE(absl::IsPermissionDenied(trainer)) << trainer;
+  EXPECT_THAT(std::string(trainer.message()),
+              HasSubstr("needs the role worker"));
+  // A worker token reads nothing: it is not above viewer.
+  const absl::Status viewer = as("worker-0123456789", Role::kViewer);
+  EXPECT_TRUE(absl::IsPermissionDenied(viewer)) << viewer;
+  EXPECT_THAT(std::string(viewer.message()), HasSubstr("has the role worker"));
+}
+
 }  // namespace
 }  // namespace transferd::auth
