@@ -533,10 +533,53 @@ void BindCluster(Binding& b) {
       ->capture_default_str();
 }
 
+// Started by torchrun or a Kubeflow PyTorchJob (WORLD_SIZE > 1 and RANK,
+// MASTER_ADDR, MASTER_PORT set) without --coordinator: rank 0 is the
+// coordinator (its TCPStore on MASTER_PORT, reached at MASTER_ADDR), every
+// other rank a worker of MASTER_ADDR on this server's own gRPC port. Empty
+// when not started so, else a usage error.
+std::string ApplyTorchrunEnv(Binding& b, ServerConfig& config) {
+  const char* world = std::getenv("WORLD_SIZE");
+  if (world == nullptr || !config.worker.coordinator.empty() ||
+      !config.follow.primary.empty()) {
+    return "";
+  }
+  int world_size = 0, rank = -1, port = 0;
+  const char* rank_env = std::getenv("RANK");
+  const char* addr = std::getenv("MASTER_ADDR");
+  const char* port_env = std::getenv("MASTER_PORT");
+  if (!absl::SimpleAtoi(world, &world_size) || world_size < 1) {
+    return absl::StrCat("WORLD_SIZE=", world, " is not a positive integer");
+  }
+  if (world_size == 1) return "";
+  if (rank_env == nullptr || !absl::SimpleAtoi(rank_env, &rank) || rank < 0 ||
+      rank >= world_size || addr == nullptr || *addr == '\0' ||
+      port_env == nullptr || !absl::SimpleAtoi(port_env, &port) || port < 1 ||
+      port > 65535) {
+    return absl::StrCat(
+        "started by torchrun (WORLD_SIZE=", world,
+        ") but RANK, MASTER_ADDR or MASTER_PORT is missing or malformed");
+  }
+  if (rank == 0) {
+    if (!b.rendezvous_address_set) config.engine.rendezvous_address = addr;
+    if (b.app.get_option("--rendezvous-port")->count() == 0) {
+      config.engine.rendezvous_port = port;
+    }
+    return "";
+  }
+  const std::string& listen = config.rpc.listen_address;
+  config.worker.coordinator =
+      absl::StrCat(addr, listen.substr(listen.rfind(':')));
+  return "";
+}
+
 std::string FinishCluster(Binding& b, ServerConfig& config) {
   cluster::WorkerOptions& w = config.worker;
   config.engine.collective_timeout =
       std::chrono::seconds(b.collective_timeout_seconds);
+  if (std::string error = ApplyTorchrunEnv(b, config); !error.empty()) {
+    return error;
+  }
   if (w.coordinator.empty()) {
     const bool stray = !w.name.empty() || !w.token_file.empty() || w.tls ||
                        !w.tls_ca_file.empty() || !w.tls_cert_file.empty() ||

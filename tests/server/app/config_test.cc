@@ -232,6 +232,57 @@ TEST_F(ConfigTest, FollowMakesAReadOnlyReplicaAndItsSettingsNeedIt) {
   EXPECT_EQ(out.exit_code, 2);
 }
 
+TEST_F(ConfigTest, CoordinatorMakesAWorkerAndTorchrunsEnvironmentIsHonoured) {
+  for (const char* name : {"WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"})
+    unsetenv(name);
+  ParseOutcome out = Parse({});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_FALSE(out.config->engine.worker);
+  EXPECT_EQ(out.config->engine.rendezvous_port, 29500);
+
+  const std::string token = WriteFile("worker-token-0123456789\n");
+  out = Parse({"--coordinator", "coord.example:50051", "--worker-name", "w7",
+               "--worker-token-file", token, "--rendezvous-address", "10.0.0.7",
+               "--collective-timeout-seconds", "15"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_TRUE(out.config->engine.worker);
+  EXPECT_EQ(out.config->worker.coordinator, "coord.example:50051");
+  EXPECT_EQ(out.config->worker.name, "w7");
+  EXPECT_EQ(out.config->worker.advertise_address, "10.0.0.7");
+  EXPECT_EQ(out.config->engine.collective_timeout, std::chrono::seconds(15));
+  out = Parse({"--worker-name", "w7"});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("need --coordinator ADDRESS"));
+  out = Parse({"--coordinator", "c:1", "--follow", "p:1"});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("exclude each other"));
+
+  // As torchrun or a PyTorchJob starts it: rank 0 coordinates with its
+  // TCPStore on MASTER_PORT, the other ranks join MASTER_ADDR.
+  SetEnv("WORLD_SIZE", "3");
+  SetEnv("MASTER_ADDR", "job-master-0");
+  SetEnv("MASTER_PORT", "23456");
+  SetEnv("RANK", "0");
+  out = Parse({"--listen", "127.0.0.1:50051"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_FALSE(out.config->engine.worker);
+  EXPECT_EQ(out.config->engine.rendezvous_address, "job-master-0");
+  EXPECT_EQ(out.config->engine.rendezvous_port, 23456);
+  SetEnv("RANK", "2");
+  out = Parse({"--listen", "127.0.0.1:50051"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_TRUE(out.config->engine.worker);
+  EXPECT_EQ(out.config->worker.coordinator, "job-master-0:50051");
+  SetEnv("RANK", "3");
+  out = Parse({});
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_THAT(out.output, HasSubstr("RANK, MASTER_ADDR or MASTER_PORT"));
+  // An explicit --coordinator wins over the environment.
+  out = Parse({"--coordinator", "c:1"});
+  ASSERT_TRUE(out.config.has_value()) << out.output;
+  EXPECT_EQ(out.config->worker.coordinator, "c:1");
+}
+
 TEST_F(ConfigTest, HttpPortIsOffByDefaultAndSharesGrpcSecurity) {
   ParseOutcome out = Parse({});
   ASSERT_TRUE(out.config.has_value()) << out.output;
