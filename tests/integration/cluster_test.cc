@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "tests/support/job_support.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/transferd_server.h"
@@ -194,6 +195,46 @@ TEST_F(ClusterTest, AKilledWorkerEndsTheRunAndTheJobResumesWithTheRest) {
   ASSERT_EQ(done.history_size(), 12);
   for (int e = 0; e < 12; ++e) EXPECT_EQ(done.history(e).epoch(), e + 1);
   EXPECT_EQ(Info(*coordinator_).cluster().workers_size(), 0);
+}
+
+TEST_F(ClusterTest, WithoutEnoughRanksTheJobWaitsForAWorkerToReturn) {
+  std::unique_ptr<TransferdServer> worker = StartWorker("w1");
+  ASSERT_TRUE(WaitForWorkers(*coordinator_, 1)) << coordinator_->Log();
+  v1::JobSpec spec = testing::SmallSpec("tiny", 8);
+  spec.mutable_stages(0)->set_trainable_from("all");
+  spec.set_replicas(2);  // min_replicas defaults to 2: wait for both
+  v1::Job job;
+  ASSERT_TRUE(testing::CreateJob(*coordinator_, spec, &job, "patient").ok());
+  std::vector<std::string> logs;
+  std::unique_ptr<TransferdServer> returned;
+  const v1::Job done =
+      Follow(*coordinator_, "jobs/patient", [&](const v1::JobEvent& e) {
+        if (e.has_epoch_end() && e.epoch_end().epoch() == 2 && worker) {
+          worker->Stop(SIGKILL, std::chrono::seconds(10));
+        }
+        if (!e.has_log()) return;
+        logs.push_back(e.log().message());
+        // The job waits with no worker idle; one comes back (a new process
+        // with the same name and data directory).
+        if (!returned && absl::StrContains(e.log().message(),
+                                           "waiting for workers: 0 idle")) {
+          TransferdServer::Options o =
+              TransferdServer::WithDataDir(worker->data_dir());
+          o.args = {"--threads=1", "--coordinator=" + coordinator_->address(),
+                    "--worker-name=w1"};
+          returned = std::make_unique<TransferdServer>(o);
+        }
+      });
+  ASSERT_NE(returned, nullptr);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.failure_reason();
+  EXPECT_THAT(logs, ::testing::Contains(HasSubstr("run 1 lost a rank")));
+  EXPECT_THAT(logs, ::testing::Contains(HasSubstr(
+                        "run 2: 2 ranks: this server (rank 0) and w1")));
+  // The returning worker kept its data: nothing was fetched again.
+  EXPECT_THAT(logs, ::testing::Contains(
+                        HasSubstr("run 2: workers fetched 0 files (0 bytes)")));
+  ASSERT_EQ(done.history_size(), 8);
+  for (int e = 0; e < 8; ++e) EXPECT_EQ(done.history(e).epoch(), e + 1);
 }
 
 TEST_F(ClusterTest, ReplicasAreCheckedAndAWorkerTakesNoWorkers) {
