@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "server/core/train/rendezvous.h"
 #include "server/core/util/build_info.h"
 
 namespace transferd::app {
@@ -540,36 +541,31 @@ void BindCluster(Binding& b) {
 // when not started so, else a usage error.
 std::string ApplyTorchrunEnv(Binding& b, ServerConfig& config) {
   const char* world = std::getenv("WORLD_SIZE");
-  if (world == nullptr || !config.worker.coordinator.empty() ||
-      !config.follow.primary.empty()) {
+  if (world == nullptr || std::string(world) == "1" ||
+      !config.worker.coordinator.empty() || !config.follow.primary.empty()) {
     return "";
   }
-  int world_size = 0, rank = -1, port = 0;
-  const char* rank_env = std::getenv("RANK");
-  const char* addr = std::getenv("MASTER_ADDR");
-  const char* port_env = std::getenv("MASTER_PORT");
-  if (!absl::SimpleAtoi(world, &world_size) || world_size < 1) {
-    return absl::StrCat("WORLD_SIZE=", world, " is not a positive integer");
+  absl::StatusOr<core::train::RendezvousOptions> torchrun =
+      core::train::RendezvousFromEnv();
+  if (!torchrun.ok()) {
+    return absl::StrCat("started by torchrun (WORLD_SIZE=", world,
+                        ") but RANK, MASTER_ADDR or MASTER_PORT is missing or "
+                        "malformed: ",
+                        torchrun.status().message());
   }
-  if (world_size == 1) return "";
-  if (rank_env == nullptr || !absl::SimpleAtoi(rank_env, &rank) || rank < 0 ||
-      rank >= world_size || addr == nullptr || *addr == '\0' ||
-      port_env == nullptr || !absl::SimpleAtoi(port_env, &port) || port < 1 ||
-      port > 65535) {
-    return absl::StrCat(
-        "started by torchrun (WORLD_SIZE=", world,
-        ") but RANK, MASTER_ADDR or MASTER_PORT is missing or malformed");
-  }
-  if (rank == 0) {
-    if (!b.rendezvous_address_set) config.engine.rendezvous_address = addr;
+  if (torchrun->world_size == 1) return "";
+  if (torchrun->rank == 0) {
+    if (!b.rendezvous_address_set) {
+      config.engine.rendezvous_address = torchrun->master_addr;
+    }
     if (b.app.get_option("--rendezvous-port")->count() == 0) {
-      config.engine.rendezvous_port = port;
+      config.engine.rendezvous_port = torchrun->master_port;
     }
     return "";
   }
   const std::string& listen = config.rpc.listen_address;
   config.worker.coordinator =
-      absl::StrCat(addr, listen.substr(listen.rfind(':')));
+      absl::StrCat(torchrun->master_addr, listen.substr(listen.rfind(':')));
   return "";
 }
 

@@ -25,6 +25,7 @@
 #include "server/core/train/trainer.h"
 #include "server/core/util/build_info.h"
 #include "server/core/util/log.h"
+#include "server/core/util/torch_util.h"
 #include "server/peer/peer_channel.h"
 #include "server/rpc/conversions.h"
 #include "transferd/v1/cluster.grpc.pb.h"
@@ -348,7 +349,7 @@ struct Worker::Impl {
     r.run_id = a.run_id();
     r.timeout = std::chrono::seconds(std::max(1, a.timeout_seconds()));
     absl::StatusOr<std::shared_ptr<core::train::Collective>> group =
-        core::train::JoinProcessGroup(r, ToTorchDeviceOf(engine));
+        core::train::JoinProcessGroup(r, core::ToTorchDevice(engine.device()));
     if (!group.ok()) return group.status();
 
     core::train::TrainerEnv env;
@@ -374,8 +375,6 @@ struct Worker::Impl {
     fs::remove_all(env.checkpoint_dir, ec);
     return result.status();
   }
-
-  static torch::Device ToTorchDeviceOf(core::Engine& engine);
 
   void RunRank(const v1::RankAssignment& a, const std::string& id) {
     const std::string what =
@@ -435,13 +434,6 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Start(WorkerOptions options,
   Impl* raw = impl.get();
   raw->thread = std::thread([raw] { raw->Run(); });
   return std::unique_ptr<Worker>(new Worker(std::move(impl)));
-}
-
-torch::Device Worker::Impl::ToTorchDeviceOf(core::Engine& engine) {
-  const core::ComputeDevice& d = engine.device();
-  return d.kind == core::ComputeDevice::Kind::kCuda
-             ? torch::Device(torch::kCUDA, static_cast<int8_t>(d.index))
-             : torch::Device(torch::kCPU);
 }
 
 Worker::Worker(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
